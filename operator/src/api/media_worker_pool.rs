@@ -1,0 +1,107 @@
+//! `MediaWorkerPool`: warm media-worker pods that sessions are allocated from (Agones-style).
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The default media-worker image.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/tiepdan/media-worker:0.1.0";
+
+/// A pool of warm media-worker pods. Sessions take an idle worker; the pool keeps `replicas` idle.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "tiepdan.io",
+    version = "v1alpha1",
+    kind = "MediaWorkerPool",
+    namespaced,
+    status = "MediaWorkerPoolStatus",
+    shortname = "mwp",
+    category = "tiepdan",
+    doc = "A pool of warm media-worker pods from which sessions are allocated a worker.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Idle Wanted", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Allocated", type_ = "integer", json_path = ".status.allocated"),
+    printcolumn(name = "Available", type_ = "integer", json_path = ".status.available"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaWorkerPoolSpec {
+    /// How many idle, warm workers to keep ready on top of the allocated ones.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// The media-worker container image.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Compute resources of each worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The UDP/TCP port range mediasoup uses for RTC on each worker.
+    #[serde(default)]
+    pub rtc_ports: RtcPorts,
+    /// The public IP address or host name announced to points in ICE candidates (for NAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_address: Option<String>,
+    /// Run workers in the host's network namespace, so RTC ports are reachable on the node's address.
+    #[serde(default)]
+    pub host_network: bool,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_owned()
+}
+
+/// A port range.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct RtcPorts {
+    /// The lowest RTC port.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub min: i32,
+    /// The highest RTC port.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub max: i32,
+}
+
+impl Default for RtcPorts {
+    fn default() -> Self {
+        Self { min: 40000, max: 40999 }
+    }
+}
+
+/// The observed state of a pool.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaWorkerPoolStatus {
+    /// Worker pods of this pool, idle and allocated.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Worker pods that are Ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Worker pods allocated to a session.
+    #[serde(default)]
+    pub allocated: i32,
+    /// Idle worker pods that are Ready and can be allocated now.
+    #[serde(default)]
+    pub available: i32,
+    /// The label selector of the pool's pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// kstatus conditions: Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,31 @@
+//! The public API: group `tiepdan.io`, version `v1alpha1`.
+//!
+//! ```text
+//!  ReceptionPoint (rp) ──parent──▶ ReceptionPoint      Province ◀─ Town ◀─ Commune
+//!        ▲  ▲
+//!   host │  │ points / pointSelector
+//!  ReceptionSession (rsess) ──workerPool──▶ MediaWorkerPool (mwp)
+//!        │ owns: worker Pod, signaling Service, join-token Secret
+//! ```
+//!
+//! Field names are public API; every field carries a doc comment that becomes its
+//! `kubectl explain` description.
+
+pub mod condition;
+pub mod media_worker_pool;
+pub mod reception_point;
+pub mod reception_session;
+
+pub use condition::{set_condition, ConditionStatus};
+pub use media_worker_pool::{MediaWorkerPool, MediaWorkerPoolSpec, MediaWorkerPoolStatus, RtcPorts};
+pub use reception_point::{
+    Contact, Level, LinkType, NetworkProfile, ReceptionPoint, ReceptionPointSpec, ReceptionPointStatus,
+    Verification,
+};
+pub use reception_session::{
+    IssuerRef, MediaSpec, PointStatus, Readiness, ReceptionSession, ReceptionSessionSpec,
+    ReceptionSessionStatus, Schedule, SessionPhase, SessionSummary, TlsSpec, VideoSpec, WorkerStatus,
+};
+
+/// The API group of every tiepdan kind.
+pub const GROUP: &str = "tiepdan.io";

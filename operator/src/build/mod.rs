@@ -1,0 +1,23 @@
+//! The build step: validated spec in, Kubernetes objects out. Pure functions, no client; each
+//! child object has one builder in a file named after it.
+
+pub mod join_tokens;
+pub mod labels;
+pub mod signaling_service;
+pub mod signing_key;
+pub mod worker_pod;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+
+/// A controller owner reference to `owner`, so the garbage collector removes children with it.
+pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}

@@ -1,0 +1,72 @@
+//! The Service in front of a session's worker, for signaling (HTTP + WebSocket).
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::worker_pod::SIGNALING_PORT;
+use super::{labels, owner_ref};
+use crate::api::ReceptionSession;
+
+/// The Service's name for a session.
+pub fn name(session: &str) -> String {
+    format!("{session}-signaling")
+}
+
+/// The in-cluster signaling URL of a session.
+pub fn url(session: &ReceptionSession) -> String {
+    format!(
+        "ws://{}.{}.svc:{SIGNALING_PORT}/v1/ws",
+        name(&session.name_any()),
+        session.namespace().unwrap_or_default()
+    )
+}
+
+/// The signaling Service for `session`, selecting the worker allocated to it.
+pub fn build(session: &ReceptionSession) -> Service {
+    let sname = session.name_any();
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name(&sname)),
+            namespace: session.namespace(),
+            labels: Some(labels::for_session(&sname, labels::COMPONENT_SIGNALING)),
+            owner_references: Some(vec![owner_ref(session)]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(
+                [
+                    (labels::SESSION.to_owned(), sname.clone()),
+                    (labels::COMPONENT.to_owned(), labels::COMPONENT_WORKER.to_owned()),
+                ]
+                .into(),
+            ),
+            ports: Some(vec![ServicePort {
+                name: Some("signaling".to_owned()),
+                port: SIGNALING_PORT,
+                target_port: Some(IntOrString::String("signaling".to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::worker_pod::tests::session;
+
+    #[test]
+    fn the_service_selects_only_this_sessions_worker() {
+        let svc = build(&session());
+        let sel = svc.spec.unwrap().selector.unwrap();
+        assert_eq!(sel[labels::SESSION], "phien-thang-6");
+        assert_eq!(sel[labels::COMPONENT], labels::COMPONENT_WORKER);
+        assert_eq!(svc.metadata.labels.unwrap()[labels::SESSION], "phien-thang-6");
+        assert_eq!(svc.metadata.owner_references.unwrap()[0].kind, "ReceptionSession");
+    }
+}

@@ -1,0 +1,205 @@
+//! The media-worker Pod. Idle pods belong to their pool; a pod allocated to a session belongs to
+//! the session (owner and `tiepdan.io/session` label), so deleting the session deletes it.
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod,
+    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::{labels, owner_ref, signing_key};
+use crate::api::{MediaWorkerPool, ReceptionSession};
+use crate::tokens::session_id;
+
+/// The signaling (HTTP/WebSocket) port of every worker.
+pub const SIGNALING_PORT: i32 = 8080;
+/// Where the pool's signing key is mounted.
+pub const SIGNING_KEY_DIR: &str = "/var/run/tiepdan/signing-key";
+/// The worker container's name (the harness's node emulation starts the real binary for it).
+pub const CONTAINER: &str = "media-worker";
+
+/// Labels of a worker pod of `pool`, idle or allocated to `session`.
+pub fn pod_labels(pool: &str, session: Option<&str>) -> std::collections::BTreeMap<String, String> {
+    let mut l = labels::common(session.unwrap_or(pool), labels::COMPONENT_WORKER);
+    l.insert(labels::POOL.to_owned(), pool.to_owned());
+    match session {
+        Some(s) => {
+            l.insert(labels::SESSION.to_owned(), s.to_owned());
+            l.insert(labels::WORKER_STATE.to_owned(), labels::STATE_ALLOCATED.to_owned());
+        }
+        None => {
+            l.insert(labels::WORKER_STATE.to_owned(), labels::STATE_IDLE.to_owned());
+        }
+    }
+    l
+}
+
+/// A worker pod named `name` from `pool`: idle when `session` is `None`, otherwise bound to it
+/// from the start (used when no idle pod could be allocated).
+pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSession>) -> Pod {
+    let spec = &pool.spec;
+    let mut args = vec![
+        "serve".to_owned(),
+        format!("--listen=$(POD_IP):{SIGNALING_PORT}"),
+        "--rtc-listen-ip=$(POD_IP)".to_owned(),
+        format!("--rtc-min-port={}", spec.rtc_ports.min),
+        format!("--rtc-max-port={}", spec.rtc_ports.max),
+        format!("--token-key-file={SIGNING_KEY_DIR}/{}", signing_key::KEY),
+        "--log-format=json".to_owned(),
+    ];
+    if let Some(addr) = &spec.announced_address {
+        args.push(format!("--announced-address={addr}"));
+    }
+    if let Some(s) = session {
+        args.push(format!("--session-id={}", session_id(&s.namespace().unwrap_or_default(), &s.name_any())));
+        args.push(format!("--session-title={}", s.spec.title));
+    }
+    let session_name = session.map(|s| s.name_any());
+    let owner = match session {
+        Some(s) => owner_ref(s),
+        None => owner_ref(pool),
+    };
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("signaling".to_owned()),
+            ..Default::default()
+        }),
+        period_seconds: Some(5),
+        ..Default::default()
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: pool.namespace(),
+            labels: Some(pod_labels(&pool.name_any(), session_name.as_deref())),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            host_network: spec.host_network.then_some(true),
+            automount_service_account_token: Some(false),
+            termination_grace_period_seconds: Some(60),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65532),
+                run_as_group: Some(65532),
+                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..Default::default() }),
+                ..Default::default()
+            }),
+            containers: vec![Container {
+                name: CONTAINER.to_owned(),
+                image: Some(spec.image.clone()),
+                args: Some(args),
+                env: Some(vec![EnvVar {
+                    name: "POD_IP".to_owned(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector { field_path: "status.podIP".to_owned(), ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![ContainerPort {
+                    name: Some("signaling".to_owned()),
+                    container_port: SIGNALING_PORT,
+                    protocol: Some("TCP".to_owned()),
+                    ..Default::default()
+                }]),
+                readiness_probe: Some(probe("/readyz")),
+                liveness_probe: Some(probe("/healthz")),
+                resources: spec.resources.clone(),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    run_as_non_root: Some(true),
+                    capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Default::default() }),
+                    seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..Default::default() }),
+                    ..Default::default()
+                }),
+                volume_mounts: Some(vec![VolumeMount {
+                    name: "signing-key".to_owned(),
+                    mount_path: SIGNING_KEY_DIR.to_owned(),
+                    read_only: Some(true),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }],
+            volumes: Some(vec![Volume {
+                name: "signing-key".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(signing_key::name(&pool.name_any())),
+                    default_mode: Some(0o440),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::api::{MediaWorkerPoolSpec, ReceptionSessionSpec};
+
+    pub(crate) fn pool() -> MediaWorkerPool {
+        let mut p: MediaWorkerPool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool",
+            "metadata": {"name": "default", "namespace": "my-hao", "uid": "pool-uid"},
+            "spec": {"replicas": 2, "rtcPorts": {"min": 41000, "max": 41099}, "announcedAddress": "203.0.113.7"}
+        }))
+        .unwrap();
+        p.spec = MediaWorkerPoolSpec { ..p.spec };
+        p
+    }
+
+    pub(crate) fn session() -> ReceptionSession {
+        serde_json::from_value::<ReceptionSession>(serde_json::json!({
+            "apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionSession",
+            "metadata": {"name": "phien-thang-6", "namespace": "my-hao", "uid": "sess-uid"},
+            "spec": {"title": "Tiếp công dân tháng 6", "host": "my-hao", "points": ["di-su"],
+                     "schedule": {"start": "2025-06-12T01:00:00Z", "durationMinutes": 120}}
+        }))
+        .map(|s| ReceptionSession { spec: ReceptionSessionSpec { ..s.spec }, ..s })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_idle_pod_belongs_to_its_pool_and_has_no_session() {
+        let pod = build(&pool(), "default-abcde", None);
+        let l = pod.metadata.labels.clone().unwrap();
+        assert_eq!(l[labels::WORKER_STATE], labels::STATE_IDLE);
+        assert!(!l.contains_key(labels::SESSION));
+        assert_eq!(pod.metadata.owner_references.unwrap()[0].uid, "pool-uid");
+        let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(!args.iter().any(|a| a.starts_with("--session-id")));
+        assert!(args.contains(&"--rtc-min-port=41000".to_owned()));
+        assert!(args.contains(&"--announced-address=203.0.113.7".to_owned()));
+    }
+
+    #[test]
+    fn a_session_pod_is_owned_by_and_labelled_for_the_session() {
+        let pod = build(&pool(), "phien-thang-6-worker", Some(&session()));
+        let l = pod.metadata.labels.clone().unwrap();
+        assert_eq!(l[labels::SESSION], "phien-thang-6");
+        assert_eq!(l[labels::WORKER_STATE], labels::STATE_ALLOCATED);
+        assert_eq!(pod.metadata.owner_references.unwrap()[0].uid, "sess-uid");
+        let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--session-id=my-hao/phien-thang-6".to_owned()));
+    }
+
+    #[test]
+    fn worker_pods_meet_the_restricted_pod_security_profile() {
+        let spec = build(&pool(), "p", None).spec.unwrap();
+        assert_eq!(spec.security_context.unwrap().run_as_non_root, Some(true));
+        let sc = spec.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.capabilities.unwrap().drop.unwrap(), vec!["ALL"]);
+        assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    }
+}

@@ -1,0 +1,383 @@
+//! The ReceptionSession controller. Each reconcile is a pipeline:
+//! observe (points, pool, worker) → validate (pure) → build (pure) → apply (SSA) → status,
+//! and a finalizer removes everything the session created.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::allocation::{self, Allocation};
+use super::pool::{ensure_signing_key, pod_ready};
+use super::status as st;
+use super::{events, Context};
+use crate::api::{
+    condition, set_condition, ConditionStatus as CS, MediaWorkerPool, ReceptionPoint, ReceptionSession,
+    ReceptionSessionStatus, SessionPhase, WorkerStatus,
+};
+use crate::apply;
+use crate::build::{join_tokens, labels, signaling_service};
+use crate::tokens::{self, session_id};
+use crate::validate::{validate_session, ValidSession};
+use crate::worker_client::{WorkerClient, WorkerReport};
+
+/// The finalizer that guarantees clean-up.
+pub const FINALIZER: &str = "tiepdan.io/cleanup";
+
+/// Errors reconciling a session. `category()` is a bounded label for metrics and logs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to list reception points")]
+    ListPoints(#[source] kube::Error),
+    #[error("failed to read the worker pool")]
+    Pool(#[source] kube::Error),
+    #[error("failed to read the pool's signing key")]
+    SigningKey(#[source] kube::Error),
+    #[error(transparent)]
+    Allocate(#[from] allocation::Error),
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    #[error(transparent)]
+    Tokens(#[from] tokens::Error),
+    #[error("failed to update session status")]
+    Status(#[source] kube::Error),
+    #[error("finalizer failed: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::ListPoints(_) => "observe",
+            Error::Pool(_) | Error::SigningKey(_) => "pool",
+            Error::Allocate(_) => "allocate",
+            Error::Apply(_) => "apply",
+            Error::Tokens(_) => "tokens",
+            Error::Status(_) => "status",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+pub fn controller(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> impl Stream<Item = Result<(ObjectRef<ReceptionSession>, Action), impl std::error::Error>> {
+    let client = ctx.client.clone();
+    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let ctl = Controller::new(Api::<ReceptionSession>::all(client.clone()), watcher::Config::default());
+    let (by_point, by_pool) = (ctl.store(), ctl.store());
+    ctl.owns(Api::<Pod>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(Api::<Secret>::all(client.clone()), managed)
+        // Points coming and going change a session's validity and participants.
+        .watches(Api::<ReceptionPoint>::all(client.clone()), watcher::Config::default(), move |p: ReceptionPoint| {
+            let ns = p.namespace();
+            by_point.state().into_iter().filter(|s| s.namespace() == ns).map(|s| ObjectRef::from_obj(&*s)).collect::<Vec<_>>()
+        })
+        .watches(Api::<MediaWorkerPool>::all(client), watcher::Config::default(), move |p: MediaWorkerPool| {
+            let (ns, name) = (p.namespace(), p.name_any());
+            by_pool
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace() == ns && s.spec.worker_pool == name)
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
+        })
+        // A simulated clock jumping re-evaluates every timeline at once.
+        .reconcile_all_on(ctx.clock.jumps())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+}
+
+async fn reconcile(session: Arc<ReceptionSession>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api = Api::<ReceptionSession>::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, session, |event| async {
+        match event {
+            Finalizer::Apply(s) => apply_session(&s, &ctx).await,
+            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// What the apply step produced, for the status step.
+struct Provisioned {
+    pod: Option<Pod>,
+    report: Option<WorkerReport>,
+    worker_message: String,
+}
+
+async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Action, Error> {
+    let now = ctx.clock.now();
+    let ns = session.namespace().unwrap_or_default();
+    let prev = session.status.clone().unwrap_or_default();
+    let generation = session.metadata.generation;
+    let mut status = prev.clone();
+    status.observed_generation = generation;
+
+    // observe
+    let points = Api::<ReceptionPoint>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::ListPoints)?
+        .items;
+
+    // validate
+    let valid = match validate_session(&session.spec, &points, &ctx.config.timeline) {
+        Ok(v) => v,
+        Err(e) => {
+            let changed = set_condition(&mut status.conditions, "Valid", CS::False, e.reason(), e.to_string(), generation, now);
+            if prev.phase != Some(SessionPhase::Completed) {
+                status.phase = Some(SessionPhase::Failed);
+            }
+            write_status(ctx, session, &status).await?;
+            if changed || prev.phase != status.phase {
+                events::warning(ctx, session, e.reason(), "Validate", e.to_string()).await;
+            }
+            // Not retried in a loop: a change to the session or its points triggers a reconcile.
+            return Ok(Action::await_change());
+        }
+    };
+    set_condition(&mut status.conditions, "Valid", CS::True, "Valid", "The session's points, host and schedule are valid.", generation, now);
+    let t = &valid.timeline;
+    status.readiness_deadline = Some(Time(t.deadline));
+    status.rehearsal_start = Some(Time(t.rehearsal_start));
+    status.end = Some(Time(t.end));
+
+    let completed_before = prev.phase == Some(SessionPhase::Completed);
+    let time_phase = t.phase_at(now, st::all_verified(&prev.points));
+    let mut worker_report = None;
+    if completed_before || time_phase == SessionPhase::Completed {
+        release(session, ctx).await?;
+        set_condition(&mut status.conditions, "Provisioned", CS::False, "Released", "The session ended; its worker, Service and join tokens were deleted.", generation, now);
+        set_condition(&mut status.conditions, "WorkerReady", CS::False, "Released", "The session ended.", generation, now);
+        status.worker = None;
+    } else if t.needs_resources(now) {
+        match provision(session, &valid, ctx, now).await {
+            Ok(p) => {
+                set_condition(&mut status.conditions, "Provisioned", CS::True, "Provisioned", "Worker, signaling Service and join tokens are in place.", generation, now);
+                let ready = p.pod.as_ref().is_some_and(pod_ready);
+                set_condition(
+                    &mut status.conditions,
+                    "WorkerReady",
+                    CS::from_bool(ready),
+                    if ready { "WorkerReady" } else { "WorkerStarting" },
+                    p.worker_message,
+                    generation,
+                    now,
+                );
+                status.worker = Some(WorkerStatus { pod: p.pod.as_ref().map(|p| p.name_any()), signaling_url: Some(signaling_service::url(session)) });
+                worker_report = p.report;
+            }
+            Err(ProvisionError::PoolMissing(pool)) => {
+                let msg = format!("spec.workerPool: no MediaWorkerPool named {pool:?} in this namespace");
+                if set_condition(&mut status.conditions, "Provisioned", CS::False, "PoolNotFound", &msg, generation, now) {
+                    events::warning(ctx, session, "PoolNotFound", "Provision", msg).await;
+                }
+            }
+            Err(ProvisionError::Other(e)) => return Err(e),
+        }
+    } else {
+        let msg = format!("Provisioning starts at {}.", t.provisioning_start);
+        set_condition(&mut status.conditions, "Provisioned", CS::False, "Scheduled", &msg, generation, now);
+        set_condition(&mut status.conditions, "WorkerReady", CS::False, "Scheduled", msg, generation, now);
+    }
+
+    // status
+    status.points = st::merge_points(&valid.participants, worker_report.as_ref(), &prev.points, now);
+    status.verified = Some(st::verified_summary(&status.points));
+    let phase = if completed_before { SessionPhase::Completed } else { t.phase_at(now, st::all_verified(&status.points)) };
+    status.phase = Some(phase);
+    let verified_n = status.points.iter().filter(|p| p.verified).count();
+    let all = st::all_verified(&status.points);
+    set_condition(
+        &mut status.conditions,
+        "PointsVerified",
+        CS::from_bool(all),
+        if all { "AllVerified" } else { "PointsUnverified" },
+        format!("{verified_n} of {} points verified.", status.points.len()),
+        generation,
+        now,
+    );
+    let (rbd, reason, msg) = if st::all_verified_by(&status.points, t.deadline) {
+        (CS::True, "VerifiedBeforeDeadline", format!("Every point was verified before {}.", t.deadline))
+    } else if now >= t.deadline {
+        (CS::False, "DeadlineMissed", format!("{} of {} points were not verified before {}.", status.points.len() - verified_n, status.points.len(), t.deadline))
+    } else {
+        (CS::Unknown, "AwaitingVerification", format!("Every point must be verified before {}.", t.deadline))
+    };
+    set_condition(&mut status.conditions, "ReadyByDeadline", rbd, reason, msg, generation, now);
+    let mut summary = status.summary.clone().unwrap_or_default();
+    if phase == SessionPhase::Live && summary.actual_start.is_none() {
+        summary.actual_start = Some(Time(now));
+    }
+    if phase == SessionPhase::Completed && summary.actual_end.is_none() {
+        summary.actual_end = Some(Time(now));
+    }
+    status.summary = Some(st::summarize(&status.points, summary));
+    write_status(ctx, session, &status).await?;
+
+    // events and point status, after the session's own status is safely written
+    if prev.phase != Some(phase) {
+        phase_event(ctx, session, prev.phase, phase, &status).await;
+    }
+    for p in st::newly_verified(&prev.points, &status.points) {
+        events::normal(ctx, session, "PointVerified", "Verify", format!("Point {} sent and received audio and video within thresholds.", p.name)).await;
+        record_point_verification(ctx, &ns, session, p, now).await;
+    }
+    Ok(next_action(ctx, &valid, phase, now))
+}
+
+/// When to look again: the next timeline boundary, and the worker poll while media flows.
+fn next_action(ctx: &Context, valid: &ValidSession, phase: SessionPhase, now: Timestamp) -> Action {
+    use SessionPhase::*;
+    let poll = matches!(phase, Provisioning | Rehearsal | Ready | NotReady | Live).then_some(ctx.config.status_poll);
+    let boundary = valid.timeline.next_boundary(now).and_then(|b| ctx.clock.real_wait_until(b));
+    match (poll, boundary) {
+        (Some(p), Some(b)) => Action::requeue(p.min(b).max(Duration::from_millis(100))),
+        (Some(p), None) => Action::requeue(p),
+        (None, Some(b)) => Action::requeue(b.max(Duration::from_millis(100))),
+        (None, None) => Action::await_change(),
+    }
+}
+
+enum ProvisionError {
+    PoolMissing(String),
+    Other(Error),
+}
+
+impl From<Error> for ProvisionError {
+    fn from(e: Error) -> Self {
+        ProvisionError::Other(e)
+    }
+}
+
+/// build + apply: the worker, the signaling Service and the join tokens; then orphans go.
+async fn provision(session: &ReceptionSession, valid: &ValidSession, ctx: &Context, now: Timestamp) -> Result<Provisioned, ProvisionError> {
+    let ns = session.namespace().unwrap_or_default();
+    let sname = session.name_any();
+    let pool = Api::<MediaWorkerPool>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&session.spec.worker_pool)
+        .await
+        .map_err(|e| Error::Pool(e))?
+        .ok_or_else(|| ProvisionError::PoolMissing(session.spec.worker_pool.clone()))?;
+    let key = ensure_signing_key(ctx, &pool).await.map_err(Error::SigningKey)?;
+
+    let alloc = allocation::allocate(&ctx.client, session, &pool).await.map_err(Error::from)?;
+    match &alloc {
+        Allocation::TookIdle(p) => events::normal(ctx, session, "WorkerAllocated", "Allocate", format!("Took warm worker {} from pool {}.", p.name_any(), pool.name_any())).await,
+        Allocation::Created(p) => events::normal(ctx, session, "WorkerCreated", "Allocate", format!("No warm worker was idle in pool {}; created {}.", pool.name_any(), p.name_any())).await,
+        Allocation::Existing(_) => {}
+    }
+    let pod = alloc.pod().clone();
+    let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    let svc = apply::apply(&services, &signaling_service::build(session)).await.map_err(Error::from)?;
+    let tokens = apply::apply(&secrets, &join_tokens::build(session, valid, &key, 0).map_err(Error::from)?).await.map_err(Error::from)?;
+
+    let sel = labels::session_selector(&sname);
+    let one = |n: String| BTreeSet::from([n]);
+    apply::delete_orphans(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &one(pod.name_any())).await.map_err(Error::from)?;
+    apply::delete_orphans(&services, &sel, &one(svc.name_any())).await.map_err(Error::from)?;
+    apply::delete_orphans(&secrets, &sel, &one(tokens.name_any())).await.map_err(Error::from)?;
+
+    let (report, worker_message) = observe_worker(ctx, session, &pod, &key, now).await;
+    Ok(Provisioned { pod: Some(pod), report, worker_message })
+}
+
+/// Binds a warm worker to the session (idempotent) and reads its per-point status.
+async fn observe_worker(ctx: &Context, session: &ReceptionSession, pod: &Pod, key: &[u8], now: Timestamp) -> (Option<WorkerReport>, String) {
+    let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+        return (None, format!("Worker pod {} has no IP yet.", pod.name_any()));
+    };
+    if !pod_ready(pod) {
+        return (None, format!("Worker pod {} is not ready yet.", pod.name_any()));
+    }
+    let base = WorkerClient::base_url(&ip);
+    let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
+    if !allocation::started_bound(pod) {
+        if let Err(e) = ctx.workers.allocate(&base, key, now, &id, &session.spec.title, 0).await {
+            return (None, format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any()));
+        }
+    }
+    match ctx.workers.status(&base).await {
+        Ok(r) => (Some(r), format!("Worker pod {} is ready and serving the session.", pod.name_any())),
+        Err(e) => (None, format!("Worker pod {} is ready but its status is unavailable: {e}", pod.name_any())),
+    }
+}
+
+/// Deletes everything the session made: worker pods, Services and Secrets (join tokens).
+async fn release(session: &ReceptionSession, ctx: &Context) -> Result<(), Error> {
+    let ns = session.namespace().unwrap_or_default();
+    let sel = labels::session_selector(&session.name_any());
+    let none = BTreeSet::new();
+    apply::delete_orphans(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
+    apply::delete_orphans(&Api::<Service>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
+    apply::delete_orphans(&Api::<Secret>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
+    Ok(())
+}
+
+async fn cleanup(session: &ReceptionSession, ctx: &Context) -> Result<Action, Error> {
+    release(session, ctx).await?;
+    events::normal(ctx, session, "CleanedUp", "Delete", "Deleted the session's worker, Service and join tokens.".to_owned()).await;
+    Ok(Action::await_change())
+}
+
+async fn write_status(ctx: &Context, session: &ReceptionSession, status: &ReceptionSessionStatus) -> Result<(), Error> {
+    let patch = json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionSession", "status": status});
+    Api::<ReceptionSession>::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default())
+        .patch_status(&session.name_any(), &PatchParams::apply(labels::MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+async fn phase_event(ctx: &Context, session: &ReceptionSession, from: Option<SessionPhase>, to: SessionPhase, status: &ReceptionSessionStatus) {
+    let from = from.map_or("(new)".to_owned(), |p| p.to_string());
+    let verified = status.verified.clone().unwrap_or_default();
+    let note = format!("{from} → {to}; points verified {verified}.");
+    match to {
+        SessionPhase::NotReady => events::warning(ctx, session, "DeadlineMissed", "Phase", note).await,
+        SessionPhase::Failed => events::warning(ctx, session, "Failed", "Phase", note).await,
+        _ => events::normal(ctx, session, to.as_str(), "Phase", note).await,
+    }
+}
+
+/// Records a verification on the point itself. Best effort: a merge patch (not the apply
+/// manager's field set, which the point controller owns).
+async fn record_point_verification(ctx: &Context, ns: &str, session: &ReceptionSession, p: &crate::api::PointStatus, now: Timestamp) {
+    let patch = json!({"status": {"lastVerification": {
+        "time": Time(now), "session": session.name_any(),
+        "rttMs": p.rtt_ms, "lossPercent": p.loss_percent, "jitterMs": p.jitter_ms,
+    }}});
+    let api = Api::<ReceptionPoint>::namespaced(ctx.client.clone(), ns);
+    if let Err(e) = api.patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        tracing::warn!(error = %e, point = %p.name, "failed to record verification on point");
+    }
+}
+
+fn error_policy(session: Arc<ReceptionSession>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(session = %session.name_any(), error = %err, category = err.category(), "session reconcile failed");
+    Action::requeue(ctx.config.error_backoff)
+}
+
+/// Whether `session` currently has its condition `type_` True (for callers and tests).
+pub fn condition_true(session: &ReceptionSession, type_: &str) -> bool {
+    session.status.as_ref().and_then(|s| condition::find(&s.conditions, type_)).is_some_and(|c| c.status == "True")
+}

@@ -1,0 +1,14 @@
+//! tiepdan operator: runs online citizen reception sessions on Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod apply;
+pub mod crdgen;
+pub mod build;
+pub mod clock;
+pub mod controller;
+pub mod timeline;
+pub mod tokens;
+pub mod topology;
+pub mod validate;
+pub mod worker_client;

@@ -1,0 +1,173 @@
+//! Join tokens and admin tokens (HS256 JWTs), as described in docs/worker-contract.md.
+//!
+//! Join tokens are deterministic for a given key, session and participant (they carry no random
+//! nonce and `iat` is the rehearsal start), so re-applying the token Secret every reconcile does
+//! not churn it, and a point's link stays the same for the whole session.
+
+use jiff::{SignedDuration, Timestamp};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{Participant, ValidSession};
+
+/// The `iss` of every token.
+pub const ISSUER: &str = "tiepdan-operator";
+/// The `aud` of admin tokens for worker allocation.
+pub const WORKER_ADMIN_AUDIENCE: &str = "tiepdan-worker";
+
+/// Errors minting tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to sign a token")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
+
+/// The claims of a join token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JoinClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub nbf: i64,
+    pub exp: i64,
+    pub iat: i64,
+    pub name: String,
+    pub role: String,
+    pub title: String,
+    pub start: String,
+    pub end: String,
+    pub epoch: u64,
+}
+
+/// The claims of an operator-to-worker admin token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AdminClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub exp: i64,
+    pub iat: i64,
+}
+
+/// The id of a session in tokens and on workers: `<namespace>/<name>`.
+pub fn session_id(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// The join claims of one participant.
+pub fn join_claims(session_id: &str, title: &str, session: &ValidSession, p: &Participant, epoch: u64) -> JoinClaims {
+    let t = &session.timeline;
+    JoinClaims {
+        iss: ISSUER.to_owned(),
+        aud: session_id.to_owned(),
+        sub: p.name.clone(),
+        nbf: t.rehearsal_start.as_second(),
+        exp: t.complete_at.as_second(),
+        iat: t.rehearsal_start.as_second(),
+        name: p.display_name.clone(),
+        role: p.role.as_str().to_owned(),
+        title: title.to_owned(),
+        start: t.start.to_string(),
+        end: t.end.to_string(),
+        epoch,
+    }
+}
+
+fn sign<T: Serialize>(key: &[u8], claims: &T) -> Result<String, Error> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(key)).map_err(Error::Sign)
+}
+
+/// Signs a join token.
+pub fn mint_join_token(key: &[u8], claims: &JoinClaims) -> Result<String, Error> {
+    sign(key, claims)
+}
+
+/// Signs a short-lived admin token for worker allocation calls.
+pub fn mint_admin_token(key: &[u8], now: Timestamp) -> Result<String, Error> {
+    sign(
+        key,
+        &AdminClaims {
+            iss: ISSUER.to_owned(),
+            aud: WORKER_ADMIN_AUDIENCE.to_owned(),
+            sub: "operator".to_owned(),
+            iat: now.as_second(),
+            exp: (now + SignedDuration::from_mins(5)).as_second(),
+        },
+    )
+}
+
+/// A fresh signing key: 32 random bytes as 64 hex characters.
+pub fn generate_signing_key() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::Timeline;
+    use crate::validate::Role;
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn session() -> ValidSession {
+        ValidSession {
+            timeline: Timeline {
+                provisioning_start: ts("2025-06-11T06:30:00Z"),
+                rehearsal_start: ts("2025-06-11T07:00:00Z"),
+                deadline: ts("2025-06-11T08:00:00Z"),
+                start: ts("2025-06-12T01:00:00Z"),
+                end: ts("2025-06-12T03:00:00Z"),
+                complete_at: ts("2025-06-12T03:15:00Z"),
+            },
+            participants: vec![Participant { name: "di-su".into(), display_name: "UBND phường Dị Sử".into(), role: Role::Participant }],
+        }
+    }
+
+    #[test]
+    fn join_tokens_are_scoped_to_session_and_point_and_expire_after_grace() {
+        let s = session();
+        let claims = join_claims("my-hao/phien-1", "Tiếp dân", &s, &s.participants[0], 0);
+        let key = generate_signing_key();
+        let tok = mint_join_token(key.as_bytes(), &claims).unwrap();
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_audience(&["my-hao/phien-1"]);
+        v.validate_exp = false;
+        let got = jsonwebtoken::decode::<JoinClaims>(&tok, &DecodingKey::from_secret(key.as_bytes()), &v).unwrap().claims;
+        assert_eq!(got.sub, "di-su");
+        assert_eq!(got.exp, ts("2025-06-12T03:15:00Z").as_second());
+        assert_eq!(got.nbf, ts("2025-06-11T07:00:00Z").as_second());
+        assert_eq!(got.name, "UBND phường Dị Sử");
+    }
+
+    #[test]
+    fn join_tokens_are_deterministic_so_the_secret_does_not_churn() {
+        let s = session();
+        let c = join_claims("a/b", "t", &s, &s.participants[0], 0);
+        assert_eq!(mint_join_token(b"k", &c).unwrap(), mint_join_token(b"k", &c).unwrap());
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_does_not_verify() {
+        let s = session();
+        let c = join_claims("a/b", "t", &s, &s.participants[0], 0);
+        let tok = mint_join_token(b"key-one", &c).unwrap();
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_audience(&["a/b"]);
+        v.validate_exp = false;
+        assert!(jsonwebtoken::decode::<JoinClaims>(&tok, &DecodingKey::from_secret(b"key-two"), &v).is_err());
+    }
+
+    #[test]
+    fn signing_keys_are_64_hex_characters_and_differ() {
+        let (a, b) = (generate_signing_key(), generate_signing_key());
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

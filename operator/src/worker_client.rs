@@ -1,0 +1,118 @@
+//! HTTP calls from the operator to a media-worker (docs/worker-contract.md): allocation and
+//! the per-point status that is copied into the session's status.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::tokens;
+
+/// Errors talking to a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to reach worker at {url}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("worker at {url} answered {status}: {body}")]
+    Refused { url: String, status: u16, body: String },
+    #[error(transparent)]
+    Token(#[from] tokens::Error),
+}
+
+/// `GET /v1/status` of a worker.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerReport {
+    #[serde(default)]
+    pub session: Option<String>,
+    #[serde(default)]
+    pub draining: bool,
+    #[serde(default)]
+    pub points: Vec<PointReport>,
+}
+
+/// One point as a worker sees it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PointReport {
+    pub name: String,
+    #[serde(default)]
+    pub joined: bool,
+    #[serde(default)]
+    pub connected: bool,
+    #[serde(default)]
+    pub verified: bool,
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+    #[serde(default)]
+    pub loss_percent: Option<f64>,
+    #[serde(default)]
+    pub jitter_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Allocation<'a> {
+    session: &'a str,
+    title: &'a str,
+    epoch: u64,
+}
+
+/// A client for workers' admin and status endpoints.
+#[derive(Clone, Debug)]
+pub struct WorkerClient {
+    http: reqwest::Client,
+}
+
+impl Default for WorkerClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WorkerClient {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        Self { http }
+    }
+
+    /// The base URL of a worker pod.
+    pub fn base_url(pod_ip: &str) -> String {
+        format!("http://{pod_ip}:{}", crate::build::worker_pod::SIGNALING_PORT)
+    }
+
+    /// Binds the worker to a session (idempotent).
+    pub async fn allocate(&self, base: &str, key: &[u8], now: Timestamp, session: &str, title: &str, epoch: u64) -> Result<(), Error> {
+        let url = format!("{base}/v1/allocation");
+        let token = tokens::mint_admin_token(key, now)?;
+        let resp = self
+            .http
+            .put(&url)
+            .bearer_auth(token)
+            .json(&Allocation { session, title, epoch })
+            .send()
+            .await
+            .map_err(|source| Error::Unreachable { url: url.clone(), source })?;
+        check(url, resp).await.map(|_| ())
+    }
+
+    /// Reads the worker's per-point status.
+    pub async fn status(&self, base: &str) -> Result<WorkerReport, Error> {
+        let url = format!("{base}/v1/status");
+        let resp = self.http.get(&url).send().await.map_err(|source| Error::Unreachable { url: url.clone(), source })?;
+        let resp = check(url.clone(), resp).await?;
+        resp.json().await.map_err(|source| Error::Unreachable { url, source })
+    }
+}
+
+async fn check(url: String, resp: reqwest::Response) -> Result<reqwest::Response, Error> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default().chars().take(300).collect();
+    Err(Error::Refused { url, status, body })
+}
