@@ -28,6 +28,9 @@ enum Command {
         /// Seconds between reads of an active session's worker status.
         #[arg(long, env = "TIEPDAN_STATUS_POLL_SECONDS", default_value_t = 10)]
         status_poll_seconds: u64,
+        /// Watch only this namespace instead of all namespaces.
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        namespace: Option<String>,
         /// Log format.
         #[arg(long, env = "TIEPDAN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
@@ -47,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         provisioning_lead_minutes: 30,
         grace_minutes: 15,
         status_poll_seconds: 10,
+        namespace: std::env::var("WATCH_NAMESPACE").ok(),
         log_format: "text".into(),
     }) {
         Command::Crd { out } => {
@@ -54,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", out.join(f).display());
             }
         }
-        Command::Run { provisioning_lead_minutes, grace_minutes, status_poll_seconds, log_format } => {
+        Command::Run { provisioning_lead_minutes, grace_minutes, status_poll_seconds, namespace, log_format } => {
             init_tracing(&log_format);
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
             let mut config = OperatorConfig::default();
@@ -62,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
             config.timeline.grace = jiff::SignedDuration::from_mins(grace_minutes);
             config.status_poll = std::time::Duration::from_secs(status_poll_seconds);
             config.instance = std::env::var("POD_NAME").ok();
+            config.namespace = namespace;
             tracing::info!("tiepdan-operator starting");
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -20,6 +20,8 @@ pub struct OperatorConfig {
     pub error_backoff: Duration,
     /// The name under which events are reported.
     pub instance: Option<String>,
+    /// Watch only this namespace (a namespace-scoped install); all namespaces when `None`.
+    pub namespace: Option<String>,
 }
 
 impl Default for OperatorConfig {
@@ -29,6 +31,7 @@ impl Default for OperatorConfig {
             status_poll: Duration::from_secs(10),
             error_backoff: Duration::from_secs(15),
             instance: None,
+            namespace: None,
         }
     }
 }
@@ -43,6 +46,18 @@ pub struct Context {
 }
 
 impl Context {
+    /// An Api over the namespaces this operator watches.
+    pub fn watched<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match &self.config.namespace {
+            Some(ns) => kube::Api::namespaced(self.client.clone(), ns),
+            None => kube::Api::all(self.client.clone()),
+        }
+    }
+
     pub fn new(client: Client, clock: Arc<dyn Clock>, config: OperatorConfig) -> Self {
         let reporter = Reporter { controller: "tiepdan-operator".into(), instance: config.instance.clone() };
         Self { recorder: Recorder::new(client.clone(), reporter), client, clock, config, workers: WorkerClient::new() }

@@ -39,7 +39,7 @@ pub fn controller(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<(ObjectRef<ReceptionPoint>, Action), impl std::error::Error>> {
-    let api = Api::<ReceptionPoint>::all(ctx.client.clone());
+    let api = ctx.watched::<ReceptionPoint>();
     let ctl = Controller::new(api.clone(), watcher::Config::default());
     let store = ctl.store();
     // A point's validity depends on its parent chain, so a change to any point re-checks its

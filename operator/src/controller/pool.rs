@@ -47,8 +47,8 @@ pub fn controller(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<(ObjectRef<MediaWorkerPool>, Action), impl std::error::Error>> {
-    let pools = Api::<MediaWorkerPool>::all(ctx.client.clone());
-    let pods = Api::<Pod>::all(ctx.client.clone());
+    let pools = ctx.watched::<MediaWorkerPool>();
+    let pods = ctx.watched::<Pod>();
     let wc = watcher::Config::default().labels(&format!("{}={}", labels::COMPONENT, labels::COMPONENT_WORKER));
     // Allocated pods are owned by their session, not the pool, so pods map to pools by label.
     Controller::new(pools, watcher::Config::default())

@@ -74,19 +74,18 @@ pub fn controller(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<(ObjectRef<ReceptionSession>, Action), impl std::error::Error>> {
-    let client = ctx.client.clone();
     let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let ctl = Controller::new(Api::<ReceptionSession>::all(client.clone()), watcher::Config::default());
+    let ctl = Controller::new(ctx.watched::<ReceptionSession>(), watcher::Config::default());
     let (by_point, by_pool) = (ctl.store(), ctl.store());
-    ctl.owns(Api::<Pod>::all(client.clone()), managed.clone())
-        .owns(Api::<Service>::all(client.clone()), managed.clone())
-        .owns(Api::<Secret>::all(client.clone()), managed)
+    ctl.owns(ctx.watched::<Pod>(), managed.clone())
+        .owns(ctx.watched::<Service>(), managed.clone())
+        .owns(ctx.watched::<Secret>(), managed)
         // Points coming and going change a session's validity and participants.
-        .watches(Api::<ReceptionPoint>::all(client.clone()), watcher::Config::default(), move |p: ReceptionPoint| {
+        .watches(ctx.watched::<ReceptionPoint>(), watcher::Config::default(), move |p: ReceptionPoint| {
             let ns = p.namespace();
             by_point.state().into_iter().filter(|s| s.namespace() == ns).map(|s| ObjectRef::from_obj(&*s)).collect::<Vec<_>>()
         })
-        .watches(Api::<MediaWorkerPool>::all(client), watcher::Config::default(), move |p: MediaWorkerPool| {
+        .watches(ctx.watched::<MediaWorkerPool>(), watcher::Config::default(), move |p: MediaWorkerPool| {
             let (ns, name) = (p.namespace(), p.name_any());
             by_pool
                 .state()

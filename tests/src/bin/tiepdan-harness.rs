@@ -1,0 +1,99 @@
+//! `tiepdan-harness up`: a control plane plus node emulation in the foreground, for humans and
+//! the README demo. Ctrl-C (or SIGTERM) stops everything.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tiepdan_harness::{ControlPlane, ControlPlaneOptions, Node, NodeMode, NodeOptions};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(about = "A local Kubernetes control plane on 127.0.0.1 with an emulated node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start etcd, kube-apiserver, kube-controller-manager and the node emulation.
+    Up {
+        /// Keep the cluster's files (kubeconfig, logs, pod dirs) here; default: a temp dir
+        /// removed on exit.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Run `media-worker` containers as real processes of this binary; default: simulate
+        /// every pod.
+        #[arg(long, env = "TIEPDAN_MEDIA_WORKER_BIN")]
+        media_worker_bin: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            // kube's client logs every failed request, including the expected 500s of /readyz
+            // while the apiserver boots.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Up {
+            dir,
+            media_worker_bin,
+        } => up(dir, media_worker_bin).await,
+    }
+}
+
+async fn up(dir: Option<PathBuf>, media_worker_bin: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+
+    let options = ControlPlaneOptions {
+        dir: dir.clone(),
+        ..ControlPlaneOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let cp = ControlPlane::start(options)
+        .await
+        .context("failed to start the control plane")?;
+    let client = cp.client().await.context("failed to build a client")?;
+    let mode = match media_worker_bin {
+        Some(bin) => NodeMode::Processes {
+            media_worker_bin: std::path::absolute(bin)?,
+        },
+        None => NodeMode::Simulated,
+    };
+    let node_options = NodeOptions {
+        dir: dir.map(|d| d.join("node")),
+        // Keep clear of test binaries' pod IPs (block 0).
+        ip_block: 1,
+        ..NodeOptions::new(mode)
+    };
+    let node = Node::start(client, node_options).context("failed to start the node emulation")?;
+
+    eprintln!(
+        "control plane ready in {:.1?} at {}",
+        started.elapsed(),
+        cp.server()
+    );
+    eprintln!(
+        "logs: {}  pods: {}",
+        cp.dir().display(),
+        node.dir().display()
+    );
+    println!("export KUBECONFIG={}", cp.kubeconfig().display());
+
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("stopping");
+    node.shutdown().await;
+    drop(cp);
+    Ok(())
+}

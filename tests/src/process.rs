@@ -1,0 +1,271 @@
+//! Child processes that never outlive the harness.
+//!
+//! Every process the harness starts is a direct child, so it is stopped by its real PID
+//! (`SIGTERM`, then `SIGKILL` after a bound, then `wait`). Destructors do not run when a test
+//! binary exits (a shared control plane lives in a `static`) or is killed, so each owner also
+//! arms a [`Reaper`]: a tiny `sh` whose stdin is a pipe from this process. The kernel closes that
+//! pipe whenever this process ends, however it ends; the reaper then kills every PID still
+//! tracked in its pid file and removes the owner's directory. No unsafe code, no `PR_SET_PDEATHSIG`
+//! (which fires when the spawning *thread* exits, and test threads are short-lived).
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::kill;
+pub use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("failed to start {name} ({})", program.display())]
+    Spawn {
+        name: String,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name} exited with {status}; last lines of {}:\n{tail}", log.display())]
+    Exited {
+        name: String,
+        status: ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("failed to prepare {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Picks `n` distinct free TCP ports on 127.0.0.1 (all probed at once, so they differ).
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// Creates a fresh directory `<base>/<prefix>-<pid>-<n>-<random>` where base is
+/// `$TIEPDAN_TMPDIR`, else the system temp dir.
+pub fn make_temp_dir(prefix: &str) -> Result<PathBuf, ProcessError> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let base = std::env::var_os("TIEPDAN_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ProcessError::Io { path, source }
+    };
+    let suffix = crate::random::random_hex(3).map_err(io(&base))?;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = base.join(format!("{prefix}-{}-{n}-{suffix}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    Ok(dir)
+}
+
+/// The last `lines` lines of a log file (or a note saying it could not be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// Sends `signal` to `pid`, ignoring "no such process".
+pub fn signal(pid: u32, signal: Signal) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(raw), signal);
+    }
+}
+
+const REAPER_SCRIPT: &str = r#"
+trap '' INT HUP
+dir=$1 remove=$2
+while read -r _; do :; done
+pids=$(cat "$dir/.reaper-pids" 2>/dev/null)
+if [ -n "$pids" ]; then
+  kill -TERM $pids 2>/dev/null
+  i=0
+  while [ $i -lt 50 ]; do
+    alive=
+    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && break
+    sleep 0.1; i=$((i+1))
+  done
+  kill -KILL $pids 2>/dev/null
+fi
+[ "$remove" = 1 ] && rm -rf "$dir"
+exit 0
+"#;
+
+/// Kills tracked PIDs (and optionally removes a directory) when this process ends without
+/// running destructors. See the module docs.
+pub struct Reaper {
+    child: Child,
+    dir: PathBuf,
+    pids: Mutex<BTreeSet<u32>>,
+}
+
+impl Reaper {
+    /// Arms a reaper for `dir`, removing `dir` after the kill when `remove_dir` is set.
+    pub fn arm(dir: &Path, remove_dir: bool) -> Result<Self, ProcessError> {
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(REAPER_SCRIPT)
+            .arg("tiepdan-reaper")
+            .arg(dir)
+            .arg(if remove_dir { "1" } else { "0" })
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| ProcessError::Spawn {
+                name: "reaper".into(),
+                program: "/bin/sh".into(),
+                source,
+            })?;
+        Ok(Self {
+            child,
+            dir: dir.to_owned(),
+            pids: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    pub fn track(&self, pid: u32) {
+        self.update(|pids| {
+            pids.insert(pid);
+        });
+    }
+
+    pub fn untrack(&self, pid: u32) {
+        self.update(|pids| {
+            pids.remove(&pid);
+        });
+    }
+
+    fn update(&self, change: impl FnOnce(&mut BTreeSet<u32>)) {
+        let mut pids = self
+            .pids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut pids);
+        let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
+        // Write-then-rename so the reaper never reads a half-written list.
+        let tmp = self.dir.join(".reaper-pids.tmp");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, self.dir.join(".reaper-pids"));
+        }
+    }
+}
+
+impl Drop for Reaper {
+    /// Disarms the reaper: the owner has already stopped what it tracked.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A long-running child process with its output in a log file.
+pub struct Supervised {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Supervised {
+    /// Starts `program args…` with stdout and stderr appended to `log`, tracked by `reaper`.
+    pub fn spawn<I, S>(
+        name: &str,
+        program: &Path,
+        args: I,
+        log: &Path,
+        reaper: &Reaper,
+    ) -> Result<Self, ProcessError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let io = |source| ProcessError::Io {
+            path: log.to_owned(),
+            source,
+        };
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(io)?;
+        let err = out.try_clone().map_err(io)?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| ProcessError::Spawn {
+                name: name.to_owned(),
+                program: program.to_owned(),
+                source,
+            })?;
+        reaper.track(child.id());
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// `Err` with the log's tail if the process has exited.
+    pub fn check_running(&mut self) -> Result<(), ProcessError> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(ProcessError::Exited {
+                name: self.name.clone(),
+                status,
+                log: self.log.clone(),
+                tail: log_tail(&self.log, 40),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `SIGTERM`, up to `grace` for it to exit, then `SIGKILL`; always reaps the child.
+    pub fn stop(&mut self, grace: Duration, reaper: &Reaper) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.child.id(), Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        reaper.untrack(self.child.id());
+    }
+}
+
+/// Opens `path` for appending, creating it.
+pub fn append_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}

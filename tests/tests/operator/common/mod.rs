@@ -1,0 +1,95 @@
+//! Shared helpers for the operator's integration tests: kubectl against the harness control
+//! plane, the CRDs installed once, and an in-process operator on an injectable clock.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use kube::Client;
+use tiepdan_harness::{wait_for, ControlPlane};
+use tiepdan_operator::clock::Clock;
+use tiepdan_operator::controller::{self, OperatorConfig};
+use tokio::sync::OnceCell;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `/usr/bin/kubectl` against `cp`.
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> Output {
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig())
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run kubectl")
+}
+
+/// Runs kubectl and returns stdout, failing the test with stderr when it fails.
+pub fn kubectl_ok(cp: &ControlPlane, args: &[&str]) -> String {
+    let out = kubectl(cp, args);
+    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// The shared control plane with `crds/` applied (once per test binary) and established.
+pub async fn cluster() -> &'static ControlPlane {
+    let cp = ControlPlane::shared().await.expect("control plane starts");
+    CRDS.get_or_init(|| async {
+        kubectl_ok(cp, &["apply", "-f", "crds/"]);
+        let client = cp.client().await.expect("client");
+        let crds = Api::<CustomResourceDefinition>::all(client);
+        for name in ["receptionpoints.tiepdan.io", "receptionsessions.tiepdan.io", "mediaworkerpools.tiepdan.io"] {
+            wait_for(Duration::from_secs(30), format!("CRD {name} Established"), || {
+                let crds = crds.clone();
+                async move {
+                    let crd = crds.get(name).await.map_err(|e| e.to_string())?;
+                    let est = crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True");
+                    if est { Ok(()) } else { Err("not established".to_owned()) }
+                }
+            })
+            .await
+            .expect("CRD established");
+        }
+    })
+    .await;
+    cp
+}
+
+/// A running in-process operator; stops when dropped.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Starts the operator watching only `namespace`, on `clock`.
+pub fn start_operator(client: Client, namespace: &str, clock: Arc<dyn Clock>) -> Operator {
+    let config = OperatorConfig {
+        namespace: Some(namespace.to_owned()),
+        status_poll: Duration::from_millis(500),
+        error_backoff: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(client, clock, config, async move {
+        let _ = rx.await;
+    }));
+    Operator { stop: Some(tx), task }
+}

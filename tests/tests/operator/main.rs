@@ -1,0 +1,11 @@
+//! The operator against a real kube-apiserver 1.20 (the harness control plane): the CRDs, the
+//! example Mỹ Hào topology, the session timeline on a simulated clock, clean-up and scaling.
+//! One test binary, so every test shares one control plane; each test has its own namespace
+//! and its own in-process operator watching only that namespace.
+
+mod common;
+
+mod api_schema;
+mod pool_scaling;
+mod semantic_validation;
+mod session_timeline;
