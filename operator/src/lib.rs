@@ -3,10 +3,10 @@
 
 pub mod api;
 pub mod apply;
-pub mod crdgen;
 pub mod build;
 pub mod clock;
 pub mod controller;
+pub mod crdgen;
 pub mod timeline;
 pub mod tokens;
 pub mod topology;

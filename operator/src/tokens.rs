@@ -125,7 +125,11 @@ mod tests {
                 end: ts("2025-06-12T03:00:00Z"),
                 complete_at: ts("2025-06-12T03:15:00Z"),
             },
-            participants: vec![Participant { name: "di-su".into(), display_name: "UBND phường Dị Sử".into(), role: Role::Participant }],
+            participants: vec![Participant {
+                name: "di-su".into(),
+                display_name: "UBND phường Dị Sử".into(),
+                role: Role::Participant,
+            }],
         }
     }
 
@@ -138,7 +142,8 @@ mod tests {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&["my-hao/phien-1"]);
         v.validate_exp = false;
-        let got = jsonwebtoken::decode::<JoinClaims>(&tok, &DecodingKey::from_secret(key.as_bytes()), &v).unwrap().claims;
+        let got =
+            jsonwebtoken::decode::<JoinClaims>(&tok, &DecodingKey::from_secret(key.as_bytes()), &v).unwrap().claims;
         assert_eq!(got.sub, "di-su");
         assert_eq!(got.exp, ts("2025-06-12T03:15:00Z").as_second());
         assert_eq!(got.nbf, ts("2025-06-11T07:00:00Z").as_second());

@@ -81,7 +81,8 @@ pub fn validate_session(
 ) -> Result<ValidSession, Error> {
     let timeline = timeline::compute(&spec.schedule, &spec.readiness, cfg)?;
     let by_name: BTreeMap<String, &ReceptionPoint> = points.iter().map(|p| (p.name_any(), p)).collect();
-    let specs: BTreeMap<String, ReceptionPointSpec> = by_name.iter().map(|(n, p)| (n.clone(), p.spec.clone())).collect();
+    let specs: BTreeMap<String, ReceptionPointSpec> =
+        by_name.iter().map(|(n, p)| (n.clone(), p.spec.clone())).collect();
 
     let listed = spec.points.clone().unwrap_or_default();
     if listed.is_empty() && spec.point_selector.is_none() {
@@ -102,11 +103,8 @@ pub fn validate_session(
     }
     names.remove(&spec.host);
 
-    let mut participants = vec![Participant {
-        name: spec.host.clone(),
-        display_name: host.spec.display_name.clone(),
-        role: Role::Host,
-    }];
+    let mut participants =
+        vec![Participant { name: spec.host.clone(), display_name: host.spec.display_name.clone(), role: Role::Host }];
     participants.extend(names.into_iter().map(|n| Participant {
         display_name: by_name[&n].spec.display_name.clone(),
         name: n,
@@ -176,7 +174,12 @@ mod tests {
         let names: Vec<_> = v.participants.iter().map(|p| (p.name.as_str(), p.role)).collect();
         assert_eq!(
             names,
-            vec![("my-hao", Role::Host), ("di-su", Role::Participant), ("nhan-hoa", Role::Participant), ("tinh", Role::Participant)]
+            vec![
+                ("my-hao", Role::Host),
+                ("di-su", Role::Participant),
+                ("nhan-hoa", Role::Participant),
+                ("tinh", Role::Participant)
+            ]
         );
     }
 

@@ -85,7 +85,15 @@ impl WorkerClient {
     }
 
     /// Binds the worker to a session (idempotent).
-    pub async fn allocate(&self, base: &str, key: &[u8], now: Timestamp, session: &str, title: &str, epoch: u64) -> Result<(), Error> {
+    pub async fn allocate(
+        &self,
+        base: &str,
+        key: &[u8],
+        now: Timestamp,
+        session: &str,
+        title: &str,
+        epoch: u64,
+    ) -> Result<(), Error> {
         let url = format!("{base}/v1/allocation");
         let token = tokens::mint_admin_token(key, now)?;
         let resp = self
@@ -102,7 +110,8 @@ impl WorkerClient {
     /// Reads the worker's per-point status.
     pub async fn status(&self, base: &str) -> Result<WorkerReport, Error> {
         let url = format!("{base}/v1/status");
-        let resp = self.http.get(&url).send().await.map_err(|source| Error::Unreachable { url: url.clone(), source })?;
+        let resp =
+            self.http.get(&url).send().await.map_err(|source| Error::Unreachable { url: url.clone(), source })?;
         let resp = check(url.clone(), resp).await?;
         resp.json().await.map_err(|source| Error::Unreachable { url, source })
     }

@@ -16,6 +16,9 @@ fn committed_crds_match_the_rust_types() {
     assert_eq!(names, want, "crds/ holds exactly the generated files");
     for (file, yaml) in rendered {
         let on_disk = std::fs::read_to_string(dir.join(&file)).expect("read CRD");
-        assert!(on_disk == yaml, "crds/{file} drifted from the Rust types; run `cargo run -p operator -- crd --out crds`");
+        assert!(
+            on_disk == yaml,
+            "crds/{file} drifted from the Rust types; run `cargo run -p operator -- crd --out crds`"
+        );
     }
 }

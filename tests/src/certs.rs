@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +42,10 @@ pub fn write_pki(dir: &Path) -> Result<Pki, CertError> {
 
     let ca_key = KeyPair::generate().map_err(generate("the CA key"))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(generate("the CA"))?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "tiepdan-harness-ca");
+    ca_params.distinguished_name.push(DnType::CommonName, "tiepdan-harness-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(generate("the CA"))?;
     let issuer = Issuer::new(ca_params, ca_key);
 
@@ -63,17 +57,10 @@ pub fn write_pki(dir: &Path) -> Result<Pki, CertError> {
         "kubernetes.default.svc".to_owned(),
     ])
     .map_err(generate("the serving certificate"))?;
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    serving.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = serving
-        .signed_by(&serving_key, &issuer)
-        .map_err(generate("the serving certificate"))?;
+    let serving_cert = serving.signed_by(&serving_key, &issuer).map_err(generate("the serving certificate"))?;
 
     let sa_key = KeyPair::generate().map_err(generate("the service-account key"))?;
 
@@ -93,8 +80,5 @@ pub fn write_pki(dir: &Path) -> Result<Pki, CertError> {
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), CertError> {
-    std::fs::write(path, contents).map_err(|source| CertError::Write {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::write(path, contents).map_err(|source| CertError::Write { path: path.to_owned(), source })
 }

@@ -41,15 +41,8 @@ pub enum ControlPlaneError {
     Kubeconfig(#[from] KubeconfigError),
     #[error("failed to build a client")]
     Client(#[source] kube::Error),
-    #[error(
-        "{component} not ready after {waited:?} (last: {last}); last lines of its log:\n{tail}"
-    )]
-    NotReady {
-        component: &'static str,
-        waited: Duration,
-        last: String,
-        tail: String,
-    },
+    #[error("{component} not ready after {waited:?} (last: {last}); last lines of its log:\n{tail}")]
+    NotReady { component: &'static str, waited: Duration, last: String, tail: String },
 }
 
 /// Where the binaries come from and where the cluster's files go.
@@ -69,12 +62,7 @@ pub struct ControlPlaneOptions {
 
 impl Default for ControlPlaneOptions {
     fn default() -> Self {
-        Self {
-            dir: None,
-            k8s_bin_dir: None,
-            etcd: None,
-            start_timeout: Duration::from_secs(60),
-        }
+        Self { dir: None, k8s_bin_dir: None, etcd: None, start_timeout: Duration::from_secs(60) }
     }
 }
 
@@ -98,15 +86,8 @@ struct Binaries {
 
 impl Binaries {
     fn locate(options: &ControlPlaneOptions) -> Result<Self, ControlPlaneError> {
-        let k8s = options
-            .k8s_bin_dir
-            .clone()
-            .unwrap_or_else(default_k8s_bin_dir);
-        let etcd = options
-            .etcd
-            .clone()
-            .or_else(|| find_on_path("etcd"))
-            .unwrap_or_else(|| "etcd".into());
+        let k8s = options.k8s_bin_dir.clone().unwrap_or_else(default_k8s_bin_dir);
+        let etcd = options.etcd.clone().or_else(|| find_on_path("etcd")).unwrap_or_else(|| "etcd".into());
         let found = |what, path: PathBuf| {
             if path.is_file() {
                 Ok(path)
@@ -117,10 +98,7 @@ impl Binaries {
         Ok(Self {
             etcd: found("etcd", etcd)?,
             apiserver: found("kube-apiserver", k8s.join("kube-apiserver"))?,
-            controller_manager: found(
-                "kube-controller-manager",
-                k8s.join("kube-controller-manager"),
-            )?,
+            controller_manager: found("kube-controller-manager", k8s.join("kube-controller-manager"))?,
         })
     }
 }
@@ -130,15 +108,11 @@ fn default_k8s_bin_dir() -> PathBuf {
         return dir.into();
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache/tiepdan")
-        .join(format!("kubernetes-{K8S_VERSION}"))
-        .join("bin")
+    home.join(".cache/tiepdan").join(format!("kubernetes-{K8S_VERSION}")).join("bin")
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 static SHARED: OnceCell<ControlPlane> = OnceCell::const_new();
@@ -149,9 +123,7 @@ impl ControlPlane {
     /// client ([`ControlPlane::client`], built on the test's runtime). Its processes and dir are
     /// cleaned up by the reaper when the test binary exits (statics are never dropped).
     pub async fn shared() -> Result<&'static ControlPlane, ControlPlaneError> {
-        SHARED
-            .get_or_try_init(|| ControlPlane::start(ControlPlaneOptions::default()))
-            .await
+        SHARED.get_or_try_init(|| ControlPlane::start(ControlPlaneOptions::default())).await
     }
 
     /// Starts etcd, kube-apiserver and kube-controller-manager and waits until the apiserver is
@@ -185,33 +157,19 @@ impl ControlPlane {
         let pki = write_pki(&cp.dir)?;
         let token = crate::random::random_hex(16).map_err(io(&cp.dir))?;
         let tokens = cp.dir.join("tokens.csv");
-        std::fs::write(&tokens, format!("{token},admin,admin,\"system:masters\"\n"))
-            .map_err(io(&tokens))?;
-        std::fs::write(
-            &cp.kubeconfig,
-            kubeconfig_yaml(&cp.server, &pki.ca_cert, &token),
-        )
-        .map_err(io(&cp.kubeconfig))?;
+        std::fs::write(&tokens, format!("{token},admin,admin,\"system:masters\"\n")).map_err(io(&tokens))?;
+        std::fs::write(&cp.kubeconfig, kubeconfig_yaml(&cp.server, &pki.ca_cert, &token))
+            .map_err(io(&cp.kubeconfig))?;
 
         let begun = Instant::now();
         cp.spawn("etcd", &bins.etcd, etcd_args(&cp.dir, etcd_port, peer_port))?;
-        cp.spawn(
-            "kube-apiserver",
-            &bins.apiserver,
-            apiserver_args(&cp.dir, &pki, etcd_port, api_port, &tokens),
-        )?;
+        cp.spawn("kube-apiserver", &bins.apiserver, apiserver_args(&cp.dir, &pki, etcd_port, api_port, &tokens))?;
         let client = cp.client().await?;
-        cp.wait_apiserver_ready(&client, options.start_timeout)
-            .await?;
+        cp.wait_apiserver_ready(&client, options.start_timeout).await?;
         tracing::info!(elapsed = ?begun.elapsed(), server = %cp.server, "kube-apiserver ready");
 
-        cp.spawn(
-            "kube-controller-manager",
-            &bins.controller_manager,
-            controller_manager_args(&cp.kubeconfig, &pki),
-        )?;
-        cp.wait_controller_manager_working(&client, options.start_timeout)
-            .await?;
+        cp.spawn("kube-controller-manager", &bins.controller_manager, controller_manager_args(&cp.kubeconfig, &pki))?;
+        cp.wait_controller_manager_working(&client, options.start_timeout).await?;
         tracing::info!(elapsed = ?begun.elapsed(), "control plane ready");
         Ok(cp)
     }
@@ -239,23 +197,15 @@ impl ControlPlane {
     /// A new client, built from [`ControlPlane::kubeconfig`] on the caller's tokio runtime.
     pub async fn client(&self) -> Result<Client, ControlPlaneError> {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
-        let config =
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Client::try_from(config).map_err(ControlPlaneError::Client)
     }
 
     fn processes(&self) -> MutexGuard<'_, Vec<Supervised>> {
-        self.processes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.processes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn spawn(
-        &mut self,
-        name: &str,
-        program: &Path,
-        args: Vec<String>,
-    ) -> Result<(), ControlPlaneError> {
+    fn spawn(&mut self, name: &str, program: &Path, args: Vec<String>) -> Result<(), ControlPlaneError> {
         let log = self.log(name);
         let process = Supervised::spawn(name, program, args, &log, &self.reaper)?;
         self.processes().push(process);
@@ -264,26 +214,13 @@ impl ControlPlane {
 
     /// `Err` naming the first process that has exited, with its log's tail.
     fn check_running(&self) -> Result<(), ControlPlaneError> {
-        self.processes()
-            .iter_mut()
-            .try_for_each(Supervised::check_running)
-            .map_err(Into::into)
+        self.processes().iter_mut().try_for_each(Supervised::check_running).map_err(Into::into)
     }
 
-    async fn wait_apiserver_ready(
-        &self,
-        client: &Client,
-        timeout: Duration,
-    ) -> Result<(), ControlPlaneError> {
+    async fn wait_apiserver_ready(&self, client: &Client, timeout: Duration) -> Result<(), ControlPlaneError> {
         self.poll("kube-apiserver", timeout, || async {
-            let request = http::Request::get("/readyz")
-                .body(Vec::new())
-                .map_err(|e| e.to_string())?;
-            client
-                .request_text(request)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
+            client.request_text(request).await.map(drop).map_err(|e| e.to_string())
         })
         .await
     }
@@ -322,12 +259,7 @@ impl ControlPlane {
             };
             if started.elapsed() >= timeout {
                 let tail = log_tail(&self.log(component), 40);
-                return Err(ControlPlaneError::NotReady {
-                    component,
-                    waited: started.elapsed(),
-                    last,
-                    tail,
-                });
+                return Err(ControlPlaneError::NotReady { component, waited: started.elapsed(), last, tail });
             }
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(Duration::from_millis(250));
@@ -348,10 +280,7 @@ impl Drop for ControlPlane {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ControlPlaneError + '_ {
-    move |source| ControlPlaneError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| ControlPlaneError::Io { path: path.to_owned(), source }
 }
 
 fn kubeconfig_yaml(server: &str, ca: &Path, token: &str) -> String {
@@ -411,10 +340,7 @@ fn apiserver_args(dir: &Path, pki: &Pki, etcd_port: u16, port: u16, tokens: &Pat
         "--authorization-mode=Node,RBAC".into(),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         format!("--service-account-key-file={}", pki.sa_public_key.display()),
-        format!(
-            "--service-account-signing-key-file={}",
-            pki.sa_key.display()
-        ),
+        format!("--service-account-signing-key-file={}", pki.sa_key.display()),
         "--service-cluster-ip-range=10.0.0.0/24".into(),
         // The default reconciler would publish 127.0.0.1 as the `kubernetes` Service's endpoint,
         // which endpoint validation rejects (loopback), logging an error every 10 s.
@@ -426,8 +352,7 @@ fn apiserver_args(dir: &Path, pki: &Pki, etcd_port: u16, port: u16, tokens: &Pat
 fn controller_manager_args(kubeconfig: &Path, pki: &Pki) -> Vec<String> {
     vec![
         format!("--kubeconfig={}", kubeconfig.display()),
-        "--controllers=serviceaccount,serviceaccount-token,namespace,garbagecollector,deployment,replicaset"
-            .into(),
+        "--controllers=serviceaccount,serviceaccount-token,namespace,garbagecollector,deployment,replicaset".into(),
         format!("--service-account-private-key-file={}", pki.sa_key.display()),
         format!("--root-ca-file={}", pki.ca_cert.display()),
         "--use-service-account-credentials=false".into(),

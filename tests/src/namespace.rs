@@ -29,34 +29,19 @@ const SERVICE_ACCOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn create_namespace(client: &Client, name: &str) -> Result<Namespace, NamespaceError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
         ..Namespace::default()
     };
     let created = match api.create(&PostParams::default(), &ns).await {
         Ok(created) => created,
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            api.get(name)
-                .await
-                .map_err(|source| NamespaceError::Create {
-                    name: name.into(),
-                    source,
-                })?
+            api.get(name).await.map_err(|source| NamespaceError::Create { name: name.into(), source })?
         }
-        Err(source) => {
-            return Err(NamespaceError::Create {
-                name: name.into(),
-                source,
-            })
-        }
+        Err(source) => return Err(NamespaceError::Create { name: name.into(), source }),
     };
-    wait_for(
-        SERVICE_ACCOUNT_TIMEOUT,
-        format!("the default ServiceAccount of namespace {name}"),
-        || default_service_account_ready(client, name),
-    )
+    wait_for(SERVICE_ACCOUNT_TIMEOUT, format!("the default ServiceAccount of namespace {name}"), || {
+        default_service_account_ready(client, name)
+    })
     .await?;
     Ok(created)
 }
@@ -64,11 +49,8 @@ pub async fn create_namespace(client: &Client, name: &str) -> Result<Namespace, 
 /// `Ok` once pods can use namespace `ns`'s `default` ServiceAccount; `Err` says what is missing.
 pub(crate) async fn default_service_account_ready(client: &Client, ns: &str) -> Result<(), String> {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let sa = api
-        .get_opt("default")
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("ServiceAccount default not created yet")?;
+    let sa =
+        api.get_opt("default").await.map_err(|e| e.to_string())?.ok_or("ServiceAccount default not created yet")?;
     if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()) || !needs_token_secret(client).await {
         Ok(())
     } else {

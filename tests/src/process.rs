@@ -32,12 +32,7 @@ pub enum ProcessError {
         source: std::io::Error,
     },
     #[error("{name} exited with {status}; last lines of {}:\n{tail}", log.display())]
-    Exited {
-        name: String,
-        status: ExitStatus,
-        log: PathBuf,
-        tail: String,
-    },
+    Exited { name: String, status: ExitStatus, log: PathBuf, tail: String },
     #[error("failed to prepare {}", path.display())]
     Io {
         path: PathBuf,
@@ -48,13 +43,8 @@ pub enum ProcessError {
 
 /// Picks `n` distinct free TCP ports on 127.0.0.1 (all probed at once, so they differ).
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    let listeners = (0..n).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).collect::<std::io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// Creates a fresh directory `<base>/<prefix>-<pid>-<n>-<random>` where base is
@@ -133,16 +123,8 @@ impl Reaper {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| ProcessError::Spawn {
-                name: "reaper".into(),
-                program: "/bin/sh".into(),
-                source,
-            })?;
-        Ok(Self {
-            child,
-            dir: dir.to_owned(),
-            pids: Mutex::new(BTreeSet::new()),
-        })
+            .map_err(|source| ProcessError::Spawn { name: "reaper".into(), program: "/bin/sh".into(), source })?;
+        Ok(Self { child, dir: dir.to_owned(), pids: Mutex::new(BTreeSet::new()) })
     }
 
     pub fn track(&self, pid: u32) {
@@ -158,10 +140,7 @@ impl Reaper {
     }
 
     fn update(&self, change: impl FnOnce(&mut BTreeSet<u32>)) {
-        let mut pids = self
-            .pids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pids = self.pids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         change(&mut pids);
         let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
         // Write-then-rename so the reaper never reads a half-written list.
@@ -189,26 +168,13 @@ pub struct Supervised {
 
 impl Supervised {
     /// Starts `program args…` with stdout and stderr appended to `log`, tracked by `reaper`.
-    pub fn spawn<I, S>(
-        name: &str,
-        program: &Path,
-        args: I,
-        log: &Path,
-        reaper: &Reaper,
-    ) -> Result<Self, ProcessError>
+    pub fn spawn<I, S>(name: &str, program: &Path, args: I, log: &Path, reaper: &Reaper) -> Result<Self, ProcessError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let io = |source| ProcessError::Io {
-            path: log.to_owned(),
-            source,
-        };
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(io)?;
+        let io = |source| ProcessError::Io { path: log.to_owned(), source };
+        let out = OpenOptions::new().create(true).append(true).open(log).map_err(io)?;
         let err = out.try_clone().map_err(io)?;
         let child = Command::new(program)
             .args(args)
@@ -216,17 +182,9 @@ impl Supervised {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|source| ProcessError::Spawn {
-                name: name.to_owned(),
-                program: program.to_owned(),
-                source,
-            })?;
+            .map_err(|source| ProcessError::Spawn { name: name.to_owned(), program: program.to_owned(), source })?;
         reaper.track(child.id());
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            log: log.to_owned(),
-        })
+        Ok(Self { name: name.to_owned(), child, log: log.to_owned() })
     }
 
     pub fn pid(&self) -> u32 {

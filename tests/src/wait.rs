@@ -9,11 +9,7 @@ use tokio::time::Instant;
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     #[error("timed out after {timeout:?} waiting for {what}; last observed: {last}")]
-    TimedOut {
-        what: String,
-        timeout: Duration,
-        last: String,
-    },
+    TimedOut { what: String, timeout: Duration, last: String },
 }
 
 const FIRST_INTERVAL: Duration = Duration::from_millis(25);
@@ -26,11 +22,7 @@ const MAX_INTERVAL: Duration = Duration::from_millis(500);
 /// `timed out after 20s waiting for pod a/b to be Ready; last observed: phase Pending`.
 /// Each call of `check` is itself bounded by the time left. Polls start at 25 ms apart and
 /// back off to 500 ms.
-pub async fn wait_for<T, E, F, Fut>(
-    timeout: Duration,
-    what: impl Display,
-    mut check: F,
-) -> Result<T, WaitError>
+pub async fn wait_for<T, E, F, Fut>(timeout: Duration, what: impl Display, mut check: F) -> Result<T, WaitError>
 where
     E: Display,
     F: FnMut() -> Fut,
@@ -47,11 +39,7 @@ where
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(WaitError::TimedOut {
-                what: what.to_string(),
-                timeout,
-                last,
-            });
+            return Err(WaitError::TimedOut { what: what.to_string(), timeout, last });
         }
         tokio::time::sleep_until((now + interval).min(deadline)).await;
         interval = (interval * 2).min(MAX_INTERVAL);
@@ -82,13 +70,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn times_out_naming_what_was_awaited_and_the_last_observation() {
-        let err = wait_for(Duration::from_secs(2), "the impossible", || async {
-            Err::<(), _>("still impossible")
-        })
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+        let err = wait_for(Duration::from_secs(2), "the impossible", || async { Err::<(), _>("still impossible") })
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("the impossible"), "{err}");
         assert!(err.contains("still impossible"), "{err}");
     }

@@ -11,9 +11,7 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tiepdan_harness::process::{signal, Signal};
-use tiepdan_harness::{
-    create_namespace, unique_name, wait_for, ControlPlane, Node, NodeMode, NodeOptions,
-};
+use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane, Node, NodeMode, NodeOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -25,36 +23,27 @@ async fn client() -> (&'static ControlPlane, Client) {
 
 async fn namespace(client: &Client, prefix: &str) -> String {
     let name = unique_name(prefix);
-    create_namespace(client, &name)
-        .await
-        .expect("namespace usable");
+    create_namespace(client, &name).await.expect("namespace usable");
     name
 }
 
 fn condition(pod: &Pod, kind: &str) -> Option<String> {
     let conditions = pod.status.as_ref()?.conditions.as_ref()?;
-    conditions
-        .iter()
-        .find(|c| c.type_ == kind)
-        .map(|c| c.status.clone())
+    conditions.iter().find(|c| c.type_ == kind).map(|c| c.status.clone())
 }
 
 /// Waits until the pod's `Ready` condition is `want` and returns the pod.
 async fn wait_ready(pods: &Api<Pod>, name: &str, want: &str) -> Pod {
-    wait_for(
-        TIMEOUT,
-        format!("pod {name} to have Ready={want}"),
-        || async {
-            let pod = pods.get(name).await.map_err(|e| e.to_string())?;
-            let ready = condition(&pod, "Ready");
-            let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-            if ready.as_deref() == Some(want) {
-                Ok(pod)
-            } else {
-                Err(format!("phase {phase:?}, Ready {ready:?}"))
-            }
-        },
-    )
+    wait_for(TIMEOUT, format!("pod {name} to have Ready={want}"), || async {
+        let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+        let ready = condition(&pod, "Ready");
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+        if ready.as_deref() == Some(want) {
+            Ok(pod)
+        } else {
+            Err(format!("phase {phase:?}, Ready {ready:?}"))
+        }
+    })
     .await
     .expect("pod reaches the readiness wanted")
 }
@@ -71,23 +60,12 @@ async fn control_plane_answers_kubectl_and_kube_clients() {
         .await
         .expect("kubectl runs");
     let version: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json version");
-    let server = version["serverVersion"]["gitVersion"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        server.starts_with("v1.20."),
-        "server version {server}, stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let server = version["serverVersion"]["gitVersion"].as_str().unwrap_or_default();
+    assert!(server.starts_with("v1.20."), "server version {server}, stderr: {}", String::from_utf8_lossy(&out.stderr));
 
     let namespaces: Api<Namespace> = Api::all(client);
-    let names: Vec<String> = namespaces
-        .list(&Default::default())
-        .await
-        .expect("list")
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let names: Vec<String> =
+        namespaces.list(&Default::default()).await.expect("list").iter().map(ResourceExt::name_any).collect();
     assert!(names.iter().any(|n| n == "kube-system"), "{names:?}");
 }
 
@@ -95,11 +73,8 @@ async fn control_plane_answers_kubectl_and_kube_clients() {
 async fn a_pod_in_a_fresh_namespace_runs_ready_on_its_own_loopback_ip() {
     let (_cp, client) = client().await;
     let ns = namespace(&client, "simulated").await;
-    let _node = Node::start(
-        client.clone(),
-        NodeOptions::new(NodeMode::Simulated).in_namespace(&ns),
-    )
-    .expect("node starts");
+    let _node =
+        Node::start(client.clone(), NodeOptions::new(NodeMode::Simulated).in_namespace(&ns)).expect("node starts");
     let pods: Api<Pod> = Api::namespaced(client, &ns);
     for name in ["a", "b"] {
         let pod = serde_json::from_value(json!({
@@ -107,40 +82,19 @@ async fn a_pod_in_a_fresh_namespace_runs_ready_on_its_own_loopback_ip() {
             "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}
         }))
         .expect("valid pod");
-        pods.create(&PostParams::default(), &pod)
-            .await
-            .expect("pod created");
+        pods.create(&PostParams::default(), &pod).await.expect("pod created");
     }
 
     let a = wait_ready(&pods, "a", "True").await;
     let b = wait_ready(&pods, "b", "True").await;
-    let ip = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.pod_ip.clone())
-            .unwrap_or_default()
-    };
+    let ip = |p: &Pod| p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
     let status = a.status.as_ref().expect("status");
     assert_eq!(status.phase.as_deref(), Some("Running"));
     assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
-    assert!(
-        ip(&a).starts_with("127.") && ip(&a) != "127.0.0.1",
-        "pod IP {}",
-        ip(&a)
-    );
+    assert!(ip(&a).starts_with("127.") && ip(&a) != "127.0.0.1", "pod IP {}", ip(&a));
     assert_ne!(ip(&a), ip(&b));
-    let containers = status
-        .container_statuses
-        .as_ref()
-        .expect("container statuses");
-    assert!(
-        containers[0].ready
-            && containers[0]
-                .state
-                .as_ref()
-                .and_then(|s| s.running.as_ref())
-                .is_some()
-    );
+    let containers = status.container_statuses.as_ref().expect("container statuses");
+    assert!(containers[0].ready && containers[0].state.as_ref().and_then(|s| s.running.as_ref()).is_some());
 }
 
 #[tokio::test]
@@ -148,20 +102,11 @@ async fn deleting_a_namespace_removes_it_and_its_objects() {
     let (_cp, client) = client().await;
     let ns = namespace(&client, "doomed").await;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let cm = ConfigMap {
-        metadata: meta("settings"),
-        ..ConfigMap::default()
-    };
-    config_maps
-        .create(&PostParams::default(), &cm)
-        .await
-        .expect("configmap created");
+    let cm = ConfigMap { metadata: meta("settings"), ..ConfigMap::default() };
+    config_maps.create(&PostParams::default(), &cm).await.expect("configmap created");
 
     let namespaces: Api<Namespace> = Api::all(client);
-    namespaces
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .expect("delete accepted");
+    namespaces.delete(&ns, &DeleteParams::default()).await.expect("delete accepted");
     wait_for(TIMEOUT, format!("namespace {ns} to disappear"), || async {
         match namespaces.get_opt(&ns).await {
             Ok(None) => Ok(()),
@@ -180,13 +125,7 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client, &ns);
     let owner = config_maps
-        .create(
-            &PostParams::default(),
-            &ConfigMap {
-                metadata: meta("owner"),
-                ..ConfigMap::default()
-            },
-        )
+        .create(&PostParams::default(), &ConfigMap { metadata: meta("owner"), ..ConfigMap::default() })
         .await
         .expect("owner created");
     let owned = Secret {
@@ -202,26 +141,16 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
         },
         ..Secret::default()
     };
-    secrets
-        .create(&PostParams::default(), &owned)
-        .await
-        .expect("dependent created");
+    secrets.create(&PostParams::default(), &owned).await.expect("dependent created");
 
-    config_maps
-        .delete("owner", &DeleteParams::default())
-        .await
-        .expect("owner deleted");
-    wait_for(
-        TIMEOUT,
-        "the owned Secret to be garbage-collected",
-        || async {
-            match secrets.get_opt("owned").await {
-                Ok(None) => Ok(()),
-                Ok(Some(_)) => Err("still there".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        },
-    )
+    config_maps.delete("owner", &DeleteParams::default()).await.expect("owner deleted");
+    wait_for(TIMEOUT, "the owned Secret to be garbage-collected", || async {
+        match secrets.get_opt("owned").await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("still there".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
     .await
     .expect("garbage collector deletes the dependent");
 }
@@ -290,10 +219,7 @@ async fn processes_mode_runs_the_worker_as_kubelet_would_and_stops_it_on_delete(
     let (cp, client) = client().await;
     let ns = namespace(&client, "processes").await;
     let bin = fake_worker(cp.dir());
-    let options = NodeOptions::new(NodeMode::Processes {
-        media_worker_bin: bin,
-    })
-    .in_namespace(&ns);
+    let options = NodeOptions::new(NodeMode::Processes { media_worker_bin: bin }).in_namespace(&ns);
     let node = Node::start(client.clone(), options).expect("node starts");
     let key = "0123456789abcdef".repeat(4);
     let secret: Secret = serde_json::from_value(json!({
@@ -306,16 +232,10 @@ async fn processes_mode_runs_the_worker_as_kubelet_would_and_stops_it_on_delete(
         .await
         .expect("secret created");
     let pods: Api<Pod> = Api::namespaced(client, &ns);
-    pods.create(&PostParams::default(), &worker_pod("worker"))
-        .await
-        .expect("pod created");
+    pods.create(&PostParams::default(), &worker_pod("worker")).await.expect("pod created");
 
     let pod = wait_ready(&pods, "worker", "True").await;
-    let ip = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .expect("pod IP");
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("pod IP");
     let dir = node.pod_dir(&ns, "worker");
     let logs = || node.logs(&ns, "worker").unwrap_or_default();
     let args = std::fs::read_to_string(dir.join("args.txt")).expect("worker recorded its args");
@@ -325,10 +245,7 @@ async fn processes_mode_runs_the_worker_as_kubelet_would_and_stops_it_on_delete(
         key_file.display()
     );
     assert_eq!(args, expected, "logs:\n{}", logs());
-    assert_eq!(
-        std::fs::read_to_string(dir.join("key-seen.txt")).expect("key copied"),
-        key
-    );
+    assert_eq!(std::fs::read_to_string(dir.join("key-seen.txt")).expect("key copied"), key);
 
     // Readiness follows the probe.
     std::fs::remove_file(dir.join("www/readyz")).expect("readyz removed");
@@ -341,11 +258,8 @@ async fn processes_mode_runs_the_worker_as_kubelet_would_and_stops_it_on_delete(
     signal(first, Signal::SIGKILL);
     wait_for(TIMEOUT, "the worker to be restarted", || async {
         let pod = pods.get("worker").await.map_err(|e| e.to_string())?;
-        let restarts = pod
-            .status
-            .and_then(|s| s.container_statuses)
-            .and_then(|c| c.first().map(|c| c.restart_count))
-            .unwrap_or(0);
+        let restarts =
+            pod.status.and_then(|s| s.container_statuses).and_then(|c| c.first().map(|c| c.restart_count)).unwrap_or(0);
         match node.pid(&ns, "worker") {
             Some(pid) if restarts >= 1 && pid != first => Ok(()),
             pid => Err(format!("restartCount {restarts}, pid {pid:?}")),
@@ -355,9 +269,7 @@ async fn processes_mode_runs_the_worker_as_kubelet_would_and_stops_it_on_delete(
     .unwrap_or_else(|e| panic!("{e}\nlogs:\n{}", logs()));
     let second = node.pid(&ns, "worker").expect("worker running again");
 
-    pods.delete("worker", &DeleteParams::default())
-        .await
-        .expect("pod deleted");
+    pods.delete("worker", &DeleteParams::default()).await.expect("pod deleted");
     wait_for(TIMEOUT, "the worker process to exit", || async {
         if process_alive(second) {
             Err("still running")
@@ -367,9 +279,7 @@ async fn processes_mode_runs_the_worker_as_kubelet_would_and_stops_it_on_delete(
     })
     .await
     .expect("node stops the worker");
-    assert!(node
-        .logs(&ns, "worker")
-        .is_ok_and(|l| l.contains("start #1")));
+    assert!(node.logs(&ns, "worker").is_ok_and(|l| l.contains("start #1")));
 }
 
 #[tokio::test]
@@ -377,10 +287,7 @@ async fn a_worker_pod_marked_for_deletion_is_stopped_and_finished_by_the_node() 
     let (cp, client) = client().await;
     let ns = namespace(&client, "finalized").await;
     let bin = fake_worker(cp.dir());
-    let options = NodeOptions::new(NodeMode::Processes {
-        media_worker_bin: bin,
-    })
-    .in_namespace(&ns);
+    let options = NodeOptions::new(NodeMode::Processes { media_worker_bin: bin }).in_namespace(&ns);
     let node = Node::start(client.clone(), options).expect("node starts");
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "pool-signing-key"},
@@ -394,16 +301,12 @@ async fn a_worker_pod_marked_for_deletion_is_stopped_and_finished_by_the_node() 
     let pods: Api<Pod> = Api::namespaced(client, &ns);
     let mut pod = worker_pod("held");
     pod.metadata.finalizers = Some(vec!["tiepdan.test/hold".into()]);
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("pod created");
+    pods.create(&PostParams::default(), &pod).await.expect("pod created");
     wait_ready(&pods, "held", "True").await;
     let pid = node.pid(&ns, "held").expect("worker running");
 
     // The finalizer keeps the pod, with a deletionTimestamp, after the delete.
-    pods.delete("held", &DeleteParams::default())
-        .await
-        .expect("delete accepted");
+    pods.delete("held", &DeleteParams::default()).await.expect("delete accepted");
     wait_for(TIMEOUT, "the held pod's worker to be stopped", || async {
         if process_alive(pid) {
             Err("still running")
@@ -413,16 +316,11 @@ async fn a_worker_pod_marked_for_deletion_is_stopped_and_finished_by_the_node() 
     })
     .await
     .expect("node stops the worker of a terminating pod");
-    let held = pods
-        .get("held")
-        .await
-        .expect("pod still held by its finalizer");
+    let held = pods.get("held").await.expect("pod still held by its finalizer");
     assert!(held.metadata.deletion_timestamp.is_some());
 
     let release = json!({"metadata": {"finalizers": null}});
-    pods.patch("held", &PatchParams::default(), &Patch::Merge(&release))
-        .await
-        .expect("released");
+    pods.patch("held", &PatchParams::default(), &Patch::Merge(&release)).await.expect("released");
     wait_for(TIMEOUT, "the released pod to vanish", || async {
         match pods.get_opt("held").await {
             Ok(None) => Ok(()),
@@ -435,8 +333,5 @@ async fn a_worker_pod_marked_for_deletion_is_stopped_and_finished_by_the_node() 
 }
 
 fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        ..ObjectMeta::default()
-    }
+    ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() }
 }

@@ -11,6 +11,10 @@
 //! Field names are public API; every field carries a doc comment that becomes its
 //! `kubectl explain` description.
 
+// kube's derive takes repeated `printcolumn(...)` arguments, which clippy mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod condition;
 pub mod media_worker_pool;
 pub mod reception_point;
@@ -19,12 +23,11 @@ pub mod reception_session;
 pub use condition::{set_condition, ConditionStatus};
 pub use media_worker_pool::{MediaWorkerPool, MediaWorkerPoolSpec, MediaWorkerPoolStatus, RtcPorts};
 pub use reception_point::{
-    Contact, Level, LinkType, NetworkProfile, ReceptionPoint, ReceptionPointSpec, ReceptionPointStatus,
-    Verification,
+    Contact, Level, LinkType, NetworkProfile, ReceptionPoint, ReceptionPointSpec, ReceptionPointStatus, Verification,
 };
 pub use reception_session::{
-    IssuerRef, MediaSpec, PointStatus, Readiness, ReceptionSession, ReceptionSessionSpec,
-    ReceptionSessionStatus, Schedule, SessionPhase, SessionSummary, TlsSpec, VideoSpec, WorkerStatus,
+    IssuerRef, MediaSpec, PointStatus, Readiness, ReceptionSession, ReceptionSessionSpec, ReceptionSessionStatus,
+    Schedule, SessionPhase, SessionSummary, TlsSpec, VideoSpec, WorkerStatus,
 };
 
 /// The API group of every tiepdan kind.

@@ -17,7 +17,12 @@ pub fn name(session: &str) -> String {
 }
 
 /// One token per participant, keyed by point name.
-pub fn build(session: &ReceptionSession, valid: &ValidSession, key: &[u8], epoch: u64) -> Result<Secret, tokens::Error> {
+pub fn build(
+    session: &ReceptionSession,
+    valid: &ValidSession,
+    key: &[u8],
+    epoch: u64,
+) -> Result<Secret, tokens::Error> {
     let sname = session.name_any();
     let id = session_id(&session.namespace().unwrap_or_default(), &sname);
     let data = valid
@@ -53,7 +58,8 @@ mod tests {
     fn one_token_per_participant_labelled_for_the_session() {
         let s = session();
         let valid = ValidSession {
-            timeline: crate::timeline::compute(&s.spec.schedule, &s.spec.readiness, &TimelineConfig::default()).unwrap(),
+            timeline: crate::timeline::compute(&s.spec.schedule, &s.spec.readiness, &TimelineConfig::default())
+                .unwrap(),
             participants: vec![
                 Participant { name: "my-hao".into(), display_name: "Mỹ Hào".into(), role: Role::Host },
                 Participant { name: "di-su".into(), display_name: "Dị Sử".into(), role: Role::Participant },

@@ -16,11 +16,7 @@ pub fn name(session: &str) -> String {
 
 /// The in-cluster signaling URL of a session.
 pub fn url(session: &ReceptionSession) -> String {
-    format!(
-        "ws://{}.{}.svc:{SIGNALING_PORT}/v1/ws",
-        name(&session.name_any()),
-        session.namespace().unwrap_or_default()
-    )
+    format!("ws://{}.{}.svc:{SIGNALING_PORT}/v1/ws", name(&session.name_any()), session.namespace().unwrap_or_default())
 }
 
 /// The signaling Service for `session`, selecting the worker allocated to it.

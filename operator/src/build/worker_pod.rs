@@ -96,7 +96,10 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
                 env: Some(vec![EnvVar {
                     name: "POD_IP".to_owned(),
                     value_from: Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector { field_path: "status.podIP".to_owned(), ..Default::default() }),
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "status.podIP".to_owned(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                     ..Default::default()

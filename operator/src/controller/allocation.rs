@@ -43,19 +43,29 @@ impl Allocation {
 }
 
 /// Finds or allocates the worker pod of `session` from `pool`.
-pub async fn allocate(client: &kube::Client, session: &ReceptionSession, pool: &MediaWorkerPool) -> Result<Allocation, Error> {
+pub async fn allocate(
+    client: &kube::Client,
+    session: &ReceptionSession,
+    pool: &MediaWorkerPool,
+) -> Result<Allocation, Error> {
     let ns = session.namespace().unwrap_or_default();
     let sname = session.name_any();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let mine = pods
-        .list(&ListParams::default().labels(&format!("{},{}={}", labels::session_selector(&sname), labels::COMPONENT, labels::COMPONENT_WORKER)))
+        .list(&ListParams::default().labels(&format!(
+            "{},{}={}",
+            labels::session_selector(&sname),
+            labels::COMPONENT,
+            labels::COMPONENT_WORKER
+        )))
         .await
         .map_err(Error::List)?;
     if let Some(p) = mine.items.into_iter().find(|p| p.metadata.deletion_timestamp.is_none()) {
         return Ok(Allocation::Existing(p));
     }
 
-    let idle_sel = format!("{},{}={}", labels::pool_selector(&pool.name_any()), labels::WORKER_STATE, labels::STATE_IDLE);
+    let idle_sel =
+        format!("{},{}={}", labels::pool_selector(&pool.name_any()), labels::WORKER_STATE, labels::STATE_IDLE);
     let mut idle: Vec<Pod> = pods
         .list(&ListParams::default().labels(&idle_sel))
         .await

@@ -16,7 +16,14 @@ pub async fn warning<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, reas
     publish(ctx, obj, EventType::Warning, reason, action, note).await;
 }
 
-async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: String) {
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let ev = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "failed to publish event");

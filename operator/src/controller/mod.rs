@@ -18,7 +18,12 @@ use kube::Client;
 use crate::clock::Clock;
 
 /// Runs every controller until `shutdown` resolves.
-pub async fn run(client: Client, clock: Arc<dyn Clock>, config: OperatorConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    client: Client,
+    clock: Arc<dyn Clock>,
+    config: OperatorConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let ctx = Arc::new(Context::new(client, clock, config));
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stop = move || {

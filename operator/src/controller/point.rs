@@ -62,7 +62,8 @@ async fn reconcile(point: Arc<ReceptionPoint>, ctx: Arc<Context>) -> Result<Acti
     let ns = point.namespace().unwrap_or_default();
     let api = Api::<ReceptionPoint>::namespaced(ctx.client.clone(), &ns);
     let all = api.list(&ListParams::default()).await.map_err(Error::List)?;
-    let specs: BTreeMap<String, ReceptionPointSpec> = all.items.iter().map(|p| (p.name_any(), p.spec.clone())).collect();
+    let specs: BTreeMap<String, ReceptionPointSpec> =
+        all.items.iter().map(|p| (p.name_any(), p.spec.clone())).collect();
     let result = topology::validate_point(&point.name_any(), &specs);
 
     let mut status = point.status.clone().unwrap_or_default();

@@ -109,7 +109,14 @@ async fn reconcile(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result<Acti
             let pod_name = format!("{name}-{}", Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase());
             apply::apply(&pods, &worker_pod::build(&pool, &pod_name, None)).await?;
         }
-        events::normal(&ctx, &*pool, "ScaledUp", "Scale", format!("Created {n} idle worker pod(s) to keep {want} idle.")).await;
+        events::normal(
+            &ctx,
+            &*pool,
+            "ScaledUp",
+            "Scale",
+            format!("Created {n} idle worker pod(s) to keep {want} idle."),
+        )
+        .await;
     } else if idle.len() > want {
         // Remove workers that are not ready first: they serve nobody yet.
         idle.sort_by_key(|p| worker_pod_rank(p));
@@ -117,7 +124,14 @@ async fn reconcile(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result<Acti
         for p in &extra {
             apply::delete(&pods, p).await?;
         }
-        events::normal(&ctx, &*pool, "ScaledDown", "Scale", format!("Deleted {} idle worker pod(s) to keep {want} idle.", extra.len())).await;
+        events::normal(
+            &ctx,
+            &*pool,
+            "ScaledDown",
+            "Scale",
+            format!("Deleted {} idle worker pod(s) to keep {want} idle.", extra.len()),
+        )
+        .await;
     }
 
     let ready = live.iter().filter(|p| pod_ready(p)).count();

@@ -83,7 +83,12 @@ pub fn controller(
         // Points coming and going change a session's validity and participants.
         .watches(ctx.watched::<ReceptionPoint>(), watcher::Config::default(), move |p: ReceptionPoint| {
             let ns = p.namespace();
-            by_point.state().into_iter().filter(|s| s.namespace() == ns).map(|s| ObjectRef::from_obj(&*s)).collect::<Vec<_>>()
+            by_point
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace() == ns)
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
         })
         .watches(ctx.watched::<MediaWorkerPool>(), watcher::Config::default(), move |p: MediaWorkerPool| {
             let (ns, name) = (p.namespace(), p.name_any());
@@ -141,7 +146,8 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
     let valid = match validate_session(&session.spec, &points, &ctx.config.timeline) {
         Ok(v) => v,
         Err(e) => {
-            let changed = set_condition(&mut status.conditions, "Valid", CS::False, e.reason(), e.to_string(), generation, now);
+            let changed =
+                set_condition(&mut status.conditions, "Valid", CS::False, e.reason(), e.to_string(), generation, now);
             if prev.phase != Some(SessionPhase::Completed) {
                 status.phase = Some(SessionPhase::Failed);
             }
@@ -153,7 +159,15 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
             return Ok(Action::await_change());
         }
     };
-    set_condition(&mut status.conditions, "Valid", CS::True, "Valid", "The session's points, host and schedule are valid.", generation, now);
+    set_condition(
+        &mut status.conditions,
+        "Valid",
+        CS::True,
+        "Valid",
+        "The session's points, host and schedule are valid.",
+        generation,
+        now,
+    );
     let t = &valid.timeline;
     status.readiness_deadline = Some(Time(t.deadline));
     status.rehearsal_start = Some(Time(t.rehearsal_start));
@@ -164,13 +178,37 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
     let mut worker_report = None;
     if completed_before || time_phase == SessionPhase::Completed {
         release(session, ctx).await?;
-        set_condition(&mut status.conditions, "Provisioned", CS::False, "Released", "The session ended; its worker, Service and join tokens were deleted.", generation, now);
-        set_condition(&mut status.conditions, "WorkerReady", CS::False, "Released", "The session ended.", generation, now);
+        set_condition(
+            &mut status.conditions,
+            "Provisioned",
+            CS::False,
+            "Released",
+            "The session ended; its worker, Service and join tokens were deleted.",
+            generation,
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            "WorkerReady",
+            CS::False,
+            "Released",
+            "The session ended.",
+            generation,
+            now,
+        );
         status.worker = None;
     } else if t.needs_resources(now) {
         match provision(session, &valid, ctx, now).await {
             Ok(p) => {
-                set_condition(&mut status.conditions, "Provisioned", CS::True, "Provisioned", "Worker, signaling Service and join tokens are in place.", generation, now);
+                set_condition(
+                    &mut status.conditions,
+                    "Provisioned",
+                    CS::True,
+                    "Provisioned",
+                    "Worker, signaling Service and join tokens are in place.",
+                    generation,
+                    now,
+                );
                 let ready = p.pod.as_ref().is_some_and(pod_ready);
                 set_condition(
                     &mut status.conditions,
@@ -181,12 +219,23 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
                     generation,
                     now,
                 );
-                status.worker = Some(WorkerStatus { pod: p.pod.as_ref().map(|p| p.name_any()), signaling_url: Some(signaling_service::url(session)) });
+                status.worker = Some(WorkerStatus {
+                    pod: p.pod.as_ref().map(|p| p.name_any()),
+                    signaling_url: Some(signaling_service::url(session)),
+                });
                 worker_report = p.report;
             }
             Err(ProvisionError::PoolMissing(pool)) => {
                 let msg = format!("spec.workerPool: no MediaWorkerPool named {pool:?} in this namespace");
-                if set_condition(&mut status.conditions, "Provisioned", CS::False, "PoolNotFound", &msg, generation, now) {
+                if set_condition(
+                    &mut status.conditions,
+                    "Provisioned",
+                    CS::False,
+                    "PoolNotFound",
+                    &msg,
+                    generation,
+                    now,
+                ) {
                     events::warning(ctx, session, "PoolNotFound", "Provision", msg).await;
                 }
             }
@@ -201,7 +250,8 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
     // status
     status.points = st::merge_points(&valid.participants, worker_report.as_ref(), &prev.points, now);
     status.verified = Some(st::verified_summary(&status.points));
-    let phase = if completed_before { SessionPhase::Completed } else { t.phase_at(now, st::all_verified(&status.points)) };
+    let phase =
+        if completed_before { SessionPhase::Completed } else { t.phase_at(now, st::all_verified(&status.points)) };
     status.phase = Some(phase);
     let verified_n = status.points.iter().filter(|p| p.verified).count();
     let all = st::all_verified(&status.points);
@@ -217,7 +267,16 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
     let (rbd, reason, msg) = if st::all_verified_by(&status.points, t.deadline) {
         (CS::True, "VerifiedBeforeDeadline", format!("Every point was verified before {}.", t.deadline))
     } else if now >= t.deadline {
-        (CS::False, "DeadlineMissed", format!("{} of {} points were not verified before {}.", status.points.len() - verified_n, status.points.len(), t.deadline))
+        (
+            CS::False,
+            "DeadlineMissed",
+            format!(
+                "{} of {} points were not verified before {}.",
+                status.points.len() - verified_n,
+                status.points.len(),
+                t.deadline
+            ),
+        )
     } else {
         (CS::Unknown, "AwaitingVerification", format!("Every point must be verified before {}.", t.deadline))
     };
@@ -237,7 +296,14 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
         phase_event(ctx, session, prev.phase, phase, &status).await;
     }
     for p in st::newly_verified(&prev.points, &status.points) {
-        events::normal(ctx, session, "PointVerified", "Verify", format!("Point {} sent and received audio and video within thresholds.", p.name)).await;
+        events::normal(
+            ctx,
+            session,
+            "PointVerified",
+            "Verify",
+            format!("Point {} sent and received audio and video within thresholds.", p.name),
+        )
+        .await;
         record_point_verification(ctx, &ns, session, p, now).await;
     }
     Ok(next_action(ctx, &valid, phase, now))
@@ -268,31 +334,58 @@ impl From<Error> for ProvisionError {
 }
 
 /// build + apply: the worker, the signaling Service and the join tokens; then orphans go.
-async fn provision(session: &ReceptionSession, valid: &ValidSession, ctx: &Context, now: Timestamp) -> Result<Provisioned, ProvisionError> {
+async fn provision(
+    session: &ReceptionSession,
+    valid: &ValidSession,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Provisioned, ProvisionError> {
     let ns = session.namespace().unwrap_or_default();
     let sname = session.name_any();
     let pool = Api::<MediaWorkerPool>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&session.spec.worker_pool)
         .await
-        .map_err(|e| Error::Pool(e))?
+        .map_err(Error::Pool)?
         .ok_or_else(|| ProvisionError::PoolMissing(session.spec.worker_pool.clone()))?;
     let key = ensure_signing_key(ctx, &pool).await.map_err(Error::SigningKey)?;
 
     let alloc = allocation::allocate(&ctx.client, session, &pool).await.map_err(Error::from)?;
     match &alloc {
-        Allocation::TookIdle(p) => events::normal(ctx, session, "WorkerAllocated", "Allocate", format!("Took warm worker {} from pool {}.", p.name_any(), pool.name_any())).await,
-        Allocation::Created(p) => events::normal(ctx, session, "WorkerCreated", "Allocate", format!("No warm worker was idle in pool {}; created {}.", pool.name_any(), p.name_any())).await,
+        Allocation::TookIdle(p) => {
+            events::normal(
+                ctx,
+                session,
+                "WorkerAllocated",
+                "Allocate",
+                format!("Took warm worker {} from pool {}.", p.name_any(), pool.name_any()),
+            )
+            .await
+        }
+        Allocation::Created(p) => {
+            events::normal(
+                ctx,
+                session,
+                "WorkerCreated",
+                "Allocate",
+                format!("No warm worker was idle in pool {}; created {}.", pool.name_any(), p.name_any()),
+            )
+            .await
+        }
         Allocation::Existing(_) => {}
     }
     let pod = alloc.pod().clone();
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     let svc = apply::apply(&services, &signaling_service::build(session)).await.map_err(Error::from)?;
-    let tokens = apply::apply(&secrets, &join_tokens::build(session, valid, &key, 0).map_err(Error::from)?).await.map_err(Error::from)?;
+    let tokens = apply::apply(&secrets, &join_tokens::build(session, valid, &key, 0).map_err(Error::from)?)
+        .await
+        .map_err(Error::from)?;
 
     let sel = labels::session_selector(&sname);
     let one = |n: String| BTreeSet::from([n]);
-    apply::delete_orphans(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &one(pod.name_any())).await.map_err(Error::from)?;
+    apply::delete_orphans(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &one(pod.name_any()))
+        .await
+        .map_err(Error::from)?;
     apply::delete_orphans(&services, &sel, &one(svc.name_any())).await.map_err(Error::from)?;
     apply::delete_orphans(&secrets, &sel, &one(tokens.name_any())).await.map_err(Error::from)?;
 
@@ -301,7 +394,13 @@ async fn provision(session: &ReceptionSession, valid: &ValidSession, ctx: &Conte
 }
 
 /// Binds a warm worker to the session (idempotent) and reads its per-point status.
-async fn observe_worker(ctx: &Context, session: &ReceptionSession, pod: &Pod, key: &[u8], now: Timestamp) -> (Option<WorkerReport>, String) {
+async fn observe_worker(
+    ctx: &Context,
+    session: &ReceptionSession,
+    pod: &Pod,
+    key: &[u8],
+    now: Timestamp,
+) -> (Option<WorkerReport>, String) {
     let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
         return (None, format!("Worker pod {} has no IP yet.", pod.name_any()));
     };
@@ -312,7 +411,10 @@ async fn observe_worker(ctx: &Context, session: &ReceptionSession, pod: &Pod, ke
     let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
     if !allocation::started_bound(pod) {
         if let Err(e) = ctx.workers.allocate(&base, key, now, &id, &session.spec.title, 0).await {
-            return (None, format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any()));
+            return (
+                None,
+                format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any()),
+            );
         }
     }
     match ctx.workers.status(&base).await {
@@ -334,7 +436,14 @@ async fn release(session: &ReceptionSession, ctx: &Context) -> Result<(), Error>
 
 async fn cleanup(session: &ReceptionSession, ctx: &Context) -> Result<Action, Error> {
     release(session, ctx).await?;
-    events::normal(ctx, session, "CleanedUp", "Delete", "Deleted the session's worker, Service and join tokens.".to_owned()).await;
+    events::normal(
+        ctx,
+        session,
+        "CleanedUp",
+        "Delete",
+        "Deleted the session's worker, Service and join tokens.".to_owned(),
+    )
+    .await;
     Ok(Action::await_change())
 }
 
@@ -347,7 +456,13 @@ async fn write_status(ctx: &Context, session: &ReceptionSession, status: &Recept
     Ok(())
 }
 
-async fn phase_event(ctx: &Context, session: &ReceptionSession, from: Option<SessionPhase>, to: SessionPhase, status: &ReceptionSessionStatus) {
+async fn phase_event(
+    ctx: &Context,
+    session: &ReceptionSession,
+    from: Option<SessionPhase>,
+    to: SessionPhase,
+    status: &ReceptionSessionStatus,
+) {
     let from = from.map_or("(new)".to_owned(), |p| p.to_string());
     let verified = status.verified.clone().unwrap_or_default();
     let note = format!("{from} → {to}; points verified {verified}.");
@@ -360,7 +475,13 @@ async fn phase_event(ctx: &Context, session: &ReceptionSession, from: Option<Ses
 
 /// Records a verification on the point itself. Best effort: a merge patch (not the apply
 /// manager's field set, which the point controller owns).
-async fn record_point_verification(ctx: &Context, ns: &str, session: &ReceptionSession, p: &crate::api::PointStatus, now: Timestamp) {
+async fn record_point_verification(
+    ctx: &Context,
+    ns: &str,
+    session: &ReceptionSession,
+    p: &crate::api::PointStatus,
+    now: Timestamp,
+) {
     let patch = json!({"status": {"lastVerification": {
         "time": Time(now), "session": session.name_any(),
         "rttMs": p.rtt_ms, "lossPercent": p.loss_percent, "jitterMs": p.jitter_ms,

@@ -10,11 +10,20 @@ use crate::worker_client::WorkerReport;
 
 /// Per-point status for `participants`, from the worker's `report` (if it answered) on top of
 /// the previous status. Verification and having joined are sticky for the session.
-pub fn merge_points(participants: &[Participant], report: Option<&WorkerReport>, previous: &[PointStatus], now: Timestamp) -> Vec<PointStatus> {
+pub fn merge_points(
+    participants: &[Participant],
+    report: Option<&WorkerReport>,
+    previous: &[PointStatus],
+    now: Timestamp,
+) -> Vec<PointStatus> {
     participants
         .iter()
         .map(|p| {
-            let prev = previous.iter().find(|s| s.name == p.name).cloned().unwrap_or_else(|| PointStatus { name: p.name.clone(), ..Default::default() });
+            let prev = previous
+                .iter()
+                .find(|s| s.name == p.name)
+                .cloned()
+                .unwrap_or_else(|| PointStatus { name: p.name.clone(), ..Default::default() });
             let Some(r) = report.and_then(|r| r.points.iter().find(|x| x.name == p.name)) else {
                 // The worker did not answer or does not know the point: it is not connected.
                 return PointStatus { connected: false, ..prev };
@@ -36,9 +45,7 @@ pub fn merge_points(participants: &[Participant], report: Option<&WorkerReport>,
 
 /// Names of points verified in `now` but not in `before`.
 pub fn newly_verified<'a>(before: &[PointStatus], now: &'a [PointStatus]) -> Vec<&'a PointStatus> {
-    now.iter()
-        .filter(|p| p.verified && !before.iter().any(|b| b.name == p.name && b.verified))
-        .collect()
+    now.iter().filter(|p| p.verified && !before.iter().any(|b| b.name == p.name && b.verified)).collect()
 }
 
 /// "verified/total", e.g. "3/15".
@@ -75,7 +82,10 @@ mod tests {
     use crate::worker_client::PointReport;
 
     fn parts() -> Vec<Participant> {
-        ["a", "b"].iter().map(|n| Participant { name: (*n).into(), display_name: (*n).into(), role: Role::Participant }).collect()
+        ["a", "b"]
+            .iter()
+            .map(|n| Participant { name: (*n).into(), display_name: (*n).into(), role: Role::Participant })
+            .collect()
     }
 
     fn ts(s: &str) -> Timestamp {
@@ -86,14 +96,24 @@ mod tests {
     fn verification_is_sticky_and_time_stamped_once() {
         let t0 = ts("2025-06-11T07:10:00Z");
         let report = WorkerReport {
-            points: vec![PointReport { name: "a".into(), joined: true, connected: true, verified: true, rtt_ms: Some(20.0), ..Default::default() }],
+            points: vec![PointReport {
+                name: "a".into(),
+                joined: true,
+                connected: true,
+                verified: true,
+                rtt_ms: Some(20.0),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let s1 = merge_points(&parts(), Some(&report), &[], t0);
         assert_eq!(verified_summary(&s1), "1/2");
         assert_eq!(newly_verified(&[], &s1).len(), 1);
         // The point leaves; the worker no longer reports it as verified-and-connected.
-        let gone = WorkerReport { points: vec![PointReport { name: "a".into(), joined: true, ..Default::default() }], ..Default::default() };
+        let gone = WorkerReport {
+            points: vec![PointReport { name: "a".into(), joined: true, ..Default::default() }],
+            ..Default::default()
+        };
         let s2 = merge_points(&parts(), Some(&gone), &s1, ts("2025-06-11T07:20:00Z"));
         assert!(s2[0].verified && !s2[0].connected);
         assert_eq!(s2[0].verified_at, Some(Time(t0)));
@@ -104,8 +124,18 @@ mod tests {
     fn readiness_by_deadline_needs_every_point_verified_in_time() {
         let deadline = ts("2025-06-11T08:00:00Z");
         let mut pts = vec![
-            PointStatus { name: "a".into(), verified: true, verified_at: Some(Time(ts("2025-06-11T07:30:00Z"))), ..Default::default() },
-            PointStatus { name: "b".into(), verified: true, verified_at: Some(Time(ts("2025-06-11T08:05:00Z"))), ..Default::default() },
+            PointStatus {
+                name: "a".into(),
+                verified: true,
+                verified_at: Some(Time(ts("2025-06-11T07:30:00Z"))),
+                ..Default::default()
+            },
+            PointStatus {
+                name: "b".into(),
+                verified: true,
+                verified_at: Some(Time(ts("2025-06-11T08:05:00Z"))),
+                ..Default::default()
+            },
         ];
         assert!(all_verified(&pts));
         assert!(!all_verified_by(&pts, deadline));
@@ -125,7 +155,13 @@ mod tests {
     #[test]
     fn summary_averages_reported_quality() {
         let pts = vec![
-            PointStatus { name: "a".into(), joined: true, rtt_ms: Some(10.0), loss_percent: Some(1.0), ..Default::default() },
+            PointStatus {
+                name: "a".into(),
+                joined: true,
+                rtt_ms: Some(10.0),
+                loss_percent: Some(1.0),
+                ..Default::default()
+            },
             PointStatus { name: "b".into(), joined: true, rtt_ms: Some(30.0), ..Default::default() },
             PointStatus { name: "c".into(), ..Default::default() },
         ];

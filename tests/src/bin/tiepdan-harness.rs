@@ -42,10 +42,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Up {
-            dir,
-            media_worker_bin,
-        } => up(dir, media_worker_bin).await,
+        Command::Up { dir, media_worker_bin } => up(dir, media_worker_bin).await,
     }
 }
 
@@ -53,19 +50,12 @@ async fn up(dir: Option<PathBuf>, media_worker_bin: Option<PathBuf>) -> anyhow::
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
 
-    let options = ControlPlaneOptions {
-        dir: dir.clone(),
-        ..ControlPlaneOptions::default()
-    };
+    let options = ControlPlaneOptions { dir: dir.clone(), ..ControlPlaneOptions::default() };
     let started = std::time::Instant::now();
-    let cp = ControlPlane::start(options)
-        .await
-        .context("failed to start the control plane")?;
+    let cp = ControlPlane::start(options).await.context("failed to start the control plane")?;
     let client = cp.client().await.context("failed to build a client")?;
     let mode = match media_worker_bin {
-        Some(bin) => NodeMode::Processes {
-            media_worker_bin: std::path::absolute(bin)?,
-        },
+        Some(bin) => NodeMode::Processes { media_worker_bin: std::path::absolute(bin)? },
         None => NodeMode::Simulated,
     };
     let node_options = NodeOptions {
@@ -76,16 +66,8 @@ async fn up(dir: Option<PathBuf>, media_worker_bin: Option<PathBuf>) -> anyhow::
     };
     let node = Node::start(client, node_options).context("failed to start the node emulation")?;
 
-    eprintln!(
-        "control plane ready in {:.1?} at {}",
-        started.elapsed(),
-        cp.server()
-    );
-    eprintln!(
-        "logs: {}  pods: {}",
-        cp.dir().display(),
-        node.dir().display()
-    );
+    eprintln!("control plane ready in {:.1?} at {}", started.elapsed(), cp.server());
+    eprintln!("logs: {}  pods: {}", cp.dir().display(), node.dir().display());
     println!("export KUBECONFIG={}", cp.kubeconfig().display());
 
     tokio::select! {

@@ -14,11 +14,7 @@ pub enum EnvError {
     #[error("{kind} {name:?} not found")]
     MissingObject { kind: &'static str, name: String },
     #[error("key {key:?} not found in {kind} {name:?}")]
-    MissingKey {
-        kind: &'static str,
-        name: String,
-        key: String,
-    },
+    MissingKey { kind: &'static str, name: String, key: String },
     #[error("env var {var}: unsupported source ({what})")]
     Unsupported { var: String, what: String },
 }
@@ -34,27 +30,14 @@ pub struct Sources {
 impl Sources {
     /// One key of a Secret (`data`, else `stringData`) or ConfigMap (`data`, else `binaryData`).
     fn value(&self, kind: &'static str, name: &str, key: &str) -> Result<String, EnvError> {
-        let missing_key = || EnvError::MissingKey {
-            kind,
-            name: name.into(),
-            key: key.into(),
-        };
-        let missing = || EnvError::MissingObject {
-            kind,
-            name: name.into(),
-        };
+        let missing_key = || EnvError::MissingKey { kind, name: name.into(), key: key.into() };
+        let missing = || EnvError::MissingObject { kind, name: name.into() };
         if kind == "Secret" {
             let secret = self.secrets.get(name).ok_or_else(missing)?;
-            secret_entries(secret)
-                .remove(key)
-                .map(lossy)
-                .ok_or_else(missing_key)
+            secret_entries(secret).remove(key).map(lossy).ok_or_else(missing_key)
         } else {
             let cm = self.config_maps.get(name).ok_or_else(missing)?;
-            config_map_entries(cm)
-                .remove(key)
-                .map(lossy)
-                .ok_or_else(missing_key)
+            config_map_entries(cm).remove(key).map(lossy).ok_or_else(missing_key)
         }
     }
 }
@@ -108,11 +91,7 @@ pub fn resolve(
         };
         match entries {
             Some(entries) => {
-                env.extend(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (format!("{prefix}{k}"), lossy(v))),
-                );
+                env.extend(entries.into_iter().map(|(k, v)| (format!("{prefix}{k}"), lossy(v))));
             }
             None if optional => {}
             None => return Err(EnvError::MissingObject { kind, name }),
@@ -134,10 +113,7 @@ pub fn resolve(
 
 /// The last definition of `name` in `env`.
 pub fn lookup(env: &[(String, String)], name: &str) -> Option<String> {
-    env.iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
+    env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
 /// `None` for an optional reference to a missing object or key (the variable is left unset).
@@ -151,20 +127,12 @@ fn from_source(
     if let Some(field) = &source.field_ref {
         return field_value(&field.field_path, pod, pod_ip)
             .map(Some)
-            .ok_or_else(|| EnvError::Unsupported {
-                var: var.into(),
-                what: field.field_path.clone(),
-            });
+            .ok_or_else(|| EnvError::Unsupported { var: var.into(), what: field.field_path.clone() });
     }
     let (kind, name, key, optional) = match (&source.secret_key_ref, &source.config_map_key_ref) {
         (Some(s), _) => ("Secret", &s.name, &s.key, s.optional.unwrap_or(false)),
         (None, Some(c)) => ("ConfigMap", &c.name, &c.key, c.optional.unwrap_or(false)),
-        (None, None) => {
-            return Err(EnvError::Unsupported {
-                var: var.into(),
-                what: "resourceFieldRef".into(),
-            })
-        }
+        (None, None) => return Err(EnvError::Unsupported { var: var.into(), what: "resourceFieldRef".into() }),
     };
     match sources.value(kind, name, key) {
         Ok(value) => Ok(Some(value)),
@@ -255,10 +223,7 @@ mod tests {
 
     #[test]
     fn expansion_follows_kubelet_rules() {
-        assert_eq!(
-            expand("--listen=$(POD_IP):8080", vars),
-            "--listen=127.0.1.9:8080"
-        );
+        assert_eq!(expand("--listen=$(POD_IP):8080", vars), "--listen=127.0.1.9:8080");
         assert_eq!(expand("$(UNKNOWN)/x", vars), "$(UNKNOWN)/x");
         assert_eq!(expand("$$(POD_IP)", vars), "$(POD_IP)");
         assert_eq!(expand("a$(EMPTY)b", vars), "ab");
@@ -289,21 +254,9 @@ mod tests {
     fn sources() -> Sources {
         let mut s = Sources::default();
         let data = [("k".to_owned(), ByteString(b"s3cret".to_vec()))].into();
-        s.secrets.insert(
-            "s".into(),
-            Secret {
-                data: Some(data),
-                ..Secret::default()
-            },
-        );
+        s.secrets.insert("s".into(), Secret { data: Some(data), ..Secret::default() });
         let data = [("mode".to_owned(), "warm".to_owned())].into();
-        s.config_maps.insert(
-            "cm".into(),
-            ConfigMap {
-                data: Some(data),
-                ..ConfigMap::default()
-            },
-        );
+        s.config_maps.insert("cm".into(), ConfigMap { data: Some(data), ..ConfigMap::default() });
         s
     }
 
@@ -331,12 +284,6 @@ mod tests {
         let mut sources = sources();
         sources.secrets.clear();
         let err = resolve(container, &pod, Ipv4Addr::LOCALHOST, &sources);
-        assert_eq!(
-            err,
-            Err(EnvError::MissingObject {
-                kind: "Secret",
-                name: "s".into()
-            })
-        );
+        assert_eq!(err, Err(EnvError::MissingObject { kind: "Secret", name: "s".into() }));
     }
 }

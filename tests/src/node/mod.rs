@@ -120,9 +120,7 @@ struct Shared {
 
 impl Shared {
     fn pods(&self) -> MutexGuard<'_, HashMap<String, Taken>> {
-        self.pods
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -139,31 +137,15 @@ impl Node {
     pub fn start(client: Client, options: NodeOptions) -> Result<Node, NodeError> {
         let (dir, remove_dir) = match &options.dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| ProcessError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
+                std::fs::create_dir_all(dir).map_err(|source| ProcessError::Io { path: dir.clone(), source })?;
                 (dir.clone(), false)
             }
-            None => (
-                make_temp_dir("tiepdan-node")?,
-                std::env::var_os("TIEPDAN_KEEP_CLUSTER").is_none(),
-            ),
+            None => (make_temp_dir("tiepdan-node")?, std::env::var_os("TIEPDAN_KEEP_CLUSTER").is_none()),
         };
         let reaper = Arc::new(Reaper::arm(&dir, remove_dir)?);
-        let shared = Arc::new(Shared {
-            client,
-            options,
-            dir,
-            reaper,
-            pods: Mutex::new(HashMap::new()),
-        });
+        let shared = Arc::new(Shared { client, options, dir, reaper, pods: Mutex::new(HashMap::new()) });
         let task = tokio::spawn(watch(shared.clone()));
-        Ok(Node {
-            shared,
-            task,
-            remove_dir,
-        })
+        Ok(Node { shared, task, remove_dir })
     }
 
     /// The directory holding `pods/<namespace>/<pod>/` (volumes, `<container>.log`).
@@ -189,27 +171,19 @@ impl Node {
 
     /// The PID of the pod's running `media-worker` process.
     pub fn pid(&self, namespace: &str, pod: &str) -> Option<u32> {
-        self.find(namespace, pod, |t| {
-            t.runner.as_ref().and_then(RunnerHandle::pid)
-        })
+        self.find(namespace, pod, |t| t.runner.as_ref().and_then(RunnerHandle::pid))
     }
 
     fn find<T>(&self, namespace: &str, pod: &str, f: impl Fn(&Taken) -> Option<T>) -> Option<T> {
         let pods = self.shared.pods();
-        pods.values()
-            .find(|t| t.namespace == namespace && t.name == pod)
-            .and_then(f)
+        pods.values().find(|t| t.namespace == namespace && t.name == pod).and_then(f)
     }
 
     /// Stops watching, stops every process (SIGTERM, then SIGKILL after its grace) and waits.
     pub async fn shutdown(self) {
         self.task.abort();
-        let runners: Vec<_> = self
-            .shared
-            .pods()
-            .values_mut()
-            .filter_map(|t| t.runner.take().map(|r| r.stop(t.grace)))
-            .collect();
+        let runners: Vec<_> =
+            self.shared.pods().values_mut().filter_map(|t| t.runner.take().map(|r| r.stop(t.grace))).collect();
         for runner in runners {
             let _ = runner.await;
         }
@@ -242,9 +216,7 @@ async fn watch(shared: Arc<Shared>) {
         Some(ns) => Api::namespaced(shared.client.clone(), ns),
         None => Api::all(shared.client.clone()),
     };
-    let mut events = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     // UIDs seen during a re-list; pods we hold that are missing from it were deleted meanwhile.
     let mut relisted: Option<HashSet<String>> = None;
     while let Some(event) = events.next().await {
@@ -281,8 +253,7 @@ async fn apply(shared: &Arc<Shared>, pod: Pod) {
         return;
     }
     let status = pod.status.as_ref();
-    let unclaimed = status
-        .is_none_or(|s| s.pod_ip.is_none() && matches!(s.phase.as_deref(), None | Some("Pending")));
+    let unclaimed = status.is_none_or(|s| s.pod_ip.is_none() && matches!(s.phase.as_deref(), None | Some("Pending")));
     if unclaimed && pod.metadata.deletion_timestamp.is_none() {
         admit(shared, pod).await;
     }
@@ -290,9 +261,7 @@ async fn apply(shared: &Arc<Shared>, pod: Pod) {
 
 /// Takes an unclaimed pod: reports it on a fresh IP, then runs or simulates its containers.
 async fn admit(shared: &Arc<Shared>, pod: Pod) {
-    let (Some(namespace), Some(name), Some(uid)) =
-        (pod.namespace(), pod.metadata.name.clone(), pod.uid())
-    else {
+    let (Some(namespace), Some(name), Some(uid)) = (pod.namespace(), pod.metadata.name.clone(), pod.uid()) else {
         return;
     };
     let Some(ip) = ips::allocate(shared.options.ip_block) else {
@@ -311,29 +280,14 @@ async fn admit(shared: &Arc<Shared>, pod: Pod) {
         NodeMode::Simulated => None,
     };
     let state = if worker.is_some() {
-        status::ContainerState::Waiting {
-            reason: "ContainerCreating".into(),
-            message: None,
-        }
+        status::ContainerState::Waiting { reason: "ContainerCreating".into(), message: None }
     } else {
-        status::ContainerState::Running {
-            started_at: start_time,
-            ready: true,
-        }
+        status::ContainerState::Running { started_at: start_time, ready: true }
     };
     let views = status::ContainerView::all(&pod, &state);
-    let claim = status::status_patch(
-        ip,
-        start_time,
-        &views,
-        true,
-        pod.resource_version().as_deref(),
-    );
+    let claim = status::status_patch(ip, start_time, &views, true, pod.resource_version().as_deref());
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &namespace);
-    if let Err(e) = api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&claim))
-        .await
-    {
+    if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&claim)).await {
         // 409: changed meanwhile (or claimed by another node); the watch brings the new version.
         tracing::debug!(pod = %name, namespace = %namespace, error = %e, "claim not applied");
         return;
@@ -342,9 +296,7 @@ async fn admit(shared: &Arc<Shared>, pod: Pod) {
         .spec
         .as_ref()
         .and_then(|s| s.termination_grace_period_seconds)
-        .map_or(shared.options.max_grace, |s| {
-            Duration::from_secs(u64::try_from(s).unwrap_or(0))
-        })
+        .map_or(shared.options.max_grace, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
         .min(shared.options.max_grace);
     let runner = worker.map(|(container, program)| {
         let pod_dir = pod_dir(&shared.dir, &namespace, &name);
@@ -360,17 +312,7 @@ async fn admit(shared: &Arc<Shared>, pod: Pod) {
             reaper: shared.reaper.clone(),
         })
     });
-    shared.pods().insert(
-        uid,
-        Taken {
-            namespace,
-            name,
-            ip,
-            grace,
-            runner,
-            deleting: false,
-        },
-    );
+    shared.pods().insert(uid, Taken { namespace, name, ip, grace, runner, deleting: false });
 }
 
 /// The pod is gone from the API: stop its process.
@@ -401,10 +343,7 @@ fn finish_deletion(shared: &Arc<Shared>, uid: &str, pod: Pod) {
         let api: Api<Pod> = Api::namespaced(client, &pod.namespace().unwrap_or_default());
         let params = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
+            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
             ..DeleteParams::default()
         };
         if let Err(e) = api.delete(&pod.name_any(), &params).await {

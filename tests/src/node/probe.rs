@@ -22,15 +22,8 @@ pub struct Readiness {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    Http {
-        addr: SocketAddr,
-        host: String,
-        path: String,
-        headers: Vec<(String, String)>,
-    },
-    Tcp {
-        addr: SocketAddr,
-    },
+    Http { addr: SocketAddr, host: String, path: String, headers: Vec<(String, String)> },
+    Tcp { addr: SocketAddr },
     AlwaysReady,
 }
 
@@ -47,9 +40,7 @@ pub fn readiness(container: &Container, pod_ip: Ipv4Addr) -> Option<Readiness> {
             .and_then(|cp| u16::try_from(cp.container_port).ok()),
     };
     let at = |host: Option<&String>, p: &IntOrString| {
-        let ip = host
-            .and_then(|h| h.parse::<IpAddr>().ok())
-            .unwrap_or(IpAddr::V4(pod_ip));
+        let ip = host.and_then(|h| h.parse::<IpAddr>().ok()).unwrap_or(IpAddr::V4(pod_ip));
         port(p).map(|port| SocketAddr::new(ip, port))
     };
     let check = if let Some(get) = &probe.http_get {
@@ -59,25 +50,15 @@ pub fn readiness(container: &Container, pod_ip: Ipv4Addr) -> Option<Readiness> {
             addr,
             host: get.host.clone().unwrap_or_else(|| pod_ip.to_string()),
             path: get.path.clone().unwrap_or_else(|| "/".into()),
-            headers: get
-                .http_headers
-                .iter()
-                .flatten()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect(),
+            headers: get.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect(),
         }
     } else if let Some(tcp) = &probe.tcp_socket {
-        Check::Tcp {
-            addr: at(tcp.host.as_ref(), &tcp.port).unwrap_or(SocketAddr::new(pod_ip.into(), 0)),
-        }
+        Check::Tcp { addr: at(tcp.host.as_ref(), &tcp.port).unwrap_or(SocketAddr::new(pod_ip.into(), 0)) }
     } else {
         Check::AlwaysReady
     };
-    let positive = |v: Option<i32>, default: u32| {
-        v.and_then(|v| u32::try_from(v).ok())
-            .filter(|&v| v > 0)
-            .unwrap_or(default)
-    };
+    let positive =
+        |v: Option<i32>, default: u32| v.and_then(|v| u32::try_from(v).ok()).filter(|&v| v > 0).unwrap_or(default);
     Some(Readiness {
         check,
         timeout: Duration::from_secs(u64::from(positive(probe.timeout_seconds, 1))),
@@ -92,27 +73,15 @@ pub async fn run(check: &Check, timeout: Duration) -> bool {
         match check {
             Check::AlwaysReady => true,
             Check::Tcp { addr } => TcpStream::connect(addr).await.is_ok(),
-            Check::Http {
-                addr,
-                host,
-                path,
-                headers,
-            } => http_status(*addr, host, path, headers)
-                .await
-                .is_some_and(|s| (200..400).contains(&s)),
+            Check::Http { addr, host, path, headers } => {
+                http_status(*addr, host, path, headers).await.is_some_and(|s| (200..400).contains(&s))
+            }
         }
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or(false)
+    tokio::time::timeout(timeout, attempt).await.unwrap_or(false)
 }
 
-async fn http_status(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    headers: &[(String, String)],
-) -> Option<u16> {
+async fn http_status(addr: SocketAddr, host: &str, path: &str, headers: &[(String, String)]) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).await.ok()?;
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: kube-probe/tiepdan-harness\r\n\
@@ -181,12 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_probe_succeeds_on_2xx_and_fails_on_5xx_or_no_listener() {
-        let check = |addr| Check::Http {
-            addr,
-            host: "h".into(),
-            path: "/readyz".into(),
-            headers: vec![],
-        };
+        let check = |addr| Check::Http { addr, host: "h".into(), path: "/readyz".into(), headers: vec![] };
         let ok = serve_once("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
         assert!(run(&check(ok), Duration::from_secs(2)).await);
         let bad = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;

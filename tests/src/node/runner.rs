@@ -52,19 +52,12 @@ impl RunnerHandle {
         let (stop, stop_rx) = oneshot::channel();
         let pid = Arc::new(Mutex::new(None));
         let task = tokio::spawn(run(config, stop_rx, pid.clone()));
-        Self {
-            stop: Some(stop),
-            task,
-            pid,
-        }
+        Self { stop: Some(stop), task, pid }
     }
 
     /// The current process's PID, if one is running.
     pub fn pid(&self) -> Option<u32> {
-        *self
-            .pid
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self.pid.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Asks the runner to stop its process (SIGTERM, SIGKILL after `grace`); await the handle
@@ -89,24 +82,13 @@ struct Launch {
     env: Vec<(String, String)>,
 }
 
-async fn run(
-    config: RunnerConfig,
-    mut stop: oneshot::Receiver<Duration>,
-    pid_slot: Arc<Mutex<Option<u32>>>,
-) {
+async fn run(config: RunnerConfig, mut stop: oneshot::Receiver<Duration>, pid_slot: Arc<Mutex<Option<u32>>>) {
     let readiness = probe::readiness(&config.container, config.ip);
-    let restart_policy = config
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.clone());
+    let restart_policy = config.pod.spec.as_ref().and_then(|s| s.restart_policy.clone());
     let mut restart_count = 0;
     let mut backoff = Duration::from_secs(1);
     loop {
-        let child = match prepare(&config)
-            .await
-            .and_then(|l| start(&config, &l, restart_count))
-        {
+        let child = match prepare(&config).await.and_then(|l| start(&config, &l, restart_count)) {
             Ok(child) => child,
             Err(waiting) => {
                 report(&config, restart_count, waiting, true).await;
@@ -119,16 +101,7 @@ async fn run(
             }
         };
         let started_at = Timestamp::now();
-        let outcome = supervise(
-            &config,
-            child,
-            &readiness,
-            restart_count,
-            started_at,
-            &mut stop,
-            &pid_slot,
-        )
-        .await;
+        let outcome = supervise(&config, child, &readiness, restart_count, started_at, &mut stop, &pid_slot).await;
         let Some(status) = outcome else { return };
         let exit_code = exit_code(status);
         let restarts = match restart_policy.as_deref() {
@@ -137,11 +110,7 @@ async fn run(
             _ => true,
         };
         let finished_at = Timestamp::now();
-        let state = ContainerState::Terminated {
-            exit_code,
-            started_at,
-            finished_at,
-        };
+        let state = ContainerState::Terminated { exit_code, started_at, finished_at };
         report(&config, restart_count, state, restarts).await;
         if !restarts {
             let _ = stop.await;
@@ -175,13 +144,7 @@ async fn supervise(
         config.reaper.track(pid);
     }
     let mut ready = readiness.is_none();
-    report(
-        config,
-        restart_count,
-        ContainerState::Running { started_at, ready },
-        true,
-    )
-    .await;
+    report(config, restart_count, ContainerState::Running { started_at, ready }, true).await;
     let (mut successes, mut failures) = (0, 0);
     let mut tick = tokio::time::interval(config.probe_interval);
     let outcome = loop {
@@ -214,9 +177,7 @@ async fn supervise(
 }
 
 fn set_pid(slot: &Mutex<Option<u32>>, pid: Option<u32>) {
-    *slot
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = pid;
+    *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = pid;
 }
 
 /// SIGTERM, then SIGKILL once `grace` has passed; reaps the child.
@@ -232,21 +193,14 @@ async fn terminate(child: &mut Child, grace: Duration) {
 
 fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1)
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
 }
 
 /// Fetches what the container refers to, writes its volumes and derives argv and env.
 async fn prepare(config: &RunnerConfig) -> Result<Launch, ContainerState> {
-    let failed = |reason: &str, message: String| ContainerState::Waiting {
-        reason: reason.into(),
-        message: Some(message),
-    };
-    let sources = fetch_sources(config)
-        .await
-        .map_err(|m| failed("CreateContainerConfigError", m))?;
+    let failed =
+        |reason: &str, message: String| ContainerState::Waiting { reason: reason.into(), message: Some(message) };
+    let sources = fetch_sources(config).await.map_err(|m| failed("CreateContainerConfigError", m))?;
     let dirs = volumes::materialize(&config.pod, &sources, &config.pod_dir.join("volumes"))
         .map_err(|e| failed("CreateContainerConfigError", e.to_string()))?;
     let mounts = volumes::mounts(&config.container, &dirs);
@@ -258,24 +212,13 @@ async fn prepare(config: &RunnerConfig) -> Result<Launch, ContainerState> {
     };
     // The image's entrypoint is the worker binary: `command[0]` maps to it.
     let command = config.container.command.iter().flatten().skip(1);
-    let args = command
-        .chain(config.container.args.iter().flatten())
-        .map(expand)
-        .collect();
-    let env = env
-        .iter()
-        .map(|(k, v)| (k.clone(), volumes::rewrite(v, &mounts)))
-        .collect();
+    let args = command.chain(config.container.args.iter().flatten()).map(expand).collect();
+    let env = env.iter().map(|(k, v)| (k.clone(), volumes::rewrite(v, &mounts))).collect();
     Ok(Launch { args, env })
 }
 
 async fn fetch_sources(config: &RunnerConfig) -> Result<Sources, String> {
-    let ns = config
-        .pod
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or("default");
+    let ns = config.pod.metadata.namespace.as_deref().unwrap_or("default");
     let (secret_names, config_map_names) = volumes::referenced(&config.pod, &config.container);
     let secrets: Api<Secret> = Api::namespaced(config.client.clone(), ns);
     let config_maps: Api<ConfigMap> = Api::namespaced(config.client.clone(), ns);
@@ -297,11 +240,7 @@ async fn fetch_sources(config: &RunnerConfig) -> Result<Sources, String> {
     Ok(sources)
 }
 
-fn start(
-    config: &RunnerConfig,
-    launch: &Launch,
-    restart_count: i32,
-) -> Result<Child, ContainerState> {
+fn start(config: &RunnerConfig, launch: &Launch, restart_count: i32) -> Result<Child, ContainerState> {
     let failed = |e: std::io::Error| ContainerState::Waiting {
         reason: "RunContainerError".into(),
         message: Some(format!("failed to start {}: {e}", config.program.display())),
@@ -311,12 +250,8 @@ fn start(
     let mut log = append_log(&log_path).map_err(failed)?;
     {
         use std::io::Write;
-        let _ = writeln!(
-            log,
-            "--- tiepdan-node: start #{restart_count}: {} {:?}",
-            config.program.display(),
-            launch.args
-        );
+        let _ =
+            writeln!(log, "--- tiepdan-node: start #{restart_count}: {} {:?}", config.program.display(), launch.args);
     }
     let err = log.try_clone().map_err(failed)?;
     let mut command = Command::new(&config.program);
@@ -344,30 +279,17 @@ pub fn log_path(pod_dir: &Path, container: &str) -> PathBuf {
 
 /// Patches the pod's status: this container in `state`, the pod's other containers running.
 async fn report(config: &RunnerConfig, restart_count: i32, state: ContainerState, restarts: bool) {
-    let mut views = ContainerView::all(
-        &config.pod,
-        &ContainerState::Running {
-            started_at: config.start_time,
-            ready: true,
-        },
-    );
+    let mut views =
+        ContainerView::all(&config.pod, &ContainerState::Running { started_at: config.start_time, ready: true });
     for view in views.iter_mut().filter(|v| v.name == config.container.name) {
         view.state = state.clone();
         view.restart_count = restart_count;
     }
     let patch = status_patch(config.ip, config.start_time, &views, restarts, None);
-    let ns = config
-        .pod
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or("default");
+    let ns = config.pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = config.pod.metadata.name.as_deref().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(config.client.clone(), ns);
-    if let Err(e) = pods
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    if let Err(e) = pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         tracing::debug!(pod = %name, namespace = %ns, error = %e, "status update not applied");
     }
 }

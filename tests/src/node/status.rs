@@ -41,11 +41,7 @@ pub struct ContainerView {
 impl ContainerView {
     /// Every container of `pod` in `state` (for pods the node only simulates).
     pub fn all(pod: &Pod, state: &ContainerState) -> Vec<ContainerView> {
-        let containers = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default();
+        let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
         containers
             .iter()
             .map(|c| ContainerView {
@@ -71,10 +67,7 @@ pub fn phase(containers: &[ContainerView], restarts: bool) -> &'static str {
             _ => None,
         })
         .collect();
-    if containers
-        .iter()
-        .any(|c| matches!(c.state, ContainerState::Waiting { .. }))
-    {
+    if containers.iter().any(|c| matches!(c.state, ContainerState::Waiting { .. })) {
         "Pending"
     } else if !restarts && !exits.is_empty() && exits.len() == containers.len() {
         if exits.iter().all(|&code| code == 0) {
@@ -139,11 +132,7 @@ fn container_status(c: &ContainerView) -> Value {
         ContainerState::Running { started_at, .. } => {
             json!({ "running": { "startedAt": time(*started_at) } })
         }
-        ContainerState::Terminated {
-            exit_code,
-            started_at,
-            finished_at,
-        } => json!({
+        ContainerState::Terminated { exit_code, started_at, finished_at } => json!({
             "terminated": {
                 "exitCode": exit_code,
                 "reason": if *exit_code == 0 { "Completed" } else { "Error" },
@@ -174,27 +163,15 @@ mod tests {
     use super::*;
 
     fn view(state: ContainerState) -> ContainerView {
-        ContainerView {
-            name: "c".into(),
-            image: "img".into(),
-            restart_count: 0,
-            state,
-        }
+        ContainerView { name: "c".into(), image: "img".into(), restart_count: 0, state }
     }
 
     fn running(ready: bool) -> ContainerState {
-        ContainerState::Running {
-            started_at: Timestamp::UNIX_EPOCH,
-            ready,
-        }
+        ContainerState::Running { started_at: Timestamp::UNIX_EPOCH, ready }
     }
 
     fn exited(exit_code: i32) -> ContainerState {
-        ContainerState::Terminated {
-            exit_code,
-            started_at: Timestamp::UNIX_EPOCH,
-            finished_at: Timestamp::UNIX_EPOCH,
-        }
+        ContainerState::Terminated { exit_code, started_at: Timestamp::UNIX_EPOCH, finished_at: Timestamp::UNIX_EPOCH }
     }
 
     fn condition(patch: &Value, kind: &str) -> String {
@@ -208,13 +185,7 @@ mod tests {
     #[test]
     fn a_pod_is_ready_only_when_every_container_runs_ready() {
         let ip = Ipv4Addr::new(127, 0, 1, 7);
-        let ready = status_patch(
-            ip,
-            Timestamp::UNIX_EPOCH,
-            &[view(running(true))],
-            true,
-            None,
-        );
+        let ready = status_patch(ip, Timestamp::UNIX_EPOCH, &[view(running(true))], true, None);
         assert_eq!(ready["status"]["phase"], "Running");
         assert_eq!(ready["status"]["podIP"], "127.0.1.7");
         assert_eq!(condition(&ready, "Ready"), "True");
@@ -228,29 +199,17 @@ mod tests {
 
     #[test]
     fn the_phase_follows_containers_and_restart_policy() {
-        let waiting = ContainerState::Waiting {
-            reason: "ContainerCreating".into(),
-            message: None,
-        };
+        let waiting = ContainerState::Waiting { reason: "ContainerCreating".into(), message: None };
         assert_eq!(phase(&[view(waiting)], true), "Pending");
         assert_eq!(phase(&[view(exited(1))], true), "Running");
         assert_eq!(phase(&[view(exited(1))], false), "Failed");
         assert_eq!(phase(&[view(exited(0))], false), "Succeeded");
-        assert_eq!(
-            phase(&[view(exited(0)), view(running(true))], false),
-            "Running"
-        );
+        assert_eq!(phase(&[view(exited(0)), view(running(true))], false), "Running");
     }
 
     #[test]
     fn a_claim_is_conditional_on_the_resource_version() {
-        let patch = status_patch(
-            Ipv4Addr::LOCALHOST,
-            Timestamp::UNIX_EPOCH,
-            &[],
-            true,
-            Some("42"),
-        );
+        let patch = status_patch(Ipv4Addr::LOCALHOST, Timestamp::UNIX_EPOCH, &[], true, Some("42"));
         assert_eq!(patch["metadata"]["resourceVersion"], "42");
     }
 }

@@ -12,18 +12,9 @@ use super::env::{config_map_entries, secret_entries, Sources};
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
     #[error("volume {volume}: {kind} {name:?} not found")]
-    MissingObject {
-        volume: String,
-        kind: &'static str,
-        name: String,
-    },
+    MissingObject { volume: String, kind: &'static str, name: String },
     #[error("volume {volume}: key {key:?} not found in {kind} {name:?}")]
-    MissingKey {
-        volume: String,
-        kind: &'static str,
-        name: String,
-        key: String,
-    },
+    MissingKey { volume: String, kind: &'static str, name: String, key: String },
     #[error("volume {volume}: path {path:?} escapes the volume")]
     BadPath { volume: String, path: String },
     #[error("failed to write {}", path.display())]
@@ -45,16 +36,8 @@ pub fn referenced(pod: &Pod, container: &Container) -> (BTreeSet<String>, BTreeS
     }
     for var in container.env.iter().flatten() {
         let source = var.value_from.as_ref();
-        secrets.extend(
-            source
-                .and_then(|s| s.secret_key_ref.as_ref())
-                .map(|r| r.name.clone()),
-        );
-        config_maps.extend(
-            source
-                .and_then(|s| s.config_map_key_ref.as_ref())
-                .map(|r| r.name.clone()),
-        );
+        secrets.extend(source.and_then(|s| s.secret_key_ref.as_ref()).map(|r| r.name.clone()));
+        config_maps.extend(source.and_then(|s| s.config_map_key_ref.as_ref()).map(|r| r.name.clone()));
     }
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         secrets.extend(volume.secret.as_ref().and_then(|s| s.secret_name.clone()));
@@ -65,33 +48,17 @@ pub fn referenced(pod: &Pod, container: &Container) -> (BTreeSet<String>, BTreeS
 
 /// Writes the pod's materializable volumes under `root/<volume>/`, returning their directories.
 /// Other volume types are skipped (their mounts are left unrewritten).
-pub fn materialize(
-    pod: &Pod,
-    sources: &Sources,
-    root: &Path,
-) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
+pub fn materialize(pod: &Pod, sources: &Sources, root: &Path) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
     let mut dirs = BTreeMap::new();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let dir = root.join(&volume.name);
         let (kind, name, items, optional, entries) = if let Some(s) = &volume.secret {
             let name = s.secret_name.clone().unwrap_or_default();
             let entries = sources.secrets.get(&name).map(secret_entries);
-            (
-                "Secret",
-                name,
-                &s.items,
-                s.optional.unwrap_or(false),
-                entries,
-            )
+            ("Secret", name, &s.items, s.optional.unwrap_or(false), entries)
         } else if let Some(c) = &volume.config_map {
             let entries = sources.config_maps.get(&c.name).map(config_map_entries);
-            (
-                "ConfigMap",
-                c.name.clone(),
-                &c.items,
-                c.optional.unwrap_or(false),
-                entries,
-            )
+            ("ConfigMap", c.name.clone(), &c.items, c.optional.unwrap_or(false), entries)
         } else if volume.empty_dir.is_some() {
             create_dir(&dir)?;
             dirs.insert(volume.name.clone(), dir);
@@ -103,34 +70,16 @@ pub fn materialize(
         let entries = match entries {
             Some(entries) => entries,
             None if optional => BTreeMap::new(),
-            None => {
-                return Err(VolumeError::MissingObject {
-                    volume: volume_name,
-                    kind,
-                    name,
-                })
-            }
+            None => return Err(VolumeError::MissingObject { volume: volume_name, kind, name }),
         };
-        let files = select(
-            &volume_name,
-            kind,
-            &name,
-            entries,
-            items.as_deref(),
-            optional,
-        )?;
+        let files = select(&volume_name, kind, &name, entries, items.as_deref(), optional)?;
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|source| VolumeError::Write {
-                path: dir.clone(),
-                source,
-            })?;
+            std::fs::remove_dir_all(&dir).map_err(|source| VolumeError::Write { path: dir.clone(), source })?;
         }
         create_dir(&dir)?;
         for (relative, bytes) in files {
-            let path = safe_join(&dir, &relative).ok_or_else(|| VolumeError::BadPath {
-                volume: volume_name.clone(),
-                path: relative,
-            })?;
+            let path = safe_join(&dir, &relative)
+                .ok_or_else(|| VolumeError::BadPath { volume: volume_name.clone(), path: relative })?;
             if let Some(parent) = path.parent() {
                 create_dir(parent)?;
             }
@@ -172,18 +121,13 @@ fn select(
 }
 
 fn create_dir(dir: &Path) -> Result<(), VolumeError> {
-    std::fs::create_dir_all(dir).map_err(|source| VolumeError::Write {
-        path: dir.to_owned(),
-        source,
-    })
+    std::fs::create_dir_all(dir).map_err(|source| VolumeError::Write { path: dir.to_owned(), source })
 }
 
 /// `dir/relative`, refusing absolute paths and `..`.
 fn safe_join(dir: &Path, relative: &str) -> Option<PathBuf> {
     let rel = Path::new(relative);
-    rel.components()
-        .all(|c| matches!(c, Component::Normal(_)))
-        .then(|| dir.join(rel))
+    rel.components().all(|c| matches!(c, Component::Normal(_))).then(|| dir.join(rel))
 }
 
 /// Where one of the container's `mountPath`s lives on this machine.
@@ -205,10 +149,7 @@ pub fn mounts(container: &Container, volume_dirs: &BTreeMap<String, PathBuf>) ->
                 Some(sub) if !sub.is_empty() => safe_join(dir, sub)?,
                 _ => dir.clone(),
             };
-            Some(Mount {
-                mount_path: m.mount_path.trim_end_matches('/').to_owned(),
-                host_path,
-            })
+            Some(Mount { mount_path: m.mount_path.trim_end_matches('/').to_owned(), host_path })
         })
         .collect();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.mount_path.len()));
@@ -254,25 +195,13 @@ mod tests {
     fn paths_under_a_mount_are_rewritten_in_plain_and_flag_form() {
         let m = signing_mount();
         let host = "/tmp/pod/volumes/signing-key/signing.key";
+        assert_eq!(rewrite("/var/run/tiepdan/signing-key/signing.key", &m), host);
         assert_eq!(
-            rewrite("/var/run/tiepdan/signing-key/signing.key", &m),
-            host
-        );
-        assert_eq!(
-            rewrite(
-                "--token-key-file=/var/run/tiepdan/signing-key/signing.key",
-                &m
-            ),
+            rewrite("--token-key-file=/var/run/tiepdan/signing-key/signing.key", &m),
             format!("--token-key-file={host}")
         );
-        assert_eq!(
-            rewrite("/var/run/tiepdan/signing-keys/x", &m),
-            "/var/run/tiepdan/signing-keys/x"
-        );
-        assert_eq!(
-            rewrite("--listen=127.0.1.1:8080", &m),
-            "--listen=127.0.1.1:8080"
-        );
+        assert_eq!(rewrite("/var/run/tiepdan/signing-keys/x", &m), "/var/run/tiepdan/signing-keys/x");
+        assert_eq!(rewrite("--listen=127.0.1.1:8080", &m), "--listen=127.0.1.1:8080");
     }
 
     #[test]
@@ -292,13 +221,7 @@ mod tests {
         .expect("valid pod");
         let mut sources = Sources::default();
         let data = [("signing.key".to_owned(), ByteString(b"ab".to_vec()))].into();
-        sources.secrets.insert(
-            "pool-signing-key".into(),
-            Secret {
-                data: Some(data),
-                ..Secret::default()
-            },
-        );
+        sources.secrets.insert("pool-signing-key".into(), Secret { data: Some(data), ..Secret::default() });
         let root = crate::process::make_temp_dir("volumes-test").expect("temp dir");
 
         let dirs = materialize(&pod, &sources, &root).expect("materialized");

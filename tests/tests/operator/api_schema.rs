@@ -1,6 +1,6 @@
 //! The CRDs as the API server and kubectl see them.
 
-use crate::common::{cluster, kubectl, kubectl_ok};
+use crate::common::{cluster, kubectl, kubectl_apply_yaml, kubectl_ok};
 use tiepdan_harness::{create_namespace, unique_name};
 
 #[tokio::test]
@@ -25,14 +25,18 @@ async fn examples_are_accepted_and_printer_columns_and_explain_read_well() {
     assert_eq!(table.matches("Commune").count(), 13, "13 communes and wards:\n{table}");
 
     // The API server publishes a new CRD's OpenAPI asynchronously: wait for explain to see it.
-    let explain = tiepdan_harness::wait_for(std::time::Duration::from_secs(30), "kubectl explain to know ReceptionSession", || async {
-        let out = kubectl(cp, &["explain", "receptionsession.spec.schedule"]);
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    })
+    let explain = tiepdan_harness::wait_for(
+        std::time::Duration::from_secs(30),
+        "kubectl explain to know ReceptionSession",
+        || async {
+            let out = kubectl(cp, &["explain", "receptionsession.spec.schedule"]);
+            if out.status.success() {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    )
     .await
     .unwrap();
     for want in ["durationMinutes", "How long the session lasts", "timeZone", "IANA time zone", "start"] {
@@ -42,16 +46,13 @@ async fn examples_are_accepted_and_printer_columns_and_explain_read_well() {
 
 /// Applies one YAML document and returns kubectl's stderr, asserting it was rejected.
 fn rejected(cp: &tiepdan_harness::ControlPlane, ns: &str, yaml: &str) -> String {
-    let dir = tiepdan_harness::process::make_temp_dir("reject").unwrap();
-    let f = dir.join("obj.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    let out = kubectl(cp, &["apply", "-n", ns, "-f", f.to_str().unwrap()]);
-    let _ = std::fs::remove_dir_all(&dir);
+    let out = kubectl_apply_yaml(cp, ns, yaml);
     assert!(!out.status.success(), "expected the API server to reject:\n{yaml}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-const POINT: &str = "apiVersion: tiepdan.io/v1alpha1\nkind: ReceptionPoint\nmetadata: {name: x}\nspec:\n  displayName: X\n";
+const POINT: &str =
+    "apiVersion: tiepdan.io/v1alpha1\nkind: ReceptionPoint\nmetadata: {name: x}\nspec:\n  displayName: X\n";
 const SESSION: &str = "apiVersion: tiepdan.io/v1alpha1\nkind: ReceptionSession\nmetadata: {name: s}\nspec:\n  title: T\n  host: h\n  points: [a]\n";
 
 #[tokio::test]
@@ -66,12 +67,20 @@ async fn the_api_server_rejects_bad_fields_and_names_them() {
     let uplink = rejected(cp, &ns, &format!("{POINT}  level: Province\n  network: {{uplinkKbps: 100}}\n"));
     assert!(uplink.contains("spec.network.uplinkKbps") && uplink.contains("256"), "{uplink}");
 
-    let duration = rejected(cp, &ns, &format!("{SESSION}  schedule: {{start: \"2027-03-15T08:00:00+07:00\", durationMinutes: 5}}\n"));
+    let duration = rejected(
+        cp,
+        &ns,
+        &format!("{SESSION}  schedule: {{start: \"2027-03-15T08:00:00+07:00\", durationMinutes: 5}}\n"),
+    );
     assert!(duration.contains("spec.schedule.durationMinutes") && duration.contains("15"), "{duration}");
 
     let start = rejected(cp, &ns, &format!("{SESSION}  schedule: {{start: \"next Monday\", durationMinutes: 60}}\n"));
     assert!(start.contains("spec.schedule.start") && start.contains("date-time"), "{start}");
 
-    let replicas = rejected(cp, &ns, "apiVersion: tiepdan.io/v1alpha1\nkind: MediaWorkerPool\nmetadata: {name: p}\nspec: {replicas: -1}\n");
+    let replicas = rejected(
+        cp,
+        &ns,
+        "apiVersion: tiepdan.io/v1alpha1\nkind: MediaWorkerPool\nmetadata: {name: p}\nspec: {replicas: -1}\n",
+    );
     assert!(replicas.contains("spec.replicas") && replicas.contains('0'), "{replicas}");
 }

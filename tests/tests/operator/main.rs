@@ -3,6 +3,9 @@
 //! One test binary, so every test shares one control plane; each test has its own namespace
 //! and its own in-process operator watching only that namespace.
 
+// Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 mod api_schema;

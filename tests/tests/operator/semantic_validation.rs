@@ -10,14 +10,11 @@ use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane};
 use tiepdan_operator::api::{ReceptionPoint, ReceptionSession, SessionPhase};
 use tiepdan_operator::clock::SimClock;
 
-use crate::common::{cluster, kubectl_ok, start_operator};
+use crate::common::{cluster, kubectl_apply_yaml, kubectl_ok, start_operator};
 
 fn apply_yaml(cp: &ControlPlane, ns: &str, yaml: &str) {
-    let dir = tiepdan_harness::process::make_temp_dir("yaml").unwrap();
-    let f = dir.join("obj.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    kubectl_ok(cp, &["apply", "-n", ns, "-f", f.to_str().unwrap()]);
-    let _ = std::fs::remove_dir_all(&dir);
+    let out = kubectl_apply_yaml(cp, ns, yaml);
+    assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 async fn valid_condition<K>(api: &Api<K>, name: &str, want: &str) -> (String, String)
@@ -31,7 +28,10 @@ where
             let conds = v["status"]["conditions"].as_array().cloned().unwrap_or_default();
             let c = conds.iter().find(|c| c["type"] == "Valid").ok_or("no Valid condition")?;
             if c["status"] == want {
-                Ok((c["reason"].as_str().unwrap_or_default().to_owned(), c["message"].as_str().unwrap_or_default().to_owned()))
+                Ok((
+                    c["reason"].as_str().unwrap_or_default().to_owned(),
+                    c["message"].as_str().unwrap_or_default().to_owned(),
+                ))
             } else {
                 Err(format!("{c}"))
             }
@@ -46,12 +46,17 @@ async fn warning_event(client: &kube::Client, ns: &str, object: &str, reason: &s
     wait_for(Duration::from_secs(20), format!("Warning {reason} on {object}"), || {
         let events = events.clone();
         async move {
-            let found = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items.into_iter().any(|e| {
-                e.type_.as_deref() == Some("Warning")
-                    && e.reason.as_deref() == Some(reason)
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
-            });
-            if found { Ok(()) } else { Err("not yet".to_owned()) }
+            let found =
+                events.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items.into_iter().any(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+                });
+            if found {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
         }
     })
     .await

@@ -28,7 +28,11 @@ async fn wait_phase(api: &Api<ReceptionSession>, want: SessionPhase) -> Receptio
         async move {
             let s = api.get(SESSION).await.map_err(|e| e.to_string())?;
             let phase = s.status.as_ref().and_then(|st| st.phase);
-            if phase == Some(want) { Ok(s) } else { Err(format!("phase {phase:?}")) }
+            if phase == Some(want) {
+                Ok(s)
+            } else {
+                Err(format!("phase {phase:?}"))
+            }
         }
     })
     .await
@@ -87,8 +91,15 @@ async fn the_example_session_walks_its_timeline_on_a_simulated_clock() {
     wait_for(Duration::from_secs(30), "the allocated worker pod and the signaling Service", || async {
         let lp = ListParams::default().labels(&format!("{}={SESSION}", labels::SESSION));
         let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&lp).await.map_err(|e| e.to_string())?.items;
-        let svc = Api::<Service>::namespaced(client.clone(), &ns).get_opt(&format!("{SESSION}-signaling")).await.map_err(|e| e.to_string())?;
-        if pods.len() == 1 && svc.is_some() { Ok(()) } else { Err(format!("{} pods, service {}", pods.len(), svc.is_some())) }
+        let svc = Api::<Service>::namespaced(client.clone(), &ns)
+            .get_opt(&format!("{SESSION}-signaling"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if pods.len() == 1 && svc.is_some() {
+            Ok(())
+        } else {
+            Err(format!("{} pods, service {}", pods.len(), svc.is_some()))
+        }
     })
     .await
     .unwrap();
@@ -124,7 +135,8 @@ async fn the_example_session_walks_its_timeline_on_a_simulated_clock() {
                 .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
                 .collect();
             let has = |r: &str| evs.iter().any(|(_, x)| x == r);
-            if ["Scheduled", "Provisioning", "Rehearsal", "DeadlineMissed", "Live", "Completed"].iter().all(|r| has(r)) {
+            if ["Scheduled", "Provisioning", "Rehearsal", "DeadlineMissed", "Live", "Completed"].iter().all(|r| has(r))
+            {
                 Ok(evs)
             } else {
                 Err(format!("{evs:?}"))

@@ -31,6 +31,22 @@ pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> Output {
         .expect("run kubectl")
 }
 
+/// `kubectl apply -n ns -f -` with `yaml` on stdin.
+pub fn kubectl_apply_yaml(cp: &ControlPlane, ns: &str, yaml: &str) -> Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig())
+        .args(["apply", "-n", ns, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child.stdin.take().expect("stdin").write_all(yaml.as_bytes()).expect("write yaml");
+    child.wait_with_output().expect("kubectl output")
+}
+
 /// Runs kubectl and returns stdout, failing the test with stderr when it fails.
 pub fn kubectl_ok(cp: &ControlPlane, args: &[&str]) -> String {
     let out = kubectl(cp, args);
@@ -52,8 +68,17 @@ pub async fn cluster() -> &'static ControlPlane {
                 let crds = crds.clone();
                 async move {
                     let crd = crds.get(name).await.map_err(|e| e.to_string())?;
-                    let est = crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True");
-                    if est { Ok(()) } else { Err("not established".to_owned()) }
+                    let est = crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    if est {
+                        Ok(())
+                    } else {
+                        Err("not established".to_owned())
+                    }
                 }
             })
             .await

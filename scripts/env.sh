@@ -1,0 +1,8 @@
+# Sourced by the scripts: where heavy, versioned build output is cached across clones.
+# Cargo's target dir lives under ~/.cache/tiepdan keyed by the toolchain, so a fresh clone (CI)
+# reuses the ~8 minute mediasoup C++ build instead of redoing it. Override with CARGO_TARGET_DIR.
+TIEPDAN_CACHE="${TIEPDAN_CACHE:-$HOME/.cache/tiepdan}"
+_rustc_version="$(rustc --version 2>/dev/null | awk '{print $2}')"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TIEPDAN_CACHE/cargo-target-${_rustc_version:-unknown}}"
+export TIEPDAN_MEDIA_WORKER_BIN="${TIEPDAN_MEDIA_WORKER_BIN:-$CARGO_TARGET_DIR/debug/tiepdan-media-worker}"
+export TIEPDAN_CACHE
