@@ -1,0 +1,338 @@
+//! Command line (with `TIEPDAN_*` environment fallbacks) and the validated serve configuration.
+
+use crate::ids::{PointName, SessionId};
+use crate::signaling::protocol::Role;
+use crate::tokens::{TokenError, TokenKey};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tiepdan-media-worker",
+    version,
+    about = "tiepdan media worker: a mediasoup SFU for online citizen reception sessions",
+    long_about = "tiepdan media worker: a mediasoup SFU for online citizen reception sessions.\n\n\
+        `serve` runs the worker (WebSocket signaling on /v1/ws, status, metrics and admin \
+        endpoints). `probe` measures a running worker with synthetic RTP. `token` mints a join \
+        token for manual testing."
+)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, env = "TIEPDAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the media worker.
+    Serve(Box<ServeArgs>),
+    /// Join a worker with plain RTP transports, loop synthetic audio and video through it and
+    /// report loss, jitter and latency.
+    Probe(ProbeArgs),
+    /// Mint a join token from a key file (for manual testing; the operator mints real ones).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address for HTTP: signaling (/v1/ws), /v1/status, /v1/allocation, /metrics, /healthz, /readyz.
+    #[arg(long, env = "TIEPDAN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// IP that mediasoup binds RTC (UDP) sockets to.
+    #[arg(long, env = "TIEPDAN_RTC_LISTEN_IP", default_value = "127.0.0.1")]
+    pub rtc_listen_ip: IpAddr,
+
+    /// IP announced to clients in ICE candidates when it differs from --rtc-listen-ip (NAT).
+    #[arg(long, env = "TIEPDAN_ANNOUNCED_ADDRESS")]
+    pub announced_address: Option<IpAddr>,
+
+    /// Lowest UDP port for RTC.
+    #[arg(long, env = "TIEPDAN_RTC_MIN_PORT", default_value_t = 40000)]
+    pub rtc_min_port: u16,
+
+    /// Highest UDP port for RTC.
+    #[arg(long, env = "TIEPDAN_RTC_MAX_PORT", default_value_t = 40999)]
+    pub rtc_max_port: u16,
+
+    /// Number of mediasoup workers (threads); defaults to the available parallelism.
+    #[arg(long, env = "TIEPDAN_WORKERS")]
+    pub workers: Option<NonZeroUsize>,
+
+    /// Bind to this session (`<namespace>/<name>`) from the start instead of waiting for
+    /// PUT /v1/allocation.
+    #[arg(long, env = "TIEPDAN_SESSION_ID")]
+    pub session_id: Option<SessionId>,
+
+    /// Title of the --session-id session.
+    #[arg(long, env = "TIEPDAN_SESSION_TITLE", default_value = "")]
+    pub session_title: String,
+
+    /// File holding the shared HS256 key for join and admin tokens (whitespace-trimmed).
+    #[arg(long, env = "TIEPDAN_TOKEN_KEY_FILE")]
+    pub token_key_file: PathBuf,
+
+    /// PEM certificate chain; with --tls-key, serve HTTPS/WSS.
+    #[arg(long, env = "TIEPDAN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TIEPDAN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A point is verified after sending and receiving audio and video this long without a break.
+    #[arg(long, env = "TIEPDAN_VERIFY_SECONDS", default_value_t = 10)]
+    pub verify_seconds: u64,
+
+    /// Highest packet loss (percent) that still counts as healthy during verification.
+    #[arg(long, env = "TIEPDAN_MAX_LOSS_PERCENT", default_value_t = 2.0)]
+    pub max_loss_percent: f64,
+
+    /// Highest round-trip time (milliseconds) that still counts as healthy during verification.
+    #[arg(long, env = "TIEPDAN_MAX_RTT_MS", default_value_t = 300.0)]
+    pub max_rtt_ms: f64,
+
+    /// On SIGTERM/SIGINT, wait this long for points to leave before closing their connections.
+    #[arg(long, env = "TIEPDAN_DRAIN_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub drain_timeout_seconds: u64,
+
+    /// How often mediasoup statistics are polled for verification and metrics.
+    #[arg(long, env = "TIEPDAN_STATS_INTERVAL_MS", default_value_t = 1000)]
+    pub stats_interval_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Signaling URL of the worker.
+    #[arg(long, env = "TIEPDAN_PROBE_URL", default_value = "ws://127.0.0.1:8080/v1/ws")]
+    pub url: String,
+
+    /// Join token (see the `token` subcommand).
+    #[arg(long, env = "TIEPDAN_PROBE_TOKEN")]
+    pub token: String,
+
+    /// How long to send media.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+
+    /// Packets per second for each of the audio and video streams.
+    #[arg(long, default_value_t = 50)]
+    pub rate_pps: u32,
+
+    /// Local IP to send RTP from and receive it on; must reach the worker's RTC address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub local_ip: IpAddr,
+
+    /// Print the report as JSON instead of a human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The shared key file (the same as the worker's --token-key-file).
+    #[arg(long)]
+    pub key_file: PathBuf,
+
+    /// Session id, `<namespace>/<name>` (the token's audience).
+    #[arg(long)]
+    pub session: SessionId,
+
+    /// Point name (the token's subject).
+    #[arg(long)]
+    pub point: PointName,
+
+    /// Display name; defaults to the point name.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// host or participant.
+    #[arg(long, value_enum, default_value_t = RoleArg::Participant)]
+    pub role: RoleArg,
+
+    /// Session title claim.
+    #[arg(long, default_value = "")]
+    pub title: String,
+
+    /// Revocation epoch claim.
+    #[arg(long, default_value_t = 0)]
+    pub epoch: u64,
+
+    /// Validity from now.
+    #[arg(long, default_value_t = 120)]
+    pub ttl_minutes: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Host,
+    Participant,
+}
+
+impl From<RoleArg> for Role {
+    fn from(value: RoleArg) -> Self {
+        match value {
+            RoleArg::Host => Role::Host,
+            RoleArg::Participant => Role::Participant,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--rtc-min-port ({min}) must not be above --rtc-max-port ({max})")]
+    PortRange { min: u16, max: u16 },
+    #[error("--max-loss-percent and --max-rtt-ms must be finite and not negative")]
+    Thresholds,
+    #[error("--stats-interval-ms must be at least 100")]
+    StatsInterval,
+    #[error("failed to load the token key")]
+    TokenKey(#[from] TokenError),
+}
+
+/// When a point counts as verified.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub verify_for: Duration,
+    pub max_loss_percent: f64,
+    pub max_rtt_ms: f64,
+}
+
+/// A validated configuration for [`crate::server::start`].
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub rtc_listen_ip: IpAddr,
+    pub announced_ip: Option<IpAddr>,
+    pub rtc_ports: RangeInclusive<u16>,
+    pub workers: NonZeroUsize,
+    pub session: Option<(SessionId, String)>,
+    pub token_key: TokenKey,
+    pub tls: Option<TlsPaths>,
+    pub thresholds: Thresholds,
+    pub drain_timeout: Duration,
+    pub stats_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ServeConfig {
+    /// Defaults suited to tests and local runs: loopback, an ephemeral HTTP port, one worker.
+    pub fn local(token_key: TokenKey) -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            announced_ip: None,
+            rtc_ports: 40000..=49999,
+            workers: NonZeroUsize::MIN,
+            session: None,
+            token_key,
+            tls: None,
+            thresholds: Thresholds { verify_for: Duration::from_secs(10), max_loss_percent: 2.0, max_rtt_ms: 300.0 },
+            drain_timeout: Duration::from_secs(30),
+            stats_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl TryFrom<ServeArgs> for ServeConfig {
+    type Error = ConfigError;
+
+    fn try_from(args: ServeArgs) -> Result<Self, Self::Error> {
+        if args.rtc_min_port > args.rtc_max_port {
+            return Err(ConfigError::PortRange { min: args.rtc_min_port, max: args.rtc_max_port });
+        }
+        let valid = |v: f64| v.is_finite() && v >= 0.0;
+        if !valid(args.max_loss_percent) || !valid(args.max_rtt_ms) {
+            return Err(ConfigError::Thresholds);
+        }
+        if args.stats_interval_ms < 100 {
+            return Err(ConfigError::StatsInterval);
+        }
+        let token_key = TokenKey::from_file(&args.token_key_file)?;
+        let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+        // clap's `requires` guarantees both or neither.
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsPaths { cert, key }),
+            _ => None,
+        };
+        Ok(Self {
+            listen: args.listen,
+            rtc_listen_ip: args.rtc_listen_ip,
+            announced_ip: args.announced_address,
+            rtc_ports: args.rtc_min_port..=args.rtc_max_port,
+            workers,
+            session: args.session_id.map(|id| (id, args.session_title)),
+            token_key,
+            tls,
+            thresholds: Thresholds {
+                verify_for: Duration::from_secs(args.verify_seconds),
+                max_loss_percent: args.max_loss_percent,
+                max_rtt_ms: args.max_rtt_ms,
+            },
+            drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+            stats_interval: Duration::from_millis(args.stats_interval_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_match_the_contract() {
+        let cli =
+            Cli::try_parse_from(["tiepdan-media-worker", "serve", "--token-key-file", "/dev/null"]).expect("parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!((args.rtc_min_port, args.rtc_max_port), (40000, 40999));
+        assert_eq!(args.verify_seconds, 10);
+        assert_eq!(args.drain_timeout_seconds, 30);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let parsed =
+            Cli::try_parse_from(["tiepdan-media-worker", "serve", "--token-key-file", "k", "--tls-cert", "c.pem"]);
+        assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn session_ids_are_validated_on_the_command_line() {
+        let parsed = Cli::try_parse_from([
+            "tiepdan-media-worker",
+            "serve",
+            "--token-key-file",
+            "k",
+            "--session-id",
+            "no-namespace",
+        ]);
+        assert!(parsed.is_err());
+    }
+}

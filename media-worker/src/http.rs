@@ -1,0 +1,150 @@
+//! The HTTP surface from `docs/worker-contract.md`: health, readiness, metrics, status, the
+//! operator's allocation calls and the WebSocket upgrade.
+
+use crate::ids::SessionId;
+use crate::metrics::Metrics;
+use crate::registry::{AllocationError, Registry};
+use crate::signaling::session::{self, SessionContext, HARD_FRAME_LIMIT};
+use crate::tokens::unix_now;
+use crate::verification::WorkerStatus;
+use crate::workers::WorkerHealth;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    pub health: Arc<WorkerHealth>,
+    pub stop: watch::Receiver<bool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/allocation", get(get_allocation).put(put_allocation).delete(delete_allocation))
+        .route("/v1/ws", get(websocket))
+        .with_state(state)
+}
+
+/// Error body of the admin and status endpoints: `{"code", "message"}` like signaling errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(ApiError { code: code.to_owned(), message: message.into() })).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.registry.is_draining() {
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "draining", "the worker is draining");
+    }
+    if !state.health.all_alive() {
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "mediasoup_worker_died", "a mediasoup worker died");
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "failed to render metrics");
+            api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "failed to render metrics")
+        }
+    }
+}
+
+async fn status(State(state): State<AppState>) -> Json<WorkerStatus> {
+    Json(state.registry.status())
+}
+
+/// Body of `PUT /v1/allocation` (and of the `GET`/`PUT` answers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocationBody {
+    pub session: SessionId,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// Checks the operator's admin token; the error is the reason, for a 401 body.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), String> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| "a Bearer token is required".to_owned())?;
+    state.registry.token_key().verify_admin(token.trim(), unix_now()).map_err(|e| e.to_string())
+}
+
+fn unauthorized(reason: String) -> Response {
+    api_error(StatusCode::UNAUTHORIZED, "unauthorized", reason)
+}
+
+async fn get_allocation(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(reason) = authorize(&state, &headers) {
+        return unauthorized(reason);
+    }
+    match state.registry.allocation() {
+        Some(a) => Json(AllocationBody { session: a.session, title: a.title, epoch: a.epoch }).into_response(),
+        None => api_error(StatusCode::NOT_FOUND, "not_allocated", "the worker is idle"),
+    }
+}
+
+async fn put_allocation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<AllocationBody>, JsonRejection>,
+) -> Response {
+    if let Err(reason) = authorize(&state, &headers) {
+        return unauthorized(reason);
+    }
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => return api_error(StatusCode::BAD_REQUEST, "malformed_request", rejection.body_text()),
+    };
+    match state.registry.allocate(body.session, body.title, body.epoch) {
+        Ok(a) => Json(AllocationBody { session: a.session, title: a.title, epoch: a.epoch }).into_response(),
+        Err(e @ AllocationError::AlreadyAllocated { .. }) => {
+            api_error(StatusCode::CONFLICT, "already_allocated", e.to_string())
+        }
+        Err(e @ AllocationError::Draining) => api_error(StatusCode::SERVICE_UNAVAILABLE, "draining", e.to_string()),
+    }
+}
+
+async fn delete_allocation(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(reason) = authorize(&state, &headers) {
+        return unauthorized(reason);
+    }
+    state.registry.deallocate();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let ctx = SessionContext { registry: state.registry, metrics: state.metrics, stop: state.stop };
+    upgrade
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| session::run(socket, ctx))
+}

@@ -1,0 +1,33 @@
+//! tiepdan media worker: a mediasoup SFU for one online citizen reception session at a time.
+//!
+//! ```text
+//!             HTTP (axum)                                   media thread (LocalRunner)
+//!  /v1/ws ── signaling::session ──> Registry ──> Room ──────> mediasoup Router / transports
+//!  /v1/status, /metrics, /v1/allocation   │        (Weak)            │
+//!                                          └─ PointRecord <── stats_poller (get_stats every 1 s)
+//! ```
+//!
+//! - [`registry`]: the allocation (which session), the room, per-point verification records.
+//! - [`room`]: the media plane of a session; owns the Router and every point's media objects.
+//! - [`signaling::protocol`]: every WebSocket message, both directions.
+//! - [`verification`]: when a point counts as verified; the `/v1/status` document.
+//! - [`probe`]: a plain-RTP client that measures a worker end to end.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod cpu;
+pub mod http;
+pub mod ids;
+pub mod local_runner;
+pub mod logging;
+pub mod metrics;
+pub mod probe;
+pub mod registry;
+pub mod room;
+pub mod server;
+pub mod signaling;
+pub mod stats_poller;
+pub mod tokens;
+pub mod verification;
+pub mod workers;

@@ -1,0 +1,51 @@
+//! `tiepdan-media-worker`: see `tiepdan_media_worker` for the parts; this only dispatches.
+
+#![forbid(unsafe_code)]
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tiepdan_media_worker::config::{Cli, Command, ServeConfig, TokenArgs};
+use tiepdan_media_worker::probe::{run_probe, ProbeOptions};
+use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
+use tiepdan_media_worker::{logging, server};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let config = ServeConfig::try_from(*args).context("invalid configuration")?;
+            server::serve(config).await.context("the worker failed")?;
+        }
+        Command::Probe(args) => {
+            let mut options = ProbeOptions::new(args.url, args.token);
+            options.duration = std::time::Duration::from_secs(args.seconds);
+            options.rate_pps = args.rate_pps;
+            options.local_ip = args.local_ip;
+            let report = run_probe(&options).await.context("the probe failed")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        Command::Token(args) => println!("{}", mint(&args)?),
+    }
+    Ok(())
+}
+
+fn mint(args: &TokenArgs) -> anyhow::Result<String> {
+    let key = TokenKey::from_file(&args.key_file)?;
+    let mut claims = JoinClaims::for_point(
+        &args.session,
+        &args.point,
+        args.name.as_deref().unwrap_or(args.point.as_str()),
+        args.role.into(),
+        &args.title,
+        unix_now(),
+        args.ttl_minutes.saturating_mul(60),
+    );
+    claims.epoch = args.epoch;
+    Ok(key.mint_join(&claims)?)
+}

@@ -1,0 +1,409 @@
+//! The worker's state: which session it is bound to (the allocation), the session's room (held
+//! weakly), and what it knows about each point for the whole allocation.
+//!
+//! ```text
+//! Registry ─ allocation: session, title, epoch, generation
+//!          ─ room: Weak<Room>          (strong refs: the members' Memberships)
+//!          ─ points: point -> PointRecord  (verification; survives the room)
+//! ```
+
+use crate::config::Thresholds;
+use crate::ids::{PointName, SessionId};
+use crate::local_runner::LocalRunner;
+use crate::metrics::Metrics;
+use crate::room::{ConnectionId, JoinSnapshot, Kick, MemberKey, NewMember, Outbox, Room, RoomError};
+use crate::signaling::protocol::{ErrorCode, PeerInfo, RequestId, ServerEnvelope, ServerMessage};
+use crate::tokens::{unix_now, JoinRules, TokenError, TokenKey};
+use crate::verification::{MediaSample, PointRecord, WorkerStatus};
+use crate::workers::WorkerPool;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+use tokio::sync::{oneshot, Notify};
+
+/// The session a worker is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub session: SessionId,
+    pub title: String,
+    /// Join tokens with a lower epoch are refused.
+    pub epoch: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllocationError {
+    #[error("the worker is already allocated to session {current}")]
+    AlreadyAllocated { current: SessionId },
+    #[error("the worker is draining")]
+    Draining,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("the worker is draining and takes no new joins")]
+    Draining,
+    #[error("the worker is not allocated to any session")]
+    NotAllocated,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("no mediasoup worker is alive")]
+    NoWorker,
+    #[error(transparent)]
+    Room(#[from] RoomError),
+}
+
+impl JoinError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Draining => ErrorCode::Draining,
+            Self::NotAllocated => ErrorCode::SessionNotAllocated,
+            Self::Token(e) => e.code(),
+            Self::NoWorker => ErrorCode::Internal,
+            // The room closed between lookup and join: the session was deallocated.
+            Self::Room(RoomError::Closed) => ErrorCode::SessionNotAllocated,
+            Self::Room(e) => e.code(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    allocation: Option<Allocation>,
+    /// Bumped on every (de)allocation so late results for an old session are ignored.
+    generation: u64,
+    room: Weak<Room>,
+    points: BTreeMap<PointName, PointRecord>,
+}
+
+/// Everything the signaling, HTTP and statistics parts share.
+#[derive(Debug)]
+pub struct Registry {
+    state: Mutex<State>,
+    /// Serialises room creation so two first joins do not create two routers.
+    room_creation: tokio::sync::Mutex<()>,
+    workers: WorkerPool,
+    media: LocalRunner,
+    token_key: TokenKey,
+    rtc_listen_ip: IpAddr,
+    announced_ip: Option<IpAddr>,
+    thresholds: Thresholds,
+    metrics: Metrics,
+    next_connection: AtomicU64,
+    draining: AtomicBool,
+    /// Signalled whenever a point leaves, for the drain loop.
+    left: Notify,
+}
+
+/// Membership of one connection in the room; dropping it leaves the room (closing the
+/// connection's media) and records the point as gone.
+#[derive(Debug)]
+pub struct Membership {
+    registry: Arc<Registry>,
+    room: Arc<Room>,
+    key: MemberKey,
+    generation: u64,
+}
+
+impl Membership {
+    pub fn room(&self) -> &Arc<Room> {
+        &self.room
+    }
+
+    pub fn key(&self) -> &MemberKey {
+        &self.key
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if self.room.leave(&self.key) {
+            self.registry.point_left(self.generation, &self.key.point);
+        }
+    }
+}
+
+/// A successful join; the `joined` reply is already queued on the connection's outbox.
+#[derive(Debug)]
+pub struct Joined {
+    pub membership: Membership,
+    pub kicked: oneshot::Receiver<Kick>,
+}
+
+/// Settings the registry needs from the configuration.
+#[derive(Debug)]
+pub struct RegistrySettings {
+    pub token_key: TokenKey,
+    pub rtc_listen_ip: IpAddr,
+    pub announced_ip: Option<IpAddr>,
+    pub thresholds: Thresholds,
+}
+
+impl Registry {
+    pub fn new(settings: RegistrySettings, workers: WorkerPool, media: LocalRunner, metrics: Metrics) -> Self {
+        Self {
+            state: Mutex::default(),
+            room_creation: tokio::sync::Mutex::new(()),
+            workers,
+            media,
+            token_key: settings.token_key,
+            rtc_listen_ip: settings.rtc_listen_ip,
+            announced_ip: settings.announced_ip,
+            thresholds: settings.thresholds,
+            metrics,
+            next_connection: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            left: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn token_key(&self) -> &TokenKey {
+        &self.token_key
+    }
+
+    pub fn workers(&self) -> &WorkerPool {
+        &self.workers
+    }
+
+    pub fn allocation(&self) -> Option<Allocation> {
+        self.lock().allocation.clone()
+    }
+
+    /// Binds the worker to `session`. Repeating it for the same session updates the title and
+    /// raises (never lowers) the revocation epoch, disconnecting members with older tokens.
+    pub fn allocate(&self, session: SessionId, title: String, epoch: u64) -> Result<Allocation, AllocationError> {
+        if self.is_draining() {
+            return Err(AllocationError::Draining);
+        }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let (allocation, revoke) = match &mut state.allocation {
+            Some(current) if current.session != session => {
+                return Err(AllocationError::AlreadyAllocated { current: current.session.clone() });
+            }
+            Some(current) => {
+                current.title = title;
+                let raised = epoch > current.epoch;
+                current.epoch = current.epoch.max(epoch);
+                let revoke = if raised { state.room.upgrade() } else { None };
+                (current.clone(), revoke)
+            }
+            None => {
+                tracing::info!(session = %session, epoch, "allocated");
+                state.generation += 1;
+                state.points.clear();
+                let allocation = Allocation { session, title, epoch };
+                state.allocation = Some(allocation.clone());
+                (allocation, None)
+            }
+        };
+        // Kicking members takes the room's lock; never nest it inside the registry's.
+        drop(guard);
+        if let Some(room) = revoke {
+            room.revoke_below(allocation.epoch);
+        }
+        Ok(allocation)
+    }
+
+    /// Returns the worker to idle: closes the room and forgets every point. Returns the session
+    /// it was bound to, if any.
+    pub fn deallocate(&self) -> Option<SessionId> {
+        let (allocation, room, points) = {
+            let mut state = self.lock();
+            let allocation = state.allocation.take()?;
+            state.generation += 1;
+            let room = std::mem::take(&mut state.room).upgrade();
+            let points = std::mem::take(&mut state.points);
+            (allocation, room, points)
+        };
+        if let Some(room) = room {
+            room.close(Kick::SessionClosed);
+        }
+        self.metrics.forget_session(&allocation.session, points.keys());
+        self.metrics.sessions.set(0);
+        self.left.notify_waiters();
+        tracing::info!(session = %allocation.session, "deallocated");
+        Some(allocation.session)
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.metrics.draining.set(1);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// How many points have a signaling connection now.
+    pub fn present_count(&self) -> usize {
+        self.lock().points.values().filter(|p| p.present()).count()
+    }
+
+    /// Completes when a point leaves (or the worker is deallocated). Interest is registered when
+    /// this is called, not when it is first polled, so check-then-wait has no gap.
+    pub fn point_left_notification(&self) -> tokio::sync::futures::Notified<'_> {
+        self.left.notified()
+    }
+
+    /// Disconnects every member (shutdown after draining).
+    pub fn kick_everyone(&self, why: Kick) {
+        let room = self.lock().room.upgrade();
+        if let Some(room) = room {
+            room.kick_all(why);
+        }
+    }
+
+    /// The open room, with the generation it belongs to.
+    pub fn live_room(&self) -> Option<(u64, Arc<Room>)> {
+        let state = self.lock();
+        state.room.upgrade().map(|room| (state.generation, room))
+    }
+
+    /// Verifies the token and adds the connection to the session's room, opening the room on the
+    /// first join.
+    pub async fn join(
+        self: &Arc<Self>,
+        token: &str,
+        outbox: Outbox,
+        request_id: Option<RequestId>,
+    ) -> Result<Joined, JoinError> {
+        if self.is_draining() {
+            return Err(JoinError::Draining);
+        }
+        let allocation = self.allocation().ok_or(JoinError::NotAllocated)?;
+        let verified = self.token_key.verify_join(
+            token,
+            JoinRules { session: &allocation.session, min_epoch: allocation.epoch, now: unix_now() },
+        )?;
+        let (generation, room) = self.room_for(&allocation.session).await?;
+        let conn = ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed));
+        let (kick, kicked) = oneshot::channel();
+        let peer = PeerInfo {
+            point: verified.point.clone(),
+            display_name: verified.display_name.clone(),
+            role: verified.role,
+        };
+        let welcome = |snapshot: &JoinSnapshot| ServerEnvelope {
+            request_id,
+            message: ServerMessage::Joined {
+                point: verified.point.clone(),
+                session: allocation.session.clone(),
+                title: allocation.title.clone(),
+                router_rtp_capabilities: snapshot.router_rtp_capabilities.clone(),
+                peers: snapshot.peers.clone(),
+                producers: snapshot.producers.clone(),
+            },
+        };
+        room.join(NewMember { peer, conn, epoch: verified.epoch, outbox, kick }, welcome)?;
+        let key = MemberKey { point: verified.point.clone(), conn };
+        // From here on, dropping the membership undoes the join.
+        let membership = Membership { registry: Arc::clone(self), room, key, generation };
+        {
+            let mut state = self.lock();
+            if state.generation != generation {
+                // Deallocated while joining; the membership's drop cleans up.
+                return Err(JoinError::Room(RoomError::Closed));
+            }
+            state
+                .points
+                .entry(verified.point.clone())
+                .or_insert_with(|| PointRecord::new(verified.display_name.clone()))
+                .on_join(verified.display_name.clone());
+        }
+        self.metrics.joins.inc();
+        tracing::info!(session = %allocation.session, point = %verified.point, conn = conn.0, "point joined");
+        Ok(Joined { membership, kicked })
+    }
+
+    async fn room_for(&self, session: &SessionId) -> Result<(u64, Arc<Room>), JoinError> {
+        let _creating = self.room_creation.lock().await;
+        let generation = {
+            let state = self.lock();
+            if let Some(room) = state.room.upgrade() {
+                return Ok((state.generation, room));
+            }
+            state.generation
+        };
+        let worker = self.workers.pick().ok_or(JoinError::NoWorker)?;
+        let room = Arc::new(
+            Room::open(session.clone(), worker, self.media.clone(), self.rtc_listen_ip, self.announced_ip).await?,
+        );
+        let mut state = self.lock();
+        let still_same =
+            state.generation == generation && state.allocation.as_ref().map(|a| &a.session) == Some(session);
+        if !still_same {
+            return Err(JoinError::Room(RoomError::Closed));
+        }
+        state.room = Arc::downgrade(&room);
+        self.metrics.sessions.set(1);
+        Ok((generation, room))
+    }
+
+    fn point_left(&self, generation: u64, point: &PointName) {
+        {
+            let mut state = self.lock();
+            if state.generation == generation {
+                if let Some(record) = state.points.get_mut(point) {
+                    record.on_leave();
+                }
+                if let Some(allocation) = &state.allocation {
+                    self.metrics.forget_point_quality(&allocation.session, point);
+                }
+            }
+        }
+        tracing::info!(point = %point, "point left");
+        self.left.notify_waiters();
+    }
+
+    /// Applies one statistics poll to the point records.
+    pub fn record_samples(
+        &self,
+        generation: u64,
+        samples: Vec<(PointName, MediaSample)>,
+        now: Instant,
+        wall_now: jiff::Timestamp,
+    ) {
+        let mut state = self.lock();
+        if state.generation != generation {
+            return;
+        }
+        let session = state.allocation.as_ref().map(|a| a.session.clone());
+        for (point, sample) in samples {
+            if let Some(record) = state.points.get_mut(&point) {
+                if record.observe(sample, now, wall_now, &self.thresholds) {
+                    tracing::info!(point = %point, "point verified");
+                }
+                if let Some(session) = &session {
+                    self.metrics
+                        .verified
+                        .with_label_values(&[session.as_str(), point.as_str()])
+                        .set(i64::from(record.verified()));
+                }
+            }
+        }
+        if let Some(session) = &session {
+            let present = state.points.values().filter(|p| p.present()).count();
+            self.metrics
+                .connected_points
+                .with_label_values(&[session.as_str()])
+                .set(i64::try_from(present).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The `/v1/status` document.
+    pub fn status(&self) -> WorkerStatus {
+        let state = self.lock();
+        WorkerStatus {
+            session: state.allocation.as_ref().map(|a| a.session.clone()),
+            title: state.allocation.as_ref().map(|a| a.title.clone()),
+            draining: self.is_draining(),
+            points: state.points.iter().map(|(name, record)| record.status(name)).collect(),
+        }
+    }
+}

@@ -1,0 +1,706 @@
+//! The media plane of one session: a Room owns the session's mediasoup Router and, per point, the
+//! transports, producers and consumers that point created.
+//!
+//! ```text
+//! Room ── Router
+//!  └─ members: point ─> Member { conn, peer, outbox, kick, media }
+//!                                              └─ transports / producers / consumers
+//! ```
+//!
+//! Ownership is the lifecycle: mediasoup objects close when their last handle drops, so removing
+//! a member closes everything it created, and the Router closes when the last `Arc<Room>` (held
+//! by the members' signaling sessions) goes. The registry only keeps a `Weak` reference.
+//!
+//! Locking: `state` is a plain mutex that is never held across an `.await`. Each operation looks
+//! up the handles it needs, releases the lock, awaits mediasoup, then re-locks to store the result
+//! (dropping it if the member left meanwhile, which closes it).
+
+use crate::ids::{PointName, SessionId};
+use crate::local_runner::{LocalRunner, LocalRunnerError};
+use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, ServerEnvelope, ServerMessage};
+use crate::workers::media_codecs;
+use mediasoup::prelude::{
+    Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions,
+    PlainTransportRemoteParameters, Producer, ProducerId, ProducerOptions, Router, RouterOptions, RtpCapabilities,
+    RtpCapabilitiesFinalized, RtpParameters, Transport, TransportId, TransportListenIp, TransportListenIps,
+    WebRtcTransport, WebRtcTransportOptions, WebRtcTransportRemoteParameters, Worker,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot};
+
+/// Per-member caps, so one connection cannot exhaust ports or worker memory.
+const MAX_TRANSPORTS: usize = 8;
+const MAX_PRODUCERS: usize = 8;
+const MAX_CONSUMERS: usize = 64;
+
+/// Identifies one signaling connection; a newer connection for the same point gets a new id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+/// A member as seen by one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberKey {
+    pub point: PointName,
+    pub conn: ConnectionId,
+}
+
+/// Messages the room pushes to a member's connection.
+pub type Outbox = mpsc::UnboundedSender<ServerEnvelope>;
+
+/// Why the room ends a member's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Another connection joined as the same point.
+    Replaced,
+    /// The session was deallocated.
+    SessionClosed,
+    /// The revocation epoch moved past the member's token.
+    TokenRevoked,
+    /// The worker is shutting down after draining.
+    Shutdown,
+}
+
+impl Kick {
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::Replaced => ErrorCode::Replaced,
+            Self::SessionClosed => ErrorCode::SessionClosed,
+            Self::TokenRevoked => ErrorCode::TokenRevoked,
+            Self::Shutdown => ErrorCode::Draining,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Replaced => "another connection joined as this point",
+            Self::SessionClosed => "the session was closed by the operator",
+            Self::TokenRevoked => "the token of this connection was revoked",
+            Self::Shutdown => "the worker is shutting down",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error("the session's room is closed")]
+    Closed,
+    #[error("this connection is no longer a member of the room")]
+    NotMember,
+    #[error("no such transport")]
+    TransportNotFound,
+    #[error("the transport is for the other direction")]
+    WrongDirection,
+    #[error("no such producer")]
+    ProducerNotFound,
+    #[error("no such consumer")]
+    ConsumerNotFound,
+    #[error("the RTP capabilities cannot receive this producer")]
+    CannotConsume,
+    #[error("too many {0} for one point")]
+    Limit(&'static str),
+    #[error("failed to {what}: {detail}")]
+    Media { what: &'static str, detail: String },
+    #[error("failed to reach the media thread")]
+    MediaThread(#[from] LocalRunnerError),
+}
+
+impl RoomError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Closed => ErrorCode::SessionClosed,
+            Self::NotMember => ErrorCode::NotJoined,
+            Self::TransportNotFound => ErrorCode::TransportNotFound,
+            Self::WrongDirection => ErrorCode::WrongTransportDirection,
+            Self::ProducerNotFound => ErrorCode::ProducerNotFound,
+            Self::ConsumerNotFound => ErrorCode::ConsumerNotFound,
+            Self::CannotConsume => ErrorCode::CannotConsume,
+            Self::Limit(_) => ErrorCode::LimitExceeded,
+            Self::Media { .. } => ErrorCode::MediaRejected,
+            Self::MediaThread(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn media(what: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> Self {
+        move |e| Self::Media { what, detail: e.to_string() }
+    }
+}
+
+/// A transport and the direction the client asked for.
+#[derive(Debug, Clone)]
+pub struct TransportEntry {
+    pub direction: Direction,
+    pub transport: MediaTransport,
+}
+
+#[derive(Debug, Clone)]
+pub enum MediaTransport {
+    WebRtc(WebRtcTransport),
+    Plain(PlainTransport),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerEntry {
+    pub consumer: Consumer,
+    /// Whose producer this consumes (may be the member itself: self-test loopback).
+    pub producer_point: PointName,
+}
+
+/// What one member created.
+#[derive(Debug, Default)]
+pub struct PeerMedia {
+    pub transports: HashMap<TransportId, TransportEntry>,
+    pub producers: HashMap<ProducerId, Producer>,
+    pub consumers: HashMap<ConsumerId, ConsumerEntry>,
+}
+
+#[derive(Debug)]
+struct Member {
+    conn: ConnectionId,
+    peer: PeerInfo,
+    epoch: u64,
+    outbox: Outbox,
+    kick: Option<oneshot::Sender<Kick>>,
+    media: PeerMedia,
+}
+
+impl Member {
+    fn push(&self, message: ServerMessage) {
+        // A closed outbox means the connection is ending; it will leave the room shortly.
+        let _ = self.outbox.send(ServerEnvelope::push(message));
+    }
+
+    fn kick(&mut self, why: Kick) {
+        if let Some(kick) = self.kick.take() {
+            let _ = kick.send(why);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct RoomState {
+    closed: bool,
+    members: BTreeMap<PointName, Member>,
+}
+
+/// Everything a newly joined member needs to start.
+#[derive(Debug, Clone)]
+pub struct JoinSnapshot {
+    pub router_rtp_capabilities: RtpCapabilitiesFinalized,
+    pub peers: Vec<PeerInfo>,
+    pub producers: Vec<ProducerInfo>,
+}
+
+/// A copy of one member's media handles, for the statistics poller.
+#[derive(Debug, Clone)]
+pub struct MemberMedia {
+    pub point: PointName,
+    pub transports: Vec<MediaTransport>,
+    pub producers: Vec<Producer>,
+    pub consumers: Vec<ConsumerEntry>,
+}
+
+/// Values a joining member brings.
+#[derive(Debug)]
+pub struct NewMember {
+    pub peer: PeerInfo,
+    pub conn: ConnectionId,
+    pub epoch: u64,
+    pub outbox: Outbox,
+    pub kick: oneshot::Sender<Kick>,
+}
+
+#[derive(Debug)]
+pub struct Room {
+    session: SessionId,
+    router: Router,
+    media: LocalRunner,
+    listen_ip: TransportListenIp,
+    state: Mutex<RoomState>,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        tracing::info!(session = %self.session, "room closed");
+    }
+}
+
+impl Room {
+    pub async fn open(
+        session: SessionId,
+        worker: Worker,
+        media: LocalRunner,
+        listen_ip: IpAddr,
+        announced_ip: Option<IpAddr>,
+    ) -> Result<Self, RoomError> {
+        let router = media
+            .run(move || async move { worker.create_router(RouterOptions::new(media_codecs())).await })
+            .await?
+            .map_err(|e| RoomError::media("create a router")(&e))?;
+        tracing::info!(session = %session, router = %router.id(), "room opened");
+        Ok(Self {
+            session,
+            router,
+            media,
+            listen_ip: TransportListenIp { ip: listen_ip, announced_ip },
+            state: Mutex::default(),
+        })
+    }
+
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that matters
+        // more than losing the whole room, so recover from poisoning instead of propagating it.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a member. An existing member for the same point is removed and told it was replaced.
+    /// `welcome` builds the reply to the join; it is queued before the member becomes visible, so
+    /// no push can overtake it.
+    pub fn join(&self, new: NewMember, welcome: impl FnOnce(&JoinSnapshot) -> ServerEnvelope) -> Result<(), RoomError> {
+        let mut graveyard = Vec::new();
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(RoomError::Closed);
+            }
+            if let Some(mut old) = remove_member(&mut state, &new.peer.point) {
+                old.kick(Kick::Replaced);
+                graveyard.push(old);
+            }
+            let peers = state.members.values().map(|m| m.peer.clone()).collect();
+            let producers = state.members.values().flat_map(producer_infos).collect();
+            for member in state.members.values() {
+                member.push(ServerMessage::PeerJoined {
+                    point: new.peer.point.clone(),
+                    display_name: new.peer.display_name.clone(),
+                    role: new.peer.role,
+                });
+            }
+            let snapshot =
+                JoinSnapshot { router_rtp_capabilities: self.router.rtp_capabilities().clone(), peers, producers };
+            let _ = new.outbox.send(welcome(&snapshot));
+            state.members.insert(
+                new.peer.point.clone(),
+                Member {
+                    conn: new.conn,
+                    peer: new.peer,
+                    epoch: new.epoch,
+                    outbox: new.outbox,
+                    kick: Some(new.kick),
+                    media: PeerMedia::default(),
+                },
+            );
+        }
+        drop(graveyard);
+        Ok(())
+    }
+
+    /// Removes the member if `key` is still the current connection of that point. Returns whether
+    /// it was removed (false when a newer connection replaced it).
+    pub fn leave(&self, key: &MemberKey) -> bool {
+        let removed = {
+            let mut state = self.lock();
+            match state.members.get(&key.point) {
+                Some(member) if member.conn == key.conn => remove_member(&mut state, &key.point),
+                _ => None,
+            }
+        };
+        removed.is_some()
+    }
+
+    /// Closes the room for good: every member is told why and removed.
+    pub fn close(&self, why: Kick) {
+        let members: Vec<Member> = {
+            let mut state = self.lock();
+            state.closed = true;
+            std::mem::take(&mut state.members).into_values().collect()
+        };
+        for mut member in members {
+            member.kick(why);
+        }
+    }
+
+    /// Tells every member to disconnect, without closing the room.
+    pub fn kick_all(&self, why: Kick) {
+        for member in self.lock().members.values_mut() {
+            member.kick(why);
+        }
+    }
+
+    /// Disconnects members whose token epoch is below `epoch`.
+    pub fn revoke_below(&self, epoch: u64) {
+        for member in self.lock().members.values_mut() {
+            if member.epoch < epoch {
+                member.kick(Kick::TokenRevoked);
+            }
+        }
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.lock().members.len()
+    }
+
+    /// Copies of every member's media handles (cheap: they are reference-counted).
+    pub fn media_snapshot(&self) -> Vec<MemberMedia> {
+        self.lock()
+            .members
+            .values()
+            .map(|m| MemberMedia {
+                point: m.peer.point.clone(),
+                transports: m.media.transports.values().map(|t| t.transport.clone()).collect(),
+                producers: m.media.producers.values().cloned().collect(),
+                consumers: m.media.consumers.values().cloned().collect(),
+            })
+            .collect()
+    }
+
+    /// Runs `f` on the member's state if `key` is still current.
+    fn with_member<R>(
+        &self,
+        key: &MemberKey,
+        f: impl FnOnce(&mut Member) -> Result<R, RoomError>,
+    ) -> Result<R, RoomError> {
+        let mut state = self.lock();
+        match state.members.get_mut(&key.point) {
+            Some(member) if member.conn == key.conn => f(member),
+            _ => Err(RoomError::NotMember),
+        }
+    }
+
+    fn transport(&self, key: &MemberKey, id: TransportId) -> Result<TransportEntry, RoomError> {
+        self.with_member(key, |m| m.media.transports.get(&id).cloned().ok_or(RoomError::TransportNotFound))
+    }
+
+    fn check_transport_room(&self, key: &MemberKey) -> Result<(), RoomError> {
+        self.with_member(key, |m| {
+            if m.media.transports.len() >= MAX_TRANSPORTS {
+                Err(RoomError::Limit("transports"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn store_transport(&self, key: &MemberKey, id: TransportId, entry: TransportEntry) -> Result<(), RoomError> {
+        // On failure the entry is dropped after the lock is released, closing the transport.
+        let mut entry = Some(entry);
+        let stored = self.with_member(key, |m| {
+            if let Some(entry) = entry.take() {
+                m.media.transports.insert(id, entry);
+            }
+            Ok(())
+        });
+        drop(entry);
+        stored
+    }
+
+    pub async fn create_webrtc_transport(
+        &self,
+        key: &MemberKey,
+        direction: Direction,
+    ) -> Result<ServerMessage, RoomError> {
+        self.check_transport_room(key)?;
+        let router = self.router.clone();
+        let listen_ip = self.listen_ip;
+        let transport = self
+            .media
+            .run(move || async move {
+                let mut options = WebRtcTransportOptions::new(TransportListenIps::new(listen_ip));
+                // TCP as a fallback for office networks that block UDP.
+                options.enable_tcp = true;
+                options.prefer_udp = true;
+                router.create_webrtc_transport(options).await
+            })
+            .await?
+            .map_err(|e| RoomError::media("create a WebRTC transport")(&e))?;
+        let reply = ServerMessage::WebRtcTransportCreated {
+            transport_id: transport.id(),
+            direction,
+            ice_parameters: transport.ice_parameters().clone(),
+            ice_candidates: transport.ice_candidates().clone(),
+            dtls_parameters: transport.dtls_parameters(),
+        };
+        let entry = TransportEntry { direction, transport: MediaTransport::WebRtc(transport.clone()) };
+        self.store_transport(key, transport.id(), entry)?;
+        Ok(reply)
+    }
+
+    pub async fn connect_webrtc_transport(
+        &self,
+        key: &MemberKey,
+        transport_id: TransportId,
+        dtls_parameters: DtlsParameters,
+    ) -> Result<ServerMessage, RoomError> {
+        let MediaTransport::WebRtc(transport) = self.transport(key, transport_id)?.transport else {
+            return Err(RoomError::TransportNotFound);
+        };
+        self.media
+            .run(move || async move { transport.connect(WebRtcTransportRemoteParameters { dtls_parameters }).await })
+            .await?
+            .map_err(|e| RoomError::media("connect the WebRTC transport")(&e))?;
+        Ok(ServerMessage::TransportConnected { transport_id })
+    }
+
+    pub async fn create_plain_transport(
+        &self,
+        key: &MemberKey,
+        direction: Direction,
+        comedia: bool,
+    ) -> Result<ServerMessage, RoomError> {
+        self.check_transport_room(key)?;
+        let router = self.router.clone();
+        let listen_ip = self.listen_ip;
+        let transport = self
+            .media
+            .run(move || async move {
+                let mut options = PlainTransportOptions::new(listen_ip);
+                options.comedia = comedia;
+                options.rtcp_mux = true;
+                router.create_plain_transport(options).await
+            })
+            .await?
+            .map_err(|e| RoomError::media("create a plain transport")(&e))?;
+        let tuple = transport.tuple();
+        let reply = ServerMessage::PlainTransportCreated {
+            transport_id: transport.id(),
+            direction,
+            ip: listen_ip.announced_ip.unwrap_or(tuple.local_ip()),
+            port: tuple.local_port(),
+            comedia,
+        };
+        let entry = TransportEntry { direction, transport: MediaTransport::Plain(transport.clone()) };
+        self.store_transport(key, transport.id(), entry)?;
+        Ok(reply)
+    }
+
+    pub async fn connect_plain_transport(
+        &self,
+        key: &MemberKey,
+        transport_id: TransportId,
+        ip: IpAddr,
+        port: u16,
+        rtcp_port: Option<u16>,
+    ) -> Result<ServerMessage, RoomError> {
+        let MediaTransport::Plain(transport) = self.transport(key, transport_id)?.transport else {
+            return Err(RoomError::TransportNotFound);
+        };
+        self.media
+            .run(move || async move {
+                transport
+                    .connect(PlainTransportRemoteParameters {
+                        ip: Some(ip),
+                        port: Some(port),
+                        rtcp_port,
+                        srtp_parameters: None,
+                    })
+                    .await
+            })
+            .await?
+            .map_err(|e| RoomError::media("connect the plain transport")(&e))?;
+        Ok(ServerMessage::TransportConnected { transport_id })
+    }
+
+    pub async fn produce(
+        &self,
+        key: &MemberKey,
+        transport_id: TransportId,
+        kind: MediaKind,
+        rtp_parameters: RtpParameters,
+    ) -> Result<ProducerId, RoomError> {
+        let entry = self.transport(key, transport_id)?;
+        if entry.direction != Direction::Send {
+            return Err(RoomError::WrongDirection);
+        }
+        self.with_member(key, |m| {
+            if m.media.producers.len() >= MAX_PRODUCERS {
+                Err(RoomError::Limit("producers"))
+            } else {
+                Ok(())
+            }
+        })?;
+        let producer = self
+            .media
+            .run(move || async move {
+                let options = ProducerOptions::new(kind, rtp_parameters);
+                match entry.transport {
+                    MediaTransport::WebRtc(t) => t.produce(options).await,
+                    MediaTransport::Plain(t) => t.produce(options).await,
+                }
+            })
+            .await?
+            .map_err(|e| RoomError::media("produce")(&e))?;
+        let producer_id = producer.id();
+        let mut leftover = Some(producer);
+        let stored = {
+            let mut state = self.lock();
+            let state = &mut *state;
+            match state.members.get_mut(&key.point) {
+                Some(member) if member.conn == key.conn => {
+                    if let Some(producer) = leftover.take() {
+                        member.media.producers.insert(producer_id, producer);
+                    }
+                    for (point, other) in &state.members {
+                        if point != &key.point {
+                            other.push(ServerMessage::NewProducer { producer_id, point: key.point.clone(), kind });
+                        }
+                    }
+                    Ok(producer_id)
+                }
+                _ => Err(RoomError::NotMember),
+            }
+        };
+        drop(leftover);
+        stored
+    }
+
+    pub fn close_producer(&self, key: &MemberKey, producer_id: ProducerId) -> Result<ServerMessage, RoomError> {
+        let closed = {
+            let mut state = self.lock();
+            let owns = matches!(
+                state.members.get(&key.point),
+                Some(m) if m.conn == key.conn && m.media.producers.contains_key(&producer_id)
+            );
+            if !owns {
+                return Err(RoomError::ProducerNotFound);
+            }
+            let producer = state.members.get_mut(&key.point).and_then(|m| m.media.producers.remove(&producer_id));
+            let consumers = announce_producer_closed(&mut state, &key.point, producer_id);
+            (producer, consumers)
+        };
+        drop(closed);
+        Ok(ServerMessage::ProducerClosed { producer_id, point: key.point.clone() })
+    }
+
+    pub async fn consume(
+        &self,
+        key: &MemberKey,
+        transport_id: TransportId,
+        producer_id: ProducerId,
+        rtp_capabilities: RtpCapabilities,
+    ) -> Result<ServerMessage, RoomError> {
+        let entry = self.transport(key, transport_id)?;
+        if entry.direction != Direction::Recv {
+            return Err(RoomError::WrongDirection);
+        }
+        let (owner, kind) = {
+            let state = self.lock();
+            if state.members.get(&key.point).is_some_and(|m| m.media.consumers.len() >= MAX_CONSUMERS) {
+                return Err(RoomError::Limit("consumers"));
+            }
+            find_producer(&state, producer_id).ok_or(RoomError::ProducerNotFound)?
+        };
+        if !self.router.can_consume(&producer_id, &rtp_capabilities) {
+            return Err(RoomError::CannotConsume);
+        }
+        let consumer = self
+            .media
+            .run(move || async move {
+                let mut options = ConsumerOptions::new(producer_id, rtp_capabilities);
+                // Paused until the client says it is ready, so the first video frame it gets
+                // is a key frame it can render.
+                options.paused = true;
+                match entry.transport {
+                    MediaTransport::WebRtc(t) => t.consume(options).await,
+                    MediaTransport::Plain(t) => t.consume(options).await,
+                }
+            })
+            .await?
+            .map_err(|e| RoomError::media("consume")(&e))?;
+        let reply = ServerMessage::Consumed {
+            consumer_id: consumer.id(),
+            producer_id,
+            point: owner.clone(),
+            kind,
+            rtp_parameters: consumer.rtp_parameters().clone(),
+            paused: consumer.paused(),
+        };
+        let mut leftover = Some(ConsumerEntry { consumer, producer_point: owner });
+        let stored = {
+            let mut state = self.lock();
+            // The producer may have closed while mediasoup created the consumer; its
+            // producerClosed announcement would then have missed this consumer.
+            if find_producer(&state, producer_id).is_none() {
+                Err(RoomError::ProducerNotFound)
+            } else {
+                match state.members.get_mut(&key.point) {
+                    Some(member) if member.conn == key.conn => {
+                        if let Some(entry) = leftover.take() {
+                            member.media.consumers.insert(entry.consumer.id(), entry);
+                        }
+                        Ok(reply)
+                    }
+                    _ => Err(RoomError::NotMember),
+                }
+            }
+        };
+        drop(leftover);
+        stored
+    }
+
+    pub async fn resume_consumer(&self, key: &MemberKey, consumer_id: ConsumerId) -> Result<ServerMessage, RoomError> {
+        let consumer = self.with_member(key, |m| {
+            m.media.consumers.get(&consumer_id).map(|c| c.consumer.clone()).ok_or(RoomError::ConsumerNotFound)
+        })?;
+        self.media
+            .run(move || async move { consumer.resume().await })
+            .await?
+            .map_err(|e| RoomError::media("resume the consumer")(&e))?;
+        Ok(ServerMessage::ConsumerResumed { consumer_id })
+    }
+}
+
+fn producer_infos(member: &Member) -> impl Iterator<Item = ProducerInfo> + '_ {
+    member.media.producers.values().map(|p| ProducerInfo {
+        producer_id: p.id(),
+        point: member.peer.point.clone(),
+        kind: p.kind(),
+    })
+}
+
+fn find_producer(state: &RoomState, producer_id: ProducerId) -> Option<(PointName, MediaKind)> {
+    state.members.values().find_map(|m| m.media.producers.get(&producer_id).map(|p| (m.peer.point.clone(), p.kind())))
+}
+
+/// Tells every other member the producer is gone and drops their consumers of it. Returns the
+/// removed consumers so the caller can drop them outside the lock.
+fn announce_producer_closed(state: &mut RoomState, owner: &PointName, producer_id: ProducerId) -> Vec<ConsumerEntry> {
+    let mut removed = Vec::new();
+    for (point, member) in &mut state.members {
+        let ids: Vec<ConsumerId> = member
+            .media
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.consumer.producer_id() == producer_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for consumer_id in ids {
+            if let Some(entry) = member.media.consumers.remove(&consumer_id) {
+                member.push(ServerMessage::ConsumerClosed { consumer_id, producer_id });
+                removed.push(entry);
+            }
+        }
+        if point != owner {
+            member.push(ServerMessage::ProducerClosed { producer_id, point: owner.clone() });
+        }
+    }
+    removed
+}
+
+/// Removes a member and announces its departure. The member (and its media) is returned so it is
+/// dropped by the caller, after the lock.
+fn remove_member(state: &mut RoomState, point: &PointName) -> Option<Member> {
+    let member = state.members.remove(point)?;
+    for producer_id in member.media.producers.keys() {
+        // The consumers are dropped here, under the lock; that only queues close requests.
+        drop(announce_producer_closed(state, point, *producer_id));
+    }
+    for other in state.members.values() {
+        other.push(ServerMessage::PeerLeft { point: point.clone() });
+    }
+    Some(member)
+}

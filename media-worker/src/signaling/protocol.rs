@@ -1,0 +1,568 @@
+//! The WebSocket signaling protocol of `/v1/ws`, both directions, in one place.
+//!
+//! Every frame is one JSON object with an `action` field. A client may add `requestId` (string or
+//! number) to any message; the worker echoes it on the reply (or on the error) so browser code can
+//! match replies to requests. Pushes the client did not ask for (`newProducer`, `peerJoined`, ...)
+//! carry no `requestId`.
+//!
+//! ```text
+//! client                                   worker
+//!   join {token}                      ->   joined {point, session, title, routerRtpCapabilities, peers, producers}
+//!   createWebRtcTransport {direction} ->   webRtcTransportCreated {transportId, iceParameters, iceCandidates, dtlsParameters}
+//!   connectWebRtcTransport {...}      ->   transportConnected {transportId}
+//!   createPlainTransport {direction}  ->   plainTransportCreated {transportId, ip, port, comedia}
+//!   connectPlainTransport {...}       ->   transportConnected {transportId}
+//!   produce {transportId, kind, ...}  ->   produced {producerId}
+//!   closeProducer {producerId}        ->   producerClosed {producerId, point}
+//!   consume {transportId, producerId} ->   consumed {consumerId, ..., paused: true}
+//!   resumeConsumer {consumerId}       ->   consumerResumed {consumerId}
+//!   leave                             ->   left
+//!                                     <-   newProducer | producerClosed | consumerClosed | peerJoined | peerLeft
+//!   (anything wrong)                  <-   error {code, message}
+//! ```
+
+use crate::ids::{PointName, SessionId};
+use mediasoup::prelude::{
+    ConsumerId, DtlsParameters, IceCandidate, IceParameters, MediaKind, ProducerId, RtpCapabilities,
+    RtpCapabilitiesFinalized, RtpParameters, TransportId,
+};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Frames larger than this are refused with `frame_too_large`. Real messages are a few KiB (RTP
+/// capabilities are the largest); the cap bounds what one connection can make the worker parse.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A client-chosen correlation id, echoed verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Number(u64),
+    Text(String),
+}
+
+/// Whether a transport carries media from the client (`send`) or to it (`recv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Send,
+    Recv,
+}
+
+/// The `role` claim of a join token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Host,
+    Participant,
+}
+
+/// A client message together with its optional correlation id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientEnvelope {
+    #[serde(rename = "requestId", default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    #[serde(flatten)]
+    pub message: ClientMessage,
+}
+
+/// What a client may ask of the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ClientMessage {
+    /// Authenticate with a join token; must come first.
+    Join {
+        token: String,
+    },
+    CreateWebRtcTransport {
+        direction: Direction,
+    },
+    ConnectWebRtcTransport {
+        transport_id: TransportId,
+        dtls_parameters: DtlsParameters,
+    },
+    /// A transport without ICE/DTLS, for the synthetic probe and tools such as ffmpeg/GStreamer.
+    CreatePlainTransport {
+        direction: Direction,
+        /// Learn the client's address from its first packet instead of `connectPlainTransport`.
+        #[serde(default)]
+        comedia: bool,
+    },
+    ConnectPlainTransport {
+        transport_id: TransportId,
+        ip: IpAddr,
+        port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rtcp_port: Option<u16>,
+    },
+    Produce {
+        transport_id: TransportId,
+        kind: MediaKind,
+        rtp_parameters: RtpParameters,
+    },
+    CloseProducer {
+        producer_id: ProducerId,
+    },
+    /// Consumers start paused; send `resumeConsumer` once the client side is ready.
+    Consume {
+        transport_id: TransportId,
+        producer_id: ProducerId,
+        rtp_capabilities: RtpCapabilities,
+    },
+    ResumeConsumer {
+        consumer_id: ConsumerId,
+    },
+    Leave,
+}
+
+impl ClientMessage {
+    /// Every `action` a client may send. Kept next to the enum (and checked by a test) so an
+    /// unknown action can be told apart from a known one with bad fields.
+    pub const ACTIONS: &'static [&'static str] = &[
+        "join",
+        "createWebRtcTransport",
+        "connectWebRtcTransport",
+        "createPlainTransport",
+        "connectPlainTransport",
+        "produce",
+        "closeProducer",
+        "consume",
+        "resumeConsumer",
+        "leave",
+    ];
+}
+
+/// A server message together with the correlation id of the request it answers, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerEnvelope {
+    #[serde(rename = "requestId", default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    #[serde(flatten)]
+    pub message: ServerMessage,
+}
+
+impl ServerEnvelope {
+    /// A push, not an answer to any request.
+    pub fn push(message: ServerMessage) -> Self {
+        Self { request_id: None, message }
+    }
+}
+
+/// Another point in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    pub point: PointName,
+    pub display_name: String,
+    pub role: Role,
+}
+
+/// A producer that can be consumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerInfo {
+    pub producer_id: ProducerId,
+    pub point: PointName,
+    pub kind: MediaKind,
+}
+
+/// What the worker sends: replies, pushes and errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ServerMessage {
+    Joined {
+        point: PointName,
+        session: SessionId,
+        title: String,
+        router_rtp_capabilities: RtpCapabilitiesFinalized,
+        /// The other points present now.
+        peers: Vec<PeerInfo>,
+        /// Producers of every point present now, the joining point's own included (none yet,
+        /// unless it rejoined).
+        producers: Vec<ProducerInfo>,
+    },
+    WebRtcTransportCreated {
+        transport_id: TransportId,
+        direction: Direction,
+        ice_parameters: IceParameters,
+        ice_candidates: Vec<IceCandidate>,
+        dtls_parameters: DtlsParameters,
+    },
+    PlainTransportCreated {
+        transport_id: TransportId,
+        direction: Direction,
+        /// Where to send RTP (send direction) or where RTP comes from (recv direction).
+        ip: IpAddr,
+        port: u16,
+        comedia: bool,
+    },
+    TransportConnected {
+        transport_id: TransportId,
+    },
+    Produced {
+        producer_id: ProducerId,
+    },
+    Consumed {
+        consumer_id: ConsumerId,
+        producer_id: ProducerId,
+        point: PointName,
+        kind: MediaKind,
+        rtp_parameters: RtpParameters,
+        paused: bool,
+    },
+    ConsumerResumed {
+        consumer_id: ConsumerId,
+    },
+    NewProducer {
+        producer_id: ProducerId,
+        point: PointName,
+        kind: MediaKind,
+    },
+    ProducerClosed {
+        producer_id: ProducerId,
+        point: PointName,
+    },
+    /// A consumer stopped because its producer went away.
+    ConsumerClosed {
+        consumer_id: ConsumerId,
+        producer_id: ProducerId,
+    },
+    PeerJoined {
+        point: PointName,
+        display_name: String,
+        role: Role,
+    },
+    PeerLeft {
+        point: PointName,
+    },
+    Left,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error { code, message: message.into() }
+    }
+}
+
+/// Stable, machine-readable error codes. They are part of the protocol (clients switch on them)
+/// and a bounded metric label, so add variants rather than renaming them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a JSON object with the fields its action needs.
+    MalformedMessage,
+    UnknownAction,
+    FrameTooLarge,
+    /// The signature, issuer or claims of the token are wrong.
+    InvalidToken,
+    TokenExpired,
+    TokenNotYetValid,
+    /// The token's epoch is below the worker's revocation epoch.
+    TokenRevoked,
+    /// The token was issued for a session other than the one this worker serves.
+    WrongSession,
+    /// The worker is not bound to any session yet.
+    SessionNotAllocated,
+    /// The worker is shutting down and takes no new joins.
+    Draining,
+    NotJoined,
+    AlreadyJoined,
+    TransportNotFound,
+    /// E.g. `produce` on a receive transport.
+    WrongTransportDirection,
+    ProducerNotFound,
+    ConsumerNotFound,
+    /// The client's RTP capabilities cannot receive the producer's codec.
+    CannotConsume,
+    /// Another connection joined as the same point; this one is closed.
+    Replaced,
+    /// The operator deallocated the session.
+    SessionClosed,
+    /// Too many transports, producers or consumers for one point.
+    LimitExceeded,
+    /// mediasoup refused the request (bad RTP parameters, DTLS parameters, ...).
+    MediaRejected,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire spelling, also used as a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedMessage => "malformed_message",
+            Self::UnknownAction => "unknown_action",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::TokenRevoked => "token_revoked",
+            Self::WrongSession => "wrong_session",
+            Self::SessionNotAllocated => "session_not_allocated",
+            Self::Draining => "draining",
+            Self::NotJoined => "not_joined",
+            Self::AlreadyJoined => "already_joined",
+            Self::TransportNotFound => "transport_not_found",
+            Self::WrongTransportDirection => "wrong_transport_direction",
+            Self::ProducerNotFound => "producer_not_found",
+            Self::ConsumerNotFound => "consumer_not_found",
+            Self::CannotConsume => "cannot_consume",
+            Self::Replaced => "replaced",
+            Self::SessionClosed => "session_closed",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::MediaRejected => "media_rejected",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// How a raw frame failed to become a [`ClientEnvelope`]; the reply still echoes the request id
+/// when one could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseFailure {
+    pub request_id: Option<RequestId>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Parses one text frame. Separating "not JSON", "unknown action" and "known action, bad fields"
+/// gives clients precise error codes instead of serde's one-size-fits-all message.
+pub fn parse_client_frame(text: &str) -> Result<ClientEnvelope, ParseFailure> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(ParseFailure {
+            request_id: None,
+            code: ErrorCode::FrameTooLarge,
+            message: format!("frames are limited to {MAX_MESSAGE_BYTES} bytes"),
+        });
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ParseFailure {
+        request_id: None,
+        code: ErrorCode::MalformedMessage,
+        message: format!("the frame is not valid JSON: {e}"),
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(ParseFailure {
+            request_id: None,
+            code: ErrorCode::MalformedMessage,
+            message: "the frame must be a JSON object".to_owned(),
+        });
+    };
+    let request_id = object.get("requestId").and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
+    let action = match object.get("action") {
+        Some(serde_json::Value::String(action)) => action.clone(),
+        Some(_) => {
+            return Err(ParseFailure {
+                request_id,
+                code: ErrorCode::MalformedMessage,
+                message: "\"action\" must be a string".to_owned(),
+            })
+        }
+        None => {
+            return Err(ParseFailure {
+                request_id,
+                code: ErrorCode::MalformedMessage,
+                message: "the frame has no \"action\"".to_owned(),
+            })
+        }
+    };
+    if !ClientMessage::ACTIONS.contains(&action.as_str()) {
+        // Echo a bounded prefix only: the action is client-controlled text.
+        let shown: String = action.chars().take(64).collect();
+        return Err(ParseFailure {
+            request_id,
+            code: ErrorCode::UnknownAction,
+            message: format!("unknown action {shown:?}"),
+        });
+    }
+    serde_json::from_value::<ClientEnvelope>(value).map_err(|e| ParseFailure {
+        request_id,
+        code: ErrorCode::MalformedMessage,
+        message: format!("invalid {action} message: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip_client(envelope: &ClientEnvelope) {
+        let text = serde_json::to_string(envelope).expect("serialize");
+        let back = parse_client_frame(&text).expect("parse");
+        assert_eq!(&back, envelope, "{text}");
+    }
+
+    fn round_trip_server(envelope: &ServerEnvelope) {
+        let text = serde_json::to_string(envelope).expect("serialize");
+        let back: ServerEnvelope = serde_json::from_str(&text).expect("parse");
+        assert_eq!(&back, envelope, "{text}");
+    }
+
+    /// mediasoup's id types can only be made by mediasoup or by deserializing a UUID.
+    fn fresh_id<T: serde::de::DeserializeOwned>() -> T {
+        let uuid = format!("{:08x}-0000-4000-8000-000000000000", rand::random::<u32>());
+        serde_json::from_value(serde_json::Value::String(uuid)).expect("uuid")
+    }
+
+    fn point(name: &str) -> PointName {
+        name.parse().expect("valid point name")
+    }
+
+    #[test]
+    fn join_uses_the_documented_wire_shape() {
+        let parsed = parse_client_frame(r#"{"action":"join","token":"abc","requestId":7}"#).expect("parse");
+        assert_eq!(parsed.request_id, Some(RequestId::Number(7)));
+        assert_eq!(parsed.message, ClientMessage::Join { token: "abc".to_owned() });
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        let transport_id = fresh_id::<TransportId>();
+        let producer_id = fresh_id::<ProducerId>();
+        let messages = [
+            ClientMessage::Join { token: "t".to_owned() },
+            ClientMessage::CreateWebRtcTransport { direction: Direction::Send },
+            ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: true },
+            ClientMessage::ConnectPlainTransport {
+                transport_id,
+                ip: "127.0.0.1".parse().expect("ip"),
+                port: 5004,
+                rtcp_port: None,
+            },
+            ClientMessage::Produce { transport_id, kind: MediaKind::Audio, rtp_parameters: RtpParameters::default() },
+            ClientMessage::CloseProducer { producer_id },
+            ClientMessage::Consume { transport_id, producer_id, rtp_capabilities: RtpCapabilities::default() },
+            ClientMessage::ResumeConsumer { consumer_id: fresh_id::<ConsumerId>() },
+            ClientMessage::Leave,
+        ];
+        for (i, message) in messages.into_iter().enumerate() {
+            let request_id = if i % 2 == 0 { Some(RequestId::Text(format!("r{i}"))) } else { None };
+            round_trip_client(&ClientEnvelope { request_id, message });
+        }
+    }
+
+    #[test]
+    fn every_action_is_listed_and_every_listed_action_exists() {
+        let samples = [
+            json!({"action": "join", "token": "t"}),
+            json!({"action": "createWebRtcTransport", "direction": "send"}),
+            json!({"action": "connectWebRtcTransport", "transportId": fresh_id::<TransportId>(),
+                   "dtlsParameters": {"role": "client", "fingerprints": []}}),
+            json!({"action": "createPlainTransport", "direction": "send"}),
+            json!({"action": "connectPlainTransport", "transportId": fresh_id::<TransportId>(),
+                   "ip": "127.0.0.1", "port": 1}),
+            json!({"action": "produce", "transportId": fresh_id::<TransportId>(), "kind": "video",
+                   "rtpParameters": {"codecs": [], "headerExtensions": [], "encodings": [],
+                                     "rtcp": {"reducedSize": true}}}),
+            json!({"action": "closeProducer", "producerId": fresh_id::<ProducerId>()}),
+            json!({"action": "consume", "transportId": fresh_id::<TransportId>(),
+                   "producerId": fresh_id::<ProducerId>(),
+                   "rtpCapabilities": {"codecs": [], "headerExtensions": []}}),
+            json!({"action": "resumeConsumer", "consumerId": fresh_id::<ConsumerId>()}),
+            json!({"action": "leave"}),
+        ];
+        assert_eq!(samples.len(), ClientMessage::ACTIONS.len());
+        for sample in samples {
+            let parsed = parse_client_frame(&sample.to_string()).unwrap_or_else(|e| panic!("{sample}: {e:?}"));
+            let action = serde_json::to_value(&parsed.message).expect("serialize")["action"]
+                .as_str()
+                .expect("action")
+                .to_owned();
+            assert!(ClientMessage::ACTIONS.contains(&action.as_str()));
+        }
+    }
+
+    #[test]
+    fn bad_frames_get_precise_codes() {
+        let code = |text: &str| parse_client_frame(text).map(|_| ()).map_err(|e| e.code);
+        assert_eq!(code("{not json"), Err(ErrorCode::MalformedMessage));
+        assert_eq!(code("[1,2]"), Err(ErrorCode::MalformedMessage));
+        assert_eq!(code(r#"{"token":"x"}"#), Err(ErrorCode::MalformedMessage));
+        assert_eq!(code(r#"{"action":42}"#), Err(ErrorCode::MalformedMessage));
+        assert_eq!(code(r#"{"action":"dance"}"#), Err(ErrorCode::UnknownAction));
+        assert_eq!(code(r#"{"action":"join"}"#), Err(ErrorCode::MalformedMessage));
+        assert_eq!(
+            code(r#"{"action":"createWebRtcTransport","direction":"sideways"}"#),
+            Err(ErrorCode::MalformedMessage)
+        );
+        let big = format!(r#"{{"action":"join","token":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(code(&big), Err(ErrorCode::FrameTooLarge));
+    }
+
+    #[test]
+    fn parse_failures_keep_the_request_id() {
+        let failure = parse_client_frame(r#"{"action":"dance","requestId":"abc"}"#).expect_err("unknown action");
+        assert_eq!(failure.request_id, Some(RequestId::Text("abc".to_owned())));
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let messages = [
+            ServerMessage::Joined {
+                point: point("p1"),
+                session: "ns/s".parse().expect("session"),
+                title: "Tiếp công dân".to_owned(),
+                router_rtp_capabilities: RtpCapabilitiesFinalized::default(),
+                peers: vec![PeerInfo {
+                    point: point("p2"),
+                    display_name: "UBND xã Phú Diễn".to_owned(),
+                    role: Role::Participant,
+                }],
+                producers: vec![ProducerInfo {
+                    producer_id: fresh_id::<ProducerId>(),
+                    point: point("p2"),
+                    kind: MediaKind::Video,
+                }],
+            },
+            ServerMessage::PlainTransportCreated {
+                transport_id: fresh_id::<TransportId>(),
+                direction: Direction::Send,
+                ip: "127.0.0.1".parse().expect("ip"),
+                port: 40000,
+                comedia: true,
+            },
+            ServerMessage::Produced { producer_id: fresh_id::<ProducerId>() },
+            ServerMessage::PeerLeft { point: point("p2") },
+            ServerMessage::Left,
+            ServerMessage::error(ErrorCode::WrongSession, "nope"),
+        ];
+        for message in messages {
+            round_trip_server(&ServerEnvelope { request_id: Some(RequestId::Number(1)), message });
+        }
+    }
+
+    #[test]
+    fn errors_have_the_documented_shape() {
+        let envelope = ServerEnvelope {
+            request_id: Some(RequestId::Text("q".to_owned())),
+            message: ServerMessage::error(ErrorCode::TokenExpired, "the token has expired"),
+        };
+        let value = serde_json::to_value(&envelope).expect("serialize");
+        assert_eq!(
+            value,
+            json!({"action": "error", "code": "token_expired",
+                   "message": "the token has expired", "requestId": "q"})
+        );
+        let push = serde_json::to_value(ServerEnvelope::push(ServerMessage::Left)).expect("ser");
+        assert_eq!(push, json!({"action": "left"}));
+    }
+
+    #[test]
+    fn error_code_labels_match_the_wire() {
+        for code in [
+            ErrorCode::MalformedMessage,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::TokenNotYetValid,
+            ErrorCode::WrongTransportDirection,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).expect("serialize"),
+                serde_json::Value::String(code.as_str().to_owned())
+            );
+        }
+    }
+}

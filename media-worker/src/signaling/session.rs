@@ -1,0 +1,257 @@
+//! One WebSocket signaling connection: parse each frame once, check the connection's state
+//! (joined or not), call the room, answer.
+//!
+//! The connection ends when the client leaves or disconnects, when the room kicks it (replaced by
+//! a newer connection of the same point, session closed, token revoked) or when the worker stops.
+
+use crate::metrics::Metrics;
+use crate::registry::{Joined, Registry};
+use crate::room::{Kick, Room};
+use crate::signaling::protocol::{
+    parse_client_frame, ClientEnvelope, ClientMessage, ErrorCode, RequestId, ServerEnvelope, ServerMessage,
+    MAX_MESSAGE_BYTES,
+};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// WebSocket close codes (RFC 6455 §7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// The transport-level cap given to axum: frames between [`MAX_MESSAGE_BYTES`] and this get a
+/// `frame_too_large` error and the connection stays usable; beyond it the WebSocket layer refuses
+/// to buffer the frame and the connection is closed.
+pub const HARD_FRAME_LIMIT: usize = 4 * MAX_MESSAGE_BYTES;
+
+/// What the shared parts of the server give each connection.
+#[derive(Debug, Clone)]
+pub struct SessionContext {
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    /// Becomes true when the worker stops; every connection then closes.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Why the read loop ended.
+enum End {
+    /// The client closed or the socket failed: nothing more to send.
+    Gone,
+    /// Close with this code after sending what is queued.
+    Close(u16, &'static str),
+}
+
+struct Connection {
+    ctx: SessionContext,
+    outbox: mpsc::UnboundedSender<ServerEnvelope>,
+    joined: Option<JoinedState>,
+}
+
+struct JoinedState {
+    // Dropping the membership leaves the room.
+    membership: crate::registry::Membership,
+    kicked: oneshot::Receiver<Kick>,
+}
+
+impl JoinedState {
+    fn room(&self) -> &Arc<Room> {
+        self.membership.room()
+    }
+}
+
+/// Serves one upgraded WebSocket until it ends.
+pub async fn run(socket: WebSocket, ctx: SessionContext) {
+    let (mut sink, mut stream) = socket.split();
+    let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<ServerEnvelope>();
+    let mut stop = ctx.stop.clone();
+    let mut conn = Connection { ctx, outbox, joined: None };
+
+    let end = loop {
+        let kicked = async {
+            match conn.joined.as_mut() {
+                Some(joined) => (&mut joined.kicked).await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            frame = stream.next() => match frame {
+                None | Some(Ok(Message::Close(_))) => break End::Gone,
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(end) = conn.on_text(text.as_str()).await {
+                        break end;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => conn.send_error(
+                    None,
+                    ErrorCode::MalformedMessage,
+                    "binary frames are not supported; send JSON text frames",
+                ),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Err(e)) => {
+                    // axum reports an over-limit frame as a read error; everything else is a
+                    // broken connection.
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("too big") || text.contains("limit") {
+                        conn.send_error(
+                            None,
+                            ErrorCode::FrameTooLarge,
+                            format!("frames are limited to {MAX_MESSAGE_BYTES} bytes"),
+                        );
+                        break End::Close(CLOSE_TOO_BIG, "frame too large");
+                    }
+                    tracing::debug!(error = %e, "signaling connection failed");
+                    break End::Gone;
+                }
+            },
+            Some(envelope) = outbox_rx.recv() => {
+                if send(&mut sink, &envelope).await.is_err() {
+                    break End::Gone;
+                }
+            }
+            why = kicked => {
+                let why = why.unwrap_or(Kick::SessionClosed);
+                conn.send_error(None, why.code(), why.message());
+                let code = if why == Kick::Shutdown { CLOSE_GOING_AWAY } else { CLOSE_POLICY };
+                break End::Close(code, why.message());
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    conn.send_error(None, Kick::Shutdown.code(), Kick::Shutdown.message());
+                    break End::Close(CLOSE_GOING_AWAY, Kick::Shutdown.message());
+                }
+            }
+        }
+    };
+
+    // Leave the room before flushing, so other points hear about it promptly.
+    conn.joined = None;
+    let Connection { outbox, .. } = conn;
+    drop(outbox);
+    if let End::Close(code, reason) = end {
+        while let Ok(envelope) = outbox_rx.try_recv() {
+            if send(&mut sink, &envelope).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    }
+    let _ = sink.close().await;
+}
+
+async fn send<S>(sink: &mut S, envelope: &ServerEnvelope) -> Result<(), ()>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let text = match serde_json::to_string(envelope) {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::error!(error = %e, "failed to serialize a signaling message");
+            return Ok(());
+        }
+    };
+    sink.send(Message::Text(text.into())).await.map_err(|_| ())
+}
+
+impl Connection {
+    fn reply(&self, request_id: Option<RequestId>, message: ServerMessage) {
+        if let ServerMessage::Error { code, .. } = &message {
+            self.ctx.metrics.count_error(*code);
+        }
+        let _ = self.outbox.send(ServerEnvelope { request_id, message });
+    }
+
+    fn send_error(&self, request_id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {
+        self.reply(request_id, ServerMessage::error(code, message));
+    }
+
+    async fn on_text(&mut self, text: &str) -> Option<End> {
+        match parse_client_frame(text) {
+            Ok(envelope) => self.on_message(envelope).await,
+            Err(failure) => {
+                self.send_error(failure.request_id, failure.code, failure.message);
+                None
+            }
+        }
+    }
+
+    async fn on_message(&mut self, envelope: ClientEnvelope) -> Option<End> {
+        let ClientEnvelope { request_id, message } = envelope;
+        match message {
+            ClientMessage::Join { token } => {
+                self.join(request_id, &token).await;
+                None
+            }
+            ClientMessage::Leave => {
+                if self.joined.take().is_some() {
+                    self.reply(request_id, ServerMessage::Left);
+                    Some(End::Close(CLOSE_NORMAL, "left"))
+                } else {
+                    self.send_error(request_id, ErrorCode::NotJoined, "join first");
+                    None
+                }
+            }
+            other => {
+                let Some(joined) = self.joined.as_ref() else {
+                    self.send_error(request_id, ErrorCode::NotJoined, "join first");
+                    return None;
+                };
+                let room = Arc::clone(joined.room());
+                let key = joined.membership.key().clone();
+                let result = match other {
+                    ClientMessage::CreateWebRtcTransport { direction } => {
+                        room.create_webrtc_transport(&key, direction).await
+                    }
+                    ClientMessage::ConnectWebRtcTransport { transport_id, dtls_parameters } => {
+                        room.connect_webrtc_transport(&key, transport_id, dtls_parameters).await
+                    }
+                    ClientMessage::CreatePlainTransport { direction, comedia } => {
+                        room.create_plain_transport(&key, direction, comedia).await
+                    }
+                    ClientMessage::ConnectPlainTransport { transport_id, ip, port, rtcp_port } => {
+                        room.connect_plain_transport(&key, transport_id, ip, port, rtcp_port).await
+                    }
+                    ClientMessage::Produce { transport_id, kind, rtp_parameters } => room
+                        .produce(&key, transport_id, kind, rtp_parameters)
+                        .await
+                        .map(|producer_id| ServerMessage::Produced { producer_id }),
+                    ClientMessage::CloseProducer { producer_id } => room.close_producer(&key, producer_id),
+                    ClientMessage::Consume { transport_id, producer_id, rtp_capabilities } => {
+                        room.consume(&key, transport_id, producer_id, rtp_capabilities).await
+                    }
+                    ClientMessage::ResumeConsumer { consumer_id } => room.resume_consumer(&key, consumer_id).await,
+                    ClientMessage::Join { .. } | ClientMessage::Leave => {
+                        // Handled above; kept exhaustive so a new action cannot be forgotten.
+                        return None;
+                    }
+                };
+                match result {
+                    Ok(message) => self.reply(request_id, message),
+                    Err(e) => {
+                        tracing::debug!(point = %key.point, error = %e, "request refused");
+                        self.send_error(request_id, e.code(), e.to_string());
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    async fn join(&mut self, request_id: Option<RequestId>, token: &str) {
+        if self.joined.is_some() {
+            self.send_error(request_id, ErrorCode::AlreadyJoined, "this connection has already joined");
+            return;
+        }
+        match self.ctx.registry.join(token, self.outbox.clone(), request_id.clone()).await {
+            Ok(Joined { membership, kicked }) => {
+                self.joined = Some(JoinedState { membership, kicked });
+            }
+            Err(e) => {
+                tracing::info!(code = e.code().as_str(), error = %e, "join refused");
+                self.send_error(request_id, e.code(), e.to_string());
+            }
+        }
+    }
+}

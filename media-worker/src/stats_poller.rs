@@ -1,0 +1,303 @@
+//! Polls mediasoup statistics on the media thread (the stats futures are `!Send`), turns them
+//! into per-point [`MediaSample`]s for verification, and updates the traffic metrics.
+
+use crate::cpu::CpuTracker;
+use crate::ids::PointName;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::room::{MediaTransport, MemberMedia};
+use crate::verification::MediaSample;
+use mediasoup::data_structures::{DtlsState, TransportTuple};
+use mediasoup::prelude::TransportGeneric;
+use mediasoup::prelude::{ConsumerId, MediaKind, ProducerId};
+use mediasoup::rtp_parameters::RtpCodecParameters;
+use std::collections::HashMap;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+/// Cumulative counters of one RTP stream at the previous poll.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamCounters {
+    pub bytes: u64,
+    pub packets: u64,
+    pub lost: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StreamKey {
+    Producer(ProducerId),
+    Consumer(ConsumerId),
+}
+
+/// Growth of a stream's counters since the previous poll.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamDelta {
+    pub bytes: u64,
+    pub packets: u64,
+    pub lost: u64,
+}
+
+impl StreamDelta {
+    pub fn between(previous: StreamCounters, now: StreamCounters) -> Self {
+        Self {
+            bytes: now.bytes.saturating_sub(previous.bytes),
+            packets: now.packets.saturating_sub(previous.packets),
+            lost: now.lost.saturating_sub(previous.lost),
+        }
+    }
+
+    pub fn flowing(&self) -> bool {
+        self.bytes > 0
+    }
+
+    /// Loss over the interval, percent; `None` when nothing was expected.
+    pub fn loss_percent(&self) -> Option<f64> {
+        let expected = self.packets + self.lost;
+        (expected > 0).then(|| self.lost as f64 * 100.0 / expected as f64)
+    }
+}
+
+/// Folds per-stream observations into one sample; "worst of" for the quality figures.
+#[derive(Debug, Default)]
+pub struct SampleBuilder {
+    sample: MediaSample,
+}
+
+fn worst(current: Option<f64>, new: Option<f64>) -> Option<f64> {
+    match (current, new) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl SampleBuilder {
+    pub fn connected(&mut self, connected: bool) {
+        self.sample.connected |= connected;
+    }
+
+    pub fn sent(&mut self, kind: MediaKind, delta: StreamDelta, rtt_ms: Option<f64>, jitter_ms: Option<f64>) {
+        if delta.flowing() {
+            match kind {
+                MediaKind::Audio => self.sample.sends_audio = true,
+                MediaKind::Video => self.sample.sends_video = true,
+            }
+        }
+        self.quality(delta, rtt_ms, jitter_ms);
+    }
+
+    /// `from_other` is false for a point consuming its own producer (self-test loopback), which
+    /// must not count as receiving the others.
+    pub fn received(&mut self, kind: MediaKind, delta: StreamDelta, from_other: bool, rtt_ms: Option<f64>) {
+        if delta.flowing() && from_other {
+            match kind {
+                MediaKind::Audio => self.sample.receives_audio = true,
+                MediaKind::Video => self.sample.receives_video = true,
+            }
+        }
+        self.quality(delta, rtt_ms, None);
+    }
+
+    fn quality(&mut self, delta: StreamDelta, rtt_ms: Option<f64>, jitter_ms: Option<f64>) {
+        self.sample.loss_percent = worst(self.sample.loss_percent, delta.loss_percent());
+        self.sample.rtt_ms = worst(self.sample.rtt_ms, rtt_ms);
+        self.sample.jitter_ms = worst(self.sample.jitter_ms, jitter_ms);
+    }
+
+    pub fn build(self) -> MediaSample {
+        self.sample
+    }
+}
+
+/// Runs until the registry is gone. Must be spawned on the media thread.
+pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous: HashMap<StreamKey, StreamCounters> = HashMap::new();
+    let mut cpu = CpuTracker::default();
+    loop {
+        ticker.tick().await;
+        let cpu_delta = cpu.sample();
+        metrics.mediasoup_cpu_seconds.with_label_values(&["user"]).inc_by(cpu_delta.user_seconds);
+        metrics.mediasoup_cpu_seconds.with_label_values(&["system"]).inc_by(cpu_delta.system_seconds);
+
+        let Some(registry_now) = registry.upgrade() else {
+            return;
+        };
+        let Some((generation, room)) = registry_now.live_room() else {
+            // No room: nobody is connected. Zero the session's gauges rather than leaving the
+            // last room's values behind.
+            previous.clear();
+            metrics.sessions.set(0);
+            if let Some(allocation) = registry_now.allocation() {
+                let session = [allocation.session.as_str()];
+                metrics.producers.with_label_values(&session).set(0);
+                metrics.consumers.with_label_values(&session).set(0);
+                metrics.connected_points.with_label_values(&session).set(0);
+            }
+            continue;
+        };
+        metrics.sessions.set(1);
+        drop(registry_now);
+        let session = room.session().clone();
+        let members = room.media_snapshot();
+        drop(room);
+
+        let mut current = HashMap::new();
+        let mut samples = Vec::with_capacity(members.len());
+        let (mut producers, mut consumers) = (0_i64, 0_i64);
+        for member in members {
+            producers += i64::try_from(member.producers.len()).unwrap_or(0);
+            consumers += i64::try_from(member.consumers.len()).unwrap_or(0);
+            let sample = sample_member(&member, &previous, &mut current, &metrics, session.as_str()).await;
+            samples.push((member.point, sample));
+        }
+        previous = current;
+        metrics.producers.with_label_values(&[session.as_str()]).set(producers);
+        metrics.consumers.with_label_values(&[session.as_str()]).set(consumers);
+        for (point, sample) in &samples {
+            publish_quality(&metrics, session.as_str(), point, sample);
+        }
+        if let Some(registry) = registry.upgrade() {
+            registry.record_samples(generation, samples, Instant::now(), jiff::Timestamp::now());
+        }
+    }
+}
+
+fn publish_quality(metrics: &Metrics, session: &str, point: &PointName, sample: &MediaSample) {
+    let labels = [session, point.as_str()];
+    metrics.loss_percent.with_label_values(&labels).set(sample.loss_percent.unwrap_or(0.0));
+    metrics.rtt_ms.with_label_values(&labels).set(sample.rtt_ms.unwrap_or(0.0));
+    metrics.jitter_ms.with_label_values(&labels).set(sample.jitter_ms.unwrap_or(0.0));
+}
+
+/// DTLS is up (WebRTC) or the remote address is known (plain RTP). Read from statistics because
+/// mediasoup 0.8.5 fails to parse the plain transport's `tuple` notification (comedia), so
+/// `PlainTransport::tuple()` never learns the remote side that way.
+async fn transport_connected(transport: &MediaTransport) -> bool {
+    match transport {
+        MediaTransport::WebRtc(t) => match t.get_stats().await {
+            Ok(stats) => stats.iter().any(|s| s.dtls_state == DtlsState::Connected),
+            Err(_) => t.dtls_state() == DtlsState::Connected,
+        },
+        MediaTransport::Plain(t) => match t.get_stats().await {
+            Ok(stats) => stats.iter().any(|s| matches!(s.tuple, Some(TransportTuple::WithRemote { .. }))),
+            Err(_) => matches!(t.tuple(), TransportTuple::WithRemote { .. }),
+        },
+    }
+}
+
+fn to_u64(v: usize) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+async fn sample_member(
+    member: &MemberMedia,
+    previous: &HashMap<StreamKey, StreamCounters>,
+    current: &mut HashMap<StreamKey, StreamCounters>,
+    metrics: &Metrics,
+    session: &str,
+) -> MediaSample {
+    let labels = [session, member.point.as_str()];
+    let mut builder = SampleBuilder::default();
+    for transport in &member.transports {
+        builder.connected(transport_connected(transport).await);
+    }
+
+    for producer in &member.producers {
+        let Ok(stats) = producer.get_stats().await else {
+            continue;
+        };
+        let clock_rate = producer
+            .rtp_parameters()
+            .codecs
+            .first()
+            .map(|codec| match codec {
+                RtpCodecParameters::Audio { clock_rate, .. } | RtpCodecParameters::Video { clock_rate, .. } => {
+                    clock_rate.get()
+                }
+            })
+            .unwrap_or(90_000);
+        let mut counters = StreamCounters::default();
+        let (mut rtt, mut jitter) = (None, None);
+        for stat in &stats {
+            counters.bytes += to_u64(stat.byte_count);
+            counters.packets += to_u64(stat.packet_count);
+            counters.lost += u64::from(stat.packets_lost);
+            rtt = worst(rtt, stat.round_trip_time.map(f64::from).filter(|v| *v > 0.0));
+            jitter = worst(jitter, Some(f64::from(stat.jitter) * 1000.0 / f64::from(clock_rate)));
+        }
+        let key = StreamKey::Producer(producer.id());
+        let delta = StreamDelta::between(previous.get(&key).copied().unwrap_or_default(), counters);
+        current.insert(key, counters);
+        metrics.bytes_in.with_label_values(&labels).inc_by(delta.bytes);
+        metrics.packets_in.with_label_values(&labels).inc_by(delta.packets);
+        builder.sent(producer.kind(), delta, rtt, jitter);
+    }
+
+    for entry in &member.consumers {
+        let consumer = &entry.consumer;
+        let Ok(stats) = consumer.get_stats().await else {
+            continue;
+        };
+        let stat = stats.consumer_stats();
+        let counters = StreamCounters {
+            bytes: to_u64(stat.byte_count),
+            packets: to_u64(stat.packet_count),
+            lost: u64::from(stat.packets_lost),
+        };
+        let key = StreamKey::Consumer(consumer.id());
+        let delta = StreamDelta::between(previous.get(&key).copied().unwrap_or_default(), counters);
+        current.insert(key, counters);
+        metrics.bytes_out.with_label_values(&labels).inc_by(delta.bytes);
+        metrics.packets_out.with_label_values(&labels).inc_by(delta.packets);
+        let rtt = stat.round_trip_time.map(f64::from).filter(|v| *v > 0.0);
+        builder.received(consumer.kind(), delta, entry.producer_point != member.point, rtt);
+    }
+    builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(bytes: u64, packets: u64, lost: u64) -> StreamDelta {
+        StreamDelta { bytes, packets, lost }
+    }
+
+    #[test]
+    fn deltas_survive_counter_resets() {
+        let before = StreamCounters { bytes: 100, packets: 10, lost: 1 };
+        let after = StreamCounters { bytes: 50, packets: 5, lost: 0 };
+        assert_eq!(StreamDelta::between(before, after), StreamDelta::default());
+    }
+
+    #[test]
+    fn loss_is_lost_over_expected() {
+        assert_eq!(delta(1, 99, 1).loss_percent(), Some(1.0));
+        assert_eq!(delta(0, 0, 0).loss_percent(), None);
+    }
+
+    #[test]
+    fn own_loopback_does_not_count_as_receiving_others() {
+        let mut builder = SampleBuilder::default();
+        builder.sent(MediaKind::Audio, delta(10, 1, 0), None, Some(2.0));
+        builder.received(MediaKind::Audio, delta(10, 1, 0), false, None);
+        builder.received(MediaKind::Video, delta(10, 1, 0), true, Some(20.0));
+        let sample = builder.build();
+        assert!(sample.sends_audio && !sample.sends_video);
+        assert!(!sample.receives_audio && sample.receives_video);
+        assert_eq!(sample.rtt_ms, Some(20.0));
+        assert_eq!(sample.jitter_ms, Some(2.0));
+        assert_eq!(sample.loss_percent, Some(0.0));
+    }
+
+    #[test]
+    fn quality_is_the_worst_stream() {
+        let mut builder = SampleBuilder::default();
+        builder.sent(MediaKind::Video, delta(10, 90, 10), Some(30.0), None);
+        builder.received(MediaKind::Video, delta(10, 99, 1), true, Some(80.0));
+        let sample = builder.build();
+        assert_eq!(sample.loss_percent, Some(10.0));
+        assert_eq!(sample.rtt_ms, Some(80.0));
+    }
+}

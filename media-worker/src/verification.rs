@@ -1,0 +1,285 @@
+//! Rehearsal ("chạy thử") verification of each point, and the `/v1/status` document.
+//!
+//! A point is *verified* once it has, without interruption for `--verify-seconds`, been sending
+//! audio and video, receiving audio and video from at least one other point, and had loss and
+//! round-trip time within the thresholds. Verification is sticky for the allocation: a later drop
+//! does not undo it (the rehearsal proved the office's setup works).
+//!
+//! This module is pure: samples come from the statistics poller, time is passed in.
+
+use crate::config::Thresholds;
+use crate::ids::{PointName, SessionId};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// One poll's view of a point's media.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MediaSample {
+    /// At least one transport is connected (DTLS for WebRTC, a known remote for plain RTP).
+    pub connected: bool,
+    /// An audio producer's byte count grew since the previous poll.
+    pub sends_audio: bool,
+    pub sends_video: bool,
+    /// A consumer of another point's audio producer received bytes since the previous poll.
+    pub receives_audio: bool,
+    pub receives_video: bool,
+    /// Worst round-trip time reported by RTCP, when any was.
+    pub rtt_ms: Option<f64>,
+    /// Worst loss of the point's outgoing (producer) and incoming (consumer) streams.
+    pub loss_percent: Option<f64>,
+    /// Worst inter-arrival jitter of the point's producers.
+    pub jitter_ms: Option<f64>,
+}
+
+impl MediaSample {
+    /// Media flows both ways within the thresholds. A missing RTT (no RTCP yet, e.g. plain RTP
+    /// without receiver reports) does not fail the check; a measured one over the limit does.
+    pub fn is_healthy(&self, thresholds: &Thresholds) -> bool {
+        self.connected
+            && self.sends_audio
+            && self.sends_video
+            && self.receives_audio
+            && self.receives_video
+            && self.loss_percent.unwrap_or(0.0) <= thresholds.max_loss_percent
+            && self.rtt_ms.unwrap_or(0.0) <= thresholds.max_rtt_ms
+    }
+}
+
+/// What the worker remembers about a point for the whole allocation.
+#[derive(Debug, Clone)]
+pub struct PointRecord {
+    display_name: String,
+    /// Joined at least once during this allocation.
+    joined: bool,
+    /// Has a signaling connection now.
+    present: bool,
+    last: MediaSample,
+    healthy_since: Option<Instant>,
+    verified_at: Option<jiff::Timestamp>,
+}
+
+impl PointRecord {
+    pub fn new(display_name: String) -> Self {
+        Self {
+            display_name,
+            joined: false,
+            present: false,
+            last: MediaSample::default(),
+            healthy_since: None,
+            verified_at: None,
+        }
+    }
+
+    pub fn on_join(&mut self, display_name: String) {
+        self.display_name = display_name;
+        self.joined = true;
+        self.present = true;
+        self.healthy_since = None;
+    }
+
+    pub fn on_leave(&mut self) {
+        self.present = false;
+        self.last = MediaSample::default();
+        self.healthy_since = None;
+    }
+
+    pub fn present(&self) -> bool {
+        self.present
+    }
+
+    pub fn verified(&self) -> bool {
+        self.verified_at.is_some()
+    }
+
+    pub fn last_sample(&self) -> MediaSample {
+        self.last
+    }
+
+    /// Takes one poll's sample; returns true when this sample completed verification.
+    pub fn observe(
+        &mut self,
+        sample: MediaSample,
+        now: Instant,
+        wall_now: jiff::Timestamp,
+        thresholds: &Thresholds,
+    ) -> bool {
+        if !self.present {
+            // A poll that raced with a leave: ignore rather than resurrect media state.
+            return false;
+        }
+        self.last = sample;
+        if !sample.is_healthy(thresholds) {
+            self.healthy_since = None;
+            return false;
+        }
+        let since = *self.healthy_since.get_or_insert(now);
+        if self.verified_at.is_none() && now.duration_since(since) >= thresholds.verify_for {
+            self.verified_at = Some(wall_now);
+            return true;
+        }
+        false
+    }
+
+    pub fn status(&self, name: &PointName) -> PointStatus {
+        let media = if self.present { self.last } else { MediaSample::default() };
+        PointStatus {
+            name: name.clone(),
+            display_name: self.display_name.clone(),
+            joined: self.joined,
+            present: self.present,
+            connected: self.present && media.connected,
+            sends_audio: media.sends_audio,
+            sends_video: media.sends_video,
+            receives_audio: media.receives_audio,
+            receives_video: media.receives_video,
+            verified: self.verified_at.is_some(),
+            verified_at: self.verified_at,
+            rtt_ms: media.rtt_ms,
+            loss_percent: media.loss_percent,
+            jitter_ms: media.jitter_ms,
+        }
+    }
+}
+
+/// One point in `/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PointStatus {
+    pub name: PointName,
+    pub display_name: String,
+    /// Joined at least once during this allocation.
+    pub joined: bool,
+    /// Has a signaling connection now (an addition to the contract's fields).
+    pub present: bool,
+    /// Present and with a connected media transport.
+    pub connected: bool,
+    pub sends_audio: bool,
+    pub sends_video: bool,
+    pub receives_audio: bool,
+    pub receives_video: bool,
+    pub verified: bool,
+    pub verified_at: Option<jiff::Timestamp>,
+    pub rtt_ms: Option<f64>,
+    pub loss_percent: Option<f64>,
+    pub jitter_ms: Option<f64>,
+}
+
+/// The `/v1/status` document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    pub session: Option<SessionId>,
+    pub title: Option<String>,
+    pub draining: bool,
+    pub points: Vec<PointStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn thresholds() -> Thresholds {
+        Thresholds { verify_for: Duration::from_secs(10), max_loss_percent: 2.0, max_rtt_ms: 300.0 }
+    }
+
+    fn flowing() -> MediaSample {
+        MediaSample {
+            connected: true,
+            sends_audio: true,
+            sends_video: true,
+            receives_audio: true,
+            receives_video: true,
+            rtt_ms: Some(40.0),
+            loss_percent: Some(0.5),
+            jitter_ms: Some(3.0),
+        }
+    }
+
+    fn joined() -> PointRecord {
+        let mut record = PointRecord::new("UBND xã".to_owned());
+        record.on_join("UBND xã".to_owned());
+        record
+    }
+
+    fn wall() -> jiff::Timestamp {
+        jiff::Timestamp::UNIX_EPOCH
+    }
+
+    #[test]
+    fn verified_after_an_unbroken_healthy_period() {
+        let mut record = joined();
+        let t0 = Instant::now();
+        for s in 0..10 {
+            assert!(!record.observe(flowing(), t0 + Duration::from_secs(s), wall(), &thresholds()));
+        }
+        assert!(record.observe(flowing(), t0 + Duration::from_secs(10), wall(), &thresholds()));
+        assert!(record.verified());
+    }
+
+    #[test]
+    fn a_break_restarts_the_period() {
+        let mut record = joined();
+        let t0 = Instant::now();
+        record.observe(flowing(), t0, wall(), &thresholds());
+        let lossy = MediaSample { loss_percent: Some(5.0), ..flowing() };
+        record.observe(lossy, t0 + Duration::from_secs(5), wall(), &thresholds());
+        record.observe(flowing(), t0 + Duration::from_secs(6), wall(), &thresholds());
+        assert!(!record.observe(flowing(), t0 + Duration::from_secs(12), wall(), &thresholds()));
+        assert!(record.observe(flowing(), t0 + Duration::from_secs(16), wall(), &thresholds()));
+    }
+
+    #[test]
+    fn receiving_nothing_from_others_is_not_healthy() {
+        let alone = MediaSample { receives_audio: false, receives_video: false, ..flowing() };
+        assert!(!alone.is_healthy(&thresholds()));
+        let slow = MediaSample { rtt_ms: Some(301.0), ..flowing() };
+        assert!(!slow.is_healthy(&thresholds()));
+        let unmeasured = MediaSample { rtt_ms: None, loss_percent: None, ..flowing() };
+        assert!(unmeasured.is_healthy(&thresholds()));
+    }
+
+    #[test]
+    fn verification_is_sticky_and_leaving_clears_live_fields() {
+        let mut record = joined();
+        let t0 = Instant::now();
+        record.observe(flowing(), t0, wall(), &thresholds());
+        record.observe(flowing(), t0 + Duration::from_secs(10), wall(), &thresholds());
+        record.on_leave();
+        let status = record.status(&"p".parse().expect("point"));
+        assert!(status.verified && status.joined);
+        assert!(!status.connected && !status.present && !status.sends_audio);
+        assert_eq!(status.verified_at, Some(wall()));
+    }
+
+    #[test]
+    fn samples_after_leaving_are_ignored() {
+        let mut record = joined();
+        record.on_leave();
+        record.observe(flowing(), Instant::now(), wall(), &thresholds());
+        assert!(!record.last_sample().connected);
+    }
+
+    #[test]
+    fn status_uses_the_contract_field_names() {
+        let status = joined().status(&"p".parse().expect("point"));
+        let value = serde_json::to_value(&status).expect("serialize");
+        for field in [
+            "name",
+            "displayName",
+            "joined",
+            "connected",
+            "sendsAudio",
+            "sendsVideo",
+            "receivesAudio",
+            "receivesVideo",
+            "verified",
+            "verifiedAt",
+            "rttMs",
+            "lossPercent",
+            "jitterMs",
+        ] {
+            assert!(value.get(field).is_some(), "missing {field}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Shared helpers for the integration tests: an in-process worker on an ephemeral port, tokens,
+//! a minimal HTTP client and bounded waits.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tiepdan_media_worker::config::ServeConfig;
+use tiepdan_media_worker::ids::SessionId;
+use tiepdan_media_worker::server::{self, RunningServer};
+use tiepdan_media_worker::signaling::protocol::Role;
+use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
+use tiepdan_media_worker::verification::WorkerStatus;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const SESSION: &str = "ubnd-hanoi/tiep-dan-thang-6";
+pub const KEY: &[u8] = b"4f1c2a9e8b7d6c5b4a3928170f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c";
+
+/// Upper bound for any wait on a condition in these tests.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn key() -> TokenKey {
+    TokenKey::from_bytes(KEY)
+}
+
+pub fn session() -> SessionId {
+    SESSION.parse().expect("session id")
+}
+
+/// A worker bound to [`SESSION`], one mediasoup worker, fast statistics.
+pub fn config() -> ServeConfig {
+    let mut config = ServeConfig::local(key());
+    config.session = Some((session(), "Tiếp công dân định kỳ".to_owned()));
+    config.stats_interval = Duration::from_millis(200);
+    config
+}
+
+pub async fn start() -> RunningServer {
+    start_with(config()).await
+}
+
+pub async fn start_with(config: ServeConfig) -> RunningServer {
+    server::start(config).await.expect("worker starts")
+}
+
+pub fn claims(point: &str) -> JoinClaims {
+    JoinClaims::for_point(
+        &session(),
+        &point.parse().expect("point name"),
+        &format!("Điểm cầu {point}"),
+        Role::Participant,
+        "Tiếp công dân định kỳ",
+        unix_now() - 5,
+        3600,
+    )
+}
+
+pub fn token(point: &str) -> String {
+    key().mint_join(&claims(point)).expect("mint")
+}
+
+pub fn admin_token() -> String {
+    key().mint_admin(unix_now(), 60).expect("mint admin")
+}
+
+/// A response from [`http`].
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A tiny HTTP/1.1 client (one request per connection), enough for the worker's endpoints.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = bearer {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.expect("response in time").expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("header end");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_owned() };
+    HttpResponse { status, body }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || tail.len() < size {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http(addr, "GET", path, None, None).await
+}
+
+pub async fn status(addr: SocketAddr) -> WorkerStatus {
+    let response = get(addr, "/v1/status").await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    serde_json::from_str(&response.body).expect("status JSON")
+}
+
+pub async fn assert_healthy(addr: SocketAddr) {
+    let response = get(addr, "/healthz").await;
+    assert_eq!(response.status, 200);
+}
+
+/// Polls `check` until it returns `Some`, failing the test after [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `/v1/status` until `check` accepts it.
+pub async fn status_until(addr: SocketAddr, what: &str, check: impl Fn(&WorkerStatus) -> bool) -> WorkerStatus {
+    eventually(what, || async {
+        let status = status(addr).await;
+        check(&status).then_some(status)
+    })
+    .await
+}

@@ -1,0 +1,391 @@
+//! Signaling against a real worker on 127.0.0.1: refusals carry the right code and never take
+//! the worker down; status follows joins and leaves; one point has one connection.
+
+mod common;
+
+use common::*;
+use tiepdan_media_worker::probe::client::{ClientError, SignalingClient};
+use tiepdan_media_worker::signaling::protocol::{
+    ClientMessage, Direction, ErrorCode, RequestId, ServerMessage, MAX_MESSAGE_BYTES,
+};
+use tiepdan_media_worker::tokens::TokenKey;
+
+async fn join_error(url: &str, token: String) -> ErrorCode {
+    let mut client = SignalingClient::connect(url).await.expect("connect");
+    let err = client.request(ClientMessage::Join { token }).await.expect_err("join must be refused");
+    err.code().unwrap_or_else(|| panic!("expected a refusal, got {err:?}"))
+}
+
+async fn expect_error(client: &mut SignalingClient, text: String) -> (ErrorCode, Option<RequestId>) {
+    client.send_text(text).await.expect("send");
+    match client.next().await.expect("reply").into_parts() {
+        (ServerMessage::Error { code, .. }, request_id) => (code, request_id),
+        (other, _) => panic!("expected an error, got {other:?}"),
+    }
+}
+
+trait IntoParts {
+    fn into_parts(self) -> (ServerMessage, Option<RequestId>);
+}
+
+impl IntoParts for tiepdan_media_worker::signaling::protocol::ServerEnvelope {
+    fn into_parts(self) -> (ServerMessage, Option<RequestId>) {
+        (self.message, self.request_id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_token_is_refused_and_the_worker_stays_up() {
+    let server = start().await;
+    let forged = TokenKey::from_bytes(b"not the pool key").mint_join(&claims("xa-a")).expect("mint");
+    assert_eq!(join_error(&server.ws_url(), forged).await, ErrorCode::InvalidToken);
+    assert_eq!(join_error(&server.ws_url(), "garbage".to_owned()).await, ErrorCode::InvalidToken);
+    assert_healthy(server.local_addr()).await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_premature_tokens_are_refused() {
+    let server = start().await;
+    let mut expired = claims("xa-a");
+    expired.nbf -= 7200;
+    expired.exp = expired.nbf + 60;
+    let token = key().mint_join(&expired).expect("mint");
+    assert_eq!(join_error(&server.ws_url(), token).await, ErrorCode::TokenExpired);
+
+    let mut early = claims("xa-a");
+    early.nbf += 3600;
+    early.exp += 7200;
+    let token = key().mint_join(&early).expect("mint");
+    assert_eq!(join_error(&server.ws_url(), token).await, ErrorCode::TokenNotYetValid);
+    assert_healthy(server.local_addr()).await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_for_another_session_is_refused() {
+    let server = start().await;
+    let mut other = claims("xa-a");
+    other.aud = "ubnd-hanoi/another-session".to_owned();
+    let token = key().mint_join(&other).expect("mint");
+    assert_eq!(join_error(&server.ws_url(), token).await, ErrorCode::WrongSession);
+    assert_healthy(server.local_addr()).await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_precise_errors_and_the_connection_stays_usable() {
+    let server = start().await;
+    let mut client = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+
+    let (code, _) = expect_error(&mut client, "{this is not json".to_owned()).await;
+    assert_eq!(code, ErrorCode::MalformedMessage);
+
+    let (code, request_id) = expect_error(&mut client, r#"{"action":"teleport","requestId":"r1"}"#.to_owned()).await;
+    assert_eq!(code, ErrorCode::UnknownAction);
+    assert_eq!(request_id, Some(RequestId::Text("r1".to_owned())));
+
+    let (code, _) = expect_error(&mut client, r#"{"action":"join"}"#.to_owned()).await;
+    assert_eq!(code, ErrorCode::MalformedMessage);
+
+    let (code, request_id) =
+        expect_error(&mut client, r#"{"action":"createWebRtcTransport","direction":"send","requestId":9}"#.to_owned())
+            .await;
+    assert_eq!(code, ErrorCode::NotJoined);
+    assert_eq!(request_id, Some(RequestId::Number(9)));
+
+    let err = client
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send, comedia: false })
+        .await
+        .expect_err("not joined");
+    assert_eq!(err.code(), Some(ErrorCode::NotJoined));
+
+    // The same connection can still join after all that.
+    let joined = client.request(ClientMessage::Join { token: token("xa-a") }).await.expect("join");
+    assert!(matches!(joined, ServerMessage::Joined { .. }));
+    let err = client.request(ClientMessage::Join { token: token("xa-a") }).await.expect_err("second join");
+    assert_eq!(err.code(), Some(ErrorCode::AlreadyJoined));
+    assert_healthy(server.local_addr()).await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frames_are_refused_gracefully() {
+    let server = start().await;
+    let mut client = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    let big = format!(r#"{{"action":"join","token":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES + 1));
+    let (code, _) = expect_error(&mut client, big).await;
+    assert_eq!(code, ErrorCode::FrameTooLarge);
+    // Still usable.
+    let joined =
+        client.request(ClientMessage::Join { token: token("xa-a") }).await.expect("join after a refused frame");
+    assert!(matches!(joined, ServerMessage::Joined { .. }));
+
+    // Far beyond the limit the WebSocket layer refuses to buffer it and the connection closes
+    // (with an error first when the socket still allows it).
+    let mut client = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    let huge = "y".repeat(MAX_MESSAGE_BYTES * 16);
+    let _ = client.send_text(huge).await;
+    loop {
+        match client.next().await {
+            Ok(envelope) => match envelope.message {
+                ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::FrameTooLarge),
+                other => panic!("unexpected {other:?}"),
+            },
+            Err(ClientError::Closed { .. } | ClientError::Socket(_)) => break,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_healthy(server.local_addr()).await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reflects_joins_and_leaves() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let initial = status(addr).await;
+    assert_eq!(initial.session.as_ref().map(|s| s.as_str()), Some(SESSION));
+    assert!(initial.points.is_empty());
+
+    let mut a = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    a.request(ClientMessage::Join { token: token("xa-a") }).await.expect("join a");
+    let mut b = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    let ServerMessage::Joined { peers, .. } =
+        b.request(ClientMessage::Join { token: token("xa-b") }).await.expect("join b")
+    else {
+        panic!("expected joined");
+    };
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].point.as_str(), "xa-a");
+    assert_eq!(peers[0].display_name, "Điểm cầu xa-a");
+    let pushed = a.wait_for(|m| matches!(m, ServerMessage::PeerJoined { .. })).await.expect("peerJoined");
+    assert!(matches!(pushed, ServerMessage::PeerJoined { point, .. } if point.as_str() == "xa-b"));
+
+    let both = status(addr).await;
+    assert_eq!(both.points.len(), 2);
+    assert!(both.points.iter().all(|p| p.joined && p.present));
+
+    let left = b.request(ClientMessage::Leave).await.expect("leave");
+    assert_eq!(left, ServerMessage::Left);
+    a.wait_for(|m| matches!(m, ServerMessage::PeerLeft { point } if point.as_str() == "xa-b")).await.expect("peerLeft");
+    let after =
+        status_until(addr, "xa-b to be gone", |s| s.points.iter().any(|p| p.name.as_str() == "xa-b" && !p.present))
+            .await;
+    let b_status = after.points.iter().find(|p| p.name.as_str() == "xa-b").expect("listed");
+    assert!(b_status.joined && !b_status.connected);
+    assert!(after.points.iter().any(|p| p.name.as_str() == "xa-a" && p.present));
+
+    // A dropped connection counts as leaving too.
+    drop(a);
+    status_until(addr, "xa-a to be gone", |s| s.points.iter().all(|p| !p.present)).await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_for_the_same_point_replaces_the_first() {
+    let server = start().await;
+    let mut observer = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    observer.request(ClientMessage::Join { token: token("xa-observer") }).await.expect("join observer");
+
+    let mut first = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    first.request(ClientMessage::Join { token: token("xa-a") }).await.expect("first join");
+    let mut second = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    second.request(ClientMessage::Join { token: token("xa-a") }).await.expect("second join");
+
+    let replaced =
+        first.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await.expect("error on the first connection");
+    assert!(matches!(replaced, ServerMessage::Error { code: ErrorCode::Replaced, .. }));
+    first.wait_closed().await.expect("first closed");
+
+    // The newer connection keeps working.
+    let created = second
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .await
+        .expect("second connection works");
+    assert!(matches!(created, ServerMessage::PlainTransportCreated { .. }));
+    let status = status(server.local_addr()).await;
+    let a = status.points.iter().find(|p| p.name.as_str() == "xa-a").expect("listed");
+    assert!(a.present, "the replacing connection must keep the point present");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_endpoints_bind_and_release_the_worker() {
+    let mut config = config();
+    config.session = None;
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+
+    assert_eq!(join_error(&server.ws_url(), token("xa-a")).await, ErrorCode::SessionNotAllocated);
+
+    let body = format!(r#"{{"session":"{SESSION}","title":"Phiên tiếp dân","epoch":1}}"#);
+    let unauthorized = http(addr, "PUT", "/v1/allocation", None, Some(&body)).await;
+    assert_eq!(unauthorized.status, 401);
+    let forged = TokenKey::from_bytes(b"wrong").mint_admin(0, i64::MAX / 2).expect("mint");
+    let forged = http(addr, "PUT", "/v1/allocation", Some(&forged), Some(&body)).await;
+    assert_eq!(forged.status, 401);
+
+    let admin = admin_token();
+    let put = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&body)).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let again = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&body)).await;
+    assert_eq!(again.status, 200, "idempotent for the same session");
+    let other = r#"{"session":"ubnd-hanoi/other","title":"x","epoch":0}"#;
+    let conflict = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(other)).await;
+    assert_eq!(conflict.status, 409);
+    assert!(conflict.body.contains("already_allocated"), "{}", conflict.body);
+    let malformed = http(addr, "PUT", "/v1/allocation", Some(&admin), Some("{")).await;
+    assert_eq!(malformed.status, 400);
+
+    // Epoch 1 now: a token with epoch 0 is revoked.
+    assert_eq!(join_error(&server.ws_url(), token("xa-a")).await, ErrorCode::TokenRevoked);
+    let mut current = claims("xa-a");
+    current.epoch = 1;
+    let mut client = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    client
+        .request(ClientMessage::Join { token: key().mint_join(&current).expect("mint") })
+        .await
+        .expect("join with the current epoch");
+    assert_eq!(status(addr).await.points.len(), 1);
+
+    let delete = http(addr, "DELETE", "/v1/allocation", Some(&admin), None).await;
+    assert_eq!(delete.status, 204);
+    let closed = client.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await.expect("session closed");
+    assert!(matches!(closed, ServerMessage::Error { code: ErrorCode::SessionClosed, .. }));
+    let idle = status(addr).await;
+    assert!(idle.session.is_none() && idle.points.is_empty());
+    assert_healthy(addr).await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_refuses_new_joins_and_turns_unready() {
+    let server = start().await;
+    let addr = server.local_addr();
+    assert_eq!(get(addr, "/readyz").await.status, 200);
+    let mut present = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    present.request(ClientMessage::Join { token: token("xa-a") }).await.expect("join");
+
+    let registry = std::sync::Arc::clone(server.registry());
+    let drain = tokio::spawn(server.drain_and_stop());
+    eventually("draining", || async { registry.is_draining().then_some(()) }).await;
+    assert_eq!(get(addr, "/readyz").await.status, 503);
+    assert!(status(addr).await.draining);
+    assert_eq!(join_error(&format!("ws://{addr}/v1/ws"), token("xa-b")).await, ErrorCode::Draining);
+
+    // The point already in the session keeps working until it leaves; then the worker stops.
+    present
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send, comedia: false })
+        .await
+        .expect("existing point still served");
+    present.request(ClientMessage::Leave).await.expect("leave");
+    tokio::time::timeout(WAIT, drain)
+        .await
+        .expect("drain finishes once the last point left")
+        .expect("task")
+        .expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prefixed_and_count_refusals() {
+    let server = start().await;
+    let _ = join_error(&server.ws_url(), "garbage".to_owned()).await;
+    let metrics = get(server.local_addr(), "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains(r#"tiepdan_worker_signaling_errors_total{code="invalid_token"} 1"#));
+    assert!(metrics.body.contains("tiepdan_worker_mediasoup_workers 1"));
+    for line in metrics.body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        assert!(line.starts_with("tiepdan_worker_"), "{line}");
+    }
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_transports_are_offered_on_the_rtc_address() {
+    let server = start().await;
+    let mut client = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    let ServerMessage::Joined { router_rtp_capabilities, .. } =
+        client.request(ClientMessage::Join { token: token("xa-a") }).await.expect("join")
+    else {
+        panic!("expected joined");
+    };
+    let codecs = serde_json::to_string(&router_rtp_capabilities).expect("serialize");
+    for needle in ["audio/opus", "video/VP8", "video/H264", "42e01f"] {
+        assert!(codecs.contains(needle), "router capabilities lack {needle}");
+    }
+
+    let created =
+        client.request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send }).await.expect("create");
+    let ServerMessage::WebRtcTransportCreated { transport_id, ice_candidates, dtls_parameters, .. } = created else {
+        panic!("expected webRtcTransportCreated, got {created:?}");
+    };
+    assert!(!ice_candidates.is_empty());
+    assert!(ice_candidates.iter().all(|c| c.ip.to_string() == "127.0.0.1" && (40000..=49999).contains(&c.port)));
+
+    // The client's DTLS parameters: any well-formed fingerprint is accepted at this stage.
+    let mut client_dtls = dtls_parameters.clone();
+    client_dtls.role = mediasoup::data_structures::DtlsRole::Client;
+    let connected = client
+        .request(ClientMessage::ConnectWebRtcTransport { transport_id, dtls_parameters: client_dtls })
+        .await
+        .expect("connect");
+    assert_eq!(connected, ServerMessage::TransportConnected { transport_id });
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_requests_are_checked_against_the_connection_state() {
+    let server = start().await;
+    let mut client = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    client.request(ClientMessage::Join { token: token("xa-a") }).await.expect("join");
+    let ServerMessage::PlainTransportCreated { transport_id, .. } = client
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .await
+        .expect("create")
+    else {
+        panic!("expected plainTransportCreated");
+    };
+
+    let produce = r#"{"action":"produce","transportId":"TID","kind":"audio","rtpParameters":{"codecs":[{"mimeType":"audio/opus","payloadType":100,"clockRate":48000,"channels":2,"parameters":{},"rtcpFeedback":[]}],"headerExtensions":[],"encodings":[{"ssrc":1111}],"rtcp":{"reducedSize":true}}}"#;
+    let (code, _) = expect_error(&mut client, produce.replace("TID", &transport_id.to_string())).await;
+    assert_eq!(code, ErrorCode::WrongTransportDirection);
+    let unknown = "00000000-0000-4000-8000-000000000001";
+    let (code, _) = expect_error(&mut client, produce.replace("TID", unknown)).await;
+    assert_eq!(code, ErrorCode::TransportNotFound);
+
+    let consume = format!(
+        r#"{{"action":"consume","transportId":"{transport_id}","producerId":"{unknown}","rtpCapabilities":{{"codecs":[],"headerExtensions":[]}}}}"#
+    );
+    let (code, _) = expect_error(&mut client, consume).await;
+    assert_eq!(code, ErrorCode::ProducerNotFound);
+    let resume = format!(r#"{{"action":"resumeConsumer","consumerId":"{unknown}"}}"#);
+    let (code, _) = expect_error(&mut client, resume).await;
+    assert_eq!(code, ErrorCode::ConsumerNotFound);
+
+    // Garbage RTP parameters are mediasoup's to refuse, not a reason to fall over.
+    let ServerMessage::PlainTransportCreated { transport_id: send, .. } = client
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send, comedia: false })
+        .await
+        .expect("create")
+    else {
+        panic!("expected plainTransportCreated");
+    };
+    let bogus = produce
+        .replace("TID", &send.to_string())
+        .replace("\"payloadType\":100", "\"payloadType\":250")
+        .replace("audio/opus", "audio/PCMU");
+    let (code, _) = expect_error(&mut client, bogus).await;
+    assert_eq!(code, ErrorCode::MediaRejected);
+
+    for _ in 0..7 {
+        client.request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false }).await.ok();
+    }
+    let err = client
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .await
+        .expect_err("over the per-point limit");
+    assert_eq!(err.code(), Some(ErrorCode::LimitExceeded));
+    assert_healthy(server.local_addr()).await;
+    server.stop().await.expect("stop");
+}
