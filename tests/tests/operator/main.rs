@@ -9,6 +9,7 @@
 mod common;
 
 mod api_schema;
+mod live_worker;
 mod pool_scaling;
 mod semantic_validation;
 mod session_timeline;

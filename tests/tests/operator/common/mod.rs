@@ -118,3 +118,15 @@ pub fn start_operator(client: Client, namespace: &str, clock: Arc<dyn Clock>) ->
     }));
     Operator { stop: Some(tx), task }
 }
+
+/// The real `tiepdan-media-worker` binary for worker pods: `TIEPDAN_MEDIA_WORKER_BIN`, else the
+/// debug build in Cargo's target dir. `scripts/test` builds it before the tests run.
+pub fn media_worker_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TIEPDAN_MEDIA_WORKER_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("target"));
+    let bin = target.join("debug/tiepdan-media-worker");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p media-worker` first (scripts/test does)", bin.display());
+    bin
+}

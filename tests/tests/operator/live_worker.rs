@@ -1,0 +1,153 @@
+//! The operator with real media-worker processes (the harness node runs them for worker pods):
+//! a warm worker is bound to the session, two points exchange media through it, the worker
+//! verifies them, and the session is Ready at the deadline.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::Api;
+use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
+use tiepdan_media_worker::probe::peer::PlainPeer;
+use tiepdan_operator::api::{ReceptionPoint, ReceptionSession, SessionPhase};
+use tiepdan_operator::clock::SimClock;
+
+use crate::common::{cluster, kubectl_apply_yaml, media_worker_bin, start_operator};
+
+const TOPOLOGY: &str = r#"
+apiVersion: tiepdan.io/v1alpha1
+kind: MediaWorkerPool
+metadata: {name: default}
+spec: {replicas: 1, rtcPorts: {min: 42000, max: 42099}}
+---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionPoint
+metadata: {name: tinh-hung-yen}
+spec: {displayName: "Ban Tiếp công dân tỉnh Hưng Yên", level: Province}
+---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionPoint
+metadata: {name: thi-xa-my-hao}
+spec: {displayName: "Ban Tiếp công dân thị xã Mỹ Hào", level: Town, parent: tinh-hung-yen}
+---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionPoint
+metadata: {name: di-su}
+spec: {displayName: "UBND phường Dị Sử", level: Commune, parent: thi-xa-my-hao}
+---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionSession
+metadata: {name: chay-thu}
+spec:
+  title: "Chạy thử kết nối"
+  host: thi-xa-my-hao
+  points: [di-su]
+  schedule: {start: "START", durationMinutes: 60}
+  readiness: {deadline: "DEADLINE", rehearsalMinutes: 60}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_verified_by_a_real_worker_make_the_session_ready_at_the_deadline() {
+    let cp = cluster().await;
+    let client = cp.client().await.unwrap();
+    let ns = unique_name("live");
+    create_namespace(&client, &ns).await.unwrap();
+    let _node = Node::start(
+        client.clone(),
+        NodeOptions::new(NodeMode::Processes { media_worker_bin: media_worker_bin() }).in_namespace(&ns),
+    )
+    .unwrap();
+    // The worker checks token times on the real clock, so this schedule is anchored to now: the
+    // rehearsal is on (it began a minute ago), the deadline is in an hour, the start in two.
+    let now = jiff::Timestamp::now();
+    let deadline = now + jiff::SignedDuration::from_mins(59);
+    let start = now + jiff::SignedDuration::from_mins(120);
+    let clock = SimClock::new(now);
+    let _op = start_operator(client.clone(), &ns, Arc::new(clock.clone()));
+    let yaml = TOPOLOGY.replace("START", &start.to_string()).replace("DEADLINE", &deadline.to_string());
+    let out = kubectl_apply_yaml(cp, &ns, &yaml);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
+    // WorkerReady with this message means the warm worker answered the allocation call.
+    let session = wait_for(Duration::from_secs(60), "the warm worker bound to the session", || {
+        let sessions = sessions.clone();
+        async move {
+            let s = sessions.get("chay-thu").await.map_err(|e| e.to_string())?;
+            let c = s.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == "WorkerReady").cloned());
+            match c {
+                Some(c) if c.status == "True" && c.message.contains("serving the session") => Ok(s),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let pod_name = session.status.unwrap().worker.unwrap().pod.unwrap();
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns).get(&pod_name).await.unwrap();
+    let ip = pod.status.unwrap().pod_ip.unwrap();
+    let url = format!("ws://{ip}:8080/v1/ws");
+    let tokens =
+        Api::<Secret>::namespaced(client.clone(), &ns).get("chay-thu-join-tokens").await.unwrap().data.unwrap();
+    let token = |p: &str| String::from_utf8(tokens[p].0.clone()).unwrap();
+
+    // Two points publish and consume each other, as the officers' consoles do.
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut host = PlainPeer::join(&url, &token("thi-xa-my-hao"), local).await.expect("host joins");
+    let host_out = host.publish().await.unwrap();
+    let mut commune = PlainPeer::join(&url, &token("di-su"), local).await.expect("commune joins");
+    let commune_out = commune.publish().await.unwrap();
+    for p in [host_out.audio, host_out.video] {
+        commune.consume(p).await.unwrap();
+    }
+    for p in [commune_out.audio, commune_out.video] {
+        host.consume(p).await.unwrap();
+    }
+    let sender = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            if host.send_once(50).await.is_err() || commune.send_once(50).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    // The worker verifies both (10 s of clean media by default); the operator copies it over.
+    wait_for(Duration::from_secs(60), "both points verified in the session status", || {
+        let sessions = sessions.clone();
+        async move {
+            let st = sessions.get("chay-thu").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+            if st.verified.as_deref() == Some("2/2") {
+                Ok(())
+            } else {
+                Err(format!("{:?}", st.points))
+            }
+        }
+    })
+    .await
+    .unwrap();
+    sender.abort();
+
+    clock.set(deadline);
+    let s = wait_for(Duration::from_secs(30), "phase Ready at the deadline", || {
+        let sessions = sessions.clone();
+        async move {
+            let s = sessions.get("chay-thu").await.map_err(|e| e.to_string())?;
+            match s.status.as_ref().and_then(|st| st.phase) {
+                Some(SessionPhase::Ready) => Ok(s),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let rbd = s.status.unwrap().conditions.into_iter().find(|c| c.type_ == "ReadyByDeadline").unwrap();
+    assert_eq!((rbd.status.as_str(), rbd.reason.as_str()), ("True", "VerifiedBeforeDeadline"));
+
+    // The point itself remembers its last verification.
+    let point = Api::<ReceptionPoint>::namespaced(client.clone(), &ns).get("di-su").await.unwrap();
+    let lv = point.status.unwrap().last_verification.expect("lastVerification recorded");
+    assert_eq!(lv.session, "chay-thu");
+}
