@@ -8,6 +8,7 @@
 
 mod common;
 
+mod admission_webhook;
 mod api_schema;
 mod live_worker;
 mod pool_scaling;

@@ -1,0 +1,213 @@
+//! The webhook configurations, with the operator's CA injected as `caBundle`, and the CA itself,
+//! kept in a Secret so that restarts and replicas share it.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::ByteString;
+use kube::api::{Api, PostParams};
+
+use crate::apply;
+use crate::build::labels;
+use crate::pki::{self, Ca};
+
+/// The Secret holding the operator's CA.
+pub const CA_SECRET: &str = "tiepdan-ca";
+/// The ConfigMap publishing the CA certificate (the trust bundle) for clients.
+pub const TRUST_BUNDLE: &str = "tiepdan-trust-bundle";
+
+/// Errors registering the webhooks.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read or store the CA")]
+    CaSecret(#[source] kube::Error),
+    #[error(transparent)]
+    Pki(#[from] pki::Error),
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+}
+
+/// Where the API server reaches the webhook.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// In cluster: a Service in front of the operator.
+    Service { namespace: String, name: String, port: i32 },
+    /// Out of cluster (tests, local runs): a base URL such as `https://127.0.0.1:8443`.
+    Url(String),
+}
+
+/// Options for the configurations.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// The configurations' name (one per installation).
+    pub name: String,
+    pub endpoint: Endpoint,
+    /// Only namespaces matching this selector are checked (all when `None`).
+    pub namespace_selector: Option<LabelSelector>,
+}
+
+fn client_config(endpoint: &Endpoint, path: &str, ca_pem: &str) -> WebhookClientConfig {
+    let ca_bundle = Some(ByteString(ca_pem.as_bytes().to_vec()));
+    match endpoint {
+        Endpoint::Service { namespace, name, port } => WebhookClientConfig {
+            service: Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path: Some(path.to_owned()),
+                port: Some(*port),
+            }),
+            ca_bundle,
+            url: None,
+        },
+        Endpoint::Url(base) => WebhookClientConfig { url: Some(format!("{base}{path}")), ca_bundle, service: None },
+    }
+}
+
+fn rules(resources: &[&str]) -> Vec<RuleWithOperations> {
+    vec![RuleWithOperations {
+        api_groups: Some(vec![crate::api::GROUP.to_owned()]),
+        api_versions: Some(vec!["v1alpha1".to_owned()]),
+        operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        scope: Some("Namespaced".to_owned()),
+    }]
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        labels: Some(labels::common(name, "admission-webhook")),
+        ..Default::default()
+    }
+}
+
+/// The validating configuration: sessions, points and pools.
+pub fn validating(reg: &Registration, ca_pem: &str) -> ValidatingWebhookConfiguration {
+    ValidatingWebhookConfiguration {
+        metadata: meta(&reg.name),
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "validate.tiepdan.io".to_owned(),
+            client_config: client_config(&reg.endpoint, "/validate", ca_pem),
+            rules: Some(rules(&["receptionsessions", "receptionpoints", "mediaworkerpools"])),
+            admission_review_versions: vec!["v1".to_owned()],
+            side_effects: "None".to_owned(),
+            failure_policy: Some("Fail".to_owned()),
+            namespace_selector: reg.namespace_selector.clone(),
+            timeout_seconds: Some(5),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// The mutating configuration: defaults for points.
+pub fn mutating(reg: &Registration, ca_pem: &str) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: meta(&reg.name),
+        webhooks: Some(vec![MutatingWebhook {
+            name: "default.tiepdan.io".to_owned(),
+            client_config: client_config(&reg.endpoint, "/mutate", ca_pem),
+            rules: Some(rules(&["receptionpoints"])),
+            admission_review_versions: vec!["v1".to_owned()],
+            side_effects: "None".to_owned(),
+            failure_policy: Some("Fail".to_owned()),
+            namespace_selector: reg.namespace_selector.clone(),
+            reinvocation_policy: Some("IfNeeded".to_owned()),
+            timeout_seconds: Some(5),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// Loads the CA from its Secret in `namespace`, creating it (once; never overwritten) if absent,
+/// and publishes the trust bundle ConfigMap beside it.
+pub async fn ensure_ca(client: &kube::Client, namespace: &str, now: Timestamp) -> Result<Ca, Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let read = |s: Secret| -> Option<Ca> {
+        let d = s.data?;
+        let text = |k: &str| d.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+        Some(Ca { cert_pem: text("tls.crt")?, key_pem: text("tls.key")? })
+    };
+    let ca = match secrets.get_opt(CA_SECRET).await.map_err(Error::CaSecret)?.and_then(read) {
+        Some(ca) => ca,
+        None => {
+            let ca = pki::new_ca(now)?;
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(CA_SECRET.to_owned()),
+                    labels: Some(labels::common(CA_SECRET, "ca")),
+                    ..Default::default()
+                },
+                type_: Some("kubernetes.io/tls".to_owned()),
+                data: Some(BTreeMap::from([
+                    ("tls.crt".to_owned(), ByteString(ca.cert_pem.clone().into_bytes())),
+                    ("tls.key".to_owned(), ByteString(ca.key_pem.clone().into_bytes())),
+                ])),
+                ..Default::default()
+            };
+            match secrets.create(&PostParams::default(), &secret).await {
+                Ok(_) => ca,
+                // Another replica created it first: use theirs.
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    secrets.get(CA_SECRET).await.map_err(Error::CaSecret).map(|s| read(s).unwrap_or(ca))?
+                }
+                Err(e) => return Err(Error::CaSecret(e)),
+            }
+        }
+    };
+    let bundle = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(TRUST_BUNDLE.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels::common(TRUST_BUNDLE, "trust-bundle")),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("ca.crt".to_owned(), ca.cert_pem.clone())])),
+        ..Default::default()
+    };
+    apply::apply(&Api::<ConfigMap>::namespaced(client.clone(), namespace), &bundle).await?;
+    Ok(ca)
+}
+
+/// Applies both configurations with the CA bundle.
+pub async fn register(client: &kube::Client, reg: &Registration, ca: &Ca) -> Result<(), Error> {
+    apply::apply(&Api::<ValidatingWebhookConfiguration>::all(client.clone()), &validating(reg, &ca.cert_pem)).await?;
+    apply::apply(&Api::<MutatingWebhookConfiguration>::all(client.clone()), &mutating(reg, &ca.cert_pem)).await?;
+    Ok(())
+}
+
+/// How long webhook serving certificates last; renewed in their last third.
+pub const SERVING_VALIDITY: SignedDuration = SignedDuration::from_hours(24 * 30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_carry_the_ca_bundle_and_fail_closed() {
+        let reg = Registration {
+            name: "tiepdan".into(),
+            endpoint: Endpoint::Service {
+                namespace: "tiepdan-system".into(),
+                name: "tiepdan-operator".into(),
+                port: 8443,
+            },
+            namespace_selector: None,
+        };
+        let v = validating(&reg, "PEM");
+        let w = &v.webhooks.unwrap()[0];
+        assert_eq!(w.client_config.ca_bundle.as_ref().unwrap().0, b"PEM");
+        assert_eq!(w.failure_policy.as_deref(), Some("Fail"));
+        assert_eq!(w.client_config.service.as_ref().unwrap().path.as_deref(), Some("/validate"));
+        let m = mutating(&reg, "PEM");
+        assert_eq!(
+            m.webhooks.unwrap()[0].rules.as_ref().unwrap()[0].resources.as_ref().unwrap(),
+            &vec!["receptionpoints".to_owned()]
+        );
+    }
+}

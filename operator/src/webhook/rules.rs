@@ -1,0 +1,193 @@
+//! The admission rules an OpenAPI schema cannot express (kube-apiserver 1.20 has no CEL).
+//! Pure: the object (and the old one on update) and the time in, violations out. Each violation
+//! names the field and says what is allowed.
+
+use jiff::Timestamp;
+
+use crate::api::{Level, MediaWorkerPool, ReceptionPoint, ReceptionSession, SessionPhase};
+use crate::timeline::{self, TimelineConfig};
+
+/// One rule broken, as `<field>: <what is allowed>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Joins violations into one admission message.
+pub fn message(violations: &[Violation]) -> String {
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Whether the request creates or updates the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+}
+
+/// Rules for a ReceptionSession.
+pub fn session(
+    op: Operation,
+    new: &ReceptionSession,
+    old: Option<&ReceptionSession>,
+    now: Timestamp,
+) -> Vec<Violation> {
+    let mut v = vec![];
+    let spec = &new.spec;
+    let start = spec.schedule.start.0;
+    if op == Operation::Create && start <= now {
+        v.push(Violation {
+            field: "spec.schedule.start",
+            message: format!("must be in the future when the session is created (got {start}, now is {now})"),
+        });
+    }
+    match timeline::compute(&spec.schedule, &spec.readiness, &TimelineConfig::default()) {
+        Err(timeline::Error::DeadlineNotBeforeStart { deadline, start }) => v.push(Violation {
+            field: "spec.readiness.deadline",
+            message: format!("must be before spec.schedule.start ({start}); got {deadline}"),
+        }),
+        Err(timeline::Error::UnknownTimeZone(tz)) => v.push(Violation {
+            field: "spec.schedule.timeZone",
+            message: format!("must be an IANA time zone such as Asia/Ho_Chi_Minh; got {tz:?}"),
+        }),
+        Err(timeline::Error::OutOfRange) => {
+            v.push(Violation { field: "spec.schedule.start", message: "is out of the supported range".to_owned() })
+        }
+        Ok(_) => {}
+    }
+    if spec.points.as_ref().is_none_or(Vec::is_empty) && spec.point_selector.is_none() {
+        v.push(Violation {
+            field: "spec.points",
+            message: "set spec.points (point names) or spec.pointSelector (a label selector), or both".to_owned(),
+        });
+    }
+    if let Some(old) = old {
+        let live = old.status.as_ref().and_then(|s| s.phase) == Some(SessionPhase::Live);
+        if op == Operation::Update && live && old.spec.schedule != new.spec.schedule {
+            v.push(Violation {
+                field: "spec.schedule",
+                message: "cannot change while the session is Live; end it and schedule a new session".to_owned(),
+            });
+        }
+    }
+    v
+}
+
+/// Rules for a ReceptionPoint.
+pub fn point(new: &ReceptionPoint) -> Vec<Violation> {
+    match (new.spec.level, new.spec.parent.as_deref()) {
+        (Level::Province, _) => vec![],
+        (level, None | Some("")) => vec![Violation {
+            field: "spec.parent",
+            message: format!("is required for a {level:?} point: name its parent ReceptionPoint in this namespace"),
+        }],
+        _ => vec![],
+    }
+}
+
+/// Rules for a MediaWorkerPool.
+pub fn pool(new: &MediaWorkerPool) -> Vec<Violation> {
+    let p = &new.spec.rtc_ports;
+    if p.min > p.max {
+        vec![Violation {
+            field: "spec.rtcPorts",
+            message: format!("min must not exceed max (got min {} > max {})", p.min, p.max),
+        }]
+    } else {
+        vec![]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> Timestamp {
+        "2027-03-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn session_from(spec: serde_json::Value) -> ReceptionSession {
+        serde_json::from_value(json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionSession",
+            "metadata": {"name": "s", "namespace": "n"}, "spec": spec}))
+        .unwrap()
+    }
+
+    fn good() -> serde_json::Value {
+        json!({"title": "T", "host": "h", "points": ["a"],
+               "schedule": {"start": "2027-03-15T01:00:00Z", "durationMinutes": 60}})
+    }
+
+    #[test]
+    fn a_good_session_passes() {
+        assert_eq!(session(Operation::Create, &session_from(good()), None, now()), vec![]);
+    }
+
+    #[test]
+    fn a_start_in_the_past_is_refused_on_create_only() {
+        let mut s = good();
+        s["schedule"]["start"] = json!("2027-02-01T00:00:00Z");
+        let s = session_from(s);
+        let v = session(Operation::Create, &s, None, now());
+        assert_eq!(v[0].field, "spec.schedule.start");
+        assert!(v[0].message.contains("future"), "{}", v[0]);
+        assert_eq!(session(Operation::Update, &s, Some(&s), now()), vec![]);
+    }
+
+    #[test]
+    fn a_deadline_not_before_start_is_refused() {
+        let mut s = good();
+        s["readiness"] = json!({"deadline": "2027-03-15T01:00:00Z"});
+        let v = session(Operation::Create, &session_from(s), None, now());
+        assert_eq!(v[0].field, "spec.readiness.deadline");
+    }
+
+    #[test]
+    fn a_session_without_points_or_selector_is_refused() {
+        let mut s = good();
+        s.as_object_mut().unwrap().remove("points");
+        let v = session(Operation::Create, &session_from(s), None, now());
+        assert_eq!(v[0].field, "spec.points");
+        assert!(v[0].message.contains("pointSelector"));
+    }
+
+    #[test]
+    fn the_schedule_is_frozen_while_live_but_other_fields_may_change() {
+        let mut old = session_from(good());
+        old.status = Some(crate::api::ReceptionSessionStatus { phase: Some(SessionPhase::Live), ..Default::default() });
+        let mut moved = good();
+        moved["schedule"]["durationMinutes"] = json!(90);
+        let v = session(Operation::Update, &session_from(moved), Some(&old), now());
+        assert_eq!(v[0].field, "spec.schedule");
+        let mut retitled = good();
+        retitled["title"] = json!("Tiêu đề mới");
+        assert_eq!(session(Operation::Update, &session_from(retitled), Some(&old), now()), vec![]);
+    }
+
+    #[test]
+    fn a_commune_or_town_needs_a_parent() {
+        let p: ReceptionPoint =
+            serde_json::from_value(json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionPoint",
+            "metadata": {"name": "x"}, "spec": {"displayName": "X", "level": "Commune"}}))
+            .unwrap();
+        assert_eq!(point(&p)[0].field, "spec.parent");
+    }
+
+    #[test]
+    fn rtc_ports_min_above_max_is_refused() {
+        let p: MediaWorkerPool =
+            serde_json::from_value(json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool",
+            "metadata": {"name": "p"}, "spec": {"rtcPorts": {"min": 50000, "max": 40000}}}))
+            .unwrap();
+        let v = pool(&p);
+        assert_eq!(v[0].field, "spec.rtcPorts");
+        assert!(v[0].message.contains("50000"));
+    }
+}
