@@ -48,7 +48,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address for HTTP: signaling (/v1/ws), /v1/status, /v1/allocation, /metrics, /healthz, /readyz.
+    /// Address for HTTP: the console (/, /join), signaling (/v1/ws), /v1/status, /v1/allocation,
+    /// /metrics, /healthz, /readyz.
     #[arg(long, env = "TIEPDAN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 

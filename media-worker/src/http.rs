@@ -1,5 +1,6 @@
 //! The HTTP surface from `docs/worker-contract.md`: health, readiness, metrics, status, the
-//! operator's allocation calls and the WebSocket upgrade.
+//! operator's allocation calls and the WebSocket upgrade; plus the browser console
+//! ([`crate::console`]).
 
 use crate::ids::SessionId;
 use crate::metrics::Metrics;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/allocation", get(get_allocation).put(put_allocation).delete(delete_allocation))
         .route("/v1/ws", get(websocket))
+        .merge(crate::console::routes())
         .with_state(state)
 }
 

@@ -12,10 +12,13 @@
 //! - [`signaling::protocol`]: every WebSocket message, both directions.
 //! - [`verification`]: when a point counts as verified; the `/v1/status` document.
 //! - [`probe`]: a plain-RTP client that measures a worker end to end.
+//! - [`console`]: the reception-point browser console (`web/`, built by `build.rs`), served at
+//!   `/` and `/join`.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod console;
 pub mod cpu;
 pub mod http;
 pub mod ids;

@@ -13,7 +13,7 @@ use crate::local_runner::LocalRunner;
 use crate::metrics::Metrics;
 use crate::room::{ConnectionId, JoinSnapshot, Kick, MemberKey, NewMember, Outbox, Room, RoomError};
 use crate::signaling::protocol::{ErrorCode, PeerInfo, RequestId, ServerEnvelope, ServerMessage};
-use crate::tokens::{unix_now, JoinRules, TokenError, TokenKey};
+use crate::tokens::{unix_now, JoinRules, TokenError, TokenKey, VerifiedJoin};
 use crate::verification::{MediaSample, PointRecord, WorkerStatus};
 use crate::workers::WorkerPool;
 use std::collections::BTreeMap;
@@ -265,6 +265,19 @@ impl Registry {
         state.room.upgrade().map(|room| (state.generation, room))
     }
 
+    /// Everything `join` checks before touching the room: the worker's state and the token. The
+    /// console asks this (`POST /v1/join-check`) to explain a link before anyone presses "join".
+    pub fn check_join(&self, token: &str, now: i64) -> Result<(Allocation, VerifiedJoin), JoinError> {
+        if self.is_draining() {
+            return Err(JoinError::Draining);
+        }
+        let allocation = self.allocation().ok_or(JoinError::NotAllocated)?;
+        let verified = self
+            .token_key
+            .verify_join(token, JoinRules { session: &allocation.session, min_epoch: allocation.epoch, now })?;
+        Ok((allocation, verified))
+    }
+
     /// Verifies the token and adds the connection to the session's room, opening the room on the
     /// first join.
     pub async fn join(
@@ -273,14 +286,7 @@ impl Registry {
         outbox: Outbox,
         request_id: Option<RequestId>,
     ) -> Result<Joined, JoinError> {
-        if self.is_draining() {
-            return Err(JoinError::Draining);
-        }
-        let allocation = self.allocation().ok_or(JoinError::NotAllocated)?;
-        let verified = self.token_key.verify_join(
-            token,
-            JoinRules { session: &allocation.session, min_epoch: allocation.epoch, now: unix_now() },
-        )?;
+        let (allocation, verified) = self.check_join(token, unix_now())?;
         let (generation, room) = self.room_for(&allocation.session).await?;
         let conn = ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed));
         let (kick, kicked) = oneshot::channel();

@@ -290,6 +290,33 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order. The browser console keeps a copy
+    /// (`web/src/protocol.ts`), checked against this list by a test; a new variant goes here too.
+    pub const ALL: [ErrorCode; 22] = [
+        Self::MalformedMessage,
+        Self::UnknownAction,
+        Self::FrameTooLarge,
+        Self::InvalidToken,
+        Self::TokenExpired,
+        Self::TokenNotYetValid,
+        Self::TokenRevoked,
+        Self::WrongSession,
+        Self::SessionNotAllocated,
+        Self::Draining,
+        Self::NotJoined,
+        Self::AlreadyJoined,
+        Self::TransportNotFound,
+        Self::WrongTransportDirection,
+        Self::ProducerNotFound,
+        Self::ConsumerNotFound,
+        Self::CannotConsume,
+        Self::Replaced,
+        Self::SessionClosed,
+        Self::LimitExceeded,
+        Self::MediaRejected,
+        Self::Internal,
+    ];
+
     /// The wire spelling, also used as a metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -552,13 +579,7 @@ mod tests {
 
     #[test]
     fn error_code_labels_match_the_wire() {
-        for code in [
-            ErrorCode::MalformedMessage,
-            ErrorCode::FrameTooLarge,
-            ErrorCode::TokenNotYetValid,
-            ErrorCode::WrongTransportDirection,
-            ErrorCode::Internal,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(
                 serde_json::to_value(code).expect("serialize"),
                 serde_json::Value::String(code.as_str().to_owned())

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -68,7 +70,19 @@ pub fn admin_token() -> String {
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
+    /// The status line and headers, as received.
+    pub head: String,
     pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
 }
 
 /// A tiny HTTP/1.1 client (one request per connection), enough for the worker's endpoints.
@@ -97,7 +111,7 @@ pub async fn http(
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
     let body =
         if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_owned() };
-    HttpResponse { status, body }
+    HttpResponse { status, head: head.to_owned(), body }
 }
 
 fn dechunk(mut rest: &str) -> String {

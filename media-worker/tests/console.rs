@@ -1,0 +1,457 @@
+//! The reception-point console in real Chromium (Debian's chromium + chromium-driver, fake
+//! camera and microphone) against a worker on 127.0.0.1: three points see and hear each other,
+//! get verified, and come back by themselves after the worker restarts; broken links and a
+//! refused camera get clear Vietnamese messages.
+
+mod common;
+
+use common::browser::{artifact_dir, Browser, Camera, Driver};
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tiepdan_media_worker::signaling::protocol::Role;
+use tiepdan_media_worker::tokens::{unix_now, JoinClaims};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_tiepdan-media-worker");
+
+/// One browser test at a time: three Chromiums decoding video already fill two cores.
+static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The bound: each page decodes every other point within this after joining.
+const MEDIA_DEADLINE: Duration = Duration::from_secs(15);
+/// Reconnection after a restart: the drain (1 s), the backoff (1 s, then 2 s, ...) and a join.
+const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+struct Point {
+    name: &'static str,
+    display: &'static str,
+    role: Role,
+}
+
+const POINTS: [Point; 3] = [
+    Point { name: "tinh-hung-yen", display: "UBND tỉnh Hưng Yên", role: Role::Host },
+    Point { name: "phuong-ban-yen-nhan", display: "UBND phường Bần Yên Nhân", role: Role::Participant },
+    Point { name: "xa-nhan-hoa", display: "UBND xã Nhân Hòa", role: Role::Participant },
+];
+
+fn point_claims(point: &Point, nbf: i64, ttl: i64) -> JoinClaims {
+    let mut claims = JoinClaims::for_point(
+        &session(),
+        &point.name.parse().expect("point name"),
+        point.display,
+        point.role,
+        "Tiếp công dân định kỳ tháng 6",
+        nbf,
+        ttl,
+    );
+    claims.start = Some(rfc3339(nbf + 3600));
+    claims.end = Some(rfc3339(nbf + 3 * 3600));
+    claims
+}
+
+fn rfc3339(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix).expect("timestamp").to_string()
+}
+
+fn mint(claims: &JoinClaims) -> String {
+    key().mint_join(claims).expect("mint")
+}
+
+/// The real binary, as the demo and the pods run it; restartable on the same address.
+struct WorkerProcess {
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl WorkerProcess {
+    fn spawn(listen: &str, dir: &Path, log_name: &str) -> WorkerProcess {
+        let key_file = dir.join("key");
+        std::fs::write(&key_file, KEY).expect("key file");
+        let mut child = Command::new(BINARY)
+            .args(["--log-format", "json", "serve", "--listen", listen, "--workers", "1"])
+            .args(["--session-id", SESSION, "--session-title", "Tiếp công dân định kỳ tháng 6"])
+            // Short enough for a test, long enough for several healthy statistics polls.
+            .args(["--verify-seconds", "3", "--stats-interval-ms", "250", "--drain-timeout-seconds", "1"])
+            .args(["--rtc-min-port", "46000", "--rtc-max-port", "46999"])
+            .arg("--token-key-file")
+            .arg(&key_file)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the worker");
+        let stderr = child.stderr.take().expect("stderr");
+        let log_path = dir.join(log_name);
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Copy the log to a file (for failures) and report the listening address.
+        std::thread::spawn(move || {
+            let mut log = std::fs::File::create(&log_path).expect("worker log");
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "{line}");
+                if let Some(sender) = tx.as_ref() {
+                    let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                    if value["fields"]["message"] == "listening" {
+                        let addr = value["fields"]["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+                        let _ = sender.send(addr);
+                        tx = None;
+                    }
+                }
+            }
+        });
+        let addr = rx.recv_timeout(WAIT).ok().flatten().expect("the worker reports its address");
+        WorkerProcess { child: Some(child), addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits (bounded) for the drain to finish.
+    async fn terminate(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        kill(pid, Signal::SIGTERM).expect("SIGTERM");
+        let status = eventually("the worker to exit", || {
+            let status = child.try_wait().expect("wait");
+            async move { status }
+        })
+        .await;
+        assert!(status.success(), "the worker exited with {status:?}");
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a page decoded from the others, from `window.tiepdan.stats()` (per consumer: transport
+/// statistics would mix in the probe stream).
+#[derive(Debug, Clone, Copy, Default)]
+struct Received {
+    /// Every other point's video has decoded frames and its audio has packets and samples.
+    complete: bool,
+    any_frame: bool,
+    /// Frames decoded over all video consumers.
+    frames: u64,
+}
+
+fn received(stats: &Value, me: &str) -> Received {
+    let consumers = stats["consumers"].as_array().cloned().unwrap_or_default();
+    let of = |point: &str, kind: &str| {
+        consumers.iter().filter(move |c| c["point"] == point && c["kind"] == kind).collect::<Vec<_>>()
+    };
+    let number = |c: &Value, field: &str| c[field].as_u64().unwrap_or(0);
+    let mut complete = stats["phase"] == "room";
+    for other in POINTS.iter().filter(|p| p.name != me) {
+        let video = of(other.name, "video").iter().any(|c| number(c, "framesDecoded") > 0);
+        let audio = of(other.name, "audio")
+            .iter()
+            .any(|c| number(c, "packetsReceived") > 0 && number(c, "totalSamplesReceived") > 0);
+        complete &= video && audio;
+    }
+    let frames: u64 = consumers.iter().filter(|c| c["kind"] == "video").map(|c| number(c, "framesDecoded")).sum();
+    Received { complete, any_frame: frames > 0, frames }
+}
+
+fn stats(page: &Browser) -> Value {
+    page.eval("return window.tiepdan.stats();")
+}
+
+/// Polls every page until each has decoded all the others, or fails after `deadline`. Returns,
+/// per page, the time to its first decoded frame and to complete reception, from `since`.
+fn until_everyone_receives(pages: &[Browser], since: &[Instant], deadline: Duration) -> Vec<(Duration, Duration)> {
+    let start = Instant::now();
+    let mut first: Vec<Option<Duration>> = vec![None; pages.len()];
+    let mut done: Vec<Option<Duration>> = vec![None; pages.len()];
+    loop {
+        for (i, page) in pages.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            let got = received(&stats(page), POINTS[i].name);
+            if got.any_frame && first[i].is_none() {
+                first[i] = Some(since[i].elapsed());
+            }
+            if got.complete {
+                done[i] = Some(since[i].elapsed());
+            }
+        }
+        if done.iter().all(Option::is_some) {
+            break;
+        }
+        if start.elapsed() > deadline {
+            for (i, page) in pages.iter().enumerate().filter(|(i, _)| done[*i].is_none()) {
+                eprintln!("{} stats: {:#}", POINTS[i].name, stats(page));
+                eprintln!("{} console:\n{}", POINTS[i].name, page.console_log());
+            }
+            panic!("not every page decoded every other point within {deadline:?}: {done:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.into_iter().zip(done).map(|(f, d)| (f.unwrap_or_default(), d.unwrap_or_default())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_restart() {
+    let _one_at_a_time = BROWSERS.lock();
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let dir = std::env::temp_dir().join(format!("tiepdan-console-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-1.log");
+    let addr = worker.addr;
+    let now = unix_now();
+    let driver = Driver::start();
+
+    let mut pages = Vec::new();
+    for point in &POINTS {
+        let page = driver.browser(point.name);
+        let token = mint(&point_claims(point, now - 60, 7200));
+        page.goto(&format!("{}/join?token={token}", worker.url()));
+        pages.push(page);
+    }
+    for page in &pages {
+        // http://127.0.0.1 is a secure context, so the camera works without TLS.
+        assert_eq!(page.eval("return window.isSecureContext;"), Value::Bool(true));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+    }
+
+    // The self-test on the host's page: camera, microphone, and a loopback through the SFU.
+    let host = &pages[0];
+    host.until("the self-test button", "return !document.getElementById('self-test').disabled;");
+    let self_test_started = Instant::now();
+    host.click("#self-test");
+    let result = host.until("the self-test result", "return window.tiepdan.selfTest();");
+    let self_test_time = self_test_started.elapsed();
+    assert_eq!(result["camera"]["ok"], true, "{result:#}");
+    assert_eq!(result["microphone"]["ok"], true, "{result:#}");
+    assert_eq!(result["network"]["ok"], true, "{result:#}");
+    let summary = host.eval("return document.getElementById('self-test-status').textContent;");
+    assert!(summary.as_str().is_some_and(|s| s.starts_with("Đạt")), "{summary}");
+    host.screenshot(&artifacts.join("console-self-test.png"));
+    host.until("the join button after the self-test", "return !document.getElementById('join').disabled;");
+
+    let mut clicked = Vec::new();
+    for page in &pages {
+        page.click("#join");
+        clicked.push(Instant::now());
+    }
+    let timings = until_everyone_receives(&pages, &clicked, MEDIA_DEADLINE);
+    let last_click = *clicked.last().expect("three clicks");
+    let verified = status_until(addr, "all three points to be verified", |s| {
+        s.points.len() == 3 && s.points.iter().all(|p| p.verified)
+    })
+    .await;
+    let verification_time = last_click.elapsed();
+    for point in &POINTS {
+        let status = verified.points.iter().find(|p| p.name.as_str() == point.name).expect("listed");
+        assert_eq!(status.display_name, point.display);
+    }
+    let mut frames = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        frames.push(received(&stats(page), POINTS[i].name).frames);
+    }
+
+    // What a person sees: a participant's page with the host's larger tile, the other point and
+    // their own picture, all with video.
+    let participant = &pages[1];
+    participant.until("three tiles with video", "return document.querySelectorAll('.tile.has-video').length === 3;");
+    let tiles = participant.eval("return [...document.querySelectorAll('.tile .name')].map(n => n.textContent);");
+    let tiles = tiles.to_string();
+    for point in &POINTS {
+        assert!(tiles.contains(point.display), "{tiles} lacks {}", point.display);
+    }
+    let host_tile = participant.eval("return document.querySelector('.tile.host')?.dataset.point ?? null;");
+    assert_eq!(host_tile, POINTS[0].name);
+    let screenshot = artifacts.join("console-3-points.png");
+    participant.screenshot(&screenshot);
+
+    // Mute and unmute: the button and the own tile say so.
+    participant.click("#mic-toggle");
+    assert_eq!(participant.eval("return document.getElementById('mic-toggle').textContent;"), "Bật micro");
+    assert_eq!(
+        participant.eval("return document.querySelector('.tile.self .muted-flag')?.textContent ?? null;"),
+        "Micro đang tắt"
+    );
+    participant.click("#mic-toggle");
+    assert_eq!(participant.eval("return document.querySelector('.tile.self .muted-flag') === null;"), true);
+
+    // The worker restarts (SIGTERM, drain, exit, a new process on the same address): every page
+    // reconnects by itself and receives the others again.
+    worker.terminate().await;
+    let restarted_at = Instant::now();
+    let _restarted = WorkerProcess::spawn(&addr.to_string(), &dir, "worker-2.log");
+    let since = vec![restarted_at; pages.len()];
+    let reconnect = until_everyone_receives(&pages, &since, RECONNECT_DEADLINE);
+
+    eprintln!("self-test: {:.1} s", self_test_time.as_secs_f64());
+    for (i, ((first, all), frames)) in timings.iter().zip(&frames).enumerate() {
+        eprintln!(
+            "{}: first decoded frame {:.2} s, every other point decoded {:.2} s, {frames} frames decoded",
+            POINTS[i].name,
+            first.as_secs_f64(),
+            all.as_secs_f64()
+        );
+    }
+    eprintln!("all three verified {:.2} s after the last join", verification_time.as_secs_f64());
+    for (i, (_, all)) in reconnect.iter().enumerate() {
+        eprintln!("{}: receiving again {:.2} s after the restart", POINTS[i].name, all.as_secs_f64());
+    }
+    eprintln!("screenshot: {}", screenshot.canonicalize().unwrap_or(screenshot.clone()).display());
+
+    for page in pages {
+        page.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn notice_titles(page: &Browser) -> String {
+    page.eval("return window.tiepdan.notices().map(n => n.title + ': ' + n.body).join('\\n');")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_links_are_explained_in_vietnamese_and_english() {
+    let _one_at_a_time = BROWSERS.lock();
+    let server = start().await;
+    let base = server.http_url();
+    let driver = Driver::start();
+    let page = driver.browser("links");
+    let point = &POINTS[1];
+    let now = unix_now();
+
+    // Expired: the session ended yesterday.
+    let expired = mint(&point_claims(point, now - 86_400, 3600));
+    page.goto(&format!("{base}/join?token={expired}"));
+    page.until("the expired-link message", "return window.tiepdan.notices().length > 0;");
+    let text = notice_titles(&page);
+    assert!(text.contains("Đường dẫn đã hết hạn"), "{text}");
+    assert_eq!(page.eval("return document.getElementById('join').disabled;"), true);
+    assert_eq!(page.eval("return document.getElementById('point-name').textContent;"), point.display);
+    page.until("the camera preview", "return document.getElementById('preview').videoWidth > 0;");
+    page.screenshot(&artifact_dir().join("console-expired-link.png"));
+
+    // The English toggle translates the message in place, and back.
+    page.click("#lang");
+    let text = notice_titles(&page);
+    assert!(text.contains("This link has expired"), "{text}");
+    page.click("#lang");
+
+    // Not open yet: says from when (in Vietnam time) and when the reception starts.
+    let opens = now + 2 * 3600;
+    let early = mint(&point_claims(point, opens, 3 * 3600));
+    page.goto(&format!("{base}/join?token={early}"));
+    page.until("the not-open-yet message", "return window.tiepdan.notices().length > 0;");
+    let text = notice_titles(&page);
+    assert!(text.contains("Phiên chưa mở"), "{text}");
+    let hanoi = jiff::Timestamp::from_second(opens)
+        .expect("ts")
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Ho_Chi_Minh").expect("tz"));
+    let hhmm = format!("{:02}:{:02}", hanoi.hour(), hanoi.minute());
+    assert!(text.contains(&hhmm), "{text} should say the session opens at {hhmm}");
+
+    // A link cut short, and one signed with another key: both "not valid".
+    page.goto(&format!("{base}/join?token=eyJhbGciOiJIUzI1NiJ9.abc"));
+    page.until("the invalid-link message", "return window.tiepdan.notices().length > 0;");
+    assert!(notice_titles(&page).contains("Đường dẫn không hợp lệ"));
+    let forged = tiepdan_media_worker::tokens::TokenKey::from_bytes(b"another pool's key")
+        .mint_join(&point_claims(point, now - 60, 3600))
+        .expect("mint");
+    page.goto(&format!("{base}/join?token={forged}"));
+    page.until("the invalid-link message", "return window.tiepdan.notices().length > 0;");
+    assert!(notice_titles(&page).contains("Đường dẫn không hợp lệ"));
+
+    page.close();
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_camera_gets_advice_instead_of_a_black_picture() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let server = start().await;
+    let driver = Driver::start();
+    let page = driver.browser_with("refused", Camera::Refused);
+    let token = mint(&point_claims(&POINTS[2], unix_now() - 60, 3600));
+    page.goto(&format!("{}/join?token={token}", server.http_url()));
+    page.until("the permission message", "return window.tiepdan.notices().some(n => n.slot === 'media');");
+    let text = notice_titles(&page);
+    assert!(text.contains("Chưa được phép dùng camera và micro"), "{text}");
+    // The link itself is fine: joining (to listen) stays possible.
+    page.until("the join button", "return !document.getElementById('join').disabled;");
+    page.screenshot(&artifact_dir().join("console-camera-refused.png"));
+    page.close();
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_and_join_check_answers_like_join() {
+    let server = start().await;
+    let addr = server.local_addr();
+    for path in ["/", "/join?token=abc"] {
+        let page = get(addr, path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+        assert!(page.header("content-security-policy").is_some_and(|csp| csp.contains("default-src 'self'")));
+        // The token is in the URL: it must not leak through the Referer header.
+        assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+        assert!(page.body.contains("/assets/console.js"));
+    }
+    let script = get(addr, "/assets/console.js").await;
+    assert_eq!(script.status, 200);
+    assert!(script.header("content-type").is_some_and(|t| t.starts_with("text/javascript")));
+    assert_eq!(get(addr, "/assets/console.css").await.status, 200);
+
+    let check = |token: String| async move {
+        let body = serde_json::json!({ "token": token }).to_string();
+        let response = http(addr, "POST", "/v1/join-check", None, Some(&body)).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        serde_json::from_str::<Value>(&response.body).expect("JSON")
+    };
+    let now = unix_now();
+    let valid = check(token("xa-a")).await;
+    assert_eq!(valid["valid"], true, "{valid}");
+    assert!(valid["serverTime"].as_i64().is_some_and(|t| (t - now).abs() <= 5));
+    let cases = [
+        (mint(&point_claims(&POINTS[0], now - 86_400, 3600)), "token_expired"),
+        (mint(&point_claims(&POINTS[0], now + 7200, 3600)), "token_not_yet_valid"),
+        ("not.a.token".to_owned(), "invalid_token"),
+    ];
+    for (token, code) in cases {
+        let answer = check(token).await;
+        assert_eq!((answer["valid"].clone(), answer["code"].clone()), (Value::Bool(false), Value::from(code)));
+    }
+    // Checking joins nothing.
+    assert!(status(addr).await.points.is_empty());
+    let malformed = http(addr, "POST", "/v1/join-check", None, Some("{\"tok\": 1}")).await;
+    assert_eq!(malformed.status, 400);
+    server.stop().await.expect("stop");
+}
+
+#[test]
+fn the_console_sources_typecheck() {
+    let web: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    let npm = std::env::var("NPM").unwrap_or_else(|_| "npm".to_owned());
+    // build.rs installed node_modules before this test could be compiled.
+    let output = Command::new(npm).args(["run", "--silent", "check"]).current_dir(&web).output().expect("run npm");
+    assert!(
+        output.status.success(),
+        "tsc found errors in media-worker/web:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,0 +1,152 @@
+// One joined signaling connection with its mediasoup-client Device and two WebRTC transports
+// (send and receive). The room and the self-test are both built on it.
+
+import { Device, type types } from "mediasoup-client";
+import type { ServerMessage } from "./protocol";
+import { Signaling, type SignalingHandlers } from "./signaling";
+
+/**
+ * ICE and DTLS over a working path take well under a second; past this the path is blocked
+ * (a firewall dropping UDP and TCP to the worker's RTC ports is the usual cause).
+ */
+export const MEDIA_PATH_TIMEOUT_MS = 12_000;
+
+/** ICE/DTLS failed or did not finish in time: the media path to `address` is blocked. */
+export class MediaPathError extends Error {
+  constructor(readonly address: string) {
+    super(`no media path to ${address}`);
+  }
+}
+
+export type Joined = Extract<ServerMessage, { action: "joined" }>;
+
+export class Connection {
+  private constructor(
+    readonly signaling: Signaling,
+    readonly joined: Joined,
+    readonly device: Device,
+    readonly sendTransport: types.Transport,
+    readonly recvTransport: types.Transport,
+    /** Where media goes, for messages: the worker's first ICE candidate. */
+    readonly mediaAddress: string,
+  ) {}
+
+  /** Connects, joins with `token` and prepares both transports. Throws SignalingError on refusal. */
+  static async open(token: string, handlers: SignalingHandlers): Promise<Connection> {
+    const signaling = await Signaling.connect(handlers);
+    try {
+      const joined = await signaling.request({ action: "join", token });
+      const device = await Device.factory();
+      await device.load({ routerRtpCapabilities: joined.routerRtpCapabilities });
+      const [send, recv] = await Promise.all([
+        signaling.request({ action: "createWebRtcTransport", direction: "send" }),
+        signaling.request({ action: "createWebRtcTransport", direction: "recv" }),
+      ]);
+      const options = (created: typeof send) => ({
+        id: created.transportId,
+        iceParameters: created.iceParameters,
+        iceCandidates: created.iceCandidates as types.IceCandidate[],
+        dtlsParameters: created.dtlsParameters,
+      });
+      const sendTransport = device.createSendTransport(options(send));
+      const recvTransport = device.createRecvTransport(options(recv));
+      for (const transport of [sendTransport, recvTransport]) {
+        transport.on("connect", ({ dtlsParameters }, callback, errback) => {
+          signaling
+            .request({ action: "connectWebRtcTransport", transportId: transport.id, dtlsParameters })
+            .then(() => callback(), errback);
+        });
+      }
+      sendTransport.on("produce", ({ kind, rtpParameters }, callback, errback) => {
+        signaling
+          .request({ action: "produce", transportId: sendTransport.id, kind, rtpParameters })
+          .then(({ producerId }) => callback({ id: producerId }), errback);
+      });
+      const candidate = send.iceCandidates[0];
+      const address = candidate ? `${candidate.address ?? candidate.ip}:${candidate.port}` : "?";
+      return new Connection(signaling, joined, device, sendTransport, recvTransport, address);
+    } catch (error) {
+      signaling.close();
+      throw error;
+    }
+  }
+
+  /** Sends a local track. The track stays ours: closing the producer does not stop it. */
+  produce(track: MediaStreamTrack): Promise<types.Producer> {
+    if (track.kind === "video") {
+      return this.sendTransport.produce({
+        track,
+        stopTracks: false,
+        // One layer at a bitrate a shared commune line can carry for every receiving point.
+        encodings: [{ maxBitrate: 800_000 }],
+        codecOptions: { videoGoogleStartBitrate: 500 },
+      });
+    }
+    return this.sendTransport.produce({ track, stopTracks: false, codecOptions: { opusStereo: false, opusFec: true } });
+  }
+
+  /** Receives a producer; the worker starts consumers paused, so this resumes it once ready. */
+  async consume(producerId: string): Promise<{ consumer: types.Consumer; point: string }> {
+    const consumed = await this.signaling.request({
+      action: "consume",
+      transportId: this.recvTransport.id,
+      producerId,
+      rtpCapabilities: this.device.recvRtpCapabilities,
+    });
+    const consumer = await this.recvTransport.consume({
+      id: consumed.consumerId,
+      producerId: consumed.producerId,
+      kind: consumed.kind,
+      rtpParameters: consumed.rtpParameters,
+    });
+    await this.signaling.request({ action: "resumeConsumer", consumerId: consumed.consumerId });
+    return { consumer, point: consumed.point };
+  }
+
+  /** Resolves once `transport` is connected; rejects with MediaPathError on failure or timeout. */
+  waitConnected(transport: types.Transport, timeoutMs = MEDIA_PATH_TIMEOUT_MS): Promise<void> {
+    if (transport.connectionState === "connected") {
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const done = (error?: Error) => {
+        window.clearTimeout(timer);
+        transport.off("connectionstatechange", onState);
+        if (error) {
+          reject(error);
+        } else {
+          resolve();
+        }
+      };
+      const onState = (state: types.ConnectionState) => {
+        if (state === "connected") {
+          done();
+        } else if (state === "failed" || state === "closed") {
+          done(new MediaPathError(this.mediaAddress));
+        }
+      };
+      const timer = window.setTimeout(() => done(new MediaPathError(this.mediaAddress)), timeoutMs);
+      transport.on("connectionstatechange", onState);
+    });
+  }
+
+  /** Round-trip time of the selected ICE candidate pair of `transport`, in milliseconds. */
+  async rttMs(transport: types.Transport): Promise<number | null> {
+    const report = await transport.getStats();
+    let rtt: number | null = null;
+    report.forEach((stat: { type?: string; state?: string; nominated?: boolean; currentRoundTripTime?: number }) => {
+      if (stat.type === "candidate-pair" && stat.nominated && stat.currentRoundTripTime !== undefined) {
+        rtt = stat.currentRoundTripTime * 1000;
+      }
+    });
+    return rtt;
+  }
+
+  /** Leaves the session and releases everything. */
+  close(): void {
+    this.sendTransport.close();
+    this.recvTransport.close();
+    this.signaling.close();
+  }
+}
+

@@ -1,0 +1,340 @@
+// Being in the session: send our camera and microphone, receive every other point, follow
+// joins and leaves, and report statistics. Reconnecting is the caller's job: a Room ends once
+// (`onEnd`) and a new one is joined.
+
+import type { types } from "mediasoup-client";
+import { Connection, MediaPathError } from "./connection";
+import type { LocalMedia } from "./media";
+import type { ErrorCode, MediaKind, PeerInfo, Push } from "./protocol";
+import { SignalingError } from "./signaling";
+
+export interface RoomView {
+  peerJoined(peer: PeerInfo): void;
+  peerLeft(point: string): void;
+  /** A remote track appeared (`track`) or went away (`null`). */
+  remoteTrack(point: string, kind: MediaKind, track: MediaStreamTrack | null): void;
+}
+
+/** Why a room ended without the person leaving. */
+export type RoomEnd =
+  /** The signaling connection closed; `code` is the worker's last error push, if any. */
+  | { kind: "lost"; code: ErrorCode | undefined }
+  /** ICE/DTLS failed after the session was up. */
+  | { kind: "mediaPath"; address: string };
+
+export type Quality = "good" | "fair" | "poor" | "none";
+
+interface Received {
+  consumer: types.Consumer;
+  point: string;
+  kind: MediaKind;
+}
+
+/** Per consumer, what the page decoded; the e2e test reads this through `window.tiepdan`. */
+export interface ConsumerStats {
+  point: string;
+  kind: MediaKind;
+  packetsReceived: number;
+  packetsLost: number;
+  bytesReceived: number;
+  framesDecoded: number;
+  totalSamplesReceived: number;
+}
+
+export interface ProducerStats {
+  kind: MediaKind;
+  packetsSent: number;
+  bytesSent: number;
+  framesEncoded: number;
+}
+
+export class Room {
+  private conn: Connection | null = null;
+  private readonly early: Push[] = [];
+  private readonly producers = new Map<MediaKind, types.Producer>();
+  private readonly received = new Map<string, Received>();
+  private readonly peers = new Map<string, PeerInfo>();
+  private consuming: Promise<void> = Promise.resolve();
+  private ended = false;
+  /** Set once joined and sending; before that a failure is the join's rejection, not an end. */
+  private live = false;
+  private lostDuringJoin: RoomEnd | null = null;
+  private previousLoss: { lost: number; received: number } = { lost: 0, received: 0 };
+
+  private constructor(
+    private readonly view: RoomView,
+    private readonly onEnd: (end: RoomEnd) => void,
+  ) {}
+
+  /**
+   * Joins, sends the local tracks and receives everyone present. Rejects with SignalingError
+   * (refused), MediaPathError (ICE/DTLS blocked) or another Error.
+   */
+  static async join(token: string, local: LocalMedia, view: RoomView, onEnd: (end: RoomEnd) => void): Promise<Room> {
+    const room = new Room(view, onEnd);
+    const conn = await Connection.open(token, {
+      onPush: (push) => (room.conn ? room.onPush(push) : room.early.push(push)),
+      onClose: (_event, code) => room.end({ kind: "lost", code }),
+    });
+    room.conn = conn;
+    try {
+      await room.start(local);
+    } catch (error) {
+      room.ended = true;
+      conn.close();
+      const lost = room.lostDuringJoin;
+      if (lost?.kind === "lost") {
+        throw new SignalingError(lost.code ?? "closed", "the connection closed while joining");
+      }
+      throw error;
+    }
+    if (room.lostDuringJoin) {
+      room.ended = true;
+      conn.close();
+      throw new SignalingError("closed", "the connection closed while joining");
+    }
+    room.live = true;
+    return room;
+  }
+
+  get point(): string {
+    return this.conn?.joined.point ?? "";
+  }
+
+  get title(): string {
+    return this.conn?.joined.title ?? "";
+  }
+
+  private async start(local: LocalMedia): Promise<void> {
+    const conn = this.connection();
+    for (const peer of conn.joined.peers) {
+      this.addPeer(peer);
+    }
+    for (const producer of conn.joined.producers) {
+      this.onPush({ action: "newProducer", ...producer });
+    }
+    for (const push of this.early.splice(0)) {
+      this.onPush(push);
+    }
+    for (const track of [local.audioTrack, local.videoTrack]) {
+      if (track) {
+        this.producers.set(track.kind as MediaKind, await conn.produce(track));
+      }
+    }
+    // With something to send, the send transport proves the path now; otherwise the receive
+    // transport does once there is something to receive.
+    if (this.producers.size > 0) {
+      await conn.waitConnected(conn.sendTransport);
+    }
+    for (const transport of [conn.sendTransport, conn.recvTransport]) {
+      transport.on("connectionstatechange", (state) => {
+        if (state === "failed") {
+          this.end({ kind: "mediaPath", address: conn.mediaAddress });
+        }
+      });
+    }
+  }
+
+  private connection(): Connection {
+    if (!this.conn) {
+      throw new Error("not joined");
+    }
+    return this.conn;
+  }
+
+  private onPush(push: Push): void {
+    switch (push.action) {
+      case "peerJoined":
+        this.addPeer({ point: push.point, displayName: push.displayName, role: push.role });
+        break;
+      case "peerLeft":
+        this.peers.delete(push.point);
+        for (const [id, r] of this.received) {
+          if (r.point === push.point) {
+            this.drop(id);
+          }
+        }
+        this.view.peerLeft(push.point);
+        break;
+      case "newProducer":
+        if (push.point !== this.point) {
+          this.enqueueConsume(push.producerId);
+        }
+        break;
+      case "producerClosed":
+        for (const [id, r] of this.received) {
+          if (r.consumer.producerId === push.producerId) {
+            this.drop(id);
+          }
+        }
+        break;
+      case "consumerClosed":
+        this.drop(push.consumerId);
+        break;
+      case "error":
+        // Kicks (replaced, session_closed, ...) arrive as an error push just before the close;
+        // the signaling layer keeps the code for onClose.
+        break;
+    }
+  }
+
+  private addPeer(peer: PeerInfo): void {
+    this.peers.set(peer.point, peer);
+    this.view.peerJoined(peer);
+  }
+
+  private enqueueConsume(producerId: string): void {
+    // One at a time: each consume renegotiates the receive transport's SDP.
+    this.consuming = this.consuming.then(async () => {
+      if (this.ended) {
+        return;
+      }
+      try {
+        const { consumer, point } = await this.connection().consume(producerId);
+        if (this.ended) {
+          consumer.close();
+          return;
+        }
+        const kind = consumer.kind as MediaKind;
+        this.received.set(consumer.id, { consumer, point, kind });
+        consumer.on("trackended", () => this.drop(consumer.id));
+        this.view.remoteTrack(point, kind, consumer.track);
+      } catch (error) {
+        // The producer may have closed meanwhile (producer_not_found): nothing to show then.
+        console.warn("consume failed", producerId, error);
+      }
+    });
+  }
+
+  private drop(consumerId: string): void {
+    const r = this.received.get(consumerId);
+    if (!r) {
+      return;
+    }
+    this.received.delete(consumerId);
+    r.consumer.close();
+    this.view.remoteTrack(r.point, r.kind, null);
+  }
+
+  private end(end: RoomEnd): void {
+    if (!this.live) {
+      this.lostDuringJoin ??= end;
+      return;
+    }
+    if (this.ended) {
+      return;
+    }
+    this.ended = true;
+    this.conn?.close();
+    this.onEnd(end);
+  }
+
+  /** Mutes or unmutes sending of one kind (the worker keeps the producer). */
+  setPaused(kind: MediaKind, paused: boolean): void {
+    const producer = this.producers.get(kind);
+    if (producer) {
+      if (paused) {
+        producer.pause();
+      } else {
+        producer.resume();
+      }
+    }
+  }
+
+  async replaceTrack(kind: MediaKind, track: MediaStreamTrack): Promise<void> {
+    const producer = this.producers.get(kind);
+    if (producer) {
+      await producer.replaceTrack({ track });
+      if (producer.paused) {
+        track.enabled = false;
+      }
+    } else if (!this.ended && this.conn) {
+      this.producers.set(kind, await this.conn.produce(track));
+    }
+  }
+
+  /** Leaves on purpose; `onEnd` is not called. */
+  leave(): void {
+    this.ended = true;
+    this.conn?.close();
+  }
+
+  async consumerStats(): Promise<ConsumerStats[]> {
+    return Promise.all(
+      [...this.received.values()].map(async (r) => {
+        const out: ConsumerStats = {
+          point: r.point,
+          kind: r.kind,
+          packetsReceived: 0,
+          packetsLost: 0,
+          bytesReceived: 0,
+          framesDecoded: 0,
+          totalSamplesReceived: 0,
+        };
+        (await r.consumer.getStats()).forEach((s: Record<string, unknown>) => {
+          if (s.type === "inbound-rtp") {
+            out.packetsReceived += num(s.packetsReceived);
+            out.packetsLost += num(s.packetsLost);
+            out.bytesReceived += num(s.bytesReceived);
+            out.framesDecoded += num(s.framesDecoded);
+            out.totalSamplesReceived += num(s.totalSamplesReceived);
+          }
+        });
+        return out;
+      }),
+    );
+  }
+
+  async producerStats(): Promise<ProducerStats[]> {
+    return Promise.all(
+      [...this.producers.entries()].map(async ([kind, producer]) => {
+        const out: ProducerStats = { kind, packetsSent: 0, bytesSent: 0, framesEncoded: 0 };
+        (await producer.getStats()).forEach((s: Record<string, unknown>) => {
+          if (s.type === "outbound-rtp") {
+            out.packetsSent += num(s.packetsSent);
+            out.bytesSent += num(s.bytesSent);
+            out.framesEncoded += num(s.framesEncoded);
+          }
+        });
+        return out;
+      }),
+    );
+  }
+
+  /**
+   * Good below 150 ms round trip and 2 % loss (the worker's verification limit), poor above
+   * 400 ms or 8 % (speech breaks up), fair between.
+   */
+  async quality(): Promise<Quality> {
+    const conn = this.conn;
+    if (!conn || this.ended) {
+      return "none";
+    }
+    const states = [conn.sendTransport.connectionState, conn.recvTransport.connectionState];
+    if (!states.includes("connected")) {
+      return "none";
+    }
+    const rtts = await Promise.all([conn.rttMs(conn.sendTransport), conn.rttMs(conn.recvTransport)]);
+    const rtt = Math.max(0, ...rtts.filter((r): r is number => r !== null));
+    const stats = await this.consumerStats();
+    const lost = stats.reduce((a, s) => a + s.packetsLost, 0);
+    const received = stats.reduce((a, s) => a + s.packetsReceived, 0);
+    const dLost = Math.max(0, lost - this.previousLoss.lost);
+    const dReceived = Math.max(0, received - this.previousLoss.received);
+    this.previousLoss = { lost, received };
+    const loss = dLost + dReceived > 0 ? (100 * dLost) / (dLost + dReceived) : 0;
+    if (rtt > 400 || loss > 8) {
+      return "poor";
+    }
+    if (rtt > 150 || loss > 2) {
+      return "fair";
+    }
+    return "good";
+  }
+}
+
+function num(value: unknown): number {
+  return typeof value === "number" ? value : 0;
+}
+
+export { MediaPathError };
