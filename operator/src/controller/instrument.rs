@@ -1,0 +1,76 @@
+//! Every reconcile runs inside a `reconcile` span (exported over OTLP when enabled, its trace id
+//! recorded in the span's `trace_id` field for the logs) and is counted in the metrics by kind,
+//! result and error category. Failures are logged here, inside the span.
+
+use std::future::Future;
+use std::time::Instant;
+
+use kube::runtime::controller::Action;
+use kube::Resource;
+use tracing::Instrument;
+
+use super::Context;
+use crate::telemetry;
+
+/// A reconcile error with a bounded category, for the `category` metric label.
+pub trait ReconcileError: std::error::Error {
+    fn category(&self) -> &'static str;
+}
+
+impl ReconcileError for super::session::Error {
+    fn category(&self) -> &'static str {
+        super::session::Error::category(self)
+    }
+}
+
+impl ReconcileError for super::pool::Error {
+    fn category(&self) -> &'static str {
+        super::pool::Error::category(self)
+    }
+}
+
+impl ReconcileError for super::point::Error {
+    fn category(&self) -> &'static str {
+        super::point::Error::category(self)
+    }
+}
+
+/// Runs `body`, the reconcile of `obj` (of `kind`), in a span, and counts it.
+pub async fn reconcile<K, E>(
+    kind: &'static str,
+    obj: &K,
+    ctx: &Context,
+    body: impl Future<Output = Result<Action, E>>,
+) -> Result<Action, E>
+where
+    K: Resource,
+    E: ReconcileError,
+{
+    let meta = obj.meta();
+    let span = tracing::info_span!(
+        "reconcile",
+        otel.name = %format_args!("reconcile {kind}"),
+        kind,
+        namespace = meta.namespace.as_deref().unwrap_or_default(),
+        name = meta.name.as_deref().unwrap_or_default(),
+        trace_id = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error.category = tracing::field::Empty,
+    );
+    if let Some(id) = telemetry::trace_id(&span) {
+        span.record("trace_id", id);
+    }
+    let started = Instant::now();
+    let result = body.instrument(span.clone()).await;
+    let category = result.as_ref().err().map(ReconcileError::category);
+    ctx.metrics.reconciled(kind, started.elapsed(), category);
+    span.in_scope(|| match &result {
+        Ok(action) => tracing::debug!(?action, "reconciled"),
+        Err(e) => {
+            span.record("otel.status_code", "error");
+            span.record("error.category", category);
+            tracing::warn!(error = %e, category, "reconcile failed");
+        }
+    });
+    result
+}
