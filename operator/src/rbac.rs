@@ -1,0 +1,269 @@
+//! What the operator calls on the API server: the one list its RBAC is checked against.
+//!
+//! The chart's ClusterRole and Role (`charts/tiepdan/templates/rbac.yaml`) grant exactly
+//! [`PERMISSIONS`], no more: `operator/tests/chart.rs` fails on any difference (and on any `*`),
+//! and `tests/tests/operator/chart_install.rs` installs the chart, asks the API server what its
+//! ServiceAccount may do, and runs the controllers as that ServiceAccount. A new API call needs a
+//! row here and a rule in the chart.
+//!
+//! ```text
+//!  Permission { scope, group, resources, resource_names, verbs, why }
+//!        │ grants(): one Grant per (scope, group, resource, name, verb)
+//!        ▼
+//!  BTreeSet<Grant>  ==  the rendered chart's rules, flattened the same way
+//! ```
+
+use std::collections::BTreeSet;
+
+/// Where a permission is granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Every namespace and cluster-scoped objects: a ClusterRole.
+    Cluster,
+    /// Only the namespace the operator is installed in: a Role.
+    InstallNamespace,
+}
+
+/// One rule: some verbs on some resources of one API group, and why the operator needs them.
+#[derive(Clone, Copy, Debug)]
+pub struct Permission {
+    pub scope: Scope,
+    /// The API group; `""` is the core group.
+    pub group: &'static str,
+    /// Plural resource names, `resource/subresource` for a subresource.
+    pub resources: &'static [&'static str],
+    /// Only these objects (empty: any).
+    pub resource_names: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+    /// The code that makes the calls.
+    pub why: &'static str,
+}
+
+/// Everything the operator calls. Server-side apply (`apply::apply`) is a `patch` that creates
+/// the object when it is missing, which the API server authorizes as `create` too.
+pub const PERMISSIONS: &[Permission] = &[
+    Permission {
+        scope: Scope::Cluster,
+        group: "tiepdan.io",
+        resources: &["receptionsessions"],
+        resource_names: &[],
+        verbs: &["list", "watch", "patch"],
+        why: "controller::session watches sessions and controller::become_ready lists them; \
+              kube-runtime's finalizer helper JSON-patches metadata.finalizers on the session",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "tiepdan.io",
+        resources: &["receptionpoints"],
+        resource_names: &[],
+        verbs: &["list", "watch"],
+        why: "controller::point and controller::session watch points and list a namespace's points",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "tiepdan.io",
+        resources: &["mediaworkerpools"],
+        resource_names: &[],
+        verbs: &["get", "list", "watch"],
+        why: "controller::pool and controller::session watch pools; session::provision gets the session's pool",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "tiepdan.io",
+        resources: &["receptionsessions/status", "receptionpoints/status", "mediaworkerpools/status"],
+        resource_names: &[],
+        verbs: &["patch"],
+        why: "each controller server-side applies its kind's status; session::record_point_verification \
+              merge-patches a point's status",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "tiepdan.io",
+        resources: &["receptionsessions/finalizers", "mediaworkerpools/finalizers"],
+        resource_names: &[],
+        verbs: &["update"],
+        why: "build::owner_ref sets blockOwnerDeletion on children of sessions and pools, which the \
+              OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) allows only with \
+              update on the owner's finalizers",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "",
+        resources: &["pods"],
+        resource_names: &[],
+        verbs: &["list", "watch", "create", "patch", "delete"],
+        why: "worker pods: watched by the pool and session controllers, applied (pool scale-up, \
+              allocation::allocate), merge-patched to allocate an idle one, deleted on scale-down and clean-up",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "",
+        resources: &["services"],
+        resource_names: &[],
+        verbs: &["list", "watch", "create", "patch", "delete"],
+        why: "signaling Services: owned (watched) by sessions, applied, deleted by apply::delete_orphans",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "",
+        resources: &["secrets"],
+        resource_names: &[],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "join tokens (owned by sessions, applied, deleted); pool::ensure_signing_key and \
+              webhook::registration::ensure_ca get and create their Secret once",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "",
+        resources: &["configmaps"],
+        resource_names: &[],
+        verbs: &["list", "create", "patch", "delete"],
+        why: "controller::monitoring applies and deletes each session's dashboard ConfigMap; \
+              webhook::registration::ensure_ca applies the trust bundle",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "events.k8s.io",
+        resources: &["events"],
+        resource_names: &[],
+        verbs: &["create", "patch"],
+        why: "controller::events publishes through kube-runtime's Recorder, which patches a repeated event",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "apiextensions.k8s.io",
+        resources: &["customresourcedefinitions"],
+        resource_names: &["podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com"],
+        verbs: &["get"],
+        why: "monitoring::Detector gets the prometheus-operator CRDs (PROMETHEUS_OPERATOR_CRDS)",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "monitoring.coreos.com",
+        resources: &["podmonitors", "prometheusrules"],
+        resource_names: &[],
+        verbs: &["list", "create", "patch", "delete"],
+        why: "controller::monitoring applies each session's PodMonitor and PrometheusRule and deletes them by label",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        resource_names: &[],
+        verbs: &["list", "create", "patch", "delete"],
+        why: "session::provision applies each session's NetworkPolicy; apply::delete_orphans deletes it by label",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "admissionregistration.k8s.io",
+        resources: &["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+        resource_names: &[WEBHOOK_CONFIGURATION],
+        verbs: &["create", "patch"],
+        why: "webhook::runner::start applies both configurations (webhook::registration::register, server-side \
+              apply, so even create names the object) with the CA bundle",
+    },
+    Permission {
+        scope: Scope::InstallNamespace,
+        group: "coordination.k8s.io",
+        resources: &["leases"],
+        resource_names: &[],
+        verbs: &["create"],
+        why: "leader::try_acquire creates the replicas' Lease when there is none (a create cannot name its object)",
+    },
+    Permission {
+        scope: Scope::InstallNamespace,
+        group: "coordination.k8s.io",
+        resources: &["leases"],
+        resource_names: &[LEASE],
+        verbs: &["get", "update"],
+        why: "leader::try_acquire and leader::release read and replace the replicas' Lease",
+    },
+];
+
+/// The name of the webhook configurations `tiepdan-operator run --webhook-addr` registers.
+pub const WEBHOOK_CONFIGURATION: &str = "tiepdan";
+/// The name of the Lease `tiepdan-operator run --leader-elect` holds.
+pub const LEASE: &str = "tiepdan-operator";
+
+/// One verb on one resource (or one named object of it), the unit RBAC rules are compared in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Grant {
+    pub scope: Scope,
+    pub group: String,
+    pub resource: String,
+    /// `None`: any object of the resource.
+    pub name: Option<String>,
+    pub verb: String,
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let group = if self.group.is_empty() { "core" } else { &self.group };
+        let name = self.name.as_deref().map(|n| format!("/{n}")).unwrap_or_default();
+        write!(f, "{:?}: {} {group}/{}{name}", self.scope, self.verb, self.resource)
+    }
+}
+
+/// Flattens rules (`apiGroups` × `resources` × `resourceNames` or any × `verbs`) into grants.
+pub fn flatten<S: AsRef<str>>(
+    scope: Scope,
+    groups: &[S],
+    resources: &[S],
+    names: &[S],
+    verbs: &[S],
+) -> BTreeSet<Grant> {
+    let names: Vec<Option<String>> =
+        if names.is_empty() { vec![None] } else { names.iter().map(|n| Some(n.as_ref().to_owned())).collect() };
+    let mut out = BTreeSet::new();
+    for g in groups {
+        for r in resources {
+            for n in &names {
+                for v in verbs {
+                    out.insert(Grant {
+                        scope,
+                        group: g.as_ref().to_owned(),
+                        resource: r.as_ref().to_owned(),
+                        name: n.clone(),
+                        verb: v.as_ref().to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every grant in [`PERMISSIONS`].
+pub fn grants() -> BTreeSet<Grant> {
+    PERMISSIONS.iter().flat_map(|p| flatten(p.scope, &[p.group], p.resources, p.resource_names, p.verbs)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_has_no_wildcards_no_duplicates_and_says_why() {
+        let mut seen = BTreeSet::new();
+        for p in PERMISSIONS {
+            assert!(!p.why.trim().is_empty(), "{p:?} says why");
+            for s in [&[p.group][..], p.resources, p.resource_names, p.verbs].concat() {
+                assert!(!s.contains('*'), "{p:?} has a wildcard");
+            }
+            for g in flatten(p.scope, &[p.group], p.resources, p.resource_names, p.verbs) {
+                assert!(seen.insert(g.clone()), "{g} is listed twice");
+            }
+        }
+    }
+
+    #[test]
+    fn rules_flatten_into_one_grant_per_verb_resource_and_name() {
+        let g = flatten(Scope::Cluster, &["a"], &["x", "y"], &["n1", "n2"], &["get"]);
+        assert_eq!(g.len(), 4);
+        let any = flatten(Scope::Cluster, &[""], &["pods"], &[] as &[&str], &["list", "watch"]);
+        assert_eq!(
+            any.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["Cluster: list core/pods", "Cluster: watch core/pods"]
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! The Helm chart (`charts/tiepdan`): its committed render is what Helm prints, its copies of the
+//! generated CRDs and rules are current, it lints, its RBAC is exactly what the operator calls
+//! (`tiepdan_operator::rbac::PERMISSIONS`) with no wildcard, and its pod is restricted.
+//!
+//! Needs Helm 3.18 (`scripts/install-deps.sh` puts it in `~/.cache/tiepdan/helm-3.18/helm`;
+//! `TIEPDAN_HELM` overrides). Regenerate with `scripts/render-chart.sh`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+use tiepdan_operator::rbac::{self, Grant, Scope};
+
+const NAMESPACE: &str = "tiepdan-system";
+const REGENERATE: &str = "run scripts/render-chart.sh";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Helm 3.18: `TIEPDAN_HELM`, else the cache path `scripts/install-deps.sh` installs to. Never
+/// skips: a missing helm fails the test.
+fn helm() -> PathBuf {
+    let path = match std::env::var_os("TIEPDAN_HELM") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let cache = std::env::var_os("TIEPDAN_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/tiepdan")
+            });
+            cache.join("helm-3.18/helm")
+        }
+    };
+    assert!(
+        path.is_file(),
+        "helm 3.18 is missing at {}: run scripts/install-deps.sh (or set TIEPDAN_HELM)",
+        path.display()
+    );
+    path
+}
+
+/// Runs helm in the repository root and returns stdout, failing the test with stderr.
+fn run_helm(args: &[&str]) -> String {
+    let out = Command::new(helm()).args(args).current_dir(repo()).output().expect("run helm");
+    assert!(out.status.success(), "helm {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("helm prints UTF-8")
+}
+
+/// `helm template tiepdan charts/tiepdan --namespace tiepdan-system` plus `extra` flags.
+fn template(extra: &[&str]) -> String {
+    let mut args = vec!["template", "tiepdan", "charts/tiepdan", "--namespace", NAMESPACE];
+    args.extend_from_slice(extra);
+    run_helm(&args)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).expect("the render is YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The committed render, parsed.
+fn rendered() -> Vec<Value> {
+    let text = std::fs::read_to_string(repo().join("charts/rendered/tiepdan.yaml"))
+        .unwrap_or_else(|e| panic!("charts/rendered/tiepdan.yaml: {e}; {REGENERATE}"));
+    documents(&text)
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(docs, kind);
+    assert_eq!(found.len(), 1, "exactly one {kind} in the render");
+    found[0]
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence().map(|s| s.iter().map(|x| x.as_str().expect("a string").to_owned()).collect()).unwrap_or_default()
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    path.iter().fold(v, |v, k| &v[*k]).as_str().unwrap_or_else(|| panic!("{path:?} is a string in {v:?}"))
+}
+
+fn yaml_files(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".yaml"))
+        .collect()
+}
+
+#[test]
+fn the_committed_render_is_what_helm_template_prints() {
+    let committed = std::fs::read_to_string(repo().join("charts/rendered/tiepdan.yaml")).unwrap_or_default();
+    assert!(committed == template(&[]), "charts/rendered/tiepdan.yaml drifted from the chart; {REGENERATE}");
+}
+
+#[test]
+fn the_charts_crds_are_copies_of_the_generated_crds() {
+    let (src, copy) = (repo().join("crds"), repo().join("charts/tiepdan/crds"));
+    assert_eq!(yaml_files(&copy), yaml_files(&src), "charts/tiepdan/crds/ holds exactly crds/*.yaml; {REGENERATE}");
+    for f in yaml_files(&src) {
+        let (a, b) = (std::fs::read(src.join(&f)).unwrap(), std::fs::read(copy.join(&f)).unwrap());
+        assert!(a == b, "charts/tiepdan/crds/{f} differs from crds/{f}; {REGENERATE}");
+    }
+}
+
+#[test]
+fn the_charts_global_rules_are_a_copy_of_the_generated_rules() {
+    let src = std::fs::read(repo().join("deploy/prometheus/global-rules.yaml")).ok();
+    let copy = std::fs::read(repo().join("charts/tiepdan/files/global-rules.yaml")).ok();
+    assert!(
+        src == copy,
+        "charts/tiepdan/files/global-rules.yaml differs from deploy/prometheus/global-rules.yaml; {REGENERATE}"
+    );
+}
+
+#[test]
+fn helm_lint_passes_strictly() {
+    run_helm(&["lint", "--strict", "charts/tiepdan"]);
+}
+
+#[test]
+fn with_prometheus_operator_the_chart_adds_the_global_rules_and_a_service_monitor() {
+    // Without prometheus-operator (the committed render) neither is there.
+    let plain = rendered();
+    assert!(of_kind(&plain, "PrometheusRule").is_empty() && of_kind(&plain, "ServiceMonitor").is_empty());
+
+    let docs = documents(&template(&[
+        "--api-versions",
+        "monitoring.coreos.com/v1",
+        "--set",
+        "monitoring.labels.release=prom",
+    ]));
+    let rule = one(&docs, "PrometheusRule");
+    let generated: Value = serde_yaml::from_slice(
+        &std::fs::read(repo().join("deploy/prometheus/global-rules.yaml"))
+            .expect("deploy/prometheus/global-rules.yaml"),
+    )
+    .expect("the global rules are YAML");
+    assert_eq!(rule["spec"]["groups"], generated["groups"], "the PrometheusRule holds the generated groups");
+    assert_eq!(str_at(rule, &["metadata", "labels", "release"]), "prom", "monitoring.labels reach the rule");
+
+    // The global alerts match job="tiepdan-operator": the ServiceMonitor takes the job from the
+    // Service's app.kubernetes.io/name.
+    let monitor = one(&docs, "ServiceMonitor");
+    let job_label = str_at(monitor, &["spec", "jobLabel"]);
+    let service = one(&docs, "Service");
+    assert_eq!(
+        str_at(service, &["metadata", "labels", job_label]),
+        tiepdan_operator::build::prometheus_rule::OPERATOR_JOB
+    );
+    assert_eq!(str_at(&monitor["spec"]["endpoints"][0], &["port"]), "metrics");
+
+    let off =
+        documents(&template(&["--api-versions", "monitoring.coreos.com/v1", "--set", "monitoring.globalRules=false"]));
+    assert!(of_kind(&off, "PrometheusRule").is_empty(), "monitoring.globalRules=false turns the rule off");
+}
+
+/// The render's ClusterRole and Role rules as grants, refusing wildcards and non-resource URLs.
+fn rendered_grants(docs: &[Value]) -> BTreeSet<Grant> {
+    let mut grants = BTreeSet::new();
+    for (kind, scope) in [("ClusterRole", Scope::Cluster), ("Role", Scope::InstallNamespace)] {
+        for role in of_kind(docs, kind) {
+            if scope == Scope::InstallNamespace {
+                assert_eq!(str_at(role, &["metadata", "namespace"]), NAMESPACE, "the Role is in the install namespace");
+            }
+            assert!(role.get("aggregationRule").is_none(), "{kind} aggregates no other role");
+            for rule in role["rules"].as_sequence().expect("rules") {
+                assert!(rule.get("nonResourceURLs").is_none(), "no non-resource URLs: {rule:?}");
+                let fields = ["apiGroups", "resources", "resourceNames", "verbs"]
+                    .map(|f| strings(rule.get(f).unwrap_or(&Value::Null)));
+                for s in fields.iter().flatten() {
+                    assert!(!s.contains('*'), "{kind} has a wildcard: {rule:?}");
+                }
+                let [groups, resources, names, verbs] = &fields;
+                assert!(!groups.is_empty() && !resources.is_empty() && !verbs.is_empty(), "incomplete rule {rule:?}");
+                grants.extend(rbac::flatten(scope, groups, resources, names, verbs));
+            }
+        }
+    }
+    grants
+}
+
+#[test]
+fn rbac_has_no_wildcard_and_grants_exactly_what_the_operator_calls() {
+    let docs = rendered();
+    let got = rendered_grants(&docs);
+    let want = rbac::grants();
+    let show = |s: BTreeSet<&Grant>| s.iter().map(|g| format!("\n  {g}")).collect::<String>();
+    let missing = show(want.difference(&got).collect());
+    let extra = show(got.difference(&want).collect());
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "charts/tiepdan/templates/rbac.yaml differs from operator/src/rbac.rs\nmissing:{missing}\nbeyond what the operator calls:{extra}"
+    );
+}
+
+#[test]
+fn the_roles_are_bound_to_the_service_account_the_operator_runs_as() {
+    let docs = rendered();
+    let sa = one(&docs, "ServiceAccount");
+    let sa_name = str_at(sa, &["metadata", "name"]);
+    assert_eq!(str_at(sa, &["metadata", "namespace"]), NAMESPACE);
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(str_at(deployment, &["spec", "template", "spec", "serviceAccountName"]), sa_name);
+    for (binding, role) in [("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")] {
+        let b = one(&docs, binding);
+        assert_eq!(str_at(b, &["roleRef", "kind"]), role);
+        assert_eq!(str_at(b, &["roleRef", "name"]), str_at(one(&docs, role), &["metadata", "name"]));
+        let subjects = b["subjects"].as_sequence().expect("subjects");
+        assert_eq!(subjects.len(), 1, "{binding} binds only the operator");
+        assert_eq!(
+            (str_at(&subjects[0], &["kind"]), str_at(&subjects[0], &["name"]), str_at(&subjects[0], &["namespace"])),
+            ("ServiceAccount", sa_name, NAMESPACE)
+        );
+    }
+}
+
+#[test]
+fn the_operator_pod_meets_the_restricted_pod_security_standard() {
+    let docs = rendered();
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert!(!pod[host].as_bool().unwrap_or(false), "{host}");
+    }
+    for v in pod["volumes"].as_sequence().into_iter().flatten() {
+        assert!(v.get("hostPath").is_none(), "no hostPath volume");
+    }
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(str_at(pod, &["securityContext", "seccompProfile", "type"]), "RuntimeDefault");
+    let containers = pod["containers"].as_sequence().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_ne!(sc["privileged"].as_bool(), Some(true));
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert!(sc["capabilities"].get("add").is_none(), "no added capability");
+    assert_ne!(sc["runAsUser"].as_u64().or(pod["securityContext"]["runAsUser"].as_u64()), Some(0));
+
+    // Probes: /healthz (the process runs) and /readyz (the API server lists every watched kind).
+    assert_eq!(str_at(c, &["livenessProbe", "httpGet", "path"]), "/healthz");
+    assert_eq!(str_at(c, &["readinessProbe", "httpGet", "path"]), "/readyz");
+    let ports: Vec<(&str, u64)> = c["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .map(|p| (str_at(p, &["name"]), p["containerPort"].as_u64().expect("a port number")))
+        .collect();
+    assert_eq!(ports, [("metrics", 8080), ("webhook", 8443)]);
+    assert_eq!(str_at(c, &["readinessProbe", "httpGet", "port"]), "metrics");
+}
+
+#[test]
+fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
+    let help =
+        Command::new(env!("CARGO_BIN_EXE_tiepdan-operator")).args(["run", "--help"]).output().expect("run --help");
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    // Every optional value set, so every flag the chart can pass is checked.
+    let docs =
+        documents(&template(&["--set", "watchNamespace=my-hao", "--set", "monitoring.labels.release=prometheus"]));
+    let args = strings(&one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+    for a in &args[1..] {
+        let flag = a.split('=').next().unwrap_or_default();
+        assert!(
+            flag.starts_with("--") && [' ', '\n'].iter().any(|end| help.contains(&format!("{flag}{end}"))),
+            "`tiepdan-operator run` has no flag {flag}:\n{help}"
+        );
+    }
+    for want in [
+        "--namespace=my-hao",
+        "--monitoring-label=release=prometheus",
+        "--metrics-addr=0.0.0.0:8080",
+        // The webhook registers the Service in front of it, on the port it listens on.
+        "--webhook-addr=0.0.0.0:8443",
+        "--webhook-service=tiepdan-operator",
+        "--leader-elect",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+}
