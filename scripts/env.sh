@@ -6,3 +6,5 @@ _rustc_version="$(rustc --version 2>/dev/null | awk '{print $2}')"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TIEPDAN_CACHE/cargo-target-${_rustc_version:-unknown}}"
 export TIEPDAN_MEDIA_WORKER_BIN="${TIEPDAN_MEDIA_WORKER_BIN:-$CARGO_TARGET_DIR/debug/tiepdan-media-worker}"
 export TIEPDAN_CACHE
+# Helm 3.18 for the chart's tests (installed by scripts/install-deps.sh).
+export TIEPDAN_HELM="${TIEPDAN_HELM:-$TIEPDAN_CACHE/helm-3.18/helm}"

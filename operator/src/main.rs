@@ -1,12 +1,19 @@
 //! `tiepdan-operator`: wiring only; the logic lives in the library.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tiepdan_operator::clock::SystemClock;
 use tiepdan_operator::controller::{self, OperatorConfig};
+use tiepdan_operator::leader::{self, LeaseConfig};
+use tiepdan_operator::monitoring_gen;
+use tiepdan_operator::rbac;
+use tiepdan_operator::telemetry::{LogFormat, Otlp, Telemetry};
+use tiepdan_operator::webhook::{self, registration::Endpoint, runner::WebhookOptions};
 
 #[derive(Parser)]
 #[command(name = "tiepdan-operator", version, about = "Runs online citizen reception sessions on Kubernetes")]
@@ -18,71 +25,212 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster in KUBECONFIG or the in-cluster config (default).
-    Run {
-        /// Minutes before the rehearsal at which the worker, Service and tokens are provisioned.
-        #[arg(long, env = "TIEPDAN_PROVISIONING_LEAD_MINUTES", default_value_t = 30)]
-        provisioning_lead_minutes: i64,
-        /// Minutes a session stays Live after its end before it completes.
-        #[arg(long, env = "TIEPDAN_GRACE_MINUTES", default_value_t = 15)]
-        grace_minutes: i64,
-        /// Seconds between reads of an active session's worker status.
-        #[arg(long, env = "TIEPDAN_STATUS_POLL_SECONDS", default_value_t = 10)]
-        status_poll_seconds: u64,
-        /// Watch only this namespace instead of all namespaces.
-        #[arg(long, env = "WATCH_NAMESPACE")]
-        namespace: Option<String>,
-        /// Log format.
-        #[arg(long, env = "TIEPDAN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-        log_format: String,
-    },
+    Run(RunArgs),
     /// Write the CustomResourceDefinitions as YAML files.
     Crd {
         /// The directory to write into.
         #[arg(long, default_value = "crds")]
         out: PathBuf,
     },
+    /// Write the Grafana dashboards (the overview and the example session's) as JSON files.
+    Dashboards {
+        /// The directory to write into.
+        #[arg(long, default_value = "dashboards")]
+        out: PathBuf,
+    },
+    /// Print one join link per point of a session. Links are secrets: share each only with its
+    /// point's officer.
+    Links {
+        /// The session's name.
+        session: String,
+        /// The session's namespace (default: the kubeconfig's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// The console's origin, e.g. https://tiepdan.example.vn (default: from the session's signaling URL).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Write the Prometheus rule files (the global rules and the example session's rules).
+    Rules {
+        /// The directory to write into.
+        #[arg(long, default_value = "deploy/prometheus")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Minutes before the rehearsal at which the worker, Service and tokens are provisioned.
+    #[arg(long, env = "TIEPDAN_PROVISIONING_LEAD_MINUTES", default_value_t = 30)]
+    provisioning_lead_minutes: i64,
+    /// Minutes a session stays Live after its end before it completes.
+    #[arg(long, env = "TIEPDAN_GRACE_MINUTES", default_value_t = 15)]
+    grace_minutes: i64,
+    /// Seconds between reads of an active session's worker status.
+    #[arg(long, env = "TIEPDAN_STATUS_POLL_SECONDS", default_value_t = 10)]
+    status_poll_seconds: u64,
+    /// Watch only this namespace instead of all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log format. Spans go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, env = "TIEPDAN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Where to serve /metrics, /healthz and /readyz (in a pod: 0.0.0.0:8080).
+    #[arg(long, env = "TIEPDAN_METRICS_ADDR", default_value = "127.0.0.1:8080")]
+    metrics_addr: SocketAddr,
+    /// A label (KEY=VALUE) for every PodMonitor and PrometheusRule, e.g. release=prometheus for
+    /// a Prometheus whose selectors want it. Repeatable; the variable takes a comma-separated list.
+    #[arg(long = "monitoring-label", env = "TIEPDAN_MONITORING_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    monitoring_labels: Vec<(String, String)>,
+    /// Serve the admission webhooks here over TLS (in a pod: 0.0.0.0:8443); off when unset.
+    #[arg(long, env = "TIEPDAN_WEBHOOK_ADDR")]
+    webhook_addr: Option<SocketAddr>,
+    /// The Service in front of the webhook, in the operator's namespace (in cluster).
+    #[arg(long, env = "TIEPDAN_WEBHOOK_SERVICE", conflicts_with = "webhook_url")]
+    webhook_service: Option<String>,
+    /// The webhook's base URL as the API server reaches it (out of cluster), e.g. https://127.0.0.1:8443.
+    #[arg(long, env = "TIEPDAN_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// The operator's own namespace: its CA Secret, trust bundle and Lease live there.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tiepdan-system")]
+    operator_namespace: String,
+    /// Run the controllers only while holding the `tiepdan-operator` Lease (for several replicas).
+    #[arg(long, env = "TIEPDAN_LEADER_ELECT")]
+    leader_elect: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run {
-        provisioning_lead_minutes: 30,
-        grace_minutes: 15,
-        status_poll_seconds: 10,
-        namespace: std::env::var("WATCH_NAMESPACE").ok(),
-        log_format: "text".into(),
-    }) {
+    // No subcommand means `run`, with its flags' defaults and environment variables.
+    let command = match cli.command {
+        Some(c) => c,
+        None => Cli::parse_from(["tiepdan-operator", "run"]).command.context("run is a subcommand")?,
+    };
+    match command {
         Command::Crd { out } => {
             for f in tiepdan_operator::crdgen::write(&out)? {
                 println!("{}", out.join(f).display());
             }
         }
-        Command::Run { provisioning_lead_minutes, grace_minutes, status_poll_seconds, namespace, log_format } => {
-            init_tracing(&log_format);
+        Command::Dashboards { out } => {
+            for f in monitoring_gen::write(&out, monitoring_gen::dashboards()?)? {
+                println!("{}", out.join(f).display());
+            }
+        }
+        Command::Rules { out } => {
+            for f in monitoring_gen::write(&out, monitoring_gen::rules()?)? {
+                println!("{}", out.join(f).display());
+            }
+        }
+        Command::Run(args) => run(args).await?,
+        Command::Links { session, namespace, base_url } => {
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
-            let mut config = OperatorConfig::default();
-            config.timeline.provisioning_lead = jiff::SignedDuration::from_mins(provisioning_lead_minutes);
-            config.timeline.grace = jiff::SignedDuration::from_mins(grace_minutes);
-            config.status_poll = std::time::Duration::from_secs(status_poll_seconds);
-            config.instance = std::env::var("POD_NAME").ok();
-            config.namespace = namespace;
-            tracing::info!("tiepdan-operator starting");
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            controller::run(client, Arc::new(SystemClock), config, shutdown).await;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+            for l in tiepdan_operator::links::fetch(&client, &ns, &session, base_url.as_deref()).await? {
+                println!("{}\t{}", l.point, l.url);
+            }
         }
     }
     Ok(())
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let format = if args.log_format == "json" { LogFormat::Json } else { LogFormat::Text };
+    let telemetry =
+        Telemetry::init(format, &Otlp::from_env(), std::io::stdout).context("failed to set up telemetry")?;
+    let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
+    let mut config = OperatorConfig::default();
+    config.timeline.provisioning_lead = jiff::SignedDuration::from_mins(args.provisioning_lead_minutes);
+    config.timeline.grace = jiff::SignedDuration::from_mins(args.grace_minutes);
+    config.status_poll = std::time::Duration::from_secs(args.status_poll_seconds);
+    config.instance = std::env::var("POD_NAME").ok();
+    config.namespace = args.namespace;
+    config.metrics_addr = Some(args.metrics_addr);
+    config.monitoring_labels = args.monitoring_labels.into_iter().collect::<BTreeMap<_, _>>();
+    tracing::info!(exporting_spans = telemetry.exporting(), "tiepdan-operator starting");
+
+    let _webhook = match (args.webhook_addr, args.webhook_service, args.webhook_url) {
+        (None, _, _) => None,
+        (Some(listen), service, url) => {
+            let endpoint = match (service, url) {
+                (_, Some(url)) => Endpoint::Url(url),
+                (Some(name), None) => Endpoint::Service {
+                    namespace: args.operator_namespace.clone(),
+                    name,
+                    port: i32::from(listen.port()),
+                },
+                (None, None) => anyhow::bail!("--webhook-addr needs --webhook-service or --webhook-url"),
+            };
+            let opts = WebhookOptions {
+                listen,
+                namespace: args.operator_namespace.clone(),
+                name: rbac::WEBHOOK_CONFIGURATION.into(),
+                endpoint,
+            };
+            Some(webhook::runner::start(client.clone(), opts).await.context("failed to start the admission webhook")?)
+        }
+    };
+
+    // With leader election, controllers run only while this replica holds the Lease; losing it
+    // ends the process so a fresh start cannot act on stale state.
+    let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_elect);
+    let lease = LeaseConfig {
+        namespace: args.operator_namespace.clone(),
+        name: rbac::LEASE.into(),
+        identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("tiepdan-operator-{}", std::process::id())),
+        duration: std::time::Duration::from_secs(15),
+        retry: std::time::Duration::from_secs(3),
+    };
+    if args.leader_elect {
+        tokio::spawn(leader::run(client.clone(), lease.clone(), leading_tx));
+        tracing::info!("waiting to lead");
     }
+    let mut won = leading.clone();
+    let gate = async move {
+        let _ = won.wait_for(|l| *l).await;
+        tracing::info!("leading");
+    };
+    let mut lost = leading.clone();
+    let shutdown = async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot handle SIGTERM");
+                return;
+            }
+        };
+        // Only a replica that led can lose the lease.
+        let lost_lease = async move {
+            if lost.wait_for(|l| *l).await.is_err() || lost.wait_for(|l| !*l).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            () = lost_lease => tracing::warn!("lost the lease; stopping"),
+        }
+    };
+    controller::run_gated(client.clone(), Arc::new(SystemClock), config, gate, shutdown).await;
+    if args.leader_elect {
+        // Hand over at once instead of making the next replica wait for the lease to expire.
+        let api = kube::Api::namespaced(client, &args.operator_namespace);
+        if let Err(e) = leader::release(&api, &lease).await {
+            tracing::warn!(error = %e, "failed to release the lease");
+        }
+    }
+    if args.leader_elect && !*leading.borrow() {
+        anyhow::bail!("lost the leader lease");
+    }
+    // Stopping the exporter flushes the last spans; it blocks, so not on a runtime thread.
+    tokio::task::spawn_blocking(move || drop(telemetry)).await.context("failed to stop telemetry")?;
+    Ok(())
 }

@@ -22,6 +22,8 @@ pub const COMPONENT_WORKER: &str = "media-worker";
 pub const COMPONENT_SIGNALING: &str = "signaling";
 pub const COMPONENT_TOKENS: &str = "join-tokens";
 pub const COMPONENT_SIGNING_KEY: &str = "signing-key";
+pub const COMPONENT_MONITORING: &str = "monitoring";
+pub const COMPONENT_DASHBOARD: &str = "dashboard";
 
 /// The common labels of an object belonging to `instance`.
 pub fn common(instance: &str, component: &str) -> BTreeMap<String, String> {

@@ -1,8 +1,12 @@
 //! The build step: validated spec in, Kubernetes objects out. Pure functions, no client; each
 //! child object has one builder in a file named after it.
 
+pub mod dashboard;
 pub mod join_tokens;
 pub mod labels;
+pub mod network_policy;
+pub mod pod_monitor;
+pub mod prometheus_rule;
 pub mod signaling_service;
 pub mod signing_key;
 pub mod worker_pod;

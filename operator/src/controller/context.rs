@@ -1,12 +1,17 @@
 //! What every reconciler shares.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+use super::monitoring::Detector;
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::timeline::TimelineConfig;
 use crate::worker_client::WorkerClient;
 
@@ -22,6 +27,13 @@ pub struct OperatorConfig {
     pub instance: Option<String>,
     /// Watch only this namespace (a namespace-scoped install); all namespaces when `None`.
     pub namespace: Option<String>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; nowhere when `None`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Extra labels on each PodMonitor and PrometheusRule, e.g. the `release` label a
+    /// Prometheus' podMonitorSelector and ruleSelector match.
+    pub monitoring_labels: BTreeMap<String, String>,
+    /// How long the answer to "are the prometheus-operator CRDs installed?" is reused.
+    pub monitoring_check_interval: Duration,
 }
 
 impl Default for OperatorConfig {
@@ -32,6 +44,9 @@ impl Default for OperatorConfig {
             error_backoff: Duration::from_secs(15),
             instance: None,
             namespace: None,
+            metrics_addr: None,
+            monitoring_labels: BTreeMap::new(),
+            monitoring_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -43,6 +58,13 @@ pub struct Context {
     pub config: OperatorConfig,
     pub recorder: Recorder,
     pub workers: WorkerClient,
+    pub metrics: Arc<Metrics>,
+    /// Whether the prometheus-operator CRDs are installed (cached).
+    pub monitoring: Detector,
+    /// Set once the API server answered for every watched kind (`/readyz`).
+    pub ready: Arc<AtomicBool>,
+    /// The API server's minor version, read once (features such as NetworkPolicy `endPort`).
+    pub server_minor: tokio::sync::OnceCell<u32>,
 }
 
 impl Context {
@@ -60,6 +82,28 @@ impl Context {
 
     pub fn new(client: Client, clock: Arc<dyn Clock>, config: OperatorConfig) -> Self {
         let reporter = Reporter { controller: "tiepdan-operator".into(), instance: config.instance.clone() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, clock, config, workers: WorkerClient::new() }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            clock,
+            monitoring: Detector::new(config.monitoring_check_interval),
+            config,
+            workers: WorkerClient::new(),
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+            server_minor: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The API server's minor version (`20` for 1.20), cached after the first answer.
+    pub async fn server_minor(&self) -> Result<u32, kube::Error> {
+        self.server_minor
+            .get_or_try_init(|| async {
+                let v = self.client.apiserver_version().await?;
+                // Minor versions may carry a suffix, e.g. "20+" on some distributions.
+                Ok(v.minor.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or(0))
+            })
+            .await
+            .copied()
     }
 }

@@ -3,6 +3,8 @@
 pub mod allocation;
 pub mod context;
 pub mod events;
+pub mod instrument;
+pub mod monitoring;
 pub mod point;
 pub mod pool;
 pub mod session;
@@ -10,11 +12,15 @@ pub mod status;
 
 pub use context::{Context, OperatorConfig};
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
+use kube::api::ListParams;
 use kube::Client;
 
+use crate::api::{MediaWorkerPool, ReceptionPoint, ReceptionSession};
 use crate::clock::Clock;
 
 /// Runs every controller until `shutdown` resolves.
@@ -22,6 +28,19 @@ pub async fn run(
     client: Client,
     clock: Arc<dyn Clock>,
     config: OperatorConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    run_gated(client, clock, config, std::future::ready(()), shutdown).await;
+}
+
+/// Like [`run`], but the controllers start only once `gate` resolves (e.g. this replica won the
+/// leader election); `/healthz` and `/metrics` answer from the start, so a standby replica is
+/// alive without acting.
+pub async fn run_gated(
+    client: Client,
+    clock: Arc<dyn Clock>,
+    config: OperatorConfig,
+    gate: impl std::future::Future<Output = ()> + Send,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let ctx = Arc::new(Context::new(client, clock, config));
@@ -32,12 +51,57 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let sessions = session::controller(ctx.clone(), stop()).for_each(|_| async {});
-    let pools = pool::controller(ctx.clone(), stop()).for_each(|_| async {});
-    let points = point::controller(ctx.clone(), stop()).for_each(|_| async {});
+    if let Some(addr) = ctx.config.metrics_addr {
+        let (metrics, ready, stopped) = (ctx.metrics.clone(), ctx.ready.clone(), stop());
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(addr, metrics, ready, stopped).await {
+                tracing::error!(error = %e, category = e.category(), "metrics endpoint failed");
+            }
+        });
+    }
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
+    tokio::select! {
+        () = gate => {}
+        () = stop() => return,
+    }
+    let readiness = tokio::spawn({
+        let (ctx, stopped) = (ctx.clone(), stop());
+        async move {
+            tokio::select! {
+                () = become_ready(&ctx) => {}
+                () = stopped => {}
+            }
+        }
+    });
+    let sessions = session::controller(ctx.clone(), stop()).for_each(|_| async {});
+    let pools = pool::controller(ctx.clone(), stop()).for_each(|_| async {});
+    let points = point::controller(ctx.clone(), stop()).for_each(|_| async {});
     tokio::join!(sessions, pools, points);
+    readiness.abort();
+}
+
+/// Marks the operator ready once a list of every watched kind succeeds (CRDs installed, RBAC
+/// granted), retrying with backoff until then.
+async fn become_ready(ctx: &Context) {
+    let one = ListParams::default().limit(1);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let sessions = ctx.watched::<ReceptionSession>().list_metadata(&one).await;
+        let points = ctx.watched::<ReceptionPoint>().list_metadata(&one).await;
+        let pools = ctx.watched::<MediaWorkerPool>().list_metadata(&one).await;
+        match (sessions, points, pools) {
+            (Ok(_), Ok(_), Ok(_)) => {
+                ctx.ready.store(true, Ordering::Relaxed);
+                return;
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                tracing::warn!(error = %e, "not ready: the API server did not list a watched kind");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
 }

@@ -59,6 +59,11 @@ pub fn controller(
 }
 
 async fn reconcile(point: Arc<ReceptionPoint>, ctx: Arc<Context>) -> Result<Action, Error> {
+    super::instrument::reconcile(crate::metrics::KIND_POINT, &*point, &ctx, reconcile_point(point.clone(), ctx.clone()))
+        .await
+}
+
+async fn reconcile_point(point: Arc<ReceptionPoint>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = point.namespace().unwrap_or_default();
     let api = Api::<ReceptionPoint>::namespaced(ctx.client.clone(), &ns);
     let all = api.list(&ListParams::default()).await.map_err(Error::List)?;
@@ -93,7 +98,6 @@ async fn reconcile(point: Arc<ReceptionPoint>, ctx: Arc<Context>) -> Result<Acti
     Ok(Action::await_change())
 }
 
-fn error_policy(_point: Arc<ReceptionPoint>, err: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, category = err.category(), "point reconcile failed");
+fn error_policy(_point: Arc<ReceptionPoint>, _err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(ctx.config.error_backoff.min(Duration::from_secs(60)))
 }

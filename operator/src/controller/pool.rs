@@ -91,6 +91,11 @@ pub async fn ensure_signing_key(ctx: &Context, pool: &MediaWorkerPool) -> Result
 }
 
 async fn reconcile(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    super::instrument::reconcile(crate::metrics::KIND_POOL, &*pool, &ctx, reconcile_pool(pool.clone(), ctx.clone()))
+        .await
+}
+
+async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = pool.namespace().unwrap_or_default();
     let name = pool.name_any();
     ensure_signing_key(&ctx, &pool).await.map_err(Error::SigningKey)?;
@@ -158,6 +163,7 @@ async fn reconcile(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result<Acti
         observed_generation: pool.metadata.generation,
         conditions: status.conditions,
     };
+    ctx.metrics.observe_pool(&format!("{ns}/{name}"), &status);
     let patch = json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool", "status": status});
     Api::<MediaWorkerPool>::namespaced(ctx.client.clone(), &ns)
         .patch_status(&name, &PatchParams::apply(labels::MANAGER).force(), &Patch::Apply(&patch))
@@ -170,7 +176,6 @@ fn worker_pod_rank(p: &Pod) -> u8 {
     u8::from(pod_ready(p))
 }
 
-fn error_policy(_pool: Arc<MediaWorkerPool>, err: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, category = err.category(), "pool reconcile failed");
+fn error_policy(_pool: Arc<MediaWorkerPool>, _err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(ctx.config.error_backoff)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::Stream;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -19,6 +20,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::allocation::{self, Allocation};
+use super::monitoring::{self, Applied};
 use super::pool::{ensure_signing_key, pod_ready};
 use super::status as st;
 use super::{events, Context};
@@ -27,7 +29,8 @@ use crate::api::{
     ReceptionSessionStatus, SessionPhase, WorkerStatus,
 };
 use crate::apply;
-use crate::build::{join_tokens, labels, signaling_service};
+use crate::build::{join_tokens, labels, network_policy, signaling_service};
+use crate::metrics::KIND_SESSION;
 use crate::tokens::{self, session_id};
 use crate::validate::{validate_session, ValidSession};
 use crate::worker_client::{WorkerClient, WorkerReport};
@@ -50,8 +53,12 @@ pub enum Error {
     Apply(#[from] apply::Error),
     #[error(transparent)]
     Tokens(#[from] tokens::Error),
+    #[error("failed to read the API server's version")]
+    ServerVersion(#[source] kube::Error),
     #[error("failed to update session status")]
     Status(#[source] kube::Error),
+    #[error(transparent)]
+    Monitoring(#[from] monitoring::Error),
     #[error("finalizer failed: {0}")]
     Finalizer(String),
 }
@@ -65,6 +72,8 @@ impl Error {
             Error::Apply(_) => "apply",
             Error::Tokens(_) => "tokens",
             Error::Status(_) => "status",
+            Error::ServerVersion(_) => "observe",
+            Error::Monitoring(_) => "monitoring",
             Error::Finalizer(_) => "finalizer",
         }
     }
@@ -106,6 +115,10 @@ pub fn controller(
 }
 
 async fn reconcile(session: Arc<ReceptionSession>, ctx: Arc<Context>) -> Result<Action, Error> {
+    super::instrument::reconcile(KIND_SESSION, &*session, &ctx, reconcile_session(session.clone(), ctx.clone())).await
+}
+
+async fn reconcile_session(session: Arc<ReceptionSession>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api = Api::<ReceptionSession>::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, session, |event| async {
         match event {
@@ -125,11 +138,14 @@ struct Provisioned {
     pod: Option<Pod>,
     report: Option<WorkerReport>,
     worker_message: String,
+    /// Monitoring never fails provisioning: its outcome goes to the MonitoringReady condition.
+    monitoring: Result<Applied, monitoring::Error>,
 }
 
 async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Action, Error> {
     let now = ctx.clock.now();
     let ns = session.namespace().unwrap_or_default();
+    let id = session_id(&ns, &session.name_any());
     let prev = session.status.clone().unwrap_or_default();
     let generation = session.metadata.generation;
     let mut status = prev.clone();
@@ -152,6 +168,7 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
                 status.phase = Some(SessionPhase::Failed);
             }
             write_status(ctx, session, &status).await?;
+            ctx.metrics.observe_session(&id, &status, None, now);
             if changed || prev.phase != status.phase {
                 events::warning(ctx, session, e.reason(), "Validate", e.to_string()).await;
             }
@@ -196,6 +213,15 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
             generation,
             now,
         );
+        set_condition(
+            &mut status.conditions,
+            MONITORING_READY,
+            CS::False,
+            "Released",
+            "The session ended; its dashboard and any PodMonitor and PrometheusRule were deleted.",
+            generation,
+            now,
+        );
         status.worker = None;
     } else if t.needs_resources(now) {
         match provision(session, &valid, ctx, now).await {
@@ -223,6 +249,8 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
                     pod: p.pod.as_ref().map(|p| p.name_any()),
                     signaling_url: Some(signaling_service::url(session)),
                 });
+                let (ms, reason, msg) = monitoring_condition(&p.monitoring);
+                set_condition(&mut status.conditions, MONITORING_READY, ms, reason, msg, generation, now);
                 worker_report = p.report;
             }
             Err(ProvisionError::PoolMissing(pool)) => {
@@ -244,7 +272,8 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
     } else {
         let msg = format!("Provisioning starts at {}.", t.provisioning_start);
         set_condition(&mut status.conditions, "Provisioned", CS::False, "Scheduled", &msg, generation, now);
-        set_condition(&mut status.conditions, "WorkerReady", CS::False, "Scheduled", msg, generation, now);
+        set_condition(&mut status.conditions, "WorkerReady", CS::False, "Scheduled", &msg, generation, now);
+        set_condition(&mut status.conditions, MONITORING_READY, CS::False, "Scheduled", msg, generation, now);
     }
 
     // status
@@ -290,9 +319,11 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
     }
     status.summary = Some(st::summarize(&status.points, summary));
     write_status(ctx, session, &status).await?;
+    ctx.metrics.observe_session(&id, &status, Some(t), now);
 
     // events and point status, after the session's own status is safely written
     if prev.phase != Some(phase) {
+        tracing::info!(session = %id, from = ?prev.phase, to = %phase, "session phase changed");
         phase_event(ctx, session, prev.phase, phase, &status).await;
     }
     for p in st::newly_verified(&prev.points, &status.points) {
@@ -333,7 +364,9 @@ impl From<Error> for ProvisionError {
     }
 }
 
-/// build + apply: the worker, the signaling Service and the join tokens; then orphans go.
+/// build + apply: the worker, the signaling Service, the join tokens and the monitoring children;
+/// then orphans go.
+#[tracing::instrument(skip_all)]
 async fn provision(
     session: &ReceptionSession,
     valid: &ValidSession,
@@ -388,12 +421,22 @@ async fn provision(
         .map_err(Error::from)?;
     apply::delete_orphans(&services, &sel, &one(svc.name_any())).await.map_err(Error::from)?;
     apply::delete_orphans(&secrets, &sel, &one(tokens.name_any())).await.map_err(Error::from)?;
+    // Only signaling and the pool's RTC ports reach the session's worker.
+    let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns);
+    let ranges = network_policy::PortRanges::for_minor(ctx.server_minor().await.map_err(Error::ServerVersion)?);
+    let policy = apply::apply(&policies, &network_policy::build(session, &pool, ranges)).await.map_err(Error::from)?;
+    apply::delete_orphans(&policies, &sel, &one(policy.name_any())).await.map_err(Error::from)?;
+    let monitoring = monitoring::apply(ctx, session).await;
+    if let Err(e) = &monitoring {
+        tracing::warn!(error = %e, category = e.category(), "failed to apply the session's monitoring");
+    }
 
     let (report, worker_message) = observe_worker(ctx, session, &pod, &key, now).await;
-    Ok(Provisioned { pod: Some(pod), report, worker_message })
+    Ok(Provisioned { pod: Some(pod), report, worker_message, monitoring })
 }
 
 /// Binds a warm worker to the session (idempotent) and reads its per-point status.
+#[tracing::instrument(skip_all)]
 async fn observe_worker(
     ctx: &Context,
     session: &ReceptionSession,
@@ -423,7 +466,9 @@ async fn observe_worker(
     }
 }
 
-/// Deletes everything the session made: worker pods, Services and Secrets (join tokens).
+/// Deletes everything the session made: worker pods, Services, Secrets (join tokens) and the
+/// monitoring children (dashboard ConfigMap, PodMonitor, PrometheusRule).
+#[tracing::instrument(skip_all)]
 async fn release(session: &ReceptionSession, ctx: &Context) -> Result<(), Error> {
     let ns = session.namespace().unwrap_or_default();
     let sel = labels::session_selector(&session.name_any());
@@ -431,22 +476,26 @@ async fn release(session: &ReceptionSession, ctx: &Context) -> Result<(), Error>
     apply::delete_orphans(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
     apply::delete_orphans(&Api::<Service>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
     apply::delete_orphans(&Api::<Secret>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
+    apply::delete_orphans(&Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
+    monitoring::release(ctx, &ns, &sel).await?;
     Ok(())
 }
 
 async fn cleanup(session: &ReceptionSession, ctx: &Context) -> Result<Action, Error> {
     release(session, ctx).await?;
+    ctx.metrics.remove_session(&session_id(&session.namespace().unwrap_or_default(), &session.name_any()));
     events::normal(
         ctx,
         session,
         "CleanedUp",
         "Delete",
-        "Deleted the session's worker, Service and join tokens.".to_owned(),
+        "Deleted the session's worker, Service, join tokens and monitoring.".to_owned(),
     )
     .await;
     Ok(Action::await_change())
 }
 
+#[tracing::instrument(skip_all)]
 async fn write_status(ctx: &Context, session: &ReceptionSession, status: &ReceptionSessionStatus) -> Result<(), Error> {
     let patch = json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionSession", "status": status});
     Api::<ReceptionSession>::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default())
@@ -492,9 +541,33 @@ async fn record_point_verification(
     }
 }
 
-fn error_policy(session: Arc<ReceptionSession>, err: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(session = %session.name_any(), error = %err, category = err.category(), "session reconcile failed");
+/// Failures are logged and counted inside the reconcile span (see [`super::instrument`]).
+fn error_policy(_session: Arc<ReceptionSession>, _err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(ctx.config.error_backoff)
+}
+
+/// The condition saying whether the session's monitoring children are in place.
+pub const MONITORING_READY: &str = "MonitoringReady";
+
+/// `MonitoringReady` from what [`monitoring::apply`] did.
+fn monitoring_condition(outcome: &Result<Applied, monitoring::Error>) -> (CS, &'static str, String) {
+    match outcome {
+        Ok(Applied::All) => (
+            CS::True,
+            "MonitoringApplied",
+            "The Grafana dashboard ConfigMap, PodMonitor and PrometheusRule are in place.".to_owned(),
+        ),
+        Ok(Applied::DashboardOnly) => (
+            CS::False,
+            "PrometheusOperatorMissing",
+            format!(
+                "The prometheus-operator CRDs ({}) are not installed, so no PodMonitor or PrometheusRule was \
+                 created; the Grafana dashboard ConfigMap is in place.",
+                monitoring::PROMETHEUS_OPERATOR_CRDS.join(", ")
+            ),
+        ),
+        Err(e) => (CS::False, "MonitoringFailed", format!("{e} ({})", e.category())),
+    }
 }
 
 /// Whether `session` currently has its condition `type_` True (for callers and tests).

@@ -4,6 +4,7 @@
 
 pub mod registration;
 pub mod rules;
+pub mod runner;
 pub mod server;
 
 pub use server::{serve, WebhookServer};

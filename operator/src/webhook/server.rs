@@ -50,6 +50,11 @@ impl WebhookServer {
             .map_err(Error::Tls)
     }
 
+    /// The TLS configuration, for reloading from another task.
+    pub fn tls_config(&self) -> RustlsConfig {
+        self.tls.clone()
+    }
+
     pub fn shutdown(&self) {
         self.handle.shutdown();
     }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::Client;
 use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
@@ -44,7 +45,9 @@ async fn labelled_count(client: &Client, ns: &str) -> usize {
     let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.len();
     let svcs = Api::<Service>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.len();
     let secrets = Api::<Secret>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.len();
-    pods + svcs + secrets
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.len();
+    let dashboards = Api::<ConfigMap>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.len();
+    pods + svcs + secrets + policies + dashboards
 }
 
 async fn wait_nothing_labelled(client: &Client, ns: &str) {

@@ -1,0 +1,121 @@
+//! The per-session NetworkPolicy: the session's worker accepts only signaling (TCP) and its pool's
+//! RTC port range (UDP and TCP); everything else inbound is dropped.
+
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::worker_pod::SIGNALING_PORT;
+use super::{labels, owner_ref};
+use crate::api::{MediaWorkerPool, ReceptionSession};
+
+/// The policy's name for a session.
+pub fn name(session: &str) -> String {
+    format!("{session}-worker")
+}
+
+/// How a port range can be written in a NetworkPolicy on this cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortRanges {
+    /// `port` + `endPort` (Kubernetes 1.25 and later).
+    EndPort,
+    /// One entry per port: older API servers do not know `endPort` and would open only the first
+    /// port of the range.
+    Enumerate,
+}
+
+impl PortRanges {
+    /// The form a Kubernetes `1.<minor>` API server accepts.
+    pub fn for_minor(minor: u32) -> Self {
+        if minor >= 25 {
+            Self::EndPort
+        } else {
+            Self::Enumerate
+        }
+    }
+}
+
+/// The NetworkPolicy isolating `session`'s worker.
+pub fn build(session: &ReceptionSession, pool: &MediaWorkerPool, ranges: PortRanges) -> NetworkPolicy {
+    let sname = session.name_any();
+    let range = &pool.spec.rtc_ports;
+    let port = |protocol: &str, port: i32, end: Option<i32>| NetworkPolicyPort {
+        protocol: Some(protocol.to_owned()),
+        port: Some(IntOrString::Int(port)),
+        end_port: end,
+    };
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(name(&sname)),
+            namespace: session.namespace(),
+            labels: Some(labels::for_session(&sname, labels::COMPONENT_WORKER)),
+            owner_references: Some(vec![owner_ref(session)]),
+            ..Default::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(
+                    [
+                        (labels::SESSION.to_owned(), sname.clone()),
+                        (labels::COMPONENT.to_owned(), labels::COMPONENT_WORKER.to_owned()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: None,
+                ports: Some(
+                    std::iter::once(port("TCP", SIGNALING_PORT, None))
+                        .chain(["UDP", "TCP"].into_iter().flat_map(|proto| match ranges {
+                            PortRanges::EndPort => vec![port(proto, range.min, Some(range.max))],
+                            PortRanges::Enumerate => (range.min..=range.max).map(|p| port(proto, p, None)).collect(),
+                        }))
+                        .collect(),
+                ),
+            }]),
+            egress: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::worker_pod::tests::{pool, session};
+
+    #[test]
+    fn only_signaling_and_the_rtc_range_are_open_to_the_sessions_worker() {
+        let np = build(&session(), &pool(), PortRanges::EndPort);
+        let spec = np.spec.unwrap();
+        let sel = spec.pod_selector.unwrap().match_labels.unwrap();
+        assert_eq!(sel[labels::SESSION], "phien-thang-6");
+        assert_eq!(spec.policy_types.unwrap(), vec!["Ingress"]);
+        let ports = spec.ingress.unwrap()[0].ports.clone().unwrap();
+        let summary: Vec<_> =
+            ports.iter().map(|p| (p.protocol.clone().unwrap(), p.port.clone().unwrap(), p.end_port)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("TCP".to_owned(), IntOrString::Int(8080), None),
+                ("UDP".to_owned(), IntOrString::Int(41000), Some(41099)),
+                ("TCP".to_owned(), IntOrString::Int(41000), Some(41099)),
+            ]
+        );
+        assert_eq!(np.metadata.labels.unwrap()[labels::SESSION], "phien-thang-6");
+    }
+
+    #[test]
+    fn older_clusters_get_every_rtc_port_listed() {
+        assert_eq!(PortRanges::for_minor(20), PortRanges::Enumerate);
+        assert_eq!(PortRanges::for_minor(33), PortRanges::EndPort);
+        let np = build(&session(), &pool(), PortRanges::Enumerate);
+        let ports = np.spec.unwrap().ingress.unwrap()[0].ports.clone().unwrap();
+        // Signaling, then 100 UDP and 100 TCP ports (41000..=41099), none with endPort.
+        assert_eq!(ports.len(), 201);
+        assert!(ports.iter().all(|p| p.end_port.is_none()));
+        assert_eq!(ports[200].port, Some(IntOrString::Int(41099)));
+    }
+}

@@ -1,0 +1,107 @@
+//! Starting the webhook inside the operator: the CA from its Secret, a serving certificate for the
+//! webhook's Service (or URL), the HTTPS server, the configurations with the CA bundle, and
+//! renewal of the serving certificate in the last third of its life.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::registration::{self, Endpoint, Registration, SERVING_VALIDITY};
+use super::server::{self, WebhookServer};
+use crate::clock::SystemClock;
+use crate::pki;
+
+/// Errors starting the webhook.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registration(#[from] registration::Error),
+    #[error(transparent)]
+    Pki(#[from] pki::Error),
+    #[error(transparent)]
+    Server(#[from] server::Error),
+}
+
+/// How the webhook is exposed.
+#[derive(Clone, Debug)]
+pub struct WebhookOptions {
+    /// Where the HTTPS server listens.
+    pub listen: SocketAddr,
+    /// The namespace of the operator (the CA Secret and trust bundle live there).
+    pub namespace: String,
+    /// The configurations' name.
+    pub name: String,
+    pub endpoint: Endpoint,
+}
+
+fn names(opts: &WebhookOptions) -> Vec<String> {
+    match &opts.endpoint {
+        Endpoint::Service { namespace, name, .. } => {
+            vec![format!("{name}.{namespace}.svc"), format!("{name}.{namespace}.svc.cluster.local")]
+        }
+        Endpoint::Url(url) => {
+            let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or_default();
+            vec![host.to_owned()]
+        }
+    }
+}
+
+/// Starts the webhook and keeps its certificate fresh. The task ends when the process does.
+pub async fn start(client: kube::Client, opts: WebhookOptions) -> Result<WebhookServer, Error> {
+    // Certificates are about real time, whatever clock drives the timelines.
+    let now = Timestamp::now();
+    let ca = registration::ensure_ca(&client, &opts.namespace, now).await?;
+    let cert = pki::issue_serving(&ca, &names(&opts), now, SERVING_VALIDITY)?;
+    let server = server::serve(opts.listen, &cert, Arc::new(SystemClock)).await?;
+    let reg = Registration { name: opts.name.clone(), endpoint: opts.endpoint.clone(), namespace_selector: None };
+    registration::register(&client, &reg, &ca).await?;
+    tracing::info!(addr = %server.local_addr, "admission webhook serving");
+
+    let tls = server.tls_config();
+    let mut not_after = cert.not_after;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let now = Timestamp::now();
+            if !pki::needs_renewal(not_after, SERVING_VALIDITY, now) {
+                continue;
+            }
+            match pki::issue_serving(&ca, &names(&opts), now, SERVING_VALIDITY) {
+                Ok(c) => match tls.reload_from_pem(c.cert_pem.into_bytes(), c.key_pem.into_bytes()).await {
+                    Ok(()) => {
+                        not_after = c.not_after;
+                        tracing::info!("renewed the webhook's serving certificate");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "failed to load the renewed webhook certificate"),
+                },
+                Err(e) => tracing::warn!(error = %e, "failed to renew the webhook certificate"),
+            }
+        }
+    });
+    Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_serving_certificate_names_the_service_or_the_url_host() {
+        let svc = WebhookOptions {
+            listen: "0.0.0.0:8443".parse().unwrap(),
+            namespace: "tiepdan-system".into(),
+            name: "tiepdan".into(),
+            endpoint: Endpoint::Service {
+                namespace: "tiepdan-system".into(),
+                name: "tiepdan-operator".into(),
+                port: 8443,
+            },
+        };
+        assert_eq!(names(&svc)[0], "tiepdan-operator.tiepdan-system.svc");
+        let url = WebhookOptions { endpoint: Endpoint::Url("https://127.0.0.1:9443".into()), ..svc };
+        assert_eq!(names(&url), vec!["127.0.0.1".to_owned()]);
+    }
+}
