@@ -6,7 +6,6 @@
 //! data unless listed in [`MAY_BE_EMPTY`] with the reason.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::Api;
 use kube::ResourceExt;
 use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
-use tiepdan_media_worker::probe::peer::PlainPeer;
 use tiepdan_operator::api::{ReceptionSession, SessionPhase};
 use tiepdan_operator::build::dashboard;
 use tiepdan_operator::build::pod_monitor::{self, PodMonitor};
@@ -22,8 +20,8 @@ use tiepdan_operator::build::prometheus_rule::{self, PrometheusRule, RuleFile, O
 use tiepdan_operator::clock::SimClock;
 use tiepdan_operator::monitoring_gen;
 
-use crate::common::{kubectl_apply_yaml, media_worker_bin};
-use crate::support::{cluster_with_prometheus_operator, start_operator, Prometheus};
+use crate::common::{exchange_media, kubectl_apply_yaml, media_worker_bin, start_operator_with};
+use crate::support::{cluster_with_prometheus_operator, Prometheus};
 
 const SESSION: &str = "giam-sat";
 
@@ -108,7 +106,7 @@ async fn prometheus_gets_data_for_every_dashboard_expression_from_the_operator_a
     let start = now + jiff::SignedDuration::from_mins(120);
     let clock = SimClock::new(now);
     let metrics_port = tiepdan_harness::process::free_ports(1).unwrap()[0];
-    let _op = start_operator(client.clone(), &ns, Arc::new(clock.clone()), Some(metrics_port));
+    let _op = start_operator_with(client.clone(), &ns, Arc::new(clock.clone()), Some(metrics_port));
     let yaml = TOPOLOGY.replace("START", &start.to_string()).replace("DEADLINE", &deadline.to_string());
     let out = kubectl_apply_yaml(cp, &ns, &yaml);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -152,26 +150,7 @@ scrape_configs:
         Api::<Secret>::namespaced(client.clone(), &ns).get("giam-sat-join-tokens").await.unwrap().data.unwrap();
     let token = |p: &str| String::from_utf8(tokens[p].0.clone()).unwrap();
     let url = format!("ws://{ip}:8080/v1/ws");
-    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut host = PlainPeer::join(&url, &token("thi-xa-my-hao"), local).await.expect("host joins");
-    let host_out = host.publish().await.unwrap();
-    let mut commune = PlainPeer::join(&url, &token("di-su"), local).await.expect("commune joins");
-    let commune_out = commune.publish().await.unwrap();
-    for p in [host_out.audio, host_out.video] {
-        commune.consume(p).await.unwrap();
-    }
-    for p in [commune_out.audio, commune_out.video] {
-        host.consume(p).await.unwrap();
-    }
-    let sender = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            tick.tick().await;
-            if host.send_once(50).await.is_err() || commune.send_once(50).await.is_err() {
-                break;
-            }
-        }
-    });
+    let sender = exchange_media(&url, &token("thi-xa-my-hao"), &token("di-su")).await;
 
     // The rehearsal verifies both points; then the session goes live, media still flowing.
     wait_session(&sessions, "both points verified", |s| {

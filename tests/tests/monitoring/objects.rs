@@ -15,8 +15,8 @@ use tiepdan_operator::build::prometheus_rule::PrometheusRule;
 use tiepdan_operator::build::{labels, pod_monitor, prometheus_rule};
 use tiepdan_operator::clock::SimClock;
 
-use crate::common::kubectl_ok;
-use crate::support::{cluster_with_prometheus_operator, start_operator};
+use crate::common::{kubectl_ok, start_operator};
+use crate::support::cluster_with_prometheus_operator;
 
 const SESSION: &str = "tiep-dan-dinh-ky-thang-3";
 
@@ -38,7 +38,7 @@ async fn a_session_gets_a_pod_monitor_rules_and_a_dashboard_that_go_when_it_comp
     let _node = Node::start(client.clone(), NodeOptions::new(NodeMode::Simulated).in_namespace(&ns)).unwrap();
     // Inside the rehearsal: everything is provisioned.
     let clock = SimClock::new("2027-03-14T07:10:00Z".parse().unwrap());
-    let _op = start_operator(client.clone(), &ns, Arc::new(clock.clone()), None);
+    let _op = start_operator(client.clone(), &ns, Arc::new(clock.clone()));
     kubectl_ok(cp, &["apply", "-n", &ns, "-f", "examples/my-hao/"]);
     let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
 

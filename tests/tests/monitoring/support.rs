@@ -1,17 +1,14 @@
-//! What the monitoring tests share: the cluster with the prometheus-operator CRDs, an in-process
-//! operator serving `/metrics`, and a Prometheus process on 127.0.0.1.
+//! What the monitoring tests share: the cluster with the prometheus-operator CRDs and a Prometheus
+//! process on 127.0.0.1.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
-use kube::Client;
 use tiepdan_harness::process::{make_temp_dir, Reaper, Supervised};
 use tiepdan_harness::{wait_for, ControlPlane};
-use tiepdan_operator::clock::Clock;
-use tiepdan_operator::controller::{self, monitoring, OperatorConfig};
+use tiepdan_operator::controller::monitoring;
 use tokio::sync::OnceCell;
 
 use crate::common::{cluster, kubectl_apply_yaml};
@@ -70,37 +67,6 @@ pub async fn cluster_with_prometheus_operator() -> &'static ControlPlane {
         })
         .await;
     cp
-}
-
-/// An in-process operator watching one namespace; stops when dropped.
-pub struct Operator {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.abort();
-    }
-}
-
-/// Starts the operator watching only `namespace`, on `clock`, serving `/metrics` on `metrics`.
-pub fn start_operator(client: Client, namespace: &str, clock: Arc<dyn Clock>, metrics: Option<u16>) -> Operator {
-    let config = OperatorConfig {
-        namespace: Some(namespace.to_owned()),
-        status_poll: Duration::from_millis(500),
-        error_backoff: Duration::from_millis(500),
-        metrics_addr: metrics.map(|port| ([127, 0, 0, 1], port).into()),
-        ..Default::default()
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(client, clock, config, async move {
-        let _ = rx.await;
-    }));
-    Operator { stop: Some(tx), task }
 }
 
 /// A Prometheus server (Debian's `prometheus`) on 127.0.0.1, stopped by PID on drop.

@@ -2,18 +2,16 @@
 //! a warm worker is bound to the session, two points exchange media through it, the worker
 //! verifies them, and the session is Ready at the deadline.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::Api;
 use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
-use tiepdan_media_worker::probe::peer::PlainPeer;
 use tiepdan_operator::api::{ReceptionPoint, ReceptionSession, SessionPhase};
 use tiepdan_operator::clock::SimClock;
 
-use crate::common::{cluster, kubectl_apply_yaml, media_worker_bin, start_operator};
+use crate::common::{cluster, exchange_media, kubectl_apply_yaml, media_worker_bin, start_operator};
 
 const TOPOLOGY: &str = r#"
 apiVersion: tiepdan.io/v1alpha1
@@ -93,26 +91,7 @@ async fn points_verified_by_a_real_worker_make_the_session_ready_at_the_deadline
     let token = |p: &str| String::from_utf8(tokens[p].0.clone()).unwrap();
 
     // Two points publish and consume each other, as the officers' consoles do.
-    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut host = PlainPeer::join(&url, &token("thi-xa-my-hao"), local).await.expect("host joins");
-    let host_out = host.publish().await.unwrap();
-    let mut commune = PlainPeer::join(&url, &token("di-su"), local).await.expect("commune joins");
-    let commune_out = commune.publish().await.unwrap();
-    for p in [host_out.audio, host_out.video] {
-        commune.consume(p).await.unwrap();
-    }
-    for p in [commune_out.audio, commune_out.video] {
-        host.consume(p).await.unwrap();
-    }
-    let sender = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            tick.tick().await;
-            if host.send_once(50).await.is_err() || commune.send_once(50).await.is_err() {
-                break;
-            }
-        }
-    });
+    let sender = exchange_media(&url, &token("thi-xa-my-hao"), &token("di-su")).await;
 
     // The worker verifies both (10 s of clean media by default); the operator copies it over.
     wait_for(Duration::from_secs(60), "both points verified in the session status", || {

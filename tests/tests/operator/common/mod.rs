@@ -106,10 +106,16 @@ impl Drop for Operator {
 
 /// Starts the operator watching only `namespace`, on `clock`.
 pub fn start_operator(client: Client, namespace: &str, clock: Arc<dyn Clock>) -> Operator {
+    start_operator_with(client, namespace, clock, None)
+}
+
+/// Like [`start_operator`], also serving `/metrics` on 127.0.0.1:`metrics`.
+pub fn start_operator_with(client: Client, namespace: &str, clock: Arc<dyn Clock>, metrics: Option<u16>) -> Operator {
     let config = OperatorConfig {
         namespace: Some(namespace.to_owned()),
         status_poll: Duration::from_millis(500),
         error_backoff: Duration::from_millis(500),
+        metrics_addr: metrics.map(|port| ([127, 0, 0, 1], port).into()),
         ..Default::default()
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -117,6 +123,32 @@ pub fn start_operator(client: Client, namespace: &str, clock: Arc<dyn Clock>) ->
         let _ = rx.await;
     }));
     Operator { stop: Some(tx), task }
+}
+
+/// Two points join the worker at `ws_url`, publish audio and video and consume each other's, as
+/// the officers' consoles do, and keep sending until the returned task is aborted.
+pub async fn exchange_media(ws_url: &str, first_token: &str, second_token: &str) -> tokio::task::JoinHandle<()> {
+    use tiepdan_media_worker::probe::peer::PlainPeer;
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let mut a = PlainPeer::join(ws_url, first_token, local).await.expect("first point joins");
+    let a_out = a.publish().await.expect("first point publishes");
+    let mut b = PlainPeer::join(ws_url, second_token, local).await.expect("second point joins");
+    let b_out = b.publish().await.expect("second point publishes");
+    for p in [a_out.audio, a_out.video] {
+        b.consume(p).await.expect("second consumes first");
+    }
+    for p in [b_out.audio, b_out.video] {
+        a.consume(p).await.expect("first consumes second");
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            if a.send_once(50).await.is_err() || b.send_once(50).await.is_err() {
+                break;
+            }
+        }
+    })
 }
 
 /// The real `tiepdan-media-worker` binary for worker pods: `TIEPDAN_MEDIA_WORKER_BIN`, else the
