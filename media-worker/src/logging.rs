@@ -1,20 +1,19 @@
-//! Log output: JSON lines for the cluster, text for people. mediasoup logs through the `log`
-//! crate; `tracing-subscriber` forwards those records too.
+//! Log output (JSON lines for the cluster, text for people) and, when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, signaling spans over OTLP: the shared
+//! `tiepdan-telemetry` set-up. mediasoup logs through the `log` crate; `tracing-subscriber`
+//! forwards those records too.
 
 use crate::config::LogFormat;
-use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use tiepdan_telemetry::{Otlp, Service, Telemetry};
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default `info` level.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    // Ignore "already set": harmless when a test harness installed one first.
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+/// How the worker appears in logs and traces. `RUST_LOG` overrides the default `info` level.
+pub const SERVICE: Service = Service { name: "tiepdan-media-worker", default_filter: "info" };
+
+/// Installs the global subscriber; keep the result alive until exit (dropping it flushes spans).
+pub fn init(format: LogFormat) -> Result<Telemetry, tiepdan_telemetry::Error> {
+    let format = match format {
+        LogFormat::Json => tiepdan_telemetry::LogFormat::Json,
+        LogFormat::Text => tiepdan_telemetry::LogFormat::Text,
     };
+    Telemetry::init(SERVICE, format, &Otlp::from_env(), std::io::stderr)
 }

@@ -12,7 +12,14 @@ use tiepdan_media_worker::{logging, server};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let telemetry = logging::init(cli.log_format).context("failed to set up logging")?;
+    let result = dispatch(cli).await;
+    // Stopping the exporter flushes the last spans; it blocks, so not on a runtime thread.
+    tokio::task::spawn_blocking(move || drop(telemetry)).await.context("failed to stop telemetry")?;
+    result
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = ServeConfig::try_from(*args).context("invalid configuration")?;

@@ -14,10 +14,15 @@ pub mod metrics;
 pub mod monitoring_gen;
 pub mod pki;
 pub mod rbac;
-pub mod telemetry;
 pub mod timeline;
 pub mod tokens;
 pub mod topology;
 pub mod validate;
 pub mod webhook;
 pub mod worker_client;
+
+pub use tiepdan_telemetry as telemetry;
+
+/// How the operator appears in logs and traces.
+pub const TELEMETRY: telemetry::Service =
+    telemetry::Service { name: "tiepdan-operator", default_filter: "info,kube=warn" };

@@ -144,8 +144,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let format = if args.log_format == "json" { LogFormat::Json } else { LogFormat::Text };
-    let telemetry =
-        Telemetry::init(format, &Otlp::from_env(), std::io::stdout).context("failed to set up telemetry")?;
+    let telemetry = Telemetry::init(tiepdan_operator::TELEMETRY, format, &Otlp::from_env(), std::io::stdout)
+        .context("failed to set up telemetry")?;
     let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
     let mut config = OperatorConfig::default();
     config.timeline.provisioning_lead = jiff::SignedDuration::from_mins(args.provisioning_lead_minutes);

@@ -1,4 +1,4 @@
-//! Logs and traces.
+//! Logs and traces for tiepdan's binaries (the operator and the media worker).
 //!
 //! ```text
 //!  tracing spans/events ─┬─ EnvFilter (RUST_LOG, default info,kube=warn)
@@ -8,8 +8,9 @@
 //!                                 OTEL_EXPORTER_OTLP_PROTOCOL=http/json) ─ collector
 //! ```
 //!
-//! Reconcile spans record their OpenTelemetry trace id in a `trace_id` field, so every JSON log
-//! line written inside a reconcile can be matched to its trace.
+//! Reconcile and signaling spans record their OpenTelemetry trace id in a `trace_id` field, so
+//! every JSON log line written inside one can be matched to its trace.
+#![forbid(unsafe_code)]
 
 use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
@@ -21,9 +22,6 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
-
-/// The OpenTelemetry service name of the operator's spans.
-pub const SERVICE_NAME: &str = "tiepdan-operator";
 
 /// Errors setting up telemetry.
 #[derive(Debug, thiserror::Error)]
@@ -83,22 +81,30 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
+/// What a binary is called in traces (`service.name`) and which of its targets log at info.
+#[derive(Clone, Copy, Debug)]
+pub struct Service {
+    pub name: &'static str,
+    /// The `RUST_LOG` default when it is unset.
+    pub default_filter: &'static str,
+}
+
 impl Telemetry {
     /// Installs the global subscriber: logs in `format` to `writer`, spans to `otlp`.
-    pub fn init<W>(format: LogFormat, otlp: &Otlp, writer: W) -> Result<Self, Error>
+    pub fn init<W>(service: Service, format: LogFormat, otlp: &Otlp, writer: W) -> Result<Self, Error>
     where
         W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(service.default_filter));
         let provider = match otlp {
             Otlp::Off => None,
-            Otlp::FromEnv | Otlp::Endpoint(_) => Some(provider(otlp)?),
+            Otlp::FromEnv | Otlp::Endpoint(_) => Some(provider(service.name, otlp)?),
         };
         let logs = match format {
             LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(writer).boxed(),
             LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
         };
-        let traces = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(SERVICE_NAME)));
+        let traces = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.name)));
         tracing_subscriber::registry().with(filter).with(logs).with(traces).try_init().map_err(Error::Init)?;
         Ok(Self { provider })
     }
@@ -128,7 +134,7 @@ impl Drop for Telemetry {
     }
 }
 
-fn provider(otlp: &Otlp) -> Result<SdkTracerProvider, Error> {
+fn provider(service: &'static str, otlp: &Otlp) -> Result<SdkTracerProvider, Error> {
     let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http().with_http_client(BlockingClient::new()?);
     if let Otlp::Endpoint(url) = otlp {
         builder = builder.with_endpoint(url.clone());
@@ -136,7 +142,7 @@ fn provider(otlp: &Otlp) -> Result<SdkTracerProvider, Error> {
     let exporter = builder.build().map_err(Error::Exporter)?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(SERVICE_NAME).build())
+        .with_resource(Resource::builder().with_service_name(service).build())
         .build())
 }
 

@@ -106,7 +106,8 @@ async fn reconcile_spans_reach_an_otlp_receiver_and_their_trace_ids_are_in_the_j
     let logs = Captured::default();
     let writer = logs.clone();
     let otlp = Otlp::Endpoint(format!("http://{addr}/v1/traces"));
-    let telemetry = Arc::new(Telemetry::init(LogFormat::Json, &otlp, move || writer.clone()).unwrap());
+    let telemetry =
+        Arc::new(Telemetry::init(tiepdan_operator::TELEMETRY, LogFormat::Json, &otlp, move || writer.clone()).unwrap());
     assert!(telemetry.exporting());
 
     let cp = cluster().await;
@@ -176,4 +177,90 @@ async fn reconcile_spans_reach_an_otlp_receiver_and_their_trace_ids_are_in_the_j
         exported_ids.len()
     );
     server.abort();
+}
+
+/// The media worker's signaling spans: the real `tiepdan-media-worker serve` with
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` set exports one `signaling` span per client message, named by
+/// its action, and its JSON log lines carry the same trace ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signaling_spans_of_a_real_worker_reach_an_otlp_receiver() {
+    use tiepdan_media_worker::ids::SessionId;
+    use tiepdan_media_worker::probe::client::SignalingClient;
+    use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, Role, ServerMessage};
+    use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
+
+    let inbox: Inbox = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/v1/traces", post(receive)).with_state(inbox.clone());
+    let receiver = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tiepdan_harness::process::make_temp_dir("worker-otlp").unwrap();
+    let key = b"6d1f0c2b9a8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
+    std::fs::write(dir.join("key"), key).unwrap();
+    let port = tiepdan_harness::process::free_ports(1).unwrap()[0];
+    let log = std::fs::File::create(dir.join("worker.log")).unwrap();
+    let mut worker = tokio::process::Command::new(common::media_worker_bin())
+        .args(["--log-format", "json", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--session-id", "my-hao/giam-sat", "--drain-timeout-seconds", "1", "--token-key-file"])
+        .arg(dir.join("key"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/v1/ws");
+    let mut client = wait_for(Duration::from_secs(30), "the worker to accept connections", || async {
+        SignalingClient::connect(&url).await.map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap();
+
+    let session: SessionId = "my-hao/giam-sat".parse().unwrap();
+    let claims = JoinClaims::for_point(
+        &session,
+        &"di-su".parse().unwrap(),
+        "UBND phường Dị Sử",
+        Role::Participant,
+        "Giám sát",
+        unix_now() - 5,
+        600,
+    );
+    let token = TokenKey::from_bytes(key).mint_join(&claims).unwrap();
+    let joined = client.request(ClientMessage::Join { token }).await.unwrap();
+    assert!(matches!(joined, ServerMessage::Joined { .. }), "{joined:?}");
+    client.request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send }).await.unwrap();
+    drop(client);
+
+    // SIGTERM drains and exits; the exporter flushes on the way out.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(worker.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), worker.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the worker exits cleanly: {status}");
+
+    let spans = wait_for(Duration::from_secs(20), "signaling spans at the receiver", || async {
+        let spans: Vec<Received> = inbox.lock().unwrap().iter().filter(|s| s.name == "signaling").cloned().collect();
+        let action = |a: &str| spans.iter().any(|s| s.attributes.contains(&("action".to_owned(), a.to_owned())));
+        if action("join") && action("createWebRtcTransport") {
+            Ok(spans)
+        } else {
+            Err(format!("{spans:?}"))
+        }
+    })
+    .await
+    .unwrap();
+    // The span of a joined connection's request names the point.
+    assert!(spans.iter().any(|s| s.attributes.contains(&("point".to_owned(), "di-su".to_owned()))), "{spans:?}");
+    let exported: BTreeSet<String> = spans.iter().map(|s| s.trace_id.clone()).collect();
+    let logs = std::fs::read_to_string(dir.join("worker.log")).unwrap();
+    let logged: BTreeSet<String> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|v| v["spans"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s["trace_id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!logged.is_empty() && logged.is_subset(&exported), "logged {logged:?}, exported {exported:?}");
+    receiver.abort();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -116,6 +116,22 @@ pub enum ClientMessage {
 }
 
 impl ClientMessage {
+    /// The message's `action`, e.g. for span names and bounded metric labels.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Join { .. } => "join",
+            Self::CreateWebRtcTransport { .. } => "createWebRtcTransport",
+            Self::ConnectWebRtcTransport { .. } => "connectWebRtcTransport",
+            Self::CreatePlainTransport { .. } => "createPlainTransport",
+            Self::ConnectPlainTransport { .. } => "connectPlainTransport",
+            Self::Produce { .. } => "produce",
+            Self::CloseProducer { .. } => "closeProducer",
+            Self::Consume { .. } => "consume",
+            Self::ResumeConsumer { .. } => "resumeConsumer",
+            Self::Leave => "leave",
+        }
+    }
+
     /// Every `action` a client may send. Kept next to the enum (and checked by a test) so an
     /// unknown action can be told apart from a known one with bad fields.
     pub const ACTIONS: &'static [&'static str] = &[
@@ -499,6 +515,7 @@ mod tests {
                 .expect("action")
                 .to_owned();
             assert!(ClientMessage::ACTIONS.contains(&action.as_str()));
+            assert_eq!(parsed.message.action(), action.as_str(), "action() agrees with the wire name");
         }
     }
 

@@ -15,6 +15,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument as _;
 
 /// WebSocket close codes (RFC 6455 §7.4.1).
 const CLOSE_NORMAL: u16 = 1000;
@@ -177,7 +178,23 @@ impl Connection {
         }
     }
 
+    /// One span per client message, exported over OTLP when configured; its `trace_id` field
+    /// links the JSON log lines written while handling it to the trace.
     async fn on_message(&mut self, envelope: ClientEnvelope) -> Option<End> {
+        let point = self.joined.as_ref().map(|j| j.membership.key().point.to_string());
+        let span = tracing::info_span!(
+            "signaling",
+            action = envelope.message.action(),
+            point = point.as_deref().unwrap_or(""),
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(id) = tiepdan_telemetry::trace_id(&span) {
+            span.record("trace_id", id);
+        }
+        self.handle(envelope).instrument(span).await
+    }
+
+    async fn handle(&mut self, envelope: ClientEnvelope) -> Option<End> {
         let ClientEnvelope { request_id, message } = envelope;
         match message {
             ClientMessage::Join { token } => {
