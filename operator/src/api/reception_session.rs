@@ -20,8 +20,8 @@ pub const DEFAULT_TIME_ZONE: &str = "Asia/Ho_Chi_Minh";
     category = "tiepdan",
     doc = "An online citizen reception session (buổi tiếp công dân trực tuyến): a host point and the points that join it, verified before the readiness deadline.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Start", type_ = "date", json_path = ".spec.schedule.start"),
-    printcolumn(name = "Deadline", type_ = "date", json_path = ".status.readinessDeadline"),
+    printcolumn(name = "Start", type_ = "string", json_path = ".spec.schedule.start"),
+    printcolumn(name = "Deadline", type_ = "string", json_path = ".status.readinessDeadline"),
     printcolumn(name = "Verified", type_ = "string", json_path = ".status.verified"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
