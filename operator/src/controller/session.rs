@@ -542,7 +542,13 @@ async fn record_point_verification(
 }
 
 /// Failures are logged and counted inside the reconcile span (see [`super::instrument`]).
-fn error_policy(_session: Arc<ReceptionSession>, _err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(_session: Arc<ReceptionSession>, err: &Error, ctx: Arc<Context>) -> Action {
+    // Adding or removing the finalizer is a JSON patch guarded by a `test` of the object's
+    // current finalizers: when another write got in first the API server answers 422, which is a
+    // lost race, not a broken spec. Retry it at once rather than after the error back-off.
+    if matches!(err, Error::Finalizer(_)) {
+        return Action::requeue(Duration::from_secs(1).min(ctx.config.error_backoff));
+    }
     Action::requeue(ctx.config.error_backoff)
 }
 
