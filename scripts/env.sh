@@ -4,6 +4,9 @@
 TIEPDAN_CACHE="${TIEPDAN_CACHE:-$HOME/.cache/tiepdan}"
 _rustc_version="$(rustc --version 2>/dev/null | awk '{print $2}')"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TIEPDAN_CACHE/cargo-target-${_rustc_version:-unknown}}"
+# Incremental compilation only pays off for edit-compile loops; in these scripts it would add
+# ~18 GB of target dir for nothing.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export TIEPDAN_MEDIA_WORKER_BIN="${TIEPDAN_MEDIA_WORKER_BIN:-$CARGO_TARGET_DIR/debug/tiepdan-media-worker}"
 export TIEPDAN_CACHE
 # Helm 3.18 for the chart's tests (installed by scripts/install-deps.sh).
