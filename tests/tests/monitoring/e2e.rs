@@ -20,7 +20,7 @@ use tiepdan_operator::build::prometheus_rule::{self, PrometheusRule, RuleFile, O
 use tiepdan_operator::clock::SimClock;
 use tiepdan_operator::monitoring_gen;
 
-use crate::common::{exchange_media, kubectl_apply_yaml, media_worker_bin, start_operator_with};
+use crate::common::{exchange_media, kubectl_apply_yaml, media_worker_bin, small_live_topology, start_operator_with};
 use crate::support::{cluster_with_prometheus_operator, Prometheus};
 
 const SESSION: &str = "giam-sat";
@@ -30,38 +30,6 @@ const MAY_BE_EMPTY: &[(&str, &str)] = &[(
     "tiepdan_operator_reconcile_errors_total",
     "no reconcile fails in a healthy run, so the error counter has no series",
 )];
-
-const TOPOLOGY: &str = r#"
-apiVersion: tiepdan.io/v1alpha1
-kind: MediaWorkerPool
-metadata: {name: default}
-spec: {replicas: 1, rtcPorts: {min: 42100, max: 42199}}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {name: tinh-hung-yen}
-spec: {displayName: "Ban Tiếp công dân tỉnh Hưng Yên", level: Province}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {name: thi-xa-my-hao}
-spec: {displayName: "Ban Tiếp công dân thị xã Mỹ Hào", level: Town, parent: tinh-hung-yen}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {name: di-su}
-spec: {displayName: "UBND phường Dị Sử", level: Commune, parent: thi-xa-my-hao}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionSession
-metadata: {name: giam-sat}
-spec:
-  title: "Giám sát phiên tiếp công dân"
-  host: thi-xa-my-hao
-  points: [di-su]
-  schedule: {start: "START", durationMinutes: 60}
-  readiness: {deadline: "DEADLINE", rehearsalMinutes: 60}
-"#;
 
 fn may_be_empty(expr: &str) -> Option<&'static str> {
     MAY_BE_EMPTY.iter().find(|(needle, _)| expr.contains(needle)).map(|(_, why)| *why)
@@ -107,7 +75,7 @@ async fn prometheus_gets_data_for_every_dashboard_expression_from_the_operator_a
     let clock = SimClock::new(now);
     let metrics_port = tiepdan_harness::process::free_ports(1).unwrap()[0];
     let _op = start_operator_with(client.clone(), &ns, Arc::new(clock.clone()), Some(metrics_port));
-    let yaml = TOPOLOGY.replace("START", &start.to_string()).replace("DEADLINE", &deadline.to_string());
+    let yaml = small_live_topology("giam-sat", "Giám sát phiên tiếp công dân", 42100, start, deadline);
     let out = kubectl_apply_yaml(cp, &ns, &yaml);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let t0 = now.as_millisecond() as f64 / 1000.0;

@@ -11,39 +11,9 @@ use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, N
 use tiepdan_operator::api::{ReceptionPoint, ReceptionSession, SessionPhase};
 use tiepdan_operator::clock::SimClock;
 
-use crate::common::{cluster, exchange_media, kubectl_apply_yaml, media_worker_bin, start_operator};
-
-const TOPOLOGY: &str = r#"
-apiVersion: tiepdan.io/v1alpha1
-kind: MediaWorkerPool
-metadata: {name: default}
-spec: {replicas: 1, rtcPorts: {min: 42000, max: 42099}}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {name: tinh-hung-yen}
-spec: {displayName: "Ban Tiếp công dân tỉnh Hưng Yên", level: Province}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {name: thi-xa-my-hao}
-spec: {displayName: "Ban Tiếp công dân thị xã Mỹ Hào", level: Town, parent: tinh-hung-yen}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {name: di-su}
-spec: {displayName: "UBND phường Dị Sử", level: Commune, parent: thi-xa-my-hao}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionSession
-metadata: {name: chay-thu}
-spec:
-  title: "Chạy thử kết nối"
-  host: thi-xa-my-hao
-  points: [di-su]
-  schedule: {start: "START", durationMinutes: 60}
-  readiness: {deadline: "DEADLINE", rehearsalMinutes: 60}
-"#;
+use crate::common::{
+    cluster, exchange_media, kubectl_apply_yaml, media_worker_bin, small_live_topology, start_operator,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_verified_by_a_real_worker_make_the_session_ready_at_the_deadline() {
@@ -63,7 +33,7 @@ async fn points_verified_by_a_real_worker_make_the_session_ready_at_the_deadline
     let start = now + jiff::SignedDuration::from_mins(120);
     let clock = SimClock::new(now);
     let _op = start_operator(client.clone(), &ns, Arc::new(clock.clone()));
-    let yaml = TOPOLOGY.replace("START", &start.to_string()).replace("DEADLINE", &deadline.to_string());
+    let yaml = small_live_topology("chay-thu", "Chạy thử kết nối", 42000, start, deadline);
     let out = kubectl_apply_yaml(cp, &ns, &yaml);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 

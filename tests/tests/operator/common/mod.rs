@@ -162,3 +162,50 @@ pub fn media_worker_bin() -> PathBuf {
     assert!(bin.exists(), "{} is missing: run `cargo build -p media-worker` first (scripts/test does)", bin.display());
     bin
 }
+
+/// A pool and three points (the province, the town, a ward) and a session `name` hosted by the
+/// town with the ward, whose rehearsal runs from an hour before `deadline`, anchored to the real
+/// clock because real workers check token times on it. RTC ports start at `rtc_min`, so tests
+/// running at once do not share ports.
+pub fn small_live_topology(
+    name: &str,
+    title: &str,
+    rtc_min: u16,
+    start: jiff::Timestamp,
+    deadline: jiff::Timestamp,
+) -> String {
+    format!(
+        r#"
+apiVersion: tiepdan.io/v1alpha1
+kind: MediaWorkerPool
+metadata: {{name: default}}
+spec: {{replicas: 1, rtcPorts: {{min: {rtc_min}, max: {rtc_max}}}}}
+---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionPoint
+metadata: {{name: tinh-hung-yen}}
+spec: {{displayName: "Ban Tiếp công dân tỉnh Hưng Yên", level: Province}}
+---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionPoint
+metadata: {{name: thi-xa-my-hao}}
+spec: {{displayName: "Ban Tiếp công dân thị xã Mỹ Hào", level: Town, parent: tinh-hung-yen}}
+---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionPoint
+metadata: {{name: di-su}}
+spec: {{displayName: "UBND phường Dị Sử", level: Commune, parent: thi-xa-my-hao}}
+---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionSession
+metadata: {{name: {name}}}
+spec:
+  title: "{title}"
+  host: thi-xa-my-hao
+  points: [di-su]
+  schedule: {{start: "{start}", durationMinutes: 60}}
+  readiness: {{deadline: "{deadline}", rehearsalMinutes: 60}}
+"#,
+        rtc_max = rtc_min + 99
+    )
+}
