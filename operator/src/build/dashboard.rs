@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use serde::Serialize;
 
 use super::prometheus_rule::{LOSS_PERCENT_LIMIT, OPERATOR_JOB, RTT_MS_LIMIT};
-use super::{labels, owner_ref, pod_monitor};
+use super::session_child_meta;
+use super::{labels, pod_monitor};
 use crate::api::ReceptionSession;
 use crate::tokens::session_id;
 
@@ -159,20 +159,10 @@ pub fn build(session: &ReceptionSession) -> Result<ConfigMap, Error> {
     let sname = session.name_any();
     let ns = session.namespace().unwrap_or_default();
     let json = render_session(&SessionDashboard::new(&ns, &sname, &session.spec.title))?;
-    let mut l = labels::for_session(&sname, labels::COMPONENT_DASHBOARD);
-    l.insert(SIDECAR_LABEL.to_owned(), "1".to_owned());
-    Ok(ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name(&sname)),
-            namespace: session.namespace(),
-            labels: Some(l),
-            annotations: Some(BTreeMap::from([(FOLDER_ANNOTATION.to_owned(), FOLDER.to_owned())])),
-            owner_references: Some(vec![owner_ref(session)]),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(file_name(&ns, &sname), json)])),
-        ..Default::default()
-    })
+    let sidecar = BTreeMap::from([(SIDECAR_LABEL.to_owned(), "1".to_owned())]);
+    let mut metadata = session_child_meta(session, name(&sname), labels::COMPONENT_DASHBOARD, &sidecar);
+    metadata.annotations = Some(BTreeMap::from([(FOLDER_ANNOTATION.to_owned(), FOLDER.to_owned())]));
+    Ok(ConfigMap { metadata, data: Some(BTreeMap::from([(file_name(&ns, &sname), json)])), ..Default::default() })
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! The Secret with one join token per point of a session. It is deleted when the session
 //! completes, so links stop working after the session even where a token has not expired.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::ResourceExt;
 
-use super::{labels, owner_ref};
+use super::labels;
+use super::session_child_meta;
 use crate::api::ReceptionSession;
 use crate::tokens::{self, join_claims, mint_join_token, session_id};
 use crate::validate::ValidSession;
@@ -34,13 +36,7 @@ pub fn build(
         })
         .collect::<Result<_, tokens::Error>>()?;
     Ok(Secret {
-        metadata: ObjectMeta {
-            name: Some(name(&sname)),
-            namespace: session.namespace(),
-            labels: Some(labels::for_session(&sname, labels::COMPONENT_TOKENS)),
-            owner_references: Some(vec![owner_ref(session)]),
-            ..Default::default()
-        },
+        metadata: session_child_meta(session, name(&sname), labels::COMPONENT_TOKENS, &BTreeMap::new()),
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         ..Default::default()

@@ -14,6 +14,27 @@ pub mod worker_pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
+/// The metadata of an object `name` that belongs to `session`: in its namespace, owned by it,
+/// and carrying its labels (for `component`) on top of `extra_labels`, so the garbage collector
+/// and the operator's clean-up by label both find it.
+pub fn session_child_meta(
+    session: &crate::api::ReceptionSession,
+    name: String,
+    component: &str,
+    extra_labels: &std::collections::BTreeMap<String, String>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    use kube::ResourceExt;
+    let mut l = extra_labels.clone();
+    l.extend(labels::for_session(&session.name_any(), component));
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(name),
+        namespace: session.namespace(),
+        labels: Some(l),
+        owner_references: Some(vec![owner_ref(session)]),
+        ..Default::default()
+    }
+}
+
 /// A controller owner reference to `owner`, so the garbage collector removes children with it.
 pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
     OwnerReference {

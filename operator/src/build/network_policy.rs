@@ -1,13 +1,16 @@
 //! The per-session NetworkPolicy: the session's worker accepts only signaling (TCP) and its pool's
 //! RTC port range (UDP and TCP); everything else inbound is dropped.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use super::labels;
+use super::session_child_meta;
 use super::worker_pod::SIGNALING_PORT;
-use super::{labels, owner_ref};
 use crate::api::{MediaWorkerPool, ReceptionSession};
 
 /// The policy's name for a session.
@@ -46,13 +49,7 @@ pub fn build(session: &ReceptionSession, pool: &MediaWorkerPool, ranges: PortRan
         end_port: end,
     };
     NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(name(&sname)),
-            namespace: session.namespace(),
-            labels: Some(labels::for_session(&sname, labels::COMPONENT_WORKER)),
-            owner_references: Some(vec![owner_ref(session)]),
-            ..Default::default()
-        },
+        metadata: session_child_meta(session, name(&sname), labels::COMPONENT_WORKER, &BTreeMap::new()),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(

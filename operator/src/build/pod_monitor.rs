@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
-use super::{labels, owner_ref};
+use super::labels;
+use super::session_child_meta;
 use crate::api::ReceptionSession;
 
 /// A prometheus-operator `PodMonitor` (only the fields the operator sets).
@@ -55,16 +56,8 @@ pub fn job(namespace: &str, pod_monitor: &str) -> String {
 /// label a Prometheus' podMonitorSelector wants).
 pub fn build(session: &ReceptionSession, extra_labels: &BTreeMap<String, String>) -> PodMonitor {
     let sname = session.name_any();
-    let mut l = extra_labels.clone();
-    l.extend(labels::for_session(&sname, labels::COMPONENT_MONITORING));
     PodMonitor {
-        metadata: ObjectMeta {
-            name: Some(name(&sname)),
-            namespace: session.namespace(),
-            labels: Some(l),
-            owner_references: Some(vec![owner_ref(session)]),
-            ..Default::default()
-        },
+        metadata: session_child_meta(session, name(&sname), labels::COMPONENT_MONITORING, extra_labels),
         spec: PodMonitorSpec {
             selector: LabelSelector {
                 match_labels: Some(BTreeMap::from([

@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{CustomResource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
-use super::{labels, owner_ref, pod_monitor};
+use super::session_child_meta;
+use super::{labels, pod_monitor};
 use crate::api::ReceptionSession;
 use crate::tokens::session_id;
 
@@ -286,16 +286,8 @@ pub fn global_group() -> RuleGroup {
 pub fn build(session: &ReceptionSession, extra_labels: &BTreeMap<String, String>) -> PrometheusRule {
     let sname = session.name_any();
     let ns = session.namespace().unwrap_or_default();
-    let mut l = extra_labels.clone();
-    l.extend(labels::for_session(&sname, labels::COMPONENT_MONITORING));
     PrometheusRule {
-        metadata: ObjectMeta {
-            name: Some(name(&sname)),
-            namespace: session.namespace(),
-            labels: Some(l),
-            owner_references: Some(vec![owner_ref(session)]),
-            ..Default::default()
-        },
+        metadata: session_child_meta(session, name(&sname), labels::COMPONENT_MONITORING, extra_labels),
         spec: PrometheusRuleSpec { groups: vec![session_group(&ns, &sname)] },
     }
 }

@@ -1,12 +1,14 @@
 //! The Service in front of a session's worker, for signaling (HTTP + WebSocket).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use super::labels;
+use super::session_child_meta;
 use super::worker_pod::SIGNALING_PORT;
-use super::{labels, owner_ref};
 use crate::api::ReceptionSession;
 
 /// The Service's name for a session.
@@ -23,13 +25,7 @@ pub fn url(session: &ReceptionSession) -> String {
 pub fn build(session: &ReceptionSession) -> Service {
     let sname = session.name_any();
     Service {
-        metadata: ObjectMeta {
-            name: Some(name(&sname)),
-            namespace: session.namespace(),
-            labels: Some(labels::for_session(&sname, labels::COMPONENT_SIGNALING)),
-            owner_references: Some(vec![owner_ref(session)]),
-            ..Default::default()
-        },
+        metadata: session_child_meta(session, name(&sname), labels::COMPONENT_SIGNALING, &BTreeMap::new()),
         spec: Some(ServiceSpec {
             selector: Some(
                 [
