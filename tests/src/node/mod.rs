@@ -6,19 +6,34 @@
 //!                   │                        │
 //!                   │           Simulated ───┴─ Processes + container `media-worker`
 //!                   │           Running+Ready    └► runner: volumes, env, $(VAR) → real process,
-//!                   │                                 readiness probe → Ready True/False
+//!                   │                                 readiness probe → Ready True/False,
+//!                   │                                 every `volume_sync_interval`: re-fetch the
+//!                   │                                 volumes' Secrets/ConfigMaps → rewrite changed
+//!                   │                                 volumes (a `..data` swap; env stays as started)
 //!                   └► deleted / deletionTimestamp ──► SIGTERM, SIGKILL after the grace bound;
 //!                                                      delete with grace 0
 //! ```
 //!
+//! Volumes live in `pods/<namespace>/<pod>/volumes/<volume>/`. Secret and configMap volumes have
+//! kubelet's AtomicWriter layout (see [`atomic_writer`]): `<key> -> ..data/<key>` and
+//! `..data -> ..<time>/`, so a process keeps reading `<mount>/tls.crt` across updates and never
+//! sees half a file. As with kubelet, a missing optional source gives an empty directory (and
+//! empties it again when deleted later), a required one that disappears while the process runs
+//! leaves the last content, and environment variables keep the values they started with. Unlike
+//! kubelet, a `subPath` mount sees updates too, and a restart re-fetches every source (a required
+//! one gone by then fails the start with `CreateContainerConfigError`).
+//!
 //! Pods are never bound (`spec.nodeName` stays empty), so the API server deletes them at once.
 //! PodIPs are unique within the process (see [`ips`]) and never reused.
 
+mod atomic_writer;
 mod env;
 mod ips;
 mod probe;
 mod runner;
 mod status;
+#[cfg(test)]
+mod tests;
 mod volumes;
 
 use std::collections::{HashMap, HashSet};
@@ -72,6 +87,11 @@ pub struct NodeOptions {
     /// Second octet of pod IPs (`127.<block>.x.y`); give concurrent harness processes different
     /// blocks so their pods cannot collide.
     pub ip_block: u8,
+    /// While a process runs, its pod's secret and configMap volumes are re-synced this often: a
+    /// Secret created, changed or (if optional) deleted shows up in the files within about this
+    /// long. Kubelet's period is about a minute (`syncFrequency` plus its cache TTL); the default
+    /// here is 1 s so tests of certificate rotation stay quick. `Duration::ZERO` turns it off.
+    pub volume_sync_interval: Duration,
 }
 
 impl NodeOptions {
@@ -83,12 +103,20 @@ impl NodeOptions {
             probe_interval: Duration::from_millis(200),
             max_grace: Duration::from_secs(10),
             ip_block: 0,
+            volume_sync_interval: Duration::from_secs(1),
         }
     }
 
     /// Only pods of `namespace`.
     pub fn in_namespace(mut self, namespace: &str) -> Self {
         self.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// Re-syncs secret and configMap volumes every `interval` (see
+    /// [`NodeOptions::volume_sync_interval`]).
+    pub fn with_volume_sync_interval(mut self, interval: Duration) -> Self {
+        self.volume_sync_interval = interval;
         self
     }
 }
@@ -309,6 +337,7 @@ async fn admit(shared: &Arc<Shared>, pod: Pod) {
             pod_dir,
             program,
             probe_interval: shared.options.probe_interval,
+            volume_sync_interval: shared.options.volume_sync_interval,
             reaper: shared.reaper.clone(),
         })
     });

@@ -1,6 +1,8 @@
 //! One real process per `media-worker` container: prepare (volumes, env, `$(VAR)`), start,
-//! probe readiness, restart per `restartPolicy`, and stop with SIGTERM then SIGKILL.
+//! probe readiness, keep secret/configMap volumes in sync while it runs, restart per
+//! `restartPolicy`, and stop with SIGTERM then SIGKILL.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -37,6 +39,8 @@ pub struct RunnerConfig {
     pub pod_dir: PathBuf,
     pub program: PathBuf,
     pub probe_interval: Duration,
+    /// Secret and configMap volumes are re-synced this often while the process runs; zero: never.
+    pub volume_sync_interval: Duration,
     pub reaper: Arc<Reaper>,
 }
 
@@ -143,6 +147,7 @@ async fn supervise(
     if let Some(pid) = pid {
         config.reaper.track(pid);
     }
+    let sync = VolumeSync::start(config);
     let mut ready = readiness.is_none();
     report(config, restart_count, ContainerState::Running { started_at, ready }, true).await;
     let (mut successes, mut failures) = (0, 0);
@@ -169,11 +174,116 @@ async fn supervise(
             }
         }
     };
+    sync.stop().await;
     set_pid(pid_slot, None);
     if let Some(pid) = pid {
         config.reaper.untrack(pid);
     }
     outcome
+}
+
+/// The task that re-syncs the pod's secret/configMap volumes while its process runs.
+///
+/// A task of its own, so a slow API server never delays noticing a stop or an exit. Dropping it
+/// aborts it, so a runner that is itself aborted leaves nothing behind.
+struct VolumeSync(Option<JoinHandle<()>>);
+
+impl VolumeSync {
+    fn start(config: &RunnerConfig) -> Self {
+        let (secrets, config_maps) = volumes::volume_sources(&config.pod);
+        if config.volume_sync_interval.is_zero() || (secrets.is_empty() && config_maps.is_empty()) {
+            return Self(None);
+        }
+        let task = sync_volumes(
+            config.client.clone(),
+            config.pod.clone(),
+            config.pod_dir.join("volumes"),
+            config.volume_sync_interval,
+            (secrets, config_maps),
+        );
+        Self(Some(tokio::spawn(task)))
+    }
+
+    /// Aborts the task and waits until it is gone: the next start's `prepare` writes the same
+    /// volumes and must not race a sync still writing.
+    async fn stop(mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for VolumeSync {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Every `interval`, fetches the Secrets and ConfigMaps the pod's volumes use and rewrites the
+/// volumes whose content changed. Failures are logged (each once, until it changes or clears)
+/// and the volume keeps its last content, as kubelet does; they never end the task.
+async fn sync_volumes(
+    client: Client,
+    pod: Pod,
+    root: PathBuf,
+    interval: Duration,
+    (secrets, config_maps): (BTreeSet<String>, BTreeSet<String>),
+) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    // Last problem logged per volume ("" for the fetch), so a lasting one is not logged each tick.
+    let mut problems: BTreeMap<String, String> = BTreeMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick fires at once, and `prepare` has just written the volumes.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let outcomes = match fetch_sources(&client, &ns, &secrets, &config_maps).await {
+            Ok(sources) => {
+                problems.remove("");
+                let synced = volumes::sync(&pod, &sources, &root);
+                synced.into_iter().map(|(volume, result)| (volume, result.map_err(|e| error_chain(&e)))).collect()
+            }
+            Err(message) => vec![(String::new(), Err(message))],
+        };
+        for (volume, result) in outcomes {
+            match result {
+                Ok(changed) => {
+                    if changed {
+                        tracing::debug!(pod = %name, namespace = %ns, volume = %volume, "volume updated");
+                    }
+                    if problems.remove(&volume).is_some() {
+                        tracing::info!(pod = %name, namespace = %ns, volume = %volume, "volume in sync again");
+                    }
+                }
+                Err(message) => {
+                    if problems.get(&volume) != Some(&message) {
+                        tracing::warn!(
+                            pod = %name, namespace = %ns, volume = %volume, error = %message,
+                            "volume sync failed; keeping its last content"
+                        );
+                        problems.insert(volume, message);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `error: cause: cause…`, for a log line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn set_pid(slot: &Mutex<Option<u32>>, pid: Option<u32>) {
@@ -200,7 +310,11 @@ fn exit_code(status: ExitStatus) -> i32 {
 async fn prepare(config: &RunnerConfig) -> Result<Launch, ContainerState> {
     let failed =
         |reason: &str, message: String| ContainerState::Waiting { reason: reason.into(), message: Some(message) };
-    let sources = fetch_sources(config).await.map_err(|m| failed("CreateContainerConfigError", m))?;
+    let ns = config.pod.metadata.namespace.as_deref().unwrap_or("default");
+    let (secrets, config_maps) = volumes::referenced(&config.pod, &config.container);
+    let sources = fetch_sources(&config.client, ns, &secrets, &config_maps)
+        .await
+        .map_err(|m| failed("CreateContainerConfigError", m))?;
     let dirs = volumes::materialize(&config.pod, &sources, &config.pod_dir.join("volumes"))
         .map_err(|e| failed("CreateContainerConfigError", e.to_string()))?;
     let mounts = volumes::mounts(&config.container, &dirs);
@@ -217,22 +331,26 @@ async fn prepare(config: &RunnerConfig) -> Result<Launch, ContainerState> {
     Ok(Launch { args, env })
 }
 
-async fn fetch_sources(config: &RunnerConfig) -> Result<Sources, String> {
-    let ns = config.pod.metadata.namespace.as_deref().unwrap_or("default");
-    let (secret_names, config_map_names) = volumes::referenced(&config.pod, &config.container);
-    let secrets: Api<Secret> = Api::namespaced(config.client.clone(), ns);
-    let config_maps: Api<ConfigMap> = Api::namespaced(config.client.clone(), ns);
+/// The named Secrets and ConfigMaps of `ns`; one that does not exist is absent from the result.
+async fn fetch_sources(
+    client: &Client,
+    ns: &str,
+    secret_names: &BTreeSet<String>,
+    config_map_names: &BTreeSet<String>,
+) -> Result<Sources, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let mut sources = Sources::default();
     for name in secret_names {
-        match secrets.get_opt(&name).await {
-            Ok(Some(s)) => drop(sources.secrets.insert(name, s)),
+        match secrets.get_opt(name).await {
+            Ok(Some(s)) => drop(sources.secrets.insert(name.clone(), s)),
             Ok(None) => {}
             Err(e) => return Err(format!("failed to get Secret {name}: {e}")),
         }
     }
     for name in config_map_names {
-        match config_maps.get_opt(&name).await {
-            Ok(Some(c)) => drop(sources.config_maps.insert(name, c)),
+        match config_maps.get_opt(name).await {
+            Ok(Some(c)) => drop(sources.config_maps.insert(name.clone(), c)),
             Ok(None) => {}
             Err(e) => return Err(format!("failed to get ConfigMap {name}: {e}")),
         }
