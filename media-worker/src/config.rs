@@ -49,9 +49,35 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address for HTTP: the console (/, /join), signaling (/v1/ws), /v1/status, /v1/allocation,
-    /// /metrics, /healthz, /readyz.
+    /// /metrics, /healthz, /readyz. With --signaling-listen only the admin part: /healthz,
+    /// /readyz, /metrics, /v1/status, /v1/allocation (signaling paths answer 421).
     #[arg(long, env = "TIEPDAN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Address for signaling over HTTPS/WSS: the console, /v1/ws, /v1/join-check, /healthz. Its
+    /// certificate comes from --tls-dir and may arrive (and change) while the worker runs.
+    #[arg(
+        long,
+        env = "TIEPDAN_SIGNALING_LISTEN",
+        requires = "tls_dir",
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
+    pub signaling_listen: Option<SocketAddr>,
+
+    /// Directory with tls.crt (PEM chain, leaf first) and tls.key (PEM key: PKCS#8, SEC1 or
+    /// PKCS#1) for --signaling-listen, e.g. a kubernetes.io/tls Secret volume. May be empty or
+    /// missing at start; re-read every --tls-reload-interval-ms.
+    #[arg(
+        long,
+        env = "TIEPDAN_TLS_DIR",
+        requires = "signaling_listen",
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
+    pub tls_dir: Option<PathBuf>,
+
+    /// How often --tls-dir is checked for a new certificate (at least 100).
+    #[arg(long, env = "TIEPDAN_TLS_RELOAD_INTERVAL_MS", default_value_t = 2000)]
+    pub tls_reload_interval_ms: u64,
 
     /// IP that mediasoup binds RTC (UDP) sockets to.
     #[arg(long, env = "TIEPDAN_RTC_LISTEN_IP", default_value = "127.0.0.1")]
@@ -86,7 +112,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TIEPDAN_TOKEN_KEY_FILE")]
     pub token_key_file: PathBuf,
 
-    /// PEM certificate chain; with --tls-key, serve HTTPS/WSS.
+    /// PEM certificate chain; with --tls-key, serve everything on --listen over HTTPS/WSS (read
+    /// once at start).
     #[arg(long, env = "TIEPDAN_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
@@ -117,9 +144,18 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// Signaling URL of the worker.
+    /// Signaling URL of the worker (ws:// or, with --ca-file, wss://).
     #[arg(long, env = "TIEPDAN_PROBE_URL", default_value = "ws://127.0.0.1:8080/v1/ws")]
     pub url: String,
+
+    /// PEM CA bundle for a wss:// URL; the only certificates trusted.
+    #[arg(long, env = "TIEPDAN_PROBE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Name to verify the worker's certificate for (and send as SNI) instead of the URL's host,
+    /// e.g. the signaling Service's DNS name when connecting to a pod IP.
+    #[arg(long, env = "TIEPDAN_PROBE_SERVER_NAME", requires = "ca_file")]
+    pub server_name: Option<String>,
 
     /// Join token (see the `token` subcommand).
     #[arg(long, env = "TIEPDAN_PROBE_TOKEN")]
@@ -200,6 +236,10 @@ pub enum ConfigError {
     Thresholds,
     #[error("--stats-interval-ms must be at least 100")]
     StatsInterval,
+    #[error("--tls-reload-interval-ms must be at least 100 (got {0})")]
+    TlsReloadInterval(u64),
+    #[error("--signaling-listen ({0}) must differ from --listen")]
+    SameListener(SocketAddr),
     #[error("failed to load the token key")]
     TokenKey(#[from] TokenError),
 }
@@ -222,7 +262,11 @@ pub struct ServeConfig {
     pub workers: NonZeroUsize,
     pub session: Option<(SessionId, String)>,
     pub token_key: TokenKey,
+    /// `--tls-cert`/`--tls-key`: everything on `listen` over TLS, certificate read once.
     pub tls: Option<TlsPaths>,
+    /// `--signaling-listen`/`--tls-dir`: signaling on its own TLS listener, certificate reloaded;
+    /// `listen` keeps the admin surface over plain HTTP. Exclusive with `tls`.
+    pub signaling: Option<SignalingTls>,
     pub thresholds: Thresholds,
     pub drain_timeout: Duration,
     pub stats_interval: Duration,
@@ -233,6 +277,30 @@ pub struct TlsPaths {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
+
+/// The signaling listener of a worker in a pod: its own port, its certificate from a Secret
+/// volume that the operator fills (and rotates) after the worker started.
+#[derive(Debug, Clone)]
+pub struct SignalingTls {
+    pub listen: SocketAddr,
+    /// Holds `tls.crt` and `tls.key` (or will).
+    pub tls_dir: PathBuf,
+    pub reload_interval: Duration,
+}
+
+impl SignalingTls {
+    /// Loopback, an ephemeral port, the default reload interval.
+    pub fn local(tls_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            tls_dir: tls_dir.into(),
+            reload_interval: Duration::from_millis(DEFAULT_TLS_RELOAD_INTERVAL_MS),
+        }
+    }
+}
+
+const DEFAULT_TLS_RELOAD_INTERVAL_MS: u64 = 2000;
+const MIN_TLS_RELOAD_INTERVAL_MS: u64 = 100;
 
 impl ServeConfig {
     /// Defaults suited to tests and local runs: loopback, an ephemeral HTTP port, one worker.
@@ -246,6 +314,7 @@ impl ServeConfig {
             session: None,
             token_key,
             tls: None,
+            signaling: None,
             thresholds: Thresholds { verify_for: Duration::from_secs(10), max_loss_percent: 2.0, max_rtt_ms: 300.0 },
             drain_timeout: Duration::from_secs(30),
             stats_interval: Duration::from_secs(1),
@@ -267,11 +336,27 @@ impl TryFrom<ServeArgs> for ServeConfig {
         if args.stats_interval_ms < 100 {
             return Err(ConfigError::StatsInterval);
         }
+        if args.tls_reload_interval_ms < MIN_TLS_RELOAD_INTERVAL_MS {
+            return Err(ConfigError::TlsReloadInterval(args.tls_reload_interval_ms));
+        }
+        // Both ports at 0 would be two ephemeral ports, which is fine.
+        if args.signaling_listen.is_some_and(|s| s == args.listen && s.port() != 0) {
+            return Err(ConfigError::SameListener(args.listen));
+        }
         let token_key = TokenKey::from_file(&args.token_key_file)?;
         let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
         // clap's `requires` guarantees both or neither.
         let tls = match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsPaths { cert, key }),
+            _ => None,
+        };
+        // Likewise --signaling-listen and --tls-dir, and neither with --tls-cert/--tls-key.
+        let signaling = match (args.signaling_listen, args.tls_dir) {
+            (Some(listen), Some(tls_dir)) => Some(SignalingTls {
+                listen,
+                tls_dir,
+                reload_interval: Duration::from_millis(args.tls_reload_interval_ms),
+            }),
             _ => None,
         };
         Ok(Self {
@@ -283,6 +368,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             session: args.session_id.map(|id| (id, args.session_title)),
             token_key,
             tls,
+            signaling,
             thresholds: Thresholds {
                 verify_for: Duration::from_secs(args.verify_seconds),
                 max_loss_percent: args.max_loss_percent,
@@ -315,6 +401,8 @@ mod tests {
         assert_eq!((args.rtc_min_port, args.rtc_max_port), (40000, 40999));
         assert_eq!(args.verify_seconds, 10);
         assert_eq!(args.drain_timeout_seconds, 30);
+        assert_eq!(args.tls_reload_interval_ms, DEFAULT_TLS_RELOAD_INTERVAL_MS);
+        assert!(args.signaling_listen.is_none() && args.tls_dir.is_none());
     }
 
     #[test]

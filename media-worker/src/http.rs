@@ -1,17 +1,29 @@
 //! The HTTP surface from `docs/worker-contract.md`: health, readiness, metrics, status, the
 //! operator's allocation calls and the WebSocket upgrade; plus the browser console
 //! ([`crate::console`]).
+//!
+//! Two surfaces, served together by [`router`] or on two listeners:
+//!
+//! ```text
+//! admin (plain HTTP, cluster-internal):  /healthz /readyz /metrics /v1/status /v1/allocation
+//! signaling (HTTPS/WSS, for the points): /healthz / /join /assets/* /v1/join-check /v1/ws
+//! ```
+//!
+//! Split, the admin listener answers signaling paths with 421 `tls_required`: a browser or
+//! client sent there by a stale link learns where to go instead of getting a 404.
 
 use crate::ids::SessionId;
 use crate::metrics::Metrics;
 use crate::registry::{AllocationError, Registry};
 use crate::signaling::session::{self, SessionContext, HARD_FRAME_LIMIT};
+use crate::tls::CertificateStore;
 use crate::tokens::unix_now;
 use crate::verification::WorkerStatus;
 use crate::workers::WorkerHealth;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -26,18 +38,48 @@ pub struct AppState {
     pub metrics: Metrics,
     pub health: Arc<WorkerHealth>,
     pub stop: watch::Receiver<bool>,
+    /// The served certificate, when the worker serves TLS (for `/v1/status`).
+    pub tls: Option<Arc<CertificateStore>>,
 }
 
+/// Both surfaces on one listener (no `--signaling-listen`).
 pub fn router(state: AppState) -> Router {
+    admin_routes().merge(signaling_routes()).with_state(state)
+}
+
+/// The admin surface, for the plain listener beside a TLS signaling listener on
+/// `signaling_port`.
+pub fn admin_router(state: AppState, signaling_port: u16) -> Router {
+    // The signaling routes themselves, so the 421 covers exactly the paths served over TLS; the
+    // layer answers before any handler (or WebSocket upgrade) runs.
+    let refused = signaling_routes().route_layer(middleware::from_fn_with_state(signaling_port, tls_required));
+    admin_routes().merge(refused).with_state(state)
+}
+
+/// The signaling surface, for the TLS listener.
+pub fn signaling_router(state: AppState) -> Router {
+    signaling_routes().route("/healthz", get(healthz)).with_state(state)
+}
+
+fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/allocation", get(get_allocation).put(put_allocation).delete(delete_allocation))
-        .route("/v1/ws", get(websocket))
-        .merge(crate::console::routes())
-        .with_state(state)
+}
+
+fn signaling_routes() -> Router<AppState> {
+    Router::new().route("/v1/ws", get(websocket)).merge(crate::console::routes())
+}
+
+async fn tls_required(State(signaling_port): State<u16>, _request: Request, _next: Next) -> Response {
+    api_error(
+        StatusCode::MISDIRECTED_REQUEST,
+        "tls_required",
+        format!("signaling is served over HTTPS/WSS on port {signaling_port}"),
+    )
 }
 
 /// Error body of the admin and status endpoints: `{"code", "message"}` like signaling errors.
@@ -76,7 +118,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn status(State(state): State<AppState>) -> Json<WorkerStatus> {
-    Json(state.registry.status())
+    let mut status = state.registry.status();
+    status.tls = state.tls.as_ref().and_then(|store| store.status());
+    Json(status)
 }
 
 /// Body of `PUT /v1/allocation` (and of the `GET`/`PUT` answers).

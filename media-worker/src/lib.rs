@@ -11,6 +11,7 @@
 //! - [`room`]: the media plane of a session; owns the Router and every point's media objects.
 //! - [`signaling::protocol`]: every WebSocket message, both directions.
 //! - [`verification`]: when a point counts as verified; the `/v1/status` document.
+//! - [`tls`]: the certificate served over TLS, reloaded from a Secret volume while running.
 //! - [`probe`]: a plain-RTP client that measures a worker end to end.
 //! - [`console`]: the reception-point browser console (`web/`, built by `build.rs`), served at
 //!   `/` and `/join`.
@@ -31,6 +32,7 @@ pub mod room;
 pub mod server;
 pub mod signaling;
 pub mod stats_poller;
+pub mod tls;
 pub mod tokens;
 pub mod verification;
 pub mod workers;

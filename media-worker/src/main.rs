@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use tiepdan_media_worker::config::{Cli, Command, ServeConfig, TokenArgs};
+use tiepdan_media_worker::probe::tls::ClientTls;
 use tiepdan_media_worker::probe::{run_probe, ProbeOptions};
 use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
 use tiepdan_media_worker::{logging, server};
@@ -30,6 +31,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             options.duration = std::time::Duration::from_secs(args.seconds);
             options.rate_pps = args.rate_pps;
             options.local_ip = args.local_ip;
+            if let Some(ca_file) = &args.ca_file {
+                options.tls = Some(ClientTls::from_pem_file(ca_file, args.server_name).context("invalid --ca-file")?);
+            }
             let report = run_probe(&options).await.context("the probe failed")?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

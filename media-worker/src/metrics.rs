@@ -1,7 +1,8 @@
 //! Prometheus metrics, all prefixed `tiepdan_worker_`, on a registry owned by the server.
 //!
 //! Labels are limited to `session`, `point` (both bounded by the allocation: one session, and the
-//! points the operator issued tokens for), `code` (the closed [`ErrorCode`] set) and `mode`.
+//! points the operator issued tokens for), `code` (the closed [`ErrorCode`] set), `mode` and
+//! `result` (`loaded`/`invalid`).
 //! Series for a session are removed when it is deallocated.
 
 use crate::ids::{PointName, SessionId};
@@ -40,6 +41,12 @@ pub struct Metrics {
     pub mediasoup_workers: IntGauge,
     pub mediasoup_worker_deaths: IntCounter,
     pub draining: IntGauge,
+    /// `result` = `loaded` | `invalid`.
+    pub tls_reloads: IntCounterVec,
+    pub tls_certificate_loaded: IntGauge,
+    /// No labels; the series exists only while a certificate is loaded, so an expiry alert
+    /// never sees a 0.
+    pub tls_certificate_expiry: IntGaugeVec,
 }
 
 const SESSION_POINT: &[&str] = &["session", "point"];
@@ -100,6 +107,24 @@ impl Metrics {
                 "mediasoup workers that died unexpectedly.",
             ))?,
             draining: IntGauge::with_opts(opts("draining", "1 while the worker is draining."))?,
+            tls_reloads: IntCounterVec::new(
+                opts(
+                    "tls_reloads_total",
+                    "TLS certificate loads (result=loaded) and refused new certificate files (result=invalid).",
+                ),
+                &["result"],
+            )?,
+            tls_certificate_loaded: IntGauge::with_opts(opts(
+                "tls_certificate_loaded",
+                "1 while a TLS certificate is served.",
+            ))?,
+            tls_certificate_expiry: IntGaugeVec::new(
+                opts(
+                    "tls_certificate_expiry_timestamp_seconds",
+                    "notAfter of the served TLS certificate, Unix seconds.",
+                ),
+                &[],
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -126,6 +151,9 @@ impl Metrics {
         r.register(Box::new(self.mediasoup_workers.clone()))?;
         r.register(Box::new(self.mediasoup_worker_deaths.clone()))?;
         r.register(Box::new(self.draining.clone()))?;
+        r.register(Box::new(self.tls_reloads.clone()))?;
+        r.register(Box::new(self.tls_certificate_loaded.clone()))?;
+        r.register(Box::new(self.tls_certificate_expiry.clone()))?;
         Ok(())
     }
 
@@ -134,6 +162,14 @@ impl Metrics {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer).map_err(MetricsError::Encode)?;
         Ok(String::from_utf8_lossy(&buffer).into_owned())
+    }
+
+    /// Shows both TLS reload counters at 0 on a worker that serves TLS, so a first refusal is
+    /// an increase Prometheus can see.
+    pub fn init_tls(&self) {
+        for result in ["loaded", "invalid"] {
+            self.tls_reloads.with_label_values(&[result]);
+        }
     }
 
     pub fn count_error(&self, code: ErrorCode) {

@@ -410,6 +410,8 @@ impl Registry {
             title: state.allocation.as_ref().map(|a| a.title.clone()),
             draining: self.is_draining(),
             points: state.points.iter().map(|(name, record)| record.status(name)).collect(),
+            // The HTTP layer knows the served certificate; see `http::status`.
+            tls: None,
         }
     }
 }

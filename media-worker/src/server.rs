@@ -4,6 +4,15 @@
 //! ```text
 //! running ──signal──> draining (joins refused, /readyz 503) ──last point left or timeout──> stopped
 //! ```
+//!
+//! Listeners, by configuration:
+//!
+//! ```text
+//! (default)                          --listen: everything, plain HTTP
+//! --tls-cert/--tls-key               --listen: everything, TLS with a certificate read once
+//! --signaling-listen + --tls-dir     --listen: admin, plain HTTP; --signaling-listen: signaling,
+//!                                    TLS with a certificate reloaded from the directory
+//! ```
 
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
@@ -12,6 +21,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::registry::{AllocationError, Registry, RegistrySettings};
 use crate::room::Kick;
 use crate::stats_poller;
+use crate::tls::{CertificateStore, LoadedCertificate, Reloader, TlsError, TlsFiles};
 use crate::workers::{WorkerPool, WorkerPoolError};
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
@@ -39,7 +49,9 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error("failed to load the TLS certificate or key")]
-    Tls(#[source] std::io::Error),
+    Tls(#[source] TlsError),
+    #[error("--tls-cert/--tls-key and --signaling-listen/--tls-dir cannot be used together")]
+    TlsModes,
     #[error("failed to bind to the configured session")]
     Allocate(#[from] AllocationError),
     #[error("the HTTP server failed")]
@@ -50,22 +62,70 @@ pub enum ServerError {
     Signals(#[source] std::io::Error),
 }
 
-/// A started worker. Dropping it without [`RunningServer::stop`] leaves the HTTP task running
+/// One bound, serving HTTP listener.
+#[derive(Debug)]
+struct Listener {
+    addr: SocketAddr,
+    tls: bool,
+    handle: Handle,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Listener {
+    fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), ServerError> {
+        let bind_error = |source| ServerError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        Ok((listener, local_addr))
+    }
+
+    /// Serves `app` on `listener`, over TLS when a configuration is given.
+    fn serve(
+        listener: std::net::TcpListener,
+        addr: SocketAddr,
+        app: axum::Router,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        let handle = Handle::new();
+        let service = app.into_make_service();
+        let task = match &tls {
+            Some(config) => {
+                let config = RustlsConfig::from_config(Arc::clone(config));
+                tokio::spawn(axum_server::from_tcp_rustls(listener, config).handle(handle.clone()).serve(service))
+            }
+            None => tokio::spawn(axum_server::from_tcp(listener).handle(handle.clone()).serve(service)),
+        };
+        Self { addr, tls: tls.is_some(), handle, task }
+    }
+
+    async fn stop(self) -> Result<(), ServerError> {
+        self.handle.graceful_shutdown(Some(HTTP_SHUTDOWN_GRACE));
+        self.task.await?.map_err(ServerError::Http)
+    }
+}
+
+/// A started worker. Dropping it without [`RunningServer::stop`] leaves the HTTP tasks running
 /// until the runtime ends.
 #[derive(Debug)]
 pub struct RunningServer {
-    local_addr: SocketAddr,
-    tls: bool,
+    /// `--listen`: everything, or only the admin surface when `signaling` is set.
+    main: Listener,
+    /// `--signaling-listen`.
+    signaling: Option<Listener>,
     registry: Arc<Registry>,
     metrics: Metrics,
-    handle: Handle,
     stop: watch::Sender<bool>,
-    http: JoinHandle<std::io::Result<()>>,
+    reloader: Option<JoinHandle<()>>,
     drain_timeout: Duration,
 }
 
-/// Starts everything and returns once the HTTP listener is bound.
+/// Starts everything and returns once the HTTP listeners are bound. A `--tls-dir` worker binds
+/// its signaling listener even with no certificate yet.
 pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
+    if config.tls.is_some() && config.signaling.is_some() {
+        return Err(ServerError::TlsModes);
+    }
     let metrics = Metrics::new()?;
     let media = LocalRunner::start("tiepdan-media")?;
     let workers = WorkerPool::start(config.workers, config.rtc_ports.clone(), &metrics).await?;
@@ -91,58 +151,87 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
         media.spawn(move || stats_poller::poll_forever(registry, metrics, interval))?;
     }
 
-    let listener = std::net::TcpListener::bind(config.listen)
-        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-    listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-
     let (stop, stop_rx) = watch::channel(false);
-    let app =
-        http::router(AppState { registry: Arc::clone(&registry), metrics: metrics.clone(), health, stop: stop_rx });
-    let handle = Handle::new();
-    let service = app.into_make_service();
-    let http = match &config.tls {
-        Some(tls) => {
-            // The crate is built without a default rustls provider; pick ring explicitly. An
-            // error only means one was installed already (e.g. by an earlier server in tests).
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let tls_config = RustlsConfig::from_pem_file(&tls.cert, &tls.key).await.map_err(ServerError::Tls)?;
-            let server = axum_server::from_tcp_rustls(listener, tls_config).handle(handle.clone());
-            tokio::spawn(server.serve(service))
-        }
-        None => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
-            tokio::spawn(server.serve(service))
+    let store = (config.tls.is_some() || config.signaling.is_some()).then(|| {
+        metrics.init_tls();
+        Arc::new(CertificateStore::new())
+    });
+    let mut reloader = None;
+    if let (Some(store), Some(paths)) = (&store, &config.tls) {
+        // Static: the certificate must be there, as before reloading existed.
+        let files = TlsFiles { cert: paths.cert.clone(), key: paths.key.clone() };
+        store.install(LoadedCertificate::from_files(&files).await.map_err(ServerError::Tls)?, &metrics);
+    }
+    if let (Some(store), Some(signaling)) = (&store, &config.signaling) {
+        let mut watcher = Reloader::new(TlsFiles::in_dir(&signaling.tls_dir), Arc::clone(store), metrics.clone());
+        // A worker restarted after its certificate arrived serves it from the first handshake.
+        watcher.check().await;
+        reloader = Some(tokio::spawn(watcher.run(signaling.reload_interval, stop_rx.clone())));
+    }
+    let server_tls = store.as_ref().map(CertificateStore::server_config).transpose().map_err(ServerError::Tls)?;
+
+    let state = AppState {
+        registry: Arc::clone(&registry),
+        metrics: metrics.clone(),
+        health,
+        stop: stop_rx,
+        tls: store.clone(),
+    };
+    let (listener, addr) = Listener::bind(config.listen)?;
+    let (main, signaling) = match &config.signaling {
+        None => (Listener::serve(listener, addr, http::router(state), server_tls), None),
+        Some(signaling) => {
+            let (signaling_listener, signaling_addr) = Listener::bind(signaling.listen)?;
+            let admin = http::admin_router(state.clone(), signaling_addr.port());
+            let main = Listener::serve(listener, addr, admin, None);
+            let signaling =
+                Listener::serve(signaling_listener, signaling_addr, http::signaling_router(state), server_tls);
+            (main, Some(signaling))
         }
     };
-    tracing::info!(addr = %local_addr, tls = config.tls.is_some(), "listening");
-    Ok(RunningServer {
-        local_addr,
-        tls: config.tls.is_some(),
-        registry,
-        metrics,
-        handle,
-        stop,
-        http,
-        drain_timeout: config.drain_timeout,
-    })
+    tracing::info!(
+        addr = %main.addr,
+        tls = main.tls,
+        signaling_addr = signaling.as_ref().map(|s| tracing::field::display(s.addr)),
+        certificate = store.as_ref().and_then(|s| s.status()).map(|t| tracing::field::display(t.sha256)),
+        "listening"
+    );
+    Ok(RunningServer { main, signaling, registry, metrics, stop, reloader, drain_timeout: config.drain_timeout })
 }
 
 impl RunningServer {
+    /// The `--listen` address (the admin surface when signaling has its own listener).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.main.addr
     }
 
-    /// `http(s)://addr`
+    /// Where signaling is served: the `--signaling-listen` address, else [`Self::local_addr`].
+    pub fn signaling_addr(&self) -> SocketAddr {
+        self.signaling.as_ref().unwrap_or(&self.main).addr
+    }
+
+    fn signaling_listener(&self) -> &Listener {
+        self.signaling.as_ref().unwrap_or(&self.main)
+    }
+
+    /// `http(s)://addr` of the signaling surface (the console).
     pub fn http_url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.local_addr)
+        let listener = self.signaling_listener();
+        let scheme = if listener.tls { "https" } else { "http" };
+        format!("{scheme}://{}", listener.addr)
     }
 
     /// `ws(s)://addr/v1/ws`
     pub fn ws_url(&self) -> String {
-        let scheme = if self.tls { "wss" } else { "ws" };
-        format!("{scheme}://{}/v1/ws", self.local_addr)
+        let listener = self.signaling_listener();
+        let scheme = if listener.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/v1/ws", listener.addr)
+    }
+
+    /// `http(s)://addr` of the admin surface (`/v1/status`, `/v1/allocation`, `/metrics`).
+    pub fn admin_url(&self) -> String {
+        let scheme = if self.main.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.main.addr)
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -184,8 +273,20 @@ impl RunningServer {
     pub async fn stop(self) -> Result<(), ServerError> {
         let _ = self.stop.send(true);
         self.registry.kick_everyone(Kick::Shutdown);
-        self.handle.graceful_shutdown(Some(HTTP_SHUTDOWN_GRACE));
-        self.http.await?.map_err(ServerError::Http)?;
+        let main = self.main.stop();
+        let signaling = async {
+            match self.signaling {
+                Some(listener) => listener.stop().await,
+                None => Ok(()),
+            }
+        };
+        let (main, signaling) = tokio::join!(main, signaling);
+        if let Some(reloader) = self.reloader {
+            // It ends on the stop signal; waiting makes "stopped" mean no more file reads.
+            reloader.await?;
+        }
+        main?;
+        signaling?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -172,6 +172,21 @@ pub struct WorkerStatus {
     pub title: Option<String>,
     pub draining: bool,
     pub points: Vec<PointStatus>,
+    /// The certificate served over TLS; absent while there is none (plain HTTP, or a warm worker
+    /// whose session's certificate has not arrived yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+}
+
+/// `/v1/status` `tls`: which certificate new TLS connections get. The operator compares `sha256`
+/// with its Secret's certificate to know the worker serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsStatus {
+    /// Lowercase hex SHA-256 of the leaf certificate's DER.
+    pub sha256: String,
+    /// When the worker started serving it.
+    pub loaded_at: jiff::Timestamp,
 }
 
 #[cfg(test)]
@@ -258,6 +273,20 @@ mod tests {
         record.on_leave();
         record.observe(flowing(), Instant::now(), wall(), &thresholds());
         assert!(!record.last_sample().connected);
+    }
+
+    #[test]
+    fn the_tls_field_has_the_contract_shape_and_is_omitted_without_a_certificate() {
+        let mut status = WorkerStatus { session: None, title: None, draining: false, points: Vec::new(), tls: None };
+        let value = serde_json::to_value(&status).expect("serialize");
+        assert!(value.get("tls").is_none(), "{value}");
+        status.tls = Some(TlsStatus { sha256: "ab".repeat(32), loaded_at: wall() });
+        let value = serde_json::to_value(&status).expect("serialize");
+        assert_eq!(value["tls"], serde_json::json!({"sha256": "ab".repeat(32), "loadedAt": "1970-01-01T00:00:00Z"}));
+        let null: WorkerStatus =
+            serde_json::from_str(r#"{"session":null,"title":null,"draining":false,"points":[],"tls":null}"#)
+                .expect("null tls");
+        assert!(null.tls.is_none());
     }
 
     #[test]

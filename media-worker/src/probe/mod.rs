@@ -13,6 +13,7 @@ pub mod client;
 pub mod measure;
 pub mod peer;
 pub mod rtp;
+pub mod tls;
 
 use measure::{percentile, StreamReport};
 use mediasoup::prelude::MediaKind;
@@ -27,13 +28,15 @@ const STRAGGLER_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
-    /// `ws://host:port/v1/ws`
+    /// `ws://host:port/v1/ws`, or `wss://` with [`Self::tls`].
     pub url: String,
     pub token: String,
     pub duration: Duration,
     /// Packets per second for each of the audio and video streams.
     pub rate_pps: u32,
     pub local_ip: IpAddr,
+    /// What to trust for a `wss://` URL.
+    pub tls: Option<tls::ClientTls>,
 }
 
 impl ProbeOptions {
@@ -44,6 +47,7 @@ impl ProbeOptions {
             duration: Duration::from_secs(5),
             rate_pps: 50,
             local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tls: None,
         }
     }
 }
@@ -78,7 +82,7 @@ pub async fn run_probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError
     if options.rate_pps == 0 || options.rate_pps > 10_000 {
         return Err(ProbeError::Rate);
     }
-    let mut peer = PlainPeer::join(&options.url, &options.token, options.local_ip).await?;
+    let mut peer = PlainPeer::join_with(&options.url, &options.token, options.local_ip, options.tls.as_ref()).await?;
     let published = peer.publish().await?;
     peer.consume(published.audio).await?;
     peer.consume(published.video).await?;

@@ -4,6 +4,7 @@
 use super::client::{ClientError, SignalingClient};
 use super::measure::{clock_ns, Arrivals};
 use super::rtp::{is_rtcp, rtp_payload, OutgoingStream, Stamp, AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
+use super::tls::ClientTls;
 use crate::ids::PointName;
 use crate::signaling::protocol::{ClientMessage, Direction, ProducerInfo, ServerMessage};
 use mediasoup::prelude::{
@@ -93,7 +94,17 @@ pub struct PlainPeer {
 impl PlainPeer {
     /// Joins and sets up both transports. `local_ip` must be reachable from the worker's RTC IP.
     pub async fn join(url: &str, token: &str, local_ip: IpAddr) -> Result<Self, PeerError> {
-        let mut client = SignalingClient::connect(url).await?;
+        Self::join_with(url, token, local_ip, None).await
+    }
+
+    /// [`Self::join`] over `wss://` too, trusting `tls` (see [`SignalingClient::connect_with`]).
+    pub async fn join_with(
+        url: &str,
+        token: &str,
+        local_ip: IpAddr,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, PeerError> {
+        let mut client = SignalingClient::connect_with(url, tls).await?;
         let ServerMessage::Joined { point, router_rtp_capabilities, producers, .. } =
             client.request(ClientMessage::Join { token: token.to_owned() }).await?
         else {
