@@ -97,6 +97,9 @@ struct RunArgs {
     /// Run the controllers only while holding the `tiepdan-operator` Lease (for several replicas).
     #[arg(long, env = "TIEPDAN_LEADER_ELECT")]
     leader_elect: bool,
+    /// Hours a session's signaling certificate is valid (renewed in its last third).
+    #[arg(long, env = "TIEPDAN_SESSION_CERT_HOURS", default_value_t = 168, value_parser = clap::value_parser!(i64).range(1..=8760))]
+    session_cert_hours: i64,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -155,6 +158,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.namespace = args.namespace;
     config.metrics_addr = Some(args.metrics_addr);
     config.monitoring_labels = args.monitoring_labels.into_iter().collect::<BTreeMap<_, _>>();
+    config.ca_namespace = args.operator_namespace.clone();
+    config.session_cert_validity = jiff::SignedDuration::from_hours(args.session_cert_hours);
     tracing::info!(exporting_spans = telemetry.exporting(), "tiepdan-operator starting");
 
     let _webhook = match (args.webhook_addr, args.webhook_service, args.webhook_url) {

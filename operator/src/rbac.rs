@@ -109,7 +109,8 @@ pub const PERMISSIONS: &[Permission] = &[
         resources: &["secrets"],
         resource_names: &[],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "join tokens (owned by sessions, applied, deleted); pool::ensure_signing_key and \
+        why: "join tokens and certificate Secrets (owned by sessions, applied, deleted; \
+              controller::certificate gets the session's certificate Secret); pool::ensure_signing_key and \
               webhook::registration::ensure_ca get and create their Secret once",
     },
     Permission {
@@ -133,9 +134,23 @@ pub const PERMISSIONS: &[Permission] = &[
         scope: Scope::Cluster,
         group: "apiextensions.k8s.io",
         resources: &["customresourcedefinitions"],
-        resource_names: &["podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com"],
+        resource_names: &[
+            "podmonitors.monitoring.coreos.com",
+            "prometheusrules.monitoring.coreos.com",
+            "certificates.cert-manager.io",
+        ],
         verbs: &["get"],
-        why: "monitoring::Detector gets the prometheus-operator CRDs (PROMETHEUS_OPERATOR_CRDS)",
+        why: "crds::Detector gets the prometheus-operator CRDs (monitoring::PROMETHEUS_OPERATOR_CRDS) and \
+              cert-manager's (certificate::CERT_MANAGER_CRDS)",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "cert-manager.io",
+        resources: &["certificates"],
+        resource_names: &[],
+        verbs: &["list", "create", "patch", "delete"],
+        why: "controller::certificate applies a session's Certificate when it names an issuer, and deletes it by \
+              label when the session ends",
     },
     Permission {
         scope: Scope::Cluster,

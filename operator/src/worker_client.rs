@@ -29,6 +29,17 @@ pub struct WorkerReport {
     pub draining: bool,
     #[serde(default)]
     pub points: Vec<PointReport>,
+    /// The certificate the worker serves signaling with, if any.
+    #[serde(default)]
+    pub tls: Option<ServedCertificate>,
+}
+
+/// What a worker reports of its signaling certificate.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedCertificate {
+    /// SHA-256 of the leaf certificate's DER, lowercase hex.
+    pub sha256: String,
 }
 
 /// One point as a worker sees it.
@@ -79,9 +90,9 @@ impl WorkerClient {
         Self { http }
     }
 
-    /// The base URL of a worker pod.
+    /// The base URL of a worker pod's admin port.
     pub fn base_url(pod_ip: &str) -> String {
-        format!("http://{pod_ip}:{}", crate::build::worker_pod::SIGNALING_PORT)
+        format!("http://{pod_ip}:{}", crate::build::worker_pod::ADMIN_PORT)
     }
 
     /// Binds the worker to a session (idempotent).

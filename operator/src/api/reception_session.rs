@@ -221,7 +221,8 @@ pub struct ReceptionSessionStatus {
     /// Where the session is in its timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<SessionPhase>,
-    /// kstatus conditions: Valid, Provisioned, WorkerReady, MonitoringReady, PointsVerified, ReadyByDeadline.
+    /// kstatus conditions: Valid, Provisioned, WorkerReady, CertificateReady, MonitoringReady, PointsVerified,
+    /// ReadyByDeadline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// When every point must be verified (the deadline in effect, defaulted or explicit).

@@ -24,6 +24,7 @@ pub const COMPONENT_TOKENS: &str = "join-tokens";
 pub const COMPONENT_SIGNING_KEY: &str = "signing-key";
 pub const COMPONENT_MONITORING: &str = "monitoring";
 pub const COMPONENT_DASHBOARD: &str = "dashboard";
+pub const COMPONENT_TLS: &str = "tls";
 
 /// The common labels of an object belonging to `instance`.
 pub fn common(instance: &str, component: &str) -> BTreeMap<String, String> {

@@ -9,6 +9,7 @@ pub mod pod_monitor;
 pub mod prometheus_rule;
 pub mod signaling_service;
 pub mod signing_key;
+pub mod tls;
 pub mod worker_pod;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

@@ -1,16 +1,20 @@
-//! The per-session NetworkPolicy: the session's worker accepts only signaling (TCP) and its pool's
-//! RTC port range (UDP and TCP); everything else inbound is dropped.
+//! The per-session NetworkPolicy: the session's worker accepts signaling (TCP, TLS) and its pool's
+//! RTC port range (UDP and TCP) from anywhere — the offices' browsers are outside the cluster —
+//! and its plain admin port only from pods in the cluster (the operator, Prometheus); everything
+//! else inbound is dropped.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::labels;
 use super::session_child_meta;
-use super::worker_pod::SIGNALING_PORT;
+use super::worker_pod::{ADMIN_PORT, SIGNALING_PORT};
 use crate::api::{MediaWorkerPool, ReceptionSession};
 
 /// The policy's name for a session.
@@ -62,17 +66,29 @@ pub fn build(session: &ReceptionSession, pool: &MediaWorkerPool, ranges: PortRan
                 ..Default::default()
             }),
             policy_types: Some(vec!["Ingress".to_owned()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: None,
-                ports: Some(
-                    std::iter::once(port("TCP", SIGNALING_PORT, None))
-                        .chain(["UDP", "TCP"].into_iter().flat_map(|proto| match ranges {
-                            PortRanges::EndPort => vec![port(proto, range.min, Some(range.max))],
-                            PortRanges::Enumerate => (range.min..=range.max).map(|p| port(proto, p, None)).collect(),
-                        }))
-                        .collect(),
-                ),
-            }]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(
+                        std::iter::once(port("TCP", SIGNALING_PORT, None))
+                            .chain(["UDP", "TCP"].into_iter().flat_map(|proto| match ranges {
+                                PortRanges::EndPort => vec![port(proto, range.min, Some(range.max))],
+                                PortRanges::Enumerate => {
+                                    (range.min..=range.max).map(|p| port(proto, p, None)).collect()
+                                }
+                            }))
+                            .collect(),
+                    ),
+                },
+                // An empty namespace selector matches every pod in the cluster and nothing outside it.
+                NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector::default()),
+                        ..Default::default()
+                    }]),
+                    ports: Some(vec![port("TCP", ADMIN_PORT, None)]),
+                },
+            ]),
             egress: None,
         }),
     }
@@ -86,7 +102,7 @@ mod tests {
     #[test]
     fn only_signaling_and_the_rtc_range_are_open_to_the_sessions_worker() {
         let np = build(&session(), &pool(), PortRanges::EndPort);
-        let spec = np.spec.unwrap();
+        let spec = np.spec.clone().unwrap();
         let sel = spec.pod_selector.unwrap().match_labels.unwrap();
         assert_eq!(sel[labels::SESSION], "phien-thang-6");
         assert_eq!(spec.policy_types.unwrap(), vec!["Ingress"]);
@@ -96,12 +112,19 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                ("TCP".to_owned(), IntOrString::Int(8080), None),
+                ("TCP".to_owned(), IntOrString::Int(8443), None),
                 ("UDP".to_owned(), IntOrString::Int(41000), Some(41099)),
                 ("TCP".to_owned(), IntOrString::Int(41000), Some(41099)),
             ]
         );
         assert_eq!(np.metadata.labels.unwrap()[labels::SESSION], "phien-thang-6");
+        // The plain admin port: in-cluster peers only.
+        let admin = &np.spec.as_ref().unwrap().ingress.as_ref().unwrap()[1];
+        assert_eq!(admin.ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(8080)));
+        let from = admin.from.as_ref().unwrap();
+        assert_eq!(from.len(), 1);
+        assert_eq!(from[0].namespace_selector, Some(LabelSelector::default()));
+        assert!(from[0].ip_block.is_none());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The prometheus-operator `PodMonitor` that scrapes a session's media worker (`/metrics` on its
-//! `signaling` port). prometheus-operator labels the targets `job="<namespace>/<PodMonitor name>"`,
+//! plain `admin` port). prometheus-operator labels the targets `job="<namespace>/<PodMonitor name>"`,
 //! which the session's alerts and dashboard use for the worker's `up` and CPU series.
 
 use std::collections::BTreeMap;
@@ -68,7 +68,7 @@ pub fn build(session: &ReceptionSession, extra_labels: &BTreeMap<String, String>
             },
             namespace_selector: session.namespace().map(|ns| NamespaceSelector { match_names: vec![ns] }),
             pod_metrics_endpoints: vec![PodMetricsEndpoint {
-                port: "signaling".to_owned(),
+                port: "admin".to_owned(),
                 path: "/metrics".to_owned(),
                 interval: SCRAPE_INTERVAL.to_owned(),
             }],
@@ -82,7 +82,7 @@ mod tests {
     use crate::build::worker_pod::{self, tests::session};
 
     #[test]
-    fn the_pod_monitor_selects_only_this_sessions_worker_on_its_signaling_port() {
+    fn the_pod_monitor_selects_only_this_sessions_worker_on_its_admin_port() {
         let pm = build(&session(), &BTreeMap::new());
         let sel = pm.spec.selector.match_labels.unwrap();
         assert_eq!(sel[labels::SESSION], "phien-thang-6");
@@ -100,7 +100,7 @@ mod tests {
         let v = serde_json::to_value(build(&session(), &BTreeMap::new())).unwrap();
         assert_eq!(v["apiVersion"], "monitoring.coreos.com/v1");
         assert_eq!(v["kind"], "PodMonitor");
-        assert_eq!(v["spec"]["podMetricsEndpoints"][0]["port"], "signaling");
+        assert_eq!(v["spec"]["podMetricsEndpoints"][0]["port"], "admin");
         assert_eq!(v["spec"]["namespaceSelector"]["matchNames"][0], "my-hao");
     }
 }

@@ -1,4 +1,4 @@
-//! The Service in front of a session's worker, for signaling (HTTP + WebSocket).
+//! The Service in front of a session's worker, for signaling (HTTPS + WSS on 443).
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,6 @@ use kube::ResourceExt;
 
 use super::labels;
 use super::session_child_meta;
-use super::worker_pod::SIGNALING_PORT;
 use crate::api::ReceptionSession;
 
 /// The Service's name for a session.
@@ -16,9 +15,12 @@ pub fn name(session: &str) -> String {
     format!("{session}-signaling")
 }
 
-/// The in-cluster signaling URL of a session.
+/// The Service's port: HTTPS' own, so links carry no port.
+pub const PORT: i32 = 443;
+
+/// The in-cluster signaling URL of a session (the name its certificate covers).
 pub fn url(session: &ReceptionSession) -> String {
-    format!("ws://{}.{}.svc:{SIGNALING_PORT}/v1/ws", name(&session.name_any()), session.namespace().unwrap_or_default())
+    format!("wss://{}.{}.svc/v1/ws", name(&session.name_any()), session.namespace().unwrap_or_default())
 }
 
 /// The signaling Service for `session`, selecting the worker allocated to it.
@@ -36,7 +38,7 @@ pub fn build(session: &ReceptionSession) -> Service {
             ),
             ports: Some(vec![ServicePort {
                 name: Some("signaling".to_owned()),
-                port: SIGNALING_PORT,
+                port: PORT,
                 target_port: Some(IntOrString::String("signaling".to_owned())),
                 protocol: Some("TCP".to_owned()),
                 ..Default::default()
@@ -60,5 +62,6 @@ mod tests {
         assert_eq!(sel[labels::COMPONENT], labels::COMPONENT_WORKER);
         assert_eq!(svc.metadata.labels.unwrap()[labels::SESSION], "phien-thang-6");
         assert_eq!(svc.metadata.owner_references.unwrap()[0].kind, "ReceptionSession");
+        assert_eq!(url(&session()), "wss://phien-thang-6-signaling.my-hao.svc/v1/ws");
     }
 }

@@ -9,14 +9,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{labels, owner_ref, signing_key};
+use super::{labels, owner_ref, signing_key, tls};
 use crate::api::{MediaWorkerPool, ReceptionSession};
 use crate::tokens::session_id;
 
-/// The signaling (HTTP/WebSocket) port of every worker.
-pub const SIGNALING_PORT: i32 = 8080;
+/// The plain-HTTP admin port of every worker: probes, `/metrics`, `/v1/status` and the
+/// operator's `/v1/allocation` calls. Only in-cluster clients reach it (the NetworkPolicy).
+pub const ADMIN_PORT: i32 = 8080;
+/// The signaling port (HTTPS and WSS with the session's certificate): the console and `/v1/ws`.
+pub const SIGNALING_PORT: i32 = 8443;
 /// Where the pool's signing key is mounted.
 pub const SIGNING_KEY_DIR: &str = "/var/run/tiepdan/signing-key";
+/// Where the pod's TLS Secret (`<pod>-tls`, a copy of its session's certificate) is mounted. The
+/// worker reloads it when the kubelet updates the volume.
+pub const TLS_DIR: &str = "/var/run/tiepdan/tls";
 /// The worker container's name (the harness's node emulation starts the real binary for it).
 pub const CONTAINER: &str = "media-worker";
 
@@ -42,7 +48,9 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
     let spec = &pool.spec;
     let mut args = vec![
         "serve".to_owned(),
-        format!("--listen=$(POD_IP):{SIGNALING_PORT}"),
+        format!("--listen=$(POD_IP):{ADMIN_PORT}"),
+        format!("--signaling-listen=$(POD_IP):{SIGNALING_PORT}"),
+        format!("--tls-dir={TLS_DIR}"),
         "--rtc-listen-ip=$(POD_IP)".to_owned(),
         format!("--rtc-min-port={}", spec.rtc_ports.min),
         format!("--rtc-max-port={}", spec.rtc_ports.max),
@@ -64,7 +72,7 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String("signaling".to_owned()),
+            port: IntOrString::String("admin".to_owned()),
             ..Default::default()
         }),
         period_seconds: Some(5),
@@ -104,12 +112,20 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
                     }),
                     ..Default::default()
                 }]),
-                ports: Some(vec![ContainerPort {
-                    name: Some("signaling".to_owned()),
-                    container_port: SIGNALING_PORT,
-                    protocol: Some("TCP".to_owned()),
-                    ..Default::default()
-                }]),
+                ports: Some(vec![
+                    ContainerPort {
+                        name: Some("admin".to_owned()),
+                        container_port: ADMIN_PORT,
+                        protocol: Some("TCP".to_owned()),
+                        ..Default::default()
+                    },
+                    ContainerPort {
+                        name: Some("signaling".to_owned()),
+                        container_port: SIGNALING_PORT,
+                        protocol: Some("TCP".to_owned()),
+                        ..Default::default()
+                    },
+                ]),
                 readiness_probe: Some(probe("/readyz")),
                 liveness_probe: Some(probe("/healthz")),
                 resources: spec.resources.clone(),
@@ -121,23 +137,45 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
                     seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..Default::default() }),
                     ..Default::default()
                 }),
-                volume_mounts: Some(vec![VolumeMount {
-                    name: "signing-key".to_owned(),
-                    mount_path: SIGNING_KEY_DIR.to_owned(),
-                    read_only: Some(true),
-                    ..Default::default()
-                }]),
+                volume_mounts: Some(vec![
+                    VolumeMount {
+                        name: "signing-key".to_owned(),
+                        mount_path: SIGNING_KEY_DIR.to_owned(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    },
+                    VolumeMount {
+                        name: "tls".to_owned(),
+                        mount_path: TLS_DIR.to_owned(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    },
+                ]),
                 ..Default::default()
             }],
-            volumes: Some(vec![Volume {
-                name: "signing-key".to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(signing_key::name(&pool.name_any())),
-                    default_mode: Some(0o440),
+            volumes: Some(vec![
+                Volume {
+                    name: "signing-key".to_owned(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(signing_key::name(&pool.name_any())),
+                        default_mode: Some(0o440),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            }]),
+                },
+                // Optional: a warm pod starts before any session (and so any certificate) is
+                // known; the kubelet fills the volume once allocation creates the Secret.
+                Volume {
+                    name: "tls".to_owned(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(tls::pod_secret_name(name)),
+                        default_mode: Some(0o440),
+                        optional: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]),
             ..Default::default()
         }),
         ..Default::default()
@@ -204,5 +242,21 @@ pub(crate) mod tests {
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.capabilities.unwrap().drop.unwrap(), vec!["ALL"]);
         assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    }
+
+    #[test]
+    fn signaling_is_served_over_tls_from_the_pods_own_optional_secret() {
+        let spec = build(&pool(), "default-abcde", None).spec.unwrap();
+        let c = &spec.containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(args.contains(&"--signaling-listen=$(POD_IP):8443".to_owned()));
+        assert!(args.contains(&format!("--tls-dir={TLS_DIR}")));
+        assert!(args.contains(&"--listen=$(POD_IP):8080".to_owned()));
+        let tls = spec.volumes.unwrap().into_iter().find(|v| v.name == "tls").unwrap().secret.unwrap();
+        assert_eq!(tls.secret_name.as_deref(), Some("default-abcde-tls"));
+        assert_eq!(tls.optional, Some(true), "a warm pod must start before its certificate exists");
+        // Probes use the plain admin port: the kubelet cannot present the session's trust.
+        let probe = c.readiness_probe.clone().unwrap().http_get.unwrap();
+        assert_eq!(probe.port, IntOrString::String("admin".into()));
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
-use super::monitoring::Detector;
+use super::crds::Detector;
+use super::{certificate, monitoring};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::timeline::TimelineConfig;
@@ -32,8 +33,12 @@ pub struct OperatorConfig {
     /// Extra labels on each PodMonitor and PrometheusRule, e.g. the `release` label a
     /// Prometheus' podMonitorSelector and ruleSelector match.
     pub monitoring_labels: BTreeMap<String, String>,
-    /// How long the answer to "are the prometheus-operator CRDs installed?" is reused.
+    /// How long the answer to "are the prometheus-operator (cert-manager) CRDs installed?" is reused.
     pub monitoring_check_interval: Duration,
+    /// The namespace of the operator's CA Secret (`tiepdan-ca`) and trust bundle ConfigMap.
+    pub ca_namespace: String,
+    /// How long a session's signaling certificate is valid; it is renewed in its last third.
+    pub session_cert_validity: jiff::SignedDuration,
 }
 
 impl Default for OperatorConfig {
@@ -47,6 +52,10 @@ impl Default for OperatorConfig {
             metrics_addr: None,
             monitoring_labels: BTreeMap::new(),
             monitoring_check_interval: Duration::from_secs(60),
+            ca_namespace: "tiepdan-system".to_owned(),
+            // A week covers provisioning the day before, rehearsal, the session and its grace,
+            // with renewal well before expiry for long-lived or rescheduled sessions.
+            session_cert_validity: jiff::SignedDuration::from_hours(24 * 7),
         }
     }
 }
@@ -61,10 +70,14 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Whether the prometheus-operator CRDs are installed (cached).
     pub monitoring: Detector,
+    /// Whether cert-manager's Certificate CRD is installed (cached).
+    pub cert_manager: Detector,
     /// Set once the API server answered for every watched kind (`/readyz`).
     pub ready: Arc<AtomicBool>,
     /// The API server's minor version, read once (features such as NetworkPolicy `endPort`).
     pub server_minor: tokio::sync::OnceCell<u32>,
+    /// The operator's CA, read once (it is never rotated in place).
+    pub ca: tokio::sync::OnceCell<crate::pki::Ca>,
 }
 
 impl Context {
@@ -86,12 +99,14 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             clock,
-            monitoring: Detector::new(config.monitoring_check_interval),
+            monitoring: Detector::new(&monitoring::PROMETHEUS_OPERATOR_CRDS, config.monitoring_check_interval),
+            cert_manager: Detector::new(&certificate::CERT_MANAGER_CRDS, config.monitoring_check_interval),
             config,
             workers: WorkerClient::new(),
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(false)),
             server_minor: tokio::sync::OnceCell::new(),
+            ca: tokio::sync::OnceCell::new(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The controllers: one kube-runtime Controller per kind, sharing a [`Context`].
 
 pub mod allocation;
+pub mod certificate;
 pub mod context;
+pub mod crds;
 pub mod events;
 pub mod instrument;
 pub mod monitoring;

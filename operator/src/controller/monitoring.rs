@@ -4,13 +4,10 @@
 //! holds a session up: failures end up in the session's `MonitoringReady` condition.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 
 use super::Context;
 use crate::api::ReceptionSession;
@@ -44,40 +41,6 @@ impl Error {
     }
 }
 
-/// Whether the prometheus-operator CRDs exist, remembered for `ttl`.
-#[derive(Debug)]
-pub struct Detector {
-    ttl: Duration,
-    last: Mutex<Option<(Instant, bool)>>,
-}
-
-impl Detector {
-    pub fn new(ttl: Duration) -> Self {
-        Self { ttl, last: Mutex::new(None) }
-    }
-
-    /// Whether both CRDs are installed. (A `get` of each CRD: `Discovery::run_aggregated()`
-    /// finds no groups on a 1.20 API server, and this needs nothing else.)
-    pub async fn prometheus_operator(&self, client: &Client) -> Result<bool, kube::Error> {
-        if let Some((at, present)) = *self.lock() {
-            if at.elapsed() < self.ttl {
-                return Ok(present);
-            }
-        }
-        let crds = Api::<CustomResourceDefinition>::all(client.clone());
-        let mut present = true;
-        for name in PROMETHEUS_OPERATOR_CRDS {
-            present &= crds.get_opt(name).await?.is_some();
-        }
-        *self.lock() = Some((Instant::now(), present));
-        Ok(present)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, bool)>> {
-        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 /// What [`apply`] put in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -95,7 +58,7 @@ pub async fn apply(ctx: &Context, session: &ReceptionSession) -> Result<Applied,
     let configmaps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns);
     let cm = apply::apply(&configmaps, &dashboard::build(session)?).await?;
     apply::delete_orphans(&configmaps, &sel, &BTreeSet::from([cm.name_any()])).await?;
-    if !ctx.monitoring.prometheus_operator(&ctx.client).await.map_err(Error::Detect)? {
+    if !ctx.monitoring.present(&ctx.client).await.map_err(Error::Detect)? {
         return Ok(Applied::DashboardOnly);
     }
     let extra = &ctx.config.monitoring_labels;
@@ -115,7 +78,7 @@ pub async fn apply(ctx: &Context, session: &ReceptionSession) -> Result<Applied,
 pub async fn release(ctx: &Context, ns: &str, selector: &str) -> Result<(), Error> {
     let none = BTreeSet::new();
     apply::delete_orphans(&Api::<ConfigMap>::namespaced(ctx.client.clone(), ns), selector, &none).await?;
-    let present = ctx.monitoring.prometheus_operator(&ctx.client).await.unwrap_or_else(|e| {
+    let present = ctx.monitoring.present(&ctx.client).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot check for the prometheus-operator CRDs; skipping their clean-up");
         false
     });

@@ -20,6 +20,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::allocation::{self, Allocation};
+use super::certificate::{self, CERTIFICATE_READY};
 use super::monitoring::{self, Applied};
 use super::pool::{ensure_signing_key, pod_ready};
 use super::status as st;
@@ -29,7 +30,7 @@ use crate::api::{
     ReceptionSessionStatus, SessionPhase, WorkerStatus,
 };
 use crate::apply;
-use crate::build::{join_tokens, labels, network_policy, signaling_service};
+use crate::build::{join_tokens, labels, network_policy, signaling_service, tls};
 use crate::metrics::KIND_SESSION;
 use crate::tokens::{self, session_id};
 use crate::validate::{validate_session, ValidSession};
@@ -140,6 +141,8 @@ struct Provisioned {
     worker_message: String,
     /// Monitoring never fails provisioning: its outcome goes to the MonitoringReady condition.
     monitoring: Result<Applied, monitoring::Error>,
+    /// Nor does the certificate: its outcome goes to CertificateReady.
+    certificate: Result<certificate::Issued, certificate::Error>,
 }
 
 async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Action, Error> {
@@ -200,7 +203,7 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
             "Provisioned",
             CS::False,
             "Released",
-            "The session ended; its worker, Service and join tokens were deleted.",
+            "The session ended; its worker, Service, join tokens and certificates were deleted.",
             generation,
             now,
         );
@@ -219,6 +222,15 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
             CS::False,
             "Released",
             "The session ended; its dashboard and any PodMonitor and PrometheusRule were deleted.",
+            generation,
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            CERTIFICATE_READY,
+            CS::False,
+            "Released",
+            "The session ended; its certificate Secrets (and any cert-manager Certificate) were deleted.",
             generation,
             now,
         );
@@ -251,6 +263,19 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
                 });
                 let (ms, reason, msg) = monitoring_condition(&p.monitoring);
                 set_condition(&mut status.conditions, MONITORING_READY, ms, reason, msg, generation, now);
+                let pod_name = p.pod.as_ref().map(|p| p.name_any()).unwrap_or_default();
+                let (cs, reason, msg) = certificate::condition(&p.certificate, p.report.as_ref(), &pod_name);
+                let was = condition::find(&prev.conditions, CERTIFICATE_READY).map(|c| c.reason.clone());
+                set_condition(&mut status.conditions, CERTIFICATE_READY, cs, reason, &msg, generation, now);
+                if was.as_deref() != Some(reason) {
+                    match reason {
+                        "Serving" => events::normal(ctx, session, "CertificateServing", "Certificate", msg).await,
+                        "CertificateFailed" => {
+                            events::warning(ctx, session, "CertificateFailed", "Certificate", msg).await
+                        }
+                        _ => {}
+                    }
+                }
                 worker_report = p.report;
             }
             Err(ProvisionError::PoolMissing(pool)) => {
@@ -273,7 +298,8 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
         let msg = format!("Provisioning starts at {}.", t.provisioning_start);
         set_condition(&mut status.conditions, "Provisioned", CS::False, "Scheduled", &msg, generation, now);
         set_condition(&mut status.conditions, "WorkerReady", CS::False, "Scheduled", &msg, generation, now);
-        set_condition(&mut status.conditions, MONITORING_READY, CS::False, "Scheduled", msg, generation, now);
+        set_condition(&mut status.conditions, MONITORING_READY, CS::False, "Scheduled", &msg, generation, now);
+        set_condition(&mut status.conditions, CERTIFICATE_READY, CS::False, "Scheduled", msg, generation, now);
     }
 
     // status
@@ -413,6 +439,17 @@ async fn provision(
     let tokens = apply::apply(&secrets, &join_tokens::build(session, valid, &key, 0).map_err(Error::from)?)
         .await
         .map_err(Error::from)?;
+    // The certificate goes to the pod before the worker is bound, so it can load it at once.
+    let (certificate, mut keep_secrets) = match certificate::ensure(ctx, session, &pool, &pod, now).await {
+        Ok((issued, keep)) => (Ok(issued), keep),
+        Err(e) => {
+            tracing::warn!(error = %e, category = e.category(), "failed to provide the session's certificate");
+            // Keep whatever certificate Secrets exist: a failed renewal must not take signaling down.
+            let keep = [tls::secret_name(&sname), tls::pod_secret_name(&pod.name_any())].into();
+            (Err(e), keep)
+        }
+    };
+    keep_secrets.insert(tokens.name_any());
 
     let sel = labels::session_selector(&sname);
     let one = |n: String| BTreeSet::from([n]);
@@ -420,7 +457,7 @@ async fn provision(
         .await
         .map_err(Error::from)?;
     apply::delete_orphans(&services, &sel, &one(svc.name_any())).await.map_err(Error::from)?;
-    apply::delete_orphans(&secrets, &sel, &one(tokens.name_any())).await.map_err(Error::from)?;
+    apply::delete_orphans(&secrets, &sel, &keep_secrets).await.map_err(Error::from)?;
     // Only signaling and the pool's RTC ports reach the session's worker.
     let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns);
     let ranges = network_policy::PortRanges::for_minor(ctx.server_minor().await.map_err(Error::ServerVersion)?);
@@ -432,7 +469,7 @@ async fn provision(
     }
 
     let (report, worker_message) = observe_worker(ctx, session, &pod, &key, now).await;
-    Ok(Provisioned { pod: Some(pod), report, worker_message, monitoring })
+    Ok(Provisioned { pod: Some(pod), report, worker_message, monitoring, certificate })
 }
 
 /// Binds a warm worker to the session (idempotent) and reads its per-point status.
@@ -466,14 +503,16 @@ async fn observe_worker(
     }
 }
 
-/// Deletes everything the session made: worker pods, Services, Secrets (join tokens) and the
-/// monitoring children (dashboard ConfigMap, PodMonitor, PrometheusRule).
+/// Deletes everything the session made: worker pods, Services, cert-manager Certificates, Secrets
+/// (join tokens, certificates) and the monitoring children (dashboard ConfigMap, PodMonitor,
+/// PrometheusRule).
 #[tracing::instrument(skip_all)]
 async fn release(session: &ReceptionSession, ctx: &Context) -> Result<(), Error> {
     let ns = session.namespace().unwrap_or_default();
     let sel = labels::session_selector(&session.name_any());
     let none = BTreeSet::new();
     apply::delete_orphans(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
+    certificate::release(ctx, &ns, &sel).await?;
     apply::delete_orphans(&Api::<Service>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
     apply::delete_orphans(&Api::<Secret>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
     apply::delete_orphans(&Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
@@ -489,7 +528,7 @@ async fn cleanup(session: &ReceptionSession, ctx: &Context) -> Result<Action, Er
         session,
         "CleanedUp",
         "Delete",
-        "Deleted the session's worker, Service, join tokens and monitoring.".to_owned(),
+        "Deleted the session's worker, Service, join tokens, certificates and monitoring.".to_owned(),
     )
     .await;
     Ok(Action::await_change())

@@ -20,7 +20,9 @@ use tiepdan_operator::build::prometheus_rule::{self, PrometheusRule, RuleFile, O
 use tiepdan_operator::clock::SimClock;
 use tiepdan_operator::monitoring_gen;
 
-use crate::common::{exchange_media, kubectl_apply_yaml, media_worker_bin, small_live_topology, start_operator_with};
+use crate::common::{
+    exchange_media, kubectl_apply_yaml, media_worker_bin, session_trust, small_live_topology, start_operator_with,
+};
 use crate::support::{cluster_with_prometheus_operator, Prometheus};
 
 const SESSION: &str = "giam-sat";
@@ -81,10 +83,11 @@ async fn prometheus_gets_data_for_every_dashboard_expression_from_the_operator_a
     let t0 = now.as_millisecond() as f64 / 1000.0;
 
     let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
-    let s = wait_session(&sessions, "the worker serving the session and its monitoring applied", |s| {
+    let s = wait_session(&sessions, "the worker serving the session over TLS and its monitoring applied", |s| {
         let serving =
             condition(s, "WorkerReady").is_some_and(|(st, m)| st == "True" && m.contains("serving the session"));
-        serving && condition(s, "MonitoringReady").is_some_and(|(st, _)| st == "True")
+        let tls = condition(s, "CertificateReady").is_some_and(|(st, _)| st == "True");
+        serving && tls && condition(s, "MonitoringReady").is_some_and(|(st, _)| st == "True")
     })
     .await;
     let pod_name = s.status.unwrap().worker.unwrap().pod.unwrap();
@@ -94,7 +97,7 @@ async fn prometheus_gets_data_for_every_dashboard_expression_from_the_operator_a
     // the operator as the chart's job, and evaluates the PrometheusRule the operator created.
     let pm = Api::<PodMonitor>::namespaced(client.clone(), &ns).get(&pod_monitor::name(SESSION)).await.unwrap();
     let endpoint = &pm.spec.pod_metrics_endpoints[0];
-    assert_eq!(endpoint.port, "signaling");
+    assert_eq!(endpoint.port, "admin");
     let worker_job = pod_monitor::job(&ns, &pm.name_any());
     let rule =
         Api::<PrometheusRule>::namespaced(client.clone(), &ns).get(&prometheus_rule::name(SESSION)).await.unwrap();
@@ -117,8 +120,9 @@ scrape_configs:
     let tokens =
         Api::<Secret>::namespaced(client.clone(), &ns).get("giam-sat-join-tokens").await.unwrap().data.unwrap();
     let token = |p: &str| String::from_utf8(tokens[p].0.clone()).unwrap();
-    let url = format!("ws://{ip}:8080/v1/ws");
-    let sender = exchange_media(&url, &token("thi-xa-my-hao"), &token("di-su")).await;
+    let url = format!("wss://{ip}:8443/v1/ws");
+    let trust = session_trust(&client, &ns, SESSION).await;
+    let sender = exchange_media(&url, Some(&trust), &token("thi-xa-my-hao"), &token("di-su")).await;
 
     // The rehearsal verifies both points; then the session goes live, media still flowing.
     wait_session(&sessions, "both points verified", |s| {

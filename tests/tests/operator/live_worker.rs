@@ -12,7 +12,7 @@ use tiepdan_operator::api::{ReceptionPoint, ReceptionSession, SessionPhase};
 use tiepdan_operator::clock::SimClock;
 
 use crate::common::{
-    cluster, exchange_media, kubectl_apply_yaml, media_worker_bin, small_live_topology, start_operator,
+    cluster, exchange_media, kubectl_apply_yaml, media_worker_bin, session_trust, small_live_topology, start_operator,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,16 +52,33 @@ async fn points_verified_by_a_real_worker_make_the_session_ready_at_the_deadline
     })
     .await
     .unwrap();
+    // And serves signaling with the session's certificate (the officers' consoles need it).
+    wait_for(Duration::from_secs(60), "CertificateReady=True", || {
+        let sessions = sessions.clone();
+        async move {
+            let s = sessions.get("chay-thu").await.map_err(|e| e.to_string())?;
+            let c =
+                s.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == "CertificateReady").cloned());
+            match c {
+                Some(c) if c.status == "True" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await
+    .unwrap();
     let pod_name = session.status.unwrap().worker.unwrap().pod.unwrap();
     let pod = Api::<Pod>::namespaced(client.clone(), &ns).get(&pod_name).await.unwrap();
     let ip = pod.status.unwrap().pod_ip.unwrap();
-    let url = format!("ws://{ip}:8080/v1/ws");
+    // Signaling is HTTPS/WSS with the session's certificate, which the trust bundle verifies.
+    let url = format!("wss://{ip}:8443/v1/ws");
+    let trust = session_trust(&client, &ns, "chay-thu").await;
     let tokens =
         Api::<Secret>::namespaced(client.clone(), &ns).get("chay-thu-join-tokens").await.unwrap().data.unwrap();
     let token = |p: &str| String::from_utf8(tokens[p].0.clone()).unwrap();
 
     // Two points publish and consume each other, as the officers' consoles do.
-    let sender = exchange_media(&url, &token("thi-xa-my-hao"), &token("di-su")).await;
+    let sender = exchange_media(&url, Some(&trust), &token("thi-xa-my-hao"), &token("di-su")).await;
 
     // The worker verifies both (10 s of clean media by default); the operator copies it over.
     wait_for(Duration::from_secs(60), "both points verified in the session status", || {

@@ -17,3 +17,4 @@ mod monitoring;
 mod pool_scaling;
 mod semantic_validation;
 mod session_timeline;
+mod session_tls;

@@ -11,6 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::Api;
 use kube::Client;
 use tiepdan_harness::{wait_for, ControlPlane};
+use tiepdan_media_worker::probe::tls::ClientTls;
 use tiepdan_operator::clock::Clock;
 use tiepdan_operator::controller::{self, OperatorConfig};
 use tokio::sync::OnceCell;
@@ -111,13 +112,24 @@ pub fn start_operator(client: Client, namespace: &str, clock: Arc<dyn Clock>) ->
 
 /// Like [`start_operator`], also serving `/metrics` on 127.0.0.1:`metrics`.
 pub fn start_operator_with(client: Client, namespace: &str, clock: Arc<dyn Clock>, metrics: Option<u16>) -> Operator {
-    let config = OperatorConfig {
+    let config =
+        OperatorConfig { metrics_addr: metrics.map(|port| ([127, 0, 0, 1], port).into()), ..test_config(namespace) };
+    start_operator_config(client, clock, config)
+}
+
+/// The operator's settings for tests: only `namespace` watched, its CA kept there, fast polls.
+pub fn test_config(namespace: &str) -> OperatorConfig {
+    OperatorConfig {
         namespace: Some(namespace.to_owned()),
         status_poll: Duration::from_millis(500),
         error_backoff: Duration::from_millis(500),
-        metrics_addr: metrics.map(|port| ([127, 0, 0, 1], port).into()),
+        ca_namespace: namespace.to_owned(),
         ..Default::default()
-    };
+    }
+}
+
+/// Starts the operator with `config`, on `clock`.
+pub fn start_operator_config(client: Client, clock: Arc<dyn Clock>, config: OperatorConfig) -> Operator {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(controller::run(client, clock, config, async move {
         let _ = rx.await;
@@ -125,14 +137,42 @@ pub fn start_operator_with(client: Client, namespace: &str, clock: Arc<dyn Clock
     Operator { stop: Some(tx), task }
 }
 
-/// Two points join the worker at `ws_url`, publish audio and video and consume each other's, as
-/// the officers' consoles do, and keep sending until the returned task is aborted.
-pub async fn exchange_media(ws_url: &str, first_token: &str, second_token: &str) -> tokio::task::JoinHandle<()> {
+/// Waits until every CRD in `names` is Established.
+pub async fn wait_crds_established(client: &Client, names: &[&str]) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    for name in names {
+        wait_for(Duration::from_secs(30), format!("CRD {name} Established"), || {
+            let crds = crds.clone();
+            async move {
+                let conditions = crds.get(name).await.map_err(|e| e.to_string())?.status.and_then(|s| s.conditions);
+                let established =
+                    conditions.unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True");
+                if established {
+                    Ok(())
+                } else {
+                    Err("not established".to_owned())
+                }
+            }
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Two points join the worker at `ws_url` (trusting `tls` for `wss://`), publish audio and video
+/// and consume each other's, as the officers' consoles do, and keep sending until the returned
+/// task is aborted.
+pub async fn exchange_media(
+    ws_url: &str,
+    tls: Option<&ClientTls>,
+    first_token: &str,
+    second_token: &str,
+) -> tokio::task::JoinHandle<()> {
     use tiepdan_media_worker::probe::peer::PlainPeer;
     let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    let mut a = PlainPeer::join(ws_url, first_token, local).await.expect("first point joins");
+    let mut a = PlainPeer::join_with(ws_url, first_token, local, tls).await.expect("first point joins");
     let a_out = a.publish().await.expect("first point publishes");
-    let mut b = PlainPeer::join(ws_url, second_token, local).await.expect("second point joins");
+    let mut b = PlainPeer::join_with(ws_url, second_token, local, tls).await.expect("second point joins");
     let b_out = b.publish().await.expect("second point publishes");
     for p in [a_out.audio, a_out.video] {
         b.consume(p).await.expect("second consumes first");
@@ -149,6 +189,17 @@ pub async fn exchange_media(ws_url: &str, first_token: &str, second_token: &str)
             }
         }
     })
+}
+
+/// What an office's browser trusts for `session`'s signaling: the operator's trust bundle (kept in
+/// the test's namespace, see [`test_config`]) and the signaling Service's name.
+pub async fn session_trust(client: &Client, namespace: &str, session: &str) -> ClientTls {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use tiepdan_operator::webhook::registration::TRUST_BUNDLE;
+    let bundle = Api::<ConfigMap>::namespaced(client.clone(), namespace).get(TRUST_BUNDLE).await.unwrap();
+    let ca = bundle.data.unwrap()["ca.crt"].clone();
+    let name = format!("{}.{namespace}.svc", tiepdan_operator::build::signaling_service::name(session));
+    ClientTls::from_pem(ca.as_bytes(), Some(name)).unwrap()
 }
 
 /// The real `tiepdan-media-worker` binary for worker pods: `TIEPDAN_MEDIA_WORKER_BIN`, else the
