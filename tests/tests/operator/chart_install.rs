@@ -304,8 +304,9 @@ async fn the_operator_as_the_charts_service_account_provisions_a_session_and_cle
     let selector = ListParams::default().labels(&labels::session_selector(SESSION));
     assert_eq!(
         labelled(&admin, &ns, &selector).await.unwrap(),
-        [1, 1, 1, 1, 1],
-        "the worker pod, signaling Service, join tokens, dashboard ConfigMap and NetworkPolicy"
+        [1, 1, 3, 1, 1],
+        "the worker pod, signaling Service, Secrets (join tokens, the session's certificate, the worker pod's \
+         copy of it), dashboard ConfigMap and NetworkPolicy"
     );
     // Status of the other two kinds, and events.
     wait_for(WAIT, "pool and point status, and events", || async {
