@@ -2,7 +2,8 @@
 //! parsing), how long a point takes to join and publish, and the worker's resident memory idle and
 //! with a full Mỹ Hào session (15 points, each publishing audio and video and consuming the
 //! host's). The worker runs in this process (mediasoup's C++ worker is a thread here), so its
-//! memory is this process's. `cargo bench -p tiepdan-tests --bench media_worker`; figures go in
+//! memory is this process's. Media is the probe's synthetic RTP (50 packets/s per stream) for
+//! 3 s. `cargo bench -p tiepdan-tests --bench media_worker`; figures go in
 //! docs/BENCHMARKS.md.
 
 mod support;
@@ -112,7 +113,9 @@ fn main() {
     println!("| before the worker starts | {:.1} MiB |", before as f64 / 1024.0);
     println!("| idle worker (1 mediasoup worker, bound to a session) | {:.1} MiB |", idle as f64 / 1024.0);
     println!(
-        "| {POINTS} points publishing audio+video, each consuming the host | {:.1} MiB (+{:.1} MiB over idle) |",
+        "| {POINTS} points (the host and {}) publishing audio+video, the others consuming the host | {:.1} MiB \
+         (+{:.1} MiB over idle) |",
+        POINTS - 1,
         full as f64 / 1024.0,
         full.saturating_sub(idle) as f64 / 1024.0
     );
