@@ -11,11 +11,13 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tiepdan_media_worker::config::SignalingTls;
 use tiepdan_media_worker::signaling::protocol::Role;
+use tiepdan_media_worker::tls::certificate_sha256;
 use tiepdan_media_worker::tokens::{unix_now, JoinClaims};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_tiepdan-media-worker");
@@ -148,14 +150,14 @@ struct Received {
     frames: u64,
 }
 
-fn received(stats: &Value, me: &str) -> Received {
+fn received(stats: &Value, me: &str, points: &[Point]) -> Received {
     let consumers = stats["consumers"].as_array().cloned().unwrap_or_default();
     let of = |point: &str, kind: &str| {
         consumers.iter().filter(move |c| c["point"] == point && c["kind"] == kind).collect::<Vec<_>>()
     };
     let number = |c: &Value, field: &str| c[field].as_u64().unwrap_or(0);
     let mut complete = stats["phase"] == "room";
-    for other in POINTS.iter().filter(|p| p.name != me) {
+    for other in points.iter().filter(|p| p.name != me) {
         let video = of(other.name, "video").iter().any(|c| number(c, "framesDecoded") > 0);
         let audio = of(other.name, "audio")
             .iter()
@@ -170,9 +172,15 @@ fn stats(page: &Browser) -> Value {
     page.eval("return window.tiepdan.stats();")
 }
 
-/// Polls every page until each has decoded all the others, or fails after `deadline`. Returns,
-/// per page, the time to its first decoded frame and to complete reception, from `since`.
-fn until_everyone_receives(pages: &[Browser], since: &[Instant], deadline: Duration) -> Vec<(Duration, Duration)> {
+/// Polls every page (page `i` is `points[i]`) until each has decoded all the others, or fails
+/// after `deadline`. Returns, per page, the time to its first decoded frame and to complete
+/// reception, from `since`.
+fn until_everyone_receives(
+    pages: &[Browser],
+    points: &[Point],
+    since: &[Instant],
+    deadline: Duration,
+) -> Vec<(Duration, Duration)> {
     let start = Instant::now();
     let mut first: Vec<Option<Duration>> = vec![None; pages.len()];
     let mut done: Vec<Option<Duration>> = vec![None; pages.len()];
@@ -181,7 +189,7 @@ fn until_everyone_receives(pages: &[Browser], since: &[Instant], deadline: Durat
             if done[i].is_some() {
                 continue;
             }
-            let got = received(&stats(page), POINTS[i].name);
+            let got = received(&stats(page), points[i].name, points);
             if got.any_frame && first[i].is_none() {
                 first[i] = Some(since[i].elapsed());
             }
@@ -194,8 +202,8 @@ fn until_everyone_receives(pages: &[Browser], since: &[Instant], deadline: Durat
         }
         if start.elapsed() > deadline {
             for (i, page) in pages.iter().enumerate().filter(|(i, _)| done[*i].is_none()) {
-                eprintln!("{} stats: {:#}", POINTS[i].name, stats(page));
-                eprintln!("{} console:\n{}", POINTS[i].name, page.console_log());
+                eprintln!("{} stats: {:#}", points[i].name, stats(page));
+                eprintln!("{} console:\n{}", points[i].name, page.console_log());
             }
             panic!("not every page decoded every other point within {deadline:?}: {done:?}");
         }
@@ -206,7 +214,7 @@ fn until_everyone_receives(pages: &[Browser], since: &[Instant], deadline: Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_restart() {
-    let _one_at_a_time = BROWSERS.lock();
+    let _one_at_a_time = BROWSERS.lock().await;
     let artifacts = artifact_dir();
     std::fs::create_dir_all(&artifacts).expect("artifact dir");
     let dir = std::env::temp_dir().join(format!("tiepdan-console-{}", std::process::id()));
@@ -249,7 +257,7 @@ async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_
         page.click("#join");
         clicked.push(Instant::now());
     }
-    let timings = until_everyone_receives(&pages, &clicked, MEDIA_DEADLINE);
+    let timings = until_everyone_receives(&pages, &POINTS, &clicked, MEDIA_DEADLINE);
     let last_click = *clicked.last().expect("three clicks");
     let verified = status_until(addr, "all three points to be verified", |s| {
         s.points.len() == 3 && s.points.iter().all(|p| p.verified)
@@ -262,7 +270,7 @@ async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_
     }
     let mut frames = Vec::new();
     for (i, page) in pages.iter().enumerate() {
-        frames.push(received(&stats(page), POINTS[i].name).frames);
+        frames.push(received(&stats(page), POINTS[i].name, &POINTS).frames);
     }
 
     // What a person sees: a participant's page with the host's larger tile, the other point and
@@ -295,7 +303,7 @@ async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_
     let restarted_at = Instant::now();
     let _restarted = WorkerProcess::spawn(&addr.to_string(), &dir, "worker-2.log");
     let since = vec![restarted_at; pages.len()];
-    let reconnect = until_everyone_receives(&pages, &since, RECONNECT_DEADLINE);
+    let reconnect = until_everyone_receives(&pages, &POINTS, &since, RECONNECT_DEADLINE);
 
     eprintln!("self-test: {:.1} s", self_test_time.as_secs_f64());
     for (i, ((first, all), frames)) in timings.iter().zip(&frames).enumerate() {
@@ -318,6 +326,145 @@ async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A per-session certificate as the operator issues one: a CA, and a leaf it signs for
+/// 127.0.0.1 (an IP SAN), written to a `--tls-dir` (`tls.crt` leaf first, then the CA).
+struct SessionCertificate {
+    /// Lowercase hex SHA-256 of the leaf's DER, as `/v1/status` reports it.
+    sha256: String,
+    /// base64(SHA-256(the leaf's SubjectPublicKeyInfo DER)): what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes.
+    spki_pin: String,
+}
+
+fn write_session_certificate(tls_dir: &Path) -> SessionCertificate {
+    use base64::Engine as _;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    use rcgen::{PublicKeyData as _, SanType};
+    use sha2::{Digest as _, Sha256};
+
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "tiepdan console test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key")).expect("CA");
+    let key = KeyPair::generate().expect("leaf key");
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::IpAddress(Ipv4Addr::LOCALHOST.into())];
+    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let leaf = params.signed_by(&key, &ca).expect("sign the leaf");
+    std::fs::write(tls_dir.join("tls.crt"), format!("{}{}", leaf.pem(), ca.pem())).expect("tls.crt");
+    std::fs::write(tls_dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
+
+    // The SPKI exactly as the certificate carries it (what Chromium hashes), checked against
+    // rcgen's encoding of the key; `KeyPair::public_key_raw` would be only the key bits.
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.der()).expect("parse the leaf");
+    let spki = parsed.tbs_certificate.subject_pki.raw;
+    assert_eq!(spki, key.subject_public_key_info().as_slice(), "the leaf carries its key's SPKI");
+    SessionCertificate {
+        sha256: certificate_sha256(leaf.der()),
+        spki_pin: base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki)),
+    }
+}
+
+/// Split mode, as in a pod: the console and signaling over HTTPS/WSS on their own listener with
+/// the session's certificate, the admin surface over plain HTTP. Chromium trusts exactly that
+/// certificate (pinned by its key), not certificates in general: without the pin it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_points_see_and_hear_each_other_over_https_and_wss_with_the_session_certificate() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let tls_dir = std::env::temp_dir().join(format!("tiepdan-console-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tls_dir);
+    std::fs::create_dir_all(&tls_dir).expect("tls dir");
+    let certificate = write_session_certificate(&tls_dir);
+    let mut config = config();
+    config.signaling = Some(SignalingTls::local(&tls_dir));
+    let server = start_with(config).await;
+    let admin = server.local_addr();
+    let base = server.http_url();
+    assert_ne!(server.signaling_addr(), admin);
+    assert_eq!(base, format!("https://{}", server.signaling_addr()));
+    assert_eq!(status(admin).await.tls.expect("a certificate is served").sha256, certificate.sha256);
+
+    let points = &POINTS[..2];
+    let now = unix_now();
+    let links: Vec<String> =
+        points.iter().map(|p| format!("/join?token={}", mint(&point_claims(p, now - 60, 7200)))).collect();
+
+    // A link to the plain admin port is told where to go instead of getting the console.
+    let misdirected = get(admin, &links[0]).await;
+    assert_eq!(misdirected.status, 421, "{}", misdirected.body);
+    assert!(misdirected.body.contains("tls_required"), "{}", misdirected.body);
+
+    let driver = Driver::start();
+    // Nothing else makes Chromium accept the certificate: without the pin, an error page.
+    let unpinned = driver.browser("tls-unpinned");
+    unpinned.goto(&format!("{base}/"));
+    let href = unpinned.eval("return location.href;");
+    assert!(href.as_str().is_some_and(|h| h.starts_with("chrome-error:")), "without the pin: {href}");
+    unpinned.close();
+
+    // The pin works in headless Chromium 156 (with --user-data-dir, which every browser here
+    // has); no blanket --ignore-certificate-errors.
+    let pin = [format!("--ignore-certificate-errors-spki-list={}", certificate.spki_pin)];
+    let mut pages = Vec::new();
+    for (point, link) in points.iter().zip(&links) {
+        let page = driver.browser_with_args(point.name, Camera::Allowed, &pin);
+        page.goto(&format!("{base}{link}"));
+        pages.push(page);
+    }
+    for page in &pages {
+        assert_eq!(page.eval("return location.origin;"), base.as_str(), "{}", page.console_log());
+        // A trusted certificate, not a clicked-through error: the camera needs a secure context.
+        assert_eq!(page.eval("return window.isSecureContext;"), Value::Bool(true));
+        // The join-check is a fetch to the page's https: origin.
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+    }
+
+    let mut clicked = Vec::new();
+    for page in &pages {
+        page.click("#join");
+        clicked.push(Instant::now());
+    }
+    // Signaling can only have gone over wss: to the TLS listener: an https: page may not open
+    // ws:, and the plain port answers /v1/ws with 421.
+    let timings = until_everyone_receives(&pages, points, &clicked, MEDIA_DEADLINE);
+    let connected = status_until(admin, "both points connected, sending and receiving", |s| {
+        s.points.len() == points.len()
+            && s.points
+                .iter()
+                .all(|p| p.connected && p.sends_audio && p.sends_video && p.receives_audio && p.receives_video)
+    })
+    .await;
+    for point in points {
+        let status = connected.points.iter().find(|p| p.name.as_str() == point.name).expect("listed");
+        assert_eq!(status.display_name, point.display);
+    }
+    assert_eq!(get(admin, "/v1/ws").await.status, 421);
+    for page in &pages {
+        assert_eq!(page.eval("return location.protocol;"), "https:");
+        assert_eq!(stats(page)["phase"], "room");
+        // What the officer sees: the connection indicator rates a connected transport pair.
+        page.until("the quality indicator", "return document.getElementById('quality').dataset.level !== 'none';");
+    }
+    let screenshot = artifact_dir().join("console-tls-2-points.png");
+    pages[1].screenshot(&screenshot);
+
+    for (i, (first, all)) in timings.iter().enumerate() {
+        eprintln!(
+            "{} over https/wss: first decoded frame {:.2} s, every other point decoded {:.2} s",
+            points[i].name,
+            first.as_secs_f64(),
+            all.as_secs_f64()
+        );
+    }
+    eprintln!("screenshot: {}", screenshot.display());
+    for page in pages {
+        page.close();
+    }
+    server.stop().await.expect("stop");
+    let _ = std::fs::remove_dir_all(&tls_dir);
+}
+
 fn notice_titles(page: &Browser) -> String {
     page.eval("return window.tiepdan.notices().map(n => n.title + ': ' + n.body).join('\\n');")
         .as_str()
@@ -327,7 +474,7 @@ fn notice_titles(page: &Browser) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_links_are_explained_in_vietnamese_and_english() {
-    let _one_at_a_time = BROWSERS.lock();
+    let _one_at_a_time = BROWSERS.lock().await;
     let server = start().await;
     let base = server.http_url();
     let driver = Driver::start();

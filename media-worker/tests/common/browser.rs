@@ -80,10 +80,15 @@ impl Driver {
     }
 
     pub fn browser_with(&self, name: &str, camera: Camera) -> Browser {
+        self.browser_with_args(name, camera, &[])
+    }
+
+    /// [`Driver::browser_with`] plus more Chromium switches, e.g. a certificate to trust.
+    pub fn browser_with_args(&self, name: &str, camera: Camera, extra_args: &[String]) -> Browser {
         let profile = std::env::temp_dir().join(format!("tiepdan-chromium-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).expect("profile dir");
-        let args = [
+        let mut args = vec![
             "--headless".to_owned(),
             // Fake camera (a test pattern) and microphone (a beep), permission granted without a
             // prompt: what an officer's browser has after clicking "Allow".
@@ -104,6 +109,7 @@ impl Driver {
             "--window-size=1280,800".to_owned(),
             format!("--user-data-dir={}", profile.display()),
         ];
+        args.extend_from_slice(extra_args);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
