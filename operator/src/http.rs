@@ -1,6 +1,7 @@
 //! The operator's own HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process
 //! runs) and `/readyz` (the API server answered for every watched kind, so the CRDs are
-//! installed and RBAC lets the operator read them).
+//! installed and RBAC lets the operator read them; a standby replica that does not hold the
+//! Lease is ready too, as it can take over at once).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

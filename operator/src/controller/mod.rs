@@ -36,8 +36,8 @@ pub async fn run(
 }
 
 /// Like [`run`], but the controllers start only once `gate` resolves (e.g. this replica won the
-/// leader election); `/healthz` and `/metrics` answer from the start, so a standby replica is
-/// alive without acting.
+/// leader election); `/healthz`, `/readyz` and `/metrics` answer from the start, so a standby
+/// replica is alive and ready without acting.
 pub async fn run_gated(
     client: Client,
     clock: Arc<dyn Clock>,
@@ -65,10 +65,10 @@ pub async fn run_gated(
         shutdown.await;
         let _ = tx.send(true);
     });
-    tokio::select! {
-        () = gate => {}
-        () = stop() => return,
-    }
+    // Readiness does not wait for the gate: a standby replica that can read every watched kind is
+    // ready to take over (and serves the admission webhook meanwhile). Waiting would leave it
+    // unready forever, and a rolling update that needs the new pod ready before it stops the
+    // leader would never finish.
     let readiness = tokio::spawn({
         let (ctx, stopped) = (ctx.clone(), stop());
         async move {
@@ -78,6 +78,13 @@ pub async fn run_gated(
             }
         }
     });
+    tokio::select! {
+        () = gate => {}
+        () = stop() => {
+            readiness.abort();
+            return;
+        }
+    }
     let sessions = session::controller(ctx.clone(), stop()).for_each(|_| async {});
     let pools = pool::controller(ctx.clone(), stop()).for_each(|_| async {});
     let points = point::controller(ctx.clone(), stop()).for_each(|_| async {});
