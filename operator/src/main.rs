@@ -91,6 +91,10 @@ struct RunArgs {
     /// The webhook's base URL as the API server reaches it (out of cluster), e.g. https://127.0.0.1:8443.
     #[arg(long, env = "TIEPDAN_WEBHOOK_URL")]
     webhook_url: Option<String>,
+    /// A ClusterRole to own the webhook configurations, so that they are deleted with it (the chart
+    /// passes its own, which `helm uninstall` deletes); unowned when unset.
+    #[arg(long, env = "TIEPDAN_WEBHOOK_OWNER_CLUSTER_ROLE")]
+    webhook_owner_cluster_role: Option<String>,
     /// The operator's own namespace: its CA Secret, trust bundle and Lease live there.
     #[arg(long, env = "POD_NAMESPACE", default_value = "tiepdan-system")]
     operator_namespace: String,
@@ -179,6 +183,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 namespace: args.operator_namespace.clone(),
                 name: rbac::WEBHOOK_CONFIGURATION.into(),
                 endpoint,
+                namespace_selector: None,
+                owner_cluster_role: args.webhook_owner_cluster_role,
             };
             Some(webhook::runner::start(client.clone(), opts).await.context("failed to start the admission webhook")?)
         }

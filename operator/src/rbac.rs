@@ -178,6 +178,16 @@ pub const PERMISSIONS: &[Permission] = &[
               apply, so even create names the object) with the CA bundle",
     },
     Permission {
+        scope: Scope::Cluster,
+        group: "rbac.authorization.k8s.io",
+        resources: &["clusterroles"],
+        resource_names: &[OWNER_CLUSTER_ROLE],
+        verbs: &["get"],
+        why: "webhook::runner::cluster_role_owner gets the chart's own ClusterRole (--webhook-owner-cluster-role) \
+              for its uid: both webhook configurations name it as their owner, so the garbage collector deletes \
+              them on helm uninstall (no blockOwnerDeletion, which would need update on clusterroles/finalizers)",
+    },
+    Permission {
         scope: Scope::InstallNamespace,
         group: "coordination.k8s.io",
         resources: &["leases"],
@@ -197,6 +207,10 @@ pub const PERMISSIONS: &[Permission] = &[
 
 /// The name of the webhook configurations `tiepdan-operator run --webhook-addr` registers.
 pub const WEBHOOK_CONFIGURATION: &str = "tiepdan";
+/// The chart's ClusterRole in the default render (`tiepdan.fullname` of a release named
+/// `tiepdan`), which the chart passes as `--webhook-owner-cluster-role`; another release name
+/// grants `get` on its own `<release>…-operator` instead.
+pub const OWNER_CLUSTER_ROLE: &str = "tiepdan-operator";
 /// The name of the Lease `tiepdan-operator run --leader-elect` holds.
 pub const LEASE: &str = "tiepdan-operator";
 

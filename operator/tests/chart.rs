@@ -209,6 +209,8 @@ fn the_roles_are_bound_to_the_service_account_the_operator_runs_as() {
     assert_eq!(str_at(sa, &["metadata", "namespace"]), NAMESPACE);
     let deployment = one(&docs, "Deployment");
     assert_eq!(str_at(deployment, &["spec", "template", "spec", "serviceAccountName"]), sa_name);
+    // The webhook configurations' owner, which the operator may get by name, is this ClusterRole.
+    assert_eq!(str_at(one(&docs, "ClusterRole"), &["metadata", "name"]), rbac::OWNER_CLUSTER_ROLE);
     for (binding, role) in [("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")] {
         let b = one(&docs, binding);
         assert_eq!(str_at(b, &["roleRef", "kind"]), role);
@@ -283,6 +285,8 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
         // The webhook registers the Service in front of it, on the port it listens on.
         "--webhook-addr=0.0.0.0:8443",
         "--webhook-service=tiepdan-operator",
+        // The configurations belong to the release's ClusterRole (deleted with it on uninstall).
+        "--webhook-owner-cluster-role=tiepdan-operator",
         "--leader-elect",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");

@@ -1,5 +1,10 @@
 //! The webhook configurations, with the operator's CA injected as `caBundle`, and the CA itself,
 //! kept in a Secret so that restarts and replicas share it.
+//!
+//! The operator creates the configurations, so nothing in a Helm release would delete them, and
+//! they fail closed. Given an owner (the chart's ClusterRole, see [`cluster_role_owner`]), both
+//! carry an owner reference to it and the garbage collector deletes them when `helm uninstall`
+//! deletes the ClusterRole.
 
 use std::collections::BTreeMap;
 
@@ -9,9 +14,11 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
+use kube::Resource;
 
 use crate::apply;
 use crate::build::labels;
@@ -50,6 +57,24 @@ pub struct Registration {
     pub endpoint: Endpoint,
     /// Only namespaces matching this selector are checked (all when `None`).
     pub namespace_selector: Option<LabelSelector>,
+    /// The object both configurations belong to (see [`cluster_role_owner`]): the garbage
+    /// collector deletes them when it goes. `None`: nothing owns them (runs outside a chart).
+    pub owner: Option<OwnerReference>,
+}
+
+/// An owner reference to `role` (which must come from the API server: it needs the uid).
+/// Neither `controller` nor `blockOwnerDeletion`: the garbage collector deletes dependents without
+/// them, and `blockOwnerDeletion` would need `update` on `clusterroles/finalizers` where the
+/// OwnerReferencesPermissionEnforcement admission plugin is on.
+pub fn cluster_role_owner(role: &ClusterRole) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: ClusterRole::api_version(&()).into_owned(),
+        kind: ClusterRole::kind(&()).into_owned(),
+        name: role.metadata.name.clone()?,
+        uid: role.metadata.uid.clone()?,
+        controller: None,
+        block_owner_deletion: None,
+    })
 }
 
 fn client_config(endpoint: &Endpoint, path: &str, ca_pem: &str) -> WebhookClientConfig {
@@ -79,10 +104,11 @@ fn rules(resources: &[&str]) -> Vec<RuleWithOperations> {
     }]
 }
 
-fn meta(name: &str) -> ObjectMeta {
+fn meta(reg: &Registration) -> ObjectMeta {
     ObjectMeta {
-        name: Some(name.to_owned()),
-        labels: Some(labels::common(name, "admission-webhook")),
+        name: Some(reg.name.clone()),
+        labels: Some(labels::common(&reg.name, "admission-webhook")),
+        owner_references: reg.owner.clone().map(|o| vec![o]),
         ..Default::default()
     }
 }
@@ -90,7 +116,7 @@ fn meta(name: &str) -> ObjectMeta {
 /// The validating configuration: sessions, points and pools.
 pub fn validating(reg: &Registration, ca_pem: &str) -> ValidatingWebhookConfiguration {
     ValidatingWebhookConfiguration {
-        metadata: meta(&reg.name),
+        metadata: meta(reg),
         webhooks: Some(vec![ValidatingWebhook {
             name: "validate.tiepdan.io".to_owned(),
             client_config: client_config(&reg.endpoint, "/validate", ca_pem),
@@ -108,7 +134,7 @@ pub fn validating(reg: &Registration, ca_pem: &str) -> ValidatingWebhookConfigur
 /// The mutating configuration: defaults for points.
 pub fn mutating(reg: &Registration, ca_pem: &str) -> MutatingWebhookConfiguration {
     MutatingWebhookConfiguration {
-        metadata: meta(&reg.name),
+        metadata: meta(reg),
         webhooks: Some(vec![MutatingWebhook {
             name: "default.tiepdan.io".to_owned(),
             client_config: client_config(&reg.endpoint, "/mutate", ca_pem),
@@ -198,6 +224,7 @@ mod tests {
                 port: 8443,
             },
             namespace_selector: None,
+            owner: None,
         };
         let v = validating(&reg, "PEM");
         let w = &v.webhooks.unwrap()[0];
@@ -209,5 +236,51 @@ mod tests {
             m.webhooks.unwrap()[0].rules.as_ref().unwrap()[0].resources.as_ref().unwrap(),
             &vec!["receptionpoints".to_owned()]
         );
+    }
+
+    #[test]
+    fn both_configurations_belong_to_the_owner_when_there_is_one() {
+        let role = ClusterRole {
+            metadata: ObjectMeta {
+                name: Some("tiepdan-operator".into()),
+                uid: Some("0b0e6a5c-1111-4c3e-9d2a-000000000001".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let owner = cluster_role_owner(&role).expect("a fetched role has a uid");
+        let mut reg = Registration {
+            name: "tiepdan".into(),
+            endpoint: Endpoint::Url("https://127.0.0.1:8443".into()),
+            namespace_selector: None,
+            owner: Some(owner),
+        };
+        let want = OwnerReference {
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: "ClusterRole".into(),
+            name: "tiepdan-operator".into(),
+            uid: "0b0e6a5c-1111-4c3e-9d2a-000000000001".into(),
+            controller: None,
+            block_owner_deletion: None,
+        };
+        assert_eq!(validating(&reg, "PEM").metadata.owner_references, Some(vec![want.clone()]));
+        assert_eq!(mutating(&reg, "PEM").metadata.owner_references, Some(vec![want]));
+        // Serialized, neither controller nor blockOwnerDeletion is sent.
+        let json = serde_json::to_value(validating(&reg, "PEM")).unwrap();
+        assert_eq!(
+            json["metadata"]["ownerReferences"],
+            serde_json::json!([{
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "name": "tiepdan-operator",
+                "uid": "0b0e6a5c-1111-4c3e-9d2a-000000000001",
+            }])
+        );
+
+        reg.owner = None;
+        assert_eq!(validating(&reg, "PEM").metadata.owner_references, None);
+        assert_eq!(mutating(&reg, "PEM").metadata.owner_references, None);
+        // A role that never came from the API server has no uid to refer to.
+        assert_eq!(cluster_role_owner(&ClusterRole::default()), None);
     }
 }

@@ -1,12 +1,16 @@
 //! Starting the webhook inside the operator: the CA from its Secret, a serving certificate for the
-//! webhook's Service (or URL), the HTTPS server, the configurations with the CA bundle, and
-//! renewal of the serving certificate in the last third of its life.
+//! webhook's Service (or URL), the HTTPS server, the configurations with the CA bundle (owned by
+//! the chart's ClusterRole when one is named), and renewal of the serving certificate in the last
+//! third of its life.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::Api;
 
 use super::registration::{self, Endpoint, Registration, SERVING_VALIDITY};
 use super::server::{self, WebhookServer};
@@ -22,6 +26,10 @@ pub enum Error {
     Pki(#[from] pki::Error),
     #[error(transparent)]
     Server(#[from] server::Error),
+    #[error("the ClusterRole {0:?} named by --webhook-owner-cluster-role (the webhook configurations' owner) does not exist")]
+    OwnerMissing(String),
+    #[error("failed to get the ClusterRole {name:?} named by --webhook-owner-cluster-role")]
+    Owner { name: String, source: kube::Error },
 }
 
 /// How the webhook is exposed.
@@ -34,6 +42,20 @@ pub struct WebhookOptions {
     /// The configurations' name.
     pub name: String,
     pub endpoint: Endpoint,
+    /// Only namespaces matching this selector are checked (all when `None`, as in a cluster).
+    pub namespace_selector: Option<LabelSelector>,
+    /// The ClusterRole owning both configurations (`--webhook-owner-cluster-role`; the chart
+    /// passes its own), so they are deleted with it. `None`: nothing owns them.
+    pub owner_cluster_role: Option<String>,
+}
+
+/// An owner reference to the ClusterRole `name`, read from the API server (for its uid).
+pub async fn cluster_role_owner(client: &kube::Client, name: &str) -> Result<OwnerReference, Error> {
+    let role = Api::<ClusterRole>::all(client.clone())
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Owner { name: name.to_owned(), source })?;
+    role.as_ref().and_then(registration::cluster_role_owner).ok_or_else(|| Error::OwnerMissing(name.to_owned()))
 }
 
 fn names(opts: &WebhookOptions) -> Vec<String> {
@@ -50,12 +72,22 @@ fn names(opts: &WebhookOptions) -> Vec<String> {
 
 /// Starts the webhook and keeps its certificate fresh. The task ends when the process does.
 pub async fn start(client: kube::Client, opts: WebhookOptions) -> Result<WebhookServer, Error> {
+    // First, so that a wrong name stops the start before anything is created.
+    let owner = match &opts.owner_cluster_role {
+        Some(name) => Some(cluster_role_owner(&client, name).await?),
+        None => None,
+    };
     // Certificates are about real time, whatever clock drives the timelines.
     let now = Timestamp::now();
     let ca = registration::ensure_ca(&client, &opts.namespace, now).await?;
     let cert = pki::issue_serving(&ca, &names(&opts), now, SERVING_VALIDITY)?;
     let server = server::serve(opts.listen, &cert, Arc::new(SystemClock)).await?;
-    let reg = Registration { name: opts.name.clone(), endpoint: opts.endpoint.clone(), namespace_selector: None };
+    let reg = Registration {
+        name: opts.name.clone(),
+        endpoint: opts.endpoint.clone(),
+        namespace_selector: opts.namespace_selector.clone(),
+        owner,
+    };
     registration::register(&client, &reg, &ca).await?;
     tracing::info!(addr = %server.local_addr, "admission webhook serving");
 
@@ -99,6 +131,8 @@ mod tests {
                 name: "tiepdan-operator".into(),
                 port: 8443,
             },
+            namespace_selector: None,
+            owner_cluster_role: None,
         };
         assert_eq!(names(&svc)[0], "tiepdan-operator.tiepdan-system.svc");
         let url = WebhookOptions { endpoint: Endpoint::Url("https://127.0.0.1:9443".into()), ..svc };

@@ -1,6 +1,7 @@
 //! The admission webhook, served over TLS with a certificate from the operator's own CA and
 //! registered with that CA injected, against the real API server: every rule the schema cannot
-//! express is refused with a message naming the field, and points get their level label.
+//! express is refused with a message naming the field, and points get their level label; with an
+//! owner ClusterRole (as the chart runs it) the configurations are deleted with that ClusterRole.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +9,15 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use tiepdan_harness::{create_namespace, unique_name, wait_for};
 use tiepdan_operator::api::ReceptionPoint;
 use tiepdan_operator::clock::SimClock;
 use tiepdan_operator::pki;
 use tiepdan_operator::webhook::registration::{self, Endpoint, Registration};
+use tiepdan_operator::webhook::runner::{self, WebhookOptions};
 
 use crate::common::{cluster, kubectl_apply_yaml};
 
@@ -74,6 +77,7 @@ async fn the_webhook_refuses_what_the_schema_cannot_and_labels_points() {
             match_labels: Some([("tiepdan.io/webhook-test".to_owned(), ns.clone())].into()),
             ..Default::default()
         }),
+        owner: None,
     };
     registration::register(&client, &reg, &ca).await.unwrap();
 
@@ -143,4 +147,71 @@ async fn the_webhook_refuses_what_the_schema_cannot_and_labels_points() {
     server.shutdown();
     let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
     let _ = Api::<MutatingWebhookConfiguration>::all(client).delete(&ns, &DeleteParams::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configurations_belong_to_the_owner_cluster_role_and_go_with_it() {
+    let cp = cluster().await;
+    let client = cp.client().await.unwrap();
+    let ns = unique_name("webhook-owner");
+    create_namespace(&client, &ns).await.unwrap();
+    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone());
+    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let roles = Api::<ClusterRole>::all(client.clone());
+    let options = |owner: &str| WebhookOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        namespace: ns.clone(),
+        name: ns.clone(),
+        // Never called: the selector matches no namespace, so the other tests sharing this API
+        // server never reach this webhook.
+        endpoint: Endpoint::Url("https://127.0.0.1:9".to_owned()),
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some([("tiepdan.io/webhook-owner-test".to_owned(), ns.clone())].into()),
+            ..Default::default()
+        }),
+        owner_cluster_role: Some(owner.to_owned()),
+    };
+
+    // A missing owner stops the start, naming the flag and the ClusterRole, before registering.
+    let missing = unique_name("no-such-role");
+    let err = match runner::start(client.clone(), options(&missing)).await {
+        Ok(_) => panic!("the webhook started without its owner ClusterRole {missing}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("--webhook-owner-cluster-role") && err.contains(&missing), "{err}");
+    assert!(validating.get_opt(&ns).await.unwrap().is_none() && mutating.get_opt(&ns).await.unwrap().is_none());
+
+    // With it (as the chart runs the operator, owned by its ClusterRole), both carry a reference.
+    let role_name = unique_name("webhook-owner");
+    let role = ClusterRole {
+        metadata: ObjectMeta { name: Some(role_name.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    let uid = roles.create(&PostParams::default(), &role).await.unwrap().metadata.uid.unwrap();
+    let server = runner::start(client.clone(), options(&role_name)).await.unwrap();
+    let owner = OwnerReference {
+        api_version: "rbac.authorization.k8s.io/v1".to_owned(),
+        kind: "ClusterRole".to_owned(),
+        name: role_name.clone(),
+        uid,
+        ..Default::default()
+    };
+    assert_eq!(validating.get(&ns).await.unwrap().metadata.owner_references, Some(vec![owner.clone()]));
+    assert_eq!(mutating.get(&ns).await.unwrap().metadata.owner_references, Some(vec![owner]));
+
+    // Deleting the ClusterRole (what `helm uninstall` does) lets the controller-manager's garbage
+    // collector delete both.
+    roles.delete(&role_name, &DeleteParams::default()).await.unwrap();
+    wait_for(Duration::from_secs(30), "both configurations deleted with their owner", || async {
+        let v = validating.get_opt(&ns).await.map_err(|e| e.to_string())?.is_some();
+        let m = mutating.get_opt(&ns).await.map_err(|e| e.to_string())?.is_some();
+        if v || m {
+            Err(format!("validating left: {v}, mutating left: {m}"))
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    server.shutdown();
 }

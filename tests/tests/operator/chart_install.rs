@@ -4,6 +4,7 @@
 //! as that ServiceAccount, provision a session and clean it up. Each test installs its own
 //! release into its own namespace and uninstalls it when done.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -26,8 +27,9 @@ use tiepdan_operator::api::{MediaWorkerPool, ReceptionPoint, ReceptionSession};
 use tiepdan_operator::build::labels;
 use tiepdan_operator::clock::SimClock;
 use tiepdan_operator::leader::{self, LeaseConfig};
-use tiepdan_operator::rbac::{self, Scope};
+use tiepdan_operator::rbac::{self, Grant, Scope};
 use tiepdan_operator::webhook::registration::{self, Endpoint, Registration};
+use tiepdan_operator::webhook::runner;
 
 use crate::common::{cluster, kubectl, kubectl_ok, repo, start_operator};
 
@@ -89,6 +91,20 @@ impl Drop for Release<'_> {
     }
 }
 
+/// `rbac::grants()` for this release: the ClusterRole it may read (the webhook configurations'
+/// owner) is its own, named after the release rather than the default render's.
+fn release_grants(release: &Release<'_>) -> BTreeSet<Grant> {
+    rbac::grants()
+        .into_iter()
+        .map(|mut g| {
+            if g.resource == "clusterroles" && g.name.as_deref() == Some(rbac::OWNER_CLUSTER_ROLE) {
+                g.name = Some(release.fullname());
+            }
+            g
+        })
+        .collect()
+}
+
 /// A client acting as `user` (the API server adds a ServiceAccount's groups itself).
 async fn impersonating(cp: &ControlPlane, user: &str) -> Client {
     let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
@@ -137,22 +153,26 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
     // on the render).
     let cluster_rules = Api::<ClusterRole>::all(client.clone()).get(&name).await.unwrap().rules.unwrap_or_default();
     let ns_rules = Api::<Role>::namespaced(client.clone(), &ns).get(&name).await.unwrap().rules.unwrap_or_default();
-    let mut installed = std::collections::BTreeSet::new();
+    let mut installed = BTreeSet::new();
     for (scope, rules) in [(Scope::Cluster, cluster_rules), (Scope::InstallNamespace, ns_rules)] {
         for r in rules {
             let (groups, names) = (r.api_groups.unwrap_or_default(), r.resource_names.unwrap_or_default());
             installed.extend(rbac::flatten(scope, &groups, &r.resources.unwrap_or_default(), &names, &r.verbs));
         }
     }
-    assert_eq!(installed, rbac::grants());
+    assert_eq!(installed, release_grants(&release));
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns).get(&name).await.unwrap();
     let pod = deployment.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some(name.as_str()));
+    // The webhook configurations belong to the release's ClusterRole, deleted on uninstall.
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    let owner_flag = format!("--webhook-owner-cluster-role={name}");
+    assert!(args.contains(&owner_flag), "{owner_flag} in {args:?}");
 
     // Every listed grant, asked of the API server's authorizer: in another namespace for the
     // cluster-wide ones, in the install namespace for the Role's.
     let reviews = Api::<SubjectAccessReview>::all(client.clone());
-    for g in rbac::grants() {
+    for g in release_grants(&release) {
         let (resource, subresource) = match g.resource.split_once('/') {
             Some((r, s)) => (r.to_owned(), Some(s.to_owned())),
             None => (g.resource.clone(), None),
@@ -187,6 +207,7 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
     }
 
     // kubectl's view, as an administrator would check it.
+    let own_role = format!("clusterroles.rbac.authorization.k8s.io/{name}");
     let sample_allowed: &[&[&str]] = &[
         &["list", "receptionsessions.tiepdan.io", "--all-namespaces"],
         &["patch", "receptionsessions.tiepdan.io", "--subresource=status", "-n", "default"],
@@ -197,6 +218,7 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
         &["patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/tiepdan"],
         &["create", "leases.coordination.k8s.io", "-n", &ns],
         &["update", "leases.coordination.k8s.io/tiepdan-operator", "-n", &ns],
+        &["get", &own_role],
     ];
     for args in sample_allowed {
         assert!(can_i(cp, &release, args), "the operator's ServiceAccount may {args:?}");
@@ -219,6 +241,9 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
         &["delete", "validatingwebhookconfigurations.admissionregistration.k8s.io/tiepdan"],
         &["update", "leases.coordination.k8s.io/kube-controller-manager", "-n", &ns],
         &["create", "servicemonitors.monitoring.coreos.com", "-n", "default"],
+        &["get", "clusterroles.rbac.authorization.k8s.io/cluster-admin"],
+        &["list", "clusterroles.rbac.authorization.k8s.io"],
+        &["update", &own_role],
     ];
     for args in denied {
         assert!(!can_i(cp, &release, args), "the operator's ServiceAccount may not {args:?}");
@@ -359,10 +384,13 @@ async fn the_operator_as_the_charts_service_account_provisions_a_session_and_cle
     let elsewhere = Api::<Lease>::namespaced(sa.clone(), &ns);
     assert!(leader::try_acquire(&elsewhere, &lease(&ns), now).await.is_err(), "no Lease outside the install namespace");
 
-    // The webhook's CA and configurations, under the one name the ServiceAccount may use. The
-    // namespace selector matches no namespace, so the other tests sharing this API server never
-    // call this (absent) webhook; the configurations are deleted right after.
+    // The webhook's CA and configurations, under the one name the ServiceAccount may use, owned
+    // by the release's ClusterRole (the only one it may read). The namespace selector matches no
+    // namespace, so the other tests sharing this API server never call this (absent) webhook; the
+    // configurations are deleted right after.
     let ca = registration::ensure_ca(&sa, &install_ns, now).await.unwrap();
+    let owner = runner::cluster_role_owner(&sa, &release.fullname()).await.unwrap();
+    assert!(runner::cluster_role_owner(&sa, "cluster-admin").await.is_err(), "no other ClusterRole");
     let reg = Registration {
         name: rbac::WEBHOOK_CONFIGURATION.to_owned(),
         endpoint: Endpoint::Service { namespace: install_ns.clone(), name: release.fullname(), port: 8443 },
@@ -370,6 +398,7 @@ async fn the_operator_as_the_charts_service_account_provisions_a_session_and_cle
             match_labels: Some([("tiepdan.io/chart-test".to_owned(), release.name.clone())].into()),
             ..Default::default()
         }),
+        owner: Some(owner),
     };
     let registered = registration::register(&sa, &reg, &ca).await;
     for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
