@@ -243,7 +243,7 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
                     "Provisioned",
                     CS::True,
                     "Provisioned",
-                    "Worker, signaling Service and join tokens are in place.",
+                    "Worker, signaling Service, join tokens and the session's certificate are in place.",
                     generation,
                     now,
                 );
