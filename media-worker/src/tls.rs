@@ -250,7 +250,7 @@ impl Reloader {
                 tracing::warn!(
                     cert = %self.files.cert.display(),
                     key = %self.files.key.display(),
-                    reason = %error_chain(error),
+                    reason = %tiepdan_telemetry::error_chain(error),
                     "keeping the current TLS certificate: the new files are not usable"
                 );
             }
@@ -327,18 +327,6 @@ impl Reloader {
             }
         }
     }
-}
-
-/// An error and its sources on one line, for a log field.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@
 //! every JSON log line written inside one can be matched to its trace.
 #![forbid(unsafe_code)]
 
+mod error_chain;
+pub use error_chain::error_chain;
+
 use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};

@@ -246,7 +246,10 @@ async fn sync_volumes(
             Ok(sources) => {
                 problems.remove("");
                 let synced = volumes::sync(&pod, &sources, &root);
-                synced.into_iter().map(|(volume, result)| (volume, result.map_err(|e| error_chain(&e)))).collect()
+                synced
+                    .into_iter()
+                    .map(|(volume, result)| (volume, result.map_err(|e| tiepdan_telemetry::error_chain(&e))))
+                    .collect()
             }
             Err(message) => vec![(String::new(), Err(message))],
         };
@@ -272,18 +275,6 @@ async fn sync_volumes(
             }
         }
     }
-}
-
-/// `error: cause: cause…`, for a log line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn set_pid(slot: &Mutex<Option<u32>>, pid: Option<u32>) {

@@ -6,23 +6,20 @@
 //! data unless listed in [`MAY_BE_EMPTY`] with the reason.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::Api;
 use kube::ResourceExt;
-use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
+use tiepdan_harness::wait_for;
 use tiepdan_operator::api::{ReceptionSession, SessionPhase};
 use tiepdan_operator::build::dashboard;
 use tiepdan_operator::build::pod_monitor::{self, PodMonitor};
 use tiepdan_operator::build::prometheus_rule::{self, PrometheusRule, RuleFile, OPERATOR_JOB};
-use tiepdan_operator::clock::SimClock;
+use tiepdan_operator::controller::OperatorConfig;
 use tiepdan_operator::monitoring_gen;
 
-use crate::common::{
-    exchange_media, kubectl_apply_yaml, media_worker_bin, session_trust, small_live_topology, start_operator_with,
-};
+use crate::common::{exchange_media, live_session, session_trust, small_live_topology};
 use crate::support::{cluster_with_prometheus_operator, Prometheus};
 
 const SESSION: &str = "giam-sat";
@@ -63,23 +60,13 @@ fn condition(s: &ReceptionSession, type_: &str) -> Option<(String, String)> {
 async fn prometheus_gets_data_for_every_dashboard_expression_from_the_operator_and_a_live_worker() {
     let cp = cluster_with_prometheus_operator().await;
     let client = cp.client().await.unwrap();
-    let ns = unique_name("e2e");
-    create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(
-        client.clone(),
-        NodeOptions::new(NodeMode::Processes { media_worker_bin: media_worker_bin() }).in_namespace(&ns),
-    )
-    .unwrap();
-    // The worker checks token times on the real clock: the rehearsal began a minute ago.
-    let now = jiff::Timestamp::now();
-    let deadline = now + jiff::SignedDuration::from_mins(59);
-    let start = now + jiff::SignedDuration::from_mins(120);
-    let clock = SimClock::new(now);
     let metrics_port = tiepdan_harness::process::free_ports(1).unwrap()[0];
-    let _op = start_operator_with(client.clone(), &ns, Arc::new(clock.clone()), Some(metrics_port));
-    let yaml = small_live_topology("giam-sat", "Giám sát phiên tiếp công dân", 42100, start, deadline);
-    let out = kubectl_apply_yaml(cp, &ns, &yaml);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let with_metrics = |c| OperatorConfig { metrics_addr: Some(([127, 0, 0, 1], metrics_port).into()), ..c };
+    let live = live_session(cp, &client, "e2e", with_metrics, |start, deadline| {
+        small_live_topology("giam-sat", "Giám sát phiên tiếp công dân", 42100, start, deadline)
+    })
+    .await;
+    let (ns, clock, now, start) = (live.ns.clone(), live.clock.clone(), live.now, live.start);
     let t0 = now.as_millisecond() as f64 / 1000.0;
 
     let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);

@@ -4,14 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::Api;
 use tiepdan_harness::process::{make_temp_dir, Reaper, Supervised};
 use tiepdan_harness::{wait_for, ControlPlane};
 use tiepdan_operator::controller::monitoring;
 use tokio::sync::OnceCell;
 
-use crate::common::{cluster, kubectl_apply_yaml};
+use crate::common::{cluster, kubectl_apply_yaml, wait_crds_established};
 
 /// Just enough of prometheus-operator's CRDs for the API server to store the objects.
 fn crd(plural: &str, kind: &str) -> String {
@@ -43,27 +41,7 @@ pub async fn cluster_with_prometheus_operator() -> &'static ControlPlane {
             let yaml = format!("{}---\n{}", crd("podmonitors", "PodMonitor"), crd("prometheusrules", "PrometheusRule"));
             let out = kubectl_apply_yaml(cp, "default", &yaml);
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let crds = Api::<CustomResourceDefinition>::all(cp.client().await.unwrap());
-            for name in monitoring::PROMETHEUS_OPERATOR_CRDS {
-                wait_for(Duration::from_secs(30), format!("CRD {name} Established"), || {
-                    let crds = crds.clone();
-                    async move {
-                        let conditions =
-                            crds.get(name).await.map_err(|e| e.to_string())?.status.and_then(|s| s.conditions);
-                        let established = conditions
-                            .unwrap_or_default()
-                            .iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True");
-                        if established {
-                            Ok(())
-                        } else {
-                            Err("not established".to_owned())
-                        }
-                    }
-                })
-                .await
-                .unwrap();
-            }
+            wait_crds_established(&cp.client().await.unwrap(), &monitoring::PROMETHEUS_OPERATOR_CRDS).await;
         })
         .await;
     cp

@@ -2,71 +2,37 @@
 //! a warm worker is bound to the session, two points exchange media through it, the worker
 //! verifies them, and the session is Ready at the deadline.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::Api;
-use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
+use tiepdan_harness::wait_for;
 use tiepdan_operator::api::{ReceptionPoint, ReceptionSession, SessionPhase};
-use tiepdan_operator::clock::SimClock;
 
-use crate::common::{
-    cluster, exchange_media, kubectl_apply_yaml, media_worker_bin, session_trust, small_live_topology, start_operator,
-};
+use crate::common::{cluster, exchange_media, live_session, session_trust, small_live_topology, wait_condition};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_verified_by_a_real_worker_make_the_session_ready_at_the_deadline() {
     let cp = cluster().await;
     let client = cp.client().await.unwrap();
-    let ns = unique_name("live");
-    create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(
-        client.clone(),
-        NodeOptions::new(NodeMode::Processes { media_worker_bin: media_worker_bin() }).in_namespace(&ns),
+    let live = live_session(
+        cp,
+        &client,
+        "live",
+        |c| c,
+        |start, deadline| small_live_topology("chay-thu", "Chạy thử kết nối", 42000, start, deadline),
     )
-    .unwrap();
-    // The worker checks token times on the real clock, so this schedule is anchored to now: the
-    // rehearsal is on (it began a minute ago), the deadline is in an hour, the start in two.
-    let now = jiff::Timestamp::now();
-    let deadline = now + jiff::SignedDuration::from_mins(59);
-    let start = now + jiff::SignedDuration::from_mins(120);
-    let clock = SimClock::new(now);
-    let _op = start_operator(client.clone(), &ns, Arc::new(clock.clone()));
-    let yaml = small_live_topology("chay-thu", "Chạy thử kết nối", 42000, start, deadline);
-    let out = kubectl_apply_yaml(cp, &ns, &yaml);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    .await;
+    let ns = live.ns.clone();
 
     let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
     // WorkerReady with this message means the warm worker answered the allocation call.
-    let session = wait_for(Duration::from_secs(60), "the warm worker bound to the session", || {
-        let sessions = sessions.clone();
-        async move {
-            let s = sessions.get("chay-thu").await.map_err(|e| e.to_string())?;
-            let c = s.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == "WorkerReady").cloned());
-            match c {
-                Some(c) if c.status == "True" && c.message.contains("serving the session") => Ok(s),
-                other => Err(format!("{other:?}")),
-            }
-        }
+    let session = wait_condition(&sessions, "chay-thu", "WorkerReady", "the warm worker bound to the session", |c| {
+        c.status == "True" && c.message.contains("serving the session")
     })
-    .await
-    .unwrap();
+    .await;
     // And serves signaling with the session's certificate (the officers' consoles need it).
-    wait_for(Duration::from_secs(60), "CertificateReady=True", || {
-        let sessions = sessions.clone();
-        async move {
-            let s = sessions.get("chay-thu").await.map_err(|e| e.to_string())?;
-            let c =
-                s.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == "CertificateReady").cloned());
-            match c {
-                Some(c) if c.status == "True" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        }
-    })
-    .await
-    .unwrap();
+    wait_condition(&sessions, "chay-thu", "CertificateReady", "CertificateReady=True", |c| c.status == "True").await;
     let pod_name = session.status.unwrap().worker.unwrap().pod.unwrap();
     let pod = Api::<Pod>::namespaced(client.clone(), &ns).get(&pod_name).await.unwrap();
     let ip = pod.status.unwrap().pod_ip.unwrap();
@@ -96,7 +62,7 @@ async fn points_verified_by_a_real_worker_make_the_session_ready_at_the_deadline
     .unwrap();
     sender.abort();
 
-    clock.set(deadline);
+    live.clock.set(live.deadline);
     let s = wait_for(Duration::from_secs(30), "phase Ready at the deadline", || {
         let sessions = sessions.clone();
         async move {

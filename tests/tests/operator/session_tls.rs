@@ -4,44 +4,34 @@
 //! cert-manager issuer named, the operator asks for a `Certificate` and serves what cert-manager
 //! writes (this test plays cert-manager: its controller does not run here).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
-use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
+use tiepdan_harness::wait_for;
 use tiepdan_media_worker::probe::tls::{served_certificate_sha256, ClientTls};
 use tiepdan_operator::api::{ReceptionSession, SessionPhase};
 use tiepdan_operator::build::{labels, tls};
-use tiepdan_operator::clock::SimClock;
 use tiepdan_operator::controller::certificate::{CERTIFICATE_READY, CERT_MANAGER_CRDS};
-use tiepdan_operator::webhook::registration::TRUST_BUNDLE;
+use tiepdan_operator::controller::OperatorConfig;
 
 use crate::common::{
-    cluster, exchange_media, kubectl_apply_yaml, media_worker_bin, small_live_topology, start_operator_config,
-    test_config, wait_crds_established,
+    cluster, exchange_media, kubectl_apply_yaml, live_session, session_trust, small_live_topology, wait_condition,
+    wait_crds_established,
 };
 
-/// The session's `CertificateReady` condition as (status, reason, message), once `accept` holds.
+/// Waits until the session's `CertificateReady` has `status` and `reason`.
 async fn wait_certificate(
     sessions: &Api<ReceptionSession>,
     name: &str,
-    what: &str,
-    accept: impl Fn(&str, &str) -> bool,
+    status: &str,
+    reason: &str,
 ) -> ReceptionSession {
-    wait_for(Duration::from_secs(60), what, || async {
-        let s = sessions.get(name).await.map_err(|e| e.to_string())?;
-        let c = s.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == CERTIFICATE_READY).cloned());
-        match c {
-            Some(c) if accept(&c.status, &c.reason) => Ok(s),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await
-    .unwrap()
+    let what = format!("CertificateReady={status} ({reason})");
+    wait_condition(sessions, name, CERTIFICATE_READY, &what, |c| c.status == status && c.reason == reason).await
 }
 
 /// The worker pod's IP and name.
@@ -72,29 +62,16 @@ async fn served(ip: &str, server_name: &str) -> Result<String, String> {
 async fn the_operators_ca_signs_the_session_certificate_the_worker_serves_it_and_renewal_reaches_it() {
     let cp = cluster().await;
     let client = cp.client().await.unwrap();
-    let ns = unique_name("tls");
-    create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(
-        client.clone(),
-        NodeOptions::new(NodeMode::Processes { media_worker_bin: media_worker_bin() }).in_namespace(&ns),
-    )
-    .unwrap();
-    // Anchored to the real clock (the worker checks token times on it); the certificate is short
-    // so that a clock jump inside the session crosses its renewal point.
-    let now = Timestamp::now();
-    let (deadline, start) = (now + SignedDuration::from_mins(59), now + SignedDuration::from_mins(120));
-    let clock = SimClock::new(now);
-    let mut config = test_config(&ns);
-    config.session_cert_validity = SignedDuration::from_hours(3);
-    let _op = start_operator_config(client.clone(), Arc::new(clock.clone()), config);
-    let out = kubectl_apply_yaml(cp, &ns, &small_live_topology("bao-mat", "Phiên bảo mật", 42200, start, deadline));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
-    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
-    let s = wait_certificate(&sessions, "bao-mat", "CertificateReady=True (Serving)", |st, r| {
-        st == "True" && r == "Serving"
+    // The certificate is short so that a clock jump inside the session crosses its renewal point.
+    let short = |c| OperatorConfig { session_cert_validity: SignedDuration::from_hours(3), ..c };
+    let live = live_session(cp, &client, "tls", short, |start, deadline| {
+        small_live_topology("bao-mat", "Phiên bảo mật", 42200, start, deadline)
     })
     .await;
+    let (ns, clock, now, start) = (live.ns.clone(), live.clock.clone(), live.now, live.start);
+
+    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
+    let s = wait_certificate(&sessions, "bao-mat", "True", "Serving").await;
     let (ip, pod) = worker(&client, &ns, &s).await;
     let server_name = format!("bao-mat-signaling.{ns}.svc");
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
@@ -106,9 +83,7 @@ async fn the_operators_ca_signs_the_session_certificate_the_worker_serves_it_and
     assert_eq!(tls::secret_sha256(&copy).as_deref(), Some(first.as_str()));
 
     // Points trust the published bundle and reach the Service's name over WSS; media flows.
-    let bundle = Api::<ConfigMap>::namespaced(client.clone(), &ns).get(TRUST_BUNDLE).await.unwrap();
-    let ca_pem = bundle.data.unwrap()["ca.crt"].clone();
-    let trust = ClientTls::from_pem(ca_pem.as_bytes(), Some(server_name.clone())).unwrap();
+    let trust = session_trust(&client, &ns, "bao-mat").await;
     let tokens = secrets.get("bao-mat-join-tokens").await.unwrap();
     let url = format!("wss://{ip}:8443/v1/ws");
     let sender =
@@ -116,7 +91,7 @@ async fn the_operators_ca_signs_the_session_certificate_the_worker_serves_it_and
             .await;
     sender.abort();
     // A name the certificate does not cover is refused by a verifying client.
-    let wrong = ClientTls::from_pem(ca_pem.as_bytes(), Some(format!("other-signaling.{ns}.svc"))).unwrap();
+    let wrong = trust.clone().with_server_name(format!("other-signaling.{ns}.svc"));
     let addr = format!("{ip}:8443").parse().unwrap();
     assert!(served_certificate_sha256(addr, &format!("other-signaling.{ns}.svc"), Some(&wrong), None).await.is_err());
     // Plain HTTP signaling is refused on the admin port.
@@ -148,18 +123,12 @@ async fn the_operators_ca_signs_the_session_certificate_the_worker_serves_it_and
         (now + SignedDuration::from_mins(126)).as_second().try_into().unwrap(),
     ));
     assert_eq!(served_certificate_sha256(addr, &server_name, Some(&trust), Some(sim_now)).await.unwrap(), renewed);
-    let s = wait_certificate(&sessions, "bao-mat", "CertificateReady=True after renewal", |st, r| {
-        st == "True" && r == "Serving"
-    })
-    .await;
+    let s = wait_certificate(&sessions, "bao-mat", "True", "Serving").await;
     assert_eq!(s.status.unwrap().phase, Some(SessionPhase::Live));
 
     // After the session: no Secret carrying its label (tokens, certificate, the pod's copy).
     clock.set(start + SignedDuration::from_mins(60 + 16));
-    wait_certificate(&sessions, "bao-mat", "CertificateReady=False (Released)", |st, r| {
-        st == "False" && r == "Released"
-    })
-    .await;
+    wait_certificate(&sessions, "bao-mat", "False", "Released").await;
     wait_for(Duration::from_secs(30), "no Secret labelled for the session", || async {
         match session_secrets(&client, &ns, "bao-mat").await {
             left if left.is_empty() => Ok(()),
@@ -222,26 +191,22 @@ async fn with_an_issuer_named_the_operator_asks_cert_manager_and_serves_what_it_
     let out = kubectl_apply_yaml(cp, "default", CERTIFICATE_CRD);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_crds_established(&client, &CERT_MANAGER_CRDS).await;
-    let ns = unique_name("cm");
-    create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(
-        client.clone(),
-        NodeOptions::new(NodeMode::Processes { media_worker_bin: media_worker_bin() }).in_namespace(&ns),
+    let live = live_session(
+        cp,
+        &client,
+        "cm",
+        |c| c,
+        |start, deadline| {
+            small_live_topology("vnpt", "Phiên có chứng thư VNPT", 42300, start, deadline)
+                + "  tls: {issuerRef: {name: vnpt-ca, kind: ClusterIssuer}}\n"
+        },
     )
-    .unwrap();
-    let now = Timestamp::now();
-    let (deadline, start) = (now + SignedDuration::from_mins(59), now + SignedDuration::from_mins(120));
-    let clock = SimClock::new(now);
-    let _op = start_operator_config(client.clone(), Arc::new(clock.clone()), test_config(&ns));
-    let yaml = small_live_topology("vnpt", "Phiên có chứng thư VNPT", 42300, start, deadline)
-        + "  tls: {issuerRef: {name: vnpt-ca, kind: ClusterIssuer}}\n";
-    let out = kubectl_apply_yaml(cp, &ns, &yaml);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    .await;
+    let (ns, clock, now, start) = (live.ns.clone(), live.clock.clone(), live.now, live.start);
 
     // The operator asks for a Certificate and waits for it.
     let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
-    wait_certificate(&sessions, "vnpt", "CertificateReady=False (Issuing)", |st, r| st == "False" && r == "Issuing")
-        .await;
+    wait_certificate(&sessions, "vnpt", "False", "Issuing").await;
     let certs = Api::<kube::api::DynamicObject>::namespaced_with(
         client.clone(),
         &ns,
@@ -265,9 +230,7 @@ async fn with_an_issuer_named_the_operator_asks_cert_manager_and_serves_what_it_
         "type": "Ready", "status": "True", "reason": "Ready", "message": "Certificate is up to date and has not expired",
         "lastTransitionTime": now.to_string(), "observedGeneration": 1}]}});
     certs.patch_status("vnpt-tls", &PatchParams::default(), &Patch::Merge(&ready)).await.unwrap();
-    let s =
-        wait_certificate(&sessions, "vnpt", "CertificateReady=True (Serving)", |st, r| st == "True" && r == "Serving")
-            .await;
+    let s = wait_certificate(&sessions, "vnpt", "True", "Serving").await;
     let (ip, _) = worker(&client, &ns, &s).await;
     let server_name = format!("vnpt-signaling.{ns}.svc");
     let trust = ClientTls::from_pem(issuer.cert_pem.as_bytes(), Some(server_name.clone())).unwrap();

@@ -7,12 +7,15 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use kube::Client;
-use tiepdan_harness::{wait_for, ControlPlane};
+use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane, Node, NodeMode, NodeOptions};
 use tiepdan_media_worker::probe::tls::ClientTls;
-use tiepdan_operator::clock::Clock;
+use tiepdan_operator::api::ReceptionSession;
+use tiepdan_operator::clock::{Clock, SimClock};
 use tiepdan_operator::controller::{self, OperatorConfig};
 use tokio::sync::OnceCell;
 
@@ -63,28 +66,11 @@ pub async fn cluster() -> &'static ControlPlane {
     CRDS.get_or_init(|| async {
         kubectl_ok(cp, &["apply", "-f", "crds/"]);
         let client = cp.client().await.expect("client");
-        let crds = Api::<CustomResourceDefinition>::all(client);
-        for name in ["receptionpoints.tiepdan.io", "receptionsessions.tiepdan.io", "mediaworkerpools.tiepdan.io"] {
-            wait_for(Duration::from_secs(30), format!("CRD {name} Established"), || {
-                let crds = crds.clone();
-                async move {
-                    let crd = crds.get(name).await.map_err(|e| e.to_string())?;
-                    let est = crd
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    if est {
-                        Ok(())
-                    } else {
-                        Err("not established".to_owned())
-                    }
-                }
-            })
-            .await
-            .expect("CRD established");
-        }
+        wait_crds_established(
+            &client,
+            &["receptionpoints.tiepdan.io", "receptionsessions.tiepdan.io", "mediaworkerpools.tiepdan.io"],
+        )
+        .await;
     })
     .await;
     cp
@@ -107,14 +93,7 @@ impl Drop for Operator {
 
 /// Starts the operator watching only `namespace`, on `clock`.
 pub fn start_operator(client: Client, namespace: &str, clock: Arc<dyn Clock>) -> Operator {
-    start_operator_with(client, namespace, clock, None)
-}
-
-/// Like [`start_operator`], also serving `/metrics` on 127.0.0.1:`metrics`.
-pub fn start_operator_with(client: Client, namespace: &str, clock: Arc<dyn Clock>, metrics: Option<u16>) -> Operator {
-    let config =
-        OperatorConfig { metrics_addr: metrics.map(|port| ([127, 0, 0, 1], port).into()), ..test_config(namespace) };
-    start_operator_config(client, clock, config)
+    start_operator_config(client, clock, test_config(namespace))
 }
 
 /// The operator's settings for tests: only `namespace` watched, its CA kept there, fast polls.
@@ -135,6 +114,66 @@ pub fn start_operator_config(client: Client, clock: Arc<dyn Clock>, config: Oper
         let _ = rx.await;
     }));
     Operator { stop: Some(tx), task }
+}
+
+/// A session served by real worker processes (the harness node runs the namespace's worker pods)
+/// and an in-process operator on a simulated clock. The schedule is anchored to the real clock,
+/// because workers check token times on it: the rehearsal began a minute ago, the deadline is in
+/// 59 minutes, the start in two hours. Dropping it stops the operator, then the node.
+pub struct LiveSession {
+    pub ns: String,
+    pub clock: SimClock,
+    pub now: Timestamp,
+    pub deadline: Timestamp,
+    pub start: Timestamp,
+    _operator: Operator,
+    _node: Node,
+}
+
+/// Starts a [`LiveSession`] in a new namespace named after `prefix`: the node, the operator with
+/// [`test_config`] adjusted by `tune`, then `topology(start, deadline)` applied with kubectl.
+pub async fn live_session(
+    cp: &ControlPlane,
+    client: &Client,
+    prefix: &str,
+    tune: impl FnOnce(OperatorConfig) -> OperatorConfig,
+    topology: impl FnOnce(Timestamp, Timestamp) -> String,
+) -> LiveSession {
+    let ns = unique_name(prefix);
+    create_namespace(client, &ns).await.unwrap();
+    let node = Node::start(
+        client.clone(),
+        NodeOptions::new(NodeMode::Processes { media_worker_bin: media_worker_bin() }).in_namespace(&ns),
+    )
+    .unwrap();
+    let now = Timestamp::now();
+    let (deadline, start) = (now + SignedDuration::from_mins(59), now + SignedDuration::from_mins(120));
+    let clock = SimClock::new(now);
+    let operator = start_operator_config(client.clone(), Arc::new(clock.clone()), tune(test_config(&ns)));
+    let out = kubectl_apply_yaml(cp, &ns, &topology(start, deadline));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    LiveSession { ns, clock, now, deadline, start, _operator: operator, _node: node }
+}
+
+/// Waits up to a minute until session `name` has a condition `type_` that `accept`s; returns
+/// the session as it was then.
+pub async fn wait_condition(
+    sessions: &Api<ReceptionSession>,
+    name: &str,
+    type_: &str,
+    what: &str,
+    accept: impl Fn(&Condition) -> bool,
+) -> ReceptionSession {
+    wait_for(Duration::from_secs(60), what, || async {
+        let s = sessions.get(name).await.map_err(|e| e.to_string())?;
+        let c = s.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == type_));
+        match c {
+            Some(c) if accept(c) => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap()
 }
 
 /// Waits until every CRD in `names` is Established.
