@@ -207,7 +207,7 @@ impl RunningServer {
 
     /// Where signaling is served: the `--signaling-listen` address, else [`Self::local_addr`].
     pub fn signaling_addr(&self) -> SocketAddr {
-        self.signaling.as_ref().unwrap_or(&self.main).addr
+        self.signaling_listener().addr
     }
 
     fn signaling_listener(&self) -> &Listener {
