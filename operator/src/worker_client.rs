@@ -91,8 +91,8 @@ impl WorkerClient {
     }
 
     /// The base URL of a worker pod's admin port.
-    pub fn base_url(pod_ip: &str) -> String {
-        format!("http://{pod_ip}:{}", crate::build::worker_pod::ADMIN_PORT)
+    pub fn base_url(pod_ip: &str, admin_port: i32) -> String {
+        format!("http://{pod_ip}:{admin_port}")
     }
 
     /// Binds the worker to a session (idempotent).

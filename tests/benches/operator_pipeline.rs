@@ -61,7 +61,7 @@ fn main() {
             black_box(validate_session(&session.spec, &points, &cfg).expect("valid"));
         }),
         support::measure("build the worker pod and signaling Service", 5000, || {
-            black_box(worker_pod::build(&pool, "default-abcde", Some(&session)));
+            black_box(worker_pod::build(&pool, "default-abcde", Some(&session), worker_pod::WorkerPorts::default()));
             black_box(signaling_service::build(&session));
         }),
         support::measure("build the NetworkPolicy (1.20: 200 RTC ports listed)", 2000, || {

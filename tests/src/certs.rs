@@ -34,6 +34,10 @@ pub struct Pki {
     pub sa_key: PathBuf,
     /// Its public half, which the apiserver verifies tokens with.
     pub sa_public_key: PathBuf,
+    /// The apiserver's client certificate towards kubelets (logs, exec): group `system:masters`,
+    /// which kubelet's webhook authorizer asks the apiserver about.
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
 }
 
 /// Generates the CA, the serving certificate and the service-account key into `dir`.
@@ -64,18 +68,31 @@ pub fn write_pki(dir: &Path) -> Result<Pki, CertError> {
 
     let sa_key = KeyPair::generate().map_err(generate("the service-account key"))?;
 
+    let client_key = KeyPair::generate().map_err(generate("the kubelet client key"))?;
+    let mut client =
+        CertificateParams::new(Vec::<String>::new()).map_err(generate("the kubelet client certificate"))?;
+    client.distinguished_name.push(DnType::CommonName, "kube-apiserver-kubelet-client");
+    client.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    client.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &issuer).map_err(generate("the kubelet client certificate"))?;
+
     let pki = Pki {
         ca_cert: dir.join("ca.crt"),
         serving_cert: dir.join("apiserver.crt"),
         serving_key: dir.join("apiserver.key"),
         sa_key: dir.join("sa.key"),
         sa_public_key: dir.join("sa.pub"),
+        kubelet_client_cert: dir.join("kubelet-client.crt"),
+        kubelet_client_key: dir.join("kubelet-client.key"),
     };
     write(&pki.ca_cert, &ca_cert.pem())?;
     write(&pki.serving_cert, &serving_cert.pem())?;
     write(&pki.serving_key, &serving_key.serialize_pem())?;
     write(&pki.sa_key, &sa_key.serialize_pem())?;
     write(&pki.sa_public_key, &sa_key.public_key_pem())?;
+    write(&pki.kubelet_client_cert, &client_cert.pem())?;
+    write(&pki.kubelet_client_key, &client_key.serialize_pem())?;
     Ok(pki)
 }
 

@@ -21,6 +21,12 @@ use crate::certs::{write_pki, CertError, Pki};
 use crate::process::{free_ports, log_tail, make_temp_dir, ProcessError, Reaper, Supervised};
 
 pub const K8S_VERSION: &str = "1.20.2";
+/// The node's name and InternalIP: kubelet refuses `--node-ip=127.0.0.1` but takes it as
+/// `--hostname-override`, so hostNetwork pods get podIP 127.0.0.1 and the apiserver reaches the
+/// kubelet on loopback.
+pub const NODE_NAME: &str = "127.0.0.1";
+/// The Service CIDR (kept unreachable from the root network namespace while a node runs).
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
 const INSTALL_HINT: &str = "run scripts/install-control-plane.sh";
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +109,7 @@ impl Binaries {
     }
 }
 
-fn default_k8s_bin_dir() -> PathBuf {
+pub(crate) fn default_k8s_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TIEPDAN_K8S_BIN") {
         return dir.into();
     }
@@ -157,9 +163,21 @@ impl ControlPlane {
         let pki = write_pki(&cp.dir)?;
         let token = crate::random::random_hex(16).map_err(io(&cp.dir))?;
         let tokens = cp.dir.join("tokens.csv");
-        std::fs::write(&tokens, format!("{token},admin,admin,\"system:masters\"\n")).map_err(io(&tokens))?;
+        // The node's kubelet authenticates as system:node:<name> in system:nodes, which the Node
+        // authorizer limits to its own node and the objects of its pods.
+        let node_token = crate::random::random_hex(16).map_err(io(&cp.dir))?;
+        std::fs::write(
+            &tokens,
+            format!(
+                "{token},admin,admin,\"system:masters\"\n{node_token},system:node:{NODE_NAME},system:node:{NODE_NAME},\"system:nodes\"\n"
+            ),
+        )
+        .map_err(io(&tokens))?;
         std::fs::write(&cp.kubeconfig, kubeconfig_yaml(&cp.server, &pki.ca_cert, &token))
             .map_err(io(&cp.kubeconfig))?;
+        let node_kubeconfig = cp.node_kubeconfig();
+        std::fs::write(&node_kubeconfig, kubeconfig_yaml(&cp.server, &pki.ca_cert, &node_token))
+            .map_err(io(&node_kubeconfig))?;
 
         let begun = Instant::now();
         cp.spawn("etcd", &bins.etcd, etcd_args(&cp.dir, etcd_port, peer_port))?;
@@ -177,6 +195,21 @@ impl ControlPlane {
     /// The kubeconfig (admin token, `system:masters`) for kube clients and `/usr/bin/kubectl`.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The kubelet's kubeconfig (user `system:node:127.0.0.1`, group `system:nodes`).
+    pub fn node_kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubelet.kubeconfig")
+    }
+
+    /// The CA that signed the apiserver's certificate and that kubelets trust for client certs.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The API server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.server.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(443)
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -341,7 +374,11 @@ fn apiserver_args(dir: &Path, pki: &Pki, etcd_port: u16, port: u16, tokens: &Pat
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         format!("--service-account-key-file={}", pki.sa_public_key.display()),
         format!("--service-account-signing-key-file={}", pki.sa_key.display()),
-        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        format!("--kubelet-client-certificate={}", pki.kubelet_client_cert.display()),
+        format!("--kubelet-client-key={}", pki.kubelet_client_key.display()),
+        // Prefer the node's InternalIP (127.0.0.1) for logs and exec.
+        "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
         // The default reconciler would publish 127.0.0.1 as the `kubernetes` Service's endpoint,
         // which endpoint validation rejects (loopback), logging an error every 10 s.
         "--endpoint-reconciler-type=none".into(),
@@ -352,7 +389,9 @@ fn apiserver_args(dir: &Path, pki: &Pki, etcd_port: u16, port: u16, tokens: &Pat
 fn controller_manager_args(kubeconfig: &Path, pki: &Pki) -> Vec<String> {
     vec![
         format!("--kubeconfig={}", kubeconfig.display()),
-        "--controllers=serviceaccount,serviceaccount-token,namespace,garbagecollector,deployment,replicaset".into(),
+        // nodelifecycle marks a node whose kubelet stopped heartbeating NotReady; podgc removes the pods
+        // of a deleted node; endpointslice serves hostNetwork pods (Endpoints refuse 127.0.0.1).
+        "--controllers=serviceaccount,serviceaccount-token,namespace,garbagecollector,deployment,replicaset,nodelifecycle,podgc,endpointslice".into(),
         format!("--service-account-private-key-file={}", pki.sa_key.display()),
         format!("--root-ca-file={}", pki.ca_cert.display()),
         "--use-service-account-credentials=false".into(),

@@ -20,10 +20,12 @@ pub mod namespace;
 pub mod node;
 pub mod process;
 pub mod random;
+pub mod real_node;
 pub mod wait;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, ControlPlaneOptions};
 pub use namespace::{create_namespace, NamespaceError};
 pub use node::{Node, NodeError, NodeMode, NodeOptions};
 pub use random::unique_name;
+pub use real_node::{RealNode, RealNodeError, RealNodeOptions};
 pub use wait::{wait_for, WaitError};

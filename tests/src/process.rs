@@ -47,6 +47,17 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
+/// A free TCP port on 127.0.0.1 below Linux's ephemeral range (32768–60999), for servers whose
+/// port is published (kubelet's): ephemeral ports are handed to outgoing connections and to
+/// `bind(0)` callers such as the media workers, which would make a later restart collide.
+pub fn free_port_below_ephemeral() -> std::io::Result<u16> {
+    let start = 20000 + u16::from_str_radix(&crate::random::random_hex(2)?, 16).unwrap_or(0) % 10000;
+    (start..32000)
+        .chain(20000..start)
+        .find(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).is_ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port in 20000-31999"))
+}
+
 /// Creates a fresh directory `<base>/<prefix>-<pid>-<n>-<random>` where base is
 /// `$TIEPDAN_TMPDIR`, else the system temp dir.
 pub fn make_temp_dir(prefix: &str) -> Result<PathBuf, ProcessError> {
@@ -98,6 +109,8 @@ if [ -n "$pids" ]; then
   done
   kill -KILL $pids 2>/dev/null
 fi
+# A real node leaves state outside its dir (mounts, netns, routes, sysctls): its own undo script.
+[ -f "$dir/.reaper-cleanup" ] && /bin/sh "$dir/.reaper-cleanup" >/dev/null 2>&1
 [ "$remove" = 1 ] && rm -rf "$dir"
 exit 0
 "#;

@@ -6,8 +6,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The default media-worker image.
-pub const DEFAULT_IMAGE: &str = "ghcr.io/tiepdan/media-worker:0.1.0";
+/// The default media-worker image: the one `scripts/images.sh` builds (its name is in
+/// `images/names.env`), tagged with the workspace version so that an operator release defaults to
+/// the worker of the same release. `operator/tests/versions.rs` checks both.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/tiepdan/tiepdan-media-worker:", env!("CARGO_PKG_VERSION"));
 
 /// A pool of warm media-worker pods. Sessions take an idle worker; the pool keeps `replicas` idle.
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -52,6 +54,29 @@ pub struct MediaWorkerPoolSpec {
     /// Run workers in the host's network namespace, so RTC ports are reachable on the node's address.
     #[serde(default)]
     pub host_network: bool,
+    /// With `hostNetwork`: the range each worker takes its admin and signaling ports from (two
+    /// consecutive ports per pod, declared as host ports so the scheduler keeps pods with the same
+    /// port off one node), like Agones' Dynamic port policy. Ignored in the pod network, where
+    /// every worker has its own IP and uses 8080 and 8443.
+    #[serde(default)]
+    pub host_ports: HostPorts,
+}
+
+/// The host port range of a hostNetwork pool.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct HostPorts {
+    /// The lowest port.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub min: i32,
+    /// The highest port.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub max: i32,
+}
+
+impl Default for HostPorts {
+    fn default() -> Self {
+        Self { min: 7000, max: 7999 }
+    }
 }
 
 fn default_replicas() -> i32 {

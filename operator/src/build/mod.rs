@@ -11,6 +11,7 @@ pub mod signaling_service;
 pub mod signing_key;
 pub mod tls;
 pub mod worker_pod;
+pub mod worker_ports;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;

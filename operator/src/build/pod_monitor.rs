@@ -88,7 +88,8 @@ mod tests {
         assert_eq!(sel[labels::SESSION], "phien-thang-6");
         assert_eq!(sel[labels::COMPONENT], labels::COMPONENT_WORKER);
         assert_eq!(pm.spec.namespace_selector.unwrap().match_names, vec!["my-hao"]);
-        let pod = worker_pod::build(&worker_pod::tests::pool(), "p", Some(&session()));
+        let pod =
+            worker_pod::build(&worker_pod::tests::pool(), "p", Some(&session()), worker_pod::WorkerPorts::default());
         let ports = pod.spec.unwrap().containers[0].ports.clone().unwrap();
         assert!(ports.iter().any(|p| p.name.as_deref() == Some(pm.spec.pod_metrics_endpoints[0].port.as_str())));
         assert_eq!(pm.metadata.labels.unwrap()[labels::SESSION], "phien-thang-6");

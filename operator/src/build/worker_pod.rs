@@ -13,11 +13,8 @@ use super::{labels, owner_ref, signing_key, tls};
 use crate::api::{MediaWorkerPool, ReceptionSession};
 use crate::tokens::session_id;
 
-/// The plain-HTTP admin port of every worker: probes, `/metrics`, `/v1/status` and the
-/// operator's `/v1/allocation` calls. Only in-cluster clients reach it (the NetworkPolicy).
-pub const ADMIN_PORT: i32 = 8080;
-/// The signaling port (HTTPS and WSS with the session's certificate): the console and `/v1/ws`.
-pub const SIGNALING_PORT: i32 = 8443;
+pub use super::worker_ports::{WorkerPorts, ADMIN_PORT, SIGNALING_PORT};
+use super::worker_ports::{ADMIN_PORT_NAME, SIGNALING_PORT_NAME};
 /// Where the pool's signing key is mounted.
 pub const SIGNING_KEY_DIR: &str = "/var/run/tiepdan/signing-key";
 /// Where the pod's TLS Secret (`<pod>-tls`, a copy of its session's certificate) is mounted. The
@@ -43,13 +40,14 @@ pub fn pod_labels(pool: &str, session: Option<&str>) -> std::collections::BTreeM
 }
 
 /// A worker pod named `name` from `pool`: idle when `session` is `None`, otherwise bound to it
-/// from the start (used when no idle pod could be allocated).
-pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSession>) -> Pod {
+/// from the start (used when no idle pod could be allocated), listening on `ports`
+/// ([`super::worker_ports::allocate`]).
+pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSession>, ports: WorkerPorts) -> Pod {
     let spec = &pool.spec;
     let mut args = vec![
         "serve".to_owned(),
-        format!("--listen=$(POD_IP):{ADMIN_PORT}"),
-        format!("--signaling-listen=$(POD_IP):{SIGNALING_PORT}"),
+        format!("--listen=$(POD_IP):{}", ports.admin),
+        format!("--signaling-listen=$(POD_IP):{}", ports.signaling),
         format!("--tls-dir={TLS_DIR}"),
         "--rtc-listen-ip=$(POD_IP)".to_owned(),
         format!("--rtc-min-port={}", spec.rtc_ports.min),
@@ -72,7 +70,7 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String("admin".to_owned()),
+            port: IntOrString::String(ADMIN_PORT_NAME.to_owned()),
             ..Default::default()
         }),
         period_seconds: Some(5),
@@ -113,15 +111,19 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
                     ..Default::default()
                 }]),
                 ports: Some(vec![
+                    // In the host network a host port equal to the container port is what makes
+                    // the scheduler keep two pods with this port off the same node.
                     ContainerPort {
-                        name: Some("admin".to_owned()),
-                        container_port: ADMIN_PORT,
+                        name: Some(ADMIN_PORT_NAME.to_owned()),
+                        container_port: ports.admin,
+                        host_port: spec.host_network.then_some(ports.admin),
                         protocol: Some("TCP".to_owned()),
                         ..Default::default()
                     },
                     ContainerPort {
-                        name: Some("signaling".to_owned()),
-                        container_port: SIGNALING_PORT,
+                        name: Some(SIGNALING_PORT_NAME.to_owned()),
+                        container_port: ports.signaling,
+                        host_port: spec.host_network.then_some(ports.signaling),
                         protocol: Some("TCP".to_owned()),
                         ..Default::default()
                     },
@@ -211,7 +213,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_idle_pod_belongs_to_its_pool_and_has_no_session() {
-        let pod = build(&pool(), "default-abcde", None);
+        let pod = build(&pool(), "default-abcde", None, WorkerPorts::default());
         let l = pod.metadata.labels.clone().unwrap();
         assert_eq!(l[labels::WORKER_STATE], labels::STATE_IDLE);
         assert!(!l.contains_key(labels::SESSION));
@@ -224,7 +226,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_session_pod_is_owned_by_and_labelled_for_the_session() {
-        let pod = build(&pool(), "phien-thang-6-worker", Some(&session()));
+        let pod = build(&pool(), "phien-thang-6-worker", Some(&session()), WorkerPorts::default());
         let l = pod.metadata.labels.clone().unwrap();
         assert_eq!(l[labels::SESSION], "phien-thang-6");
         assert_eq!(l[labels::WORKER_STATE], labels::STATE_ALLOCATED);
@@ -234,8 +236,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_host_network_worker_listens_on_its_own_ports_declared_as_host_ports() {
+        let mut p = pool();
+        p.spec.host_network = true;
+        let pod = build(&p, "default-abcde", None, WorkerPorts { admin: 7002, signaling: 7003 });
+        assert_eq!(super::super::worker_ports::of_pod(&pod), WorkerPorts { admin: 7002, signaling: 7003 });
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(args.contains(&"--listen=$(POD_IP):7002".to_owned()));
+        assert!(args.contains(&"--signaling-listen=$(POD_IP):7003".to_owned()));
+        let host: Vec<_> = c.ports.clone().unwrap().iter().map(|p| p.host_port).collect();
+        assert_eq!(host, vec![Some(7002), Some(7003)]);
+    }
+
+    #[test]
     fn worker_pods_meet_the_restricted_pod_security_profile() {
-        let spec = build(&pool(), "p", None).spec.unwrap();
+        let spec = build(&pool(), "p", None, WorkerPorts::default()).spec.unwrap();
         assert_eq!(spec.security_context.unwrap().run_as_non_root, Some(true));
         let sc = spec.containers[0].security_context.clone().unwrap();
         assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -246,7 +262,7 @@ pub(crate) mod tests {
 
     #[test]
     fn signaling_is_served_over_tls_from_the_pods_own_optional_secret() {
-        let spec = build(&pool(), "default-abcde", None).spec.unwrap();
+        let spec = build(&pool(), "default-abcde", None, WorkerPorts::default()).spec.unwrap();
         let c = &spec.containers[0];
         let args = c.args.clone().unwrap();
         assert!(args.contains(&"--signaling-listen=$(POD_IP):8443".to_owned()));

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::pool::pod_ready;
 use crate::api::{MediaWorkerPool, ReceptionSession};
 use crate::apply;
-use crate::build::{labels, owner_ref, worker_pod};
+use crate::build::{labels, owner_ref, worker_pod, worker_ports};
 
 /// Errors allocating a worker.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ pub enum Error {
     Label(String, #[source] kube::Error),
     #[error(transparent)]
     Apply(#[from] apply::Error),
+    #[error("spec.hostPorts {min}-{max} of pool {pool} has no free pair of ports left for the session's worker")]
+    PortsExhausted { pool: String, min: i32, max: i32 },
 }
 
 /// How the session got its worker.
@@ -98,7 +100,15 @@ pub async fn allocate(
         }
     }
 
-    let pod = worker_pod::build(pool, &format!("{sname}-worker"), Some(session));
+    // Ports held by any pod of the pool, terminating and allocated ones too.
+    let all = pods
+        .list(&ListParams::default().labels(&labels::pool_selector(&pool.name_any())))
+        .await
+        .map_err(Error::List)?;
+    let range = &pool.spec.host_ports;
+    let ports = worker_ports::allocate(&pool.spec, &mut worker_ports::held(&all.items))
+        .ok_or_else(|| Error::PortsExhausted { pool: pool.name_any(), min: range.min, max: range.max })?;
+    let pod = worker_pod::build(pool, &format!("{sname}-worker"), Some(session), ports);
     Ok(Allocation::Created(apply::apply(&pods, &pod).await?))
 }
 

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{events, Context};
 use crate::api::{set_condition, ConditionStatus, MediaWorkerPool, MediaWorkerPoolStatus};
 use crate::apply;
-use crate::build::{labels, signing_key, worker_pod};
+use crate::build::{labels, signing_key, worker_pod, worker_ports};
 use crate::tokens::generate_signing_key;
 
 /// Errors reconciling a pool.
@@ -30,6 +30,8 @@ pub enum Error {
     Apply(#[from] apply::Error),
     #[error("failed to update pool status")]
     Status(#[source] kube::Error),
+    #[error("spec.hostPorts {min}-{max} has no free pair of ports left for another worker")]
+    PortsExhausted { min: i32, max: i32 },
 }
 
 impl Error {
@@ -39,6 +41,7 @@ impl Error {
             Error::List(_) => "list",
             Error::Apply(_) => "apply",
             Error::Status(_) => "status",
+            Error::PortsExhausted { .. } => "ports_exhausted",
         }
     }
 }
@@ -110,9 +113,13 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
 
     if idle.len() < want {
         let n = want - idle.len();
+        let mut held = worker_ports::held(&list.items);
         for _ in 0..n {
+            let range = &pool.spec.host_ports;
+            let ports = worker_ports::allocate(&pool.spec, &mut held)
+                .ok_or(Error::PortsExhausted { min: range.min, max: range.max })?;
             let pod_name = format!("{name}-{}", Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase());
-            apply::apply(&pods, &worker_pod::build(&pool, &pod_name, None)).await?;
+            apply::apply(&pods, &worker_pod::build(&pool, &pod_name, None, ports)).await?;
         }
         events::normal(
             &ctx,

@@ -487,7 +487,7 @@ async fn observe_worker(
     if !pod_ready(pod) {
         return (None, format!("Worker pod {} is not ready yet.", pod.name_any()));
     }
-    let base = WorkerClient::base_url(&ip);
+    let base = WorkerClient::base_url(&ip, crate::build::worker_ports::of_pod(pod).admin);
     let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
     if !allocation::started_bound(pod) {
         if let Err(e) = ctx.workers.allocate(&base, key, now, &id, &session.spec.title, 0).await {

@@ -94,15 +94,34 @@ pub fn point(new: &ReceptionPoint) -> Vec<Violation> {
 
 /// Rules for a MediaWorkerPool.
 pub fn pool(new: &MediaWorkerPool) -> Vec<Violation> {
+    let mut v = Vec::new();
     let p = &new.spec.rtc_ports;
     if p.min > p.max {
-        vec![Violation {
+        v.push(Violation {
             field: "spec.rtcPorts",
             message: format!("min must not exceed max (got min {} > max {})", p.min, p.max),
-        }]
-    } else {
-        vec![]
+        });
     }
+    let h = &new.spec.host_ports;
+    if new.spec.host_network && h.max - h.min < 1 {
+        v.push(Violation {
+            field: "spec.hostPorts",
+            message: format!(
+                "must hold at least two ports (admin and signaling) per worker with hostNetwork (got {}-{})",
+                h.min, h.max
+            ),
+        });
+    }
+    if new.spec.host_network && h.min <= p.max && p.min <= h.max {
+        v.push(Violation {
+            field: "spec.hostPorts",
+            message: format!(
+                "must not overlap spec.rtcPorts {}-{} with hostNetwork (got {}-{})",
+                p.min, p.max, h.min, h.max
+            ),
+        });
+    }
+    v
 }
 
 #[cfg(test)]
@@ -178,6 +197,24 @@ mod tests {
             "metadata": {"name": "x"}, "spec": {"displayName": "X", "level": "Commune"}}))
             .unwrap();
         assert_eq!(point(&p)[0].field, "spec.parent");
+    }
+
+    #[test]
+    fn host_ports_must_fit_a_worker_and_stay_clear_of_the_rtc_ports() {
+        let pool = |spec: serde_json::Value| -> MediaWorkerPool {
+            serde_json::from_value(json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool",
+                "metadata": {"name": "p", "namespace": "n"}, "spec": spec}))
+            .unwrap()
+        };
+        let one = pool(json!({"hostNetwork": true, "hostPorts": {"min": 7000, "max": 7000}}));
+        assert_eq!(super::pool(&one)[0].field, "spec.hostPorts");
+        let overlap = pool(json!({"hostNetwork": true, "hostPorts": {"min": 40500, "max": 41500}}));
+        assert!(super::pool(&overlap)[0].message.contains("overlap"));
+        assert!(super::pool(&pool(json!({"hostNetwork": true}))).is_empty(), "the defaults are valid");
+        assert!(
+            super::pool(&pool(json!({"hostPorts": {"min": 7000, "max": 7000}}))).is_empty(),
+            "ignored off host network"
+        );
     }
 
     #[test]

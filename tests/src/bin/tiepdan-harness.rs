@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tiepdan_harness::{ControlPlane, ControlPlaneOptions, Node, NodeMode, NodeOptions};
+use tiepdan_harness::{ControlPlane, ControlPlaneOptions, Node, NodeMode, NodeOptions, RealNode, RealNodeOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
@@ -25,8 +25,13 @@ enum Command {
         dir: Option<PathBuf>,
         /// Run `media-worker` containers as real processes of this binary; default: simulate
         /// every pod.
+        /// Not used with --real-node, whose workers run from the media-worker image.
         #[arg(long, env = "TIEPDAN_MEDIA_WORKER_BIN")]
         media_worker_bin: Option<PathBuf>,
+        /// Run a real node instead of the emulation: containerd + runc, kube-scheduler and
+        /// kubelet on 127.0.0.1, with the images of scripts/images.sh imported.
+        #[arg(long)]
+        real_node: bool,
     },
 }
 
@@ -42,17 +47,32 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Up { dir, media_worker_bin } => up(dir, media_worker_bin).await,
+        Command::Up { dir, media_worker_bin, real_node } => up(dir, media_worker_bin, real_node).await,
     }
 }
 
-async fn up(dir: Option<PathBuf>, media_worker_bin: Option<PathBuf>) -> anyhow::Result<()> {
+async fn up(dir: Option<PathBuf>, media_worker_bin: Option<PathBuf>, real_node: bool) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
 
     let options = ControlPlaneOptions { dir: dir.clone(), ..ControlPlaneOptions::default() };
     let started = std::time::Instant::now();
     let cp = ControlPlane::start(options).await.context("failed to start the control plane")?;
+    if real_node {
+        let options = RealNodeOptions { dir: dir.map(|d| d.join("node")), ..RealNodeOptions::with_project_images() };
+        let node = RealNode::start(&cp, options).await.context("failed to start the real node")?;
+        eprintln!("control plane and node Ready in {:.1?} at {}", started.elapsed(), cp.server());
+        eprintln!("logs: {} and {}", cp.dir().display(), node.dir().display());
+        println!("export KUBECONFIG={}", cp.kubeconfig().display());
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("stopping");
+        drop(node);
+        drop(cp);
+        return Ok(());
+    }
     let client = cp.client().await.context("failed to build a client")?;
     let mode = match media_worker_bin {
         Some(bin) => NodeMode::Processes { media_worker_bin: std::path::absolute(bin)? },
