@@ -11,3 +11,5 @@ export TIEPDAN_MEDIA_WORKER_BIN="${TIEPDAN_MEDIA_WORKER_BIN:-$CARGO_TARGET_DIR/d
 export TIEPDAN_CACHE
 # Helm 3.18 for the chart's tests (installed by scripts/install-deps.sh).
 export TIEPDAN_HELM="${TIEPDAN_HELM:-$TIEPDAN_CACHE/helm-3.18/helm}"
+# The OCI image archives scripts/images.sh writes (and the real node's tests import).
+export TIEPDAN_IMAGES_DIR="${TIEPDAN_IMAGES_DIR:-$CARGO_TARGET_DIR/images}"

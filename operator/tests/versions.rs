@@ -59,11 +59,46 @@ fn the_default_worker_image_is_the_one_images_sh_builds() {
 fn images_sh_takes_its_names_from_names_env() {
     // A second copy of a name in the script is what would drift; the script must only source them.
     let script = read("scripts/images.sh");
-    assert!(script.lines().any(|l| l.trim() == "source images/names.env"), "scripts/images.sh sources images/names.env");
+    assert!(
+        script.lines().any(|l| l.trim() == "source images/names.env"),
+        "scripts/images.sh sources images/names.env"
+    );
     for key in ["OPERATOR_IMAGE", "MEDIA_WORKER_IMAGE", "PAUSE_IMAGE"] {
         let name = image_name(key);
         let repository = name.rsplit_once(':').map_or(name.as_str(), |(r, _)| r);
         assert!(!script.contains(repository), "scripts/images.sh spells out {repository}; use ${key}");
         assert!(script.contains(&format!("${key}")), "scripts/images.sh builds ${key}");
+    }
+}
+
+#[test]
+fn the_dockerfiles_build_what_images_sh_builds() {
+    // They cannot be built on the build machine (no Docker engine), so their versions, toolchain
+    // and layout are checked here, against the same sources as the offline images.
+    let version = workspace_package("version");
+    let source = workspace_package("repository");
+    let toolchain = read("rust-toolchain.toml");
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("channel = "))
+        .expect("rust-toolchain.toml has a channel")
+        .trim_matches('"');
+    let minor = channel.rsplit_once('.').map_or(channel, |(m, _)| m);
+    for binary in ["tiepdan-operator", "tiepdan-media-worker"] {
+        let path = format!("images/{}/Dockerfile", binary.trim_start_matches("tiepdan-"));
+        let dockerfile = read(&path);
+        let lines: Vec<&str> = dockerfile.lines().map(str::trim).collect();
+        for want in [
+            format!("FROM rust:{minor}-bookworm AS build"),
+            "FROM gcr.io/distroless/cc-debian12:nonroot".to_owned(),
+            format!("ARG VERSION={version}"),
+            format!("org.opencontainers.image.source={source}"),
+            format!("LABEL org.opencontainers.image.title={binary} \\"),
+            format!("COPY --from=build /out/{binary} /usr/local/bin/{binary}"),
+            "USER 65532:65532".to_owned(),
+            format!("ENTRYPOINT [\"/usr/local/bin/{binary}\"]"),
+        ] {
+            assert!(lines.contains(&want.as_str()), "{path} lacks `{want}`");
+        }
     }
 }

@@ -92,6 +92,9 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
                 run_as_non_root: Some(true),
                 run_as_user: Some(65532),
                 run_as_group: Some(65532),
+                // The kubelet writes Secret volumes as root with mode 0440: without the group the
+                // worker could not read its signing key or certificate.
+                fs_group: Some(65532),
                 seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..Default::default() }),
                 ..Default::default()
             }),
@@ -252,7 +255,9 @@ pub(crate) mod tests {
     #[test]
     fn worker_pods_meet_the_restricted_pod_security_profile() {
         let spec = build(&pool(), "p", None, WorkerPorts::default()).spec.unwrap();
-        assert_eq!(spec.security_context.unwrap().run_as_non_root, Some(true));
+        let pod_sc = spec.security_context.clone().unwrap();
+        assert_eq!(pod_sc.run_as_non_root, Some(true));
+        assert_eq!(pod_sc.fs_group, Some(65532), "the 0440 Secret volumes are readable by the worker");
         let sc = spec.containers[0].security_context.clone().unwrap();
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.read_only_root_filesystem, Some(true));

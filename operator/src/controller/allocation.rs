@@ -76,8 +76,9 @@ pub async fn allocate(
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
-    // Ready pods first: they can serve the rehearsal at once.
-    idle.sort_by_key(|p| !pod_ready(p));
+    // Only Ready pods, as in Agones: a warming pod may never come up (a bad image, a port taken),
+    // and a session bound to it would wait on it. Without one, the session gets its own pod below.
+    idle.retain(pod_ready);
     for p in idle {
         let name = p.name_any();
         let patch = json!({

@@ -130,8 +130,8 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
         )
         .await;
     } else if idle.len() > want {
-        // Remove workers that are not ready first: they serve nobody yet.
-        idle.sort_by_key(|p| worker_pod_rank(p));
+        // Keep the Ready workers: the ones that are not ready yet serve nobody, so they go first.
+        idle.sort_by_key(|p| scale_down_order(p));
         let extra: Vec<String> = idle.iter().skip(want).map(|p| p.name_any()).collect();
         for p in &extra {
             apply::delete(&pods, p).await?;
@@ -179,10 +179,40 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
     Ok(Action::await_change())
 }
 
-fn worker_pod_rank(p: &Pod) -> u8 {
-    u8::from(pod_ready(p))
+/// Sort key for idle pods on scale-down: the first `want` are kept, so Ready pods sort first.
+fn scale_down_order(p: &Pod) -> u8 {
+    u8::from(!pod_ready(p))
 }
 
 fn error_policy(_pool: Arc<MediaWorkerPool>, _err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(ctx.config.error_backoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn scale_down_keeps_ready_pods_and_removes_warming_ones() {
+        type Case<'a> = (&'a [(&'a str, bool)], usize, &'a [&'a str]);
+        let cases: [Case; 3] = [
+            (&[("a", true), ("b", true), ("c", false)], 2, &["c"]),
+            (&[("c", false), ("a", true)], 1, &["c"]),
+            (&[("a", false), ("b", true), ("c", false)], 1, &["a", "c"]),
+        ];
+        for (pods, want, removed) in cases {
+            let mut idle: Vec<Pod> = pods.iter().map(|(n, r)| pod(n, *r)).collect();
+            idle.sort_by_key(scale_down_order);
+            let gone: Vec<String> = idle.iter().skip(want).map(ResourceExt::name_any).collect();
+            assert_eq!(gone, removed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), "{pods:?} keep {want}");
+        }
+    }
 }

@@ -27,7 +27,14 @@ pub struct Undo {
     /// Whether /run/netns was a mount point before: `ip netns add` bind-mounts it onto itself
     /// the first time, and that mount is undone once no namespace is left in it.
     pub netns_dir_was_mount: bool,
+    /// containerd 1.6 keeps shim sockets, fifos and runc state under /run/containerd whatever
+    /// its own state dir: `(dir, entries before start)`; new entries are removed.
+    pub runtime_dirs: Vec<(String, Vec<String>)>,
 }
+
+/// The runtime directories containerd writes outside its configured state dir.
+pub const RUNTIME_DIRS: [&str; 4] =
+    ["/run/containerd/s", "/run/containerd/fifo", "/run/containerd/runc/k8s.io", "/run/containerd/runc"];
 
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -53,6 +60,14 @@ pub fn script(undo: &Undo) -> String {
     s.push_str(&keep_list("container_logs_before", &undo.container_logs_before));
     let _ = writeln!(s, "netns_dir_was_mount={}", u8::from(undo.netns_dir_was_mount));
     s.push_str(SWEEP);
+    for (dir, before) in &undo.runtime_dirs {
+        s.push_str(&keep_list("keep", before));
+        let _ = writeln!(
+            s,
+            "for f in {d}/*; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; case \" $keep \" in *\" ${{f##*/}} \"*) continue;; esac; rm -rf \"$f\"; done",
+            d = quote(dir)
+        );
+    }
     for route in &undo.routes {
         let _ = writeln!(s, "ip route del unreachable {} 2>/dev/null", quote(route));
     }

@@ -110,9 +110,14 @@ impl Default for RealNodeOptions {
     }
 }
 
-/// Where `scripts/images.sh` writes its archives: `$TIEPDAN_IMAGES_DIR`.
+/// Where `scripts/images.sh` writes its archives: `$TIEPDAN_IMAGES_DIR`, else
+/// `$CARGO_TARGET_DIR/images`.
 pub fn images_dir() -> PathBuf {
-    std::env::var_os("TIEPDAN_IMAGES_DIR").map_or_else(|| PathBuf::from("target/images"), PathBuf::from)
+    if let Some(dir) = std::env::var_os("TIEPDAN_IMAGES_DIR") {
+        return dir.into();
+    }
+    // scripts/env.sh's default.
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from).join("images")
 }
 
 struct Binaries {
@@ -322,6 +327,10 @@ impl RealNode {
             pod_logs_before: cleanup::entries(Path::new("/var/log/pods")),
             container_logs_before: cleanup::entries(Path::new("/var/log/containers")),
             netns_dir_was_mount: cleanup::is_mount_point("/run/netns"),
+            runtime_dirs: cleanup::RUNTIME_DIRS
+                .iter()
+                .map(|d| ((*d).to_owned(), cleanup::entries(Path::new(d))))
+                .collect(),
         };
         let path = self.layout.cleanup_script();
         std::fs::write(&path, cleanup::script(&undo)).map_err(io(&path))
