@@ -18,7 +18,7 @@ use kube::{Client, Config};
 use tokio::sync::OnceCell;
 
 use crate::certs::{write_pki, CertError, Pki};
-use crate::process::{free_ports, log_tail, make_temp_dir, ProcessError, Reaper, Supervised};
+use crate::process::{free_ports, make_temp_dir, poll_startup, ProcessError, Reaper, StartupError, Supervised};
 
 pub const K8S_VERSION: &str = "1.20.2";
 /// The node's name and InternalIP: kubelet refuses `--node-ip=127.0.0.1` but takes it as
@@ -47,8 +47,8 @@ pub enum ControlPlaneError {
     Kubeconfig(#[from] KubeconfigError),
     #[error("failed to build a client")]
     Client(#[source] kube::Error),
-    #[error("{component} not ready after {waited:?} (last: {last}); last lines of its log:\n{tail}")]
-    NotReady { component: &'static str, waited: Duration, last: String, tail: String },
+    #[error(transparent)]
+    Startup(#[from] StartupError),
 }
 
 /// Where the binaries come from and where the cluster's files go.
@@ -245,11 +245,6 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// `Err` naming the first process that has exited, with its log's tail.
-    fn check_running(&self) -> Result<(), ControlPlaneError> {
-        self.processes().iter_mut().try_for_each(Supervised::check_running).map_err(Into::into)
-    }
-
     async fn wait_apiserver_ready(&self, client: &Client, timeout: Duration) -> Result<(), ControlPlaneError> {
         self.poll("kube-apiserver", timeout, || async {
             let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
@@ -269,34 +264,12 @@ impl ControlPlane {
         .await
     }
 
-    /// Polls `check` until it succeeds, failing fast if a process dies, and with `component`'s
-    /// log tail on timeout. (Not [`crate::wait_for`]: this one must also watch the processes.)
-    async fn poll<F, Fut>(
-        &self,
-        component: &'static str,
-        timeout: Duration,
-        mut check: F,
-    ) -> Result<(), ControlPlaneError>
+    async fn poll<F, Fut>(&self, component: &'static str, timeout: Duration, check: F) -> Result<(), ControlPlaneError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
-        let started = Instant::now();
-        let mut interval = Duration::from_millis(50);
-        loop {
-            self.check_running()?;
-            let last = match tokio::time::timeout(Duration::from_secs(5), check()).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => e,
-                Err(_) => "check timed out".into(),
-            };
-            if started.elapsed() >= timeout {
-                let tail = log_tail(&self.log(component), 40);
-                return Err(ControlPlaneError::NotReady { component, waited: started.elapsed(), last, tail });
-            }
-            tokio::time::sleep(interval).await;
-            interval = (interval * 2).min(Duration::from_millis(250));
-        }
+        Ok(poll_startup(&self.processes, component, &self.log(component), timeout, check).await?)
     }
 }
 

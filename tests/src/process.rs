@@ -236,6 +236,57 @@ impl Supervised {
     }
 }
 
+/// A start-up step that did not finish: a process died, or `check` never passed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Exited(#[from] ProcessError),
+    #[error("{component} not ready after {waited:?} (last: {last}); read {}; its last lines:\n{tail}", log.display())]
+    NotReady { component: &'static str, waited: Duration, last: String, log: PathBuf, tail: String },
+}
+
+/// Polls `check` until it succeeds, for at most `timeout`, failing at once when one of
+/// `processes` has exited, and naming `component` and `log` (with its tail) on timeout. (Not
+/// [`crate::wait_for`]: this one must also watch the processes.)
+pub async fn poll_startup<F, Fut>(
+    processes: &Mutex<Vec<Supervised>>,
+    component: &'static str,
+    log: &Path,
+    timeout: Duration,
+    mut check: F,
+) -> Result<(), StartupError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    let mut interval = Duration::from_millis(50);
+    loop {
+        processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter_mut()
+            .try_for_each(Supervised::check_running)?;
+        let last = match tokio::time::timeout(Duration::from_secs(5), check()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => "check timed out".into(),
+        };
+        if started.elapsed() >= timeout {
+            let tail = log_tail(log, 40);
+            return Err(StartupError::NotReady {
+                component,
+                waited: started.elapsed(),
+                last,
+                log: log.to_owned(),
+                tail,
+            });
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(250));
+    }
+}
+
 /// Opens `path` for appending, creating it.
 pub fn append_log(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
+use tiepdan_harness::process::StartupError;
 use tiepdan_harness::real_node::{config::SyncSettings, images_dir, RealNode, RealNodeError, RealNodeOptions};
 use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane};
 use tokio::sync::Mutex;
@@ -204,7 +205,7 @@ async fn bad_setups_get_clear_errors() {
     .err()
     .expect("not Ready within 300 ms");
     match &err {
-        RealNodeError::NotReady { component, log, .. } => {
+        RealNodeError::Startup(StartupError::NotReady { component, log, .. }) => {
             assert!(["containerd", "kubelet"].contains(component), "{err}");
             assert!(log.ends_with(format!("{component}.log")), "{err}");
             assert!(log.exists(), "the log the error names is kept");

@@ -58,36 +58,34 @@ async fn up(dir: Option<PathBuf>, media_worker_bin: Option<PathBuf>, real_node: 
     let options = ControlPlaneOptions { dir: dir.clone(), ..ControlPlaneOptions::default() };
     let started = std::time::Instant::now();
     let cp = ControlPlane::start(options).await.context("failed to start the control plane")?;
-    if real_node {
-        let options = RealNodeOptions { dir: dir.map(|d| d.join("node")), ..RealNodeOptions::with_project_images() };
-        let node = RealNode::start(&cp, options).await.context("failed to start the real node")?;
-        eprintln!("control plane and node Ready in {:.1?} at {}", started.elapsed(), cp.server());
-        eprintln!("logs: {} and {}", cp.dir().display(), node.dir().display());
-        println!("export KUBECONFIG={}", cp.kubeconfig().display());
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        eprintln!("stopping");
-        drop(node);
-        drop(cp);
-        return Ok(());
+    // Either node: both stop everything they started when dropped (the emulation gracefully).
+    enum Running {
+        Real(RealNode),
+        Emulated(Node),
     }
-    let client = cp.client().await.context("failed to build a client")?;
-    let mode = match media_worker_bin {
-        Some(bin) => NodeMode::Processes { media_worker_bin: std::path::absolute(bin)? },
-        None => NodeMode::Simulated,
+    let node = if real_node {
+        let options = RealNodeOptions { dir: dir.map(|d| d.join("node")), ..RealNodeOptions::with_project_images() };
+        Running::Real(RealNode::start(&cp, options).await.context("failed to start the real node")?)
+    } else {
+        let client = cp.client().await.context("failed to build a client")?;
+        let mode = match media_worker_bin {
+            Some(bin) => NodeMode::Processes { media_worker_bin: std::path::absolute(bin)? },
+            None => NodeMode::Simulated,
+        };
+        let node_options = NodeOptions {
+            dir: dir.map(|d| d.join("node")),
+            // Keep clear of test binaries' pod IPs (block 0).
+            ip_block: 1,
+            ..NodeOptions::new(mode)
+        };
+        Running::Emulated(Node::start(client, node_options).context("failed to start the node emulation")?)
     };
-    let node_options = NodeOptions {
-        dir: dir.map(|d| d.join("node")),
-        // Keep clear of test binaries' pod IPs (block 0).
-        ip_block: 1,
-        ..NodeOptions::new(mode)
+    let node_dir = match &node {
+        Running::Real(n) => n.dir(),
+        Running::Emulated(n) => n.dir(),
     };
-    let node = Node::start(client, node_options).context("failed to start the node emulation")?;
-
-    eprintln!("control plane ready in {:.1?} at {}", started.elapsed(), cp.server());
-    eprintln!("logs: {}  pods: {}", cp.dir().display(), node.dir().display());
+    eprintln!("control plane and node ready in {:.1?} at {}", started.elapsed(), cp.server());
+    eprintln!("logs: {}  node: {}", cp.dir().display(), node_dir.display());
     println!("export KUBECONFIG={}", cp.kubeconfig().display());
 
     tokio::select! {
@@ -95,7 +93,10 @@ async fn up(dir: Option<PathBuf>, media_worker_bin: Option<PathBuf>, real_node: 
         _ = terminate.recv() => {}
     }
     eprintln!("stopping");
-    node.shutdown().await;
+    match node {
+        Running::Real(n) => drop(n),
+        Running::Emulated(n) => n.shutdown().await,
+    }
     drop(cp);
     Ok(())
 }

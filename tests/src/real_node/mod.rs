@@ -29,7 +29,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client};
 
 use crate::control_plane::{ControlPlane, NODE_NAME, SERVICE_CIDR};
-use crate::process::{log_tail, make_temp_dir, ProcessError, Reaper, Supervised};
+use crate::process::{make_temp_dir, poll_startup, ProcessError, Reaper, StartupError, Supervised};
 use config::{Layout, SyncSettings};
 
 /// The pod network's CIDR (inside the harness's namespace; unreachable from the root one).
@@ -67,8 +67,8 @@ pub enum RealNodeError {
     Process(#[from] ProcessError),
     #[error("failed to build a client for the control plane")]
     Client(#[from] Box<crate::ControlPlaneError>),
-    #[error("{component} not ready after {waited:?} (last: {last}); read {}; its last lines:\n{tail}", log.display())]
-    NotReady { component: &'static str, waited: Duration, last: String, log: PathBuf, tail: String },
+    #[error(transparent)]
+    Startup(#[from] StartupError),
 }
 
 #[derive(Debug, Clone)]
@@ -411,27 +411,12 @@ impl RealNode {
         .await
     }
 
-    /// Polls `check`, failing at once if a node process has exited.
-    async fn poll<F, Fut>(&self, component: &'static str, timeout: Duration, mut check: F) -> Result<(), RealNodeError>
+    async fn poll<F, Fut>(&self, component: &'static str, timeout: Duration, check: F) -> Result<(), RealNodeError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
-        let started = Instant::now();
-        loop {
-            self.processes().iter_mut().try_for_each(Supervised::check_running)?;
-            let last = match tokio::time::timeout(Duration::from_secs(5), check()).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => e,
-                Err(_) => "check timed out".into(),
-            };
-            if started.elapsed() >= timeout {
-                let log = self.layout.log(component);
-                let tail = log_tail(&log, 30);
-                return Err(RealNodeError::NotReady { component, waited: started.elapsed(), last, log, tail });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        Ok(poll_startup(&self.processes, component, &self.layout.log(component), timeout, check).await?)
     }
 }
 
