@@ -15,6 +15,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = logging::init(cli.log_format).context("failed to set up logging")?;
     let result = dispatch(cli).await;
+    if let Err(e) = &result {
+        write_termination_message(&format!("{e:#}"));
+    }
     // Stopping the exporter flushes the last spans; it blocks, so not on a runtime thread.
     tokio::task::spawn_blocking(move || drop(telemetry)).await.context("failed to stop telemetry")?;
     result
@@ -44,6 +47,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => println!("{}", mint(&args)?),
     }
     Ok(())
+}
+
+/// In a container the kubelet mounts this file and copies its content into the pod status
+/// (`lastState.terminated.message`), which the operator quotes in the session's WorkerReady
+/// condition: "a port already in use" reaches the admin without reading logs. Outside a
+/// container the file does not exist and nothing is written.
+fn write_termination_message(message: &str) {
+    const PATH: &str = "/dev/termination-log";
+    if std::path::Path::new(PATH).exists() {
+        let _ = std::fs::write(PATH, message);
+    }
 }
 
 fn mint(args: &TokenArgs) -> anyhow::Result<String> {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane, RealNode, RealNodeOptions};
+use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane, RealNode};
 use tiepdan_operator::api::{MediaWorkerPool, ReceptionSession};
 use tiepdan_operator::build::{labels, signing_key, worker_pod, worker_ports};
 use tiepdan_operator::clock::SimClock;
@@ -21,32 +21,24 @@ use tokio::sync::OnceCell;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Cluster {
-    cp: &'static ControlPlane,
-    _node: RealNode,
-}
-
-static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
-
 /// One control plane with the CRDs and one real node per test binary.
 async fn cluster() -> &'static ControlPlane {
-    CLUSTER
-        .get_or_init(|| async {
-            let cp = ControlPlane::shared().await.expect("control plane");
-            let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
-            let out = std::process::Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(cp.kubeconfig())
-                .args(["apply", "-f", crds])
-                .output()
-                .expect("kubectl");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let node = RealNode::start(cp, RealNodeOptions::with_project_images()).await.expect("node Ready");
-            Cluster { cp, _node: node }
-        })
-        .await
-        .cp
+    let (cp, _node) = RealNode::shared().await.expect("node Ready");
+    CRDS.get_or_init(|| async {
+        let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .args(["apply", "-f", crds])
+            .output()
+            .expect("kubectl");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    })
+    .await;
+    cp
 }
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
 
 /// A hostNetwork pool of the project's worker image whose ports (a block of 20 below the
 /// ephemeral range) no other test uses.

@@ -11,6 +11,7 @@ pub mod point;
 pub mod pool;
 pub mod session;
 pub mod status;
+pub mod worker_health;
 
 pub use context::{Context, OperatorConfig};
 

@@ -24,6 +24,7 @@ use super::certificate::{self, CERTIFICATE_READY};
 use super::monitoring::{self, Applied};
 use super::pool::{ensure_signing_key, pod_ready};
 use super::status as st;
+use super::worker_health::WorkerHealth;
 use super::{events, Context};
 use crate::api::{
     condition, set_condition, ConditionStatus as CS, MediaWorkerPool, ReceptionPoint, ReceptionSession,
@@ -247,23 +248,35 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
                     generation,
                     now,
                 );
-                let ready = p.pod.as_ref().is_some_and(pod_ready);
+                let health = p.pod.as_ref().map_or(WorkerHealth::Starting, WorkerHealth::of);
+                let pod_name = p.pod.as_ref().map(|p| p.name_any()).unwrap_or_default();
+                let msg = health.message(&pod_name, &p.worker_message);
+                let was = condition::find(&prev.conditions, "WorkerReady").map(|c| c.reason.clone());
+                let reason = health.reason();
                 set_condition(
                     &mut status.conditions,
                     "WorkerReady",
-                    CS::from_bool(ready),
-                    if ready { "WorkerReady" } else { "WorkerStarting" },
-                    p.worker_message,
+                    CS::from_bool(health == WorkerHealth::Ready),
+                    reason,
+                    &msg,
                     generation,
                     now,
                 );
+                if was.as_deref() != Some(reason) {
+                    if health.failed() {
+                        events::warning(ctx, session, reason, "Worker", msg).await;
+                    } else if health == WorkerHealth::Ready
+                        && matches!(was.as_deref(), Some("WorkerCrashed" | "WorkerOOMKilled"))
+                    {
+                        events::normal(ctx, session, "WorkerRecovered", "Worker", msg).await;
+                    }
+                }
                 status.worker = Some(WorkerStatus {
                     pod: p.pod.as_ref().map(|p| p.name_any()),
                     signaling_url: Some(signaling_service::url(session)),
                 });
                 let (ms, reason, msg) = monitoring_condition(&p.monitoring);
                 set_condition(&mut status.conditions, MONITORING_READY, ms, reason, msg, generation, now);
-                let pod_name = p.pod.as_ref().map(|p| p.name_any()).unwrap_or_default();
                 let (cs, reason, msg) = certificate::condition(&p.certificate, p.report.as_ref(), &pod_name);
                 let was = condition::find(&prev.conditions, CERTIFICATE_READY).map(|c| c.reason.clone());
                 set_condition(&mut status.conditions, CERTIFICATE_READY, cs, reason, &msg, generation, now);

@@ -67,6 +67,8 @@ pub enum RealNodeError {
     Process(#[from] ProcessError),
     #[error("failed to build a client for the control plane")]
     Client(#[from] Box<crate::ControlPlaneError>),
+    #[error("the shared control plane did not start")]
+    ControlPlane(#[source] Box<crate::ControlPlaneError>),
     #[error(transparent)]
     Startup(#[from] StartupError),
 }
@@ -160,7 +162,18 @@ pub struct RealNode {
     ready_after: Duration,
 }
 
+static SHARED: tokio::sync::OnceCell<RealNode> = tokio::sync::OnceCell::const_new();
+
 impl RealNode {
+    /// One node per test binary, on [`ControlPlane::shared`], started with the project's images on
+    /// first use. Like the control plane it is never dropped: the reaper undoes everything when
+    /// the binary exits. Test binaries run one after another, so the machine-wide lock is free.
+    pub async fn shared() -> Result<(&'static ControlPlane, &'static RealNode), RealNodeError> {
+        let cp = ControlPlane::shared().await.map_err(|e| RealNodeError::ControlPlane(Box::new(e)))?;
+        let node = SHARED.get_or_try_init(|| RealNode::start(cp, RealNodeOptions::with_project_images())).await?;
+        Ok((cp, node))
+    }
+
     /// Starts containerd, imports the images, starts kube-scheduler and kubelet, and waits for
     /// the node's first Ready heartbeat newer than this start (an old Ready in etcd is stale).
     pub async fn start(cp: &ControlPlane, options: RealNodeOptions) -> Result<RealNode, RealNodeError> {

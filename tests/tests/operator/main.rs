@@ -12,7 +12,6 @@ mod admission_webhook;
 mod api_schema;
 mod chart_install;
 mod leader_election;
-mod live_worker;
 mod monitoring;
 mod pool_scaling;
 mod semantic_validation;
