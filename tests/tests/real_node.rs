@@ -60,10 +60,7 @@ fn read_machine_state() -> MachineState {
             .map(|s| std::fs::read_to_string(format!("/proc/sys/{s}")).unwrap_or_default())
             .collect(),
         shims: sh("ps -eo args | grep -c '^/usr/bin/containerd-shim'").trim().parse().unwrap_or(0),
-        runtime_state: sh("ls -A /run/containerd/s /run/containerd/fifo /run/containerd/runc/k8s.io 2>/dev/null")
-            .lines()
-            .map(str::to_owned)
-            .collect(),
+        runtime_state: sh("find /run/containerd 2>/dev/null | sort").lines().map(str::to_owned).collect(),
     }
 }
 

@@ -30,7 +30,12 @@ pub struct Undo {
     /// containerd 1.6 keeps shim sockets, fifos and runc state under /run/containerd whatever
     /// its own state dir: `(dir, entries before start)`; new entries are removed.
     pub runtime_dirs: Vec<(String, Vec<String>)>,
+    /// Whether [`CONTAINERD_RUN`] existed before: if not, the node made it and it goes too.
+    pub containerd_run_existed: bool,
 }
+
+/// Where containerd 1.6 puts its runtime directories ([`RUNTIME_DIRS`]).
+pub const CONTAINERD_RUN: &str = "/run/containerd";
 
 /// The runtime directories containerd writes outside its configured state dir.
 pub const RUNTIME_DIRS: [&str; 4] =
@@ -67,6 +72,10 @@ pub fn script(undo: &Undo) -> String {
             "for f in {d}/*; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; case \" $keep \" in *\" ${{f##*/}} \"*) continue;; esac; rm -rf \"$f\"; done",
             d = quote(dir)
         );
+    }
+    if !undo.containerd_run_existed {
+        // Only empty directories are left by now; anything else is not ours to delete.
+        let _ = writeln!(s, "find {} -depth -type d -empty -delete 2>/dev/null", quote(CONTAINERD_RUN));
     }
     for route in &undo.routes {
         let _ = writeln!(s, "ip route del unreachable {} 2>/dev/null", quote(route));
@@ -157,7 +166,10 @@ mod tests {
         assert!(s.contains("echo '0' > '/proc/sys/kernel/panic'"));
         assert!(s.contains("netns_before=\" cni-old \""));
         assert!(s.contains("netns_dir_was_mount=0"));
+        assert!(s.contains("find '/run/containerd' -depth -type d -empty -delete"), "the node made /run/containerd");
         assert!(s.trim_end().ends_with("exit 0"));
+        let existed = script(&Undo { containerd_run_existed: true, ..Undo::default() });
+        assert!(!existed.contains("find '/run/containerd'"), "a /run/containerd from before stays");
     }
 
     #[test]

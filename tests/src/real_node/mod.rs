@@ -340,6 +340,7 @@ impl RealNode {
             pod_logs_before: cleanup::entries(Path::new("/var/log/pods")),
             container_logs_before: cleanup::entries(Path::new("/var/log/containers")),
             netns_dir_was_mount: cleanup::is_mount_point("/run/netns"),
+            containerd_run_existed: Path::new(cleanup::CONTAINERD_RUN).exists(),
             runtime_dirs: cleanup::RUNTIME_DIRS
                 .iter()
                 .map(|d| ((*d).to_owned(), cleanup::entries(Path::new(d))))

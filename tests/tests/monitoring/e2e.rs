@@ -78,7 +78,11 @@ async fn prometheus_gets_data_for_every_dashboard_expression_from_the_operator_a
     })
     .await;
     let pod_name = s.status.unwrap().worker.unwrap().pod.unwrap();
-    let ip = Api::<Pod>::namespaced(client.clone(), &ns).get(&pod_name).await.unwrap().status.unwrap().pod_ip.unwrap();
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns).get(&pod_name).await.unwrap();
+    // A hostNetwork worker: the node's address, with the pair of host ports the pool gave it.
+    let ports = tiepdan_operator::build::worker_ports::of_pod(&pod);
+    let ip = pod.status.unwrap().pod_ip.unwrap();
+    let (admin, signaling) = (format!("{ip}:{}", ports.admin), format!("{ip}:{}", ports.signaling));
 
     // Prometheus scrapes what the PodMonitor describes (with prometheus-operator's job label) and
     // the operator as the chart's job, and evaluates the PrometheusRule the operator created.
@@ -97,7 +101,7 @@ scrape_configs:
   static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]
 - job_name: '{worker_job}'
   metrics_path: {path}
-  static_configs: [{{targets: ['{ip}:8080'], labels: {{namespace: '{ns}', pod: '{pod_name}'}}}}]
+  static_configs: [{{targets: ['{admin}'], labels: {{namespace: '{ns}', pod: '{pod_name}'}}}}]
 ",
         path = endpoint.path
     );
@@ -107,7 +111,7 @@ scrape_configs:
     let tokens =
         Api::<Secret>::namespaced(client.clone(), &ns).get("giam-sat-join-tokens").await.unwrap().data.unwrap();
     let token = |p: &str| String::from_utf8(tokens[p].0.clone()).unwrap();
-    let url = format!("wss://{ip}:8443/v1/ws");
+    let url = format!("wss://{signaling}/v1/ws");
     let trust = session_trust(&client, &ns, SESSION).await;
     let sender = exchange_media(&url, Some(&trust), &token("thi-xa-my-hao"), &token("di-su")).await;
 

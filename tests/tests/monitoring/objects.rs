@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
 use kube::Client;
-use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
+use tiepdan_harness::{create_namespace, unique_name, wait_for};
 use tiepdan_operator::api::{ReceptionSession, SessionPhase};
 use tiepdan_operator::build::pod_monitor::PodMonitor;
 use tiepdan_operator::build::prometheus_rule::PrometheusRule;
@@ -35,7 +35,6 @@ async fn a_session_gets_a_pod_monitor_rules_and_a_dashboard_that_go_when_it_comp
     let client = cp.client().await.unwrap();
     let ns = unique_name("mon");
     create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(client.clone(), NodeOptions::new(NodeMode::Simulated).in_namespace(&ns)).unwrap();
     // Inside the rehearsal: everything is provisioned.
     let clock = SimClock::new("2027-03-14T07:10:00Z".parse().unwrap());
     let _op = start_operator(client.clone(), &ns, Arc::new(clock.clone()));

@@ -16,4 +16,3 @@ mod monitoring;
 mod pool_scaling;
 mod semantic_validation;
 mod session_timeline;
-mod session_tls;

@@ -12,7 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use kube::Client;
-use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane, Node, NodeMode, NodeOptions};
+use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane, RealNode};
 use tiepdan_media_worker::probe::tls::ClientTls;
 use tiepdan_operator::api::ReceptionSession;
 use tiepdan_operator::clock::{Clock, SimClock};
@@ -116,10 +116,11 @@ pub fn start_operator_config(client: Client, clock: Arc<dyn Clock>, config: Oper
     Operator { stop: Some(tx), task }
 }
 
-/// A session served by real worker processes (the harness node runs the namespace's worker pods)
-/// and an in-process operator on a simulated clock. The schedule is anchored to the real clock,
+/// A session served by a worker container on the binary's real node ([`RealNode::shared`]) and
+/// an in-process operator on a simulated clock. The schedule is anchored to the real clock,
 /// because workers check token times on it: the rehearsal began a minute ago, the deadline is in
-/// 59 minutes, the start in two hours. Dropping it stops the operator, then the node.
+/// 59 minutes, the start in two hours. Dropping it stops the operator; the node stays for the
+/// binary's other tests.
 pub struct LiveSession {
     pub ns: String,
     pub clock: SimClock,
@@ -127,11 +128,11 @@ pub struct LiveSession {
     pub deadline: Timestamp,
     pub start: Timestamp,
     _operator: Operator,
-    _node: Node,
 }
 
-/// Starts a [`LiveSession`] in a new namespace named after `prefix`: the node, the operator with
-/// [`test_config`] adjusted by `tune`, then `topology(start, deadline)` applied with kubectl.
+/// Starts a [`LiveSession`] in a new namespace named after `prefix`: the node (once per binary),
+/// the operator with [`test_config`] adjusted by `tune`, then `topology(start, deadline)` applied
+/// with kubectl.
 pub async fn live_session(
     cp: &ControlPlane,
     client: &Client,
@@ -139,20 +140,16 @@ pub async fn live_session(
     tune: impl FnOnce(OperatorConfig) -> OperatorConfig,
     topology: impl FnOnce(Timestamp, Timestamp) -> String,
 ) -> LiveSession {
+    RealNode::shared().await.expect("the real node is Ready");
     let ns = unique_name(prefix);
     create_namespace(client, &ns).await.unwrap();
-    let node = Node::start(
-        client.clone(),
-        NodeOptions::new(NodeMode::Processes { media_worker_bin: media_worker_bin() }).in_namespace(&ns),
-    )
-    .unwrap();
     let now = Timestamp::now();
     let (deadline, start) = (now + SignedDuration::from_mins(59), now + SignedDuration::from_mins(120));
     let clock = SimClock::new(now);
     let operator = start_operator_config(client.clone(), Arc::new(clock.clone()), tune(test_config(&ns)));
     let out = kubectl_apply_yaml(cp, &ns, &topology(start, deadline));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    LiveSession { ns, clock, now, deadline, start, _operator: operator, _node: node }
+    LiveSession { ns, clock, now, deadline, start, _operator: operator }
 }
 
 /// Waits up to a minute until session `name` has a condition `type_` that `accept`s; returns
@@ -241,8 +238,9 @@ pub async fn session_trust(client: &Client, namespace: &str, session: &str) -> C
     ClientTls::from_pem(ca.as_bytes(), Some(name)).unwrap()
 }
 
-/// The real `tiepdan-media-worker` binary for worker pods: `TIEPDAN_MEDIA_WORKER_BIN`, else the
-/// debug build in Cargo's target dir. `scripts/test` builds it before the tests run.
+/// The `tiepdan-media-worker` binary, for tests that run it as a plain process:
+/// `TIEPDAN_MEDIA_WORKER_BIN`, else the debug build in Cargo's target dir. `scripts/test` builds
+/// it before the tests run.
 pub fn media_worker_bin() -> PathBuf {
     if let Ok(p) = std::env::var("TIEPDAN_MEDIA_WORKER_BIN") {
         return PathBuf::from(p);
@@ -253,10 +251,11 @@ pub fn media_worker_bin() -> PathBuf {
     bin
 }
 
-/// A pool and three points (the province, the town, a ward) and a session `name` hosted by the
-/// town with the ward, whose rehearsal runs from an hour before `deadline`, anchored to the real
-/// clock because real workers check token times on it. RTC ports start at `rtc_min`, so tests
-/// running at once do not share ports.
+/// A hostNetwork pool of the worker image, three points (the province, the town, a ward) and a
+/// session `name` hosted by the town with the ward, whose rehearsal runs from an hour before
+/// `deadline`, anchored to the real clock because real workers check token times on it. RTC
+/// ports start at `rtc_min` and host ports come from a free block, so tests running at once do
+/// not share ports.
 pub fn small_live_topology(
     name: &str,
     title: &str,
@@ -264,12 +263,17 @@ pub fn small_live_topology(
     start: jiff::Timestamp,
     deadline: jiff::Timestamp,
 ) -> String {
+    let host_min = tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 10 * 10;
     format!(
         r#"
 apiVersion: tiepdan.io/v1alpha1
 kind: MediaWorkerPool
 metadata: {{name: default}}
-spec: {{replicas: 1, rtcPorts: {{min: {rtc_min}, max: {rtc_max}}}}}
+spec:
+  replicas: 1
+  hostNetwork: true
+  hostPorts: {{min: {host_min}, max: {host_max}}}
+  rtcPorts: {{min: {rtc_min}, max: {rtc_max}}}
 ---
 apiVersion: tiepdan.io/v1alpha1
 kind: ReceptionPoint
@@ -296,6 +300,7 @@ spec:
   schedule: {{start: "{start}", durationMinutes: 60}}
   readiness: {{deadline: "{deadline}", rehearsalMinutes: 60}}
 "#,
-        rtc_max = rtc_min + 99
+        rtc_max = rtc_min + 99,
+        host_max = host_min + 9,
     )
 }

@@ -1,4 +1,4 @@
-//! Per-session TLS against the real control plane with real worker processes: the operator's own
+//! Per-session TLS on the real node, with worker containers of the worker image: the operator's own
 //! CA signs the session's certificate, the worker serves signaling with it over HTTPS/WSS, plain
 //! signaling is refused, renewal reaches the worker, and nothing is left after Completed; with a
 //! cert-manager issuer named, the operator asks for a `Certificate` and serves what cert-manager
@@ -14,7 +14,7 @@ use kube::Client;
 use tiepdan_harness::wait_for;
 use tiepdan_media_worker::probe::tls::{served_certificate_sha256, ClientTls};
 use tiepdan_operator::api::{ReceptionSession, SessionPhase};
-use tiepdan_operator::build::{labels, tls};
+use tiepdan_operator::build::{labels, tls, worker_ports};
 use tiepdan_operator::controller::certificate::{CERTIFICATE_READY, CERT_MANAGER_CRDS};
 use tiepdan_operator::controller::OperatorConfig;
 
@@ -34,11 +34,14 @@ async fn wait_certificate(
     wait_condition(sessions, name, CERTIFICATE_READY, &what, |c| c.status == status && c.reason == reason).await
 }
 
-/// The worker pod's IP and name.
-async fn worker(client: &Client, ns: &str, session: &ReceptionSession) -> (String, String) {
+/// The worker's signaling address (`ip:port`), its admin address and its pod's name. In the host
+/// network the ports are the pair the pool gave this pod.
+async fn worker(client: &Client, ns: &str, session: &ReceptionSession) -> (String, String, String) {
     let pod_name = session.status.clone().unwrap().worker.unwrap().pod.unwrap();
     let pod = Api::<Pod>::namespaced(client.clone(), ns).get(&pod_name).await.unwrap();
-    (pod.status.unwrap().pod_ip.unwrap(), pod_name)
+    let ports = worker_ports::of_pod(&pod);
+    let ip = pod.status.unwrap().pod_ip.unwrap();
+    (format!("{ip}:{}", ports.signaling), format!("{ip}:{}", ports.admin), pod_name)
 }
 
 fn secret_text(secret: &Secret, key: &str) -> String {
@@ -52,9 +55,9 @@ async fn session_secrets(client: &Client, ns: &str, session: &str) -> Vec<String
     list.items.into_iter().filter_map(|s| s.metadata.name).collect()
 }
 
-/// The SHA-256 of the certificate the worker at `ip` presents on its signaling port.
-async fn served(ip: &str, server_name: &str) -> Result<String, String> {
-    let addr = format!("{ip}:8443").parse().unwrap();
+/// The SHA-256 of the certificate the worker presents on its signaling address `sig`.
+async fn served(sig: &str, server_name: &str) -> Result<String, String> {
+    let addr = sig.parse().unwrap();
     served_certificate_sha256(addr, server_name, None, None).await.map_err(|e| e.to_string())
 }
 
@@ -72,34 +75,34 @@ async fn the_operators_ca_signs_the_session_certificate_the_worker_serves_it_and
 
     let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
     let s = wait_certificate(&sessions, "bao-mat", "True", "Serving").await;
-    let (ip, pod) = worker(&client, &ns, &s).await;
+    let (sig, admin, pod) = worker(&client, &ns, &s).await;
     let server_name = format!("bao-mat-signaling.{ns}.svc");
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
     let issued = secrets.get(&tls::secret_name("bao-mat")).await.unwrap();
     assert_eq!(issued.type_.as_deref(), Some(tls::SECRET_TYPE));
     let first = tls::secret_sha256(&issued).unwrap();
-    assert_eq!(served(&ip, &server_name).await.unwrap(), first, "the worker serves the session's certificate");
+    assert_eq!(served(&sig, &server_name).await.unwrap(), first, "the worker serves the session's certificate");
     let copy = secrets.get(&tls::pod_secret_name(&pod)).await.unwrap();
     assert_eq!(tls::secret_sha256(&copy).as_deref(), Some(first.as_str()));
 
     // Points trust the published bundle and reach the Service's name over WSS; media flows.
     let trust = session_trust(&client, &ns, "bao-mat").await;
     let tokens = secrets.get("bao-mat-join-tokens").await.unwrap();
-    let url = format!("wss://{ip}:8443/v1/ws");
+    let url = format!("wss://{sig}/v1/ws");
     let sender =
         exchange_media(&url, Some(&trust), &secret_text(&tokens, "thi-xa-my-hao"), &secret_text(&tokens, "di-su"))
             .await;
     sender.abort();
     // A name the certificate does not cover is refused by a verifying client.
     let wrong = trust.clone().with_server_name(format!("other-signaling.{ns}.svc"));
-    let addr = format!("{ip}:8443").parse().unwrap();
+    let addr = sig.parse().unwrap();
     assert!(served_certificate_sha256(addr, &format!("other-signaling.{ns}.svc"), Some(&wrong), None).await.is_err());
     // Plain HTTP signaling is refused on the admin port.
-    let plain = reqwest::get(format!("http://{ip}:8080/join?token=x")).await.unwrap();
+    let plain = reqwest::get(format!("http://{admin}/join?token=x")).await.unwrap();
     assert_eq!(plain.status().as_u16(), 421);
 
     // Into the last third of the certificate's life: the operator renews it, the kubelet (the
-    // harness node) updates the pod's volume, the worker reloads, and the condition follows.
+    // real node's, syncFrequency 2 s) updates the pod's volume, the worker reloads, and the condition follows.
     clock.set(now + SignedDuration::from_mins(125));
     let renewed = wait_for(Duration::from_secs(60), "a renewed certificate in the session's Secret", || async {
         let s = secrets.get(&tls::secret_name("bao-mat")).await.map_err(|e| e.to_string())?;
@@ -111,7 +114,7 @@ async fn the_operators_ca_signs_the_session_certificate_the_worker_serves_it_and
     .await
     .unwrap();
     wait_for(Duration::from_secs(60), "the worker serving the renewed certificate", || async {
-        match served(&ip, &server_name).await? {
+        match served(&sig, &server_name).await? {
             sha if sha == renewed => Ok(()),
             sha => Err(sha),
         }
@@ -231,10 +234,10 @@ async fn with_an_issuer_named_the_operator_asks_cert_manager_and_serves_what_it_
         "lastTransitionTime": now.to_string(), "observedGeneration": 1}]}});
     certs.patch_status("vnpt-tls", &PatchParams::default(), &Patch::Merge(&ready)).await.unwrap();
     let s = wait_certificate(&sessions, "vnpt", "True", "Serving").await;
-    let (ip, _) = worker(&client, &ns, &s).await;
+    let (sig, _, _) = worker(&client, &ns, &s).await;
     let server_name = format!("vnpt-signaling.{ns}.svc");
     let trust = ClientTls::from_pem(issuer.cert_pem.as_bytes(), Some(server_name.clone())).unwrap();
-    let addr = format!("{ip}:8443").parse().unwrap();
+    let addr = sig.parse().unwrap();
     let first = tls::pem_sha256(&leaf.cert_pem).unwrap();
     assert_eq!(served_certificate_sha256(addr, &server_name, Some(&trust), None).await.unwrap(), first);
 
@@ -245,7 +248,7 @@ async fn with_an_issuer_named_the_operator_asks_cert_manager_and_serves_what_it_
     secrets.replace("vnpt-tls", &PostParams::default(), &current).await.unwrap();
     let second = tls::pem_sha256(&leaf2.cert_pem).unwrap();
     wait_for(Duration::from_secs(60), "the worker serving cert-manager's renewal", || async {
-        match served(&ip, &server_name).await? {
+        match served(&sig, &server_name).await? {
             sha if sha == second => Ok(()),
             sha => Err(sha),
         }

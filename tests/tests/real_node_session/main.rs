@@ -6,8 +6,9 @@
 // Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-#[path = "operator/common/mod.rs"]
+#[path = "../operator/common/mod.rs"]
 mod common;
+mod session_tls;
 
 use std::net::TcpListener;
 use std::sync::Arc;
