@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use tiepdan_operator::clock::SystemClock;
 use tiepdan_operator::controller::{self, OperatorConfig};
 use tiepdan_operator::leader::{self, LeaseConfig};
@@ -91,6 +92,10 @@ struct RunArgs {
     /// The webhook's base URL as the API server reaches it (out of cluster), e.g. https://127.0.0.1:8443.
     #[arg(long, env = "TIEPDAN_WEBHOOK_URL")]
     webhook_url: Option<String>,
+    /// Check only namespaces with this label (KEY=VALUE; repeatable, all must match): the
+    /// configurations' namespaceSelector. Every namespace when unset.
+    #[arg(long = "webhook-namespace-label", env = "TIEPDAN_WEBHOOK_NAMESPACE_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    webhook_namespace_labels: Vec<(String, String)>,
     /// A ClusterRole to own the webhook configurations, so that they are deleted with it (the chart
     /// passes its own, which `helm uninstall` deletes); unowned when unset.
     #[arg(long, env = "TIEPDAN_WEBHOOK_OWNER_CLUSTER_ROLE")]
@@ -183,7 +188,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 namespace: args.operator_namespace.clone(),
                 name: rbac::WEBHOOK_CONFIGURATION.into(),
                 endpoint,
-                namespace_selector: None,
+                namespace_selector: (!args.webhook_namespace_labels.is_empty()).then(|| LabelSelector {
+                    match_labels: Some(args.webhook_namespace_labels.into_iter().collect()),
+                    ..Default::default()
+                }),
                 owner_cluster_role: args.webhook_owner_cluster_role,
             };
             Some(webhook::runner::start(client.clone(), opts).await.context("failed to start the admission webhook")?)

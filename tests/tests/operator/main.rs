@@ -10,7 +10,6 @@ mod common;
 
 mod admission_webhook;
 mod api_schema;
-mod chart_install;
 mod leader_election;
 mod monitoring;
 mod pool_scaling;

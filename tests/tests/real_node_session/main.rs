@@ -6,6 +6,7 @@
 // Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod chart_install;
 #[path = "../operator/common/mod.rs"]
 mod common;
 mod session_tls;

@@ -1,15 +1,16 @@
 //! The Helm chart on the real API server: `helm install` creates the CRDs, the ServiceAccount,
 //! its roles and the Deployment; the API server lets that ServiceAccount do exactly what
-//! `tiepdan_operator::rbac::PERMISSIONS` lists and refuses the rest; and the controllers, running
-//! as that ServiceAccount, provision a session and clean it up. Each test installs its own
-//! release into its own namespace and uninstalls it when done.
+//! `tiepdan_operator::rbac::PERMISSIONS` lists and refuses the rest; and the operator, running as
+//! a Deployment from its image on the real node, provisions a session, serves its admission
+//! webhook, holds its Lease and cleans up. Each test installs its own release into its own
+//! namespace and uninstalls it when done.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -18,20 +19,17 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
-use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane, Node, NodeMode, NodeOptions};
-use tiepdan_operator::api::{MediaWorkerPool, ReceptionPoint, ReceptionSession};
+use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane, RealNode};
+use tiepdan_operator::api::ReceptionSession;
 use tiepdan_operator::build::labels;
-use tiepdan_operator::clock::SimClock;
-use tiepdan_operator::leader::{self, LeaseConfig};
 use tiepdan_operator::rbac::{self, Grant, Scope};
-use tiepdan_operator::webhook::registration::{self, Endpoint, Registration};
-use tiepdan_operator::webhook::runner;
 
-use crate::common::{cluster, kubectl, kubectl_ok, repo, start_operator};
+use crate::common::{cluster, kubectl, kubectl_apply_yaml, kubectl_ok, repo};
+
+/// The chart's default image: what scripts/images.sh builds and the node imports.
+const OPERATOR_IMAGE: &str = concat!("ghcr.io/tiepdan/tiepdan-operator:", env!("CARGO_PKG_VERSION"));
 
 const SESSION: &str = "tiep-dan-dinh-ky-thang-3";
 const WAIT: Duration = Duration::from_secs(30);
@@ -65,9 +63,9 @@ struct Release<'a> {
 }
 
 impl<'a> Release<'a> {
-    fn install(cp: &'a ControlPlane, namespace: &str) -> Self {
-        let name = unique_name("tiepdan");
-        let out = run_helm(cp, &["install", &name, "charts/tiepdan", "--namespace", namespace]);
+    /// `helm install` as release `name` with `set` (`--set` values, comma-separated).
+    fn install(cp: &'a ControlPlane, namespace: &str, name: String, set: &str) -> Self {
+        let out = run_helm(cp, &["install", &name, "charts/tiepdan", "--namespace", namespace, "--set", set]);
         assert!(out.status.success(), "helm install failed: {}", String::from_utf8_lossy(&out.stderr));
         Release { cp, name, namespace: namespace.to_owned() }
     }
@@ -105,14 +103,6 @@ fn release_grants(release: &Release<'_>) -> BTreeSet<Grant> {
         .collect()
 }
 
-/// A client acting as `user` (the API server adds a ServiceAccount's groups itself).
-async fn impersonating(cp: &ControlPlane, user: &str) -> Client {
-    let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    config.auth_info.impersonate = Some(user.to_owned());
-    Client::try_from(config).unwrap()
-}
-
 /// `kubectl auth can-i --as=<the release's ServiceAccount> args...`.
 fn can_i(cp: &ControlPlane, release: &Release<'_>, args: &[&str]) -> bool {
     let as_ = format!("--as={}", release.service_account_user());
@@ -140,7 +130,9 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
     let client = cp.client().await.unwrap();
     let ns = unique_name("chart");
     create_namespace(&client, &ns).await.unwrap();
-    let release = Release::install(cp, &ns);
+    // The objects only: with the chart's defaults the operator's pod would call the API server
+    // through the kubernetes Service, which this node cannot reach (see the next test).
+    let release = Release::install(cp, &ns, unique_name("tiepdan"), "replicas=0");
     let name = release.fullname();
 
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
@@ -281,51 +273,88 @@ async fn labelled(client: &Client, ns: &str, selector: &ListParams) -> Result<[u
     ])
 }
 
-#[tokio::test]
-async fn the_operator_as_the_charts_service_account_provisions_a_session_and_cleans_it_up() {
+/// The release as tiepdan's own test node needs it: the operator's pod in the host network on
+/// 127.0.0.1 (free ports), the API server at its loopback address, the webhook called at a URL
+/// and scoped to `sessions_ns` (labelled for the release), watching only `sessions_ns`.
+fn host_network_values(cp: &ControlPlane, release: &str, sessions_ns: &str) -> String {
+    let metrics = tiepdan_harness::process::free_port_below_ephemeral().unwrap();
+    let webhook = loop {
+        let p = tiepdan_harness::process::free_port_below_ephemeral().unwrap();
+        if p != metrics {
+            break p;
+        }
+    };
+    [
+        "hostNetwork=true".to_owned(),
+        "listenHost=127.0.0.1".to_owned(),
+        "apiServer.host=127.0.0.1".to_owned(),
+        format!("apiServer.port={}", cp.port()),
+        format!("metrics.port={metrics}"),
+        format!("webhook.port={webhook}"),
+        format!("webhook.url=https://127.0.0.1:{webhook}"),
+        format!("webhook.namespaceLabels.tiepdan\\.io/chart-test={release}"),
+        format!("watchNamespace={sessions_ns}"),
+        "statusPollSeconds=1".to_owned(),
+    ]
+    .join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_runs_the_operator_image_on_the_node_and_it_provisions_checks_and_cleans_up() {
     let cp = cluster().await;
+    RealNode::shared().await.expect("the real node is Ready");
     let admin = cp.client().await.unwrap();
     let install_ns = unique_name("chart-op");
     create_namespace(&admin, &install_ns).await.unwrap();
-    let release = Release::install(cp, &install_ns);
-    let sa = impersonating(cp, &release.service_account_user()).await;
-
-    // The controllers, as the chart's ServiceAccount, in a namespace of their own.
     let ns = unique_name("chart-sessions");
     create_namespace(&admin, &ns).await.unwrap();
-    let _node = Node::start(admin.clone(), NodeOptions::new(NodeMode::Simulated).in_namespace(&ns)).unwrap();
-    // Inside the rehearsal: everything is provisioned at once.
-    let clock = SimClock::new("2027-03-14T07:10:00Z".parse().unwrap());
-    let operator = start_operator(sa.clone(), &ns, Arc::new(clock.clone()));
-    kubectl_ok(cp, &["apply", "-n", &ns, "-f", "examples/my-hao/"]);
+    let release_name = unique_name("tiepdan");
+    kubectl_ok(cp, &["label", "namespace", &ns, &format!("tiepdan.io/chart-test={release_name}")]);
+    let release = Release::install(cp, &install_ns, release_name.clone(), &host_network_values(cp, &release_name, &ns));
 
+    // The Deployment's pod, from the operator image, on the node, Ready (its /readyz: the API
+    // server lists every watched kind for the chart's ServiceAccount).
+    let pods = Api::<Pod>::namespaced(admin.clone(), &install_ns);
+    let operator_pod = wait_for(Duration::from_secs(90), "the operator's pod Ready on the node", || async {
+        let list = pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        match list.items.into_iter().find(tiepdan_operator::controller::pool::pod_ready) {
+            Some(p) => Ok(p),
+            None => Err("no Ready operator pod yet".to_owned()),
+        }
+    })
+    .await
+    .unwrap();
+    let spec = operator_pod.spec.clone().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some(tiepdan_harness::control_plane::NODE_NAME));
+    assert_eq!(spec.service_account_name.as_deref(), Some(release.fullname().as_str()));
+    assert_eq!(spec.containers[0].image.as_deref(), Some(OPERATOR_IMAGE));
+
+    // A session in its rehearsal now (the operator runs on the real clock): the operator pod
+    // provisions it and binds a warm worker container, which it reaches on 127.0.0.1.
+    let now = jiff::Timestamp::now();
+    let (deadline, start) = (now + jiff::SignedDuration::from_mins(59), now + jiff::SignedDuration::from_mins(120));
+    let yaml = crate::common::small_live_topology(SESSION, "Tiếp dân định kỳ", 42400, start, deadline);
     let sessions = Api::<ReceptionSession>::namespaced(admin.clone(), &ns);
-    let provisioned = ("True".to_owned(), "Provisioned".to_owned());
-    wait_for(WAIT, "the session Provisioned", || async {
-        condition(&sessions, "Provisioned").await.and_then(|c| {
-            if c == provisioned {
-                Ok(())
-            } else {
-                Err(format!("{c:?}"))
-            }
-        })
+    // The webhook registers a moment after the pod is Ready; until then kubectl may be refused
+    // for a missing CA bundle, so apply until it is accepted.
+    wait_for(WAIT, "the topology applied", || async {
+        let out = kubectl_apply_yaml(cp, &ns, &yaml);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     })
     .await
     .unwrap();
-    // Monitoring: the CRD check is allowed (and finds no prometheus-operator here), the dashboard
-    // ConfigMap is applied.
-    let monitoring = ("False".to_owned(), "PrometheusOperatorMissing".to_owned());
-    wait_for(WAIT, "MonitoringReady to say prometheus-operator is missing", || async {
-        condition(&sessions, "MonitoringReady").await.and_then(|c| {
-            if c == monitoring {
-                Ok(())
-            } else {
-                Err(format!("{c:?}"))
-            }
+    for (type_, reason) in [("Provisioned", "Provisioned"), ("WorkerReady", "WorkerReady")] {
+        let want = ("True".to_owned(), reason.to_owned());
+        wait_for(Duration::from_secs(60), format!("{type_} True from the operator pod"), || async {
+            condition(&sessions, type_).await.and_then(|c| if c == want { Ok(()) } else { Err(format!("{c:?}")) })
         })
-    })
-    .await
-    .unwrap();
+        .await
+        .unwrap();
+    }
     let selector = ListParams::default().labels(&labels::session_selector(SESSION));
     assert_eq!(
         labelled(&admin, &ns, &selector).await.unwrap(),
@@ -333,29 +362,31 @@ async fn the_operator_as_the_charts_service_account_provisions_a_session_and_cle
         "the worker pod, signaling Service, Secrets (join tokens, the session's certificate, the worker pod's \
          copy of it), dashboard ConfigMap and NetworkPolicy"
     );
-    // Status of the other two kinds, and events.
-    wait_for(WAIT, "pool and point status, and events", || async {
-        let pool =
-            Api::<MediaWorkerPool>::namespaced(admin.clone(), &ns).get("default").await.map_err(|e| e.to_string())?;
-        let point = Api::<ReceptionPoint>::namespaced(admin.clone(), &ns)
-            .get("thi-xa-my-hao")
-            .await
-            .map_err(|e| e.to_string())?;
-        let events = Api::<Event>::namespaced(admin.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let ours =
-            events.items.iter().filter(|e| e.reporting_controller.as_deref() == Some("tiepdan-operator")).count();
-        match (pool.status.is_some(), point.status.is_some_and(|s| !s.conditions.is_empty()), ours) {
-            (true, true, n) if n > 0 => Ok(()),
-            other => Err(format!("pool status, point conditions, events: {other:?}")),
-        }
-    })
-    .await
-    .unwrap();
+    let events = Api::<Event>::namespaced(admin.clone(), &ns).list(&ListParams::default()).await.unwrap();
+    assert!(events.items.iter().any(|e| e.reporting_controller.as_deref() == Some("tiepdan-operator")));
 
-    // The finalizer and the clean-up, as the ServiceAccount.
+    // Its admission webhook, at the URL, for the labelled namespace: a start in the past is
+    // refused with the field named.
+    let past = "apiVersion: tiepdan.io/v1alpha1\nkind: ReceptionSession\nmetadata: {name: qua-khu}\nspec:\n  title: T\n  \
+                host: thi-xa-my-hao\n  points: [di-su]\n  schedule: {start: \"2020-01-01T08:00:00+07:00\", durationMinutes: 60}\n";
+    let out = kubectl_apply_yaml(cp, &ns, past);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("validate.tiepdan.io") && err.contains("spec.schedule.start"),
+        "{err}"
+    );
+    // The configurations are owned by the release's ClusterRole and scoped to the label.
+    let vwc = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
+    let registered = vwc.get(rbac::WEBHOOK_CONFIGURATION).await.unwrap();
+    let owners = registered.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), [release.fullname().as_str()]);
+    let selector_labels = registered.webhooks.unwrap()[0].namespace_selector.clone().unwrap().match_labels.unwrap();
+    assert_eq!(selector_labels.get("tiepdan.io/chart-test"), Some(&release_name));
+    // The pod holds the Lease in the install namespace.
+    let lease = Api::<Lease>::namespaced(admin.clone(), &install_ns).get(rbac::LEASE).await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, operator_pod.metadata.name);
+
+    // The finalizer and the clean-up, by the operator pod.
     sessions.delete(SESSION, &DeleteParams::default()).await.unwrap();
     wait_for(WAIT, "the session gone and everything labelled for it deleted", || async {
         let present = sessions.get_opt(SESSION).await.map_err(|e| e.to_string())?.is_some();
@@ -366,45 +397,16 @@ async fn the_operator_as_the_charts_service_account_provisions_a_session_and_cle
     })
     .await
     .unwrap();
-    drop(operator);
 
-    // Leader election in the install namespace: acquire, renew, release; nowhere else.
-    let lease = |namespace: &str| LeaseConfig {
-        namespace: namespace.to_owned(),
-        name: rbac::LEASE.to_owned(),
-        identity: "chart-test".to_owned(),
-        duration: Duration::from_secs(15),
-        retry: Duration::from_secs(2),
-    };
-    let leases = Api::<Lease>::namespaced(sa.clone(), &install_ns);
-    let now = jiff::Timestamp::now();
-    assert!(leader::try_acquire(&leases, &lease(&install_ns), now).await.unwrap(), "acquires the Lease");
-    assert!(leader::try_acquire(&leases, &lease(&install_ns), now).await.unwrap(), "renews the Lease");
-    leader::release(&leases, &lease(&install_ns)).await.unwrap();
-    let elsewhere = Api::<Lease>::namespaced(sa.clone(), &ns);
-    assert!(leader::try_acquire(&elsewhere, &lease(&ns), now).await.is_err(), "no Lease outside the install namespace");
-
-    // The webhook's CA and configurations, under the one name the ServiceAccount may use, owned
-    // by the release's ClusterRole (the only one it may read). The namespace selector matches no
-    // namespace, so the other tests sharing this API server never call this (absent) webhook; the
-    // configurations are deleted right after.
-    let ca = registration::ensure_ca(&sa, &install_ns, now).await.unwrap();
-    let owner = runner::cluster_role_owner(&sa, &release.fullname()).await.unwrap();
-    assert!(runner::cluster_role_owner(&sa, "cluster-admin").await.is_err(), "no other ClusterRole");
-    let reg = Registration {
-        name: rbac::WEBHOOK_CONFIGURATION.to_owned(),
-        endpoint: Endpoint::Service { namespace: install_ns.clone(), name: release.fullname(), port: 8443 },
-        namespace_selector: Some(LabelSelector {
-            match_labels: Some([("tiepdan.io/chart-test".to_owned(), release.name.clone())].into()),
-            ..Default::default()
-        }),
-        owner: Some(owner),
-    };
-    let registered = registration::register(&sa, &reg, &ca).await;
-    for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
-        kubectl_ok(cp, &["delete", kind, rbac::WEBHOOK_CONFIGURATION, "--ignore-not-found"]);
-    }
-    registered.unwrap();
-    let other = Registration { name: release.name.clone(), ..reg };
-    assert!(registration::register(&sa, &other, &ca).await.is_err(), "no webhook configuration of another name");
+    // `helm uninstall`: the Deployment goes, and the garbage collector deletes the webhook
+    // configurations with the release's ClusterRole.
+    drop(release);
+    wait_for(Duration::from_secs(60), "the webhook configurations deleted with the release", || async {
+        match vwc.get_opt(rbac::WEBHOOK_CONFIGURATION).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still registered".to_owned()),
+        }
+    })
+    .await
+    .unwrap();
 }
