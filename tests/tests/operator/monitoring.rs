@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams};
-use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
+use tiepdan_harness::{create_namespace, unique_name, wait_for};
 use tiepdan_operator::api::ReceptionSession;
 use tiepdan_operator::build::dashboard;
 use tiepdan_operator::clock::SimClock;
@@ -22,7 +22,6 @@ async fn without_prometheus_operator_a_session_says_so_and_still_gets_its_dashbo
     let client = cp.client().await.unwrap();
     let ns = unique_name("nomon");
     create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(client.clone(), NodeOptions::new(NodeMode::Simulated).in_namespace(&ns)).unwrap();
     // Inside the rehearsal: everything is provisioned.
     let clock = SimClock::new("2027-03-14T07:10:00Z".parse().unwrap());
     let _op = start_operator(client.clone(), &ns, Arc::new(clock));

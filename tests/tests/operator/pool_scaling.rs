@@ -1,16 +1,17 @@
-//! `kubectl scale mwp/default` changes the number of idle warm workers.
+//! `kubectl scale mwp/default` changes the number of idle warm workers: worker containers on the
+//! real node, counted once the kubelet reports them Ready.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
+use tiepdan_harness::{create_namespace, unique_name, wait_for};
 use tiepdan_operator::api::MediaWorkerPool;
 use tiepdan_operator::build::labels;
 use tiepdan_operator::clock::SimClock;
 
-use crate::common::{cluster, kubectl_ok, start_operator};
+use crate::common::{apply_example_pool_on_node, cluster, kubectl_ok, start_operator};
 
 async fn wait_idle(client: &kube::Client, ns: &str, want: usize) {
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
@@ -39,9 +40,8 @@ async fn scaling_the_pool_changes_the_number_of_idle_workers() {
     let client = cp.client().await.unwrap();
     let ns = unique_name("scale");
     create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(client.clone(), NodeOptions::new(NodeMode::Simulated).in_namespace(&ns)).unwrap();
     let _op = start_operator(client.clone(), &ns, Arc::new(SimClock::new("2027-01-01T00:00:00Z".parse().unwrap())));
-    kubectl_ok(cp, &["apply", "-n", &ns, "-f", "examples/my-hao/00-media-worker-pool.yaml"]);
+    apply_example_pool_on_node(cp, &ns);
     wait_idle(&client, &ns, 2).await;
 
     kubectl_ok(cp, &["scale", "-n", &ns, "mwp/default", "--replicas=4"]);

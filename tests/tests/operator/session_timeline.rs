@@ -10,7 +10,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::Client;
-use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
+use tiepdan_harness::{create_namespace, unique_name, wait_for};
 use tiepdan_operator::api::{ReceptionSession, SessionPhase};
 use tiepdan_operator::build::labels;
 use tiepdan_operator::clock::SimClock;
@@ -67,7 +67,6 @@ async fn the_example_session_walks_its_timeline_on_a_simulated_clock() {
     let client = cp.client().await.unwrap();
     let ns = unique_name("timeline");
     create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(client.clone(), NodeOptions::new(NodeMode::Simulated).in_namespace(&ns)).unwrap();
     // The session starts 2027-03-15 08:00 in Hà Nội (01:00Z); begin well before anything is due.
     let clock = SimClock::new(ts("2027-03-10T00:00:00Z"));
     let _op = start_operator(client.clone(), &ns, Arc::new(clock.clone()));
@@ -157,7 +156,6 @@ async fn deleting_a_session_leaves_no_object_with_its_label() {
     let client = cp.client().await.unwrap();
     let ns = unique_name("delete");
     create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(client.clone(), NodeOptions::new(NodeMode::Simulated).in_namespace(&ns)).unwrap();
     // Inside the rehearsal: everything is provisioned.
     let clock = SimClock::new(ts("2027-03-14T07:10:00Z"));
     let _op = start_operator(client.clone(), &ns, Arc::new(clock));

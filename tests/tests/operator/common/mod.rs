@@ -60,9 +60,10 @@ pub fn kubectl_ok(cp: &ControlPlane, args: &[&str]) -> String {
 
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
-/// The shared control plane with `crds/` applied (once per test binary) and established.
+/// The shared control plane with `crds/` applied (once per test binary) and established, and the
+/// binary's real node.
 pub async fn cluster() -> &'static ControlPlane {
-    let cp = ControlPlane::shared().await.expect("control plane starts");
+    let (cp, _node) = RealNode::shared().await.expect("control plane and real node start");
     CRDS.get_or_init(|| async {
         kubectl_ok(cp, &["apply", "-f", "crds/"]);
         let client = cp.client().await.expect("client");
@@ -249,6 +250,22 @@ pub fn media_worker_bin() -> PathBuf {
     let bin = target.join("debug/tiepdan-media-worker");
     assert!(bin.exists(), "{} is missing: run `cargo build -p media-worker` first (scripts/test does)", bin.display());
     bin
+}
+
+/// `examples/my-hao/00-media-worker-pool.yaml` applied to `ns` in the host network, with a free
+/// block of 10 host ports: the kubelet probes pods from the root network namespace, which cannot
+/// reach pods behind the node's bridge, so only host-network workers get Ready here.
+pub fn apply_example_pool_on_node(cp: &ControlPlane, ns: &str) {
+    let host_min = tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 10 * 10;
+    let example = std::fs::read_to_string(repo().join("examples/my-hao/00-media-worker-pool.yaml")).unwrap();
+    let on_node = example.replacen(
+        "\nspec:\n",
+        &format!("\nspec:\n  hostNetwork: true\n  hostPorts: {{min: {host_min}, max: {}}}\n", host_min + 9),
+        1,
+    );
+    assert_ne!(on_node, example, "the example pool has a spec");
+    let out = kubectl_apply_yaml(cp, ns, &on_node);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A hostNetwork pool of the worker image, three points (the province, the town, a ward) and a
