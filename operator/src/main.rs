@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster in KUBECONFIG or the in-cluster config (default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write the CustomResourceDefinitions as YAML files.
     Crd {
         /// The directory to write into.
@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", out.join(f).display());
             }
         }
-        Command::Run(args) => run(args).await?,
+        Command::Run(args) => run(*args).await?,
         Command::Links { session, namespace, base_url } => {
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());

@@ -1,12 +1,12 @@
-//! The tiepdan test harness: a real Kubernetes control plane on 127.0.0.1 and a node emulation.
+//! The tiepdan test harness: a real single-node Kubernetes cluster on 127.0.0.1.
 //!
 //! ```text
-//!  test (#[tokio::test]) ── ControlPlane::shared() ──► etcd + kube-apiserver + controller-manager
-//!        │                    (processes, one per test binary)        ▲
-//!        ├── cp.client()  (a fresh kube::Client on the test's runtime) ┤
-//!        ├── create_namespace(&client, &unique_name("t"))             │
-//!        └── Node::start(client, NodeOptions…)  ── watches pods ──────┘
-//!              Simulated: Running/Ready at once; Processes: runs `media-worker` containers
+//!  test (#[tokio::test]) ── RealNode::shared() ──► ControlPlane::shared(): etcd + kube-apiserver
+//!        │                  (one per test binary)   + controller-manager (processes)
+//!        │                                        └► RealNode: containerd/runc + kube-scheduler +
+//!        │                                           kubelet, the project's images imported
+//!        ├── cp.client()  (a fresh kube::Client on the test's runtime)
+//!        └── create_namespace(&client, &unique_name("t"))
 //! ```
 //!
 //! The binaries come from `scripts/install-control-plane.sh`. Processes are stopped by PID on
@@ -17,7 +17,6 @@
 pub mod certs;
 pub mod control_plane;
 pub mod namespace;
-pub mod node;
 pub mod process;
 pub mod random;
 pub mod real_node;
@@ -25,7 +24,6 @@ pub mod wait;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, ControlPlaneOptions};
 pub use namespace::{create_namespace, NamespaceError};
-pub use node::{Node, NodeError, NodeMode, NodeOptions};
 pub use random::unique_name;
 pub use real_node::{RealNode, RealNodeError, RealNodeOptions};
 pub use wait::{wait_for, WaitError};

@@ -22,7 +22,7 @@ use kube::api::Api;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
-use tiepdan_harness::{create_namespace, unique_name, wait_for, Node, NodeMode, NodeOptions};
+use tiepdan_harness::{create_namespace, unique_name, wait_for};
 use tiepdan_operator::api::{ReceptionSession, SessionPhase};
 use tiepdan_operator::clock::SimClock;
 use tiepdan_operator::telemetry::{LogFormat, Otlp, Telemetry};
@@ -114,7 +114,6 @@ async fn reconcile_spans_reach_an_otlp_receiver_and_their_trace_ids_are_in_the_j
     let client = cp.client().await.unwrap();
     let ns = unique_name("otel");
     create_namespace(&client, &ns).await.unwrap();
-    let _node = Node::start(client.clone(), NodeOptions::new(NodeMode::Simulated).in_namespace(&ns)).unwrap();
     let clock = SimClock::new("2027-03-14T07:10:00Z".parse().unwrap());
     let _op = start_operator(client.clone(), &ns, Arc::new(clock));
     kubectl_ok(cp, &["apply", "-n", &ns, "-f", "examples/my-hao/"]);

@@ -1,15 +1,15 @@
-//! `tiepdan-harness up`: a control plane plus node emulation in the foreground, for humans and
-//! the README demo. Ctrl-C (or SIGTERM) stops everything.
+//! `tiepdan-harness up`: a control plane plus the real node in the foreground, for humans and
+//! the README demo. Ctrl-C (or SIGTERM) stops everything and undoes what the node changed.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tiepdan_harness::{ControlPlane, ControlPlaneOptions, Node, NodeMode, NodeOptions, RealNode, RealNodeOptions};
+use tiepdan_harness::{ControlPlane, ControlPlaneOptions, RealNode, RealNodeOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
-#[command(about = "A local Kubernetes control plane on 127.0.0.1 with an emulated node")]
+#[command(about = "A local single-node Kubernetes cluster on 127.0.0.1 (kubelet, containerd, runc)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,21 +17,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start etcd, kube-apiserver, kube-controller-manager and the node emulation.
+    /// Start etcd, kube-apiserver, kube-controller-manager, then the node: containerd + runc,
+    /// kube-scheduler and kubelet on 127.0.0.1 with the images of scripts/images.sh imported.
     Up {
-        /// Keep the cluster's files (kubeconfig, logs, pod dirs) here; default: a temp dir
+        /// Keep the cluster's files (kubeconfig, logs, the node's dir) here; default: a temp dir
         /// removed on exit.
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Run `media-worker` containers as real processes of this binary; default: simulate
-        /// every pod.
-        /// Not used with --real-node, whose workers run from the media-worker image.
-        #[arg(long, env = "TIEPDAN_MEDIA_WORKER_BIN")]
-        media_worker_bin: Option<PathBuf>,
-        /// Run a real node instead of the emulation: containerd + runc, kube-scheduler and
-        /// kubelet on 127.0.0.1, with the images of scripts/images.sh imported.
-        #[arg(long)]
-        real_node: bool,
     },
 }
 
@@ -47,43 +39,20 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Up { dir, media_worker_bin, real_node } => up(dir, media_worker_bin, real_node).await,
+        Command::Up { dir } => up(dir).await,
     }
 }
 
-async fn up(dir: Option<PathBuf>, media_worker_bin: Option<PathBuf>, real_node: bool) -> anyhow::Result<()> {
+async fn up(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
 
     let options = ControlPlaneOptions { dir: dir.clone(), ..ControlPlaneOptions::default() };
     let started = std::time::Instant::now();
     let cp = ControlPlane::start(options).await.context("failed to start the control plane")?;
-    // Either node: both stop everything they started when dropped (the emulation gracefully).
-    enum Running {
-        Real(RealNode),
-        Emulated(Node),
-    }
-    let node = if real_node {
-        let options = RealNodeOptions { dir: dir.map(|d| d.join("node")), ..RealNodeOptions::with_project_images() };
-        Running::Real(RealNode::start(&cp, options).await.context("failed to start the real node")?)
-    } else {
-        let client = cp.client().await.context("failed to build a client")?;
-        let mode = match media_worker_bin {
-            Some(bin) => NodeMode::Processes { media_worker_bin: std::path::absolute(bin)? },
-            None => NodeMode::Simulated,
-        };
-        let node_options = NodeOptions {
-            dir: dir.map(|d| d.join("node")),
-            // Keep clear of test binaries' pod IPs (block 0).
-            ip_block: 1,
-            ..NodeOptions::new(mode)
-        };
-        Running::Emulated(Node::start(client, node_options).context("failed to start the node emulation")?)
-    };
-    let node_dir = match &node {
-        Running::Real(n) => n.dir(),
-        Running::Emulated(n) => n.dir(),
-    };
+    let options = RealNodeOptions { dir: dir.map(|d| d.join("node")), ..RealNodeOptions::with_project_images() };
+    let node = RealNode::start(&cp, options).await.context("failed to start the real node")?;
+    let node_dir = node.dir();
     eprintln!("control plane and node ready in {:.1?} at {}", started.elapsed(), cp.server());
     eprintln!("logs: {}  node: {}", cp.dir().display(), node_dir.display());
     println!("export KUBECONFIG={}", cp.kubeconfig().display());
@@ -93,10 +62,7 @@ async fn up(dir: Option<PathBuf>, media_worker_bin: Option<PathBuf>, real_node: 
         _ = terminate.recv() => {}
     }
     eprintln!("stopping");
-    match node {
-        Running::Real(n) => drop(n),
-        Running::Emulated(n) => n.shutdown().await,
-    }
+    drop(node);
     drop(cp);
     Ok(())
 }
