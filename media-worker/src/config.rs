@@ -4,10 +4,11 @@ use crate::ids::{PointName, SessionId};
 use crate::signaling::protocol::Role;
 use crate::tokens::{TokenError, TokenKey};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -83,9 +84,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TIEPDAN_RTC_LISTEN_IP", default_value = "127.0.0.1")]
     pub rtc_listen_ip: IpAddr,
 
-    /// IP announced to clients in ICE candidates when it differs from --rtc-listen-ip (NAT).
+    /// IP or host name announced to clients in ICE candidates when it differs from
+    /// --rtc-listen-ip (NAT). A host name is resolved once at start, to an address of
+    /// --rtc-listen-ip's family; one that does not resolve stops the worker.
     #[arg(long, env = "TIEPDAN_ANNOUNCED_ADDRESS")]
-    pub announced_address: Option<IpAddr>,
+    pub announced_address: Option<AnnouncedAddress>,
 
     /// Lowest UDP port for RTC.
     #[arg(long, env = "TIEPDAN_RTC_MIN_PORT", default_value_t = 40000)]
@@ -242,6 +245,117 @@ pub enum ConfigError {
     SameListener(SocketAddr),
     #[error("failed to load the token key")]
     TokenKey(#[from] TokenError),
+    /// Reported by clap, which names the flag before it.
+    #[error("{0:?} is neither an IP address nor a host name")]
+    AnnouncedSyntax(String),
+    #[error("--announced-address {0:?} does not resolve: names under .invalid never do (RFC 6761)")]
+    AnnouncedInvalidDomain(String),
+    #[error("--announced-address {name:?} does not resolve")]
+    AnnouncedLookup {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--announced-address {name:?} did not resolve within {timeout:?}")]
+    AnnouncedTimeout { name: String, timeout: Duration },
+    #[error("--announced-address {name:?} resolves to no {family} address for --rtc-listen-ip {listen_ip}, only to {found:?}")]
+    AnnouncedFamily { name: String, family: &'static str, listen_ip: IpAddr, found: Vec<IpAddr> },
+}
+
+/// How long a host name in --announced-address may take to resolve: a stuck resolver must not
+/// keep the worker starting forever (the kubelet would only see a pod that never listens).
+pub const ANNOUNCED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `--announced-address`: what the points' browsers are told to send media to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnouncedAddress {
+    Ip(IpAddr),
+    /// Resolved once at start, by [`AnnouncedAddress::resolve`].
+    Host(String),
+}
+
+impl FromStr for AnnouncedAddress {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(ip) = s.parse() {
+            return Ok(Self::Ip(ip));
+        }
+        if is_host_name(s) {
+            Ok(Self::Host(s.to_owned()))
+        } else {
+            Err(ConfigError::AnnouncedSyntax(s.to_owned()))
+        }
+    }
+}
+
+/// RFC 1123 syntax: dot-separated labels of 1 to 63 letters, digits and inner hyphens, 253
+/// characters at most, an optional final dot. A numeric last label is refused: the system
+/// resolver would read `10.1` as the IP 10.0.0.1 rather than look a name up.
+fn is_host_name(s: &str) -> bool {
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= 253
+        && name.split('.').all(label_ok)
+        && name.rsplit('.').next().is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// RFC 6761 §6.4: names under `.invalid` never resolve, and resolvers should answer so at once
+/// instead of asking DNS.
+fn is_under_invalid(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "invalid" || name.ends_with(".invalid")
+}
+
+impl AnnouncedAddress {
+    /// The IP to announce: this one, or the first address of the host name (in the resolver's
+    /// order) of `listen_ip`'s family. A candidate of the other family would name an address the
+    /// RTC sockets do not have. Resolved once: a later DNS change needs a restart.
+    pub async fn resolve(&self, listen_ip: IpAddr) -> Result<IpAddr, ConfigError> {
+        let name = match self {
+            Self::Ip(ip) => return Ok(*ip),
+            Self::Host(name) => name,
+        };
+        if is_under_invalid(name) {
+            return Err(ConfigError::AnnouncedInvalidDomain(name.clone()));
+        }
+        let found = tokio::time::timeout(ANNOUNCED_LOOKUP_TIMEOUT, lookup_detached(name.clone()))
+            .await
+            .map_err(|_| ConfigError::AnnouncedTimeout { name: name.clone(), timeout: ANNOUNCED_LOOKUP_TIMEOUT })?
+            .map_err(|source| ConfigError::AnnouncedLookup { name: name.clone(), source })?;
+        let ip = pick_announced(name, listen_ip, found)?;
+        tracing::info!(name = %name, ip = %ip, "resolved --announced-address");
+        Ok(ip)
+    }
+}
+
+fn pick_announced(name: &str, listen_ip: IpAddr, found: Vec<IpAddr>) -> Result<IpAddr, ConfigError> {
+    match found.iter().find(|ip| ip.is_ipv4() == listen_ip.is_ipv4()) {
+        Some(ip) => Ok(*ip),
+        None => Err(ConfigError::AnnouncedFamily {
+            name: name.to_owned(),
+            family: if listen_ip.is_ipv4() { "IPv4" } else { "IPv6" },
+            listen_ip,
+            found,
+        }),
+    }
+}
+
+/// The system resolver (`/etc/hosts`, then DNS, as `getaddrinfo` does) on a thread of its own.
+/// Not `spawn_blocking`: a runtime waits for its blocking tasks when it shuts down, so a lookup
+/// stuck past the timeout would keep the failed worker from exiting.
+async fn lookup_detached(name: String) -> std::io::Result<Vec<IpAddr>> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("announced-lookup".to_owned()).spawn(move || {
+        let found = (name.as_str(), 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect());
+        let _ = answer.send(found);
+    })?;
+    answered.await.unwrap_or_else(|_| Err(std::io::Error::other("the resolver thread ended without an answer")))
 }
 
 /// When a point counts as verified.
@@ -322,10 +436,19 @@ impl ServeConfig {
     }
 }
 
-impl TryFrom<ServeArgs> for ServeConfig {
-    type Error = ConfigError;
+impl ServeConfig {
+    /// Validates the command line, then resolves a host name in --announced-address.
+    pub async fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let announced = args.announced_address.clone();
+        let mut config = Self::validate(args)?;
+        if let Some(announced) = announced {
+            config.announced_ip = Some(announced.resolve(config.rtc_listen_ip).await?);
+        }
+        Ok(config)
+    }
 
-    fn try_from(args: ServeArgs) -> Result<Self, Self::Error> {
+    /// Everything but the announced address, which may need the resolver.
+    fn validate(args: ServeArgs) -> Result<Self, ConfigError> {
         if args.rtc_min_port > args.rtc_max_port {
             return Err(ConfigError::PortRange { min: args.rtc_min_port, max: args.rtc_max_port });
         }
@@ -362,7 +485,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         Ok(Self {
             listen: args.listen,
             rtc_listen_ip: args.rtc_listen_ip,
-            announced_ip: args.announced_address,
+            announced_ip: None,
             rtc_ports: args.rtc_min_port..=args.rtc_max_port,
             workers,
             session: args.session_id.map(|id| (id, args.session_title)),
@@ -410,6 +533,74 @@ mod tests {
         let parsed =
             Cli::try_parse_from(["tiepdan-media-worker", "serve", "--token-key-file", "k", "--tls-cert", "c.pem"]);
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn the_announced_address_is_an_ip_or_a_host_name() {
+        let parse = |s: &str| s.parse::<AnnouncedAddress>();
+        assert_eq!(parse("203.0.113.7").ok(), Some(AnnouncedAddress::Ip("203.0.113.7".parse().expect("ip"))));
+        assert_eq!(parse("2001:db8::7").ok(), Some(AnnouncedAddress::Ip("2001:db8::7".parse().expect("ip"))));
+        for name in ["localhost", "media.hungyen.gov.vn", "xa-1.example.", "a1"] {
+            assert_eq!(parse(name).ok(), Some(AnnouncedAddress::Host(name.to_owned())), "{name}");
+        }
+        for bad in ["", ".", "http://media.example", "a..b", "-a.example", "a-.example", "10.1", "a b", "a_b.example"] {
+            assert!(matches!(parse(bad), Err(ConfigError::AnnouncedSyntax(_))), "{bad:?} accepted");
+        }
+        let too_long = format!("{}.example", "a".repeat(64));
+        assert!(parse(&too_long).is_err());
+    }
+
+    #[test]
+    fn a_malformed_announced_address_is_refused_naming_the_flag() {
+        let parsed = Cli::try_parse_from([
+            "tiepdan-media-worker",
+            "serve",
+            "--token-key-file",
+            "k",
+            "--announced-address",
+            "http://media.example",
+        ]);
+        let error = parsed.expect_err("refused").to_string();
+        assert!(error.contains("--announced-address") && error.contains("http://media.example"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_host_name_resolves_to_an_address_of_the_rtc_family() {
+        let localhost = AnnouncedAddress::Host("localhost".to_owned());
+        let ip = localhost.resolve(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.expect("localhost resolves");
+        assert_eq!(ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        // An IP is announced as given, whatever the family.
+        let v6: IpAddr = "2001:db8::7".parse().expect("ip");
+        assert_eq!(AnnouncedAddress::Ip(v6).resolve(IpAddr::V4(Ipv4Addr::LOCALHOST)).await.expect("ip"), v6);
+    }
+
+    #[tokio::test]
+    async fn names_under_invalid_fail_without_a_lookup() {
+        for name in ["no-such-host.invalid", "x.INVALID."] {
+            let error = AnnouncedAddress::Host(name.to_owned())
+                .resolve(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                .await
+                .expect_err("never resolves");
+            assert!(matches!(&error, ConfigError::AnnouncedInvalidDomain(n) if n == name), "{error:?}");
+            let message = error.to_string();
+            assert!(message.contains("--announced-address") && message.contains(name), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_first_address_of_the_listen_family_is_announced() {
+        let found: Vec<IpAddr> = vec![
+            "2001:db8::7".parse().expect("ip"),
+            "203.0.113.7".parse().expect("ip"),
+            "203.0.113.8".parse().expect("ip"),
+        ];
+        let v4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        assert_eq!(pick_announced("m", v4, found.clone()).expect("v4"), found[1]);
+        let v6: IpAddr = "::".parse().expect("ip");
+        assert_eq!(pick_announced("m", v6, found.clone()).expect("v6"), found[0]);
+        let only_v6 = vec![found[0]];
+        let error = pick_announced("m", v4, only_v6).expect_err("no IPv4 address");
+        assert!(matches!(error, ConfigError::AnnouncedFamily { family: "IPv4", .. }), "{error:?}");
     }
 
     #[test]

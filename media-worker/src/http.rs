@@ -19,7 +19,7 @@ use crate::signaling::session::{self, SessionContext, HARD_FRAME_LIMIT};
 use crate::tls::CertificateStore;
 use crate::tokens::unix_now;
 use crate::verification::WorkerStatus;
-use crate::workers::WorkerHealth;
+use crate::workers::{WorkerDeath, WorkerHealth};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -93,18 +93,28 @@ fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     (status, Json(ApiError { code: code.to_owned(), message: message.into() })).into_response()
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Liveness. A dead mediasoup worker is never replaced, so only a restart of the process heals
+/// it; answering 200 here while `/readyz` says 503 would leave the pod unready forever.
+/// Draining is not a fault and keeps this at 200.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.health.death() {
+        Some(death) => worker_died(death),
+        None => (StatusCode::OK, "ok\n").into_response(),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.registry.is_draining() {
         return api_error(StatusCode::SERVICE_UNAVAILABLE, "draining", "the worker is draining");
     }
-    if !state.health.all_alive() {
-        return api_error(StatusCode::SERVICE_UNAVAILABLE, "mediasoup_worker_died", "a mediasoup worker died");
+    if let Some(death) = state.health.death() {
+        return worker_died(death);
     }
     (StatusCode::OK, "ready\n").into_response()
+}
+
+fn worker_died(death: &WorkerDeath) -> Response {
+    api_error(StatusCode::SERVICE_UNAVAILABLE, "mediasoup_worker_died", format!("{death}; restart the process"))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let config = ServeConfig::try_from(*args).context("invalid configuration")?;
+            let config = ServeConfig::from_args(*args).await.context("invalid configuration")?;
             server::serve(config).await.context("the worker failed")?;
         }
         Command::Probe(args) => {

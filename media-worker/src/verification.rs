@@ -158,6 +158,8 @@ pub struct PointStatus {
     pub receives_audio: bool,
     pub receives_video: bool,
     pub verified: bool,
+    /// When verification passed, by the worker's clock; absent (not null) until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<jiff::Timestamp>,
     pub rtt_ms: Option<f64>,
     pub loss_percent: Option<f64>,
@@ -290,8 +292,38 @@ mod tests {
     }
 
     #[test]
+    fn verified_at_is_the_wall_clock_of_the_completing_sample_and_absent_before() {
+        let mut record = joined();
+        let name = "p".parse().expect("point");
+        let t0 = Instant::now();
+        let passed = jiff::Timestamp::from_second(1_750_000_000).expect("time");
+        record.observe(flowing(), t0, passed - jiff::SignedDuration::from_secs(10), &thresholds());
+        let before = serde_json::to_value(record.status(&name)).expect("serialize");
+        assert!(before.get("verifiedAt").is_none(), "{before}");
+
+        assert!(record.observe(flowing(), t0 + Duration::from_secs(10), passed, &thresholds()));
+        // A later sample does not move it: it is when verification passed.
+        record.observe(
+            flowing(),
+            t0 + Duration::from_secs(11),
+            passed + jiff::SignedDuration::from_secs(1),
+            &thresholds(),
+        );
+        let after = serde_json::to_value(record.status(&name)).expect("serialize");
+        assert_eq!(after["verifiedAt"], "2025-06-15T15:06:40Z");
+        let parsed: PointStatus = serde_json::from_value(after).expect("deserialize");
+        assert_eq!(parsed.verified_at, Some(passed));
+        let unverified: PointStatus = serde_json::from_value(before).expect("deserialize without verifiedAt");
+        assert_eq!(unverified.verified_at, None);
+    }
+
+    #[test]
     fn status_uses_the_contract_field_names() {
-        let status = joined().status(&"p".parse().expect("point"));
+        let mut record = joined();
+        let t0 = Instant::now();
+        record.observe(flowing(), t0, wall(), &thresholds());
+        record.observe(flowing(), t0 + Duration::from_secs(10), wall(), &thresholds());
+        let status = record.status(&"p".parse().expect("point"));
         let value = serde_json::to_value(&status).expect("serialize");
         for field in [
             "name",

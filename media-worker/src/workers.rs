@@ -6,10 +6,11 @@ use mediasoup::prelude::{
     MimeTypeAudio, MimeTypeVideo, RtcpFeedback, RtpCodecCapability, RtpCodecParametersParameters, Worker,
     WorkerManager, WorkerSettings,
 };
+use mediasoup::worker::{ExitError, WorkerId};
 use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerPoolError {
@@ -21,15 +22,43 @@ pub enum WorkerPoolError {
     },
 }
 
-/// Whether every worker is still alive; read by `/readyz`.
+/// Whether every mediasoup worker is still alive; read by `/readyz` and `/healthz`. The pool never
+/// starts a replacement, so a death is final and the first one is kept to explain the probes'
+/// answer.
 #[derive(Debug, Default)]
 pub struct WorkerHealth {
-    any_died: AtomicBool,
+    first_death: OnceLock<WorkerDeath>,
+}
+
+/// The first mediasoup worker that died, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerDeath {
+    pub worker: WorkerId,
+    /// `None` when the worker's thread ended without an error (its channel closed).
+    pub error: Option<ExitError>,
+}
+
+impl std::fmt::Display for WorkerDeath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.error {
+            Some(error) => write!(f, "mediasoup worker {} died: {error}", self.worker),
+            None => write!(f, "mediasoup worker {} stopped", self.worker),
+        }
+    }
 }
 
 impl WorkerHealth {
-    pub fn all_alive(&self) -> bool {
-        !self.any_died.load(Ordering::SeqCst)
+    /// The first death, if any worker died.
+    pub fn death(&self) -> Option<&WorkerDeath> {
+        self.first_death.get()
+    }
+
+    /// What a worker's `on_dead` handler records. Public because mediasoup 0.8.5 runs each worker
+    /// as a thread of this process with no API to end one, so the tests record a death here to
+    /// see the probes react.
+    pub fn record_death(&self, worker: WorkerId, status: Result<(), ExitError>) {
+        // Later deaths keep the first one: it is the cause the probes report.
+        let _ = self.first_death.set(WorkerDeath { worker, error: status.err() });
     }
 }
 
@@ -62,7 +91,7 @@ impl WorkerPool {
             worker
                 .on_dead(move |status| {
                     tracing::error!(worker = %id, ?status, "mediasoup worker died");
-                    health_on_death.any_died.store(true, Ordering::SeqCst);
+                    health_on_death.record_death(id, status);
                     metrics_on_death.mediasoup_worker_deaths.inc();
                     metrics_on_death.mediasoup_workers.dec();
                 })

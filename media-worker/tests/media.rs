@@ -31,6 +31,11 @@ async fn the_probe_round_trips_media_without_loss() {
     let status = status(server.local_addr()).await;
     let probe = status.points.iter().find(|p| p.name.as_str() == "probe").expect("listed");
     assert!(probe.joined && !probe.verified);
+    // Not verified: no `verifiedAt` at all, rather than a null the operator would have to tell
+    // apart from a time.
+    let raw: serde_json::Value =
+        serde_json::from_str(&get(server.local_addr(), "/v1/status").await.body).expect("status JSON");
+    assert!(raw["points"][0].get("verifiedAt").is_none(), "{raw}");
     server.stop().await.expect("stop");
 }
 
@@ -104,6 +109,7 @@ async fn points_exchanging_media_become_verified() {
     let server = start_with(config).await;
     let addr = server.local_addr();
     let (mut a, mut b) = two_connected_points(&server.ws_url()).await;
+    let media_started = jiff::Timestamp::now();
 
     // Keep media flowing until both are verified (or the wait gives up).
     let sender = tokio::spawn(async move {
@@ -118,12 +124,22 @@ async fn points_exchanging_media_become_verified() {
     let verified =
         status_until(addr, "both points verified", |s| s.points.len() == 2 && s.points.iter().all(|p| p.verified))
             .await;
+    let seen_verified = jiff::Timestamp::now();
     for point in &verified.points {
         assert!(point.connected && point.sends_audio && point.sends_video, "{point:?}");
         assert!(point.receives_audio && point.receives_video, "{point:?}");
-        assert!(point.verified_at.is_some());
     }
     sender.abort();
+
+    // `verifiedAt` is the worker's clock when verification passed: RFC 3339, after a whole
+    // verification period of media and no later than the status that first showed it.
+    let raw: serde_json::Value = serde_json::from_str(&get(addr, "/v1/status").await.body).expect("status JSON");
+    for point in raw["points"].as_array().expect("points") {
+        let text = point["verifiedAt"].as_str().unwrap_or_else(|| panic!("verifiedAt in {point}"));
+        let at: jiff::Timestamp = text.parse().expect("RFC 3339");
+        assert!(at >= media_started + jiff::SignedDuration::from_secs(1), "{text} vs media from {media_started}");
+        assert!(at <= seen_verified, "{text} after the status showed it verified at {seen_verified}");
+    }
 
     let metrics = get(addr, "/metrics").await.body;
     assert!(metrics.contains(r#"tiepdan_worker_point_verified{point="xa-a",session="ubnd-hanoi/tiep-dan-thang-6"} 1"#));

@@ -7,8 +7,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 use tiepdan_media_worker::config::TlsPaths;
 use tiepdan_media_worker::probe::client::SignalingClient;
 use tiepdan_media_worker::signaling::protocol::{ClientMessage, ErrorCode};
@@ -71,53 +73,161 @@ fn the_token_subcommand_mints_tokens_the_worker_accepts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Reads the JSON log until the "listening" line and returns the address.
-fn listening_address(stderr: impl Read) -> SocketAddr {
+/// Reads the JSON log until the "listening" line; returns the address and the log lines before it.
+fn listening_address(stderr: impl Read) -> (SocketAddr, Vec<serde_json::Value>) {
+    let mut before = Vec::new();
     for line in BufReader::new(stderr).lines() {
         let line = line.expect("log line");
         let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
         if value["fields"]["message"] == "listening" {
-            return value["fields"]["addr"]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .expect("address in the listening line");
+            let addr =
+                value["fields"]["addr"].as_str().and_then(|a| a.parse().ok()).expect("address in the listening line");
+            return (addr, before);
         }
+        before.push(value);
     }
     panic!("the worker exited before listening");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_and_exits_zero() {
-    let dir = std::env::temp_dir().join(format!("tiepdan-drain-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let key_file = dir.join("key");
-    std::fs::write(&key_file, KEY).expect("key");
-    let mut child = Command::new(BINARY)
+/// A key file in a fresh directory named after `purpose`, removed on drop (also when a test fails).
+struct KeyDir {
+    dir: PathBuf,
+    key_file: PathBuf,
+}
+
+impl KeyDir {
+    fn new(purpose: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tiepdan-{purpose}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key_file = dir.join("key");
+        std::fs::write(&key_file, KEY).expect("key");
+        Self { dir, key_file }
+    }
+}
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A spawned worker process, killed (by its PID) if a failing test leaves it running.
+struct ServeProcess(Child);
+
+impl std::ops::Deref for ServeProcess {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServeProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `serve` with JSON logs on an ephemeral port, one mediasoup worker, and `extra` arguments.
+fn spawn_serve(key_file: &Path, rtc_ports: (u16, u16), extra: &[&str]) -> ServeProcess {
+    let child = Command::new(BINARY)
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-        .args(["--session-id", SESSION, "--drain-timeout-seconds", "60"])
-        .args(["--rtc-min-port", "45000", "--rtc-max-port", "45999"])
+        .args(["--rtc-min-port", &rtc_ports.0.to_string(), "--rtc-max-port", &rtc_ports.1.to_string()])
+        .args(extra)
         .arg("--token-key-file")
-        .arg(&key_file)
+        .arg(key_file)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the worker");
+    ServeProcess(child)
+}
+
+/// Waits (up to [`WAIT`]) for the worker to report its address, reading its log from then on
+/// so it never blocks on a full pipe.
+async fn wait_listening(child: &mut Child) -> (SocketAddr, Vec<serde_json::Value>) {
     let stderr = child.stderr.take().expect("stderr");
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    // Keep draining stderr so the worker never blocks on a full pipe.
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stderr);
-        let addr = listening_address(&mut reader);
-        let _ = addr_tx.send(addr);
+        let listening = listening_address(&mut reader);
+        let _ = addr_tx.send(listening);
         std::io::copy(&mut reader, &mut std::io::sink()).ok();
     });
-    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(WAIT))
+    tokio::task::spawn_blocking(move || addr_rx.recv_timeout(WAIT))
         .await
         .expect("join")
-        .expect("the worker reports its address");
+        .expect("the worker reports its address")
+}
+
+/// Waits (up to [`WAIT`]) for the child to exit; kills it by its PID and fails when it does not.
+async fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = child.wait();
+            panic!("the worker did not exit within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_announced_address_is_resolved_once_at_start() {
+    let keys = KeyDir::new("announced-name");
+    let mut child = spawn_serve(&keys.key_file, (46000, 46999), &["--announced-address", "localhost"]);
+    let (addr, log) = wait_listening(&mut child).await;
+    let resolved = log
+        .iter()
+        .find(|line| line["fields"]["message"] == "resolved --announced-address")
+        .expect("the resolution is logged");
+    assert_eq!(resolved["fields"]["name"], "localhost");
+    assert_eq!(resolved["fields"]["ip"], "127.0.0.1");
+    assert_healthy(addr).await;
+
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_exit(&mut child).await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolvable_announced_address_fails_fast_naming_the_flag() {
+    let keys = KeyDir::new("announced-unresolvable");
+    // `.invalid` never resolves (RFC 6761), and the worker answers that without asking DNS.
+    let mut child = spawn_serve(&keys.key_file, (46000, 46999), &["--announced-address", "no-such-host.invalid"]);
+    let status = wait_exit(&mut child).await;
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("--announced-address"), "{stderr}");
+    assert!(stderr.contains("no-such-host.invalid"), "{stderr}");
+    assert!(stderr.contains("not resolve"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() {
+    let keys = KeyDir::new("drain");
+    let mut child =
+        spawn_serve(&keys.key_file, (45000, 45999), &["--session-id", SESSION, "--drain-timeout-seconds", "60"]);
+    let (addr, _) = wait_listening(&mut child).await;
     let url = format!("ws://{addr}/v1/ws");
 
     let mut present = SignalingClient::connect(&url).await.expect("connect");
@@ -133,9 +243,8 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(child.try_wait().expect("wait").is_none(), "must wait for the present point");
 
     present.request(ClientMessage::Leave).await.expect("leave");
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait for exit");
+    let status = wait_exit(&mut child).await;
     assert!(status.success(), "exit status {status:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use mediasoup::worker::ExitError;
+use tiepdan_media_worker::http::ApiError;
 use tiepdan_media_worker::probe::client::{ClientError, SignalingClient};
 use tiepdan_media_worker::signaling::protocol::{
     ClientMessage, Direction, ErrorCode, RequestId, ServerMessage, MAX_MESSAGE_BYTES,
@@ -271,6 +273,8 @@ async fn draining_refuses_new_joins_and_turns_unready() {
     let drain = tokio::spawn(server.drain_and_stop());
     eventually("draining", || async { registry.is_draining().then_some(()) }).await;
     assert_eq!(get(addr, "/readyz").await.status, 503);
+    // Draining is not a fault: the kubelet must let the drain finish rather than restart the pod.
+    assert_eq!(get(addr, "/healthz").await.status, 200);
     assert!(status(addr).await.draining);
     assert_eq!(join_error(&format!("ws://{addr}/v1/ws"), token("xa-b")).await, ErrorCode::Draining);
 
@@ -285,6 +289,30 @@ async fn draining_refuses_new_joins_and_turns_unready() {
         .expect("drain finishes once the last point left")
         .expect("task")
         .expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_mediasoup_worker_fails_liveness_so_the_pod_is_restarted() {
+    let server = start().await;
+    let addr = server.local_addr();
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+    assert_eq!(get(addr, "/readyz").await.status, 200);
+
+    // mediasoup 0.8.5 runs the worker as a thread of this process, so there is no process to
+    // kill; record the death its `on_dead` handler would, for the real worker.
+    let worker = server.registry().workers().pick().expect("a live worker");
+    server.registry().workers().health().record_death(worker.id(), Err(ExitError::Unexpected));
+
+    let dead = eventually("/healthz to turn 503", || async {
+        let response = get(addr, "/healthz").await;
+        (response.status == 503).then_some(response)
+    })
+    .await;
+    let reason: ApiError = serde_json::from_str(&dead.body).expect("a JSON reason");
+    assert_eq!(reason.code, "mediasoup_worker_died");
+    assert!(reason.message.contains(&worker.id().to_string()), "{}", reason.message);
+    assert_eq!(get(addr, "/readyz").await.status, 503);
+    server.stop().await.expect("stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -403,7 +403,7 @@ async fn static_and_reloading_tls_cannot_be_combined() {
     assert!(error.to_string().contains("--tls-dir"), "{error}");
 }
 
-fn parse_serve(args: &[&str]) -> Result<ServeConfig, String> {
+async fn parse_serve(args: &[&str]) -> Result<ServeConfig, String> {
     let dir = std::env::temp_dir().join(format!("tiepdan-tls-flags-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let key_file = dir.join("key");
@@ -415,14 +415,16 @@ fn parse_serve(args: &[&str]) -> Result<ServeConfig, String> {
     let Command::Serve(args) = cli.command else {
         panic!("expected serve");
     };
-    ServeConfig::try_from(*args).map_err(|e: ConfigError| e.to_string())
+    let config = ServeConfig::from_args(*args).await.map_err(|e: ConfigError| e.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    config
 }
 
-#[test]
-fn the_signaling_flags_need_each_other_and_exclude_static_tls() {
-    let error = parse_serve(&["--signaling-listen", "127.0.0.1:8443"]).expect_err("no --tls-dir");
+#[tokio::test]
+async fn the_signaling_flags_need_each_other_and_exclude_static_tls() {
+    let error = parse_serve(&["--signaling-listen", "127.0.0.1:8443"]).await.expect_err("no --tls-dir");
     assert!(error.contains("--tls-dir"), "{error}");
-    let error = parse_serve(&["--tls-dir", "/var/run/tiepdan/tls"]).expect_err("no --signaling-listen");
+    let error = parse_serve(&["--tls-dir", "/var/run/tiepdan/tls"]).await.expect_err("no --signaling-listen");
     assert!(error.contains("--signaling-listen"), "{error}");
     let error = parse_serve(&[
         "--signaling-listen",
@@ -434,6 +436,7 @@ fn the_signaling_flags_need_each_other_and_exclude_static_tls() {
         "--tls-key",
         "k.pem",
     ])
+    .await
     .expect_err("both TLS modes");
     assert!(error.contains("--tls-cert") && error.contains("cannot be used with"), "{error}");
     let error = parse_serve(&[
@@ -444,9 +447,11 @@ fn the_signaling_flags_need_each_other_and_exclude_static_tls() {
         "--tls-reload-interval-ms",
         "50",
     ])
+    .await
     .expect_err("too short an interval");
     assert!(error.contains("--tls-reload-interval-ms") && error.contains("at least 100"), "{error}");
     let error = parse_serve(&["--listen", "127.0.0.1:8443", "--signaling-listen", "127.0.0.1:8443", "--tls-dir", "d"])
+        .await
         .expect_err("one address for both");
     assert!(error.contains("--signaling-listen") && error.contains("--listen"), "{error}");
 
@@ -458,6 +463,7 @@ fn the_signaling_flags_need_each_other_and_exclude_static_tls() {
         "--tls-dir",
         "/var/run/tiepdan/tls",
     ])
+    .await
     .expect("a pod's flags");
     let signaling = config.signaling.expect("split listeners");
     assert_eq!(signaling.listen, "10.0.0.7:8443".parse().expect("addr"));
