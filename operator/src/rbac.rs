@@ -193,7 +193,7 @@ pub const PERMISSIONS: &[Permission] = &[
         resources: &["leases"],
         resource_names: &[],
         verbs: &["create"],
-        why: "leader::try_acquire creates the replicas' Lease when there is none (a create cannot name its object)",
+        why: "leader::KubeLease creates the replicas' Lease when there is none (a create cannot name its object)",
     },
     Permission {
         scope: Scope::InstallNamespace,
@@ -201,7 +201,8 @@ pub const PERMISSIONS: &[Permission] = &[
         resources: &["leases"],
         resource_names: &[LEASE],
         verbs: &["get", "update"],
-        why: "leader::try_acquire and leader::release read and replace the replicas' Lease",
+        why: "leader::KubeLease and leader::release read and replace the replicas' Lease (replace is fenced \
+              on the resourceVersion read)",
     },
 ];
 

@@ -12,6 +12,7 @@ mod common;
 mod admission_webhook;
 mod api_schema;
 mod leader_election;
+mod leader_faults;
 mod monitoring;
 mod pool_scaling;
 mod semantic_validation;
