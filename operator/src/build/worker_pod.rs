@@ -39,10 +39,35 @@ pub fn pod_labels(pool: &str, session: Option<&str>) -> std::collections::BTreeM
     l
 }
 
+/// The annotation carrying [`template_hash`] of the pool spec a worker pod was built from.
+pub const TEMPLATE_HASH: &str = "tiepdan.io/template-hash";
+
+/// A hash of everything `pool` puts into each of its worker pods, leaving out what differs per
+/// pod (its name, its host ports, its session). An idle pod whose [`TEMPLATE_HASH`] differs was
+/// built from an older spec (or an older operator) and listens e.g. on the old RTC ports.
+pub fn template_hash(pool: &MediaWorkerPool) -> String {
+    use sha2::Digest;
+    let canonical = build_unhashed(pool, "", None, WorkerPorts::default());
+    // PodSpec serializes deterministically: struct fields in order, maps are BTreeMaps.
+    let bytes = serde_json::to_vec(&canonical.spec).unwrap_or_default();
+    sha2::Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The [`TEMPLATE_HASH`] a pod carries, if any.
+pub fn hash_of(pod: &Pod) -> Option<&str> {
+    pod.metadata.annotations.as_ref()?.get(TEMPLATE_HASH).map(String::as_str)
+}
+
 /// A worker pod named `name` from `pool`: idle when `session` is `None`, otherwise bound to it
 /// from the start (used when no idle pod could be allocated), listening on `ports`
-/// ([`super::worker_ports::allocate`]).
+/// ([`super::worker_ports::allocate`]), annotated with the pool's [`template_hash`].
 pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSession>, ports: WorkerPorts) -> Pod {
+    let mut pod = build_unhashed(pool, name, session, ports);
+    pod.metadata.annotations = Some([(TEMPLATE_HASH.to_owned(), template_hash(pool))].into());
+    pod
+}
+
+fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSession>, ports: WorkerPorts) -> Pod {
     let spec = &pool.spec;
     let mut args = vec![
         "serve".to_owned(),
@@ -250,6 +275,41 @@ pub(crate) mod tests {
         assert!(args.contains(&"--signaling-listen=$(POD_IP):7003".to_owned()));
         let host: Vec<_> = c.ports.clone().unwrap().iter().map(|p| p.host_port).collect();
         assert_eq!(host, vec![Some(7002), Some(7003)]);
+    }
+
+    #[test]
+    fn the_template_hash_changes_with_the_template_and_not_with_per_pod_fields() {
+        let p = pool();
+        let h = template_hash(&p);
+        let a = build(&p, "default-aaaaa", None, WorkerPorts { admin: 7000, signaling: 7001 });
+        let b = build(&p, "default-bbbbb", Some(&session()), WorkerPorts { admin: 7002, signaling: 7003 });
+        assert_eq!(hash_of(&a), Some(h.as_str()));
+        assert_eq!(hash_of(&b), Some(h.as_str()), "name, ports and session are per pod");
+        type Edit = fn(&mut MediaWorkerPool);
+        let edits: [(&str, Edit); 5] = [
+            ("rtcPorts", |p| p.spec.rtc_ports.max += 1),
+            ("image", |p| p.spec.image.push_str("-next")),
+            ("announcedAddress", |p| p.spec.announced_address = None),
+            ("hostNetwork", |p| p.spec.host_network = true),
+            ("resources", |p| {
+                p.spec.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                    limits: Some(
+                        [("memory".to_owned(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()))]
+                            .into(),
+                    ),
+                    ..Default::default()
+                })
+            }),
+        ];
+        for (what, edit) in edits {
+            let mut q = pool();
+            edit(&mut q);
+            assert_ne!(template_hash(&q), h, "{what}");
+        }
+        let mut q = pool();
+        q.spec.replicas = 7;
+        q.spec.host_ports.min += 10;
+        assert_eq!(template_hash(&q), h, "replicas and the host port range build no different pod");
     }
 
     #[test]
