@@ -93,7 +93,8 @@ pub const PERMISSIONS: &[Permission] = &[
         resource_names: &[],
         verbs: &["list", "watch", "create", "patch", "delete"],
         why: "worker pods: watched by the pool and session controllers, applied (pool scale-up, \
-              allocation::allocate), merge-patched to allocate an idle one, deleted on scale-down and clean-up",
+              allocation::allocate), merge-patched to allocate an idle one, deleted on scale-down, when an \
+              idle one is out of date (pool::delete_idle) and on clean-up",
     },
     Permission {
         scope: Scope::Cluster,
@@ -167,6 +168,15 @@ pub const PERMISSIONS: &[Permission] = &[
         resource_names: &[],
         verbs: &["list", "create", "patch", "delete"],
         why: "session::provision applies each session's NetworkPolicy; apply::delete_orphans deletes it by label",
+    },
+    Permission {
+        scope: Scope::Cluster,
+        group: "policy",
+        resources: &["poddisruptionbudgets"],
+        resource_names: &[],
+        verbs: &["get", "create", "patch"],
+        why: "pool::ensure_disruption_budget gets each pool's PodDisruptionBudget (policy/v1beta1) over its \
+              allocated workers and server-side applies it when it differs",
     },
     Permission {
         scope: Scope::Cluster,

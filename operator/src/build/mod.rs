@@ -5,6 +5,7 @@ pub mod dashboard;
 pub mod join_tokens;
 pub mod labels;
 pub mod network_policy;
+pub mod pod_disruption_budget;
 pub mod pod_monitor;
 pub mod prometheus_rule;
 pub mod signaling_service;

@@ -1,11 +1,17 @@
 //! The MediaWorkerPool controller: keeps `spec.replicas` idle warm workers on top of the
-//! allocated ones, and the pool's signing key.
+//! allocated ones, all built from the pool's current template, the pool's signing key, and a
+//! PodDisruptionBudget over its allocated workers.
+//!
+//! Idle workers built from an older template (their `tiepdan.io/template-hash` differs, e.g.
+//! after an edit of `rtcPorts`) are replaced like a Deployment rolls out with `maxSurge: 1,
+//! maxUnavailable: 0`: a new pod first, an old one deleted only once enough Ready pods remain.
+//! Allocated workers are never touched: they belong to their session.
 
 use std::sync::Arc;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -16,7 +22,7 @@ use serde_json::json;
 use super::{events, Context};
 use crate::api::{set_condition, ConditionStatus, MediaWorkerPool, MediaWorkerPoolStatus};
 use crate::apply;
-use crate::build::{labels, signing_key, worker_pod, worker_ports};
+use crate::build::{labels, pod_disruption_budget, signing_key, worker_pod, worker_ports};
 use crate::tokens::generate_signing_key;
 
 /// Errors reconciling a pool.
@@ -32,6 +38,10 @@ pub enum Error {
     Status(#[source] kube::Error),
     #[error("spec.hostPorts {min}-{max} has no free pair of ports left for another worker")]
     PortsExhausted { min: i32, max: i32 },
+    #[error("failed to delete idle worker pod {0}")]
+    DeleteIdle(String, #[source] kube::Error),
+    #[error("failed to read or apply the disruption budget {0}")]
+    DisruptionBudget(String, #[source] kube::Error),
 }
 
 impl Error {
@@ -42,6 +52,8 @@ impl Error {
             Error::Apply(_) => "apply",
             Error::Status(_) => "status",
             Error::PortsExhausted { .. } => "ports_exhausted",
+            Error::DeleteIdle(..) => "delete",
+            Error::DisruptionBudget(..) => "disruption_budget",
         }
     }
 }
@@ -102,19 +114,36 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
     let ns = pool.namespace().unwrap_or_default();
     let name = pool.name_any();
     ensure_signing_key(&ctx, &pool).await.map_err(Error::SigningKey)?;
+    ensure_disruption_budget(&ctx, &pool).await?;
 
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
     let list = pods.list(&ListParams::default().labels(&labels::pool_selector(&name))).await.map_err(Error::List)?;
     let live: Vec<&Pod> = list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
     let is_idle = |p: &&Pod| p.labels().get(labels::WORKER_STATE).map(String::as_str) == Some(labels::STATE_IDLE);
-    let mut idle: Vec<&Pod> = live.iter().copied().filter(is_idle).collect();
+    let idle: Vec<&Pod> = live.iter().copied().filter(is_idle).collect();
     let allocated = live.len() - idle.len();
     let want = usize::try_from(pool.spec.replicas.max(0)).unwrap_or(0);
+    let hash = worker_pod::template_hash(&pool);
+    let workers: Vec<IdleWorker<'_>> = idle
+        .iter()
+        .map(|p| IdleWorker {
+            name: p.metadata.name.as_deref().unwrap_or_default(),
+            current: worker_pod::hash_of(p) == Some(hash.as_str()),
+            ready: pod_ready(p),
+        })
+        .collect();
+    let plan = plan(&workers, want);
 
-    if idle.len() < want {
-        let n = want - idle.len();
+    // Deletions first: they free host ports for the pods created below.
+    let mut deleted = 0;
+    for p in idle.iter().filter(|p| plan.delete.contains(&p.metadata.name.as_deref().unwrap_or_default())) {
+        if delete_idle(&pods, p).await? {
+            deleted += 1;
+        }
+    }
+    if plan.create > 0 {
         let mut held = worker_ports::held(&list.items);
-        for _ in 0..n {
+        for _ in 0..plan.create {
             let range = &pool.spec.host_ports;
             let ports = worker_ports::allocate(&pool.spec, &mut held)
                 .ok_or(Error::PortsExhausted { min: range.min, max: range.max })?;
@@ -126,43 +155,53 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
             &*pool,
             "ScaledUp",
             "Scale",
-            format!("Created {n} idle worker pod(s) to keep {want} idle."),
+            format!("Created {} idle worker pod(s) to keep {want} idle.", plan.create),
         )
         .await;
-    } else if idle.len() > want {
-        // Keep the Ready workers: the ones that are not ready yet serve nobody, so they go first.
-        idle.sort_by_key(|p| scale_down_order(p));
-        let extra: Vec<String> = idle.iter().skip(want).map(|p| p.name_any()).collect();
-        for p in &extra {
-            apply::delete(&pods, p).await?;
-        }
+    }
+    if plan.replaced > 0 {
+        events::normal(
+            &ctx,
+            &*pool,
+            "RollingOut",
+            "Replace",
+            format!(
+                "Deleted {} idle worker pod(s) built from an older template; new workers have template hash {hash}.",
+                plan.replaced
+            ),
+        )
+        .await;
+    }
+    if deleted > plan.replaced {
         events::normal(
             &ctx,
             &*pool,
             "ScaledDown",
             "Scale",
-            format!("Deleted {} idle worker pod(s) to keep {want} idle.", extra.len()),
+            format!("Deleted {} idle worker pod(s) to keep {want} idle.", deleted - plan.replaced),
         )
         .await;
     }
 
+    let kept: Vec<&IdleWorker<'_>> = workers.iter().filter(|w| !plan.delete.contains(&w.name)).collect();
     let ready = live.iter().filter(|p| pod_ready(p)).count();
-    let available = idle.iter().take(want).filter(|p| pod_ready(p)).count();
+    let available = kept.iter().filter(|w| w.ready).count().min(want);
+    let outdated = kept.iter().filter(|w| !w.current).count();
     let mut status = pool.status.clone().unwrap_or_default();
     let to_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     let enough = available >= want;
+    let rollout = if outdated > 0 { format!(" {outdated} idle built from an older template.") } else { String::new() };
     set_condition(
         &mut status.conditions,
         "Ready",
         ConditionStatus::from_bool(enough),
         if enough { "WarmWorkersAvailable" } else { "WarmingUp" },
-        format!("{available} of {want} idle workers are ready; {allocated} allocated."),
+        format!("{available} of {want} idle workers are ready; {allocated} allocated.{rollout}"),
         pool.metadata.generation,
         ctx.clock.now(),
     );
     let status = MediaWorkerPoolStatus {
-        // After the scale step above, exactly `want` idle pods exist.
-        replicas: to_i32(want + allocated),
+        replicas: to_i32(kept.len() + plan.create + allocated),
         ready_replicas: to_i32(ready),
         allocated: to_i32(allocated),
         available: to_i32(available),
@@ -179,9 +218,88 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
     Ok(Action::await_change())
 }
 
-/// Sort key for idle pods on scale-down: the first `want` are kept, so Ready pods sort first.
-fn scale_down_order(p: &Pod) -> u8 {
-    u8::from(!pod_ready(p))
+/// Deletes idle pod `pod`, fenced on the resourceVersion it was listed with: allocation takes an
+/// idle pod by relabelling it, so a pod allocated since the list answers 409 and is left alone.
+/// Returns whether it was deleted (or already gone).
+async fn delete_idle(pods: &Api<Pod>, pod: &Pod) -> Result<bool, Error> {
+    let name = pod.name_any();
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions { resource_version: pod.resource_version(), uid: pod.uid() }),
+        ..DeleteParams::background()
+    };
+    match pods.delete(&name, &dp).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(true),
+        // Changed since the list (allocated, most likely): the change requeues the pool.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(Error::DeleteIdle(name, e)),
+    }
+}
+
+/// Applies the pool's PodDisruptionBudget when the one in the cluster differs (or is missing).
+async fn ensure_disruption_budget(ctx: &Context, pool: &MediaWorkerPool) -> Result<(), Error> {
+    let ns = pool.namespace().unwrap_or_default();
+    let desired = pod_disruption_budget::build(pool);
+    let name = desired.name_any();
+    let err = |e| Error::DisruptionBudget(name.clone(), e);
+    let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &pod_disruption_budget::api_resource());
+    match api.get_opt(&name).await.map_err(err)? {
+        Some(existing) if !pod_disruption_budget::differs(&existing, &desired) => Ok(()),
+        _ => {
+            api.patch(&name, &PatchParams::apply(labels::MANAGER).force(), &Patch::Apply(&desired))
+                .await
+                .map_err(err)?;
+            Ok(())
+        }
+    }
+}
+
+/// An idle worker as the rollout sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdleWorker<'a> {
+    pub name: &'a str,
+    /// Built from the pool's current template.
+    pub current: bool,
+    pub ready: bool,
+}
+
+/// What to do with a pool's idle workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan<'a> {
+    /// How many new idle workers to create.
+    pub create: usize,
+    /// Which idle workers to delete.
+    pub delete: Vec<&'a str>,
+    /// How many of `delete` were built from an older template.
+    pub replaced: usize,
+}
+
+/// How many idle workers above `replicas` may exist while old ones are replaced (a Deployment's
+/// `maxSurge`). One keeps the extra host ports and node resources small.
+pub const MAX_SURGE: usize = 1;
+
+/// Plans one step towards `want` idle workers, all current, without ever having fewer Ready idle
+/// workers than now (up to `want`):
+/// - out-of-date workers that are not Ready serve nobody: deleted at once;
+/// - out-of-date Ready ones are deleted only as far as Ready current ones (and the other old
+///   Ready ones kept) still make `want`, or as many Ready as there are now;
+/// - current workers above `want` are deleted, not-yet-Ready ones first;
+/// - new ones are created up to `want` current, with at most [`MAX_SURGE`] idle workers in total
+///   above `want` while old ones remain.
+pub fn plan<'a>(idle: &[IdleWorker<'a>], want: usize) -> Plan<'a> {
+    let (mut current, old): (Vec<IdleWorker<'a>>, Vec<IdleWorker<'a>>) = idle.iter().partition(|w| w.current);
+    let ready_current = current.iter().filter(|w| w.ready).count();
+    let ready_old = old.iter().filter(|w| w.ready).count();
+    let keep_old = want.min(ready_current + ready_old).saturating_sub(ready_current);
+    let mut delete: Vec<&'a str> = old.iter().filter(|w| !w.ready).map(|w| w.name).collect();
+    delete.extend(old.iter().filter(|w| w.ready).skip(keep_old).map(|w| w.name));
+    let replaced = delete.len();
+    // Keep the Ready workers: the ones that are not ready yet serve nobody, so they go first.
+    current.sort_by_key(|w| u8::from(!w.ready));
+    delete.extend(current.iter().skip(want).map(|w| w.name));
+    let current = current.len().min(want);
+    let create = (want - current).min((want + MAX_SURGE).saturating_sub(current + keep_old));
+    Plan { create, delete, replaced }
 }
 
 fn error_policy(_pool: Arc<MediaWorkerPool>, _err: &Error, ctx: Arc<Context>) -> Action {
@@ -192,27 +310,98 @@ fn error_policy(_pool: Arc<MediaWorkerPool>, _err: &Error, ctx: Arc<Context>) ->
 mod tests {
     use super::*;
 
-    fn pod(name: &str, ready: bool) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
-        }))
-        .unwrap()
+    /// `(name, current, ready)` rows.
+    fn workers<'a>(rows: &[(&'a str, bool, bool)]) -> Vec<IdleWorker<'a>> {
+        rows.iter().map(|&(name, current, ready)| IdleWorker { name, current, ready }).collect()
     }
 
     #[test]
-    fn scale_down_keeps_ready_pods_and_removes_warming_ones() {
-        type Case<'a> = (&'a [(&'a str, bool)], usize, &'a [&'a str]);
-        let cases: [Case; 3] = [
-            (&[("a", true), ("b", true), ("c", false)], 2, &["c"]),
-            (&[("c", false), ("a", true)], 1, &["c"]),
-            (&[("a", false), ("b", true), ("c", false)], 1, &["a", "c"]),
+    fn scaling_keeps_ready_workers_and_removes_warming_ones() {
+        const C: bool = true;
+        type Case<'a> = (&'a [(&'a str, bool, bool)], usize, usize, &'a [&'a str]);
+        let cases: [Case; 5] = [
+            (&[("a", C, true), ("b", C, true), ("c", C, false)], 2, 0, &["c"]),
+            (&[("c", C, false), ("a", C, true)], 1, 0, &["c"]),
+            (&[("a", C, false), ("b", C, true), ("c", C, false)], 1, 0, &["a", "c"]),
+            (&[("a", C, true)], 3, 2, &[]),
+            (&[], 2, 2, &[]),
         ];
-        for (pods, want, removed) in cases {
-            let mut idle: Vec<Pod> = pods.iter().map(|(n, r)| pod(n, *r)).collect();
-            idle.sort_by_key(scale_down_order);
-            let gone: Vec<String> = idle.iter().skip(want).map(ResourceExt::name_any).collect();
-            assert_eq!(gone, removed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), "{pods:?} keep {want}");
+        for (rows, want, create, delete) in cases {
+            let p = plan(&workers(rows), want);
+            assert_eq!((p.create, p.delete.as_slice(), p.replaced), (create, delete, 0), "{rows:?} want {want}");
         }
+    }
+
+    #[test]
+    fn out_of_date_idle_workers_are_replaced_without_losing_ready_ones() {
+        const OLD: bool = false;
+        const NEW: bool = true;
+        type Case<'a> = (&'a str, &'a [(&'a str, bool, bool)], usize, usize, &'a [&'a str]);
+        let cases: [Case; 9] = [
+            ("surge one new pod first", &[("o1", OLD, true), ("o2", OLD, true)], 2, 1, &[]),
+            ("the surge pod is warming: wait", &[("o1", OLD, true), ("o2", OLD, true), ("n1", NEW, false)], 2, 0, &[]),
+            (
+                "one new Ready: one old goes, the next new comes",
+                &[("o1", OLD, true), ("o2", OLD, true), ("n1", NEW, true)],
+                2,
+                1,
+                &["o2"],
+            ),
+            ("the last old one goes", &[("o2", OLD, true), ("n1", NEW, true), ("n2", NEW, true)], 2, 0, &["o2"]),
+            ("old and not Ready: gone at once", &[("o1", OLD, false), ("o2", OLD, false)], 2, 2, &["o1", "o2"]),
+            ("mixed", &[("o1", OLD, false), ("o2", OLD, true)], 2, 2, &["o1"]),
+            ("scaled to zero: all old go", &[("o1", OLD, true), ("o2", OLD, true)], 0, 0, &["o1", "o2"]),
+            (
+                "scaled down while rolling",
+                &[("o1", OLD, true), ("o2", OLD, true), ("n1", NEW, true)],
+                1,
+                0,
+                &["o1", "o2"],
+            ),
+            ("the only Ready one is old", &[("o1", OLD, true)], 1, 1, &[]),
+        ];
+        for (what, rows, want, create, delete) in cases {
+            let p = plan(&workers(rows), want);
+            assert_eq!((p.create, p.delete.as_slice()), (create, delete), "{what}");
+            let ws = workers(rows);
+            let ready_after = ws.iter().filter(|w| w.ready && !p.delete.contains(&w.name)).count();
+            let ready_now = ws.iter().filter(|w| w.ready).count();
+            assert!(ready_after >= want.min(ready_now), "{what}: fewer Ready idle workers");
+            let total_after = ws.len() - p.delete.len() + p.create;
+            assert!(total_after <= want + MAX_SURGE || p.create == 0, "{what}: surged too far");
+        }
+    }
+
+    #[test]
+    fn a_rollout_converges_to_current_ready_workers() {
+        // Play the controller against a pool where every created pod becomes Ready next round.
+        let mut pods: Vec<(String, bool, bool)> = (0..3).map(|i| (format!("old{i}"), false, true)).collect();
+        let mut next = 0;
+        for round in 0..20 {
+            let names: Vec<String> = pods.iter().map(|p| p.0.clone()).collect();
+            let ws: Vec<IdleWorker<'_>> = pods
+                .iter()
+                .zip(&names)
+                .map(|((_, current, ready), name)| IdleWorker { name, current: *current, ready: *ready })
+                .collect();
+            let p = plan(&ws, 3);
+            let ready_now = ws.iter().filter(|w| w.ready).count();
+            let delete: Vec<String> = p.delete.iter().map(|s| (*s).to_owned()).collect();
+            let create = p.create;
+            pods.retain(|(n, _, _)| !delete.contains(n));
+            assert!(pods.iter().filter(|x| x.2).count() >= ready_now.min(3), "round {round}");
+            for x in &mut pods {
+                x.2 = true;
+            }
+            for _ in 0..create {
+                pods.push((format!("new{next}"), true, false));
+                next += 1;
+            }
+            if pods.len() == 3 && pods.iter().all(|x| x.1 && x.2) {
+                assert!(round <= 8, "took {round} rounds");
+                return;
+            }
+        }
+        panic!("did not converge: {pods:?}");
     }
 }

@@ -14,6 +14,8 @@ mod api_schema;
 mod leader_election;
 mod leader_faults;
 mod monitoring;
+mod pool_disruption_budget;
+mod pool_rollout;
 mod pool_scaling;
 mod semantic_validation;
 mod session_timeline;
