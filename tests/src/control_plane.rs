@@ -49,6 +49,8 @@ pub enum ControlPlaneError {
     Client(#[source] kube::Error),
     #[error(transparent)]
     Startup(#[from] StartupError),
+    #[error("no control-plane component named {0:?} (etcd, kube-apiserver, kube-controller-manager)")]
+    UnknownComponent(String),
 }
 
 /// Where the binaries come from and where the cluster's files go.
@@ -232,6 +234,53 @@ impl ControlPlane {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Client::try_from(config).map_err(ControlPlaneError::Client)
+    }
+
+    /// The PID of `component` (`etcd`, `kube-apiserver` or `kube-controller-manager`) while it
+    /// runs.
+    pub fn pid(&self, component: &str) -> Option<u32> {
+        let mut processes = self.processes();
+        let process = processes.iter_mut().find(|p| p.name() == component)?;
+        (!process.exited()).then(|| process.pid())
+    }
+
+    /// Kills `component` at once (`SIGKILL` by its PID, as a crash or an OOM kill would) and reaps
+    /// it. Its flags, data dir and log stay, so [`ControlPlane::restart_stopped`] starts it again
+    /// as it was. Returns the PID it had.
+    pub fn kill(&self, component: &str) -> Result<u32, ControlPlaneError> {
+        let mut processes = self.processes();
+        let process = processes
+            .iter_mut()
+            .find(|p| p.name() == component)
+            .ok_or_else(|| ControlPlaneError::UnknownComponent(component.to_owned()))?;
+        let pid = process.pid();
+        process.kill(&self.reaper);
+        tracing::info!(component, pid, "killed");
+        Ok(pid)
+    }
+
+    /// Starts again, in start order (etcd first), every component that was killed or has exited,
+    /// with the same flags, ports and data dir (etcd keeps its data), and waits up to `timeout`
+    /// until the API server is ready again. Returns each restarted component with its new PID.
+    pub async fn restart_stopped(&self, timeout: Duration) -> Result<Vec<(String, u32)>, ControlPlaneError> {
+        let begun = Instant::now();
+        let restarted = {
+            let mut processes = self.processes();
+            let mut restarted = Vec::new();
+            for process in processes.iter_mut() {
+                if !process.exited() {
+                    continue;
+                }
+                let pid = process.respawn(&self.reaper)?;
+                tracing::info!(component = process.name(), pid, "restarted");
+                restarted.push((process.name().to_owned(), pid));
+            }
+            restarted
+        };
+        let client = self.client().await?;
+        self.wait_apiserver_ready(&client, timeout).await?;
+        tracing::info!(elapsed = ?begun.elapsed(), "kube-apiserver ready again");
+        Ok(restarted)
     }
 
     fn processes(&self) -> MutexGuard<'_, Vec<Supervised>> {

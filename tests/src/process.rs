@@ -9,7 +9,7 @@
 //! (which fires when the spawning *thread* exits, and test threads are short-lived).
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -172,11 +172,16 @@ impl Drop for Reaper {
     }
 }
 
-/// A long-running child process with its output in a log file.
+/// A long-running child process with its output in a log file. It remembers how it was started,
+/// so that a test can kill it and start it again as it was ([`Supervised::kill`],
+/// [`Supervised::respawn`]).
 pub struct Supervised {
     name: String,
     child: Child,
     log: PathBuf,
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
 }
 
 impl Supervised {
@@ -186,22 +191,64 @@ impl Supervised {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let io = |source| ProcessError::Io { path: log.to_owned(), source };
-        let out = OpenOptions::new().create(true).append(true).open(log).map_err(io)?;
-        let err = out.try_clone().map_err(io)?;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| ProcessError::Spawn { name: name.to_owned(), program: program.to_owned(), source })?;
-        reaper.track(child.id());
-        Ok(Self { name: name.to_owned(), child, log: log.to_owned() })
+        Self::spawn_env(name, program, args, std::iter::empty::<(&str, &str)>(), log, reaper)
+    }
+
+    /// Like [`Supervised::spawn`], with the variables `env` added to this process' environment
+    /// (e.g. `KUBECONFIG` for a program that has no flag for it).
+    pub fn spawn_env<I, S, E, K, V>(
+        name: &str,
+        program: &Path,
+        args: I,
+        env: E,
+        log: &Path,
+        reaper: &Reaper,
+    ) -> Result<Self, ProcessError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let env: Vec<(OsString, OsString)> =
+            env.into_iter().map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())).collect();
+        let child = start(name, program, &args, &env, log, reaper)?;
+        Ok(Self { name: name.to_owned(), child, log: log.to_owned(), program: program.to_owned(), args, env })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the process has exited (it is reaped then).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the process at once with `SIGKILL` (by its PID, no grace), reaps it and returns how
+    /// it ended (`None` if it could not be waited for). A crash, as far as the process can tell.
+    pub fn kill(&mut self, reaper: &Reaper) -> Option<ExitStatus> {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.child.id(), Signal::SIGKILL);
+        }
+        let status = self.child.wait().ok();
+        reaper.untrack(self.child.id());
+        status
+    }
+
+    /// Starts the process again with the program, arguments, environment and log it was first
+    /// started with (the log is appended to), killing it first if it still runs. Returns the new
+    /// PID.
+    pub fn respawn(&mut self, reaper: &Reaper) -> Result<u32, ProcessError> {
+        self.kill(reaper);
+        self.child = start(&self.name, &self.program, &self.args, &self.env, &self.log, reaper)?;
+        Ok(self.child.id())
     }
 
     pub fn log(&self) -> &Path {
@@ -234,6 +281,30 @@ impl Supervised {
         let _ = self.child.wait();
         reaper.untrack(self.child.id());
     }
+}
+
+/// Spawns one process for [`Supervised`] with its output appended to `log`, tracked by `reaper`.
+fn start(
+    name: &str,
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    log: &Path,
+    reaper: &Reaper,
+) -> Result<Child, ProcessError> {
+    let io = |source| ProcessError::Io { path: log.to_owned(), source };
+    let out = OpenOptions::new().create(true).append(true).open(log).map_err(io)?;
+    let err = out.try_clone().map_err(io)?;
+    let child = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| ProcessError::Spawn { name: name.to_owned(), program: program.to_owned(), source })?;
+    reaper.track(child.id());
+    Ok(child)
 }
 
 /// A start-up step that did not finish: a process died, or `check` never passed.
