@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_requests;
 pub mod apply;
 pub mod build;
 pub mod clock;

@@ -158,8 +158,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let format = if args.log_format == "json" { LogFormat::Json } else { LogFormat::Text };
     let telemetry = Telemetry::init(tiepdan_operator::TELEMETRY, format, &Otlp::from_env(), std::io::stdout)
         .context("failed to set up telemetry")?;
-    let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
-    let mut config = OperatorConfig::default();
+    let requests = tiepdan_operator::api_requests::ApiRequests::new();
+    let kube_config = kube::Config::infer().await.context("failed to find the cluster's configuration")?;
+    let client = requests.client(kube_config).context("failed to build a Kubernetes client")?;
+    let mut config = OperatorConfig { api_requests: Some(requests), ..OperatorConfig::default() };
     config.timeline.provisioning_lead = jiff::SignedDuration::from_mins(args.provisioning_lead_minutes);
     config.timeline.grace = jiff::SignedDuration::from_mins(args.grace_minutes);
     config.status_poll = std::time::Duration::from_secs(args.status_poll_seconds);

@@ -65,6 +65,7 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     reconcile_errors: IntCounterVec,
     reconcile_duration: HistogramVec,
+    worker_replacements: IntCounterVec,
     sessions: IntGaugeVec,
     past_deadline_not_ready: IntGauge,
     session_points: IntGaugeVec,
@@ -93,6 +94,13 @@ fn opts(name: &str, help: &str) -> Opts {
 }
 
 impl Metrics {
+    /// Also exports the operator's API write counter.
+    pub fn with_api_requests(self, writes: &crate::api_requests::ApiRequests) -> Self {
+        // One collector per registry: a duplicate would be a programming error, caught in tests.
+        self.registry.register(Box::new(writes.collector())).unwrap_or_else(|e| panic!("api writes: {e}"));
+        self
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         // Names and label sets are fixed at compile time and unique, which the unit tests prove;
@@ -126,6 +134,12 @@ impl Metrics {
                     &["kind"],
                 )
                 .unwrap_or_else(|e| panic!("reconcile_duration_seconds: {e}")),
+            ),
+            worker_replacements: counter(
+                "worker_replacements_total",
+                "Workers replaced under a session that had one, by why the old one could not go on (Terminating, \
+                 Ended, OtherPool, OldEpoch, Gone).",
+                &["reason"],
             ),
             sessions: gauge("sessions", "Sessions by phase.", &["phase"]),
             past_deadline_not_ready: reg(
@@ -188,6 +202,11 @@ impl Metrics {
             m.sessions.with_label_values(&[phase.as_str()]).set(0);
         }
         m
+    }
+
+    /// Counts a worker replaced under a session.
+    pub fn worker_replaced(&self, reason: &str) {
+        self.worker_replacements.with_label_values(&[reason]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -39,7 +39,8 @@ pub struct Permission {
     pub why: &'static str,
 }
 
-/// Everything the operator calls. Server-side apply (`apply::apply`) is a `patch` that creates
+/// Everything the operator calls. `apply::apply` first `get`s the object (to skip an unchanged
+/// build), then server-side applies it: a `patch` that creates
 /// the object when it is missing, which the API server authorizes as `create` too.
 pub const PERMISSIONS: &[Permission] = &[
     Permission {
@@ -91,7 +92,7 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "",
         resources: &["pods"],
         resource_names: &[],
-        verbs: &["list", "watch", "create", "patch", "delete"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         why: "worker pods: watched by the pool and session controllers, applied (pool scale-up, \
               allocation::allocate), merge-patched to allocate an idle one, deleted on scale-down, when an \
               idle one is out of date (pool::delete_idle) and on clean-up",
@@ -101,7 +102,7 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "",
         resources: &["services"],
         resource_names: &[],
-        verbs: &["list", "watch", "create", "patch", "delete"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         why: "signaling Services: owned (watched) by sessions, applied, deleted by apply::delete_orphans",
     },
     Permission {
@@ -119,7 +120,7 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "",
         resources: &["configmaps"],
         resource_names: &[],
-        verbs: &["list", "create", "patch", "delete"],
+        verbs: &["get", "list", "create", "patch", "delete"],
         why: "controller::monitoring applies and deletes each session's dashboard ConfigMap; \
               webhook::registration::ensure_ca applies the trust bundle",
     },
@@ -149,7 +150,7 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "cert-manager.io",
         resources: &["certificates"],
         resource_names: &[],
-        verbs: &["list", "create", "patch", "delete"],
+        verbs: &["get", "list", "create", "patch", "delete"],
         why: "controller::certificate applies a session's Certificate when it names an issuer, and deletes it by \
               label when the session ends",
     },
@@ -158,7 +159,7 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "monitoring.coreos.com",
         resources: &["podmonitors", "prometheusrules"],
         resource_names: &[],
-        verbs: &["list", "create", "patch", "delete"],
+        verbs: &["get", "list", "create", "patch", "delete"],
         why: "controller::monitoring applies each session's PodMonitor and PrometheusRule and deletes them by label",
     },
     Permission {
@@ -166,7 +167,7 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "networking.k8s.io",
         resources: &["networkpolicies"],
         resource_names: &[],
-        verbs: &["list", "create", "patch", "delete"],
+        verbs: &["get", "list", "create", "patch", "delete"],
         why: "session::provision applies each session's NetworkPolicy; apply::delete_orphans deletes it by label",
     },
     Permission {
@@ -183,7 +184,7 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "admissionregistration.k8s.io",
         resources: &["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
         resource_names: &[WEBHOOK_CONFIGURATION],
-        verbs: &["create", "patch"],
+        verbs: &["get", "create", "patch"],
         why: "webhook::runner::start applies both configurations (webhook::registration::register, server-side \
               apply, so even create names the object) with the CA bundle",
     },

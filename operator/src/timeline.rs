@@ -102,14 +102,14 @@ pub fn compute(schedule: &Schedule, readiness: &Readiness, cfg: &TimelineConfig)
 }
 
 impl Timeline {
-    /// The phase at `now`, given whether every point is verified.
-    pub fn phase_at(&self, now: Timestamp, all_verified: bool) -> SessionPhase {
+    /// The phase at `now`, given whether every point was verified by the deadline.
+    pub fn phase_at(&self, now: Timestamp, verified_by_deadline: bool) -> SessionPhase {
         if now >= self.complete_at {
             SessionPhase::Completed
         } else if now >= self.start {
             SessionPhase::Live
         } else if now >= self.deadline {
-            if all_verified {
+            if verified_by_deadline {
                 SessionPhase::Ready
             } else {
                 SessionPhase::NotReady

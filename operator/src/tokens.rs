@@ -130,6 +130,7 @@ mod tests {
                 display_name: "UBND phường Dị Sử".into(),
                 role: Role::Participant,
             }],
+            missing: vec![],
         }
     }
 

@@ -17,8 +17,17 @@ pub enum Error {
     NoPoints,
     #[error("spec.host: no ReceptionPoint named {0:?} in this namespace")]
     UnknownHost(String),
-    #[error("spec.points: no ReceptionPoint named {0:?} in this namespace")]
-    UnknownPoint(String),
+    #[error(
+        "metadata.name: {name:?} has {len} characters; a session name may have at most {max}, because its \
+         signaling Service is named <name>-signaling and a Service name is a DNS label of at most 63"
+    )]
+    NameTooLong { name: String, len: usize, max: usize },
+    #[error(
+        "spec.points: none of the session's points exist any more (missing: {}); a session needs at least one \
+         point besides the host",
+        missing.join(", ")
+    )]
+    NoPointsLeft { missing: Vec<String> },
     #[error("spec.pointSelector: {0}")]
     InvalidSelector(String),
     #[error("point {name:?} is not valid: {source}")]
@@ -33,7 +42,8 @@ impl Error {
         match self {
             Error::NoPoints => "NoPoints",
             Error::UnknownHost(_) => "UnknownHost",
-            Error::UnknownPoint(_) => "UnknownPoint",
+            Error::NameTooLong { .. } => "NameTooLong",
+            Error::NoPointsLeft { .. } => "NoPointsLeft",
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::InvalidPoint { .. } => "InvalidPoint",
             Error::Timeline(e) => e.reason(),
@@ -71,14 +81,29 @@ pub struct ValidSession {
     pub timeline: Timeline,
     /// The host first, then the other points by name.
     pub participants: Vec<Participant>,
+    /// Points named in `spec.points` that do not exist (deleted, or never created). The session
+    /// goes on without them, as a meeting goes on when one room drops out; the controller marks
+    /// them removed and warns. Only a missing host, or no point left, fails a session.
+    pub missing: Vec<String>,
 }
 
-/// Validates `spec` against the points of its namespace.
+/// `Some` when a session called `name` could not get valid child names.
+pub fn name_too_long(name: &str) -> Option<Error> {
+    let max = crate::build::signaling_service::MAX_SESSION_NAME;
+    let len = name.chars().count();
+    (len > max).then(|| Error::NameTooLong { name: name.to_owned(), len, max })
+}
+
+/// Validates the session called `name` with `spec` against the points of its namespace.
 pub fn validate_session(
+    name: &str,
     spec: &ReceptionSessionSpec,
     points: &[ReceptionPoint],
     cfg: &TimelineConfig,
 ) -> Result<ValidSession, Error> {
+    if let Some(e) = name_too_long(name) {
+        return Err(e);
+    }
     let timeline = timeline::compute(&spec.schedule, &spec.readiness, cfg)?;
     let by_name: BTreeMap<String, &ReceptionPoint> = points.iter().map(|p| (p.name_any(), p)).collect();
     let specs: BTreeMap<String, ReceptionPointSpec> =
@@ -91,17 +116,22 @@ pub fn validate_session(
     let host = by_name.get(&spec.host).ok_or_else(|| Error::UnknownHost(spec.host.clone()))?;
 
     let mut names = std::collections::BTreeSet::new();
-    for name in &listed {
-        if !by_name.contains_key(name) {
-            return Err(Error::UnknownPoint(name.clone()));
+    let mut missing = vec![];
+    for name in listed.iter().filter(|n| **n != spec.host) {
+        if by_name.contains_key(name) {
+            names.insert(name.clone());
+        } else if !missing.contains(name) {
+            missing.push(name.clone());
         }
-        names.insert(name.clone());
     }
     if let Some(sel) = &spec.point_selector {
         let selector = Selector::try_from(sel.clone()).map_err(|e| Error::InvalidSelector(e.to_string()))?;
         names.extend(by_name.iter().filter(|(_, p)| selector.matches(p.labels())).map(|(n, _)| n.clone()));
     }
     names.remove(&spec.host);
+    if names.is_empty() && !missing.is_empty() {
+        return Err(Error::NoPointsLeft { missing });
+    }
 
     let mut participants =
         vec![Participant { name: spec.host.clone(), display_name: host.spec.display_name.clone(), role: Role::Host }];
@@ -114,7 +144,7 @@ pub fn validate_session(
         topology::validate_point(&p.name, &specs)
             .map_err(|source| Error::InvalidPoint { name: p.name.clone(), source })?;
     }
-    Ok(ValidSession { timeline, participants })
+    Ok(ValidSession { timeline, participants, missing })
 }
 
 #[cfg(test)]
@@ -136,6 +166,10 @@ mod tests {
         );
         p.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         p
+    }
+
+    fn validate(name: &str, s: &ReceptionSessionSpec, points: &[ReceptionPoint]) -> Result<ValidSession, Error> {
+        validate_session(name, s, points, &TimelineConfig::default())
     }
 
     fn world() -> Vec<ReceptionPoint> {
@@ -170,7 +204,7 @@ mod tests {
 
     #[test]
     fn participants_are_the_host_then_listed_and_selected_points() {
-        let v = validate_session(&spec(), &world(), &TimelineConfig::default()).unwrap();
+        let v = validate("s", &spec(), &world()).unwrap();
         let names: Vec<_> = v.participants.iter().map(|p| (p.name.as_str(), p.role)).collect();
         assert_eq!(
             names,
@@ -184,19 +218,40 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_point_is_named() {
+    fn a_missing_point_is_left_out_not_fatal() {
         let mut s = spec();
-        s.points = Some(vec!["xuan-duc".into()]);
-        let e = validate_session(&s, &world(), &TimelineConfig::default()).unwrap_err();
-        assert_eq!(e, Error::UnknownPoint("xuan-duc".into()));
-        assert!(e.to_string().contains("spec.points"));
+        s.points = Some(vec!["tinh".into(), "xuan-duc".into()]);
+        let v = validate("s", &s, &world()).unwrap();
+        assert_eq!(v.missing, vec!["xuan-duc".to_owned()]);
+        assert!(v.participants.iter().all(|p| p.name != "xuan-duc"));
+        assert!(v.participants.iter().any(|p| p.name == "tinh"));
+    }
+
+    #[test]
+    fn no_point_left_besides_the_host_fails_and_names_the_missing() {
+        let mut s = spec();
+        s.point_selector = None;
+        s.points = Some(vec!["xuan-duc".into(), "my-hao".into()]);
+        let e = validate("s", &s, &world()).unwrap_err();
+        assert_eq!(e, Error::NoPointsLeft { missing: vec!["xuan-duc".into()] });
+        assert!(e.to_string().starts_with("spec.points:"), "{e}");
+    }
+
+    #[test]
+    fn a_name_whose_service_would_not_fit_is_refused() {
+        let ok = "a".repeat(53);
+        assert!(validate(&ok, &spec(), &world()).is_ok());
+        assert!(crate::build::signaling_service::name(&ok).len() <= 63);
+        let e = validate(&"a".repeat(54), &spec(), &world()).unwrap_err();
+        assert_eq!(e.reason(), "NameTooLong");
+        assert!(e.to_string().starts_with("metadata.name:"), "{e}");
     }
 
     #[test]
     fn an_unknown_host_is_named() {
         let mut s = spec();
         s.host = "nowhere".into();
-        assert_eq!(validate_session(&s, &world(), &TimelineConfig::default()).unwrap_err().reason(), "UnknownHost");
+        assert_eq!(validate("s", &s, &world()).unwrap_err().reason(), "UnknownHost");
     }
 
     #[test]
@@ -204,14 +259,14 @@ mod tests {
         let mut s = spec();
         s.points = None;
         s.point_selector = None;
-        assert_eq!(validate_session(&s, &world(), &TimelineConfig::default()).unwrap_err(), Error::NoPoints);
+        assert_eq!(validate("s", &s, &world()).unwrap_err(), Error::NoPoints);
     }
 
     #[test]
     fn a_participant_with_a_broken_hierarchy_makes_the_session_invalid() {
         let mut w = world();
         w.push(point("lost", Level::Commune, None, &[("tiepdan.io/town", "my-hao")]));
-        let e = validate_session(&spec(), &w, &TimelineConfig::default()).unwrap_err();
+        let e = validate("s", &spec(), &w).unwrap_err();
         assert_eq!(e.reason(), "InvalidPoint");
         assert!(e.to_string().contains("lost"), "{e}");
     }

@@ -53,6 +53,10 @@ pub struct PointReport {
     pub connected: bool,
     #[serde(default)]
     pub verified: bool,
+    /// When the worker saw the point pass verification, on the worker's own clock (the media's
+    /// time, not when the operator happened to poll).
+    #[serde(default)]
+    pub verified_at: Option<jiff::Timestamp>,
     #[serde(default)]
     pub rtt_ms: Option<f64>,
     #[serde(default)]

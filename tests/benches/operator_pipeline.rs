@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use tiepdan_operator::api::{MediaWorkerPool, ReceptionPoint, ReceptionSession};
 use tiepdan_operator::build::{
     dashboard, join_tokens, network_policy, pod_monitor, prometheus_rule, signaling_service, tls, worker_pod,
@@ -48,7 +49,7 @@ use serde::Deserialize;
 fn main() {
     let (pool, points, session) = example();
     let cfg = TimelineConfig::default();
-    let valid = validate_session(&session.spec, &points, &cfg).expect("the example is valid");
+    let valid = validate_session(&session.name_any(), &session.spec, &points, &cfg).expect("the example is valid");
     let key = [7u8; 32];
     let now: Timestamp = "2027-03-14T01:00:00Z".parse().expect("time");
     let ca = pki::new_ca(now).expect("CA");
@@ -58,7 +59,7 @@ fn main() {
 
     let stats = vec![
         support::measure(&format!("validate the session ({n} points)"), 5000, || {
-            black_box(validate_session(&session.spec, &points, &cfg).expect("valid"));
+            black_box(validate_session(&session.name_any(), &session.spec, &points, &cfg).expect("valid"));
         }),
         support::measure("build the worker pod and signaling Service", 5000, || {
             black_box(worker_pod::build(&pool, "default-abcde", Some(&session), worker_pod::WorkerPorts::default()));

@@ -27,7 +27,7 @@ pub use reception_point::{
 };
 pub use reception_session::{
     IssuerRef, MediaSpec, PointStatus, Readiness, ReceptionSession, ReceptionSessionSpec, ReceptionSessionStatus,
-    Schedule, SessionPhase, SessionSummary, TlsSpec, VideoSpec, WorkerStatus,
+    Schedule, SessionCondition, SessionPhase, SessionSummary, TlsSpec, VideoSpec, WorkerStatus,
 };
 
 /// The API group of every tiepdan kind.

@@ -214,6 +214,53 @@ impl std::fmt::Display for SessionPhase {
     }
 }
 
+/// The condition types a session's status carries (kstatus style).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionCondition {
+    /// The spec, its points and its schedule are valid.
+    Valid,
+    /// The worker, signaling Service, join tokens and certificate are in place.
+    Provisioned,
+    /// The session's worker is serving it.
+    WorkerReady,
+    /// The worker serves the session's current certificate.
+    CertificateReady,
+    /// The session's dashboard (and PodMonitor, PrometheusRule) are in place.
+    MonitoringReady,
+    /// Every point still in the session is verified.
+    PointsVerified,
+    /// Every point was verified before the readiness deadline.
+    ReadyByDeadline,
+    /// The session lost its worker and runs on a replacement that is not serving yet.
+    Degraded,
+}
+
+impl SessionCondition {
+    pub const ALL: [SessionCondition; 8] = [
+        Self::Valid,
+        Self::Provisioned,
+        Self::WorkerReady,
+        Self::CertificateReady,
+        Self::MonitoringReady,
+        Self::PointsVerified,
+        Self::ReadyByDeadline,
+        Self::Degraded,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "Valid",
+            Self::Provisioned => "Provisioned",
+            Self::WorkerReady => "WorkerReady",
+            Self::CertificateReady => "CertificateReady",
+            Self::MonitoringReady => "MonitoringReady",
+            Self::PointsVerified => "PointsVerified",
+            Self::ReadyByDeadline => "ReadyByDeadline",
+            Self::Degraded => "Degraded",
+        }
+    }
+}
+
 /// The observed state of a session.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -222,7 +269,7 @@ pub struct ReceptionSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<SessionPhase>,
     /// kstatus conditions: Valid, Provisioned, WorkerReady, CertificateReady, MonitoringReady, PointsVerified,
-    /// ReadyByDeadline.
+    /// ReadyByDeadline, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// When every point must be verified (the deadline in effect, defaulted or explicit).
@@ -249,6 +296,18 @@ pub struct ReceptionSessionStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The revocation epoch of the session's join tokens. It rises when the schedule changes after
+    /// provisioning: links are issued again, older ones are refused, and points verify again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token_epoch: u64,
+    /// When the per-point quality figures (rttMs, lossPercent, jitterMs) were last copied into
+    /// status. Live figures are in the metrics; status carries them at most once a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_sampled_at: Option<Time>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The session's media worker.
@@ -272,9 +331,18 @@ pub struct PointStatus {
     /// Whether the point sent and received audio and video within thresholds.
     #[serde(default)]
     pub verified: bool,
-    /// When the operator first saw the point verified.
+    /// When the point passed verification, on the worker's clock (or, from a worker that does
+    /// not report it, when the operator first saw it verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<Time>,
+    /// Whether the point was verified only after the readiness deadline. A late verification is
+    /// recorded but never makes the session Ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified_late: bool,
+    /// Whether the point left the session (its ReceptionPoint was deleted): it no longer counts
+    /// towards verification and its join token was withdrawn.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
     /// Whether the point is connected now.
     #[serde(default)]
     pub connected: bool,

@@ -60,6 +60,7 @@ mod tests {
                 Participant { name: "my-hao".into(), display_name: "Mỹ Hào".into(), role: Role::Host },
                 Participant { name: "di-su".into(), display_name: "Dị Sử".into(), role: Role::Participant },
             ],
+            missing: vec![],
         };
         let secret = build(&s, &valid, b"k", 0).unwrap();
         let data = secret.data.unwrap();

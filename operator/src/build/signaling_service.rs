@@ -15,6 +15,10 @@ pub fn name(session: &str) -> String {
     format!("{session}-signaling")
 }
 
+/// The longest session name whose Service name still fits a DNS-1035 label (63 characters):
+/// the Service name adds `-signaling`.
+pub const MAX_SESSION_NAME: usize = 63 - "-signaling".len();
+
 /// The Service's port: HTTPS' own, so links carry no port.
 pub const PORT: i32 = 443;
 

@@ -16,6 +16,13 @@ pub fn name(pool: &str) -> String {
     format!("tiepdan-{pool}-signing-key")
 }
 
+/// The key as both sides use it: the Secret's bytes with surrounding ASCII whitespace trimmed,
+/// exactly as the worker reads its mounted key file. A key written with `kubectl create secret
+/// --from-file` often ends in a newline; signing with it untrimmed broke every token.
+pub fn key_bytes(raw: &[u8]) -> Vec<u8> {
+    raw.trim_ascii().to_vec()
+}
+
 /// The pool's signing-key Secret holding `key_hex`. Created once, never re-applied, so the key
 /// does not rotate under running sessions.
 pub fn build(pool: &MediaWorkerPool, key_hex: &str) -> Secret {
@@ -30,5 +37,17 @@ pub fn build(pool: &MediaWorkerPool, key_hex: &str) -> Secret {
         type_: Some("Opaque".to_owned()),
         data: Some([(KEY.to_owned(), ByteString(key_hex.as_bytes().to_vec()))].into()),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_trimmed_like_the_worker_trims_it() {
+        assert_eq!(key_bytes(b"0123abcd\n"), b"0123abcd");
+        assert_eq!(key_bytes(b" \t0123abcd\r\n"), b"0123abcd");
+        assert_eq!(key_bytes(b"0123abcd"), b"0123abcd");
     }
 }

@@ -5,6 +5,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
 
 use super::pool::pod_ready;
@@ -44,12 +45,58 @@ impl Allocation {
     }
 }
 
-/// Finds or allocates the worker pod of `session` from `pool`.
+/// The annotation recording which token epoch a worker was allocated for. A worker of an older
+/// epoch holds verification state and connections from before a reschedule, so it is replaced.
+pub const EPOCH_ANNOTATION: &str = "tiepdan.io/token-epoch";
+
+/// Why a pod labelled for a session can no longer serve it, if it can't.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stale {
+    /// Being deleted.
+    Terminating,
+    /// Failed or ended (an evicted pod is Failed): it will never serve again.
+    Ended,
+    /// Taken from a pool the session no longer names: its tokens are signed with another key.
+    OtherPool,
+    /// Allocated for an older token epoch (the session was rescheduled).
+    OldEpoch,
+}
+
+impl Stale {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stale::Terminating => "Terminating",
+            Stale::Ended => "Ended",
+            Stale::OtherPool => "OtherPool",
+            Stale::OldEpoch => "OldEpoch",
+        }
+    }
+}
+
+/// Whether `pod` can still serve a session that uses `pool` at token `epoch`. Pure.
+pub fn stale(pod: &Pod, pool: &str, epoch: u64) -> Option<Stale> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Some(Stale::Terminating);
+    }
+    if pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Failed" || p == "Succeeded") {
+        return Some(Stale::Ended);
+    }
+    if pod.labels().get(labels::POOL).is_some_and(|p| p != pool) {
+        return Some(Stale::OtherPool);
+    }
+    let pod_epoch = pod.annotations().get(EPOCH_ANNOTATION).and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
+    (pod_epoch != epoch).then_some(Stale::OldEpoch)
+}
+
+/// Finds or allocates the worker pod of `session` from `pool`, for token `epoch`. Pods of the
+/// session that are [`stale`] are passed over (the caller deletes them as orphans); when a new
+/// worker is allocated, why the session's pod could not go on (if it still exists) comes back too.
 pub async fn allocate(
     client: &kube::Client,
     session: &ReceptionSession,
     pool: &MediaWorkerPool,
-) -> Result<Allocation, Error> {
+    epoch: u64,
+) -> Result<(Allocation, Option<Stale>), Error> {
     let ns = session.namespace().unwrap_or_default();
     let sname = session.name_any();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
@@ -62,9 +109,13 @@ pub async fn allocate(
         )))
         .await
         .map_err(Error::List)?;
-    if let Some(p) = mine.items.into_iter().find(|p| p.metadata.deletion_timestamp.is_none()) {
-        return Ok(Allocation::Existing(p));
+    let pool_name = pool.name_any();
+    let (usable, stale_pods): (Vec<Pod>, Vec<Pod>) =
+        mine.items.into_iter().partition(|p| stale(p, &pool_name, epoch).is_none());
+    if let Some(p) = usable.into_iter().next() {
+        return Ok((Allocation::Existing(p), None));
     }
+    let replacing = stale_pods.iter().find_map(|p| stale(p, &pool_name, epoch));
 
     let idle_sel =
         format!("{},{}={}", labels::pool_selector(&pool.name_any()), labels::WORKER_STATE, labels::STATE_IDLE);
@@ -74,11 +125,15 @@ pub async fn allocate(
         .map_err(Error::List)?
         .items
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| stale(p, &pool_name, 0).is_none())
         .collect();
     // Only Ready pods, as in Agones: a warming pod may never come up (a bad image, a port taken),
     // and a session bound to it would wait on it. Without one, the session gets its own pod below.
     idle.retain(pod_ready);
+    // Nor an idle pod built from an older pool spec (the pool is rolling it): it may listen on
+    // RTC ports the session's NetworkPolicy no longer opens.
+    let current = worker_pod::template_hash(pool);
+    idle.retain(|p| worker_pod::hash_of(p) == Some(current.as_str()));
     for p in idle {
         let name = p.name_any();
         let patch = json!({
@@ -89,11 +144,12 @@ pub async fn allocate(
                     labels::SESSION: sname,
                     labels::INSTANCE: sname,
                 },
+                "annotations": { EPOCH_ANNOTATION: epoch.to_string() },
                 "ownerReferences": [owner_ref(session)],
             }
         });
         match pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(pod) => return Ok(Allocation::TookIdle(pod)),
+            Ok(pod) => return Ok((Allocation::TookIdle(pod), replacing)),
             // Somebody else changed the pod first (another session took it, or it is being
             // deleted): try the next one.
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => continue,
@@ -109,8 +165,11 @@ pub async fn allocate(
     let range = &pool.spec.host_ports;
     let ports = worker_ports::allocate(&pool.spec, &mut worker_ports::held(&all.items))
         .ok_or_else(|| Error::PortsExhausted { pool: pool.name_any(), min: range.min, max: range.max })?;
-    let pod = worker_pod::build(pool, &format!("{sname}-worker"), Some(session), ports);
-    Ok(Allocation::Created(apply::apply(&pods, &pod).await?))
+    // A fresh name each time: the pod it replaces may still be terminating under the old name.
+    let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase();
+    let mut pod = worker_pod::build(pool, &format!("{sname}-worker-{suffix}"), Some(session), ports);
+    pod.annotations_mut().insert(EPOCH_ANNOTATION.to_owned(), epoch.to_string());
+    Ok((Allocation::Created(apply::apply(&pods, &pod).await?), replacing))
 }
 
 /// Whether `pod` was started bound to its session (so it needs no allocation call).
@@ -120,4 +179,38 @@ pub fn started_bound(pod: &Pod) -> bool {
         .and_then(|s| s.containers.first())
         .and_then(|c| c.args.as_ref())
         .is_some_and(|a| a.iter().any(|x| x.starts_with("--session-id=")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn which_pods_can_still_serve_the_session() {
+        let ok = json!({"metadata": {"name": "w", "labels": {labels::POOL: "default"},
+                        "annotations": {EPOCH_ANNOTATION: "1"}}, "status": {"phase": "Running"}});
+        let mut terminating = ok.clone();
+        terminating["metadata"]["deletionTimestamp"] = json!("2025-06-11T07:00:00Z");
+        let mut evicted = ok.clone();
+        evicted["status"] = json!({"phase": "Failed", "reason": "Evicted"});
+        let mut no_epoch = ok.clone();
+        no_epoch["metadata"]["annotations"] = json!({});
+        let cases = [
+            (ok.clone(), "default", 1, None),
+            (ok.clone(), "other", 1, Some(Stale::OtherPool)),
+            (ok, "default", 2, Some(Stale::OldEpoch)),
+            (terminating, "default", 1, Some(Stale::Terminating)),
+            (evicted, "default", 1, Some(Stale::Ended)),
+            (no_epoch.clone(), "default", 0, None),
+            (no_epoch, "default", 1, Some(Stale::OldEpoch)),
+        ];
+        for (p, pool, epoch, want) in cases {
+            assert_eq!(stale(&pod(p.clone()), pool, epoch), want, "{p} in {pool} at epoch {epoch}");
+        }
+    }
 }

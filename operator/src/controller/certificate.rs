@@ -21,7 +21,7 @@ use crate::worker_client::WorkerReport;
 /// The CRD whose presence means cert-manager can take `Certificate`s.
 pub const CERT_MANAGER_CRDS: [&str; 1] = ["certificates.cert-manager.io"];
 /// The session condition this module decides.
-pub const CERTIFICATE_READY: &str = "CertificateReady";
+pub const CERTIFICATE_READY: &str = crate::api::SessionCondition::CertificateReady.as_str();
 
 /// Errors issuing or distributing a certificate. `category()` is a bounded metric label.
 #[derive(Debug, thiserror::Error)]

@@ -39,6 +39,9 @@ pub struct OperatorConfig {
     pub ca_namespace: String,
     /// How long a session's signaling certificate is valid; it is renewed in its last third.
     pub session_cert_validity: jiff::SignedDuration,
+    /// The counter the client's write requests go to (see [`crate::api_requests`]); exported on
+    /// `/metrics` when set.
+    pub api_requests: Option<crate::api_requests::ApiRequests>,
 }
 
 impl Default for OperatorConfig {
@@ -56,6 +59,7 @@ impl Default for OperatorConfig {
             // A week covers provisioning the day before, rehearsal, the session and its grace,
             // with renewal well before expiry for long-lived or rescheduled sessions.
             session_cert_validity: jiff::SignedDuration::from_hours(24 * 7),
+            api_requests: None,
         }
     }
 }
@@ -95,6 +99,10 @@ impl Context {
 
     pub fn new(client: Client, clock: Arc<dyn Clock>, config: OperatorConfig) -> Self {
         let reporter = Reporter { controller: "tiepdan-operator".into(), instance: config.instance.clone() };
+        let metrics = match &config.api_requests {
+            Some(r) => Metrics::new().with_api_requests(r),
+            None => Metrics::new(),
+        };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -103,7 +111,7 @@ impl Context {
             cert_manager: Detector::new(&certificate::CERT_MANAGER_CRDS, config.monitoring_check_interval),
             config,
             workers: WorkerClient::new(),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             ready: Arc::new(AtomicBool::new(false)),
             server_minor: tokio::sync::OnceCell::new(),
             ca: tokio::sync::OnceCell::new(),

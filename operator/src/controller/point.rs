@@ -80,14 +80,18 @@ async fn reconcile_point(point: Arc<ReceptionPoint>, ctx: Arc<Context>) -> Resul
     let generation = point.metadata.generation;
     set_condition(&mut status.conditions, "Valid", st, reason, &message, generation, ctx.clock.now());
     status.observed_generation = generation;
-    let patch = json!({
-        "apiVersion": "tiepdan.io/v1alpha1",
-        "kind": "ReceptionPoint",
-        "status": { "conditions": status.conditions, "observedGeneration": status.observed_generation },
-    });
-    api.patch_status(&point.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
+    // Written only on change: recording a verification on the point (a status change) must not
+    // come back as another write.
+    if point.status.as_ref() != Some(&status) {
+        let patch = json!({
+            "apiVersion": "tiepdan.io/v1alpha1",
+            "kind": "ReceptionPoint",
+            "status": { "conditions": status.conditions, "observedGeneration": status.observed_generation },
+        });
+        api.patch_status(&point.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(Error::Status)?;
+    }
 
     match (&result, was_valid) {
         (Err(e), Some(true) | None) => events::warning(&ctx, &*point, e.reason(), "Validate", message).await,

@@ -90,7 +90,7 @@ pub async fn ensure_signing_key(ctx: &Context, pool: &MediaWorkerPool) -> Result
     let name = signing_key::name(&pool.name_any());
     if let Some(s) = api.get_opt(&name).await? {
         if let Some(k) = s.data.as_ref().and_then(|d| d.get(signing_key::KEY)) {
-            return Ok(k.0.clone());
+            return Ok(signing_key::key_bytes(&k.0));
         }
     }
     let key = generate_signing_key();
@@ -99,7 +99,7 @@ pub async fn ensure_signing_key(ctx: &Context, pool: &MediaWorkerPool) -> Result
         // Another reconcile won the race: use its key, never overwrite it.
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let s = api.get(&name).await?;
-            Ok(s.data.and_then(|d| d.get(signing_key::KEY).map(|k| k.0.clone())).unwrap_or_default())
+            Ok(s.data.and_then(|d| d.get(signing_key::KEY).map(|k| signing_key::key_bytes(&k.0))).unwrap_or_default())
         }
         Err(e) => Err(e),
     }
@@ -210,11 +210,14 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
         conditions: status.conditions,
     };
     ctx.metrics.observe_pool(&format!("{ns}/{name}"), &status);
-    let patch = json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool", "status": status});
-    Api::<MediaWorkerPool>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(&name, &PatchParams::apply(labels::MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
+    // Written only on change: a pool whose workers did not change costs no API writes.
+    if pool.status.as_ref() != Some(&status) {
+        let patch = json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool", "status": status});
+        Api::<MediaWorkerPool>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(&name, &PatchParams::apply(labels::MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(Error::Status)?;
+    }
     Ok(Action::await_change())
 }
 

@@ -28,7 +28,7 @@ use super::worker_health::WorkerHealth;
 use super::{events, Context};
 use crate::api::{
     condition, set_condition, ConditionStatus as CS, MediaWorkerPool, ReceptionPoint, ReceptionSession,
-    ReceptionSessionStatus, SessionPhase, WorkerStatus,
+    ReceptionSessionStatus, SessionCondition as SC, SessionPhase, WorkerStatus,
 };
 use crate::apply;
 use crate::build::{join_tokens, labels, network_policy, signaling_service, tls};
@@ -144,6 +144,29 @@ struct Provisioned {
     monitoring: Result<Applied, monitoring::Error>,
     /// Nor does the certificate: its outcome goes to CertificateReady.
     certificate: Result<certificate::Issued, certificate::Error>,
+    /// The worker this reconcile replaced, and why it could not go on.
+    replaced: Option<(String, &'static str)>,
+}
+
+/// Sets one of the session's conditions at the reconcile's generation and time.
+struct Conditions<'a> {
+    list: &'a mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    generation: Option<i64>,
+    now: Timestamp,
+}
+
+impl Conditions<'_> {
+    /// Returns whether the condition's status changed.
+    fn set(&mut self, c: SC, status: CS, reason: &str, message: impl Into<String>) -> bool {
+        set_condition(self.list, c.as_str(), status, reason, message, self.generation, self.now)
+    }
+
+    /// Every resource condition False with one reason, for a session holding no resources.
+    fn no_resources(&mut self, reason: &str, message: &str) {
+        for c in [SC::Provisioned, SC::WorkerReady, SC::MonitoringReady, SC::CertificateReady, SC::Degraded] {
+            self.set(c, CS::False, reason, message);
+        }
+    }
 }
 
 async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Action, Error> {
@@ -163,192 +186,72 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
         .items;
 
     // validate
-    let valid = match validate_session(&session.spec, &points, &ctx.config.timeline) {
+    let valid = match validate_session(&session.name_any(), &session.spec, &points, &ctx.config.timeline) {
         Ok(v) => v,
-        Err(e) => {
-            let changed =
-                set_condition(&mut status.conditions, "Valid", CS::False, e.reason(), e.to_string(), generation, now);
-            if prev.phase != Some(SessionPhase::Completed) {
-                status.phase = Some(SessionPhase::Failed);
-            }
-            write_status(ctx, session, &status).await?;
-            ctx.metrics.observe_session(&id, &status, None, now);
-            if changed || prev.phase != status.phase {
-                events::warning(ctx, session, e.reason(), "Validate", e.to_string()).await;
-            }
-            // Not retried in a loop: a change to the session or its points triggers a reconcile.
-            return Ok(Action::await_change());
-        }
+        Err(e) => return fail(session, ctx, &prev, status, &e, now).await,
     };
-    set_condition(
-        &mut status.conditions,
-        "Valid",
-        CS::True,
-        "Valid",
-        "The session's points, host and schedule are valid.",
-        generation,
-        now,
-    );
+    let mut conds = Conditions { list: &mut status.conditions, generation, now };
+    conds.set(SC::Valid, CS::True, "Valid", "The session's points, host and schedule are valid.");
     let t = &valid.timeline;
-    status.readiness_deadline = Some(Time(t.deadline));
-    status.rehearsal_start = Some(Time(t.rehearsal_start));
-    status.end = Some(Time(t.end));
-
     let completed_before = prev.phase == Some(SessionPhase::Completed);
-    let time_phase = t.phase_at(now, st::all_verified(&prev.points));
+    // A schedule moved after the operator acted on it: the links and the rehearsal were for
+    // another day, so the tokens get a new epoch (older links are refused) and points verify again.
+    let rescheduled = !completed_before && st::rescheduled(&prev, t);
+    if rescheduled {
+        status.token_epoch = prev.token_epoch + 1;
+    }
+    // Whole seconds, as the API server keeps them: otherwise the status computed here never equals
+    // the one read back, and every reconcile would write it.
+    let whole = |ts: Timestamp| Some(Time(Timestamp::from_second(ts.as_second()).unwrap_or(ts)));
+    status.readiness_deadline = whole(t.deadline);
+    status.rehearsal_start = whole(t.rehearsal_start);
+    status.end = whole(t.end);
+
+    let mut conds = Conditions { list: &mut status.conditions, generation, now };
     let mut worker_report = None;
-    if completed_before || time_phase == SessionPhase::Completed {
+    if completed_before || t.phase_at(now, false) == SessionPhase::Completed {
         release(session, ctx).await?;
-        set_condition(
-            &mut status.conditions,
-            "Provisioned",
-            CS::False,
+        conds.no_resources(
             "Released",
-            "The session ended; its worker, Service, join tokens and certificates were deleted.",
-            generation,
-            now,
-        );
-        set_condition(
-            &mut status.conditions,
-            "WorkerReady",
-            CS::False,
-            "Released",
-            "The session ended.",
-            generation,
-            now,
-        );
-        set_condition(
-            &mut status.conditions,
-            MONITORING_READY,
-            CS::False,
-            "Released",
-            "The session ended; its dashboard and any PodMonitor and PrometheusRule were deleted.",
-            generation,
-            now,
-        );
-        set_condition(
-            &mut status.conditions,
-            CERTIFICATE_READY,
-            CS::False,
-            "Released",
-            "The session ended; its certificate Secrets (and any cert-manager Certificate) were deleted.",
-            generation,
-            now,
+            "The session ended; its worker, Service, join tokens, certificates and monitoring were deleted.",
         );
         status.worker = None;
     } else if t.needs_resources(now) {
-        match provision(session, &valid, ctx, now).await {
+        match provision(session, &valid, ctx, now, status.token_epoch).await {
             Ok(p) => {
-                set_condition(
-                    &mut status.conditions,
-                    "Provisioned",
-                    CS::True,
-                    "Provisioned",
-                    "Worker, signaling Service, join tokens and the session's certificate are in place.",
-                    generation,
-                    now,
-                );
-                let health = p.pod.as_ref().map_or(WorkerHealth::Starting, WorkerHealth::of);
-                let pod_name = p.pod.as_ref().map(|p| p.name_any()).unwrap_or_default();
-                let msg = health.message(&pod_name, &p.worker_message);
-                let was = condition::find(&prev.conditions, "WorkerReady").map(|c| c.reason.clone());
-                let reason = health.reason();
-                set_condition(
-                    &mut status.conditions,
-                    "WorkerReady",
-                    CS::from_bool(health == WorkerHealth::Ready),
-                    reason,
-                    &msg,
-                    generation,
-                    now,
-                );
-                if was.as_deref() != Some(reason) {
-                    if health.failed() {
-                        events::warning(ctx, session, reason, "Worker", msg).await;
-                    } else if health == WorkerHealth::Ready
-                        && matches!(was.as_deref(), Some("WorkerCrashed" | "WorkerOOMKilled"))
-                    {
-                        events::normal(ctx, session, "WorkerRecovered", "Worker", msg).await;
-                    }
-                }
                 status.worker = Some(WorkerStatus {
                     pod: p.pod.as_ref().map(|p| p.name_any()),
                     signaling_url: Some(signaling_service::url(session)),
                 });
-                let (ms, reason, msg) = monitoring_condition(&p.monitoring);
-                set_condition(&mut status.conditions, MONITORING_READY, ms, reason, msg, generation, now);
-                let (cs, reason, msg) = certificate::condition(&p.certificate, p.report.as_ref(), &pod_name);
-                let was = condition::find(&prev.conditions, CERTIFICATE_READY).map(|c| c.reason.clone());
-                set_condition(&mut status.conditions, CERTIFICATE_READY, cs, reason, &msg, generation, now);
-                if was.as_deref() != Some(reason) {
-                    match reason {
-                        "Serving" => events::normal(ctx, session, "CertificateServing", "Certificate", msg).await,
-                        "CertificateFailed" => {
-                            events::warning(ctx, session, "CertificateFailed", "Certificate", msg).await
-                        }
-                        _ => {}
-                    }
-                }
+                provisioned_conditions(ctx, session, &prev, &mut conds, &p).await;
                 worker_report = p.report;
             }
             Err(ProvisionError::PoolMissing(pool)) => {
                 let msg = format!("spec.workerPool: no MediaWorkerPool named {pool:?} in this namespace");
-                if set_condition(
-                    &mut status.conditions,
-                    "Provisioned",
-                    CS::False,
-                    "PoolNotFound",
-                    &msg,
-                    generation,
-                    now,
-                ) {
+                if conds.set(SC::Provisioned, CS::False, "PoolNotFound", &msg) {
                     events::warning(ctx, session, "PoolNotFound", "Provision", msg).await;
                 }
             }
             Err(ProvisionError::Other(e)) => return Err(e),
         }
     } else {
+        // Not yet time, or no longer: a session moved to a later day gives its worker back.
+        if rescheduled || condition_true(session, SC::Provisioned.as_str()) {
+            release(session, ctx).await?;
+            status.worker = None;
+        }
         let msg = format!("Provisioning starts at {}.", t.provisioning_start);
-        set_condition(&mut status.conditions, "Provisioned", CS::False, "Scheduled", &msg, generation, now);
-        set_condition(&mut status.conditions, "WorkerReady", CS::False, "Scheduled", &msg, generation, now);
-        set_condition(&mut status.conditions, MONITORING_READY, CS::False, "Scheduled", &msg, generation, now);
-        set_condition(&mut status.conditions, CERTIFICATE_READY, CS::False, "Scheduled", msg, generation, now);
+        conds.no_resources("Scheduled", &msg);
     }
 
-    // status
-    status.points = st::merge_points(&valid.participants, worker_report.as_ref(), &prev.points, now);
-    status.verified = Some(st::verified_summary(&status.points));
-    let phase =
-        if completed_before { SessionPhase::Completed } else { t.phase_at(now, st::all_verified(&status.points)) };
+    // derive status (pure)
+    let derived = st::derive(&prev, &valid, worker_report.as_ref(), rescheduled, now);
+    status.points = derived.points;
+    status.quality_sampled_at = derived.quality_sampled_at;
+    let phase = derived.phase;
     status.phase = Some(phase);
-    let verified_n = status.points.iter().filter(|p| p.verified).count();
-    let all = st::all_verified(&status.points);
-    set_condition(
-        &mut status.conditions,
-        "PointsVerified",
-        CS::from_bool(all),
-        if all { "AllVerified" } else { "PointsUnverified" },
-        format!("{verified_n} of {} points verified.", status.points.len()),
-        generation,
-        now,
-    );
-    let (rbd, reason, msg) = if st::all_verified_by(&status.points, t.deadline) {
-        (CS::True, "VerifiedBeforeDeadline", format!("Every point was verified before {}.", t.deadline))
-    } else if now >= t.deadline {
-        (
-            CS::False,
-            "DeadlineMissed",
-            format!(
-                "{} of {} points were not verified before {}.",
-                status.points.len() - verified_n,
-                status.points.len(),
-                t.deadline
-            ),
-        )
-    } else {
-        (CS::Unknown, "AwaitingVerification", format!("Every point must be verified before {}.", t.deadline))
-    };
-    set_condition(&mut status.conditions, "ReadyByDeadline", rbd, reason, msg, generation, now);
+    status.verified = Some(st::verified_summary(&status.points));
+    readiness_conditions(&mut Conditions { list: &mut status.conditions, generation, now }, &status.points, t);
     let mut summary = status.summary.clone().unwrap_or_default();
     if phase == SessionPhase::Live && summary.actual_start.is_none() {
         summary.actual_start = Some(Time(now));
@@ -357,26 +260,167 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
         summary.actual_end = Some(Time(now));
     }
     status.summary = Some(st::summarize(&status.points, summary));
-    write_status(ctx, session, &status).await?;
+    write_status(ctx, session, &prev, &status).await?;
     ctx.metrics.observe_session(&id, &status, Some(t), now);
 
-    // events and point status, after the session's own status is safely written
+    // events from the diff, after the session's own status is safely written
+    if rescheduled {
+        let msg = format!(
+            "The schedule changed after provisioning: join links were issued again (epoch {}), older links are \
+             refused, and every point must be verified again before {}.",
+            status.token_epoch, t.deadline
+        );
+        events::warning(ctx, session, "Rescheduled", "Schedule", msg).await;
+    }
     if prev.phase != Some(phase) {
         tracing::info!(session = %id, from = ?prev.phase, to = %phase, "session phase changed");
         phase_event(ctx, session, prev.phase, phase, &status).await;
     }
+    for p in st::newly_removed(&prev.points, &status.points) {
+        let msg = format!(
+            "Point {} is no longer a ReceptionPoint in this namespace: it left the session and its join token was \
+             withdrawn. The session goes on with the other points.",
+            p.name
+        );
+        events::warning(ctx, session, "PointRemoved", "Points", msg).await;
+    }
     for p in st::newly_verified(&prev.points, &status.points) {
-        events::normal(
-            ctx,
-            session,
-            "PointVerified",
-            "Verify",
-            format!("Point {} sent and received audio and video within thresholds.", p.name),
-        )
-        .await;
-        record_point_verification(ctx, &ns, session, p, now).await;
+        if p.verified_late {
+            let msg =
+                format!("Point {} was verified after the deadline {}; the session stays NotReady.", p.name, t.deadline);
+            events::warning(ctx, session, "PointVerifiedLate", "Verify", msg).await;
+        } else {
+            let msg = format!("Point {} sent and received audio and video within thresholds.", p.name);
+            events::normal(ctx, session, "PointVerified", "Verify", msg).await;
+        }
+        record_point_verification(ctx, &ns, session, p).await;
     }
     Ok(next_action(ctx, &valid, phase, now))
+}
+
+/// A session that failed validation gives back everything usable (worker, links, certificates),
+/// keeping its spec and status so people can see why.
+async fn fail(
+    session: &ReceptionSession,
+    ctx: &Context,
+    prev: &ReceptionSessionStatus,
+    mut status: ReceptionSessionStatus,
+    e: &crate::validate::Error,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let generation = session.metadata.generation;
+    let mut conds = Conditions { list: &mut status.conditions, generation, now };
+    let changed = conds.set(SC::Valid, CS::False, e.reason(), e.to_string());
+    if prev.phase != Some(SessionPhase::Completed) {
+        status.phase = Some(SessionPhase::Failed);
+        release(session, ctx).await?;
+        conds.no_resources(
+            "Failed",
+            "The session is not valid (see the Valid condition); its worker, Service, join tokens and certificates \
+             were released.",
+        );
+        status.worker = None;
+    }
+    write_status(ctx, session, prev, &status).await?;
+    let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
+    ctx.metrics.observe_session(&id, &status, None, now);
+    if changed || prev.phase != status.phase {
+        events::warning(ctx, session, e.reason(), "Validate", e.to_string()).await;
+    }
+    // Not retried in a loop: a change to the session or its points triggers a reconcile.
+    Ok(Action::await_change())
+}
+
+/// The conditions of a provisioned session, and the events for their transitions.
+async fn provisioned_conditions(
+    ctx: &Context,
+    session: &ReceptionSession,
+    prev: &ReceptionSessionStatus,
+    conds: &mut Conditions<'_>,
+    p: &Provisioned,
+) {
+    conds.set(
+        SC::Provisioned,
+        CS::True,
+        "Provisioned",
+        "Worker, signaling Service, join tokens and the session's certificate are in place.",
+    );
+    let health = p.pod.as_ref().map_or(WorkerHealth::Starting, WorkerHealth::of);
+    let pod_name = p.pod.as_ref().map(|p| p.name_any()).unwrap_or_default();
+    let msg = health.message(&pod_name, &p.worker_message);
+    let was = condition::find(&prev.conditions, SC::WorkerReady.as_str()).map(|c| c.reason.clone());
+    let reason = health.reason();
+    conds.set(SC::WorkerReady, CS::from_bool(health == WorkerHealth::Ready), reason, &msg);
+    if was.as_deref() != Some(reason) {
+        if health.failed() {
+            events::warning(ctx, session, reason, "Worker", msg).await;
+        } else if health == WorkerHealth::Ready && was.as_deref().is_some_and(WorkerHealth::is_failure_reason) {
+            events::normal(ctx, session, "WorkerRecovered", "Worker", msg).await;
+        }
+    }
+    let was_degraded = condition::find(&prev.conditions, SC::Degraded.as_str()).is_some_and(|c| c.status == "True");
+    if let Some((old, why)) = &p.replaced {
+        let msg = if *why == allocation::Stale::OldEpoch.as_str() {
+            format!("Worker pod {old} served the session before it was rescheduled; {pod_name} serves the new links.")
+        } else {
+            format!(
+                "Worker pod {old} can no longer serve the session ({why}); {pod_name} replaces it. The links stay \
+                 the same and the consoles reconnect; verification is kept."
+            )
+        };
+        conds.set(SC::Degraded, CS::True, "WorkerReplaced", &msg);
+        ctx.metrics.worker_replaced(why);
+        events::warning(ctx, session, "WorkerReplaced", "Worker", msg).await;
+    } else if health == WorkerHealth::Ready {
+        conds.set(SC::Degraded, CS::False, "WorkerServing", "The session's worker serves it.");
+        if was_degraded {
+            let msg = format!("Worker pod {pod_name} serves the session again.");
+            events::normal(ctx, session, "WorkerRestored", "Worker", msg).await;
+        }
+    } else if !was_degraded {
+        conds.set(SC::Degraded, CS::False, "WorkerStarting", "The session's worker is starting.");
+    }
+    let (ms, reason, msg) = monitoring_condition(&p.monitoring);
+    conds.set(SC::MonitoringReady, ms, reason, msg);
+    let (cs, reason, msg) = certificate::condition(&p.certificate, p.report.as_ref(), &pod_name);
+    let was = condition::find(&prev.conditions, CERTIFICATE_READY).map(|c| c.reason.clone());
+    conds.set(SC::CertificateReady, cs, reason, &msg);
+    if was.as_deref() != Some(reason) {
+        match reason {
+            "Serving" => events::normal(ctx, session, "CertificateServing", "Certificate", msg).await,
+            "CertificateFailed" => events::warning(ctx, session, "CertificateFailed", "Certificate", msg).await,
+            _ => {}
+        }
+    }
+}
+
+/// PointsVerified and ReadyByDeadline from the points (pure).
+fn readiness_conditions(conds: &mut Conditions<'_>, points: &[crate::api::PointStatus], t: &crate::timeline::Timeline) {
+    let present: Vec<_> = points.iter().filter(|p| !p.removed).collect();
+    let verified_n = present.iter().filter(|p| p.verified).count();
+    let all = st::all_verified(points);
+    conds.set(
+        SC::PointsVerified,
+        CS::from_bool(all),
+        if all { "AllVerified" } else { "PointsUnverified" },
+        format!("{verified_n} of {} points verified.", present.len()),
+    );
+    let on_time = present.iter().filter(|p| p.verified_at.as_ref().is_some_and(|v| v.0 <= t.deadline)).count();
+    let (rbd, reason, msg) = if st::all_verified_by(points, t.deadline) {
+        (CS::True, "VerifiedBeforeDeadline", format!("Every point was verified before {}.", t.deadline))
+    } else if conds.now >= t.deadline {
+        let late = present.iter().filter(|p| p.verified_late).count();
+        let msg = format!(
+            "{} of {} points were not verified before {} ({late} verified late).",
+            present.len() - on_time,
+            present.len(),
+            t.deadline
+        );
+        (CS::False, "DeadlineMissed", msg)
+    } else {
+        (CS::Unknown, "AwaitingVerification", format!("Every point must be verified before {}.", t.deadline))
+    };
+    conds.set(SC::ReadyByDeadline, rbd, reason, msg);
 }
 
 /// When to look again: the next timeline boundary, and the worker poll while media flows.
@@ -411,6 +455,7 @@ async fn provision(
     valid: &ValidSession,
     ctx: &Context,
     now: Timestamp,
+    epoch: u64,
 ) -> Result<Provisioned, ProvisionError> {
     let ns = session.namespace().unwrap_or_default();
     let sname = session.name_any();
@@ -421,7 +466,12 @@ async fn provision(
         .ok_or_else(|| ProvisionError::PoolMissing(session.spec.worker_pool.clone()))?;
     let key = ensure_signing_key(ctx, &pool).await.map_err(Error::SigningKey)?;
 
-    let alloc = allocation::allocate(&ctx.client, session, &pool).await.map_err(Error::from)?;
+    let (alloc, stale) = allocation::allocate(&ctx.client, session, &pool, epoch).await.map_err(Error::from)?;
+    let had = session.status.as_ref().and_then(|s| s.worker.as_ref()).and_then(|w| w.pod.clone());
+    let replaced = match (&alloc, had) {
+        (Allocation::Existing(_), _) | (_, None) => None,
+        (_, Some(old)) => Some((old, stale.map_or("Gone", allocation::Stale::as_str))),
+    };
     match &alloc {
         Allocation::TookIdle(p) => {
             events::normal(
@@ -449,7 +499,7 @@ async fn provision(
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     let svc = apply::apply(&services, &signaling_service::build(session)).await.map_err(Error::from)?;
-    let tokens = apply::apply(&secrets, &join_tokens::build(session, valid, &key, 0).map_err(Error::from)?)
+    let tokens = apply::apply(&secrets, &join_tokens::build(session, valid, &key, epoch).map_err(Error::from)?)
         .await
         .map_err(Error::from)?;
     // The certificate goes to the pod before the worker is bound, so it can load it at once.
@@ -481,8 +531,8 @@ async fn provision(
         tracing::warn!(error = %e, category = e.category(), "failed to apply the session's monitoring");
     }
 
-    let (report, worker_message) = observe_worker(ctx, session, &pod, &key, now).await;
-    Ok(Provisioned { pod: Some(pod), report, worker_message, monitoring, certificate })
+    let (report, worker_message) = observe_worker(ctx, session, &pod, &key, now, epoch).await;
+    Ok(Provisioned { pod: Some(pod), report, worker_message, monitoring, certificate, replaced })
 }
 
 /// Binds a warm worker to the session (idempotent) and reads its per-point status.
@@ -493,6 +543,7 @@ async fn observe_worker(
     pod: &Pod,
     key: &[u8],
     now: Timestamp,
+    epoch: u64,
 ) -> (Option<WorkerReport>, String) {
     let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
         return (None, format!("Worker pod {} has no IP yet.", pod.name_any()));
@@ -502,8 +553,10 @@ async fn observe_worker(
     }
     let base = WorkerClient::base_url(&ip, crate::build::worker_ports::of_pod(pod).admin);
     let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
-    if !allocation::started_bound(pod) {
-        if let Err(e) = ctx.workers.allocate(&base, key, now, &id, &session.spec.title, 0).await {
+    // A pod started bound knows its session, but not a raised epoch: tell it, so older links are
+    // refused (the worker only ever raises its epoch, so repeating this is harmless).
+    if !allocation::started_bound(pod) || epoch > 0 {
+        if let Err(e) = ctx.workers.allocate(&base, key, now, &id, &session.spec.title, epoch).await {
             return (
                 None,
                 format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any()),
@@ -547,8 +600,18 @@ async fn cleanup(session: &ReceptionSession, ctx: &Context) -> Result<Action, Er
     Ok(Action::await_change())
 }
 
+/// Writes `status` only if it differs from `prev`: a session in which nothing changed costs no
+/// API writes.
 #[tracing::instrument(skip_all)]
-async fn write_status(ctx: &Context, session: &ReceptionSession, status: &ReceptionSessionStatus) -> Result<(), Error> {
+async fn write_status(
+    ctx: &Context,
+    session: &ReceptionSession,
+    prev: &ReceptionSessionStatus,
+    status: &ReceptionSessionStatus,
+) -> Result<(), Error> {
+    if session.status.is_some() && prev == status {
+        return Ok(());
+    }
     let patch = json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionSession", "status": status});
     Api::<ReceptionSession>::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default())
         .patch_status(&session.name_any(), &PatchParams::apply(labels::MANAGER).force(), &Patch::Apply(&patch))
@@ -576,15 +639,9 @@ async fn phase_event(
 
 /// Records a verification on the point itself. Best effort: a merge patch (not the apply
 /// manager's field set, which the point controller owns).
-async fn record_point_verification(
-    ctx: &Context,
-    ns: &str,
-    session: &ReceptionSession,
-    p: &crate::api::PointStatus,
-    now: Timestamp,
-) {
+async fn record_point_verification(ctx: &Context, ns: &str, session: &ReceptionSession, p: &crate::api::PointStatus) {
     let patch = json!({"status": {"lastVerification": {
-        "time": Time(now), "session": session.name_any(),
+        "time": p.verified_at, "session": session.name_any(),
         "rttMs": p.rtt_ms, "lossPercent": p.loss_percent, "jitterMs": p.jitter_ms,
     }}});
     let api = Api::<ReceptionPoint>::namespaced(ctx.client.clone(), ns);
@@ -605,7 +662,7 @@ fn error_policy(_session: Arc<ReceptionSession>, err: &Error, ctx: Arc<Context>)
 }
 
 /// The condition saying whether the session's monitoring children are in place.
-pub const MONITORING_READY: &str = "MonitoringReady";
+pub const MONITORING_READY: &str = SC::MonitoringReady.as_str();
 
 /// `MonitoringReady` from what [`monitoring::apply`] did.
 fn monitoring_condition(outcome: &Result<Applied, monitoring::Error>) -> (CS, &'static str, String) {

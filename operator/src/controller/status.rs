@@ -4,63 +4,171 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{PointStatus, SessionSummary};
-use crate::validate::Participant;
+use crate::api::{PointStatus, ReceptionSessionStatus, SessionPhase, SessionSummary};
+use crate::timeline::Timeline;
+use crate::validate::{Participant, ValidSession};
 use crate::worker_client::WorkerReport;
 
-/// Per-point status for `participants`, from the worker's `report` (if it answered) on top of
-/// the previous status. Verification and having joined are sticky for the session.
-pub fn merge_points(
-    participants: &[Participant],
-    report: Option<&WorkerReport>,
-    previous: &[PointStatus],
-    now: Timestamp,
-) -> Vec<PointStatus> {
-    participants
+/// How often per-point quality figures (RTT, loss, jitter) may be copied into status. They change
+/// with every poll; the live figures are in the metrics, and a status write per poll per session
+/// is what made idle sessions cost API writes.
+pub const QUALITY_SAMPLE_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// What the per-point merge sees.
+pub struct PointInputs<'a> {
+    /// The points taking part, host first.
+    pub participants: &'a [Participant],
+    /// Points the spec names that no longer exist.
+    pub missing: &'a [String],
+    /// The worker's report, if it answered.
+    pub report: Option<&'a WorkerReport>,
+    /// The readiness deadline: verification after it is late.
+    pub deadline: Timestamp,
+    pub now: Timestamp,
+    /// Whether quality figures may be copied from the report this time.
+    pub copy_quality: bool,
+}
+
+/// Whether quality figures may be copied into status at `now`, given when they last were.
+pub fn quality_due(last: Option<&Time>, now: Timestamp) -> bool {
+    last.is_none_or(|t| now.duration_since(t.0) >= QUALITY_SAMPLE_EVERY)
+}
+
+/// Per-point status from the worker's report on top of the previous status. Verification and
+/// having joined are sticky for the session; a point that is gone stays listed as removed.
+pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<PointStatus> {
+    let prev_of = |name: &str| {
+        previous
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .unwrap_or_else(|| PointStatus { name: name.to_owned(), ..Default::default() })
+    };
+    let mut out: Vec<PointStatus> = input
+        .participants
         .iter()
         .map(|p| {
-            let prev = previous
-                .iter()
-                .find(|s| s.name == p.name)
-                .cloned()
-                .unwrap_or_else(|| PointStatus { name: p.name.clone(), ..Default::default() });
-            let Some(r) = report.and_then(|r| r.points.iter().find(|x| x.name == p.name)) else {
+            let prev = PointStatus { removed: false, ..prev_of(&p.name) };
+            let Some(r) = input.report.and_then(|r| r.points.iter().find(|x| x.name == p.name)) else {
                 // The worker did not answer or does not know the point: it is not connected.
                 return PointStatus { connected: false, ..prev };
             };
             let verified = prev.verified || r.verified;
+            let verified_at = prev.verified_at.or_else(|| verified.then(|| Time(r.verified_at.unwrap_or(input.now))));
+            let quality = |new: Option<f64>, old: Option<f64>| if input.copy_quality { new.or(old) } else { old };
             PointStatus {
                 name: p.name.clone(),
                 verified,
-                verified_at: prev.verified_at.or_else(|| verified.then_some(Time(now))),
+                verified_late: verified_at.as_ref().is_some_and(|t| t.0 > input.deadline),
+                verified_at,
+                removed: false,
                 connected: r.connected,
                 joined: prev.joined || r.joined || r.connected,
-                rtt_ms: r.rtt_ms.or(prev.rtt_ms),
-                loss_percent: r.loss_percent.or(prev.loss_percent),
-                jitter_ms: r.jitter_ms.or(prev.jitter_ms),
+                rtt_ms: quality(r.rtt_ms, prev.rtt_ms),
+                loss_percent: quality(r.loss_percent, prev.loss_percent),
+                jitter_ms: quality(r.jitter_ms, prev.jitter_ms),
             }
         })
+        .collect();
+    out.extend(input.missing.iter().map(|n| PointStatus { removed: true, connected: false, ..prev_of(n) }));
+    out
+}
+
+/// The points that count: those still in the session.
+fn present(points: &[PointStatus]) -> impl Iterator<Item = &PointStatus> {
+    points.iter().filter(|p| !p.removed)
+}
+
+/// Points verified in `now` but not in `before`.
+pub fn newly_verified<'a>(before: &[PointStatus], now: &'a [PointStatus]) -> Vec<&'a PointStatus> {
+    present(now).filter(|p| p.verified && !before.iter().any(|b| b.name == p.name && b.verified)).collect()
+}
+
+/// Points removed in `now` but present (or unknown) in `before`.
+pub fn newly_removed<'a>(before: &[PointStatus], now: &'a [PointStatus]) -> Vec<&'a PointStatus> {
+    now.iter().filter(|p| p.removed && !before.iter().any(|b| b.name == p.name && b.removed)).collect()
+}
+
+/// Every point's verification undone, for a session whose schedule moved: a rehearsal proves a
+/// connection for one day, not for any day.
+pub fn reset_verification(points: &[PointStatus]) -> Vec<PointStatus> {
+    points
+        .iter()
+        .map(|p| PointStatus { verified: false, verified_at: None, verified_late: false, ..p.clone() })
         .collect()
 }
 
-/// Names of points verified in `now` but not in `before`.
-pub fn newly_verified<'a>(before: &[PointStatus], now: &'a [PointStatus]) -> Vec<&'a PointStatus> {
-    now.iter().filter(|p| p.verified && !before.iter().any(|b| b.name == p.name && b.verified)).collect()
-}
-
-/// "verified/total", e.g. "3/15".
+/// "verified/total", e.g. "3/15", over the points still in the session.
 pub fn verified_summary(points: &[PointStatus]) -> String {
-    format!("{}/{}", points.iter().filter(|p| p.verified).count(), points.len())
+    format!("{}/{}", present(points).filter(|p| p.verified).count(), present(points).count())
 }
 
-/// Whether every point is verified.
+/// Whether every point still in the session is verified.
 pub fn all_verified(points: &[PointStatus]) -> bool {
-    !points.is_empty() && points.iter().all(|p| p.verified)
+    present(points).next().is_some() && present(points).all(|p| p.verified)
 }
 
-/// Whether every point was verified no later than `deadline`.
+/// Whether every point still in the session was verified no later than `deadline`.
 pub fn all_verified_by(points: &[PointStatus], deadline: Timestamp) -> bool {
-    !points.is_empty() && points.iter().all(|p| p.verified_at.as_ref().is_some_and(|t| t.0 <= deadline))
+    present(points).next().is_some() && present(points).all(|p| p.verified_at.as_ref().is_some_and(|t| t.0 <= deadline))
+}
+
+/// The points and phase derived from one observation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Derived {
+    pub points: Vec<PointStatus>,
+    pub phase: SessionPhase,
+    pub quality_sampled_at: Option<Time>,
+}
+
+/// Derives the points and the phase: pure, from the previous status, the validated session, the
+/// worker's report and the clock. `rescheduled` undoes every verification first.
+pub fn derive(
+    prev: &ReceptionSessionStatus,
+    valid: &ValidSession,
+    report: Option<&WorkerReport>,
+    rescheduled: bool,
+    now: Timestamp,
+) -> Derived {
+    let t = &valid.timeline;
+    let base = if rescheduled { reset_verification(&prev.points) } else { prev.points.clone() };
+    let copy_quality = quality_due(prev.quality_sampled_at.as_ref(), now);
+    let input = PointInputs {
+        participants: &valid.participants,
+        missing: &valid.missing,
+        report,
+        deadline: t.deadline,
+        now,
+        copy_quality,
+    };
+    let points = merge_points(&input, &base);
+    let quality = |p: &PointStatus| (p.rtt_ms, p.loss_percent, p.jitter_ms);
+    let quality_changed =
+        points.iter().any(|p| base.iter().find(|b| b.name == p.name).map_or((None, None, None), quality) != quality(p));
+    let quality_sampled_at =
+        if copy_quality && quality_changed { Some(Time(now)) } else { prev.quality_sampled_at.clone() };
+    // Completed is final; otherwise the clock and verification *by the deadline* decide, so a
+    // point verified late is recorded but never turns NotReady into Ready.
+    let phase = if prev.phase == Some(SessionPhase::Completed) {
+        SessionPhase::Completed
+    } else {
+        t.phase_at(now, all_verified_by(&points, t.deadline))
+    };
+    Derived { points, phase, quality_sampled_at }
+}
+
+/// Whether the timeline the session was provisioned for differs from `t`: the schedule or the
+/// deadline was edited after the operator had acted on it.
+pub fn rescheduled(prev: &ReceptionSessionStatus, t: &Timeline) -> bool {
+    let was = (&prev.rehearsal_start, &prev.readiness_deadline, &prev.end);
+    // Status times are written with whole seconds, while a spec may carry fractions: compare
+    // seconds, or every reconcile would look like a reschedule.
+    let s = |t: Timestamp| t.as_second();
+    match was {
+        (Some(r), Some(d), Some(e)) => (s(r.0), s(d.0), s(e.0)) != (s(t.rehearsal_start), s(t.deadline), s(t.end)),
+        // Never provisioned against a timeline: nothing to redo.
+        _ => false,
+    }
 }
 
 /// The summary kept after the session: averages over points that reported quality.
@@ -92,6 +200,15 @@ mod tests {
         s.parse().unwrap()
     }
 
+    const DEADLINE: &str = "2025-06-11T08:00:00Z";
+
+    fn merge(report: Option<&WorkerReport>, prev: &[PointStatus], now: Timestamp) -> Vec<PointStatus> {
+        let parts = parts();
+        let input =
+            PointInputs { participants: &parts, missing: &[], report, deadline: ts(DEADLINE), now, copy_quality: true };
+        merge_points(&input, prev)
+    }
+
     #[test]
     fn verification_is_sticky_and_time_stamped_once() {
         let t0 = ts("2025-06-11T07:10:00Z");
@@ -106,7 +223,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let s1 = merge_points(&parts(), Some(&report), &[], t0);
+        let s1 = merge(Some(&report), &[], t0);
         assert_eq!(verified_summary(&s1), "1/2");
         assert_eq!(newly_verified(&[], &s1).len(), 1);
         // The point leaves; the worker no longer reports it as verified-and-connected.
@@ -114,7 +231,7 @@ mod tests {
             points: vec![PointReport { name: "a".into(), joined: true, ..Default::default() }],
             ..Default::default()
         };
-        let s2 = merge_points(&parts(), Some(&gone), &s1, ts("2025-06-11T07:20:00Z"));
+        let s2 = merge(Some(&gone), &s1, ts("2025-06-11T07:20:00Z"));
         assert!(s2[0].verified && !s2[0].connected);
         assert_eq!(s2[0].verified_at, Some(Time(t0)));
         assert!(newly_verified(&s1, &s2).is_empty());
@@ -147,7 +264,7 @@ mod tests {
     #[test]
     fn an_unreachable_worker_leaves_points_disconnected_but_verified() {
         let prev = vec![PointStatus { name: "a".into(), verified: true, connected: true, ..Default::default() }];
-        let s = merge_points(&parts(), None, &prev, ts("2025-06-11T07:00:00Z"));
+        let s = merge(None, &prev, ts("2025-06-11T07:00:00Z"));
         assert!(s[0].verified && !s[0].connected);
         assert_eq!(s[1].name, "b");
     }
@@ -169,5 +286,282 @@ mod tests {
         assert_eq!(s.points_joined, 2);
         assert_eq!(s.average_rtt_ms, Some(20.0));
         assert_eq!(s.average_loss_percent, Some(1.0));
+    }
+
+    fn report(name: &str, verified_at: Option<&str>, rtt: Option<f64>) -> WorkerReport {
+        WorkerReport {
+            points: vec![PointReport {
+                name: name.into(),
+                joined: true,
+                connected: true,
+                verified: verified_at.is_some(),
+                verified_at: verified_at.map(ts),
+                rtt_ms: rtt,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verification_time_is_the_workers_and_late_is_marked() {
+        // (worker's verifiedAt, operator's poll time) → (recorded verifiedAt, late)
+        let cases = [
+            (Some("2025-06-11T07:59:00Z"), "2025-06-11T08:03:00Z", "2025-06-11T07:59:00Z", false),
+            (Some("2025-06-11T08:01:00Z"), "2025-06-11T08:03:00Z", "2025-06-11T08:01:00Z", true),
+            // An older worker without verifiedAt: the poll time stands in.
+            (None, "2025-06-11T07:30:00Z", "2025-06-11T07:30:00Z", false),
+        ];
+        for (worker_at, poll, want_at, want_late) in cases {
+            let mut r = report("a", worker_at, None);
+            r.points[0].verified = true;
+            let s = merge(Some(&r), &[], ts(poll));
+            assert_eq!(s[0].verified_at, Some(Time(ts(want_at))), "{worker_at:?}");
+            assert_eq!(s[0].verified_late, want_late, "{worker_at:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_point_is_kept_as_removed_and_no_longer_counts() {
+        let parts = parts();
+        let prev = vec![PointStatus { name: "c".into(), joined: true, connected: true, ..Default::default() }];
+        let missing = vec!["c".to_owned()];
+        let input = PointInputs {
+            participants: &parts,
+            missing: &missing,
+            report: None,
+            deadline: ts(DEADLINE),
+            now: ts("2025-06-11T07:00:00Z"),
+            copy_quality: false,
+        };
+        let mut s = merge_points(&input, &prev);
+        let c = s.iter().find(|p| p.name == "c").unwrap();
+        assert!(c.removed && !c.connected && c.joined);
+        assert_eq!(newly_removed(&prev, &s).len(), 1);
+        assert!(newly_removed(&s, &s).is_empty());
+        assert_eq!(verified_summary(&s), "0/2");
+        for p in s.iter_mut().filter(|p| !p.removed) {
+            p.verified = true;
+            p.verified_at = Some(Time(ts("2025-06-11T07:30:00Z")));
+        }
+        assert!(all_verified(&s) && all_verified_by(&s, ts(DEADLINE)), "a removed point blocks nothing");
+    }
+
+    #[test]
+    fn quality_is_copied_at_most_once_a_minute() {
+        let t = ts("2025-06-11T07:00:00Z");
+        let cases = [(None, true), (Some("2025-06-11T06:59:30Z"), false), (Some("2025-06-11T06:59:00Z"), true)];
+        for (last, want) in cases {
+            let last = last.map(|l| Time(ts(l)));
+            assert_eq!(quality_due(last.as_ref(), t), want, "{last:?}");
+        }
+        let parts = parts();
+        let r = report("a", None, Some(42.0));
+        let prev = vec![PointStatus { name: "a".into(), rtt_ms: Some(10.0), ..Default::default() }];
+        let input = |copy_quality| PointInputs {
+            participants: &parts,
+            missing: &[],
+            report: Some(&r),
+            deadline: ts(DEADLINE),
+            now: t,
+            copy_quality,
+        };
+        assert_eq!(merge_points(&input(false), &prev)[0].rtt_ms, Some(10.0));
+        assert_eq!(merge_points(&input(true), &prev)[0].rtt_ms, Some(42.0));
+    }
+
+    #[test]
+    fn a_reset_undoes_verification_but_keeps_the_rest() {
+        let p = vec![PointStatus {
+            name: "a".into(),
+            verified: true,
+            verified_at: Some(Time(ts("2025-06-11T07:30:00Z"))),
+            verified_late: true,
+            joined: true,
+            ..Default::default()
+        }];
+        let r = reset_verification(&p);
+        assert!(!r[0].verified && r[0].verified_at.is_none() && !r[0].verified_late && r[0].joined);
+        assert!(!all_verified(&r));
+    }
+
+    fn timeline() -> Timeline {
+        Timeline {
+            provisioning_start: ts("2025-06-11T06:30:00Z"),
+            rehearsal_start: ts("2025-06-11T07:00:00Z"),
+            deadline: ts(DEADLINE),
+            start: ts("2025-06-12T01:00:00Z"),
+            end: ts("2025-06-12T03:00:00Z"),
+            complete_at: ts("2025-06-12T03:15:00Z"),
+        }
+    }
+
+    fn verified(name: &str, at: &str) -> PointStatus {
+        PointStatus { name: name.into(), verified: true, verified_at: Some(Time(ts(at))), ..Default::default() }
+    }
+
+    #[test]
+    fn phase_transitions() {
+        let valid = ValidSession { timeline: timeline(), participants: parts(), missing: vec![] };
+        let with_c_missing = ValidSession { missing: vec!["c".into()], ..valid.clone() };
+        let on_time = "2025-06-11T07:30:00Z";
+        let late = "2025-06-11T08:10:00Z";
+        let both = vec![verified("a", on_time), verified("b", on_time)];
+        let b_late = vec![verified("a", on_time), verified("b", late)];
+        let only_a = vec![verified("a", on_time), PointStatus { name: "b".into(), ..Default::default() }];
+        let with_c = vec![
+            verified("a", on_time),
+            verified("b", on_time),
+            PointStatus { name: "c".into(), ..Default::default() },
+        ];
+        use SessionPhase::*;
+        /// (from phase, points before, session, the worker verifies b at, rescheduled, clock) → phase
+        struct Case<'a> {
+            what: &'a str,
+            from: SessionPhase,
+            points: &'a [PointStatus],
+            valid: &'a ValidSession,
+            b_verified_at: Option<&'a str>,
+            rescheduled: bool,
+            now: &'a str,
+            want: SessionPhase,
+        }
+        let case = |what, from, points, valid, b_verified_at, rescheduled, now, want| Case {
+            what,
+            from,
+            points,
+            valid,
+            b_verified_at,
+            rescheduled,
+            now,
+            want,
+        };
+        let (v, vc) = (&valid, &with_c_missing);
+        let cases = [
+            case(
+                "before the deadline all verified is still Rehearsal",
+                Rehearsal,
+                &both,
+                v,
+                None,
+                false,
+                "2025-06-11T07:45:00Z",
+                Rehearsal,
+            ),
+            case(
+                "the deadline passes, all verified in time",
+                Rehearsal,
+                &both,
+                v,
+                None,
+                false,
+                "2025-06-11T08:00:01Z",
+                Ready,
+            ),
+            case(
+                "the deadline passes with one point unverified",
+                Rehearsal,
+                &only_a,
+                v,
+                None,
+                false,
+                "2025-06-11T08:00:01Z",
+                NotReady,
+            ),
+            case(
+                "a late verification stays NotReady",
+                NotReady,
+                &only_a,
+                v,
+                Some(late),
+                false,
+                "2025-06-11T08:11:00Z",
+                NotReady,
+            ),
+            case(
+                "a late verification already recorded stays NotReady",
+                NotReady,
+                &b_late,
+                v,
+                None,
+                false,
+                "2025-06-11T09:00:00Z",
+                NotReady,
+            ),
+            case(
+                "verified on the worker before the deadline, polled after",
+                Rehearsal,
+                &only_a,
+                v,
+                Some("2025-06-11T07:59:59Z"),
+                false,
+                "2025-06-11T08:00:05Z",
+                Ready,
+            ),
+            case(
+                "a removed unverified point does not block Ready",
+                Rehearsal,
+                &with_c,
+                vc,
+                None,
+                false,
+                "2025-06-11T08:00:01Z",
+                Ready,
+            ),
+            case("rescheduled: verification is undone", Ready, &both, v, None, true, "2025-06-11T08:00:01Z", NotReady),
+            case(
+                "Live at the start whatever was verified",
+                NotReady,
+                &only_a,
+                v,
+                None,
+                false,
+                "2025-06-12T01:00:00Z",
+                Live,
+            ),
+            case("Completed after the grace", Live, &both, v, None, false, "2025-06-12T03:15:00Z", Completed),
+            case("Completed is final", Completed, &both, v, None, false, "2025-06-11T07:00:00Z", Completed),
+        ];
+        for c in cases {
+            let prev = ReceptionSessionStatus { phase: Some(c.from), points: c.points.to_vec(), ..Default::default() };
+            let r = c.b_verified_at.map(|at| report("b", Some(at), None));
+            let d = derive(&prev, c.valid, r.as_ref(), c.rescheduled, ts(c.now));
+            assert_eq!(d.phase, c.want, "{}", c.what);
+        }
+    }
+
+    #[test]
+    fn a_session_is_rescheduled_only_when_its_provisioned_timeline_moved() {
+        let t = timeline();
+        let mut prev = ReceptionSessionStatus::default();
+        assert!(!rescheduled(&prev, &t), "never provisioned");
+        prev.rehearsal_start = Some(Time(t.rehearsal_start));
+        prev.readiness_deadline = Some(Time(t.deadline));
+        prev.end = Some(Time(t.end));
+        assert!(!rescheduled(&prev, &t));
+        let moved = Timeline { deadline: ts("2025-06-18T08:00:00Z"), ..t.clone() };
+        assert!(rescheduled(&prev, &moved));
+        let longer = Timeline { end: ts("2025-06-12T04:00:00Z"), ..t.clone() };
+        assert!(rescheduled(&prev, &longer));
+        // A spec with fractions of a second, read back from a status written in whole seconds.
+        let fractional = Timeline { deadline: ts("2025-06-11T08:00:00.123456789Z"), ..t };
+        assert!(!rescheduled(&prev, &fractional), "sub-second precision is not a reschedule");
+    }
+
+    #[test]
+    fn idle_quality_does_not_move_the_sample_time() {
+        let valid = ValidSession { timeline: timeline(), participants: parts(), missing: vec![] };
+        let prev = ReceptionSessionStatus {
+            points: vec![PointStatus { name: "a".into(), rtt_ms: Some(10.0), ..Default::default() }],
+            quality_sampled_at: Some(Time(ts("2025-06-11T07:00:00Z"))),
+            ..Default::default()
+        };
+        let same = report("a", None, Some(10.0));
+        let d = derive(&prev, &valid, Some(&same), false, ts("2025-06-11T07:05:00Z"));
+        assert_eq!(d.quality_sampled_at, prev.quality_sampled_at, "nothing changed: no new sample time");
+        let moved = report("a", None, Some(30.0));
+        let d = derive(&prev, &valid, Some(&moved), false, ts("2025-06-11T07:05:00Z"));
+        assert_eq!(d.quality_sampled_at, Some(Time(ts("2025-06-11T07:05:00Z"))));
+        assert_eq!(d.points[0].rtt_ms, Some(30.0));
     }
 }

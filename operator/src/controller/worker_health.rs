@@ -76,6 +76,12 @@ impl WorkerHealth {
         matches!(self, WorkerHealth::OomKilled { .. } | WorkerHealth::Crashed { .. })
     }
 
+    /// Whether a WorkerReady reason read back from status is one of the failure reasons, so a
+    /// recovery can be announced once.
+    pub fn is_failure_reason(reason: &str) -> bool {
+        reason == "WorkerOOMKilled" || reason == "WorkerCrashed"
+    }
+
     /// The WorkerReady message: `observed` (what talking to the worker showed) while it is ready
     /// or starting, else what killed it.
     pub fn message(&self, pod: &str, observed: &str) -> String {

@@ -3,6 +3,7 @@
 //! names the field and says what is allowed.
 
 use jiff::Timestamp;
+use kube::ResourceExt;
 
 use crate::api::{Level, MediaWorkerPool, ReceptionPoint, ReceptionSession, SessionPhase};
 use crate::timeline::{self, TimelineConfig};
@@ -41,6 +42,9 @@ pub fn session(
 ) -> Vec<Violation> {
     let mut v = vec![];
     let spec = &new.spec;
+    if let Some(e) = crate::validate::name_too_long(&new.name_any()) {
+        v.push(Violation { field: "metadata.name", message: e.to_string() });
+    }
     let start = spec.schedule.start.0;
     if op == Operation::Create && start <= now {
         v.push(Violation {
@@ -147,6 +151,18 @@ mod tests {
     #[test]
     fn a_good_session_passes() {
         assert_eq!(session(Operation::Create, &session_from(good()), None, now()), vec![]);
+    }
+
+    #[test]
+    fn a_name_too_long_for_its_service_is_refused() {
+        let mut s = session_from(good());
+        s.metadata.name = Some("x".repeat(54));
+        let v = session(Operation::Create, &s, None, now());
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].field, "metadata.name");
+        assert!(v[0].message.contains("at most 53"), "{}", v[0]);
+        s.metadata.name = Some("x".repeat(53));
+        assert_eq!(session(Operation::Create, &s, None, now()), vec![]);
     }
 
     #[test]

@@ -88,14 +88,15 @@ async fn semantic_problems_set_valid_false_emit_warnings_and_recover() {
     apply_yaml(cp, &ns, "apiVersion: tiepdan.io/v1alpha1\nkind: ReceptionPoint\nmetadata: {name: vong-a}\nspec: {displayName: A, level: Town, parent: vong-b}\n---\napiVersion: tiepdan.io/v1alpha1\nkind: ReceptionPoint\nmetadata: {name: vong-b}\nspec: {displayName: B, level: Town, parent: vong-a}\n");
     assert_eq!(valid_condition(&points, "vong-a", "False").await.0, "ParentCycle");
 
-    // A session naming a missing point fails validation, and recovers when the point appears.
+    // A session whose only point is missing fails validation (a missing point among others is
+    // only left out: see real_node_session/lifecycle.rs), and recovers when the point appears.
     apply_yaml(cp, &ns, "apiVersion: tiepdan.io/v1alpha1\nkind: ReceptionSession\nmetadata: {name: thieu-diem}\nspec:\n  title: Thiếu điểm\n  host: thi-xa-my-hao\n  points: [xa-ma]\n  schedule: {start: \"2027-03-15T08:00:00+07:00\", durationMinutes: 60}\n");
     let (reason, message) = valid_condition(&sessions, "thieu-diem", "False").await;
-    assert_eq!(reason, "UnknownPoint");
+    assert_eq!(reason, "NoPointsLeft");
     assert!(message.contains("spec.points") && message.contains("xa-ma"), "{message}");
     let phase = sessions.get("thieu-diem").await.unwrap().status.unwrap().phase;
     assert_eq!(phase, Some(SessionPhase::Failed));
-    warning_event(&client, &ns, "thieu-diem", "UnknownPoint").await;
+    warning_event(&client, &ns, "thieu-diem", "NoPointsLeft").await;
 
     apply_yaml(cp, &ns, "apiVersion: tiepdan.io/v1alpha1\nkind: ReceptionPoint\nmetadata: {name: xa-ma}\nspec: {displayName: \"Xã Ma\", level: Commune, parent: thi-xa-my-hao}\n");
     valid_condition(&sessions, "thieu-diem", "True").await;

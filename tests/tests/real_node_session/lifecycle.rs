@@ -1,0 +1,322 @@
+//! The session lifecycle around the happy path, on the real node: an idle session costs no API
+//! writes; losing a point does not fail a session; a failed session gives back what it held; a
+//! session moved after its rehearsal gets new links and must verify again; a lost worker is
+//! replaced with the same links and the verification kept.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use serde_json::json;
+use tiepdan_harness::{wait_for, ControlPlane};
+use tiepdan_operator::api::{ReceptionSession, SessionPhase};
+use tiepdan_operator::api_requests::ApiRequests;
+use tiepdan_operator::build::{labels, worker_ports};
+
+use super::common::{exchange_media, session_trust, wait_condition};
+use super::{cluster, event_reasons, host_ports, live, topology, SESSION};
+
+/// A client whose requests are counted.
+async fn counted_client(cp: &ControlPlane) -> (Client, ApiRequests) {
+    let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    let requests = ApiRequests::new();
+    (requests.client(config).unwrap(), requests)
+}
+
+/// Waits until the session's worker serves it with its certificate: the steady state.
+async fn steady(sessions: &Api<ReceptionSession>) -> ReceptionSession {
+    wait_condition(sessions, SESSION, "WorkerReady", "WorkerReady=True", |c| c.status == "True").await;
+    wait_condition(sessions, SESSION, "CertificateReady", "CertificateReady=True", |c| c.status == "True").await
+}
+
+async fn session(sessions: &Api<ReceptionSession>) -> ReceptionSession {
+    sessions.get(SESSION).await.unwrap()
+}
+
+/// The join tokens of the session, by point.
+async fn tokens(client: &Client, ns: &str) -> std::collections::BTreeMap<String, String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns).get(&format!("{SESSION}-join-tokens")).await.unwrap();
+    secret.data.unwrap().into_iter().map(|(k, v)| (k, String::from_utf8(v.0).unwrap())).collect()
+}
+
+/// The signaling URL of the session's current worker (a hostNetwork pod on 127.0.0.1).
+async fn worker_url(client: &Client, ns: &str, pod: &str) -> String {
+    let pod = Api::<Pod>::namespaced(client.clone(), ns).get(pod).await.unwrap();
+    format!("wss://127.0.0.1:{}/v1/ws", worker_ports::of_pod(&pod).signaling)
+}
+
+fn worker_of(s: &ReceptionSession) -> Option<String> {
+    s.status.as_ref().and_then(|st| st.worker.as_ref()).and_then(|w| w.pod.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_costs_no_api_writes() {
+    let cp = cluster().await;
+    let (client, requests) = counted_client(cp).await;
+    let base = host_ports();
+    let before = requests.writes();
+    let started = Instant::now();
+    // No warm workers: the session gets its own, so the pool has nothing to do and only the
+    // session's own costs are counted.
+    let live = live(cp, &client, "rn-idle", |s, d| topology(base, 0, "{}", s, d)).await;
+    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &live.ns);
+    steady(&sessions).await;
+    // The test's own namespace is created through the same client.
+    let provisioned = requests.writes() - before - requests.count("create", "namespaces");
+    let to_steady = started.elapsed();
+    let by_kind: Vec<String> = requests
+        .snapshot()
+        .into_iter()
+        .filter(|((verb, resource), _)| {
+            tiepdan_operator::api_requests::WRITE_VERBS.contains(&verb.as_str()) && resource != "namespaces"
+        })
+        .map(|((verb, resource), n)| format!("{verb} {resource} ×{n}"))
+        .collect();
+    eprintln!("provisioning writes by kind: {by_kind:?}");
+
+    // Every session reconcile lists the namespace's points once: 20 of them, a poll every 500 ms,
+    // is the idle window.
+    let (w0, l0, t0) = (requests.writes(), requests.count("list", "receptionpoints"), Instant::now());
+    let before_idle = requests.snapshot();
+    wait_for(Duration::from_secs(60), "20 idle reconciles", || async {
+        let n = requests.count("list", "receptionpoints") - l0;
+        if n >= 20 {
+            Ok(())
+        } else {
+            Err(format!("{n} reconciles so far"))
+        }
+    })
+    .await
+    .unwrap();
+    let idle = requests.writes() - w0;
+    eprintln!(
+        "writes: {provisioned} by the operator to provision one session (its own worker, no warm pool) in \
+         {to_steady:.1?}; {idle} in {:.1?} idle ({} reconciles)",
+        t0.elapsed(),
+        requests.count("list", "receptionpoints") - l0
+    );
+    let after = requests.snapshot();
+    let wrote: Vec<_> = after
+        .iter()
+        .filter(|((verb, _), _)| tiepdan_operator::api_requests::WRITE_VERBS.contains(&verb.as_str()))
+        .filter_map(|(k, n)| {
+            let d = n - before_idle.get(k).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{} {} ×{d}", k.0, k.1))
+        })
+        .collect();
+    assert_eq!(idle, 0, "an idle session wrote to the API server: {wrote:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_point_does_not_fail_the_session_and_a_failed_session_gives_back_its_resources() {
+    let cp = cluster().await;
+    let client = cp.client().await.unwrap();
+    let base = host_ports();
+    let live = live(cp, &client, "rn-points", |s, d| {
+        topology(base, 1, "{}", s, d).replace("points: [di-su]", "points: [di-su, tinh-hung-yen]")
+    })
+    .await;
+    let ns = live.ns.clone();
+    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
+    let s = steady(&sessions).await;
+    let pod = worker_of(&s).unwrap();
+    assert!(tokens(&client, &ns).await.contains_key("di-su"));
+
+    // One commune's point is deleted during the rehearsal: the session goes on without it.
+    let points = Api::<tiepdan_operator::api::ReceptionPoint>::namespaced(client.clone(), &ns);
+    points.delete("di-su", &DeleteParams::default()).await.unwrap();
+    let s = wait_for(Duration::from_secs(30), "di-su marked removed", || async {
+        let s = session(&sessions).await;
+        let st = s.status.clone().unwrap_or_default();
+        match st.points.iter().find(|p| p.name == "di-su") {
+            Some(p) if p.removed => Ok(s),
+            other => Err(format!("phase {:?}, di-su {other:?}", st.phase)),
+        }
+    })
+    .await
+    .unwrap();
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.phase, Some(SessionPhase::Rehearsal), "{:?}", st.conditions);
+    assert_eq!(st.verified.as_deref(), Some("0/2"), "two points left");
+    assert_eq!(worker_of(&s).as_deref(), Some(pod.as_str()), "the same worker serves on");
+    wait_for(Duration::from_secs(30), "di-su's token withdrawn", || async {
+        let t = tokens(&client, &ns).await;
+        if t.contains_key("di-su") {
+            Err(format!("{:?}", t.keys()))
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    assert!(event_reasons(&client, &ns).await.contains(&"PointRemoved".to_owned()));
+
+    // The host goes: now the session cannot run. It fails, keeps its spec and status, and gives
+    // back its worker, Service, tokens, certificates and NetworkPolicy.
+    points.delete("thi-xa-my-hao", &DeleteParams::default()).await.unwrap();
+    let s = wait_for(Duration::from_secs(30), "phase Failed", || async {
+        let s = session(&sessions).await;
+        match s.status.as_ref().and_then(|st| st.phase) {
+            Some(SessionPhase::Failed) => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    let valid = s.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Valid").unwrap().clone();
+    assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("False", "UnknownHost"));
+    assert!(valid.message.starts_with("spec.host:"), "{}", valid.message);
+    let sel = labels::session_selector(SESSION);
+    wait_for(Duration::from_secs(60), "the failed session's resources released", || async {
+        let lp = ListParams::default().labels(&sel);
+        let live_pods = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        let services = Api::<Service>::namespaced(client.clone(), &ns).list(&lp).await.map_err(|e| e.to_string())?;
+        let secrets = Api::<Secret>::namespaced(client.clone(), &ns).list(&lp).await.map_err(|e| e.to_string())?;
+        let policies =
+            Api::<NetworkPolicy>::namespaced(client.clone(), &ns).list(&lp).await.map_err(|e| e.to_string())?;
+        let left = (live_pods, services.items.len(), secrets.items.len(), policies.items.len());
+        if left == (0, 0, 0, 0) {
+            Ok(())
+        } else {
+            Err(format!("(pods, services, secrets, policies) left: {left:?}"))
+        }
+    })
+    .await
+    .unwrap();
+    let kept = session(&sessions).await;
+    assert_eq!(kept.spec.host, "thi-xa-my-hao", "the spec is kept");
+    assert!(worker_of(&kept).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescheduled_session_gets_new_links_and_verifies_again() {
+    let cp = cluster().await;
+    let client = cp.client().await.unwrap();
+    let base = host_ports();
+    let live = live(cp, &client, "rn-resched", |s, d| topology(base, 1, "{}", s, d)).await;
+    let ns = live.ns.clone();
+    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
+    let s = steady(&sessions).await;
+    let old_pod = worker_of(&s).unwrap();
+    let old_tokens = tokens(&client, &ns).await;
+    let url = worker_url(&client, &ns, &old_pod).await;
+    let trust = session_trust(&client, &ns, SESSION).await;
+    let sender = exchange_media(&url, Some(&trust), &old_tokens["thi-xa-my-hao"], &old_tokens["di-su"]).await;
+    wait_for(Duration::from_secs(60), "both points verified", || async {
+        let st = session(&sessions).await.status.unwrap_or_default();
+        (st.verified.as_deref() == Some("2/2")).then_some(()).ok_or(format!("{:?}", st.verified))
+    })
+    .await
+    .unwrap();
+    sender.abort();
+
+    // The deadline moves half an hour later; the rehearsal grows by as much, so it has still
+    // begun (join tokens are valid from the rehearsal's start).
+    let deadline = live.deadline + jiff::SignedDuration::from_mins(30);
+    let patch = json!({"spec": {"readiness": {"deadline": deadline.to_string(), "rehearsalMinutes": 90}}});
+    sessions.patch(SESSION, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let s = wait_for(Duration::from_secs(60), "new links on a new worker", || async {
+        let s = session(&sessions).await;
+        let st = s.status.clone().unwrap_or_default();
+        let moved = worker_of(&s).is_some_and(|p| p != old_pod);
+        if st.token_epoch == 1 && moved && st.verified.as_deref() == Some("0/2") {
+            Ok(s)
+        } else {
+            Err(format!("epoch {}, worker {:?}, verified {:?}", st.token_epoch, worker_of(&s), st.verified))
+        }
+    })
+    .await
+    .unwrap();
+    let new_tokens = tokens(&client, &ns).await;
+    assert_ne!(new_tokens["di-su"], old_tokens["di-su"], "links are issued again");
+    assert!(event_reasons(&client, &ns).await.contains(&"Rescheduled".to_owned()));
+
+    // The new worker refuses the old links and serves the new ones.
+    wait_condition(&sessions, SESSION, "WorkerReady", "the new worker ready", |c| c.status == "True").await;
+    let new_pod = worker_of(&s).unwrap();
+    let url = worker_url(&client, &ns, &new_pod).await;
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    use tiepdan_media_worker::probe::peer::PlainPeer;
+    // The worker's certificate reaches it through the kubelet's Secret sync; wait for a join.
+    let trust = session_trust(&client, &ns, SESSION).await;
+    wait_for(Duration::from_secs(60), "a new link joins the new worker", || async {
+        PlainPeer::join_with(&url, &new_tokens["di-su"], local, Some(&trust))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap();
+    let old = PlainPeer::join_with(&url, &old_tokens["di-su"], local, Some(&trust)).await;
+    assert!(old.is_err(), "an old link was accepted after the reschedule");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_worker_is_replaced_with_the_same_links_and_verification_kept() {
+    let cp = cluster().await;
+    let client = cp.client().await.unwrap();
+    let base = host_ports();
+    let live = live(cp, &client, "rn-failover", |s, d| topology(base, 1, "{}", s, d)).await;
+    let ns = live.ns.clone();
+    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
+    let s = steady(&sessions).await;
+    let old_pod = worker_of(&s).unwrap();
+    let links = tokens(&client, &ns).await;
+    let url = worker_url(&client, &ns, &old_pod).await;
+    let trust = session_trust(&client, &ns, SESSION).await;
+    let sender = exchange_media(&url, Some(&trust), &links["thi-xa-my-hao"], &links["di-su"]).await;
+    wait_for(Duration::from_secs(60), "both points verified", || async {
+        let st = session(&sessions).await.status.unwrap_or_default();
+        (st.verified.as_deref() == Some("2/2")).then_some(()).ok_or(format!("{:?}", st.verified))
+    })
+    .await
+    .unwrap();
+    sender.abort();
+
+    let lost = Instant::now();
+    Api::<Pod>::namespaced(client.clone(), &ns).delete(&old_pod, &DeleteParams::default()).await.unwrap();
+    let s = wait_for(Duration::from_secs(30), "another worker serving the session", || async {
+        let s = session(&sessions).await;
+        let ready = s
+            .status
+            .as_ref()
+            .and_then(|st| st.conditions.iter().find(|c| c.type_ == "WorkerReady"))
+            .is_some_and(|c| c.status == "True");
+        match worker_of(&s) {
+            Some(p) if p != old_pod && ready => Ok(s),
+            other => Err(format!("worker {other:?}, ready {ready}")),
+        }
+    })
+    .await
+    .unwrap();
+    let failover = lost.elapsed();
+    eprintln!("failover: a new worker served the session {failover:.1?} after the old one was deleted");
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.verified.as_deref(), Some("2/2"), "verification survives the worker");
+    assert_eq!(tokens(&client, &ns).await, links, "the same links");
+    let new_pod = worker_of(&s).unwrap();
+    let url = worker_url(&client, &ns, &new_pod).await;
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    use tiepdan_media_worker::probe::peer::PlainPeer;
+    wait_for(Duration::from_secs(60), "the same link joins the new worker", || async {
+        PlainPeer::join_with(&url, &links["di-su"], local, Some(&trust)).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap();
+    let svc = Api::<Service>::namespaced(client.clone(), &ns)
+        .get(&tiepdan_operator::build::signaling_service::name(SESSION))
+        .await
+        .unwrap();
+    assert_eq!(svc.spec.unwrap().selector.unwrap()[labels::SESSION], SESSION, "the Service follows the session");
+}
