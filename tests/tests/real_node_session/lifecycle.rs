@@ -49,6 +49,17 @@ async fn worker_url(client: &Client, ns: &str, pod: &str) -> String {
     format!("wss://127.0.0.1:{}/v1/ws", worker_ports::of_pod(&pod).signaling)
 }
 
+/// Waits until the operator has emitted an event with `reason` about the session (events follow
+/// the status write that records the transition).
+async fn wait_event(client: &Client, ns: &str, reason: &str) {
+    wait_for(Duration::from_secs(30), format!("a {reason} event"), || async {
+        let reasons = event_reasons(client, ns).await;
+        reasons.iter().any(|r| r == reason).then_some(()).ok_or(format!("{reasons:?}"))
+    })
+    .await
+    .unwrap();
+}
+
 fn worker_of(s: &ReceptionSession) -> Option<String> {
     s.status.as_ref().and_then(|st| st.worker.as_ref()).and_then(|w| w.pod.clone())
 }
@@ -153,7 +164,7 @@ async fn losing_a_point_does_not_fail_the_session_and_a_failed_session_gives_bac
     })
     .await
     .unwrap();
-    assert!(event_reasons(&client, &ns).await.contains(&"PointRemoved".to_owned()));
+    wait_event(&client, &ns, "PointRemoved").await;
 
     // The host goes: now the session cannot run. It fails, keeps its spec and status, and gives
     // back its worker, Service, tokens, certificates and NetworkPolicy.
@@ -240,7 +251,7 @@ async fn a_rescheduled_session_gets_new_links_and_verifies_again() {
     .unwrap();
     let new_tokens = tokens(&client, &ns).await;
     assert_ne!(new_tokens["di-su"], old_tokens["di-su"], "links are issued again");
-    assert!(event_reasons(&client, &ns).await.contains(&"Rescheduled".to_owned()));
+    wait_event(&client, &ns, "Rescheduled").await;
 
     // The new worker refuses the old links and serves the new ones.
     wait_condition(&sessions, SESSION, "WorkerReady", "the new worker ready", |c| c.status == "True").await;
@@ -302,6 +313,7 @@ async fn a_lost_worker_is_replaced_with_the_same_links_and_verification_kept() {
     .unwrap();
     let failover = lost.elapsed();
     eprintln!("failover: a new worker served the session {failover:.1?} after the old one was deleted");
+    wait_event(&client, &ns, "WorkerReplaced").await;
     let st = s.status.clone().unwrap();
     assert_eq!(st.verified.as_deref(), Some("2/2"), "verification survives the worker");
     assert_eq!(tokens(&client, &ns).await, links, "the same links");
