@@ -128,26 +128,32 @@ async fn the_operator_killed_at_random_points_while_provisioning_100_sessions_co
     assert_eq!(census.pods(), SESSIONS, "one worker pod per session");
 }
 
-/// After the API server restarts, a watch resumed from an older resourceVersion gets 410 Gone (the
-/// new API server's watch cache starts at etcd's current revision) and re-lists. If sessions
-/// created or deleted after the restart are still "never acted on" or "deleted but present" when
-/// this times out, the operator's watches have not come back: its caches are stale.
+/// They are killed once the finalizers are in (the first write of each session's first
+/// reconcile), and stay down until the sessions have failed twice as many reconciles as there are
+/// sessions: a failure retried after the operator's 15 s back-off fails again, so the outage lasts
+/// 10-20 s, as an API server upgrade might. After the restart, a watch resumed from an older
+/// resourceVersion gets 410 Gone (the new API server's watch cache starts at etcd's current
+/// revision) and re-lists. If sessions created or deleted after the restart are still "never
+/// acted on" or "deleted but present" when this times out, the operator's watches have not come
+/// back: its caches are stale.
 #[tokio::test]
 async fn the_operator_rides_out_etcd_and_the_api_server_being_killed_and_restarted_and_every_session_converges() {
-    ride_out_outage("crash-cp", &["etcd", "kube-apiserver"], 20).await;
+    ride_out_outage("crash-cp", &["etcd", "kube-apiserver"], 20, 60, 40).await;
 }
 
 #[tokio::test]
 async fn the_operator_rides_out_etcd_alone_being_killed_and_restarted_and_every_session_converges() {
-    ride_out_outage("crash-etcd", &["etcd"], 10).await;
+    // Without etcd the API server holds requests for up to a minute: the first failure will do.
+    ride_out_outage("crash-etcd", &["etcd"], 10, 10, 1).await;
 }
 
 /// `sessions` sessions being provisioned by one operator process when `components` of the control
-/// plane are killed (SIGKILL by PID, in this order) at a seeded point; they stay down until the
-/// operator has failed on the outage, then start again with their flags and data. Afterwards a
+/// plane are killed (SIGKILL by PID, in this order) at a seeded point after at least `min_writes`
+/// of its writes; they stay down until the operator has failed `failures` reconciles on the
+/// outage, then start again with their flags and data. Afterwards a
 /// fifth more sessions are created (the operator's watches must have come back to see them) and a
 /// tenth deleted (its clean-up must run). The operator must never exit, and everything converges.
-async fn ride_out_outage(prefix: &str, components: &[&str], sessions: usize) {
+async fn ride_out_outage(prefix: &str, components: &[&str], sessions: usize, min_writes: u64, failures: u64) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let test_began = Instant::now();
     let what = components.join(" and ");
@@ -163,7 +169,7 @@ async fn ride_out_outage(prefix: &str, components: &[&str], sessions: usize) {
     create_sessions(&client, &ns, before).await;
     let mut op = OperatorProcess::start(cp, &ns);
 
-    let threshold = rng.between(10, 6 * sessions as u64);
+    let threshold = rng.between(min_writes, 6 * sessions as u64);
     let progress = op.until_progress(threshold, Duration::from_secs(2), Duration::from_secs(30)).await;
     let census = Census::take(&client, &ns).await.unwrap();
     let pids: Vec<u32> = components.iter().map(|c| cp.kill(c).unwrap()).collect();
@@ -175,22 +181,26 @@ async fn ride_out_outage(prefix: &str, components: &[&str], sessions: usize) {
         census.provisioned(),
         census.pods()
     );
-    // The outage lasts until the operator has failed on it: a reconcile in flight fails at once
-    // (connection refused, or a 500 from an API server without etcd), and sessions in their
-    // rehearsal are reconciled every 10 s (the status poll); without etcd, a request the API
-    // server holds ends in a 504 after about a minute at the latest.
-    let failed =
-        tiepdan_harness::wait_for(Duration::from_secs(90), "a session reconcile failing on the outage", || {
+    // The outage lasts until the operator has failed on it (counted from just after the kill): a
+    // reconcile in flight fails at once (connection refused, or a 500 from an API server without
+    // etcd), a session in its rehearsal is reconciled every 10 s (the status poll) and retried 15 s
+    // after a failure; without etcd, a request the API server holds ends in a 504 after about a
+    // minute at the latest.
+    let failed = tiepdan_harness::wait_for(
+        Duration::from_secs(90),
+        format!("{failures} reconciles failing on the outage"),
+        || {
             let op = &op;
             async move {
                 match op.failed_reconciles().await {
-                    Some(n) if n > failed_before => Ok(n - failed_before),
+                    Some(n) if n >= failed_before + failures => Ok(n - failed_before),
                     other => Err(format!("failed reconciles {other:?}, {failed_before} before the outage")),
                 }
             }
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     op.assert_running();
     let down_for = outage.elapsed();
     let restarted = cp.restart_stopped(Duration::from_secs(60)).await.unwrap();
@@ -205,9 +215,11 @@ async fn ride_out_outage(prefix: &str, components: &[&str], sessions: usize) {
     delete_sessions(&client, &ns, &doomed).await;
     let deleted: BTreeSet<String> = doomed.into_iter().collect();
 
-    // A minute is ample: the operator retries a failed reconcile after 15 s and polls a session
-    // in its rehearsal every 10 s, and watches resume (re-listing on 410 Gone) within seconds.
-    let (census, report, _) = converge(&client, &ns, &mut op, &expected, &deleted, Duration::from_secs(60)).await;
+    // Twice the operator's own back-off is ample: it retries a failed reconcile after 15 s and
+    // polls a session in its rehearsal every 10 s, and watches resume (re-listing on 410 Gone)
+    // within seconds. (With stalled watches this took 43 s to over 3 minutes; once they resume
+    // at once, 7-14 s on this 2-core machine under load.)
+    let (census, report, _) = converge(&client, &ns, &mut op, &expected, &deleted, Duration::from_secs(30)).await;
     op.assert_running();
     eprintln!(
         "{} sessions (+{} deleted after the restart), converged {:.1?} after the API server was ready again ({:.1?} \
@@ -226,6 +238,58 @@ async fn ride_out_outage(prefix: &str, components: &[&str], sessions: usize) {
     );
     assert_eq!(op.runs(), 1);
     assert_eq!(census.pods(), expected.len(), "one worker pod per session");
+}
+
+/// A pod is sent SIGTERM, then SIGKILL after its grace period: the operator must stop on SIGTERM
+/// whether or not it can reach the API server (a node drained during an outage, a bad
+/// kubeconfig), and not sit out the grace period.
+#[tokio::test]
+async fn the_operator_stops_on_sigterm_also_while_the_api_server_is_unreachable() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (cp, client) = cluster().await;
+    let ns = unique_name("crash-term");
+    create_namespace(&client, &ns).await.unwrap();
+    topology(&client, &ns).await;
+    create_sessions(&client, &ns, &session_names(3)).await;
+    // A kubeconfig like the cluster's, for a port on which nothing listens.
+    let dir = tiepdan_harness::process::make_temp_dir("tiepdan-crash-term").unwrap();
+    let unreachable = dir.join("kubeconfig");
+    let port = tiepdan_harness::process::free_ports(1).unwrap()[0];
+    let text =
+        std::fs::read_to_string(cp.kubeconfig()).unwrap().replace(cp.server(), &format!("https://127.0.0.1:{port}"));
+    std::fs::write(&unreachable, text).unwrap();
+
+    let mut outcomes = Vec::new();
+    for (case, kubeconfig, ready) in
+        [("API server reachable", cp.kubeconfig(), 200), ("API server unreachable", unreachable.as_path(), 503)]
+    {
+        let mut op = OperatorProcess::start_with(kubeconfig, &ns);
+        // Up: /readyz answers (200 once it has listed every kind, 503 while it cannot).
+        tiepdan_harness::wait_for(
+            Duration::from_secs(30),
+            format!("{case}: the operator's /readyz answers {ready}"),
+            || {
+                let op = &op;
+                async move {
+                    match op.http_status("/readyz").await {
+                        Some(s) if s == ready => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let outcome = op.terminate(Duration::from_secs(10)).await;
+        eprintln!("{case}: SIGTERM → {outcome:?}");
+        outcomes.push((case, outcome));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    for (case, outcome) in outcomes {
+        let (status, took) = outcome.unwrap_or_else(|| panic!("{case}: the operator still ran 10 s after SIGTERM"));
+        assert!(status.success(), "{case}: the operator ended with {status} after SIGTERM");
+        eprintln!("{case}: the operator stopped {took:.1?} after SIGTERM");
+    }
 }
 
 /// `total` split into `parts` batches as even as can be.

@@ -131,6 +131,11 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts the first run.
     pub fn start(cp: &ControlPlane, namespace: &str) -> Self {
+        Self::start_with(cp.kubeconfig(), namespace)
+    }
+
+    /// Starts the first run with `kubeconfig`.
+    pub fn start_with(kubeconfig: &Path, namespace: &str) -> Self {
         let dir = make_temp_dir("tiepdan-crash-safety").unwrap();
         let reaper = Reaper::arm(&dir, std::env::var_os("TIEPDAN_KEEP_CLUSTER").is_none()).unwrap();
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap();
@@ -139,7 +144,7 @@ impl OperatorProcess {
             reaper,
             process: None,
             namespace: namespace.to_owned(),
-            kubeconfig: cp.kubeconfig().to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
             metrics_port: 0,
             runs: 0,
             run_started: Instant::now(),
@@ -204,21 +209,42 @@ impl OperatorProcess {
         self.dir.join(format!("operator-{}.log", self.runs))
     }
 
+    /// The status code of `GET <path>` on the current run's metrics port (`None`: no answer).
+    pub async fn http_status(&self, path: &str) -> Option<u16> {
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
+        Some(self.http.get(url).send().await.ok()?.status().as_u16())
+    }
+
+    /// Sends `SIGTERM` to the running operator and waits up to `within` for it to exit, as the
+    /// kubelet does before its SIGKILL; returns how it ended and how long that took (`None` if it
+    /// still runs, in which case it is killed).
+    pub async fn terminate(&mut self, within: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        self.assert_running();
+        let process = self.process.as_mut().expect("a run was started");
+        let sent = Instant::now();
+        tiepdan_harness::process::signal(process.pid(), tiepdan_harness::process::Signal::SIGTERM);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        while sent.elapsed() < within {
+            tick.tick().await;
+            if process.exited() {
+                let status = process.kill(&self.reaper)?;
+                return Some((status, sent.elapsed()));
+            }
+        }
+        process.kill(&self.reaper);
+        None
+    }
+
     /// The current run's `/metrics` text (`None` until it serves it).
     pub async fn scrape(&self) -> Option<String> {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
         self.http.get(url).send().await.ok()?.text().await.ok()
     }
 
-    /// The session reconciles of the current run that failed, leaving out failures to add or
-    /// remove the finalizer (a JSON patch that also fails, and is retried, when it races another
-    /// write: not a sign of an outage).
+    /// The session reconciles of the current run that failed.
     pub async fn failed_reconciles(&self) -> Option<u64> {
         let text = self.scrape().await?;
-        let errors = "tiepdan_operator_reconcile_errors_total";
-        let all = sum(&text, errors, &[("kind", &["ReceptionSession"])]).unwrap_or(0);
-        let finalizer = sum(&text, errors, &[("kind", &["ReceptionSession"]), ("category", &["finalizer"])]);
-        Some(all - finalizer.unwrap_or(0))
+        Some(sum(&text, "tiepdan_operator_reconcile_errors_total", &[("kind", &["ReceptionSession"])]).unwrap_or(0))
     }
 
     /// How far the current run has got: the API writes (create, update, patch, delete) it has
