@@ -11,6 +11,7 @@ pub mod point;
 pub mod pool;
 pub mod session;
 pub mod status;
+pub mod watch_backoff;
 pub mod worker_health;
 
 pub use context::{Context, OperatorConfig};
@@ -89,9 +90,26 @@ pub async fn run_gated(
     let sessions = session::controller(ctx.clone(), stop()).for_each(|_| async {});
     let pools = pool::controller(ctx.clone(), stop()).for_each(|_| async {});
     let points = point::controller(ctx.clone(), stop()).for_each(|_| async {});
-    tokio::join!(sessions, pools, points);
+    let all = async {
+        tokio::join!(sessions, pools, points);
+    };
+    // A controller shuts down gracefully only once its cache has listed; with the API server
+    // unreachable that never happens, and SIGTERM would wait for the kubelet's SIGKILL. Give the
+    // in-flight reconciles a bounded time after the stop signal instead.
+    let bounded_after_stop = async {
+        stop().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; exiting anyway");
+    };
+    tokio::select! {
+        () = all => {}
+        () = bounded_after_stop => {}
+    }
     readiness.abort();
 }
+
+/// How long reconciles in flight may finish after the stop signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Marks the operator ready once a list of every watched kind succeeds (CRDs installed, RBAC
 /// granted), retrying with backoff until then.

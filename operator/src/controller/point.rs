@@ -54,6 +54,7 @@ pub fn controller(
             .map(|p| ObjectRef::from_obj(&*p))
             .collect::<Vec<_>>()
     })
+    .trigger_backoff(super::watch_backoff::WatchBackoff::default())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
 }

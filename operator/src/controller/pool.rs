@@ -71,6 +71,7 @@ pub fn controller(
             let pool = pod.labels().get(labels::POOL).cloned()?;
             Some(ObjectRef::new(&pool).within(&pod.namespace()?))
         })
+        .trigger_backoff(super::watch_backoff::WatchBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
 }

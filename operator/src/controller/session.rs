@@ -112,6 +112,7 @@ pub fn controller(
         })
         // A simulated clock jumping re-evaluates every timeline at once.
         .reconcile_all_on(ctx.clock.jumps())
+        .trigger_backoff(super::watch_backoff::WatchBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
 }
