@@ -53,21 +53,6 @@ impl ApiRequests {
         self.0.clone()
     }
 
-    /// Requests so far whose verb and resource `select` accepts.
-    fn sum(&self, select: impl Fn(&str, &str) -> bool) -> u64 {
-        use prometheus::core::Collector;
-        let label = |m: &prometheus::proto::Metric, name: &str| {
-            m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned()).unwrap_or_default()
-        };
-        self.0
-            .collect()
-            .iter()
-            .flat_map(|mf| mf.get_metric())
-            .filter(|m| select(&label(m, "verb"), &label(m, "resource")))
-            .map(|m| m.get_counter().get_value() as u64)
-            .sum()
-    }
-
     /// Every (verb, resource) pair with its count so far, for a diff of two moments.
     pub fn snapshot(&self) -> std::collections::BTreeMap<(String, String), u64> {
         use prometheus::core::Collector;
@@ -80,6 +65,11 @@ impl ApiRequests {
             .flat_map(|mf| mf.get_metric())
             .map(|m| ((label(m, "verb"), label(m, "resource")), m.get_counter().get_value() as u64))
             .collect()
+    }
+
+    /// Requests so far whose verb and resource `select` accepts.
+    fn sum(&self, select: impl Fn(&str, &str) -> bool) -> u64 {
+        self.snapshot().into_iter().filter(|((verb, resource), _)| select(verb, resource)).map(|(_, n)| n).sum()
     }
 
     /// Every write so far.

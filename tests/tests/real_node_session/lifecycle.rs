@@ -210,20 +210,23 @@ async fn losing_a_point_does_not_fail_the_session_and_a_failed_session_gives_bac
     assert!(worker_of(&kept).is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rescheduled_session_gets_new_links_and_verifies_again() {
-    let cp = cluster().await;
-    let client = cp.client().await.unwrap();
+/// A session in its rehearsal whose two points were verified through its worker.
+struct Verified {
+    live: super::Live,
+    sessions: Api<ReceptionSession>,
+    pod: String,
+    links: std::collections::BTreeMap<String, String>,
+}
+
+async fn verified_session(cp: &ControlPlane, client: &Client, prefix: &str) -> Verified {
     let base = host_ports();
-    let live = live(cp, &client, "rn-resched", |s, d| topology(base, 1, "{}", s, d)).await;
-    let ns = live.ns.clone();
-    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
-    let s = steady(&sessions).await;
-    let old_pod = worker_of(&s).unwrap();
-    let old_tokens = tokens(&client, &ns).await;
-    let url = worker_url(&client, &ns, &old_pod).await;
-    let trust = session_trust(&client, &ns, SESSION).await;
-    let sender = exchange_media(&url, Some(&trust), &old_tokens["thi-xa-my-hao"], &old_tokens["di-su"]).await;
+    let live = live(cp, client, prefix, |s, d| topology(base, 1, "{}", s, d)).await;
+    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &live.ns);
+    let pod = worker_of(&steady(&sessions).await).unwrap();
+    let links = tokens(client, &live.ns).await;
+    let url = worker_url(client, &live.ns, &pod).await;
+    let trust = session_trust(client, &live.ns, SESSION).await;
+    let sender = exchange_media(&url, Some(&trust), &links["thi-xa-my-hao"], &links["di-su"]).await;
     wait_for(Duration::from_secs(60), "both points verified", || async {
         let st = session(&sessions).await.status.unwrap_or_default();
         (st.verified.as_deref() == Some("2/2")).then_some(()).ok_or(format!("{:?}", st.verified))
@@ -231,6 +234,30 @@ async fn a_rescheduled_session_gets_new_links_and_verifies_again() {
     .await
     .unwrap();
     sender.abort();
+    Verified { live, sessions, pod, links }
+}
+
+/// Joins the session's worker `pod` with `token`, retrying for a minute while the worker's
+/// certificate arrives through the kubelet's Secret sync.
+async fn joins(client: &Client, ns: &str, pod: &str, token: &str) {
+    use tiepdan_media_worker::probe::peer::PlainPeer;
+    let url = worker_url(client, ns, pod).await;
+    let trust = session_trust(client, ns, SESSION).await;
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    wait_for(Duration::from_secs(60), format!("a join to {pod}"), || async {
+        PlainPeer::join_with(&url, token, local, Some(&trust)).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescheduled_session_gets_new_links_and_verifies_again() {
+    let cp = cluster().await;
+    let client = cp.client().await.unwrap();
+    let Verified { live, sessions, pod: old_pod, links: old_tokens } =
+        verified_session(cp, &client, "rn-resched").await;
+    let ns = live.ns.clone();
 
     // The deadline moves half an hour later; the rehearsal grows by as much, so it has still
     // begun (join tokens are valid from the rehearsal's start).
@@ -256,20 +283,12 @@ async fn a_rescheduled_session_gets_new_links_and_verifies_again() {
     // The new worker refuses the old links and serves the new ones.
     wait_condition(&sessions, SESSION, "WorkerReady", "the new worker ready", |c| c.status == "True").await;
     let new_pod = worker_of(&s).unwrap();
+    joins(&client, &ns, &new_pod, &new_tokens["di-su"]).await;
     let url = worker_url(&client, &ns, &new_pod).await;
-    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    use tiepdan_media_worker::probe::peer::PlainPeer;
-    // The worker's certificate reaches it through the kubelet's Secret sync; wait for a join.
     let trust = session_trust(&client, &ns, SESSION).await;
-    wait_for(Duration::from_secs(60), "a new link joins the new worker", || async {
-        PlainPeer::join_with(&url, &new_tokens["di-su"], local, Some(&trust))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap();
-    let old = PlainPeer::join_with(&url, &old_tokens["di-su"], local, Some(&trust)).await;
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let old =
+        tiepdan_media_worker::probe::peer::PlainPeer::join_with(&url, &old_tokens["di-su"], local, Some(&trust)).await;
     assert!(old.is_err(), "an old link was accepted after the reschedule");
 }
 
@@ -277,23 +296,8 @@ async fn a_rescheduled_session_gets_new_links_and_verifies_again() {
 async fn a_lost_worker_is_replaced_with_the_same_links_and_verification_kept() {
     let cp = cluster().await;
     let client = cp.client().await.unwrap();
-    let base = host_ports();
-    let live = live(cp, &client, "rn-failover", |s, d| topology(base, 1, "{}", s, d)).await;
+    let Verified { live, sessions, pod: old_pod, links } = verified_session(cp, &client, "rn-failover").await;
     let ns = live.ns.clone();
-    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
-    let s = steady(&sessions).await;
-    let old_pod = worker_of(&s).unwrap();
-    let links = tokens(&client, &ns).await;
-    let url = worker_url(&client, &ns, &old_pod).await;
-    let trust = session_trust(&client, &ns, SESSION).await;
-    let sender = exchange_media(&url, Some(&trust), &links["thi-xa-my-hao"], &links["di-su"]).await;
-    wait_for(Duration::from_secs(60), "both points verified", || async {
-        let st = session(&sessions).await.status.unwrap_or_default();
-        (st.verified.as_deref() == Some("2/2")).then_some(()).ok_or(format!("{:?}", st.verified))
-    })
-    .await
-    .unwrap();
-    sender.abort();
 
     let lost = Instant::now();
     Api::<Pod>::namespaced(client.clone(), &ns).delete(&old_pod, &DeleteParams::default()).await.unwrap();
@@ -317,15 +321,7 @@ async fn a_lost_worker_is_replaced_with_the_same_links_and_verification_kept() {
     let st = s.status.clone().unwrap();
     assert_eq!(st.verified.as_deref(), Some("2/2"), "verification survives the worker");
     assert_eq!(tokens(&client, &ns).await, links, "the same links");
-    let new_pod = worker_of(&s).unwrap();
-    let url = worker_url(&client, &ns, &new_pod).await;
-    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    use tiepdan_media_worker::probe::peer::PlainPeer;
-    wait_for(Duration::from_secs(60), "the same link joins the new worker", || async {
-        PlainPeer::join_with(&url, &links["di-su"], local, Some(&trust)).await.map(|_| ()).map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap();
+    joins(&client, &ns, &worker_of(&s).unwrap(), &links["di-su"]).await;
     let svc = Api::<Service>::namespaced(client.clone(), &ns)
         .get(&tiepdan_operator::build::signaling_service::name(SESSION))
         .await
