@@ -26,13 +26,14 @@ async fn evicting_an_allocated_worker_is_refused_and_an_idle_one_is_evicted() {
 
     let (idle, _) = workers(&pods).await.unwrap();
     let serving = mark_allocated(&pods, &idle[0].name_any()).await.name_any();
-    match pods.evict(&serving, &EvictParams::default()).await {
+    let no_retry = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
+    match no_retry.evict(&serving, &EvictParams::default()).await {
         Err(kube::Error::Api(s)) if s.code == 429 => {}
         other => panic!("evicting an allocated worker: {other:?}"),
     }
 
     let spare = idle[1].name_any();
-    pods.evict(&spare, &EvictParams::default()).await.expect("an idle worker is evicted");
+    no_retry.evict(&spare, &EvictParams::default()).await.expect("an idle worker is evicted");
     wait_for(Duration::from_secs(30), format!("{spare} deleted"), || async {
         match pods.get_opt(&spare).await.map_err(|e| e.to_string())? {
             Some(p) if p.metadata.deletion_timestamp.is_none() => Err("not deleted".to_owned()),
@@ -45,6 +46,13 @@ async fn evicting_an_allocated_worker_is_refused_and_an_idle_one_is_evicted() {
     assert!(still.metadata.deletion_timestamp.is_none(), "the allocated worker is being deleted");
 }
 
+/// A client that hands a 429 back at once: kube's default retry policy retries it 15 times with
+/// exponential backoff (about 5.5 minutes), and a refused eviction *is* a 429.
 async fn cluster_client() -> kube::Client {
-    crate::common::cluster().await.client().await.unwrap()
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let cp = crate::common::cluster().await;
+    let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
 }
