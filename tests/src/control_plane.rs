@@ -229,11 +229,16 @@ impl ControlPlane {
         self.dir.join(format!("{component}.log"))
     }
 
+    /// The client configuration of [`ControlPlane::kubeconfig`], for tests that change it (a
+    /// proxy in front of the API server, no retries, a counting client).
+    pub async fn config(&self) -> Result<Config, ControlPlaneError> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
+    }
+
     /// A new client, built from [`ControlPlane::kubeconfig`] on the caller's tokio runtime.
     pub async fn client(&self) -> Result<Client, ControlPlaneError> {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Client::try_from(config).map_err(ControlPlaneError::Client)
+        Client::try_from(self.config().await?).map_err(ControlPlaneError::Client)
     }
 
     /// The PID of `component` (`etcd`, `kube-apiserver` or `kube-controller-manager`) while it

@@ -112,15 +112,10 @@ async fn the_operator_killed_at_random_points_while_provisioning_100_sessions_co
     op.assert_running();
     eprintln!(
         "{} sessions (+{} deleted along the way), {kills} kills, converged {took:.1?} after the last restart: {} \
-         Provisioned, {} worker pods, {} duplicates, {} orphans, {} lost (peak duplicates while killed: \
-         {peak_duplicates}); test took {:.1?}",
+         (peak duplicates while killed: {peak_duplicates}); test took {:.1?}",
         expected.len(),
         deleted.len(),
-        report.provisioned,
-        census.pods(),
-        report.duplicates.len(),
-        report.orphans.len(),
-        report.lost.len(),
+        report.counts(&census),
         test_began.elapsed(),
     );
     assert_eq!(peak_duplicates, 0, "a session had two worker pods after a kill");
@@ -223,17 +218,12 @@ async fn ride_out_outage(prefix: &str, components: &[&str], sessions: usize, min
     op.assert_running();
     eprintln!(
         "{} sessions (+{} deleted after the restart), converged {:.1?} after the API server was ready again ({:.1?} \
-         after the kill), the operator never exited (1 run): {} Provisioned, {} worker pods, {} duplicates, {} \
-         orphans, {} lost; test took {:.1?}",
+         after the kill), the operator never exited (1 run): {}; test took {:.1?}",
         expected.len(),
         deleted.len(),
         back.elapsed(),
         outage.elapsed(),
-        report.provisioned,
-        census.pods(),
-        report.duplicates.len(),
-        report.orphans.len(),
-        report.lost.len(),
+        report.counts(&census),
         test_began.elapsed(),
     );
     assert_eq!(op.runs(), 1);

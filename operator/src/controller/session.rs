@@ -397,7 +397,7 @@ async fn provisioned_conditions(
 
 /// PointsVerified and ReadyByDeadline from the points (pure).
 fn readiness_conditions(conds: &mut Conditions<'_>, points: &[crate::api::PointStatus], t: &crate::timeline::Timeline) {
-    let present: Vec<_> = points.iter().filter(|p| !p.removed).collect();
+    let present: Vec<_> = st::present(points).collect();
     let verified_n = present.iter().filter(|p| p.verified).count();
     let all = st::all_verified(points);
     conds.set(

@@ -75,7 +75,7 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
 }
 
 /// The points that count: those still in the session.
-fn present(points: &[PointStatus]) -> impl Iterator<Item = &PointStatus> {
+pub fn present(points: &[PointStatus]) -> impl Iterator<Item = &PointStatus> {
     points.iter().filter(|p| !p.removed)
 }
 

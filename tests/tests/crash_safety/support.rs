@@ -607,6 +607,18 @@ pub struct Report {
 }
 
 impl Report {
+    /// "N Provisioned, N worker pods, N duplicates, N orphans, N lost", for the tests' figures.
+    pub fn counts(&self, census: &Census) -> String {
+        format!(
+            "{} Provisioned, {} worker pods, {} duplicates, {} orphans, {} lost",
+            self.provisioned,
+            census.pods(),
+            self.duplicates.len(),
+            self.orphans.len(),
+            self.lost.len()
+        )
+    }
+
     pub fn converged(&self) -> bool {
         self.provisioned == self.expected
             && self.lost.is_empty()

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane};
 use tiepdan_operator::leader::{self, LeaseConfig};
 use tokio::net::{TcpListener, TcpStream};
@@ -76,8 +75,7 @@ impl FaultyProxy {
 
     /// A client of `cp` that goes through the proxy.
     async fn client(&self, cp: &ControlPlane) -> Client {
-        let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+        let mut config = cp.config().await.unwrap();
         config.cluster_url = format!("https://127.0.0.1:{}", self.port).parse().unwrap();
         Client::try_from(config).unwrap()
     }

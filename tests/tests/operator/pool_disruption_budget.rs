@@ -49,10 +49,7 @@ async fn evicting_an_allocated_worker_is_refused_and_an_idle_one_is_evicted() {
 /// A client that hands a 429 back at once: kube's default retry policy retries it 15 times with
 /// exponential backoff (about 5.5 minutes), and a refused eviction *is* a 429.
 async fn cluster_client() -> kube::Client {
-    use kube::config::{KubeConfigOptions, Kubeconfig};
-    let cp = crate::common::cluster().await;
-    let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    let mut config = crate::common::cluster().await.config().await.unwrap();
     config.default_retry = false;
     kube::Client::try_from(config).unwrap()
 }

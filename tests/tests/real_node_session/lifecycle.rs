@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::json;
 use tiepdan_harness::{wait_for, ControlPlane};
@@ -21,8 +20,7 @@ use super::{cluster, event_reasons, host_ports, live, topology, SESSION};
 
 /// A client whose requests are counted.
 async fn counted_client(cp: &ControlPlane) -> (Client, ApiRequests) {
-    let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    let config = cp.config().await.unwrap();
     let requests = ApiRequests::new();
     (requests.client(config).unwrap(), requests)
 }
