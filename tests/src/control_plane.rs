@@ -51,6 +51,10 @@ pub enum ControlPlaneError {
     Startup(#[from] StartupError),
     #[error("no control-plane component named {0:?} (etcd, kube-apiserver, kube-controller-manager)")]
     UnknownComponent(String),
+    #[error(
+        "kube-controller-manager did not catch up after the restart (a new namespace got no default ServiceAccount)"
+    )]
+    ControllersBehind(#[source] crate::namespace::NamespaceError),
 }
 
 /// Where the binaries come from and where the cluster's files go.
@@ -285,6 +289,13 @@ impl ControlPlane {
         let client = self.client().await?;
         self.wait_apiserver_ready(&client, timeout).await?;
         tracing::info!(elapsed = ?begun.elapsed(), "kube-apiserver ready again");
+        // The controller-manager survives the outage but its informers back off; tests that
+        // create namespaces next need it caught up (it gives each namespace its ServiceAccount).
+        let probe = crate::random::unique_name("restart-probe");
+        crate::namespace::create_namespace_within(&client, &probe, timeout)
+            .await
+            .map_err(ControlPlaneError::ControllersBehind)?;
+        tracing::info!(elapsed = ?begun.elapsed(), "kube-controller-manager caught up");
         Ok(restarted)
     }
 

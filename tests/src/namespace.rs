@@ -27,6 +27,15 @@ const SERVICE_ACCOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 /// its `default` ServiceAccount exists and, before Kubernetes 1.24, has its token Secret (the
 /// ServiceAccount admission plugin rejects pods until then).
 pub async fn create_namespace(client: &Client, name: &str) -> Result<Namespace, NamespaceError> {
+    create_namespace_within(client, name, SERVICE_ACCOUNT_TIMEOUT).await
+}
+
+/// [`create_namespace`], waiting up to `timeout` for the ServiceAccount.
+pub async fn create_namespace_within(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+) -> Result<Namespace, NamespaceError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
         metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
@@ -39,7 +48,7 @@ pub async fn create_namespace(client: &Client, name: &str) -> Result<Namespace, 
         }
         Err(source) => return Err(NamespaceError::Create { name: name.into(), source }),
     };
-    wait_for(SERVICE_ACCOUNT_TIMEOUT, format!("the default ServiceAccount of namespace {name}"), || {
+    wait_for(timeout, format!("the default ServiceAccount of namespace {name}"), || {
         default_service_account_ready(client, name)
     })
     .await?;
