@@ -112,7 +112,7 @@ pub const PERMISSIONS: &[Permission] = &[
         resource_names: &[],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         why: "join tokens and certificate Secrets (owned by sessions, applied, deleted; \
-              controller::certificate gets the session's certificate Secret); pool::ensure_signing_key and \
+              controller::certificate gets the session's certificate Secret); signing_key::ensure_signing_key and \
               webhook::registration::ensure_ca get and create their Secret once",
     },
     Permission {

@@ -15,7 +15,7 @@ use tiepdan_operator::api::{MediaWorkerPool, ReceptionSession};
 use tiepdan_operator::build::{labels, signing_key, worker_pod, worker_ports};
 use tiepdan_operator::clock::SimClock;
 use tiepdan_operator::controller::allocation::{self, Allocation};
-use tiepdan_operator::controller::pool::pod_ready;
+use tiepdan_operator::controller::pods::pod_ready;
 use tiepdan_operator::controller::{self as op, OperatorConfig};
 use tokio::sync::OnceCell;
 

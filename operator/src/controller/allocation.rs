@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
 
-use super::pool::pod_ready;
+use super::pods::pod_ready;
 use crate::api::{MediaWorkerPool, ReceptionSession};
 use crate::apply;
 use crate::build::{labels, owner_ref, worker_pod, worker_ports};

@@ -12,27 +12,10 @@ use tracing::Instrument;
 use super::Context;
 use crate::telemetry;
 
-/// A reconcile error with a bounded category, for the `category` metric label.
+/// A reconcile error with a bounded category, for the `category` metric label. Each controller
+/// implements it for its own error, so this module depends on none of them.
 pub trait ReconcileError: std::error::Error {
     fn category(&self) -> &'static str;
-}
-
-impl ReconcileError for super::session::Error {
-    fn category(&self) -> &'static str {
-        super::session::Error::category(self)
-    }
-}
-
-impl ReconcileError for super::pool::Error {
-    fn category(&self) -> &'static str {
-        super::pool::Error::category(self)
-    }
-}
-
-impl ReconcileError for super::point::Error {
-    fn category(&self) -> &'static str {
-        super::point::Error::category(self)
-    }
 }
 
 /// Runs `body`, the reconcile of `obj` (of `kind`), in a span, and counts it.

@@ -7,9 +7,16 @@ pub mod crds;
 pub mod events;
 pub mod instrument;
 pub mod monitoring;
+pub mod pods;
 pub mod point;
 pub mod pool;
 pub mod session;
+pub mod session_events;
+pub mod session_plan;
+pub mod session_status;
+#[cfg(test)]
+mod session_transitions;
+pub mod signing_key;
 pub mod status;
 pub mod watch_backoff;
 pub mod worker_health;

@@ -35,6 +35,12 @@ impl Error {
     }
 }
 
+impl super::instrument::ReconcileError for Error {
+    fn category(&self) -> &'static str {
+        Error::category(self)
+    }
+}
+
 pub fn controller(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,

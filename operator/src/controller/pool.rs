@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use futures::Stream;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -19,11 +19,12 @@ use kube::ResourceExt;
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
 
+use super::pods::pod_ready;
+use super::signing_key::ensure_signing_key;
 use super::{events, Context};
 use crate::api::{set_condition, ConditionStatus, MediaWorkerPool, MediaWorkerPoolStatus};
 use crate::apply;
-use crate::build::{labels, pod_disruption_budget, signing_key, worker_pod, worker_ports};
-use crate::tokens::generate_signing_key;
+use crate::build::{labels, pod_disruption_budget, worker_pod, worker_ports};
 
 /// Errors reconciling a pool.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,12 @@ impl Error {
     }
 }
 
+impl super::instrument::ReconcileError for Error {
+    fn category(&self) -> &'static str {
+        Error::category(self)
+    }
+}
+
 pub fn controller(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -74,36 +81,6 @@ pub fn controller(
         .trigger_backoff(super::watch_backoff::WatchBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-}
-
-/// Whether a pod's Ready condition is True.
-pub fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Ensures the pool's signing-key Secret exists, creating it once; returns the key.
-pub async fn ensure_signing_key(ctx: &Context, pool: &MediaWorkerPool) -> Result<Vec<u8>, kube::Error> {
-    let ns = pool.namespace().unwrap_or_default();
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
-    let name = signing_key::name(&pool.name_any());
-    if let Some(s) = api.get_opt(&name).await? {
-        if let Some(k) = s.data.as_ref().and_then(|d| d.get(signing_key::KEY)) {
-            return Ok(signing_key::key_bytes(&k.0));
-        }
-    }
-    let key = generate_signing_key();
-    match api.create(&PostParams::default(), &signing_key::build(pool, &key)).await {
-        Ok(_) => Ok(key.into_bytes()),
-        // Another reconcile won the race: use its key, never overwrite it.
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            let s = api.get(&name).await?;
-            Ok(s.data.and_then(|d| d.get(signing_key::KEY).map(|k| signing_key::key_bytes(&k.0))).unwrap_or_default())
-        }
-        Err(e) => Err(e),
-    }
 }
 
 async fn reconcile(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result<Action, Error> {

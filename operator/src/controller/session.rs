@@ -1,6 +1,8 @@
 //! The ReceptionSession controller. Each reconcile is a pipeline:
-//! observe (points, pool, worker) → validate (pure) → build (pure) → apply (SSA) → status,
-//! and a finalizer removes everything the session created.
+//! observe (points) → validate (pure, `validate`) → plan (pure, `session_plan`) → apply only what
+//! differs (allocate, build, `apply`) → derive status (pure, `session_status`) → write it only on
+//! change → events from the diff (pure, `session_events`). A finalizer removes everything the
+//! session created.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,7 +12,6 @@ use futures::Stream;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -20,15 +21,19 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::allocation::{self, Allocation};
-use super::certificate::{self, CERTIFICATE_READY};
+use super::certificate;
 use super::monitoring::{self, Applied};
-use super::pool::{ensure_signing_key, pod_ready};
+use super::pods::pod_ready;
+use super::session_events::{self, Kind};
+use super::session_plan::{self, Resources};
+use super::session_status::{self, Allocated, Outcome, Provisioned, Replaced};
+use super::signing_key::ensure_signing_key;
 use super::status as st;
 use super::worker_health::WorkerHealth;
 use super::{events, Context};
 use crate::api::{
-    condition, set_condition, ConditionStatus as CS, MediaWorkerPool, ReceptionPoint, ReceptionSession,
-    ReceptionSessionStatus, SessionCondition as SC, SessionPhase, WorkerStatus,
+    condition, ConditionStatus as CS, MediaWorkerPool, ReceptionPoint, ReceptionSession, ReceptionSessionStatus,
+    SessionCondition as SC, SessionPhase,
 };
 use crate::apply;
 use crate::build::{join_tokens, labels, network_policy, signaling_service, tls};
@@ -78,6 +83,12 @@ impl Error {
             Error::Monitoring(_) => "monitoring",
             Error::Finalizer(_) => "finalizer",
         }
+    }
+}
+
+impl super::instrument::ReconcileError for Error {
+    fn category(&self) -> &'static str {
+        Error::category(self)
     }
 }
 
@@ -136,48 +147,13 @@ async fn reconcile_session(session: Arc<ReceptionSession>, ctx: Arc<Context>) ->
     })
 }
 
-/// What the apply step produced, for the status step.
-struct Provisioned {
-    pod: Option<Pod>,
-    report: Option<WorkerReport>,
-    worker_message: String,
-    /// Monitoring never fails provisioning: its outcome goes to the MonitoringReady condition.
-    monitoring: Result<Applied, monitoring::Error>,
-    /// Nor does the certificate: its outcome goes to CertificateReady.
-    certificate: Result<certificate::Issued, certificate::Error>,
-    /// The worker this reconcile replaced, and why it could not go on.
-    replaced: Option<(String, &'static str)>,
-}
-
-/// Sets one of the session's conditions at the reconcile's generation and time.
-struct Conditions<'a> {
-    list: &'a mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
-    generation: Option<i64>,
-    now: Timestamp,
-}
-
-impl Conditions<'_> {
-    /// Returns whether the condition's status changed.
-    fn set(&mut self, c: SC, status: CS, reason: &str, message: impl Into<String>) -> bool {
-        set_condition(self.list, c.as_str(), status, reason, message, self.generation, self.now)
-    }
-
-    /// Every resource condition False with one reason, for a session holding no resources.
-    fn no_resources(&mut self, reason: &str, message: &str) {
-        for c in [SC::Provisioned, SC::WorkerReady, SC::MonitoringReady, SC::CertificateReady, SC::Degraded] {
-            self.set(c, CS::False, reason, message);
-        }
-    }
-}
-
+/// observe → validate → plan (pure) → apply → derive status (pure) → write only on change →
+/// events from the diff.
 async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Action, Error> {
     let now = ctx.clock.now();
     let ns = session.namespace().unwrap_or_default();
     let id = session_id(&ns, &session.name_any());
     let prev = session.status.clone().unwrap_or_default();
-    let generation = session.metadata.generation;
-    let mut status = prev.clone();
-    status.observed_generation = generation;
 
     // observe
     let points = Api::<ReceptionPoint>::namespaced(ctx.client.clone(), &ns)
@@ -185,243 +161,50 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
         .await
         .map_err(Error::ListPoints)?
         .items;
-
     // validate
-    let valid = match validate_session(&session.name_any(), &session.spec, &points, &ctx.config.timeline) {
-        Ok(v) => v,
-        Err(e) => return fail(session, ctx, &prev, status, &e, now).await,
-    };
-    let mut conds = Conditions { list: &mut status.conditions, generation, now };
-    conds.set(SC::Valid, CS::True, "Valid", "The session's points, host and schedule are valid.");
-    let t = &valid.timeline;
-    let completed_before = prev.phase == Some(SessionPhase::Completed);
-    // A schedule moved after the operator acted on it: the links and the rehearsal were for
-    // another day, so the tokens get a new epoch (older links are refused) and points verify again.
-    let rescheduled = !completed_before && st::rescheduled(&prev, t);
-    if rescheduled {
-        status.token_epoch = prev.token_epoch + 1;
-    }
-    // Whole seconds, as the API server keeps them: otherwise the status computed here never equals
-    // the one read back, and every reconcile would write it.
-    let whole = |ts: Timestamp| Some(Time(Timestamp::from_second(ts.as_second()).unwrap_or(ts)));
-    status.readiness_deadline = whole(t.deadline);
-    status.rehearsal_start = whole(t.rehearsal_start);
-    status.end = whole(t.end);
-
-    let mut conds = Conditions { list: &mut status.conditions, generation, now };
-    let mut worker_report = None;
-    if completed_before || t.phase_at(now, false) == SessionPhase::Completed {
-        release(session, ctx).await?;
-        conds.no_resources(
-            "Released",
-            "The session ended; its worker, Service, join tokens, certificates and monitoring were deleted.",
-        );
-        status.worker = None;
-    } else if t.needs_resources(now) {
-        match provision(session, &valid, ctx, now, status.token_epoch).await {
-            Ok(p) => {
-                status.worker = Some(WorkerStatus {
-                    pod: p.pod.as_ref().map(|p| p.name_any()),
-                    signaling_url: Some(signaling_service::url(session)),
-                });
-                provisioned_conditions(ctx, session, &prev, &mut conds, &p).await;
-                worker_report = p.report;
-            }
-            Err(ProvisionError::PoolMissing(pool)) => {
-                let msg = format!("spec.workerPool: no MediaWorkerPool named {pool:?} in this namespace");
-                if conds.set(SC::Provisioned, CS::False, "PoolNotFound", &msg) {
-                    events::warning(ctx, session, "PoolNotFound", "Provision", msg).await;
-                }
-            }
+    let valid = validate_session(&session.name_any(), &session.spec, &points, &ctx.config.timeline);
+    // plan
+    let plan = session_plan::plan(&prev, valid.as_ref(), now);
+    // apply
+    let outcome = match (plan.resources, &valid) {
+        (Resources::Provision, Ok(v)) => match provision(session, v, ctx, now, plan.token_epoch).await {
+            Ok(p) => Outcome::Provisioned(Box::new(p)),
+            Err(ProvisionError::PoolMissing(pool)) => Outcome::PoolMissing(pool),
             Err(ProvisionError::Other(e)) => return Err(e),
-        }
-    } else {
-        // Not yet time, or no longer: a session moved to a later day gives its worker back.
-        if rescheduled || condition_true(session, SC::Provisioned.as_str()) {
+        },
+        (Resources::Release(_), _) => {
             release(session, ctx).await?;
-            status.worker = None;
+            Outcome::Released
         }
-        let msg = format!("Provisioning starts at {}.", t.provisioning_start);
-        conds.no_resources("Scheduled", &msg);
-    }
-
-    // derive status (pure)
-    let derived = st::derive(&prev, &valid, worker_report.as_ref(), rescheduled, now);
-    status.points = derived.points;
-    status.quality_sampled_at = derived.quality_sampled_at;
-    let phase = derived.phase;
-    status.phase = Some(phase);
-    status.verified = Some(st::verified_summary(&status.points));
-    readiness_conditions(&mut Conditions { list: &mut status.conditions, generation, now }, &status.points, t);
-    let mut summary = status.summary.clone().unwrap_or_default();
-    if phase == SessionPhase::Live && summary.actual_start.is_none() {
-        summary.actual_start = Some(Time(now));
-    }
-    if phase == SessionPhase::Completed && summary.actual_end.is_none() {
-        summary.actual_end = Some(Time(now));
-    }
-    status.summary = Some(st::summarize(&status.points, summary));
+        _ => Outcome::Released,
+    };
+    // derive status, and write it only if it changed
+    let status = session_status::next(&prev, session.metadata.generation, valid.as_ref(), &plan, &outcome, now);
     write_status(ctx, session, &prev, &status).await?;
-    ctx.metrics.observe_session(&id, &status, Some(t), now);
-
+    ctx.metrics.observe_session(&id, &status, valid.as_ref().ok().map(|v| &v.timeline), now);
+    if let Outcome::Provisioned(p) = &outcome {
+        if let Some(r) = &p.replaced {
+            ctx.metrics.worker_replaced(r.why);
+        }
+    }
     // events from the diff, after the session's own status is safely written
-    if rescheduled {
-        let msg = format!(
-            "The schedule changed after provisioning: join links were issued again (epoch {}), older links are \
-             refused, and every point must be verified again before {}.",
-            status.token_epoch, t.deadline
-        );
-        events::warning(ctx, session, "Rescheduled", "Schedule", msg).await;
+    if prev.phase != status.phase {
+        tracing::info!(session = %id, from = ?prev.phase, to = ?status.phase, "session phase changed");
     }
-    if prev.phase != Some(phase) {
-        tracing::info!(session = %id, from = ?prev.phase, to = %phase, "session phase changed");
-        phase_event(ctx, session, prev.phase, phase, &status).await;
-    }
-    for p in st::newly_removed(&prev.points, &status.points) {
-        let msg = format!(
-            "Point {} is no longer a ReceptionPoint in this namespace: it left the session and its join token was \
-             withdrawn. The session goes on with the other points.",
-            p.name
-        );
-        events::warning(ctx, session, "PointRemoved", "Points", msg).await;
+    for n in session_events::from_diff(&prev, &status, valid.as_ref(), &plan, &outcome) {
+        match n.kind {
+            Kind::Normal => events::normal(ctx, session, n.reason, n.action, n.message).await,
+            Kind::Warning => events::warning(ctx, session, n.reason, n.action, n.message).await,
+        }
     }
     for p in st::newly_verified(&prev.points, &status.points) {
-        if p.verified_late {
-            let msg =
-                format!("Point {} was verified after the deadline {}; the session stays NotReady.", p.name, t.deadline);
-            events::warning(ctx, session, "PointVerifiedLate", "Verify", msg).await;
-        } else {
-            let msg = format!("Point {} sent and received audio and video within thresholds.", p.name);
-            events::normal(ctx, session, "PointVerified", "Verify", msg).await;
-        }
         record_point_verification(ctx, &ns, session, p).await;
     }
-    Ok(next_action(ctx, &valid, phase, now))
-}
-
-/// A session that failed validation gives back everything usable (worker, links, certificates),
-/// keeping its spec and status so people can see why.
-async fn fail(
-    session: &ReceptionSession,
-    ctx: &Context,
-    prev: &ReceptionSessionStatus,
-    mut status: ReceptionSessionStatus,
-    e: &crate::validate::Error,
-    now: Timestamp,
-) -> Result<Action, Error> {
-    let generation = session.metadata.generation;
-    let mut conds = Conditions { list: &mut status.conditions, generation, now };
-    let changed = conds.set(SC::Valid, CS::False, e.reason(), e.to_string());
-    if prev.phase != Some(SessionPhase::Completed) {
-        status.phase = Some(SessionPhase::Failed);
-        release(session, ctx).await?;
-        conds.no_resources(
-            "Failed",
-            "The session is not valid (see the Valid condition); its worker, Service, join tokens and certificates \
-             were released.",
-        );
-        status.worker = None;
-    }
-    write_status(ctx, session, prev, &status).await?;
-    let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
-    ctx.metrics.observe_session(&id, &status, None, now);
-    if changed || prev.phase != status.phase {
-        events::warning(ctx, session, e.reason(), "Validate", e.to_string()).await;
-    }
-    // Not retried in a loop: a change to the session or its points triggers a reconcile.
-    Ok(Action::await_change())
-}
-
-/// The conditions of a provisioned session, and the events for their transitions.
-async fn provisioned_conditions(
-    ctx: &Context,
-    session: &ReceptionSession,
-    prev: &ReceptionSessionStatus,
-    conds: &mut Conditions<'_>,
-    p: &Provisioned,
-) {
-    conds.set(
-        SC::Provisioned,
-        CS::True,
-        "Provisioned",
-        "Worker, signaling Service, join tokens and the session's certificate are in place.",
-    );
-    let health = p.pod.as_ref().map_or(WorkerHealth::Starting, WorkerHealth::of);
-    let pod_name = p.pod.as_ref().map(|p| p.name_any()).unwrap_or_default();
-    let msg = health.message(&pod_name, &p.worker_message);
-    let was = condition::find(&prev.conditions, SC::WorkerReady.as_str()).map(|c| c.reason.clone());
-    let reason = health.reason();
-    conds.set(SC::WorkerReady, CS::from_bool(health == WorkerHealth::Ready), reason, &msg);
-    if was.as_deref() != Some(reason) {
-        if health.failed() {
-            events::warning(ctx, session, reason, "Worker", msg).await;
-        } else if health == WorkerHealth::Ready && was.as_deref().is_some_and(WorkerHealth::is_failure_reason) {
-            events::normal(ctx, session, "WorkerRecovered", "Worker", msg).await;
-        }
-    }
-    let was_degraded = condition::find(&prev.conditions, SC::Degraded.as_str()).is_some_and(|c| c.status == "True");
-    if let Some((old, why)) = &p.replaced {
-        let msg = if *why == allocation::Stale::OldEpoch.as_str() {
-            format!("Worker pod {old} served the session before it was rescheduled; {pod_name} serves the new links.")
-        } else {
-            format!(
-                "Worker pod {old} can no longer serve the session ({why}); {pod_name} replaces it. The links stay \
-                 the same and the consoles reconnect; verification is kept."
-            )
-        };
-        conds.set(SC::Degraded, CS::True, "WorkerReplaced", &msg);
-        ctx.metrics.worker_replaced(why);
-        events::warning(ctx, session, "WorkerReplaced", "Worker", msg).await;
-    } else if health == WorkerHealth::Ready {
-        conds.set(SC::Degraded, CS::False, "WorkerServing", "The session's worker serves it.");
-        if was_degraded {
-            let msg = format!("Worker pod {pod_name} serves the session again.");
-            events::normal(ctx, session, "WorkerRestored", "Worker", msg).await;
-        }
-    } else if !was_degraded {
-        conds.set(SC::Degraded, CS::False, "WorkerStarting", "The session's worker is starting.");
-    }
-    let (ms, reason, msg) = monitoring_condition(&p.monitoring);
-    conds.set(SC::MonitoringReady, ms, reason, msg);
-    let (cs, reason, msg) = certificate::condition(&p.certificate, p.report.as_ref(), &pod_name);
-    let was = condition::find(&prev.conditions, CERTIFICATE_READY).map(|c| c.reason.clone());
-    conds.set(SC::CertificateReady, cs, reason, &msg);
-    if was.as_deref() != Some(reason) {
-        match reason {
-            "Serving" => events::normal(ctx, session, "CertificateServing", "Certificate", msg).await,
-            "CertificateFailed" => events::warning(ctx, session, "CertificateFailed", "Certificate", msg).await,
-            _ => {}
-        }
-    }
-}
-
-/// PointsVerified and ReadyByDeadline from the points (pure).
-fn readiness_conditions(conds: &mut Conditions<'_>, points: &[crate::api::PointStatus], t: &crate::timeline::Timeline) {
-    let present: Vec<_> = st::present(points).collect();
-    let verified_n = present.iter().filter(|p| p.verified).count();
-    let all = st::all_verified(points);
-    conds.set(
-        SC::PointsVerified,
-        CS::from_bool(all),
-        if all { "AllVerified" } else { "PointsUnverified" },
-        format!("{verified_n} of {} points verified.", present.len()),
-    );
-    let on_time = present.iter().filter(|p| p.verified_at.as_ref().is_some_and(|v| v.0 <= t.deadline)).count();
-    let (rbd, reason, msg) = if st::all_verified_by(points, t.deadline) {
-        (CS::True, "VerifiedBeforeDeadline", format!("Every point was verified before {}.", t.deadline))
-    } else if conds.now >= t.deadline {
-        let late = present.iter().filter(|p| p.verified_late).count();
-        let msg = format!(
-            "{} of {} points were not verified before {} ({late} verified late).",
-            present.len() - on_time,
-            present.len(),
-            t.deadline
-        );
-        (CS::False, "DeadlineMissed", msg)
-    } else {
-        (CS::Unknown, "AwaitingVerification", format!("Every point must be verified before {}.", t.deadline))
-    };
-    conds.set(SC::ReadyByDeadline, rbd, reason, msg);
+    Ok(match &valid {
+        Ok(v) => next_action(ctx, v, status.phase.unwrap_or(SessionPhase::Scheduled), now),
+        // Not retried in a loop: a change to the session or its points triggers a reconcile.
+        Err(_) => Action::await_change(),
+    })
 }
 
 /// When to look again: the next timeline boundary, and the worker poll while media flows.
@@ -471,31 +254,13 @@ async fn provision(
     let had = session.status.as_ref().and_then(|s| s.worker.as_ref()).and_then(|w| w.pod.clone());
     let replaced = match (&alloc, had) {
         (Allocation::Existing(_), _) | (_, None) => None,
-        (_, Some(old)) => Some((old, stale.map_or("Gone", allocation::Stale::as_str))),
+        (_, Some(old)) => Some(Replaced { old, why: stale.map_or("Gone", allocation::Stale::as_str) }),
     };
-    match &alloc {
-        Allocation::TookIdle(p) => {
-            events::normal(
-                ctx,
-                session,
-                "WorkerAllocated",
-                "Allocate",
-                format!("Took warm worker {} from pool {}.", p.name_any(), pool.name_any()),
-            )
-            .await
-        }
-        Allocation::Created(p) => {
-            events::normal(
-                ctx,
-                session,
-                "WorkerCreated",
-                "Allocate",
-                format!("No warm worker was idle in pool {}; created {}.", pool.name_any(), p.name_any()),
-            )
-            .await
-        }
-        Allocation::Existing(_) => {}
-    }
+    let allocated = match &alloc {
+        Allocation::TookIdle(_) => Some(Allocated::TookIdle { pool: pool.name_any() }),
+        Allocation::Created(_) => Some(Allocated::Created { pool: pool.name_any() }),
+        Allocation::Existing(_) => None,
+    };
     let pod = alloc.pod().clone();
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
@@ -533,7 +298,18 @@ async fn provision(
     }
 
     let (report, worker_message) = observe_worker(ctx, session, &pod, &key, now, epoch).await;
-    Ok(Provisioned { pod: Some(pod), report, worker_message, monitoring, certificate, replaced })
+    let pod_name = pod.name_any();
+    Ok(Provisioned {
+        signaling_url: signaling_service::url(session),
+        health: WorkerHealth::of(&pod),
+        certificate: certificate::condition(&certificate, report.as_ref(), &pod_name),
+        monitoring: monitoring_condition(&monitoring),
+        pod: pod_name,
+        worker_message,
+        report,
+        allocated,
+        replaced,
+    })
 }
 
 /// Binds a warm worker to the session (idempotent) and reads its per-point status.
@@ -619,23 +395,6 @@ async fn write_status(
         .await
         .map_err(Error::Status)?;
     Ok(())
-}
-
-async fn phase_event(
-    ctx: &Context,
-    session: &ReceptionSession,
-    from: Option<SessionPhase>,
-    to: SessionPhase,
-    status: &ReceptionSessionStatus,
-) {
-    let from = from.map_or("(new)".to_owned(), |p| p.to_string());
-    let verified = status.verified.clone().unwrap_or_default();
-    let note = format!("{from} → {to}; points verified {verified}.");
-    match to {
-        SessionPhase::NotReady => events::warning(ctx, session, "DeadlineMissed", "Phase", note).await,
-        SessionPhase::Failed => events::warning(ctx, session, "Failed", "Phase", note).await,
-        _ => events::normal(ctx, session, to.as_str(), "Phase", note).await,
-    }
 }
 
 /// Records a verification on the point itself. Best effort: a merge patch (not the apply

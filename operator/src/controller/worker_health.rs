@@ -9,7 +9,7 @@
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
 use crate::build::worker_pod::CONTAINER;
-use crate::controller::pool::pod_ready;
+use crate::controller::pods::pod_ready;
 
 /// The kubelet's reason for a container killed by the kernel's OOM killer.
 const OOM_KILLED: &str = "OOMKilled";

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane};
 use tiepdan_operator::build::{labels, worker_pod};
 use tiepdan_operator::clock::SimClock;
-use tiepdan_operator::controller::pool::pod_ready;
+use tiepdan_operator::controller::pods::pod_ready;
 
 use crate::common::{cluster, kubectl_apply_yaml, kubectl_ok, start_operator, Operator};
 

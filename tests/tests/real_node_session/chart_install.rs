@@ -317,7 +317,7 @@ async fn helm_install_runs_the_operator_image_on_the_node_and_it_provisions_chec
     let pods = Api::<Pod>::namespaced(admin.clone(), &install_ns);
     let operator_pod = wait_for(Duration::from_secs(90), "the operator's pod Ready on the node", || async {
         let list = pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
-        match list.items.into_iter().find(tiepdan_operator::controller::pool::pod_ready) {
+        match list.items.into_iter().find(tiepdan_operator::controller::pods::pod_ready) {
             Some(p) => Ok(p),
             None => Err("no Ready operator pod yet".to_owned()),
         }

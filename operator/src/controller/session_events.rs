@@ -1,0 +1,160 @@
+//! The events step of the session reconcile: which transitions a human should hear about, from
+//! the difference between the previous and the next status (and what the apply step did). Pure;
+//! the driver publishes them after the status is written.
+
+use super::session_plan::Plan;
+use super::session_status::{self as ss, Allocated, Outcome};
+use super::status as st;
+use super::worker_health::WorkerHealth;
+use crate::api::{ReceptionSessionStatus, SessionCondition as SC, SessionPhase};
+use crate::validate::{self, ValidSession};
+
+/// Normal or Warning, as Kubernetes events are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Normal,
+    Warning,
+}
+
+/// One event to publish about the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub kind: Kind,
+    /// A bounded reason, e.g. `WorkerReplaced`.
+    pub reason: &'static str,
+    /// What the operator was doing, e.g. `Worker`.
+    pub action: &'static str,
+    pub message: String,
+}
+
+fn note(kind: Kind, reason: &'static str, action: &'static str, message: String) -> Note {
+    Note { kind, reason, action, message }
+}
+
+/// The events for going from `prev` to `next`.
+pub fn from_diff(
+    prev: &ReceptionSessionStatus,
+    next: &ReceptionSessionStatus,
+    valid: Result<&ValidSession, &validate::Error>,
+    plan: &Plan,
+    outcome: &Outcome,
+) -> Vec<Note> {
+    use Kind::*;
+    let mut out = Vec::new();
+    let v = match valid {
+        Ok(v) => v,
+        Err(e) => {
+            // One warning when the session turns invalid (or invalid in another way); it says why.
+            if ss::reason(&prev.conditions, SC::Valid) != Some(e.reason()) || prev.phase != next.phase {
+                out.push(note(Warning, e.reason(), "Validate", e.to_string()));
+            }
+            return out;
+        }
+    };
+    let changed = |c: SC| {
+        let now = ss::reason(&next.conditions, c);
+        (ss::reason(&prev.conditions, c) != now).then_some(now).flatten()
+    };
+    let message = |c: SC| next.conditions.iter().find(|x| x.type_ == c.as_str()).map(|x| x.message.clone());
+
+    if changed(SC::Provisioned) == Some("PoolNotFound") {
+        out.extend(message(SC::Provisioned).map(|m| note(Warning, "PoolNotFound", "Provision", m)));
+    }
+    if let Outcome::Provisioned(p) = outcome {
+        match &p.allocated {
+            Some(Allocated::TookIdle { pool }) => out.push(note(
+                Normal,
+                "WorkerAllocated",
+                "Allocate",
+                format!("Took warm worker {} from pool {pool}.", p.pod),
+            )),
+            Some(Allocated::Created { pool }) => out.push(note(
+                Normal,
+                "WorkerCreated",
+                "Allocate",
+                format!("No warm worker was idle in pool {pool}; created {}.", p.pod),
+            )),
+            None => {}
+        }
+        let was = ss::reason(&prev.conditions, SC::WorkerReady);
+        if changed(SC::WorkerReady).is_some() {
+            let msg = message(SC::WorkerReady).unwrap_or_default();
+            if p.health.failed() {
+                out.push(note(Warning, p.health.reason(), "Worker", msg));
+            } else if p.health == WorkerHealth::Ready && was.is_some_and(WorkerHealth::is_failure_reason) {
+                out.push(note(Normal, "WorkerRecovered", "Worker", msg));
+            }
+        }
+        if let Some(r) = &p.replaced {
+            out.push(note(Warning, "WorkerReplaced", "Worker", ss::replaced_message(r, &p.pod)));
+        } else if ss::is_true(&prev.conditions, SC::Degraded) && !ss::is_true(&next.conditions, SC::Degraded) {
+            out.push(note(
+                Normal,
+                "WorkerRestored",
+                "Worker",
+                format!("Worker pod {} serves the session again.", p.pod),
+            ));
+        }
+        match changed(SC::CertificateReady) {
+            Some("Serving") => {
+                out.extend(message(SC::CertificateReady).map(|m| note(Normal, "CertificateServing", "Certificate", m)))
+            }
+            Some("CertificateFailed") => {
+                out.extend(message(SC::CertificateReady).map(|m| note(Warning, "CertificateFailed", "Certificate", m)))
+            }
+            _ => {}
+        }
+    }
+    let t = &v.timeline;
+    if plan.rescheduled {
+        out.push(note(
+            Warning,
+            "Rescheduled",
+            "Schedule",
+            format!(
+                "The schedule changed after provisioning: join links were issued again (epoch {}), older links are \
+                 refused, and every point must be verified again before {}.",
+                next.token_epoch, t.deadline
+            ),
+        ));
+    }
+    if let Some(to) = next.phase.filter(|to| prev.phase != Some(*to)) {
+        let from = prev.phase.map_or("(new)".to_owned(), |p| p.to_string());
+        let msg = format!("{from} → {to}; points verified {}.", next.verified.clone().unwrap_or_default());
+        out.push(match to {
+            SessionPhase::NotReady => note(Warning, "DeadlineMissed", "Phase", msg),
+            SessionPhase::Failed => note(Warning, "Failed", "Phase", msg),
+            _ => note(Normal, to.as_str(), "Phase", msg),
+        });
+    }
+    for p in st::newly_removed(&prev.points, &next.points) {
+        out.push(note(
+            Warning,
+            "PointRemoved",
+            "Points",
+            format!(
+                "Point {} is no longer a ReceptionPoint in this namespace: it left the session and its join token \
+                 was withdrawn. The session goes on with the other points.",
+                p.name
+            ),
+        ));
+    }
+    for p in st::newly_verified(&prev.points, &next.points) {
+        out.push(if p.verified_late {
+            note(
+                Warning,
+                "PointVerifiedLate",
+                "Verify",
+                format!("Point {} was verified after the deadline {}; the session stays NotReady.", p.name, t.deadline),
+            )
+        } else {
+            note(
+                Normal,
+                "PointVerified",
+                "Verify",
+                format!("Point {} sent and received audio and video within thresholds.", p.name),
+            )
+        });
+    }
+    out
+}
