@@ -12,9 +12,9 @@
 //! Split, the admin listener answers signaling paths with 421 `tls_required`: a browser or
 //! client sent there by a stale link learns where to go instead of getting a 404.
 
-use crate::ids::SessionId;
+use crate::ids::{PointName, SessionId};
 use crate::metrics::Metrics;
-use crate::registry::{AllocationError, Registry};
+use crate::registry::{Allocation, AllocationError, Registry};
 use crate::signaling::session::{self, SessionContext, HARD_FRAME_LIMIT};
 use crate::tls::CertificateStore;
 use crate::tokens::unix_now;
@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -141,6 +142,16 @@ pub struct AllocationBody {
     pub title: String,
     #[serde(default)]
     pub epoch: u64,
+    /// The session's points: joins of any other point are refused, and its connections closed.
+    /// Absent: every point named by a valid token is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<BTreeSet<PointName>>,
+}
+
+impl From<Allocation> for AllocationBody {
+    fn from(a: Allocation) -> Self {
+        AllocationBody { session: a.session, title: a.title, epoch: a.epoch, points: a.points }
+    }
 }
 
 /// Checks the operator's admin token; the error is the reason, for a 401 body.
@@ -162,7 +173,7 @@ async fn get_allocation(State(state): State<AppState>, headers: HeaderMap) -> Re
         return unauthorized(reason);
     }
     match state.registry.allocation() {
-        Some(a) => Json(AllocationBody { session: a.session, title: a.title, epoch: a.epoch }).into_response(),
+        Some(a) => Json(AllocationBody::from(a)).into_response(),
         None => api_error(StatusCode::NOT_FOUND, "not_allocated", "the worker is idle"),
     }
 }
@@ -179,8 +190,8 @@ async fn put_allocation(
         Ok(body) => body,
         Err(rejection) => return api_error(StatusCode::BAD_REQUEST, "malformed_request", rejection.body_text()),
     };
-    match state.registry.allocate(body.session, body.title, body.epoch) {
-        Ok(a) => Json(AllocationBody { session: a.session, title: a.title, epoch: a.epoch }).into_response(),
+    match state.registry.allocate(body.session, body.title, body.epoch, body.points) {
+        Ok(a) => Json(AllocationBody::from(a)).into_response(),
         Err(e @ AllocationError::AlreadyAllocated { .. }) => {
             api_error(StatusCode::CONFLICT, "already_allocated", e.to_string())
         }

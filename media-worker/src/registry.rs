@@ -16,7 +16,7 @@ use crate::signaling::protocol::{ErrorCode, PeerInfo, RequestId, ServerEnvelope,
 use crate::tokens::{unix_now, JoinRules, TokenError, TokenKey, VerifiedJoin};
 use crate::verification::{MediaSample, PointRecord, WorkerStatus};
 use crate::workers::WorkerPool;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -30,6 +30,17 @@ pub struct Allocation {
     pub title: String,
     /// Join tokens with a lower epoch are refused.
     pub epoch: u64,
+    /// The session's points, when the operator has said: a point taken out of the session (its
+    /// ReceptionPoint deleted, or edited out of the spec) has its link refused and its connections
+    /// closed, although its token is still validly signed. `None` accepts every point a valid
+    /// token names (a worker started bound, before the operator's first word).
+    pub points: Option<BTreeSet<PointName>>,
+}
+
+impl Allocation {
+    fn admits(&self, point: &PointName) -> bool {
+        self.points.as_ref().is_none_or(|p| p.contains(point))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +61,8 @@ pub enum JoinError {
     Token(#[from] TokenError),
     #[error("no mediasoup worker is alive")]
     NoWorker,
+    #[error("point {0} is no longer part of the session; its link was withdrawn")]
+    PointRemoved(PointName),
     #[error(transparent)]
     Room(#[from] RoomError),
 }
@@ -61,6 +74,7 @@ impl JoinError {
             Self::NotAllocated => ErrorCode::SessionNotAllocated,
             Self::Token(e) => e.code(),
             Self::NoWorker => ErrorCode::Internal,
+            Self::PointRemoved(_) => ErrorCode::TokenRevoked,
             // The room closed between lookup and join: the session was deallocated.
             Self::Room(RoomError::Closed) => ErrorCode::SessionNotAllocated,
             Self::Room(e) => e.code(),
@@ -175,8 +189,15 @@ impl Registry {
     }
 
     /// Binds the worker to `session`. Repeating it for the same session updates the title and
-    /// raises (never lowers) the revocation epoch, disconnecting members with older tokens.
-    pub fn allocate(&self, session: SessionId, title: String, epoch: u64) -> Result<Allocation, AllocationError> {
+    /// the session's points, and raises (never lowers) the revocation epoch, disconnecting
+    /// members with older tokens or of points no longer in the session.
+    pub fn allocate(
+        &self,
+        session: SessionId,
+        title: String,
+        epoch: u64,
+        points: Option<BTreeSet<PointName>>,
+    ) -> Result<Allocation, AllocationError> {
         if self.is_draining() {
             return Err(AllocationError::Draining);
         }
@@ -190,14 +211,20 @@ impl Registry {
                 current.title = title;
                 let raised = epoch > current.epoch;
                 current.epoch = current.epoch.max(epoch);
-                let revoke = if raised { state.room.upgrade() } else { None };
+                let narrowed =
+                    points.as_ref().is_some_and(|new| current.points.as_ref().is_none_or(|old| !new.is_superset(old)));
+                if narrowed {
+                    tracing::info!(session = %current.session, points = ?points, "the session's points changed");
+                }
+                current.points = points;
+                let revoke = if raised || narrowed { state.room.upgrade() } else { None };
                 (current.clone(), revoke)
             }
             None => {
                 tracing::info!(session = %session, epoch, "allocated");
                 state.generation += 1;
                 state.points.clear();
-                let allocation = Allocation { session, title, epoch };
+                let allocation = Allocation { session, title, epoch, points };
                 state.allocation = Some(allocation.clone());
                 (allocation, None)
             }
@@ -205,7 +232,7 @@ impl Registry {
         // Kicking members takes the room's lock; never nest it inside the registry's.
         drop(guard);
         if let Some(room) = revoke {
-            room.revoke_below(allocation.epoch);
+            room.revoke(|epoch, point| epoch < allocation.epoch || !allocation.admits(point));
         }
         Ok(allocation)
     }
@@ -275,6 +302,9 @@ impl Registry {
         let verified = self
             .token_key
             .verify_join(token, JoinRules { session: &allocation.session, min_epoch: allocation.epoch, now })?;
+        if !allocation.admits(&verified.point) {
+            return Err(JoinError::PointRemoved(verified.point));
+        }
         Ok((allocation, verified))
     }
 
@@ -408,6 +438,7 @@ impl Registry {
         WorkerStatus {
             session: state.allocation.as_ref().map(|a| a.session.clone()),
             title: state.allocation.as_ref().map(|a| a.title.clone()),
+            allowed_points: state.allocation.as_ref().and_then(|a| a.points.clone()),
             draining: self.is_draining(),
             points: state.points.iter().map(|(name, record)| record.status(name)).collect(),
             // The HTTP layer knows the served certificate; see `http::status`.

@@ -333,9 +333,11 @@ impl Room {
     }
 
     /// Disconnects members whose token epoch is below `epoch`.
-    pub fn revoke_below(&self, epoch: u64) {
+    /// Disconnects every member for which `revoked(token epoch, point)` holds: tokens below a
+    /// raised epoch, and points taken out of the session.
+    pub fn revoke(&self, revoked: impl Fn(u64, &PointName) -> bool) {
         for member in self.lock().members.values_mut() {
-            if member.epoch < epoch {
+            if revoked(member.epoch, &member.peer.point) {
                 member.kick(Kick::TokenRevoked);
             }
         }

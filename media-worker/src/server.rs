@@ -142,7 +142,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
         metrics.clone(),
     ));
     if let Some((session, title)) = config.session.clone() {
-        registry.allocate(session, title, 0)?;
+        registry.allocate(session, title, 0, None)?;
     }
     {
         let registry = Arc::downgrade(&registry);

@@ -10,6 +10,7 @@
 use crate::config::Thresholds;
 use crate::ids::{PointName, SessionId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// One poll's view of a point's media.
@@ -172,6 +173,9 @@ pub struct PointStatus {
 pub struct WorkerStatus {
     pub session: Option<SessionId>,
     pub title: Option<String>,
+    /// The session's points as the operator last gave them; absent until it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_points: Option<BTreeSet<PointName>>,
     pub draining: bool,
     pub points: Vec<PointStatus>,
     /// The certificate served over TLS; absent while there is none (plain HTTP, or a warm worker
@@ -279,7 +283,14 @@ mod tests {
 
     #[test]
     fn the_tls_field_has_the_contract_shape_and_is_omitted_without_a_certificate() {
-        let mut status = WorkerStatus { session: None, title: None, draining: false, points: Vec::new(), tls: None };
+        let mut status = WorkerStatus {
+            session: None,
+            title: None,
+            allowed_points: None,
+            draining: false,
+            points: Vec::new(),
+            tls: None,
+        };
         let value = serde_json::to_value(&status).expect("serialize");
         assert!(value.get("tls").is_none(), "{value}");
         status.tls = Some(TlsStatus { sha256: "ab".repeat(32), loaded_at: wall() });

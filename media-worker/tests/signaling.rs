@@ -417,3 +417,39 @@ async fn media_requests_are_checked_against_the_connection_state() {
     assert_healthy(server.local_addr()).await;
     server.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_taken_out_of_the_session_is_refused_and_disconnected() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let mut a = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    a.request(ClientMessage::Join { token: token("xa-a") }).await.expect("a joins");
+    let mut b = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    b.request(ClientMessage::Join { token: token("xa-b") }).await.expect("b joins");
+
+    // The operator says xa-b is no longer in the session: its still validly signed link is dead.
+    let admin = admin_token();
+    let without_b = format!(r#"{{"session":"{SESSION}","title":"x","epoch":0,"points":["tinh","xa-a"]}}"#);
+    let put = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&without_b)).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let kicked = b.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await.expect("b is told");
+    assert!(matches!(kicked, ServerMessage::Error { code: ErrorCode::TokenRevoked, .. }), "{kicked:?}");
+    b.wait_closed().await.expect("b's connection closes");
+    assert_eq!(join_error(&server.ws_url(), token("xa-b")).await, ErrorCode::TokenRevoked);
+    let allowed = status(addr).await.allowed_points.expect("the worker reports the session's points");
+    assert_eq!(allowed.iter().map(|p| p.as_str()).collect::<Vec<_>>(), ["tinh", "xa-a"]);
+
+    // xa-a is untouched.
+    let created = a
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .await
+        .expect("a is still served");
+    assert!(matches!(created, ServerMessage::PlainTransportCreated { .. }));
+
+    // Back in the session, the same link works again.
+    let with_b = format!(r#"{{"session":"{SESSION}","title":"x","epoch":0,"points":["tinh","xa-a","xa-b"]}}"#);
+    assert_eq!(http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&with_b)).await.status, 200);
+    let mut again = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    again.request(ClientMessage::Join { token: token("xa-b") }).await.expect("b joins again");
+    server.stop().await.expect("stop");
+}

@@ -1,6 +1,7 @@
 //! HTTP calls from the operator to a media-worker (docs/worker-contract.md): allocation and
 //! the per-point status that is copied into the session's status.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -27,6 +28,9 @@ pub struct WorkerReport {
     pub session: Option<String>,
     #[serde(default)]
     pub draining: bool,
+    /// The session's points as the worker last heard them from the operator.
+    #[serde(default)]
+    pub allowed_points: Option<BTreeSet<String>>,
     #[serde(default)]
     pub points: Vec<PointReport>,
     /// The certificate the worker serves signaling with, if any.
@@ -65,11 +69,16 @@ pub struct PointReport {
     pub jitter_ms: Option<f64>,
 }
 
+/// What binds a worker to a session (`PUT /v1/allocation`).
 #[derive(Serialize)]
-struct Allocation<'a> {
-    session: &'a str,
-    title: &'a str,
-    epoch: u64,
+pub struct Binding<'a> {
+    pub session: &'a str,
+    pub title: &'a str,
+    /// Join tokens below this epoch are refused.
+    pub epoch: u64,
+    /// The session's points: the worker refuses any other point's link and closes its
+    /// connections, so a point taken out of the session loses its way in at once.
+    pub points: &'a BTreeSet<String>,
 }
 
 /// A client for workers' admin and status endpoints.
@@ -100,22 +109,14 @@ impl WorkerClient {
     }
 
     /// Binds the worker to a session (idempotent).
-    pub async fn allocate(
-        &self,
-        base: &str,
-        key: &[u8],
-        now: Timestamp,
-        session: &str,
-        title: &str,
-        epoch: u64,
-    ) -> Result<(), Error> {
+    pub async fn allocate(&self, base: &str, key: &[u8], now: Timestamp, binding: &Binding<'_>) -> Result<(), Error> {
         let url = format!("{base}/v1/allocation");
         let token = tokens::mint_admin_token(key, now)?;
         let resp = self
             .http
             .put(&url)
             .bearer_auth(token)
-            .json(&Allocation { session, title, epoch })
+            .json(binding)
             .send()
             .await
             .map_err(|source| Error::Unreachable { url: url.clone(), source })?;

@@ -40,7 +40,7 @@ use crate::build::{join_tokens, labels, network_policy, signaling_service, tls};
 use crate::metrics::KIND_SESSION;
 use crate::tokens::{self, session_id};
 use crate::validate::{validate_session, ValidSession};
-use crate::worker_client::{WorkerClient, WorkerReport};
+use crate::worker_client::{Binding, WorkerClient, WorkerReport};
 
 /// The finalizer that guarantees clean-up.
 pub const FINALIZER: &str = "tiepdan.io/cleanup";
@@ -297,7 +297,7 @@ async fn provision(
         tracing::warn!(error = %e, category = e.category(), "failed to apply the session's monitoring");
     }
 
-    let (report, worker_message) = observe_worker(ctx, session, &pod, &key, now, epoch).await;
+    let (report, worker_message) = observe_worker(ctx, session, valid, &pod, &key, now, epoch).await;
     let pod_name = pod.name_any();
     Ok(Provisioned {
         signaling_url: signaling_service::url(session),
@@ -312,11 +312,13 @@ async fn provision(
     })
 }
 
-/// Binds a warm worker to the session (idempotent) and reads its per-point status.
+/// Binds a warm worker to the session (idempotent), tells it the session's points, and reads its
+/// per-point status.
 #[tracing::instrument(skip_all)]
 async fn observe_worker(
     ctx: &Context,
     session: &ReceptionSession,
+    valid: &ValidSession,
     pod: &Pod,
     key: &[u8],
     now: Timestamp,
@@ -330,20 +332,34 @@ async fn observe_worker(
     }
     let base = WorkerClient::base_url(&ip, crate::build::worker_ports::of_pod(pod).admin);
     let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
+    let points: BTreeSet<String> = valid.participants.iter().map(|p| p.name.clone()).collect();
+    let binding = Binding { session: &id, title: &session.spec.title, epoch, points: &points };
+    let bind = || ctx.workers.allocate(&base, key, now, &binding);
+    let unbound = |e| format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any());
     // A pod started bound knows its session, but not a raised epoch: tell it, so older links are
     // refused (the worker only ever raises its epoch, so repeating this is harmless).
     if !allocation::started_bound(pod) || epoch > 0 {
-        if let Err(e) = ctx.workers.allocate(&base, key, now, &id, &session.spec.title, epoch).await {
-            return (
-                None,
-                format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any()),
-            );
+        if let Err(e) = bind().await {
+            return (None, unbound(e));
         }
     }
-    match ctx.workers.status(&base).await {
-        Ok(r) => (Some(r), format!("Worker pod {} is ready and serving the session.", pod.name_any())),
-        Err(e) => (None, format!("Worker pod {} is ready but its status is unavailable: {e}", pod.name_any())),
+    let unavailable = |e| format!("Worker pod {} is ready but its status is unavailable: {e}", pod.name_any());
+    let mut report = match ctx.workers.status(&base).await {
+        Ok(r) => r,
+        Err(e) => return (None, unavailable(e)),
+    };
+    // A point taken out of the session (deleted, or edited out) must lose its way in now, not
+    // when the session ends: its link is still validly signed, so the worker has to be told.
+    if report.allowed_points.as_ref() != Some(&points) {
+        if let Err(e) = bind().await {
+            return (None, unbound(e));
+        }
+        report = match ctx.workers.status(&base).await {
+            Ok(r) => r,
+            Err(e) => return (None, unavailable(e)),
+        };
     }
+    (Some(report), format!("Worker pod {} is ready and serving the session.", pod.name_any()))
 }
 
 /// Deletes everything the session made: worker pods, Services, cert-manager Certificates, Secrets

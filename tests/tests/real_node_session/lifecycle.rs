@@ -1,5 +1,5 @@
 //! The session lifecycle around the happy path, on the real node: an idle session costs no API
-//! writes; losing a point does not fail a session; a failed session gives back what it held; a
+//! writes; losing a point does not fail a session but revokes its link on the worker within 5 s; a failed session gives back what it held; a
 //! session moved after its rehearsal gets new links and must verify again; a lost worker is
 //! replaced with the same links and the verification kept.
 
@@ -11,6 +11,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 use tiepdan_harness::{wait_for, ControlPlane};
+use tiepdan_media_worker::probe::client::SignalingClient;
+use tiepdan_media_worker::signaling::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use tiepdan_operator::api::{ReceptionSession, SessionPhase};
 use tiepdan_operator::api_requests::ApiRequests;
 use tiepdan_operator::build::{labels, worker_ports};
@@ -133,11 +135,31 @@ async fn losing_a_point_does_not_fail_the_session_and_a_failed_session_gives_bac
     let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &ns);
     let s = steady(&sessions).await;
     let pod = worker_of(&s).unwrap();
-    assert!(tokens(&client, &ns).await.contains_key("di-su"));
+    let link = tokens(&client, &ns).await.remove("di-su").expect("di-su has a link");
+    // di-su's office is connected when its point is deleted.
+    let url = worker_url(&client, &ns, &pod).await;
+    let trust = session_trust(&client, &ns, SESSION).await;
+    let mut office = wait_for(Duration::from_secs(60), "di-su's office joins", || async {
+        let mut c = SignalingClient::connect_with(&url, Some(&trust)).await.map_err(|e| e.to_string())?;
+        c.request(ClientMessage::Join { token: link.clone() }).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(c)
+    })
+    .await
+    .unwrap();
 
-    // One commune's point is deleted during the rehearsal: the session goes on without it.
+    // One commune's point is deleted during the rehearsal: the session goes on without it, and
+    // its link, still validly signed, stops working at once.
     let points = Api::<tiepdan_operator::api::ReceptionPoint>::namespaced(client.clone(), &ns);
+    let deleted = Instant::now();
     points.delete("di-su", &DeleteParams::default()).await.unwrap();
+    let kicked = office.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await.expect("the office is told");
+    let disconnected = deleted.elapsed();
+    assert!(matches!(kicked, ServerMessage::Error { code: ErrorCode::TokenRevoked, .. }), "{kicked:?}");
+    let mut again = SignalingClient::connect_with(&url, Some(&trust)).await.unwrap();
+    let refused = again.request(ClientMessage::Join { token: link.clone() }).await.expect_err("the link is refused");
+    assert_eq!(refused.code(), Some(ErrorCode::TokenRevoked), "{refused}");
+    println!("di-su deleted → its office disconnected and its link refused after {disconnected:?}");
+    assert!(disconnected < Duration::from_secs(5), "revocation took {disconnected:?}");
     let s = wait_for(Duration::from_secs(30), "di-su marked removed", || async {
         let s = session(&sessions).await;
         let st = s.status.clone().unwrap_or_default();
