@@ -2,7 +2,9 @@
 //! `rest_client_requests_total`. Every write costs the API server and etcd: at a thousand
 //! sessions, re-applying unchanged children every poll was hundreds of writes a second. The
 //! counts are a metric (`tiepdan_operator_api_requests_total{verb,resource}`) and what the
-//! idle-writes test asserts on.
+//! idle-writes test asserts on. Writes that [`crate::write_gate`] refused (this replica was not
+//! leading) never reach the API server: they are counted apart, in
+//! `tiepdan_operator_api_writes_refused_total{verb,resource}`.
 
 use std::fmt;
 
@@ -21,13 +23,17 @@ pub enum Error {
 /// The Kubernetes verbs that change something.
 pub const WRITE_VERBS: [&str; 4] = ["create", "update", "patch", "delete"];
 
-/// Requests by verb and resource. Cheap to clone; clones share counts.
+/// Requests by verb and resource, and writes refused before they were sent. Cheap to clone;
+/// clones share counts.
 #[derive(Clone)]
-pub struct ApiRequests(IntCounterVec);
+pub struct ApiRequests {
+    sent: IntCounterVec,
+    refused: IntCounterVec,
+}
 
 impl fmt::Debug for ApiRequests {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ApiRequests(writes: {})", self.writes())
+        write!(f, "ApiRequests(writes: {}, refused: {})", self.writes(), self.refused_writes())
     }
 }
 
@@ -39,32 +45,46 @@ impl Default for ApiRequests {
 
 impl ApiRequests {
     pub fn new() -> Self {
-        let opts = Opts::new(
-            "tiepdan_operator_api_requests_total",
-            "Requests the operator sent to the API server, by Kubernetes verb and resource.",
-        );
-        // A fixed name and label set: creating it cannot fail.
-        let vec = IntCounterVec::new(opts, &["verb", "resource"]).unwrap_or_else(|e| panic!("api requests: {e}"));
-        Self(vec)
+        // Fixed names and label sets: creating them cannot fail.
+        let vec = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["verb", "resource"]).unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        Self {
+            sent: vec(
+                "tiepdan_operator_api_requests_total",
+                "Requests the operator sent to the API server, by Kubernetes verb and resource.",
+            ),
+            refused: vec(
+                "tiepdan_operator_api_writes_refused_total",
+                "Writes the operator refused to send because this replica did not hold the leader Lease, by Kubernetes \
+                 verb and resource.",
+            ),
+        }
     }
 
-    /// The collector, for registering in a registry.
-    pub fn collector(&self) -> IntCounterVec {
-        self.0.clone()
+    /// The collectors (requests sent, writes refused), for registering in a registry.
+    pub fn collectors(&self) -> [IntCounterVec; 2] {
+        [self.sent.clone(), self.refused.clone()]
     }
 
     /// Every (verb, resource) pair with its count so far, for a diff of two moments.
     pub fn snapshot(&self) -> std::collections::BTreeMap<(String, String), u64> {
-        use prometheus::core::Collector;
-        let label = |m: &prometheus::proto::Metric, name: &str| {
-            m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned()).unwrap_or_default()
-        };
-        self.0
-            .collect()
-            .iter()
-            .flat_map(|mf| mf.get_metric())
-            .map(|m| ((label(m, "verb"), label(m, "resource")), m.get_counter().get_value() as u64))
-            .collect()
+        by_labels(&self.sent)
+    }
+
+    /// Like [`ApiRequests::snapshot`], for the writes refused.
+    pub fn refused_snapshot(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        by_labels(&self.refused)
+    }
+
+    /// Every write refused so far.
+    pub fn refused_writes(&self) -> u64 {
+        self.refused_snapshot().values().sum()
+    }
+
+    /// Counts one write refused before it was sent.
+    pub fn refuse(&self, verb: &str, resource: &str) {
+        self.refused.with_label_values(&[verb, resource]).inc();
     }
 
     /// Requests so far whose verb and resource `select` accepts.
@@ -85,36 +105,56 @@ impl ApiRequests {
     /// Counts one request.
     pub fn observe(&self, method: &Method, path: &str, query: Option<&str>) {
         let (resource, named) = resource(path);
-        let verb = match *method {
-            Method::POST => "create",
-            Method::PUT => "update",
-            Method::PATCH => "patch",
-            Method::DELETE => "delete",
-            Method::GET if query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")) => {
-                "watch"
-            }
-            Method::GET if named => "get",
-            Method::GET => "list",
-            _ => "other",
-        };
-        self.0.with_label_values(&[verb, &resource]).inc();
+        self.sent.with_label_values(&[verb(method, query, named), &resource]).inc();
+    }
+
+    /// A layer counting every request that passes through it here.
+    pub fn layer(&self) -> MapRequestLayer<impl Fn(Request<Body>) -> Request<Body> + Clone + Send + Sync + 'static> {
+        let counts = self.clone();
+        MapRequestLayer::new(move |req: Request<Body>| {
+            counts.observe(req.method(), req.uri().path(), req.uri().query());
+            req
+        })
     }
 
     /// A client for `config` whose requests are counted here.
     pub fn client(&self, config: kube::Config) -> Result<kube::Client, Error> {
-        let counts = self.clone();
-        let count = MapRequestLayer::new(move |req: Request<Body>| {
-            counts.observe(req.method(), req.uri().path(), req.uri().query());
-            req
-        });
-        Ok(ClientBuilder::try_from(config).map_err(Error::Client)?.with_layer(&count).build())
+        Ok(ClientBuilder::try_from(config).map_err(Error::Client)?.with_layer(&self.layer()).build())
+    }
+}
+
+/// The counts of `vec` by (verb, resource).
+fn by_labels(vec: &IntCounterVec) -> std::collections::BTreeMap<(String, String), u64> {
+    use prometheus::core::Collector;
+    let label = |m: &prometheus::proto::Metric, name: &str| {
+        m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned()).unwrap_or_default()
+    };
+    vec.collect()
+        .iter()
+        .flat_map(|mf| mf.get_metric())
+        .map(|m| ((label(m, "verb"), label(m, "resource")), m.get_counter().get_value() as u64))
+        .collect()
+}
+
+/// The Kubernetes verb of a request: `create`, `update`, `patch` and `delete` for the methods that
+/// change something ([`WRITE_VERBS`]), `watch`, `get` (of one `named` object) or `list` for reads.
+pub fn verb(method: &Method, query: Option<&str>, named: bool) -> &'static str {
+    match *method {
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        Method::GET if query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")) => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        _ => "other",
     }
 }
 
 /// The resource (and subresource) a request path names, and whether it names one object:
 /// `/api/v1/namespaces/n/pods/p/status` gives (`pods/status`, true). Bounded by the kinds the
 /// operator touches.
-fn resource(path: &str) -> (String, bool) {
+pub fn resource(path: &str) -> (String, bool) {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     // Skip the group/version prefix: `api/v1` or `apis/<group>/<version>`.
     let rest = match parts.first() {

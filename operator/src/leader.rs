@@ -38,6 +38,8 @@ pub enum Error {
     Api { name: String, source: kube::Error },
     #[error("lease {name}: no answer within {timeout:?}")]
     TimedOut { name: String, timeout: Duration },
+    #[error("invalid leader election setting {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
 }
 
 /// The Lease and this replica's identity.
@@ -64,6 +66,28 @@ impl LeaseConfig {
     /// answer is tolerated but a hung connection is abandoned and the attempt retried.
     pub fn attempt_timeout(&self) -> Duration {
         self.retry * 2
+    }
+
+    /// Refuses settings under which the Lease would not mean what it says: a duration the Lease
+    /// cannot carry (it holds whole seconds), or a retry period so long that a failing renewal is
+    /// not retried at least once before the renew deadline.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |field, reason: String| Err(Error::Invalid { field, reason });
+        if self.duration.subsec_nanos() != 0 || self.duration < Duration::from_secs(1) {
+            return invalid("duration", format!("{:?} is not a whole number of seconds, at least 1", self.duration));
+        }
+        if self.retry.is_zero() || self.retry * 2 > self.renew_deadline() {
+            return invalid(
+                "retry",
+                format!(
+                    "{:?} must be more than 0 and at most half the renew deadline ({:?}, two thirds of the {:?} lease)",
+                    self.retry,
+                    self.renew_deadline(),
+                    self.duration
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -318,8 +342,20 @@ pub async fn run_with(store: &dyn LeaseStore, cfg: &LeaseConfig, clock: &dyn Clo
     };
     leading.send_replace(true);
     tracing::info!(identity = %cfg.identity, "acquired the lease");
+    let deadline = jiff::SignedDuration::try_from(cfg.renew_deadline()).unwrap_or(jiff::SignedDuration::MAX);
     loop {
-        tick.tick().await;
+        // The next renewal, or the renew deadline if it comes first: after a renewal that failed
+        // fast the next tick may lie past the deadline, and `leading` (which the write gate
+        // follows) must turn false at the deadline, not up to `retry` later.
+        let wake = renewed_at.checked_add(deadline).ok().and_then(|at| clock.real_wait_until(at));
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = sleep_for(wake) => {}
+        }
+        if must_step_down(renewed_at, clock.now(), cfg.renew_deadline()) {
+            tracing::warn!(deadline = ?cfg.renew_deadline(), "could not renew the lease in time");
+            break;
+        }
         let started = clock.now();
         // Never wait on one call past the point where this replica must have stopped leading.
         let left = cfg.renew_deadline().saturating_sub(started.duration_since(renewed_at).unsigned_abs());
@@ -344,6 +380,14 @@ pub async fn run_with(store: &dyn LeaseStore, cfg: &LeaseConfig, clock: &dyn Clo
     }
     leading.send_replace(false);
     leading.closed().await;
+}
+
+/// Sleeps for `d`; never wakes for `None` (a simulated clock, which only moves by jumps).
+async fn sleep_for(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +493,8 @@ mod tests {
         Fail,
         /// No answer, ever.
         Hang,
+        /// Done at once, answered after this many milliseconds of tokio time.
+        Slow(u64),
     }
 
     /// A Lease in memory with the API server's fencing (409 on a stale resourceVersion). Every
@@ -511,6 +557,13 @@ mod tests {
                 Step::Ok => op(&mut s),
                 Step::Fail => Err(status(503)),
                 Step::Hang => return Box::pin(std::future::pending()),
+                Step::Slow(ms) => {
+                    let result = op(&mut s);
+                    return Box::pin(async move {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        result
+                    });
+                }
             };
             Box::pin(std::future::ready(result))
         }
@@ -631,6 +684,120 @@ mod tests {
         let mut rx = start(&fake);
         wait_leading(&mut rx, true).await;
         wait_leading(&mut rx, false).await;
+    }
+
+    /// Wall time that follows tokio's clock, paused in these tests: the election's own
+    /// deadlines (`real_wait_until`) and its timeouts then run on the same time.
+    struct TokioClock {
+        start: tokio::time::Instant,
+    }
+
+    impl Clock for TokioClock {
+        fn now(&self) -> Timestamp {
+            t0() + SignedDuration::try_from(self.start.elapsed()).unwrap()
+        }
+
+        fn jumps(&self) -> futures::stream::BoxStream<'static, ()> {
+            use futures::StreamExt;
+            futures::stream::pending().boxed()
+        }
+    }
+
+    /// A 15 s Lease renewed every 3 s: the renew deadline is 10 s, an attempt may take 6 s.
+    fn slow_cfg() -> LeaseConfig {
+        LeaseConfig { duration: Duration::from_secs(15), retry: Duration::from_secs(3), ..cfg() }
+    }
+
+    /// Runs the election on tokio's (paused) clock against a fake following `script`, then
+    /// `then`; returns its `leading` and the instant it started.
+    fn start_on_tokio_time(
+        script: &[Step],
+        then: Step,
+    ) -> (std::sync::Arc<Fake>, watch::Receiver<bool>, tokio::time::Instant) {
+        let fake = std::sync::Arc::new(Fake::new(&SimClock::new(t0()), 0, None, script, then));
+        let (tx, rx) = watch::channel(false);
+        let start = tokio::time::Instant::now();
+        let f = fake.clone();
+        tokio::spawn(async move { run_with(&*f, &slow_cfg(), &TokioClock { start }, tx).await });
+        (fake, rx, start)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_renewals_fail_fast_stops_leading_at_the_renew_deadline_not_at_the_next_tick() {
+        use Step::{Fail, Ok};
+        // Acquired at 0 s; renewals at 3, 6 and 9 s fail at once. The next tick (12 s) lies past
+        // the deadline (10 s): waiting for it would lead 2 s too long, a third of the way to
+        // the 5 s margin before a candidate may take over.
+        let (_fake, mut rx, start) = start_on_tokio_time(&[Ok, Ok], Fail);
+        rx.wait_for(|l| *l).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        let stopped = when_down(rx.clone()).await.unwrap();
+        assert_eq!(stopped - start, slow_cfg().renew_deadline(), "stopped leading off the renew deadline");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_renewal_is_retried_until_the_renew_deadline_and_no_longer() {
+        use Step::{Ok, Slow};
+        // Every call answers after 4 s, so a renewal (a read and a write) needs 8 s and each
+        // attempt is abandoned at its 6 s timeout: the one begun at 3 s at 9 s. The leader
+        // retries rather than stepping down, and stops exactly at the deadline (10 s).
+        let (fake, mut rx, start) = start_on_tokio_time(&[Ok, Ok], Slow(4_000));
+        rx.wait_for(|l| *l).await.unwrap();
+        let down = when_down(rx.clone());
+        tokio::time::sleep(Duration::from_millis(9_900)).await;
+        assert!(*rx.borrow(), "stepped down before the renew deadline");
+        assert!(*fake.calls.borrow() >= 2 + 3, "not retried: {} calls", *fake.calls.borrow());
+        let stopped = down.await.unwrap();
+        assert_eq!(stopped - start, slow_cfg().renew_deadline());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_renewals_that_answer_within_the_attempt_keep_the_lease() {
+        use Step::{Ok, Slow};
+        // Every call answers after 2 s: each renewal takes 4 s, longer than the 3 s period but
+        // within an attempt's 6 s, and begins within 4 s of the last good one.
+        let (fake, mut rx, start) = start_on_tokio_time(&[Ok, Ok], Slow(2_000));
+        rx.wait_for(|l| *l).await.unwrap();
+        let down = when_down(rx.clone());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!down.is_finished(), "stepped down while every renewal succeeded");
+        let renewed = fake.state().lease.clone().unwrap().spec.unwrap().renew_time.unwrap().0;
+        assert!(renewed > TokioClock { start }.now() - SignedDuration::from_secs(8), "last renewed {renewed}");
+        down.abort();
+    }
+
+    /// The (tokio) instant `rx` turns false.
+    fn when_down(mut rx: watch::Receiver<bool>) -> tokio::task::JoinHandle<tokio::time::Instant> {
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|l| !*l).await;
+            tokio::time::Instant::now()
+        })
+    }
+
+    #[test]
+    fn settings_under_which_the_lease_would_not_hold_are_refused() {
+        let with = |duration_ms, retry_ms| LeaseConfig {
+            duration: Duration::from_millis(duration_ms),
+            retry: Duration::from_millis(retry_ms),
+            ..cfg()
+        };
+        // (duration, retry, refused field)
+        let cases = [
+            (15_000, 3_000, None),
+            (4_000, 500, None),
+            (15_000, 5_000, None),
+            (15_000, 5_001, Some("retry")),
+            (15_000, 0, Some("retry")),
+            (2_500, 100, Some("duration")),
+            (0, 100, Some("duration")),
+        ];
+        for (d, r, want) in cases {
+            let got = with(d, r).validate().err().map(|e| match e {
+                Error::Invalid { field, .. } => field,
+                other => panic!("{other}"),
+            });
+            assert_eq!(got, want, "duration {d} ms, retry {r} ms");
+        }
     }
 
     #[tokio::test]

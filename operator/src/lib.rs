@@ -21,6 +21,7 @@ pub mod topology;
 pub mod validate;
 pub mod webhook;
 pub mod worker_client;
+pub mod write_gate;
 
 pub use tiepdan_telemetry as telemetry;
 

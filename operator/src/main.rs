@@ -15,6 +15,7 @@ use tiepdan_operator::monitoring_gen;
 use tiepdan_operator::rbac;
 use tiepdan_operator::telemetry::{LogFormat, Otlp, Telemetry};
 use tiepdan_operator::webhook::{self, registration::Endpoint, runner::WebhookOptions};
+use tiepdan_operator::write_gate;
 
 #[derive(Parser)]
 #[command(name = "tiepdan-operator", version, about = "Runs online citizen reception sessions on Kubernetes")]
@@ -106,6 +107,13 @@ struct RunArgs {
     /// Run the controllers only while holding the `tiepdan-operator` Lease (for several replicas).
     #[arg(long, env = "TIEPDAN_LEADER_ELECT")]
     leader_elect: bool,
+    /// Seconds the Lease lasts without renewal: a standby takes over this long after the leader
+    /// stops renewing, and the leader stops acting two thirds of it after its last renewal.
+    #[arg(long, env = "TIEPDAN_LEADER_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    leader_lease_seconds: u64,
+    /// Milliseconds between renewals (and a standby's attempts); at most a third of the Lease.
+    #[arg(long, env = "TIEPDAN_LEADER_RETRY_MILLIS", default_value_t = 3000)]
+    leader_retry_millis: u64,
     /// Hours a session's signaling certificate is valid (renewed in its last third).
     #[arg(long, env = "TIEPDAN_SESSION_CERT_HOURS", default_value_t = 168, value_parser = clap::value_parser!(i64).range(1..=8760))]
     session_cert_hours: i64,
@@ -158,9 +166,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let format = if args.log_format == "json" { LogFormat::Json } else { LogFormat::Text };
     let telemetry = Telemetry::init(tiepdan_operator::TELEMETRY, format, &Otlp::from_env(), std::io::stdout)
         .context("failed to set up telemetry")?;
+    let lease = LeaseConfig {
+        namespace: args.operator_namespace.clone(),
+        name: rbac::LEASE.into(),
+        identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("tiepdan-operator-{}", std::process::id())),
+        duration: std::time::Duration::from_secs(args.leader_lease_seconds),
+        retry: std::time::Duration::from_millis(args.leader_retry_millis),
+    };
+    if args.leader_elect {
+        lease.validate().context("--leader-lease-seconds and --leader-retry-millis")?;
+    }
+    // With leader election, controllers run only while this replica holds the Lease; losing it
+    // ends the process so a fresh start cannot act on stale state.
+    let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_elect);
     let requests = tiepdan_operator::api_requests::ApiRequests::new();
     let kube_config = kube::Config::infer().await.context("failed to find the cluster's configuration")?;
-    let client = requests.client(kube_config).context("failed to build a Kubernetes client")?;
+    // The elector and the webhook's registration write with this one; the controllers with one
+    // whose writes pass only while this replica leads (see write_gate).
+    let client = requests.client(kube_config.clone()).context("failed to build a Kubernetes client")?;
+    let fence = write_gate::WriteGate::new(leading.clone(), requests.clone());
+    let controllers_client = write_gate::client(kube_config, &requests, fence)?;
     let mut config = OperatorConfig { api_requests: Some(requests), ..OperatorConfig::default() };
     config.timeline.provisioning_lead = jiff::SignedDuration::from_mins(args.provisioning_lead_minutes);
     config.timeline.grace = jiff::SignedDuration::from_mins(args.grace_minutes);
@@ -200,16 +225,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    // With leader election, controllers run only while this replica holds the Lease; losing it
-    // ends the process so a fresh start cannot act on stale state.
-    let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_elect);
-    let lease = LeaseConfig {
-        namespace: args.operator_namespace.clone(),
-        name: rbac::LEASE.into(),
-        identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("tiepdan-operator-{}", std::process::id())),
-        duration: std::time::Duration::from_secs(15),
-        retry: std::time::Duration::from_secs(3),
-    };
     if args.leader_elect {
         tokio::spawn(leader::run(client.clone(), lease.clone(), leading_tx));
         tracing::info!("waiting to lead");
@@ -240,7 +255,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = lost_lease => tracing::warn!("lost the lease; stopping"),
         }
     };
-    controller::run_gated(client.clone(), Arc::new(SystemClock), config, gate, shutdown).await;
+    controller::run_gated(controllers_client, Arc::new(SystemClock), config, gate, shutdown).await;
     if args.leader_elect {
         // Hand over at once instead of making the next replica wait for the lease to expire.
         let api = kube::Api::namespaced(client, &args.operator_namespace);

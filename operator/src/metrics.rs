@@ -94,10 +94,12 @@ fn opts(name: &str, help: &str) -> Opts {
 }
 
 impl Metrics {
-    /// Also exports the operator's API write counter.
-    pub fn with_api_requests(self, writes: &crate::api_requests::ApiRequests) -> Self {
+    /// Also exports the operator's API request counters (sent, and writes refused).
+    pub fn with_api_requests(self, requests: &crate::api_requests::ApiRequests) -> Self {
         // One collector per registry: a duplicate would be a programming error, caught in tests.
-        self.registry.register(Box::new(writes.collector())).unwrap_or_else(|e| panic!("api writes: {e}"));
+        for c in requests.collectors() {
+            self.registry.register(Box::new(c)).unwrap_or_else(|e| panic!("api requests: {e}"));
+        }
         self
     }
 

@@ -25,7 +25,12 @@ async fn publish<K: Resource<DynamicType = ()>>(
     note: String,
 ) {
     let ev = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "failed to publish event");
+    match ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+        Ok(()) => {}
+        // Not leading: the write gate logged that once.
+        Err(e) if crate::write_gate::refusal(&e).is_some() => {
+            tracing::debug!(error = %e, reason, "event not published")
+        }
+        Err(e) => tracing::warn!(error = %e, reason, "failed to publish event"),
     }
 }

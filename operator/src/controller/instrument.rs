@@ -10,7 +10,7 @@ use kube::Resource;
 use tracing::Instrument;
 
 use super::Context;
-use crate::telemetry;
+use crate::{telemetry, write_gate};
 
 /// A reconcile error with a bounded category, for the `category` metric label. Each controller
 /// implements it for its own error, so this module depends on none of them.
@@ -27,7 +27,7 @@ pub async fn reconcile<K, E>(
 ) -> Result<Action, E>
 where
     K: Resource,
-    E: ReconcileError,
+    E: ReconcileError + 'static,
 {
     let meta = obj.meta();
     let span = tracing::info_span!(
@@ -45,14 +45,21 @@ where
     }
     let started = Instant::now();
     let result = body.instrument(span.clone()).await;
-    let category = result.as_ref().err().map(ReconcileError::category);
+    // A write the gate refused (this replica stopped leading) is its own category, whichever
+    // step made it; the gate logged the step-down once, so each such reconcile is only debug.
+    let refused = result.as_ref().err().and_then(|e| write_gate::refusal(e));
+    let category = result.as_ref().err().map(|e| refused.map_or_else(|| e.category(), write_gate::Error::category));
     ctx.metrics.reconciled(kind, started.elapsed(), category);
     span.in_scope(|| match &result {
         Ok(action) => tracing::debug!(?action, "reconciled"),
         Err(e) => {
             span.record("otel.status_code", "error");
             span.record("error.category", category);
-            tracing::warn!(error = %e, category, "reconcile failed");
+            if refused.is_some() {
+                tracing::debug!(error = %e, category, "reconcile failed: not leading");
+            } else {
+                tracing::warn!(error = %e, category, "reconcile failed");
+            }
         }
     });
     result

@@ -1,6 +1,7 @@
 //! Leader election when the leader's connection to the API server breaks: a TCP proxy between
 //! the leader and the real kube-apiserver refuses connections for a moment (the leader keeps the
-//! Lease) or stalls every byte (the leader stops leading before another replica takes over).
+//! Lease) or stalls every byte (the leader stops leading before another replica takes over, and
+//! its controllers' client refuses to write from then on).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -212,6 +213,56 @@ async fn a_leader_whose_renewals_hang_stops_leading_before_another_takes_over() 
     assert!(a_down_at < b_led_at, "replica-a stopped leading only after replica-b took over");
     let lease = Api::<Lease>::namespaced(client, &ns).get("tiepdan-operator").await.unwrap().spec.unwrap();
     assert_eq!(lease.holder_identity.as_deref(), Some("replica-b"));
+    a.abort();
+    b.abort();
+}
+
+/// A deposed leader cannot write: replica-a's renewals hang (its elector talks through the
+/// stalled proxy) while its controllers' client still reaches the API server directly. That
+/// client is gated on replica-a's `leading`, so once replica-a has stepped down (before replica-b
+/// takes over) each write it tries is refused with the typed error, counted, and never sent;
+/// its reads still pass.
+#[tokio::test]
+async fn a_deposed_leaders_writes_are_refused_and_never_reach_the_api_server() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{DeleteParams, PostParams};
+    use tiepdan_operator::api_requests::ApiRequests;
+    use tiepdan_operator::write_gate::{self, WriteGate};
+
+    let (cp, client, ns, proxy) = setup("lease-fence").await;
+    let (tx_a, rx_a) = watch::channel(false);
+    let a = tokio::spawn(leader::run(proxy.client(cp).await, cfg(&ns, "replica-a", 2), tx_a));
+    leading(&rx_a, "replica-a leads").await;
+    let requests = ApiRequests::new();
+    let gate = WriteGate::new(rx_a.clone(), requests.clone());
+    let a_writes = write_gate::client(cp.config().await.unwrap(), &requests, gate).unwrap();
+    let configmaps = Api::<ConfigMap>::namespaced(a_writes, &ns);
+    let cm = |name: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"by": "replica-a"}})).unwrap()
+    };
+    let pp = PostParams::default();
+    configmaps.create(&pp, &cm("while-leading")).await.expect("the leader writes");
+
+    let (tx_b, rx_b) = watch::channel(false);
+    let b = tokio::spawn(leader::run(client.clone(), cfg(&ns, "replica-b", 2), tx_b));
+    let b_up = when(rx_b.clone(), true);
+    proxy.set(Mode::Stall);
+    tokio::time::timeout(Duration::from_secs(20), b_up).await.expect("replica-b takes over").unwrap();
+    assert!(!*rx_a.borrow(), "two leaders");
+
+    let create = configmaps.create(&pp, &cm("after-deposed")).await.expect_err("the deposed leader created");
+    let delete =
+        configmaps.delete("while-leading", &DeleteParams::default()).await.expect_err("the deposed leader deleted");
+    for (what, err) in [("create", create), ("delete", delete)] {
+        let refused = write_gate::refusal(&err).unwrap_or_else(|| panic!("{what}: not refused by the gate: {err}"));
+        assert_eq!(refused.category(), "not_leading", "{what}");
+    }
+    assert_eq!(requests.refused_writes(), 2);
+    let direct = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    assert!(direct.get_opt("after-deposed").await.unwrap().is_none(), "the refused create reached the API server");
+    assert!(direct.get_opt("while-leading").await.unwrap().is_some(), "the refused delete reached the API server");
+    // Its reads (caches, watches) still pass.
+    configmaps.get("while-leading").await.expect("reads pass");
     a.abort();
     b.abort();
 }
