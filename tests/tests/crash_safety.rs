@@ -1,7 +1,9 @@
 //! Crash safety of the operator (issue #12, item 4): the `tiepdan-operator` binary, as a process
 //! against the real control plane, is killed with SIGKILL at seeded random points while it
 //! provisions sessions, and etcd and kube-apiserver are killed and restarted under it; every
-//! session still converges, with no duplicate worker, no orphan and no lost session.
+//! session still converges, with no duplicate worker, no orphan and no lost session. With two
+//! replicas under leader election, the leader is SIGKILLed and the standby takes over
+//! (`leader_failover`).
 //!
 //! ```text
 //!  test ── creates sessions ──► kube-apiserver ◄── etcd          (killed and restarted by PID)
@@ -20,6 +22,8 @@
 // Helpers outside `#[test]` functions fail a test by panicking, as the tests do.
 #![allow(clippy::unwrap_used)]
 
+#[path = "crash_safety/leader_failover.rs"]
+mod leader_failover;
 #[path = "crash_safety/support.rs"]
 mod support;
 

@@ -122,6 +122,8 @@ pub struct OperatorProcess {
     process: Option<Supervised>,
     namespace: String,
     kubeconfig: PathBuf,
+    /// For one of several replicas: its identity (`POD_NAME`) and leader election flags.
+    replica: Option<(String, Vec<String>)>,
     metrics_port: u16,
     runs: u32,
     run_started: Instant,
@@ -136,6 +138,28 @@ impl OperatorProcess {
 
     /// Starts the first run with `kubeconfig`.
     pub fn start_with(kubeconfig: &Path, namespace: &str) -> Self {
+        Self::start_first(kubeconfig, namespace, None)
+    }
+
+    /// Starts the first run of one of several replicas: `--leader-elect` on a Lease (in
+    /// `namespace`) of `lease_seconds` renewed every `retry`, as `identity` (its `POD_NAME`, the
+    /// Lease's holder while it leads).
+    pub fn start_replica(
+        cp: &ControlPlane,
+        namespace: &str,
+        identity: &str,
+        lease_seconds: u64,
+        retry: Duration,
+    ) -> Self {
+        let flags = vec![
+            "--leader-elect".to_owned(),
+            format!("--leader-lease-seconds={lease_seconds}"),
+            format!("--leader-retry-millis={}", retry.as_millis()),
+        ];
+        Self::start_first(cp.kubeconfig(), namespace, Some((identity.to_owned(), flags)))
+    }
+
+    fn start_first(kubeconfig: &Path, namespace: &str, replica: Option<(String, Vec<String>)>) -> Self {
         let dir = make_temp_dir("tiepdan-crash-safety").unwrap();
         let reaper = Reaper::arm(&dir, std::env::var_os("TIEPDAN_KEEP_CLUSTER").is_none()).unwrap();
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap();
@@ -145,6 +169,7 @@ impl OperatorProcess {
             process: None,
             namespace: namespace.to_owned(),
             kubeconfig: kubeconfig.to_owned(),
+            replica,
             metrics_port: 0,
             runs: 0,
             run_started: Instant::now(),
@@ -159,7 +184,7 @@ impl OperatorProcess {
         assert!(self.process.as_mut().is_none_or(Supervised::exited), "the previous run still runs");
         self.runs += 1;
         self.metrics_port = free_ports(1).unwrap()[0];
-        let args = [
+        let mut args = vec![
             "run".to_owned(),
             format!("--namespace={}", self.namespace),
             format!("--operator-namespace={}", self.namespace),
@@ -168,7 +193,11 @@ impl OperatorProcess {
         ];
         // `TIEPDAN_OPERATOR_RUST_LOG` to see more, e.g. `info,kube_runtime=debug` for its watches.
         let filter = std::env::var("TIEPDAN_OPERATOR_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".to_owned());
-        let env = [("KUBECONFIG", self.kubeconfig.as_os_str()), ("RUST_LOG", filter.as_ref())];
+        let mut env = vec![("KUBECONFIG", self.kubeconfig.as_os_str()), ("RUST_LOG", filter.as_ref())];
+        if let Some((identity, flags)) = &self.replica {
+            args.extend(flags.iter().cloned());
+            env.push(("POD_NAME", identity.as_ref()));
+        }
         let log = self.dir.join(format!("operator-{}.log", self.runs));
         let p = Supervised::spawn_env("tiepdan-operator", &operator_bin(), args, env, &log, &self.reaper).unwrap();
         self.process = Some(p);
