@@ -66,8 +66,8 @@ pub enum Error {
     Status(#[source] kube::Error),
     #[error(transparent)]
     Monitoring(#[from] monitoring::Error),
-    #[error("finalizer failed: {0}")]
-    Finalizer(String),
+    #[error("failed to add or remove the finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -143,7 +143,8 @@ async fn reconcile_session(session: Arc<ReceptionSession>, ctx: Arc<Context>) ->
     .await
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
+        // Boxed with its source kept, so a refusal by the write gate is still seen as one.
+        other => Error::Finalizer(Box::new(other)),
     })
 }
 
@@ -464,4 +465,19 @@ fn monitoring_condition(outcome: &Result<Applied, monitoring::Error>) -> (CS, &'
 /// Whether `session` currently has its condition `type_` True (for callers and tests).
 pub fn condition_true(session: &ReceptionSession, type_: &str) -> bool {
     session.status.as_ref().and_then(|s| condition::find(&s.conditions, type_)).is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finalizer_write_refused_by_the_write_gate_is_still_seen_as_a_refusal() {
+        let refused = crate::write_gate::Error::NotLeading { verb: "patch", resource: "receptionsessions".into() };
+        let err = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Service(
+            Box::new(refused),
+        ))));
+        assert!(crate::write_gate::refusal(&err).is_some(), "{err}");
+        assert_eq!(err.category(), "finalizer");
+    }
 }
