@@ -1,5 +1,5 @@
 //! The reception-point console: the browser page an officer opens from a join link
-//! (`/join?token=…`, also `/`), and `POST /v1/join-check`, which tells the page what the worker
+//! (`/join#token=…`, also `/`), and `POST /v1/join-check`, which tells the page what the worker
 //! thinks of its token before anyone presses "join".
 //!
 //! The page is TypeScript in `media-worker/web/`; `build.rs` bundles it with esbuild and the

@@ -228,7 +228,7 @@ async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_
     for point in &POINTS {
         let page = driver.browser(point.name);
         let token = mint(&point_claims(point, now - 60, 7200));
-        page.goto(&format!("{}/join?token={token}", worker.url()));
+        page.goto(&format!("{}/join#token={token}", worker.url()));
         pages.push(page);
     }
     for page in &pages {
@@ -388,7 +388,7 @@ async fn two_points_see_and_hear_each_other_over_https_and_wss_with_the_session_
     let points = &POINTS[..2];
     let now = unix_now();
     let links: Vec<String> =
-        points.iter().map(|p| format!("/join?token={}", mint(&point_claims(p, now - 60, 7200)))).collect();
+        points.iter().map(|p| format!("/join#token={}", mint(&point_claims(p, now - 60, 7200)))).collect();
 
     // A link to the plain admin port is told where to go instead of getting the console.
     let misdirected = get(admin, &links[0]).await;
@@ -484,7 +484,7 @@ async fn broken_links_are_explained_in_vietnamese_and_english() {
 
     // Expired: the session ended yesterday.
     let expired = mint(&point_claims(point, now - 86_400, 3600));
-    page.goto(&format!("{base}/join?token={expired}"));
+    page.goto(&format!("{base}/join#token={expired}"));
     page.until("the expired-link message", "return window.tiepdan.notices().length > 0;");
     let text = notice_titles(&page);
     assert!(text.contains("Đường dẫn đã hết hạn"), "{text}");
@@ -502,7 +502,7 @@ async fn broken_links_are_explained_in_vietnamese_and_english() {
     // Not open yet: says from when (in Vietnam time) and when the reception starts.
     let opens = now + 2 * 3600;
     let early = mint(&point_claims(point, opens, 3 * 3600));
-    page.goto(&format!("{base}/join?token={early}"));
+    page.goto(&format!("{base}/join#token={early}"));
     page.until("the not-open-yet message", "return window.tiepdan.notices().length > 0;");
     let text = notice_titles(&page);
     assert!(text.contains("Phiên chưa mở"), "{text}");
@@ -513,13 +513,13 @@ async fn broken_links_are_explained_in_vietnamese_and_english() {
     assert!(text.contains(&hhmm), "{text} should say the session opens at {hhmm}");
 
     // A link cut short, and one signed with another key: both "not valid".
-    page.goto(&format!("{base}/join?token=eyJhbGciOiJIUzI1NiJ9.abc"));
+    page.goto(&format!("{base}/join#token=eyJhbGciOiJIUzI1NiJ9.abc"));
     page.until("the invalid-link message", "return window.tiepdan.notices().length > 0;");
     assert!(notice_titles(&page).contains("Đường dẫn không hợp lệ"));
     let forged = tiepdan_media_worker::tokens::TokenKey::from_bytes(b"another pool's key")
         .mint_join(&point_claims(point, now - 60, 3600))
         .expect("mint");
-    page.goto(&format!("{base}/join?token={forged}"));
+    page.goto(&format!("{base}/join#token={forged}"));
     page.until("the invalid-link message", "return window.tiepdan.notices().length > 0;");
     assert!(notice_titles(&page).contains("Đường dẫn không hợp lệ"));
 
@@ -534,7 +534,7 @@ async fn a_refused_camera_gets_advice_instead_of_a_black_picture() {
     let driver = Driver::start();
     let page = driver.browser_with("refused", Camera::Refused);
     let token = mint(&point_claims(&POINTS[2], unix_now() - 60, 3600));
-    page.goto(&format!("{}/join?token={token}", server.http_url()));
+    page.goto(&format!("{}/join#token={token}", server.http_url()));
     page.until("the permission message", "return window.tiepdan.notices().some(n => n.slot === 'media');");
     let text = notice_titles(&page);
     assert!(text.contains("Chưa được phép dùng camera và micro"), "{text}");
@@ -546,15 +546,51 @@ async fn a_refused_camera_gets_advice_instead_of_a_black_picture() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_links_token_leaves_the_address_bar_and_history_and_survives_a_reload() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let server = start().await;
+    let driver = Driver::start();
+    let page = driver.browser("link");
+    let token = mint(&point_claims(&POINTS[1], unix_now() - 60, 3600));
+    let base = server.http_url();
+    let joinable = "return !document.getElementById('join').disabled;";
+    page.goto(&format!("{base}/join#token={token}"));
+    page.until("the join-check to enable joining", joinable);
+    let href = page.eval("return location.href;");
+    assert_eq!(href, Value::from(format!("{base}/join")), "the token must leave the address bar");
+    // A reload (the address bar no longer has it) keeps the point's link for this tab.
+    page.eval("location.reload(); return true;");
+    page.until("the join-check after a reload", joinable);
+    assert_eq!(page.eval("return location.href;"), Value::from(format!("{base}/join")));
+    // An older link with the token in the query is cleaned the same way.
+    page.goto(&format!("{base}/join?token={token}"));
+    page.until("the join-check from a query link", joinable);
+    assert_eq!(page.eval("return location.href;"), Value::from(format!("{base}/join")));
+    // Back through the history: no entry carries the token.
+    let entries = page.eval("return history.length;").as_u64().expect("history length");
+    for _ in 1..entries {
+        // The marker is gone once the previous entry's document has replaced this one.
+        page.eval("window.tiepdanMarker = true; history.back(); return true;");
+        let href = page.until(
+            "the previous history entry",
+            "return !window.tiepdanMarker && document.readyState === 'complete' && location.href;",
+        );
+        assert!(!href.as_str().is_some_and(|h| h.contains(&token)), "a history entry keeps the token: {href}");
+    }
+    page.close();
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_is_served_and_join_check_answers_like_join() {
     let server = start().await;
     let addr = server.local_addr();
-    for path in ["/", "/join?token=abc"] {
+    for path in ["/", "/join", "/join?token=abc"] {
         let page = get(addr, path).await;
         assert_eq!(page.status, 200, "{path}");
         assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
         assert!(page.header("content-security-policy").is_some_and(|csp| csp.contains("default-src 'self'")));
-        // The token is in the URL: it must not leak through the Referer header.
+        // An older link's token in the query must not leak onward through the Referer header.
         assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
         assert!(page.body.contains("/assets/console.js"));
     }

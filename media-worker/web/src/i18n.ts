@@ -42,7 +42,7 @@ const vi = {
 
   noTokenTitle: "Thiếu mã tham gia",
   noTokenBody:
-    "Đường dẫn tham gia có dạng …/join?token=…. Hãy mở đúng đường dẫn được gửi cho điểm cầu của bạn, hoặc dán đường dẫn vào ô bên dưới.",
+    "Đường dẫn tham gia có dạng …/join#token=…. Hãy mở đúng đường dẫn được gửi cho điểm cầu của bạn, hoặc dán đường dẫn vào ô bên dưới.",
   invalidLinkTitle: "Đường dẫn không hợp lệ",
   invalidLinkBody:
     "Đường dẫn tham gia bị sai hoặc không đầy đủ. Hãy mở lại đúng đường dẫn được gửi (không sửa, không cắt bớt), hoặc liên hệ đơn vị tổ chức để được cấp lại.",
@@ -171,7 +171,7 @@ const en: Strings = {
   pasteGo: "Open",
 
   noTokenTitle: "The join code is missing",
-  noTokenBody: "A join link looks like …/join?token=…. Open the link sent to your point, or paste it below.",
+  noTokenBody: "A join link looks like …/join#token=…. Open the link sent to your point, or paste it below.",
   invalidLinkTitle: "This link is not valid",
   invalidLinkBody:
     "The join link is wrong or incomplete. Open the link exactly as it was sent, or ask the organiser for a new one.",

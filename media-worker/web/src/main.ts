@@ -13,7 +13,7 @@ import { MediaPathError, Room, type Quality, type RoomEnd } from "./room";
 import { passed, runSelfTest, type SelfTestResult } from "./selftest";
 import { SignalingError } from "./signaling";
 import { Tiles } from "./tiles";
-import { claimTime, decodeClaims, tokenFromLocation, tokenFromPasted, type Claims } from "./token";
+import { claimTime, decodeClaims, rememberToken, tokenFromLocation, tokenFromPasted, type Claims } from "./token";
 
 /** The worker accepts tokens this long before `nbf` (its clock-skew leeway). */
 const NBF_LEEWAY_MS = 30_000;
@@ -724,7 +724,9 @@ function main(): void {
   el("paste-go").addEventListener("click", () => {
     const token = tokenFromPasted(el<HTMLInputElement>("paste-input").value);
     if (token) {
-      location.href = `/join?token=${encodeURIComponent(token)}`;
+      // Never into the address bar: kept for this tab, then read back as a link would be.
+      rememberToken(token);
+      location.reload();
     }
   });
   // Browsers keep an AudioContext suspended until the first interaction.

@@ -20,9 +20,38 @@ export interface Claims {
   end?: string;
 }
 
+/** Where the token is kept once read: this tab only, gone when the tab closes. */
+const TAB_KEY = "tiepdan.token";
+
+/**
+ * The join token. Links carry it in the fragment (`/join#token=…`), which browsers never send to
+ * a server nor put in a Referer; once read it leaves the address bar and the history entry, and
+ * lives on only in this tab's sessionStorage, so a reload still works but the browser's history
+ * and the next person at the office's shared computer never see it. A `?token=` query (older
+ * links) is read the same way and removed too, although it has already reached the server.
+ */
 export function tokenFromLocation(): string | null {
-  const token = new URLSearchParams(location.search).get("token");
-  return token && token.trim() ? token.trim() : null;
+  const fromHash = new URLSearchParams(location.hash.replace(/^#/, "")).get("token");
+  const fromQuery = new URLSearchParams(location.search).get("token");
+  if (fromHash !== null || fromQuery !== null) {
+    history.replaceState(null, "", location.pathname);
+  }
+  const token = (fromHash ?? fromQuery ?? "").trim();
+  if (token) {
+    rememberToken(token);
+    return token;
+  }
+  const kept = sessionStorage.getItem(TAB_KEY);
+  return kept && kept.trim() ? kept.trim() : null;
+}
+
+/** Keeps `token` for this tab (a reload after the address bar was cleaned). */
+export function rememberToken(token: string): void {
+  try {
+    sessionStorage.setItem(TAB_KEY, token);
+  } catch {
+    // Storage disabled: the page works until it is reloaded.
+  }
 }
 
 /** Accepts a whole join link or a bare token, as people paste either. */
@@ -33,7 +62,7 @@ export function tokenFromPasted(text: string): string | null {
   }
   try {
     const url = new URL(trimmed);
-    return url.searchParams.get("token");
+    return new URLSearchParams(url.hash.replace(/^#/, "")).get("token") ?? url.searchParams.get("token");
   } catch {
     return trimmed;
   }
