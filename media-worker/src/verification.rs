@@ -57,6 +57,9 @@ pub struct PointRecord {
     last: MediaSample,
     healthy_since: Option<Instant>,
     verified_at: Option<jiff::Timestamp>,
+    /// When a second connection last joined with this point's link while one was open: the
+    /// office reconnecting from another window, or someone else holding its link.
+    reused_at: Option<jiff::Timestamp>,
 }
 
 impl PointRecord {
@@ -68,10 +71,15 @@ impl PointRecord {
             last: MediaSample::default(),
             healthy_since: None,
             verified_at: None,
+            reused_at: None,
         }
     }
 
     pub fn on_join(&mut self, display_name: String) {
+        // Still present: the connection that had it was just replaced by this one.
+        if self.present {
+            self.reused_at = Some(jiff::Timestamp::now());
+        }
         self.display_name = display_name;
         self.joined = true;
         self.present = true;
@@ -135,6 +143,7 @@ impl PointRecord {
             receives_video: media.receives_video,
             verified: self.verified_at.is_some(),
             verified_at: self.verified_at,
+            link_reused_at: self.reused_at,
             rtt_ms: media.rtt_ms,
             loss_percent: media.loss_percent,
             jitter_ms: media.jitter_ms,
@@ -162,6 +171,10 @@ pub struct PointStatus {
     /// When verification passed, by the worker's clock; absent (not null) until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<jiff::Timestamp>,
+    /// When a second connection last took over this point while one was open, by the worker's
+    /// clock: the operator warns ops that the link may have leaked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_reused_at: Option<jiff::Timestamp>,
     pub rtt_ms: Option<f64>,
     pub loss_percent: Option<f64>,
     pub jitter_ms: Option<f64>,

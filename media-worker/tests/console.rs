@@ -546,6 +546,35 @@ async fn a_refused_camera_gets_advice_instead_of_a_black_picture() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_whose_link_is_opened_elsewhere_says_so_and_the_link_may_have_leaked() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let server = start().await;
+    let driver = Driver::start();
+    let token = mint(&point_claims(&POINTS[1], unix_now() - 60, 3600));
+    let joinable = "return !document.getElementById('join').disabled;";
+    let in_room = "return window.tiepdan.phase() === 'room';";
+    let office = driver.browser("office");
+    office.goto(&format!("{}/join#token={token}", server.http_url()));
+    office.until("the join button", joinable);
+    office.click("#join");
+    office.until("the office in the room", in_room);
+    let other = driver.browser("someone-else");
+    other.goto(&format!("{}/join#token={token}", server.http_url()));
+    other.until("the join button", joinable);
+    other.click("#join");
+    other.until("the second browser in the room", in_room);
+    office.until("the notice", "return window.tiepdan.notices().some(n => n.slot === 'connection');");
+    let text = notice_titles(&office);
+    assert!(text.contains("Đường dẫn đang được dùng ở nơi khác"), "{text}");
+    let body = office.eval("return window.tiepdan.notices().find(n => n.slot === 'connection').body;");
+    assert!(body.as_str().is_some_and(|b| b.contains("có thể đã bị lộ")), "{body}");
+    office.screenshot(&artifact_dir().join("console-link-in-use-elsewhere.png"));
+    other.close();
+    office.close();
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_links_token_leaves_the_address_bar_and_history_and_survives_a_reload() {
     let _one_at_a_time = BROWSERS.lock().await;
     let server = start().await;

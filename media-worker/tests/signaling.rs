@@ -209,6 +209,10 @@ async fn a_second_connection_for_the_same_point_replaces_the_first() {
     let status = status(server.local_addr()).await;
     let a = status.points.iter().find(|p| p.name.as_str() == "xa-a").expect("listed");
     assert!(a.present, "the replacing connection must keep the point present");
+    // The operator learns that the link was used twice at once, to warn that it may have leaked.
+    assert!(a.link_reused_at.is_some(), "{a:?}");
+    let observer_status = status.points.iter().find(|p| p.name.as_str() == "xa-observer").expect("listed");
+    assert!(observer_status.link_reused_at.is_none(), "{observer_status:?}");
     server.stop().await.expect("stop");
 }
 

@@ -61,6 +61,9 @@ pub struct PointReport {
     /// time, not when the operator happened to poll).
     #[serde(default)]
     pub verified_at: Option<jiff::Timestamp>,
+    /// When a second connection last took this point over with its link, on the worker's clock.
+    #[serde(default)]
+    pub link_reused_at: Option<jiff::Timestamp>,
     #[serde(default)]
     pub rtt_ms: Option<f64>,
     #[serde(default)]

@@ -77,9 +77,11 @@ const vi = {
     `Đã kết nối tới máy chủ nhưng không truyền được hình ảnh, âm thanh tới ${p.address}. ` +
     "Tường lửa hoặc mạng của cơ quan có thể đang chặn các cổng UDP/TCP này; hãy báo bộ phận công nghệ thông tin. " +
     `Trang sẽ tự thử lại sau ${p.seconds} giây.`,
-  replacedTitle: "Điểm cầu đã được mở ở nơi khác",
+  replacedTitle: "Đường dẫn đang được dùng ở nơi khác",
   replacedBody:
-    "Điểm cầu này vừa vào phiên từ một cửa sổ hoặc máy tính khác, nên cửa sổ này đã rời phiên. Bấm «Vào lại phiên» nếu muốn dùng cửa sổ này.",
+    "Đường dẫn của điểm cầu này vừa được dùng để vào phiên từ một cửa sổ hoặc máy tính khác, nên cửa sổ này đã rời phiên. " +
+    "Nếu không phải cơ quan bạn mở, đường dẫn có thể đã bị lộ: hãy báo ngay cho cán bộ phụ trách phiên để được cấp đường dẫn mới. " +
+    "Bấm «Vào lại phiên» nếu muốn dùng cửa sổ này.",
   sessionClosedTitle: "Phiên đã kết thúc",
   sessionClosedBody: "Đơn vị tổ chức đã đóng phiên. Cảm ơn điểm cầu đã tham gia.",
   leftTitle: "Bạn đã rời phiên",
@@ -203,9 +205,11 @@ const en: Strings = {
     `The server answered, but no audio or video could flow to ${p.address}. ` +
     "A firewall or the office network may block these UDP/TCP ports; tell your IT staff. " +
     `Trying again in ${p.seconds} s.`,
-  replacedTitle: "This point was opened elsewhere",
+  replacedTitle: "This link is in use elsewhere",
   replacedBody:
-    "This point just joined from another window or computer, so this window left. Press “Rejoin” to use this window instead.",
+    "This point's link was just used to join from another window or computer, so this window left. " +
+    "If nobody at your office did this, the link may have leaked: tell the session's organiser at once to get a new link. " +
+    "Press “Rejoin” to use this window instead.",
   sessionClosedTitle: "The session has ended",
   sessionClosedBody: "The organiser closed the session. Thank you for taking part.",
   leftTitle: "You left the session",

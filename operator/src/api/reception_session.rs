@@ -343,6 +343,10 @@ pub struct PointStatus {
     /// towards verification and its join token was withdrawn.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// When a second connection last took over this point with its link while one was open (the
+    /// worker's time). Either the office opened it twice, or someone else holds the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_reused_at: Option<Time>,
     /// Whether the point is connected now.
     #[serde(default)]
     pub connected: bool,

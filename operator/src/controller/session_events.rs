@@ -139,6 +139,22 @@ pub fn from_diff(
             ),
         ));
     }
+    for p in st::present(&next.points) {
+        let before = prev.points.iter().find(|b| b.name == p.name).and_then(|b| b.link_reused_at.as_ref());
+        if let Some(at) = p.link_reused_at.as_ref().filter(|at| Some(*at) != before) {
+            out.push(note(
+                Warning,
+                "LinkInUseElsewhere",
+                "Points",
+                format!(
+                    "Point {}'s link was opened by a second connection while the first was still in the session \
+                     ({}); the newer one took over. If the office did not do this itself, its link may have leaked: \
+                     issue it a new link.",
+                    p.name, at.0
+                ),
+            ));
+        }
+    }
     for p in st::newly_verified(&prev.points, &next.points) {
         out.push(if p.verified_late {
             note(

@@ -48,6 +48,8 @@ struct World {
     health: WorkerHealth,
     /// Points the worker reports verified, with the worker's time.
     verified: Vec<(&'static str, &'static str)>,
+    /// Points whose link the worker saw taken over by a second connection, with the time.
+    reused: Vec<(&'static str, &'static str)>,
     allocated: Option<Allocated>,
     replaced: Option<Replaced>,
     pool_missing: bool,
@@ -60,6 +62,7 @@ impl World {
             pod: "w1",
             health: WorkerHealth::Ready,
             verified: vec![],
+            reused: vec![],
             allocated: None,
             replaced: None,
             pool_missing: false,
@@ -86,6 +89,7 @@ impl World {
                         connected: true,
                         verified: at.is_some(),
                         verified_at: at,
+                        link_reused_at: self.reused.iter().find(|(p, _)| p == n).map(|(_, at)| ts(at)),
                         ..Default::default()
                     }
                 })
@@ -312,6 +316,26 @@ fn edits_and_losses_during_a_rehearsal() {
         prev.clone(),
         vec![row("the pool is deleted", "2025-06-11T07:15:00Z", &no_pool, Rehearsal, Provision, &["PoolNotFound"])],
     );
+
+    // Someone opens a's link while the office is in the session: ops are warned once.
+    let mut reused = w.clone();
+    reused.reused = vec![("a", "2025-06-11T07:14:00Z")];
+    let s = run(
+        prev.clone(),
+        vec![
+            row(
+                "a's link is opened twice",
+                "2025-06-11T07:15:00Z",
+                &reused,
+                Rehearsal,
+                Provision,
+                &["LinkInUseElsewhere"],
+            ),
+            row("nothing new", "2025-06-11T07:15:10Z", &reused, Rehearsal, Provision, &[]),
+            row("the worker forgets it (replaced)", "2025-06-11T07:15:20Z", &w, Rehearsal, Provision, &[]),
+        ],
+    );
+    assert!(s.points.iter().any(|p| p.name == "a" && p.link_reused_at.is_some()), "kept across workers");
 
     // The worker crash-loops, then recovers.
     let mut crashing = w.clone();

@@ -56,8 +56,14 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
             let verified = prev.verified || r.verified;
             let verified_at = prev.verified_at.or_else(|| verified.then(|| Time(r.verified_at.unwrap_or(input.now))));
             let quality = |new: Option<f64>, old: Option<f64>| if input.copy_quality { new.or(old) } else { old };
+            // The newest reuse either worker saw: a replacement worker starts with none.
+            let link_reused_at = match (prev.link_reused_at.clone(), r.link_reused_at) {
+                (Some(old), Some(new)) if new <= old.0 => Some(old),
+                (old, new) => new.map(Time).or(old),
+            };
             PointStatus {
                 name: p.name.clone(),
+                link_reused_at,
                 verified,
                 verified_late: verified_at.as_ref().is_some_and(|t| t.0 > input.deadline),
                 verified_at,
