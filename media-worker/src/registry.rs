@@ -143,6 +143,8 @@ impl Drop for Membership {
 pub struct Joined {
     pub membership: Membership,
     pub kicked: oneshot::Receiver<Kick>,
+    /// When (Unix seconds) the token stops being valid: the connection is closed then.
+    pub expires: i64,
 }
 
 /// Settings the registry needs from the configuration.
@@ -354,7 +356,7 @@ impl Registry {
         }
         self.metrics.joins.inc();
         tracing::info!(session = %allocation.session, point = %verified.point, conn = conn.0, "point joined");
-        Ok(Joined { membership, kicked })
+        Ok(Joined { membership, kicked, expires: crate::tokens::refused_from(verified.expires_at) })
     }
 
     async fn room_for(&self, session: &SessionId) -> Result<(u64, Arc<Room>), JoinError> {

@@ -58,6 +58,9 @@ pub enum Kick {
     SessionClosed,
     /// The revocation epoch moved past the member's token.
     TokenRevoked,
+    /// The member's token expired: a link stops working at its expiry, even for a connection
+    /// that joined before.
+    TokenExpired,
     /// The worker is shutting down after draining.
     Shutdown,
 }
@@ -68,6 +71,7 @@ impl Kick {
             Self::Replaced => ErrorCode::Replaced,
             Self::SessionClosed => ErrorCode::SessionClosed,
             Self::TokenRevoked => ErrorCode::TokenRevoked,
+            Self::TokenExpired => ErrorCode::TokenExpired,
             Self::Shutdown => ErrorCode::Draining,
         }
     }
@@ -77,6 +81,7 @@ impl Kick {
             Self::Replaced => "another connection joined as this point",
             Self::SessionClosed => "the session was closed by the operator",
             Self::TokenRevoked => "the token of this connection was revoked",
+            Self::TokenExpired => "the token of this connection expired",
             Self::Shutdown => "the worker is shutting down",
         }
     }

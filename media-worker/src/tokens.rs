@@ -212,8 +212,14 @@ struct AdminClaims {
     iat: Option<i64>,
 }
 
+/// The first second (Unix time) at which a token expiring at `exp` is refused, and connections
+/// joined with it are closed.
+pub fn refused_from(exp: i64) -> i64 {
+    exp.saturating_add(CLOCK_SKEW_LEEWAY_SECS)
+}
+
 fn check_window(nbf: i64, exp: i64, now: i64) -> Result<(), TokenError> {
-    if now >= exp.saturating_add(CLOCK_SKEW_LEEWAY_SECS) {
+    if now >= refused_from(exp) {
         return Err(TokenError::Expired);
     }
     if now < nbf.saturating_sub(CLOCK_SKEW_LEEWAY_SECS) {

@@ -457,3 +457,36 @@ async fn a_point_taken_out_of_the_session_is_refused_and_disconnected() {
     again.request(ClientMessage::Join { token: token("xa-b") }).await.expect("b joins again");
     server.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_closed_when_its_token_expires() {
+    use tiepdan_media_worker::signaling::protocol::Role;
+    use tiepdan_media_worker::tokens::{refused_from, unix_now, JoinClaims};
+    let server = start().await;
+    // Valid for about one more second: issued long ago, expired within the clock-skew leeway.
+    let now = unix_now();
+    let expiring = JoinClaims::for_point(
+        &session(),
+        &"xa-a".parse().expect("point"),
+        "Điểm cầu xa-a",
+        Role::Participant,
+        "Tiếp công dân định kỳ",
+        now - 3600,
+        3600 - (refused_from(0) - 1),
+    );
+    let mut office = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    office.request(ClientMessage::Join { token: key().mint_join(&expiring).expect("mint") }).await.expect("joins");
+    let mut other = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    other.request(ClientMessage::Join { token: token("xa-b") }).await.expect("joins");
+
+    let closed = office.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await.expect("told at expiry");
+    assert!(matches!(closed, ServerMessage::Error { code: ErrorCode::TokenExpired, .. }), "{closed:?}");
+    office.wait_closed().await.expect("closed");
+    // The other point, whose token is valid, is not affected.
+    let created = other
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .await
+        .expect("the other point is still served");
+    assert!(matches!(created, ServerMessage::PlainTransportCreated { .. }));
+    server.stop().await.expect("stop");
+}

@@ -55,6 +55,8 @@ struct JoinedState {
     // Dropping the membership leaves the room.
     membership: crate::registry::Membership,
     kicked: oneshot::Receiver<Kick>,
+    /// When the token expires and the connection is closed.
+    expires: tokio::time::Instant,
 }
 
 impl JoinedState {
@@ -71,9 +73,15 @@ pub async fn run(socket: WebSocket, ctx: SessionContext) {
     let mut conn = Connection { ctx, outbox, joined: None };
 
     let end = loop {
+        let expires = conn.joined.as_ref().map(|j| j.expires);
         let kicked = async {
             match conn.joined.as_mut() {
-                Some(joined) => (&mut joined.kicked).await.ok(),
+                Some(joined) => tokio::select! {
+                    why = &mut joined.kicked => why.ok(),
+                    () = tokio::time::sleep_until(expires.unwrap_or_else(tokio::time::Instant::now)) => {
+                        Some(Kick::TokenExpired)
+                    }
+                },
                 None => std::future::pending().await,
             }
         };
@@ -262,8 +270,10 @@ impl Connection {
             return;
         }
         match self.ctx.registry.join(token, self.outbox.clone(), request_id.clone()).await {
-            Ok(Joined { membership, kicked }) => {
-                self.joined = Some(JoinedState { membership, kicked });
+            Ok(Joined { membership, kicked, expires }) => {
+                let left = u64::try_from(expires.saturating_sub(crate::tokens::unix_now())).unwrap_or(0);
+                let expires = tokio::time::Instant::now() + std::time::Duration::from_secs(left);
+                self.joined = Some(JoinedState { membership, kicked, expires });
             }
             Err(e) => {
                 tracing::info!(code = e.code().as_str(), error = %e, "join refused");
