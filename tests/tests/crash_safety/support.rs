@@ -204,6 +204,11 @@ impl OperatorProcess {
         self.run_started = Instant::now();
     }
 
+    /// The current run's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Supervised::pid)
+    }
+
     /// How many runs were started.
     pub fn runs(&self) -> u32 {
         self.runs
@@ -225,8 +230,8 @@ impl OperatorProcess {
     /// `SIGKILL` to the running operator's PID, as a crash or an OOM kill would; returns the PID.
     pub fn sigkill(&mut self) -> u32 {
         self.assert_running();
+        let pid = self.pid().expect("a run was started");
         let process = self.process.as_mut().expect("a run was started");
-        let pid = process.pid();
         let status = process.kill(&self.reaper);
         let killed = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
         assert_eq!(killed, Some(9), "run {} ended by SIGKILL (status {status:?})", self.runs);
