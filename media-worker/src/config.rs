@@ -45,6 +45,20 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Mint a join token from a key file (for manual testing; the operator mints real ones).
     Token(TokenArgs),
+    /// Mint a short-lived admin token, as the operator sends with its admin calls (for reading
+    /// `/v1/status` by hand).
+    AdminToken(AdminTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminTokenArgs {
+    /// The shared key file (the same as the worker's --token-key-file).
+    #[arg(long)]
+    pub key_file: PathBuf,
+
+    /// Validity from now.
+    #[arg(long, default_value_t = 60)]
+    pub ttl_seconds: i64,
 }
 
 #[derive(Debug, Args)]

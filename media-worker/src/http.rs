@@ -128,10 +128,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn status(State(state): State<AppState>) -> Json<WorkerStatus> {
-    let mut status = state.registry.status();
+/// Who is in the session and how their media fares is for the operator only: the admin token is
+/// required (`/healthz` and `/readyz` stay open for the kubelet).
+async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(reason) = authorize(&state, &headers) {
+        return unauthorized(reason);
+    }
+    let mut status: WorkerStatus = state.registry.status();
     status.tls = state.tls.as_ref().and_then(|store| store.status());
-    Json(status)
+    Json(status).into_response()
 }
 
 /// Body of `PUT /v1/allocation` (and of the `GET`/`PUT` answers).

@@ -232,6 +232,12 @@ async fn allocation_endpoints_bind_and_release_the_worker() {
     let forged = http(addr, "PUT", "/v1/allocation", Some(&forged), Some(&body)).await;
     assert_eq!(forged.status, 401);
 
+    // Who is in a session is for the operator only; the kubelet's probes stay open.
+    assert_eq!(http(addr, "GET", "/v1/status", None, None).await.status, 401);
+    let forged_admin = TokenKey::from_bytes(b"wrong").mint_admin(0, i64::MAX / 2).expect("mint");
+    assert_eq!(http(addr, "GET", "/v1/status", Some(&forged_admin), None).await.status, 401);
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+
     let admin = admin_token();
     let put = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&body)).await;
     assert_eq!(put.status, 200, "{}", put.body);

@@ -169,11 +169,27 @@ async fn https_get(addr: SocketAddr, tls: &ClientTls, path: &str) -> (u16, Strin
     try_https_get(addr, tls, path).await.expect("TLS handshake")
 }
 
+/// [`https_get`] of an admin path, with the operator's admin token.
+async fn https_get_admin(addr: SocketAddr, tls: &ClientTls, path: &str) -> (u16, String) {
+    let auth = format!("Authorization: Bearer {}\r\n", admin_token());
+    https_request(addr, tls, path, &auth).await.expect("TLS handshake")
+}
+
 /// [`https_get`], or the handshake's error.
 async fn try_https_get(addr: SocketAddr, tls: &ClientTls, path: &str) -> Result<(u16, String), ClientTlsError> {
+    https_request(addr, tls, path, "").await
+}
+
+/// `GET path` over TLS with `extra_headers` (each ending in CRLF).
+async fn https_request(
+    addr: SocketAddr,
+    tls: &ClientTls,
+    path: &str,
+    extra_headers: &str,
+) -> Result<(u16, String), ClientTlsError> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut stream = tls.handshake(tcp, "127.0.0.1").await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {SERVICE_NAME}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {SERVICE_NAME}\r\n{extra_headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
     // A server closing without close_notify ends the read with an error; what came is enough.
@@ -202,7 +218,7 @@ async fn a_warm_worker_listens_for_signaling_before_its_certificate_exists_and_r
     let join = join_wss(&server, &pki.client(), "xa-a").await.expect_err("no wss before the certificate");
     assert!(matches!(join, ClientError::Tls { source: ClientTlsError::Handshake(_), .. }), "{join:?}");
 
-    let raw = get(admin, "/v1/status").await;
+    let raw = http(admin, "GET", "/v1/status", Some(&admin_token()), None).await;
     assert_eq!(raw.status, 200);
     let value: serde_json::Value = serde_json::from_str(&raw.body).expect("status JSON");
     assert!(value.get("tls").is_none_or(serde_json::Value::is_null), "{value}");
@@ -346,9 +362,11 @@ async fn the_plain_listener_serves_only_the_admin_surface() {
     }
     let plain = SignalingClient::connect(&format!("ws://{admin}/v1/ws")).await.expect_err("no ws on the admin port");
     assert!(matches!(plain, ClientError::Connect { .. }), "{plain:?}");
-    for path in ["/healthz", "/readyz", "/metrics", "/v1/status"] {
+    for path in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(get(admin, path).await.status, 200, "{path}");
     }
+    let status = http(admin, "GET", "/v1/status", Some(&admin_token()), None).await;
+    assert_eq!(status.status, 200, "/v1/status with the admin token");
     let unauthorized = get(admin, "/v1/allocation").await;
     assert_eq!(unauthorized.status, 401, "the allocation endpoint is on the admin port");
 
@@ -382,7 +400,7 @@ async fn a_static_certificate_is_reported_in_status_and_serves_wss() {
     assert!(server.ws_url().starts_with("wss://") && server.admin_url().starts_with("https://"));
 
     let tls = pki.client();
-    let (code, body) = https_get(server.local_addr(), &tls, "/v1/status").await;
+    let (code, body) = https_get_admin(server.local_addr(), &tls, "/v1/status").await;
     assert_eq!(code, 200, "{body}");
     let value: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
     assert_eq!(value["tls"]["sha256"], leaf.sha256.as_str(), "{value}");

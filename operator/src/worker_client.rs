@@ -126,11 +126,17 @@ impl WorkerClient {
         check(url, resp).await.map(|_| ())
     }
 
-    /// Reads the worker's per-point status.
-    pub async fn status(&self, base: &str) -> Result<WorkerReport, Error> {
+    /// Reads the worker's per-point status (an admin call: it names the session's points).
+    pub async fn status(&self, base: &str, key: &[u8], now: Timestamp) -> Result<WorkerReport, Error> {
         let url = format!("{base}/v1/status");
-        let resp =
-            self.http.get(&url).send().await.map_err(|source| Error::Unreachable { url: url.clone(), source })?;
+        let token = tokens::mint_admin_token(key, now)?;
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|source| Error::Unreachable { url: url.clone(), source })?;
         let resp = check(url.clone(), resp).await?;
         resp.json().await.map_err(|source| Error::Unreachable { url, source })
     }

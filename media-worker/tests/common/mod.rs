@@ -134,7 +134,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
 }
 
 pub async fn status(addr: SocketAddr) -> WorkerStatus {
-    let response = get(addr, "/v1/status").await;
+    let response = http(addr, "GET", "/v1/status", Some(&admin_token()), None).await;
     assert_eq!(response.status, 200, "{}", response.body);
     serde_json::from_str(&response.body).expect("status JSON")
 }

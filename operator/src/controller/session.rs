@@ -345,7 +345,7 @@ async fn observe_worker(
         }
     }
     let unavailable = |e| format!("Worker pod {} is ready but its status is unavailable: {e}", pod.name_any());
-    let mut report = match ctx.workers.status(&base).await {
+    let mut report = match ctx.workers.status(&base, key, now).await {
         Ok(r) => r,
         Err(e) => return (None, unavailable(e)),
     };
@@ -355,7 +355,7 @@ async fn observe_worker(
         if let Err(e) = bind().await {
             return (None, unbound(e));
         }
-        report = match ctx.workers.status(&base).await {
+        report = match ctx.workers.status(&base, key, now).await {
             Ok(r) => r,
             Err(e) => return (None, unavailable(e)),
         };
