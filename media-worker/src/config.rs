@@ -56,9 +56,13 @@ pub struct AdminTokenArgs {
     #[arg(long)]
     pub key_file: PathBuf,
 
-    /// Validity from now.
-    #[arg(long, default_value_t = 60)]
+    /// Validity from now (at most 30 s are accepted).
+    #[arg(long, default_value_t = 30)]
     pub ttl_seconds: i64,
+
+    /// The worker pod it is for (the worker's --pod-name).
+    #[arg(long)]
+    pub pod: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +132,11 @@ pub struct ServeArgs {
     /// File holding the shared HS256 key for join and admin tokens (whitespace-trimmed).
     #[arg(long, env = "TIEPDAN_TOKEN_KEY_FILE")]
     pub token_key_file: PathBuf,
+
+    /// This worker's pod name (the downward API's metadata.name): admin calls must carry a token
+    /// minted for it. Unset outside a pod, where any pod's admin token is accepted (once).
+    #[arg(long, env = "TIEPDAN_POD_NAME")]
+    pub pod_name: Option<String>,
 
     /// PEM certificate chain; with --tls-key, serve everything on --listen over HTTPS/WSS (read
     /// once at start).
@@ -390,6 +399,8 @@ pub struct ServeConfig {
     pub workers: NonZeroUsize,
     pub session: Option<(SessionId, String)>,
     pub token_key: TokenKey,
+    /// `--pod-name`: admin tokens must name it.
+    pub pod_name: Option<String>,
     /// `--tls-cert`/`--tls-key`: everything on `listen` over TLS, certificate read once.
     pub tls: Option<TlsPaths>,
     /// `--signaling-listen`/`--tls-dir`: signaling on its own TLS listener, certificate reloaded;
@@ -441,6 +452,7 @@ impl ServeConfig {
             workers: NonZeroUsize::MIN,
             session: None,
             token_key,
+            pod_name: None,
             tls: None,
             signaling: None,
             thresholds: Thresholds { verify_for: Duration::from_secs(10), max_loss_percent: 2.0, max_rtt_ms: 300.0 },
@@ -504,6 +516,7 @@ impl ServeConfig {
             workers,
             session: args.session_id.map(|id| (id, args.session_title)),
             token_key,
+            pod_name: args.pod_name.filter(|p| !p.is_empty()),
             tls,
             signaling,
             thresholds: Thresholds {

@@ -12,6 +12,7 @@
 //! Split, the admin listener answers signaling paths with 421 `tls_required`: a browser or
 //! client sent there by a stale link learns where to go instead of getting a 404.
 
+use crate::admin_auth::AdminAuth;
 use crate::ids::{PointName, SessionId};
 use crate::metrics::Metrics;
 use crate::registry::{Allocation, AllocationError, Registry};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub stop: watch::Receiver<bool>,
     /// The served certificate, when the worker serves TLS (for `/v1/status`).
     pub tls: Option<Arc<CertificateStore>>,
+    /// Who may call the admin endpoints.
+    pub admin: Arc<AdminAuth>,
 }
 
 /// Both surfaces on one listener (no `--signaling-listen`).
@@ -166,7 +169,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), String> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| "a Bearer token is required".to_owned())?;
-    state.registry.token_key().verify_admin(token.trim(), unix_now()).map_err(|e| e.to_string())
+    state.admin.admit(token.trim(), unix_now()).map_err(|e| e.to_string())
 }
 
 fn unauthorized(reason: String) -> Response {

@@ -12,12 +12,14 @@
 //! - [`signaling::protocol`]: every WebSocket message, both directions.
 //! - [`verification`]: when a point counts as verified; the `/v1/status` document.
 //! - [`tls`]: the certificate served over TLS, reloaded from a Secret volume while running.
+//! - [`admin_auth`]: admin calls only from the operator, for this pod, each token once.
 //! - [`probe`]: a plain-RTP client that measures a worker end to end.
 //! - [`console`]: the reception-point browser console (`web/`, built by `build.rs`), served at
 //!   `/` and `/join`.
 
 #![forbid(unsafe_code)]
 
+pub mod admin_auth;
 pub mod config;
 pub mod console;
 pub mod cpu;

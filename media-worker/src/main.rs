@@ -47,7 +47,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => println!("{}", mint(&args)?),
         Command::AdminToken(args) => {
             let key = TokenKey::from_file(&args.key_file)?;
-            println!("{}", key.mint_admin(unix_now(), args.ttl_seconds)?);
+            println!("{}", key.mint_admin(unix_now(), args.ttl_seconds, args.pod.as_deref())?);
         }
     }
     Ok(())

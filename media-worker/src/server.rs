@@ -14,6 +14,7 @@
 //!                                    TLS with a certificate reloaded from the directory
 //! ```
 
+use crate::admin_auth::AdminAuth;
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
@@ -176,6 +177,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
         health,
         stop: stop_rx,
         tls: store.clone(),
+        admin: Arc::new(AdminAuth::new(config.token_key.clone(), config.pod_name.clone())),
     };
     let (listener, addr) = Listener::bind(config.listen)?;
     let (main, signaling) = match &config.signaling {

@@ -19,6 +19,9 @@ pub const ADMIN_AUDIENCE: &str = "tiepdan-worker";
 pub const ADMIN_SUBJECT: &str = "operator";
 /// Tolerated clock difference between the operator and the worker for `nbf`/`exp`.
 pub const CLOCK_SKEW_LEEWAY_SECS: i64 = 30;
+/// The longest an admin token may live (`exp - iat`): one stolen from the wire is useless soon,
+/// and the worker remembers every admin token's `jti` only for that long (plus the leeway).
+pub const MAX_ADMIN_TTL_SECS: i64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -44,6 +47,8 @@ pub enum TokenError {
     NotYetValid,
     #[error("the token was revoked (its epoch {token} is below the current epoch {current})")]
     Revoked { token: u64, current: u64 },
+    #[error("an admin token may live at most {MAX_ADMIN_TTL_SECS} s; this one lives {secs} s")]
+    AdminLifetime { secs: i64 },
     #[error("failed to sign a token")]
     Sign(#[source] jsonwebtoken::errors::Error),
 }
@@ -56,7 +61,9 @@ impl TokenError {
             Self::Expired => ErrorCode::TokenExpired,
             Self::NotYetValid => ErrorCode::TokenNotYetValid,
             Self::Revoked { .. } => ErrorCode::TokenRevoked,
-            Self::BadSignature | Self::BadClaims | Self::WrongIssuer => ErrorCode::InvalidToken,
+            Self::BadSignature | Self::BadClaims | Self::WrongIssuer | Self::AdminLifetime { .. } => {
+                ErrorCode::InvalidToken
+            }
             Self::ReadKey { .. } | Self::EmptyKey { .. } | Self::Sign(_) => ErrorCode::Internal,
         }
     }
@@ -181,24 +188,49 @@ impl TokenKey {
         self.encode(claims)
     }
 
-    /// Checks an operator's `Authorization: Bearer` token for the admin endpoints.
-    pub fn verify_admin(&self, token: &str, now: i64) -> Result<(), TokenError> {
+    /// Checks an operator's `Authorization: Bearer` token for the admin endpoints: signature,
+    /// audience, time window, a lifetime of at most [`MAX_ADMIN_TTL_SECS`] and a `jti`. Binding
+    /// to this pod and refusing replays are the caller's (see `admin_auth`).
+    pub fn verify_admin(&self, token: &str, now: i64) -> Result<AdminGrant, TokenError> {
         let claims: AdminClaims = self.decode(token)?;
         if claims.aud != ADMIN_AUDIENCE || claims.sub != ADMIN_SUBJECT {
             return Err(TokenError::WrongAudience);
         }
-        check_window(claims.nbf.unwrap_or(i64::MIN), claims.exp, now)
+        check_window(claims.nbf.unwrap_or(i64::MIN), claims.exp, now)?;
+        let (Some(iat), Some(jti)) = (claims.iat, claims.jti.filter(|j| !j.is_empty())) else {
+            return Err(TokenError::BadClaims);
+        };
+        let secs = claims.exp.saturating_sub(iat);
+        if secs > MAX_ADMIN_TTL_SECS {
+            return Err(TokenError::AdminLifetime { secs });
+        }
+        Ok(AdminGrant { jti, exp: claims.exp, pod: claims.pod })
     }
 
-    pub fn mint_admin(&self, now: i64, ttl_secs: i64) -> Result<String, TokenError> {
+    /// An admin token for `pod` (any worker when `None`), valid `ttl_secs` from `now`, with a
+    /// fresh random `jti`.
+    pub fn mint_admin(&self, now: i64, ttl_secs: i64, pod: Option<&str>) -> Result<String, TokenError> {
+        use rand::distr::{Alphanumeric, SampleString};
         self.encode(&AdminClaims {
             aud: ADMIN_AUDIENCE.to_owned(),
             sub: ADMIN_SUBJECT.to_owned(),
             exp: now + ttl_secs,
             nbf: None,
             iat: Some(now),
+            jti: Some(Alphanumeric.sample_string(&mut rand::rng(), 22)),
+            pod: pod.map(str::to_owned),
         })
     }
+}
+
+/// What a valid admin token grants, for the per-pod and replay checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminGrant {
+    /// The token's unique id: each admin token is accepted once.
+    pub jti: String,
+    pub exp: i64,
+    /// The worker pod the token is for.
+    pub pod: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +242,11 @@ struct AdminClaims {
     nbf: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    /// The worker pod this call is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pod: Option<String>,
 }
 
 /// The first second (Unix time) at which a token expiring at `exp` is refused, and connections
@@ -371,11 +408,32 @@ mod tests {
     }
 
     #[test]
-    fn admin_tokens_need_the_worker_audience() {
-        let token = key().mint_admin(NOW, 60).expect("mint");
-        assert!(key().verify_admin(&token, NOW).is_ok());
-        assert!(key().verify_admin(&token, NOW + 60 + CLOCK_SKEW_LEEWAY_SECS).is_err());
+    fn admin_tokens_need_the_worker_audience_a_jti_and_a_short_life() {
+        let token = key().mint_admin(NOW, 30, Some("w-1")).expect("mint");
+        let grant = key().verify_admin(&token, NOW).expect("valid");
+        assert_eq!((grant.pod.as_deref(), grant.exp), (Some("w-1"), NOW + 30));
+        assert!(grant.jti.len() >= 16, "{grant:?}");
+        let other = key().verify_admin(&key().mint_admin(NOW, 30, Some("w-1")).expect("mint"), NOW).expect("valid");
+        assert_ne!(grant.jti, other.jti, "every admin token is unique");
+        assert!(key().verify_admin(&token, NOW + 30 + CLOCK_SKEW_LEEWAY_SECS).is_err());
         let join = key().mint_join(&claims()).expect("mint");
         assert!(key().verify_admin(&join, NOW).is_err());
+        // Longer than 30 s: a token stolen from the wire would stay useful, and replays could
+        // not be remembered for its whole life.
+        let long = key().mint_admin(NOW, 300, None).expect("mint");
+        assert!(matches!(key().verify_admin(&long, NOW), Err(TokenError::AdminLifetime { secs: 300 })));
+        // Without a jti (as the operator minted them before) it cannot be told from a replay.
+        let no_jti = key()
+            .encode(&AdminClaims {
+                aud: ADMIN_AUDIENCE.into(),
+                sub: ADMIN_SUBJECT.into(),
+                exp: NOW + 10,
+                nbf: None,
+                iat: Some(NOW),
+                jti: None,
+                pod: None,
+            })
+            .expect("mint");
+        assert!(matches!(key().verify_admin(&no_jti, NOW), Err(TokenError::BadClaims)));
     }
 }

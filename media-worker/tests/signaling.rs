@@ -10,7 +10,7 @@ use tiepdan_media_worker::probe::client::{ClientError, SignalingClient};
 use tiepdan_media_worker::signaling::protocol::{
     ClientMessage, Direction, ErrorCode, RequestId, ServerMessage, MAX_MESSAGE_BYTES,
 };
-use tiepdan_media_worker::tokens::TokenKey;
+use tiepdan_media_worker::tokens::{unix_now, TokenKey};
 
 async fn join_error(url: &str, token: String) -> ErrorCode {
     let mut client = SignalingClient::connect(url).await.expect("connect");
@@ -228,26 +228,31 @@ async fn allocation_endpoints_bind_and_release_the_worker() {
     let body = format!(r#"{{"session":"{SESSION}","title":"Phiên tiếp dân","epoch":1}}"#);
     let unauthorized = http(addr, "PUT", "/v1/allocation", None, Some(&body)).await;
     assert_eq!(unauthorized.status, 401);
-    let forged = TokenKey::from_bytes(b"wrong").mint_admin(0, i64::MAX / 2).expect("mint");
+    let forged = TokenKey::from_bytes(b"wrong").mint_admin(unix_now(), 30, None).expect("mint");
     let forged = http(addr, "PUT", "/v1/allocation", Some(&forged), Some(&body)).await;
     assert_eq!(forged.status, 401);
 
     // Who is in a session is for the operator only; the kubelet's probes stay open.
     assert_eq!(http(addr, "GET", "/v1/status", None, None).await.status, 401);
-    let forged_admin = TokenKey::from_bytes(b"wrong").mint_admin(0, i64::MAX / 2).expect("mint");
+    let forged_admin = TokenKey::from_bytes(b"wrong").mint_admin(unix_now(), 30, None).expect("mint");
     assert_eq!(http(addr, "GET", "/v1/status", Some(&forged_admin), None).await.status, 401);
     assert_eq!(get(addr, "/healthz").await.status, 200);
 
     let admin = admin_token();
     let put = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&body)).await;
     assert_eq!(put.status, 200, "{}", put.body);
-    let again = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&body)).await;
+    // An admin token works once: the same call replayed (as by someone who read it off the
+    // plain-HTTP admin port) is refused.
+    let replayed = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&body)).await;
+    assert_eq!(replayed.status, 401, "{}", replayed.body);
+    assert!(replayed.body.contains("already used"), "{}", replayed.body);
+    let again = http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some(&body)).await;
     assert_eq!(again.status, 200, "idempotent for the same session");
     let other = r#"{"session":"ubnd-hanoi/other","title":"x","epoch":0}"#;
-    let conflict = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(other)).await;
+    let conflict = http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some(other)).await;
     assert_eq!(conflict.status, 409);
     assert!(conflict.body.contains("already_allocated"), "{}", conflict.body);
-    let malformed = http(addr, "PUT", "/v1/allocation", Some(&admin), Some("{")).await;
+    let malformed = http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some("{")).await;
     assert_eq!(malformed.status, 400);
 
     // Epoch 1 now: a token with epoch 0 is revoked.
@@ -261,7 +266,7 @@ async fn allocation_endpoints_bind_and_release_the_worker() {
         .expect("join with the current epoch");
     assert_eq!(status(addr).await.points.len(), 1);
 
-    let delete = http(addr, "DELETE", "/v1/allocation", Some(&admin), None).await;
+    let delete = http(addr, "DELETE", "/v1/allocation", Some(&admin_token()), None).await;
     assert_eq!(delete.status, 204);
     let closed = client.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await.expect("session closed");
     assert!(matches!(closed, ServerMessage::Error { code: ErrorCode::SessionClosed, .. }));
@@ -438,9 +443,8 @@ async fn a_point_taken_out_of_the_session_is_refused_and_disconnected() {
     b.request(ClientMessage::Join { token: token("xa-b") }).await.expect("b joins");
 
     // The operator says xa-b is no longer in the session: its still validly signed link is dead.
-    let admin = admin_token();
     let without_b = format!(r#"{{"session":"{SESSION}","title":"x","epoch":0,"points":["tinh","xa-a"]}}"#);
-    let put = http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&without_b)).await;
+    let put = http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some(&without_b)).await;
     assert_eq!(put.status, 200, "{}", put.body);
     let kicked = b.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await.expect("b is told");
     assert!(matches!(kicked, ServerMessage::Error { code: ErrorCode::TokenRevoked, .. }), "{kicked:?}");
@@ -458,7 +462,7 @@ async fn a_point_taken_out_of_the_session_is_refused_and_disconnected() {
 
     // Back in the session, the same link works again.
     let with_b = format!(r#"{{"session":"{SESSION}","title":"x","epoch":0,"points":["tinh","xa-a","xa-b"]}}"#);
-    assert_eq!(http(addr, "PUT", "/v1/allocation", Some(&admin), Some(&with_b)).await.status, 200);
+    assert_eq!(http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some(&with_b)).await.status, 200);
     let mut again = SignalingClient::connect(&server.ws_url()).await.expect("connect");
     again.request(ClientMessage::Join { token: token("xa-b") }).await.expect("b joins again");
     server.stop().await.expect("stop");
@@ -467,7 +471,7 @@ async fn a_point_taken_out_of_the_session_is_refused_and_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_is_closed_when_its_token_expires() {
     use tiepdan_media_worker::signaling::protocol::Role;
-    use tiepdan_media_worker::tokens::{refused_from, unix_now, JoinClaims};
+    use tiepdan_media_worker::tokens::{refused_from, JoinClaims};
     let server = start().await;
     // Valid for about one more second: issued long ago, expired within the clock-skew leeway.
     let now = unix_now();
@@ -494,5 +498,25 @@ async fn a_connection_is_closed_when_its_token_expires() {
         .await
         .expect("the other point is still served");
     assert!(matches!(created, ServerMessage::PlainTransportCreated { .. }));
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_in_a_pod_takes_admin_calls_only_for_itself_and_for_at_most_30_seconds() {
+    let mut config = config();
+    config.pod_name = Some("w-1".to_owned());
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    let now = unix_now();
+    let call = |token: String| async move { http(addr, "GET", "/v1/status", Some(&token), None).await };
+    // Minted for another worker: read off one pod's admin port, it opens no other.
+    let other = call(key().mint_admin(now, 30, Some("w-2")).expect("mint")).await;
+    assert_eq!(other.status, 401);
+    assert!(other.body.contains("not for this worker"), "{}", other.body);
+    assert_eq!(call(key().mint_admin(now, 30, None).expect("mint")).await.status, 401, "a token for no pod");
+    let long = call(key().mint_admin(now, 300, Some("w-1")).expect("mint")).await;
+    assert_eq!(long.status, 401, "a 5-minute admin token");
+    assert!(long.body.contains("at most 30 s"), "{}", long.body);
+    assert_eq!(call(key().mint_admin(now, 30, Some("w-1")).expect("mint")).await.status, 200);
     server.stop().await.expect("stop");
 }

@@ -4,7 +4,7 @@
 //! nonce and `iat` is the rehearsal start), so re-applying the token Secret every reconcile does
 //! not churn it, and a point's link stays the same for the whole session.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -48,7 +48,15 @@ pub struct AdminClaims {
     pub sub: String,
     pub exp: i64,
     pub iat: i64,
+    /// Unique per token: the worker accepts each once.
+    pub jti: String,
+    /// The worker pod the call is for: the worker refuses a token for another pod.
+    pub pod: String,
 }
+
+/// How long an admin token lives: the worker refuses longer ones (and remembers each token's
+/// `jti` for that long).
+pub const ADMIN_TOKEN_SECONDS: i64 = 30;
 
 /// The id of a session in tokens and on workers: `<namespace>/<name>`.
 pub fn session_id(namespace: &str, name: &str) -> String {
@@ -83,8 +91,10 @@ pub fn mint_join_token(key: &[u8], claims: &JoinClaims) -> Result<String, Error>
     sign(key, claims)
 }
 
-/// Signs a short-lived admin token for worker allocation calls.
-pub fn mint_admin_token(key: &[u8], now: Timestamp) -> Result<String, Error> {
+/// Signs an admin token for one call to worker pod `pod`: valid [`ADMIN_TOKEN_SECONDS`], with a
+/// fresh `jti`, so one read off the plain-HTTP admin port works neither twice nor elsewhere.
+pub fn mint_admin_token(key: &[u8], now: Timestamp, pod: &str) -> Result<String, Error> {
+    use rand::distr::{Alphanumeric, SampleString};
     sign(
         key,
         &AdminClaims {
@@ -92,7 +102,9 @@ pub fn mint_admin_token(key: &[u8], now: Timestamp) -> Result<String, Error> {
             aud: WORKER_ADMIN_AUDIENCE.to_owned(),
             sub: "operator".to_owned(),
             iat: now.as_second(),
-            exp: (now + SignedDuration::from_mins(5)).as_second(),
+            exp: now.as_second() + ADMIN_TOKEN_SECONDS,
+            jti: Alphanumeric.sample_string(&mut rand::rng(), 22),
+            pod: pod.to_owned(),
         },
     )
 }

@@ -72,6 +72,20 @@ pub struct PointReport {
     pub jitter_ms: Option<f64>,
 }
 
+/// What the operator's admin calls to one worker pod are signed with: each call gets its own
+/// token, minted for that pod.
+pub struct Admin<'a> {
+    pub key: &'a [u8],
+    pub now: Timestamp,
+    pub pod: &'a str,
+}
+
+impl Admin<'_> {
+    fn token(&self) -> Result<String, tokens::Error> {
+        tokens::mint_admin_token(self.key, self.now, self.pod)
+    }
+}
+
 /// What binds a worker to a session (`PUT /v1/allocation`).
 #[derive(Serialize)]
 pub struct Binding<'a> {
@@ -112,9 +126,9 @@ impl WorkerClient {
     }
 
     /// Binds the worker to a session (idempotent).
-    pub async fn allocate(&self, base: &str, key: &[u8], now: Timestamp, binding: &Binding<'_>) -> Result<(), Error> {
+    pub async fn allocate(&self, base: &str, admin: &Admin<'_>, binding: &Binding<'_>) -> Result<(), Error> {
         let url = format!("{base}/v1/allocation");
-        let token = tokens::mint_admin_token(key, now)?;
+        let token = admin.token()?;
         let resp = self
             .http
             .put(&url)
@@ -127,9 +141,9 @@ impl WorkerClient {
     }
 
     /// Reads the worker's per-point status (an admin call: it names the session's points).
-    pub async fn status(&self, base: &str, key: &[u8], now: Timestamp) -> Result<WorkerReport, Error> {
+    pub async fn status(&self, base: &str, admin: &Admin<'_>) -> Result<WorkerReport, Error> {
         let url = format!("{base}/v1/status");
-        let token = tokens::mint_admin_token(key, now)?;
+        let token = admin.token()?;
         let resp = self
             .http
             .get(&url)

@@ -63,7 +63,7 @@ pub fn token(point: &str) -> String {
 }
 
 pub fn admin_token() -> String {
-    key().mint_admin(unix_now(), 60).expect("mint admin")
+    key().mint_admin(unix_now(), 30, None).expect("mint admin")
 }
 
 /// A response from [`http`].

@@ -127,17 +127,11 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
                 name: CONTAINER.to_owned(),
                 image: Some(spec.image.clone()),
                 args: Some(args),
-                env: Some(vec![EnvVar {
-                    name: "POD_IP".to_owned(),
-                    value_from: Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector {
-                            field_path: "status.podIP".to_owned(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
+                env: Some(vec![
+                    field_env("POD_IP", "status.podIP"),
+                    // The worker takes admin calls only with tokens minted for its own pod.
+                    field_env("TIEPDAN_POD_NAME", "metadata.name"),
+                ]),
                 ports: Some(vec![
                     // In the host network a host port equal to the container port is what makes
                     // the scheduler keep two pods with this port off the same node.
@@ -212,6 +206,18 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
     }
 }
 
+/// An environment variable from the downward API.
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: field_path.to_owned(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -259,8 +265,13 @@ pub(crate) mod tests {
         assert_eq!(l[labels::SESSION], "phien-thang-6");
         assert_eq!(l[labels::WORKER_STATE], labels::STATE_ALLOCATED);
         assert_eq!(pod.metadata.owner_references.unwrap()[0].uid, "sess-uid");
-        let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
-        assert!(args.contains(&"--session-id=my-hao/phien-thang-6".to_owned()));
+        let container = pod.spec.unwrap().containers[0].clone();
+        assert!(container.args.unwrap().contains(&"--session-id=my-hao/phien-thang-6".to_owned()));
+        // The worker learns its own name, to take admin tokens minted for it only.
+        let env = container.env.unwrap();
+        let name = env.iter().find(|e| e.name == "TIEPDAN_POD_NAME").expect("TIEPDAN_POD_NAME");
+        let field = name.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str());
+        assert_eq!(field, Some("metadata.name"));
     }
 
     #[test]

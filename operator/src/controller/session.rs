@@ -40,7 +40,7 @@ use crate::build::{join_tokens, labels, network_policy, signaling_service, tls};
 use crate::metrics::KIND_SESSION;
 use crate::tokens::{self, session_id};
 use crate::validate::{validate_session, ValidSession};
-use crate::worker_client::{Binding, WorkerClient, WorkerReport};
+use crate::worker_client::{Admin, Binding, WorkerClient, WorkerReport};
 
 /// The finalizer that guarantees clean-up.
 pub const FINALIZER: &str = "tiepdan.io/cleanup";
@@ -335,7 +335,9 @@ async fn observe_worker(
     let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
     let points: BTreeSet<String> = valid.participants.iter().map(|p| p.name.clone()).collect();
     let binding = Binding { session: &id, title: &session.spec.title, epoch, points: &points };
-    let bind = || ctx.workers.allocate(&base, key, now, &binding);
+    let pod_name = pod.name_any();
+    let admin = Admin { key, now, pod: &pod_name };
+    let bind = || ctx.workers.allocate(&base, &admin, &binding);
     let unbound = |e| format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any());
     // A pod started bound knows its session, but not a raised epoch: tell it, so older links are
     // refused (the worker only ever raises its epoch, so repeating this is harmless).
@@ -345,7 +347,7 @@ async fn observe_worker(
         }
     }
     let unavailable = |e| format!("Worker pod {} is ready but its status is unavailable: {e}", pod.name_any());
-    let mut report = match ctx.workers.status(&base, key, now).await {
+    let mut report = match ctx.workers.status(&base, &admin).await {
         Ok(r) => r,
         Err(e) => return (None, unavailable(e)),
     };
@@ -355,7 +357,7 @@ async fn observe_worker(
         if let Err(e) = bind().await {
             return (None, unbound(e));
         }
-        report = match ctx.workers.status(&base, key, now).await {
+        report = match ctx.workers.status(&base, &admin).await {
             Ok(r) => r,
             Err(e) => return (None, unavailable(e)),
         };
