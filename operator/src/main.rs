@@ -114,6 +114,12 @@ struct RunArgs {
     /// Milliseconds between renewals (and a standby's attempts); at most a third of the Lease.
     #[arg(long, env = "TIEPDAN_LEADER_RETRY_MILLIS", default_value_t = 3000)]
     leader_retry_millis: u64,
+    /// A name the operator's CA may also sign for, besides the cluster's service domains (svc,
+    /// svc.cluster.local): the public entry host the offices' browsers reach, as a DNS name
+    /// (covering its subdomains), an IP address or an IP range (ADDRESS/PREFIX). Repeatable; the
+    /// variable takes a comma-separated list. The webhook URL's host is added by itself.
+    #[arg(long = "ca-permitted-name", env = "TIEPDAN_CA_PERMITTED_NAMES", value_delimiter = ',')]
+    ca_permitted_names: Vec<tiepdan_operator::pki::PermittedName>,
     /// Hours a session's signaling certificate is valid (renewed in its last third).
     #[arg(long, env = "TIEPDAN_SESSION_CERT_HOURS", default_value_t = 168, value_parser = clap::value_parser!(i64).range(1..=8760))]
     session_cert_hours: i64,
@@ -196,6 +202,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.monitoring_labels = args.monitoring_labels.into_iter().collect::<BTreeMap<_, _>>();
     config.ca_namespace = args.operator_namespace.clone();
     config.session_cert_validity = jiff::SignedDuration::from_hours(args.session_cert_hours);
+    // The webhook's serving certificate names its URL's host: the CA must permit it too.
+    let webhook_host = match &args.webhook_url {
+        Some(url) => Some(
+            Endpoint::Url(url.clone())
+                .url_host()
+                .context("--webhook-url has no host")?
+                .parse::<tiepdan_operator::pki::PermittedName>()
+                .context("--webhook-url's host")?,
+        ),
+        None => None,
+    };
+    config.ca_names = tiepdan_operator::pki::NamePolicy::new(args.ca_permitted_names.into_iter().chain(webhook_host));
     tracing::info!(exporting_spans = telemetry.exporting(), "tiepdan-operator starting");
 
     let _webhook = match (args.webhook_addr, args.webhook_service, args.webhook_url) {
@@ -219,6 +237,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     match_labels: Some(args.webhook_namespace_labels.into_iter().collect()),
                     ..Default::default()
                 }),
+                ca_names: config.ca_names.clone(),
                 owner_cluster_role: args.webhook_owner_cluster_role,
             };
             Some(webhook::runner::start(client.clone(), opts).await.context("failed to start the admission webhook")?)

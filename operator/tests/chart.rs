@@ -267,8 +267,14 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
     assert!(help.status.success());
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     // Every optional value set, so every flag the chart can pass is checked.
-    let docs =
-        documents(&template(&["--set", "watchNamespace=my-hao", "--set", "monitoring.labels.release=prometheus"]));
+    let docs = documents(&template(&[
+        "--set",
+        "watchNamespace=my-hao",
+        "--set",
+        "monitoring.labels.release=prometheus",
+        "--set",
+        "ca.permittedNames={tiepdan.example.vn,203.0.113.0/24}",
+    ]));
     let args = strings(&one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
     for a in &args[1..] {
@@ -281,6 +287,8 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
     for want in [
         "--namespace=my-hao",
         "--monitoring-label=release=prometheus",
+        "--ca-permitted-name=tiepdan.example.vn",
+        "--ca-permitted-name=203.0.113.0/24",
         "--metrics-addr=0.0.0.0:8080",
         // The webhook registers the Service in front of it, on the port it listens on.
         "--webhook-addr=0.0.0.0:8443",

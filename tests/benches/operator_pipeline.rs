@@ -52,8 +52,10 @@ fn main() {
     let valid = validate_session(&session.name_any(), &session.spec, &points, &cfg).expect("the example is valid");
     let key = [7u8; 32];
     let now: Timestamp = "2027-03-14T01:00:00Z".parse().expect("time");
-    let ca = pki::new_ca(now).expect("CA");
     let names = tls::subject_names(&session, &pool);
+    // The example pool announces a public address: the entry host the CA is permitted.
+    let permitted = pool.spec.announced_address.iter().map(|a| a.parse().expect("an address"));
+    let ca = pki::new_ca(now, pki::CA_MAX_VALIDITY, &pki::NamePolicy::new(permitted)).expect("CA");
     let extra = BTreeMap::new();
     let n = valid.participants.len();
 

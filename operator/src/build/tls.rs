@@ -256,6 +256,11 @@ mod tests {
         "2025-06-11T01:00:00Z".parse().unwrap()
     }
 
+    /// The CA permits the example pool's announced address (its entry host).
+    fn entry_host() -> pki::NamePolicy {
+        pki::NamePolicy::new(["203.0.113.7".parse().unwrap()])
+    }
+
     #[test]
     fn the_certificate_covers_the_service_names_and_the_announced_address() {
         let names = subject_names(&session(), &pool());
@@ -267,7 +272,7 @@ mod tests {
 
     #[test]
     fn an_own_ca_secret_is_reissued_only_when_due_or_its_inputs_change() {
-        let ca = pki::new_ca(now()).unwrap();
+        let ca = pki::new_ca(now(), pki::CA_MAX_VALIDITY, &entry_host()).unwrap();
         let names = subject_names(&session(), &pool());
         let validity = SignedDuration::from_hours(72);
         let cert = pki::issue_serving(&ca, &names, now(), validity).unwrap();
@@ -281,13 +286,13 @@ mod tests {
         assert_eq!(reissue_reason(Some(&secret), &names, &ca, validity, at(48)), Some("due for renewal"));
         let other_names = vec!["x.svc".to_owned()];
         assert_eq!(reissue_reason(Some(&secret), &other_names, &ca, validity, now()), Some("names changed"));
-        let other_ca = pki::new_ca(now()).unwrap();
+        let other_ca = pki::new_ca(now(), pki::CA_MAX_VALIDITY, &entry_host()).unwrap();
         assert_eq!(reissue_reason(Some(&secret), &names, &other_ca, validity, now()), Some("CA changed"));
     }
 
     #[test]
     fn the_pod_copy_carries_only_the_certificate_key_and_ca_and_the_fingerprint_is_the_leafs() {
-        let ca = pki::new_ca(now()).unwrap();
+        let ca = pki::new_ca(now(), pki::CA_MAX_VALIDITY, &entry_host()).unwrap();
         let names = subject_names(&session(), &pool());
         let cert = pki::issue_serving(&ca, &names, now(), SignedDuration::from_hours(72)).unwrap();
         let mut source = own_ca_secret(&session(), &cert, &ca, &names);

@@ -163,7 +163,7 @@ pub async fn ensure(
 /// The operator's CA, read (or created) once per process: it is never rotated in place.
 async fn ca(ctx: &Context, now: Timestamp) -> Result<Ca, Error> {
     ctx.ca
-        .get_or_try_init(|| registration::ensure_ca(&ctx.client, &ctx.config.ca_namespace, now))
+        .get_or_try_init(|| registration::ensure_ca(&ctx.client, &ctx.config.ca_namespace, now, &ctx.config.ca_names))
         .await
         .cloned()
         .map_err(Error::Ca)

@@ -37,6 +37,8 @@ pub struct OperatorConfig {
     pub monitoring_check_interval: Duration,
     /// The namespace of the operator's CA Secret (`tiepdan-ca`) and trust bundle ConfigMap.
     pub ca_namespace: String,
+    /// The names the operator's CA is constrained to (`--ca-permitted-name` and the service domains).
+    pub ca_names: crate::pki::NamePolicy,
     /// How long a session's signaling certificate is valid; it is renewed in its last third.
     pub session_cert_validity: jiff::SignedDuration,
     /// The counter the client's write requests go to (see [`crate::api_requests`]); exported on
@@ -56,6 +58,7 @@ impl Default for OperatorConfig {
             monitoring_labels: BTreeMap::new(),
             monitoring_check_interval: Duration::from_secs(60),
             ca_namespace: "tiepdan-system".to_owned(),
+            ca_names: crate::pki::NamePolicy::new([]),
             // A week covers provisioning the day before, rehearsal, the session and its grace,
             // with renewal well before expiry for long-lived or rescheduled sessions.
             session_cert_validity: jiff::SignedDuration::from_hours(24 * 7),

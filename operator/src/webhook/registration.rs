@@ -22,7 +22,7 @@ use kube::Resource;
 
 use crate::apply;
 use crate::build::labels;
-use crate::pki::{self, Ca};
+use crate::pki::{self, Ca, NamePolicy};
 
 /// The Secret holding the operator's CA.
 pub const CA_SECRET: &str = "tiepdan-ca";
@@ -47,6 +47,23 @@ pub enum Endpoint {
     Service { namespace: String, name: String, port: i32 },
     /// Out of cluster (tests, local runs): a base URL such as `https://127.0.0.1:8443`.
     Url(String),
+}
+
+impl Endpoint {
+    /// The host of a URL endpoint (what its serving certificate names, so the CA must permit it).
+    pub fn url_host(&self) -> Option<&str> {
+        match self {
+            Endpoint::Service { .. } => None,
+            Endpoint::Url(url) => {
+                let rest = url.split("://").nth(1).unwrap_or(url);
+                let host = match rest.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next(),
+                    None => rest.split(['/', ':']).next(),
+                };
+                host.filter(|h| !h.is_empty())
+            }
+        }
+    }
 }
 
 /// Options for the configurations.
@@ -150,39 +167,66 @@ pub fn mutating(reg: &Registration, ca_pem: &str) -> MutatingWebhookConfiguratio
     }
 }
 
-/// Loads the CA from its Secret in `namespace`, creating it (once; never overwritten) if absent,
-/// and publishes the trust bundle ConfigMap beside it.
-pub async fn ensure_ca(client: &kube::Client, namespace: &str, now: Timestamp) -> Result<Ca, Error> {
+/// The CA Secret's contents for `ca`.
+fn ca_secret(ca: &Ca) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(CA_SECRET.to_owned()),
+            labels: Some(labels::common(CA_SECRET, "ca")),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_owned(), ByteString(ca.cert_pem.clone().into_bytes())),
+            ("tls.key".to_owned(), ByteString(ca.key_pem.clone().into_bytes())),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Whether a stored CA can keep signing at `now` under `names`: constrained to exactly them and
+/// not expired. An unconstrained CA (made before constraints existed) is replaced.
+pub fn ca_fits(ca: &Ca, names: &NamePolicy, now: Timestamp) -> bool {
+    ca.names.as_ref() == Some(names) && now < ca.not_after
+}
+
+/// Loads the CA from its Secret in `namespace`, creating it if absent (or replacing one that is
+/// expired or constrained to other names), and publishes the trust bundle ConfigMap beside it.
+pub async fn ensure_ca(
+    client: &kube::Client,
+    namespace: &str,
+    now: Timestamp,
+    names: &NamePolicy,
+) -> Result<Ca, Error> {
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
     let read = |s: Secret| -> Option<Ca> {
         let d = s.data?;
         let text = |k: &str| d.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned());
-        Some(Ca { cert_pem: text("tls.crt")?, key_pem: text("tls.key")? })
+        Ca::from_pem(text("tls.crt")?, text("tls.key")?).ok()
     };
-    let ca = match secrets.get_opt(CA_SECRET).await.map_err(Error::CaSecret)?.and_then(read) {
-        Some(ca) => ca,
-        None => {
-            let ca = pki::new_ca(now)?;
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(CA_SECRET.to_owned()),
-                    labels: Some(labels::common(CA_SECRET, "ca")),
-                    ..Default::default()
-                },
-                type_: Some("kubernetes.io/tls".to_owned()),
-                data: Some(BTreeMap::from([
-                    ("tls.crt".to_owned(), ByteString(ca.cert_pem.clone().into_bytes())),
-                    ("tls.key".to_owned(), ByteString(ca.key_pem.clone().into_bytes())),
-                ])),
-                ..Default::default()
-            };
-            match secrets.create(&PostParams::default(), &secret).await {
-                Ok(_) => ca,
-                // Another replica created it first: use theirs.
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    secrets.get(CA_SECRET).await.map_err(Error::CaSecret).map(|s| read(s).unwrap_or(ca))?
+    let stored = secrets.get_opt(CA_SECRET).await.map_err(Error::CaSecret)?;
+    let exists = stored.is_some();
+    let ca = match stored.and_then(read) {
+        Some(ca) if ca_fits(&ca, names, now) => ca,
+        old => {
+            let ca = pki::new_ca(now, pki::CA_MAX_VALIDITY, names)?;
+            if exists {
+                tracing::warn!(
+                    stored = ?old.map(|c| (c.not_after, c.names.map(|n| n.to_string()))),
+                    names = %names,
+                    "replacing the operator's CA: expired, unreadable or constrained to other names"
+                );
+                apply::apply(&secrets, &ca_secret(&ca)).await?;
+                ca
+            } else {
+                match secrets.create(&PostParams::default(), &ca_secret(&ca)).await {
+                    Ok(_) => ca,
+                    // Another replica created it first: use theirs.
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        secrets.get(CA_SECRET).await.map_err(Error::CaSecret).map(|s| read(s).unwrap_or(ca))?
+                    }
+                    Err(e) => return Err(Error::CaSecret(e)),
                 }
-                Err(e) => return Err(Error::CaSecret(e)),
             }
         }
     };

@@ -44,6 +44,8 @@ pub struct WebhookOptions {
     pub endpoint: Endpoint,
     /// Only namespaces matching this selector are checked (all when `None`, as in a cluster).
     pub namespace_selector: Option<LabelSelector>,
+    /// The names the operator's CA is constrained to; must permit [`names`] of the endpoint.
+    pub ca_names: pki::NamePolicy,
     /// The ClusterRole owning both configurations (`--webhook-owner-cluster-role`; the chart
     /// passes its own), so they are deleted with it. `None`: nothing owns them.
     pub owner_cluster_role: Option<String>,
@@ -58,15 +60,14 @@ pub async fn cluster_role_owner(client: &kube::Client, name: &str) -> Result<Own
     role.as_ref().and_then(registration::cluster_role_owner).ok_or_else(|| Error::OwnerMissing(name.to_owned()))
 }
 
+/// The names the webhook's serving certificate carries (the CA must permit them: see
+/// [`Endpoint::url_host`]).
 fn names(opts: &WebhookOptions) -> Vec<String> {
     match &opts.endpoint {
         Endpoint::Service { namespace, name, .. } => {
             vec![format!("{name}.{namespace}.svc"), format!("{name}.{namespace}.svc.cluster.local")]
         }
-        Endpoint::Url(url) => {
-            let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or_default();
-            vec![host.to_owned()]
-        }
+        Endpoint::Url(_) => opts.endpoint.url_host().map(str::to_owned).into_iter().collect(),
     }
 }
 
@@ -79,7 +80,7 @@ pub async fn start(client: kube::Client, opts: WebhookOptions) -> Result<Webhook
     };
     // Certificates are about real time, whatever clock drives the timelines.
     let now = Timestamp::now();
-    let ca = registration::ensure_ca(&client, &opts.namespace, now).await?;
+    let ca = registration::ensure_ca(&client, &opts.namespace, now, &opts.ca_names).await?;
     let cert = pki::issue_serving(&ca, &names(&opts), now, SERVING_VALIDITY)?;
     let server = server::serve(opts.listen, &cert, Arc::new(SystemClock)).await?;
     let reg = Registration {
@@ -132,6 +133,7 @@ mod tests {
                 port: 8443,
             },
             namespace_selector: None,
+            ca_names: pki::NamePolicy::new([]),
             owner_cluster_role: None,
         };
         assert_eq!(names(&svc)[0], "tiepdan-operator.tiepdan-system.svc");

@@ -63,7 +63,8 @@ async fn the_webhook_refuses_what_the_schema_cannot_and_labels_points() {
     Api::<Namespace>::all(client.clone()).patch(&ns, &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
 
     let now: Timestamp = "2027-03-01T00:00:00Z".parse().unwrap();
-    let ca = registration::ensure_ca(&client, &ns, Timestamp::now()).await.unwrap();
+    let loopback = pki::NamePolicy::new(["127.0.0.1".parse().unwrap()]);
+    let ca = registration::ensure_ca(&client, &ns, Timestamp::now(), &loopback).await.unwrap();
     // The API server checks the serving certificate against the injected bundle on the real clock.
     let cert =
         pki::issue_serving(&ca, &["127.0.0.1".to_owned()], Timestamp::now(), SignedDuration::from_hours(1)).unwrap();
@@ -169,6 +170,7 @@ async fn the_configurations_belong_to_the_owner_cluster_role_and_go_with_it() {
             match_labels: Some([("tiepdan.io/webhook-owner-test".to_owned(), ns.clone())].into()),
             ..Default::default()
         }),
+        ca_names: pki::NamePolicy::new(["127.0.0.1".parse().unwrap()]),
         owner_cluster_role: Some(owner.to_owned()),
     };
 

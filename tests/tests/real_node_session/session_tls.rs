@@ -225,7 +225,12 @@ async fn with_an_issuer_named_the_operator_asks_cert_manager_and_serves_what_it_
     assert!(spec["dnsNames"].as_array().unwrap().contains(&serde_json::json!(format!("vnpt-signaling.{ns}.svc"))));
 
     // cert-manager issues: the Secret, then Ready on the Certificate.
-    let issuer = tiepdan_operator::pki::new_ca(now).unwrap();
+    let issuer = tiepdan_operator::pki::new_ca(
+        now,
+        tiepdan_operator::pki::CA_MAX_VALIDITY,
+        &tiepdan_operator::pki::NamePolicy::new([]),
+    )
+    .unwrap();
     let (secret, leaf) = cert_manager_secret(&issuer, &spec);
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
     secrets.create(&PostParams::default(), &secret).await.unwrap();
