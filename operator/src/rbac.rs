@@ -1,10 +1,16 @@
 //! What the operator calls on the API server: the one list its RBAC is checked against.
 //!
-//! The chart's ClusterRole and Role (`charts/tiepdan/templates/rbac.yaml`) grant exactly
-//! [`PERMISSIONS`], no more: `operator/tests/chart.rs` fails on any difference (and on any `*`),
-//! and `tests/tests/operator/chart_install.rs` installs the chart, asks the API server what its
-//! ServiceAccount may do, and runs the controllers as that ServiceAccount. A new API call needs a
+//! The chart's roles (`charts/tiepdan/templates/rbac.yaml`) grant exactly [`PERMISSIONS`], no
+//! more: `operator/tests/chart.rs` fails on any difference (and on any `*`), and
+//! `tests/tests/real_node_session/chart_install.rs` installs the chart, asks the API server what
+//! its ServiceAccount may do, and runs the operator as that ServiceAccount. A new API call needs a
 //! row here and a rule in the chart.
+//!
+//! By default the install is namespaced: what the controllers touch (sessions, pods, Secrets, …)
+//! is granted by a Role in the one watched namespace, the operator's own CA, trust bundle and
+//! Lease by a Role in its install namespace, and only what has no namespace (CRDs, webhook
+//! configurations, the chart's own ClusterRole) by a ClusterRole, each limited to named objects.
+//! Only `rbac.clusterWide: true` turns the watched-namespace Role into a ClusterRole.
 //!
 //! ```text
 //!  Permission { scope, group, resources, resource_names, verbs, why }
@@ -18,10 +24,13 @@ use std::collections::BTreeSet;
 /// Where a permission is granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
-    /// Every namespace and cluster-scoped objects: a ClusterRole.
+    /// Cluster-scoped objects: a ClusterRole.
     Cluster,
     /// Only the namespace the operator is installed in: a Role.
     InstallNamespace,
+    /// The namespace the controllers watch (`--namespace`): a Role there, or a ClusterRole
+    /// when the chart is installed with `rbac.clusterWide: true`.
+    WatchNamespace,
 }
 
 /// One rule: some verbs on some resources of one API group, and why the operator needs them.
@@ -44,7 +53,7 @@ pub struct Permission {
 /// the object when it is missing, which the API server authorizes as `create` too.
 pub const PERMISSIONS: &[Permission] = &[
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "tiepdan.io",
         resources: &["receptionsessions"],
         resource_names: &[],
@@ -53,7 +62,7 @@ pub const PERMISSIONS: &[Permission] = &[
               kube-runtime's finalizer helper JSON-patches metadata.finalizers on the session",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "tiepdan.io",
         resources: &["receptionpoints"],
         resource_names: &[],
@@ -61,7 +70,7 @@ pub const PERMISSIONS: &[Permission] = &[
         why: "controller::point and controller::session watch points and list a namespace's points",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "tiepdan.io",
         resources: &["mediaworkerpools"],
         resource_names: &[],
@@ -69,7 +78,7 @@ pub const PERMISSIONS: &[Permission] = &[
         why: "controller::pool and controller::session watch pools; session::provision gets the session's pool",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "tiepdan.io",
         resources: &["receptionsessions/status", "receptionpoints/status", "mediaworkerpools/status"],
         resource_names: &[],
@@ -78,7 +87,7 @@ pub const PERMISSIONS: &[Permission] = &[
               merge-patches a point's status",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "tiepdan.io",
         resources: &["receptionsessions/finalizers", "mediaworkerpools/finalizers"],
         resource_names: &[],
@@ -88,7 +97,7 @@ pub const PERMISSIONS: &[Permission] = &[
               update on the owner's finalizers",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "",
         resources: &["pods"],
         resource_names: &[],
@@ -98,7 +107,7 @@ pub const PERMISSIONS: &[Permission] = &[
               idle one is out of date (pool::delete_idle) and on clean-up",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "",
         resources: &["services"],
         resource_names: &[],
@@ -106,26 +115,25 @@ pub const PERMISSIONS: &[Permission] = &[
         why: "signaling Services: owned (watched) by sessions, applied, deleted by apply::delete_orphans",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "",
         resources: &["secrets"],
         resource_names: &[],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         why: "join tokens and certificate Secrets (owned by sessions, applied, deleted; \
-              controller::certificate gets the session's certificate Secret); signing_key::ensure_signing_key and \
-              webhook::registration::ensure_ca get and create their Secret once",
+              controller::certificate gets the session's certificate Secret); signing_key::ensure_signing_key gets \
+              and creates each pool's key once",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "",
         resources: &["configmaps"],
         resource_names: &[],
         verbs: &["get", "list", "create", "patch", "delete"],
-        why: "controller::monitoring applies and deletes each session's dashboard ConfigMap; \
-              webhook::registration::ensure_ca applies the trust bundle",
+        why: "controller::monitoring applies and deletes each session's dashboard ConfigMap",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "events.k8s.io",
         resources: &["events"],
         resource_names: &[],
@@ -146,7 +154,7 @@ pub const PERMISSIONS: &[Permission] = &[
               cert-manager's (certificate::CERT_MANAGER_CRDS)",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "cert-manager.io",
         resources: &["certificates"],
         resource_names: &[],
@@ -155,7 +163,7 @@ pub const PERMISSIONS: &[Permission] = &[
               label when the session ends",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "monitoring.coreos.com",
         resources: &["podmonitors", "prometheusrules"],
         resource_names: &[],
@@ -163,7 +171,7 @@ pub const PERMISSIONS: &[Permission] = &[
         why: "controller::monitoring applies each session's PodMonitor and PrometheusRule and deletes them by label",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "networking.k8s.io",
         resources: &["networkpolicies"],
         resource_names: &[],
@@ -171,7 +179,7 @@ pub const PERMISSIONS: &[Permission] = &[
         why: "session::provision applies each session's NetworkPolicy; apply::delete_orphans deletes it by label",
     },
     Permission {
-        scope: Scope::Cluster,
+        scope: Scope::WatchNamespace,
         group: "policy",
         resources: &["poddisruptionbudgets"],
         resource_names: &[],
@@ -200,6 +208,33 @@ pub const PERMISSIONS: &[Permission] = &[
     },
     Permission {
         scope: Scope::InstallNamespace,
+        group: "",
+        resources: &["secrets"],
+        resource_names: &[],
+        verbs: &["create"],
+        why: "webhook::registration::ensure_ca creates the CA Secret once (a create cannot name its object; the \
+              operator can read no Secret here but its CA's)",
+    },
+    Permission {
+        scope: Scope::InstallNamespace,
+        group: "",
+        resources: &["secrets"],
+        resource_names: &[CA_SECRET],
+        verbs: &["get", "patch"],
+        why: "webhook::registration::ensure_ca reads the CA Secret and server-side applies it when it replaces \
+              or rotates the CA",
+    },
+    Permission {
+        scope: Scope::InstallNamespace,
+        group: "",
+        resources: &["configmaps"],
+        resource_names: &[TRUST_BUNDLE],
+        verbs: &["get", "create", "patch"],
+        why: "webhook::registration::ensure_ca server-side applies the trust bundle (apply names the object \
+              even when it creates it)",
+    },
+    Permission {
+        scope: Scope::InstallNamespace,
         group: "coordination.k8s.io",
         resources: &["leases"],
         resource_names: &[],
@@ -225,6 +260,9 @@ pub const WEBHOOK_CONFIGURATION: &str = "tiepdan";
 pub const OWNER_CLUSTER_ROLE: &str = "tiepdan-operator";
 /// The name of the Lease `tiepdan-operator run --leader-elect` holds.
 pub const LEASE: &str = "tiepdan-operator";
+/// The operator's CA Secret and trust bundle ConfigMap, in its install namespace.
+pub const CA_SECRET: &str = crate::webhook::registration::CA_SECRET;
+pub const TRUST_BUNDLE: &str = crate::webhook::registration::TRUST_BUNDLE;
 
 /// One verb on one resource (or one named object of it), the unit RBAC rules are compared in.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -288,6 +326,11 @@ mod tests {
         let mut seen = BTreeSet::new();
         for p in PERMISSIONS {
             assert!(!p.why.trim().is_empty(), "{p:?} says why");
+            // Secrets are read only in the watched namespace (and the CA's, by name): never
+            // cluster-wide.
+            if p.resources.contains(&"secrets") {
+                assert_ne!(p.scope, Scope::Cluster, "{p:?} grants Secrets cluster-wide");
+            }
             for s in [&[p.group][..], p.resources, p.resource_names, p.verbs].concat() {
                 assert!(!s.contains('*'), "{p:?} has a wildcard");
             }

@@ -162,14 +162,48 @@ fn with_prometheus_operator_the_chart_adds_the_global_rules_and_a_service_monito
     assert!(of_kind(&off, "PrometheusRule").is_empty(), "monitoring.globalRules=false turns the rule off");
 }
 
-/// The render's ClusterRole and Role rules as grants, refusing wildcards and non-resource URLs.
-fn rendered_grants(docs: &[Value]) -> BTreeSet<Grant> {
+/// The chart's name for its objects in a release named `tiepdan`.
+const FULLNAME: &str = "tiepdan-operator";
+
+/// The role (and binding) holding the watched namespace's grants.
+fn watch_role_name() -> String {
+    format!("{FULLNAME}-watch")
+}
+
+/// The render's ClusterRoles and Roles as grants, refusing wildcards and non-resource URLs:
+/// `<fullname>` is the cluster-scoped ClusterRole and the install namespace's Role,
+/// `<fullname>-watch` the watched namespace's (a Role in `watch`, or a ClusterRole for `None`).
+fn rendered_grants(docs: &[Value], watch: Option<&str>) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
-    for (kind, scope) in [("ClusterRole", Scope::Cluster), ("Role", Scope::InstallNamespace)] {
+    for kind in ["ClusterRole", "Role"] {
         for role in of_kind(docs, kind) {
-            if scope == Scope::InstallNamespace {
-                assert_eq!(str_at(role, &["metadata", "namespace"]), NAMESPACE, "the Role is in the install namespace");
-            }
+            let name = str_at(role, &["metadata", "name"]);
+            let scope = match (kind, name == FULLNAME) {
+                ("ClusterRole", true) => Scope::Cluster,
+                (_, true) => {
+                    assert_eq!(
+                        str_at(role, &["metadata", "namespace"]),
+                        NAMESPACE,
+                        "{name} is in the install namespace"
+                    );
+                    Scope::InstallNamespace
+                }
+                (_, false) => {
+                    assert_eq!(name, watch_role_name(), "an unexpected {kind}");
+                    match watch {
+                        Some(ns) => {
+                            assert_eq!(kind, "Role", "the watched namespace's grants are a Role");
+                            assert_eq!(
+                                str_at(role, &["metadata", "namespace"]),
+                                ns,
+                                "{name} is in the watched namespace"
+                            );
+                        }
+                        None => assert_eq!(kind, "ClusterRole", "rbac.clusterWide renders a ClusterRole"),
+                    }
+                    Scope::WatchNamespace
+                }
+            };
             assert!(role.get("aggregationRule").is_none(), "{kind} aggregates no other role");
             for rule in role["rules"].as_sequence().expect("rules") {
                 assert!(rule.get("nonResourceURLs").is_none(), "no non-resource URLs: {rule:?}");
@@ -187,13 +221,10 @@ fn rendered_grants(docs: &[Value]) -> BTreeSet<Grant> {
     grants
 }
 
-#[test]
-fn rbac_has_no_wildcard_and_grants_exactly_what_the_operator_calls() {
-    let docs = rendered();
-    let got = rendered_grants(&docs);
+fn assert_grants_are_the_operators(got: &BTreeSet<Grant>) {
     let want = rbac::grants();
     let show = |s: BTreeSet<&Grant>| s.iter().map(|g| format!("\n  {g}")).collect::<String>();
-    let missing = show(want.difference(&got).collect());
+    let missing = show(want.difference(got).collect());
     let extra = show(got.difference(&want).collect());
     assert!(
         missing.is_empty() && extra.is_empty(),
@@ -202,25 +233,99 @@ fn rbac_has_no_wildcard_and_grants_exactly_what_the_operator_calls() {
 }
 
 #[test]
+fn rbac_has_no_wildcard_and_grants_exactly_what_the_operator_calls() {
+    assert_grants_are_the_operators(&rendered_grants(&rendered(), Some(NAMESPACE)));
+    let cluster_wide = documents(&template(&["--set", "rbac.clusterWide=true"]));
+    assert_grants_are_the_operators(&rendered_grants(&cluster_wide, None));
+}
+
+fn deployment_args(docs: &[Value]) -> Vec<String> {
+    strings(&one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
+}
+
+/// Every (kind, resource) a ClusterRole of `docs` grants.
+fn cluster_wide_resources(docs: &[Value]) -> BTreeSet<String> {
+    of_kind(docs, "ClusterRole")
+        .into_iter()
+        .flat_map(|r| r["rules"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|rule| strings(&rule["resources"]))
+        .collect()
+}
+
+/// The default install is namespaced: no ClusterRole grants Secrets (or anything with a
+/// namespace), and the operator watches the namespace its Role is in.
+#[test]
+fn by_default_the_install_is_namespaced_and_grants_no_cluster_wide_secret_access() {
+    let cluster_scoped = BTreeSet::from(
+        [
+            "customresourcedefinitions",
+            "validatingwebhookconfigurations",
+            "mutatingwebhookconfigurations",
+            "clusterroles",
+        ]
+        .map(str::to_owned),
+    );
+    for (values, watch) in [(&[][..], NAMESPACE), (&["--set", "watchNamespace=my-hao"][..], "my-hao")] {
+        let docs = documents(&template(values));
+        let resources = cluster_wide_resources(&docs);
+        assert!(!resources.contains("secrets"), "no cluster-wide Secrets with {values:?}: {resources:?}");
+        assert_eq!(resources, cluster_scoped, "ClusterRoles grant only cluster-scoped kinds with {values:?}");
+        assert!(of_kind(&docs, "ClusterRoleBinding").len() == 1, "only the cluster-scoped ClusterRole is bound");
+        assert!(deployment_args(&docs).contains(&format!("--namespace={watch}")), "{:?}", deployment_args(&docs));
+        rendered_grants(&docs, Some(watch));
+    }
+    // The committed render is the default.
+    assert!(!cluster_wide_resources(&rendered()).contains("secrets"));
+}
+
+/// Cluster-wide access only when asked for, and never half-asked.
+#[test]
+fn cluster_wide_rbac_is_an_explicit_opt_in() {
+    let docs = documents(&template(&["--set", "rbac.clusterWide=true"]));
+    assert!(cluster_wide_resources(&docs).contains("secrets"));
+    assert!(!deployment_args(&docs).iter().any(|a| a.starts_with("--namespace")), "every namespace is watched");
+    let both = Command::new(helm())
+        .args(["template", "tiepdan", "charts/tiepdan", "--namespace", NAMESPACE])
+        .args(["--set", "rbac.clusterWide=true", "--set", "watchNamespace=my-hao"])
+        .current_dir(repo())
+        .output()
+        .expect("run helm");
+    let err = String::from_utf8_lossy(&both.stderr);
+    assert!(!both.status.success() && err.contains("rbac.clusterWide") && err.contains("watchNamespace"), "{err}");
+}
+
+#[test]
 fn the_roles_are_bound_to_the_service_account_the_operator_runs_as() {
-    let docs = rendered();
-    let sa = one(&docs, "ServiceAccount");
-    let sa_name = str_at(sa, &["metadata", "name"]);
-    assert_eq!(str_at(sa, &["metadata", "namespace"]), NAMESPACE);
-    let deployment = one(&docs, "Deployment");
-    assert_eq!(str_at(deployment, &["spec", "template", "spec", "serviceAccountName"]), sa_name);
-    // The webhook configurations' owner, which the operator may get by name, is this ClusterRole.
-    assert_eq!(str_at(one(&docs, "ClusterRole"), &["metadata", "name"]), rbac::OWNER_CLUSTER_ROLE);
-    for (binding, role) in [("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")] {
-        let b = one(&docs, binding);
-        assert_eq!(str_at(b, &["roleRef", "kind"]), role);
-        assert_eq!(str_at(b, &["roleRef", "name"]), str_at(one(&docs, role), &["metadata", "name"]));
-        let subjects = b["subjects"].as_sequence().expect("subjects");
-        assert_eq!(subjects.len(), 1, "{binding} binds only the operator");
-        assert_eq!(
-            (str_at(&subjects[0], &["kind"]), str_at(&subjects[0], &["name"]), str_at(&subjects[0], &["namespace"])),
-            ("ServiceAccount", sa_name, NAMESPACE)
-        );
+    for docs in [rendered(), documents(&template(&["--set", "rbac.clusterWide=true"]))] {
+        let sa = one(&docs, "ServiceAccount");
+        let sa_name = str_at(sa, &["metadata", "name"]);
+        assert_eq!(str_at(sa, &["metadata", "namespace"]), NAMESPACE);
+        let deployment = one(&docs, "Deployment");
+        assert_eq!(str_at(deployment, &["spec", "template", "spec", "serviceAccountName"]), sa_name);
+        // The webhook configurations' owner, which the operator may get by name, is this ClusterRole.
+        let roles: Vec<&Value> = [of_kind(&docs, "ClusterRole"), of_kind(&docs, "Role")].concat();
+        assert!(roles.iter().any(|r| str_at(r, &["metadata", "name"]) == rbac::OWNER_CLUSTER_ROLE));
+        let bindings: Vec<&Value> = [of_kind(&docs, "ClusterRoleBinding"), of_kind(&docs, "RoleBinding")].concat();
+        assert_eq!(bindings.len(), roles.len(), "one binding per role");
+        for b in bindings {
+            let kind = str_at(b, &["roleRef", "kind"]);
+            let name = str_at(b, &["roleRef", "name"]);
+            let role = roles
+                .iter()
+                .find(|r| str_at(r, &["kind"]) == kind && str_at(r, &["metadata", "name"]) == name)
+                .unwrap_or_else(|| panic!("{kind} {name} bound but not rendered"));
+            assert_eq!(b["metadata"]["namespace"], role["metadata"]["namespace"], "bound where the role is");
+            let subjects = b["subjects"].as_sequence().expect("subjects");
+            assert_eq!(subjects.len(), 1, "{name} binds only the operator");
+            assert_eq!(
+                (
+                    str_at(&subjects[0], &["kind"]),
+                    str_at(&subjects[0], &["name"]),
+                    str_at(&subjects[0], &["namespace"])
+                ),
+                ("ServiceAccount", sa_name, NAMESPACE)
+            );
+        }
     }
 }
 

@@ -32,3 +32,17 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{/*
+The namespace the controllers watch: watchNamespace, else the release's own. With
+rbac.clusterWide every namespace is watched, so watchNamespace must stay empty.
+*/}}
+{{- define "tiepdan.watchNamespace" -}}
+{{- if .Values.rbac.clusterWide -}}
+{{- if .Values.watchNamespace -}}
+{{- fail "rbac.clusterWide: true watches every namespace; leave watchNamespace empty (or set rbac.clusterWide: false to watch only watchNamespace)" -}}
+{{- end -}}
+{{- else -}}
+{{- default .Release.Namespace .Values.watchNamespace -}}
+{{- end -}}
+{{- end -}}

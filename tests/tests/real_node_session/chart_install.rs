@@ -143,10 +143,17 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
     Api::<Service>::namespaced(client.clone(), &ns).get(&name).await.unwrap();
     // The installed roles grant what operator/src/rbac.rs lists (as operator/tests/chart.rs checks
     // on the render).
+    // Namespaced by default: the watched namespace (the release's own here) has its Role, and no
+    // ClusterRole but the cluster-scoped one exists.
     let cluster_rules = Api::<ClusterRole>::all(client.clone()).get(&name).await.unwrap().rules.unwrap_or_default();
-    let ns_rules = Api::<Role>::namespaced(client.clone(), &ns).get(&name).await.unwrap().rules.unwrap_or_default();
+    let roles = Api::<Role>::namespaced(client.clone(), &ns);
+    let ns_rules = roles.get(&name).await.unwrap().rules.unwrap_or_default();
+    let watch_rules = roles.get(&format!("{name}-watch")).await.unwrap().rules.unwrap_or_default();
+    assert!(Api::<ClusterRole>::all(client.clone()).get_opt(&format!("{name}-watch")).await.unwrap().is_none());
     let mut installed = BTreeSet::new();
-    for (scope, rules) in [(Scope::Cluster, cluster_rules), (Scope::InstallNamespace, ns_rules)] {
+    for (scope, rules) in
+        [(Scope::Cluster, cluster_rules), (Scope::InstallNamespace, ns_rules), (Scope::WatchNamespace, watch_rules)]
+    {
         for r in rules {
             let (groups, names) = (r.api_groups.unwrap_or_default(), r.resource_names.unwrap_or_default());
             installed.extend(rbac::flatten(scope, &groups, &r.resources.unwrap_or_default(), &names, &r.verbs));
@@ -162,7 +169,7 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
     assert!(args.contains(&owner_flag), "{owner_flag} in {args:?}");
 
     // Every listed grant, asked of the API server's authorizer: in another namespace for the
-    // cluster-wide ones, in the install namespace for the Role's.
+    // cluster-scoped ones, in the install (and watched) namespace for the Roles'.
     let reviews = Api::<SubjectAccessReview>::all(client.clone());
     for g in release_grants(&release) {
         let (resource, subresource) = match g.resource.split_once('/') {
@@ -171,7 +178,7 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
         };
         let namespace = match g.scope {
             Scope::Cluster => "default".to_owned(),
-            Scope::InstallNamespace => ns.clone(),
+            Scope::InstallNamespace | Scope::WatchNamespace => ns.clone(),
         };
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
@@ -201,11 +208,12 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
     // kubectl's view, as an administrator would check it.
     let own_role = format!("clusterroles.rbac.authorization.k8s.io/{name}");
     let sample_allowed: &[&[&str]] = &[
-        &["list", "receptionsessions.tiepdan.io", "--all-namespaces"],
-        &["patch", "receptionsessions.tiepdan.io", "--subresource=status", "-n", "default"],
-        &["create", "pods", "-n", "default"],
-        &["delete", "services", "-n", "default"],
-        &["create", "events.events.k8s.io", "-n", "default"],
+        &["list", "receptionsessions.tiepdan.io", "-n", &ns],
+        &["patch", "receptionsessions.tiepdan.io", "--subresource=status", "-n", &ns],
+        &["create", "pods", "-n", &ns],
+        &["delete", "services", "-n", &ns],
+        &["list", "secrets", "-n", &ns],
+        &["create", "events.events.k8s.io", "-n", &ns],
         &["get", "customresourcedefinitions.apiextensions.k8s.io/podmonitors.monitoring.coreos.com"],
         &["patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/tiepdan"],
         &["create", "leases.coordination.k8s.io", "-n", &ns],
@@ -217,22 +225,28 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
     }
     let denied: &[&[&str]] = &[
         &["*", "*", "--all-namespaces"],
+        // Namespaced: nothing in a namespace it does not watch, Secrets least of all.
+        &["get", "secrets", "-n", "default"],
+        &["list", "secrets", "--all-namespaces"],
+        &["watch", "secrets", "--all-namespaces"],
+        &["list", "receptionsessions.tiepdan.io", "--all-namespaces"],
+        &["create", "pods", "-n", "default"],
         &["create", "clusterroles.rbac.authorization.k8s.io"],
         &["bind", "clusterroles.rbac.authorization.k8s.io"],
         &["impersonate", "serviceaccounts", "-n", &ns],
         &["delete", "nodes"],
         &["create", "namespaces"],
-        &["update", "pods", "-n", "default"],
-        &["create", "pods", "--subresource=exec", "-n", "default"],
-        &["delete", "receptionsessions.tiepdan.io", "-n", "default"],
-        &["create", "receptionpoints.tiepdan.io", "-n", "default"],
+        &["update", "pods", "-n", &ns],
+        &["create", "pods", "--subresource=exec", "-n", &ns],
+        &["delete", "receptionsessions.tiepdan.io", "-n", &ns],
+        &["create", "receptionpoints.tiepdan.io", "-n", &ns],
         &["get", "customresourcedefinitions.apiextensions.k8s.io/receptionsessions.tiepdan.io"],
         &["list", "customresourcedefinitions.apiextensions.k8s.io"],
         &["create", "leases.coordination.k8s.io", "-n", "default"],
         &["patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/someone-elses"],
         &["delete", "validatingwebhookconfigurations.admissionregistration.k8s.io/tiepdan"],
         &["update", "leases.coordination.k8s.io/kube-controller-manager", "-n", &ns],
-        &["create", "servicemonitors.monitoring.coreos.com", "-n", "default"],
+        &["create", "servicemonitors.monitoring.coreos.com", "-n", &ns],
         &["get", "clusterroles.rbac.authorization.k8s.io/cluster-admin"],
         &["list", "clusterroles.rbac.authorization.k8s.io"],
         &["update", &own_role],
