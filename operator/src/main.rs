@@ -120,6 +120,13 @@ struct RunArgs {
     /// variable takes a comma-separated list. The webhook URL's host is added by itself.
     #[arg(long = "ca-permitted-name", env = "TIEPDAN_CA_PERMITTED_NAMES", value_delimiter = ',')]
     ca_permitted_names: Vec<tiepdan_operator::pki::PermittedName>,
+    /// Days each of the operator's CAs is valid (1 to 365).
+    #[arg(long, env = "TIEPDAN_CA_VALIDITY_DAYS", default_value_t = 365)]
+    ca_validity_days: i64,
+    /// Days before the CA expires its successor is created and published in the trust bundle
+    /// beside it; it signs from half that time later. Default: a third of --ca-validity-days.
+    #[arg(long, env = "TIEPDAN_CA_ROTATION_LEAD_DAYS")]
+    ca_rotation_lead_days: Option<i64>,
     /// Hours a session's signaling certificate is valid (renewed in its last third).
     #[arg(long, env = "TIEPDAN_SESSION_CERT_HOURS", default_value_t = 168, value_parser = clap::value_parser!(i64).range(1..=8760))]
     session_cert_hours: i64,
@@ -214,6 +221,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     config.ca_names = tiepdan_operator::pki::NamePolicy::new(args.ca_permitted_names.into_iter().chain(webhook_host));
+    config.ca_rotation =
+        tiepdan_operator::pki::rotation::RotationPolicy::from_days(args.ca_validity_days, args.ca_rotation_lead_days)?;
     tracing::info!(exporting_spans = telemetry.exporting(), "tiepdan-operator starting");
 
     let _webhook = match (args.webhook_addr, args.webhook_service, args.webhook_url) {
@@ -238,6 +247,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 }),
                 ca_names: config.ca_names.clone(),
+                ca_rotation: config.ca_rotation,
                 owner_cluster_role: args.webhook_owner_cluster_role,
             };
             Some(webhook::runner::start(client.clone(), opts).await.context("failed to start the admission webhook")?)

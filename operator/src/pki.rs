@@ -6,6 +6,7 @@
 //! It is name-constrained (see [`names`]) and valid for at most [`CA_MAX_VALIDITY`].
 
 mod names;
+pub mod rotation;
 
 use jiff::{SignedDuration, Timestamp};
 use rcgen::{
@@ -92,6 +93,7 @@ fn read_ca_cert(pem: &str) -> Result<(Timestamp, Timestamp, Option<NamePolicy>),
 pub struct ServingCert {
     pub cert_pem: String,
     pub key_pem: String,
+    pub issued_at: Timestamp,
     pub not_after: Timestamp,
 }
 
@@ -151,7 +153,7 @@ pub fn issue_serving(
     p.not_before = to_time(now - SignedDuration::from_mins(5))?;
     p.not_after = to_time(not_after)?;
     let cert = p.signed_by(&key, &issuer).map_err(|source| Error::Generate { what: "serving", source })?;
-    Ok(ServingCert { cert_pem: cert.pem(), key_pem: key.serialize_pem(), not_after })
+    Ok(ServingCert { cert_pem: cert.pem(), key_pem: key.serialize_pem(), issued_at: now, not_after })
 }
 
 /// Whether a certificate expiring at `not_after` is due for renewal at `now`: within the last

@@ -220,9 +220,9 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "",
         resources: &["secrets"],
         resource_names: &[CA_SECRET],
-        verbs: &["get", "patch"],
-        why: "webhook::registration::ensure_ca reads the CA Secret and server-side applies it when it replaces \
-              or rotates the CA",
+        verbs: &["get", "update"],
+        why: "webhook::registration::ensure_ca and rotate read the CA Secret and replace it (fenced on the \
+              resourceVersion read) when they replace or rotate the CA",
     },
     Permission {
         scope: Scope::InstallNamespace,

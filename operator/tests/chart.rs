@@ -379,6 +379,8 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
         "monitoring.labels.release=prometheus",
         "--set",
         "ca.permittedNames={tiepdan.example.vn,203.0.113.0/24}",
+        "--set",
+        "ca.rotationLeadDays=90",
     ]));
     let args = strings(&one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
@@ -394,6 +396,8 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
         "--monitoring-label=release=prometheus",
         "--ca-permitted-name=tiepdan.example.vn",
         "--ca-permitted-name=203.0.113.0/24",
+        "--ca-validity-days=365",
+        "--ca-rotation-lead-days=90",
         "--metrics-addr=0.0.0.0:8080",
         // The webhook registers the Service in front of it, on the port it listens on.
         "--webhook-addr=0.0.0.0:8443",

@@ -38,6 +38,9 @@ pub const SECRET_TYPE: &str = "kubernetes.io/tls";
 pub const ANNOTATION_NOT_AFTER: &str = "tiepdan.io/not-after";
 pub const ANNOTATION_NAMES: &str = "tiepdan.io/subject-names";
 pub const ANNOTATION_CA: &str = "tiepdan.io/ca-sha256";
+/// When it was issued: the operator's CA leaves the trust bundle only once a worker has had time
+/// to load the leaf that replaced its own (see [`crate::pki::rotation`]).
+pub const ANNOTATION_ISSUED_AT: &str = "tiepdan.io/issued-at";
 
 /// The session's TLS Secret.
 pub fn secret_name(session: &str) -> String {
@@ -67,6 +70,7 @@ pub fn own_ca_secret(session: &ReceptionSession, cert: &ServingCert, ca: &Ca, na
         session_child_meta(session, secret_name(&session.name_any()), labels::COMPONENT_TLS, &BTreeMap::new());
     meta.annotations = Some(BTreeMap::from([
         (ANNOTATION_NOT_AFTER.to_owned(), cert.not_after.to_string()),
+        (ANNOTATION_ISSUED_AT.to_owned(), cert.issued_at.to_string()),
         (ANNOTATION_NAMES.to_owned(), names.join(",")),
         (ANNOTATION_CA.to_owned(), pem_sha256(&ca.cert_pem).unwrap_or_default()),
     ]));
@@ -108,6 +112,16 @@ pub fn reissue_reason(
         Some(not_after) if crate::pki::needs_renewal(not_after, validity, now) => Some("due for renewal"),
         Some(_) => None,
     }
+}
+
+/// The rotation's view of an own-CA Secret: which CA signed its leaf and when. `None` for a
+/// cert-manager Secret or a pod's copy (neither says). A Secret from before `issued-at` was
+/// recorded counts as issued long ago.
+pub fn leaf_of(secret: &Secret) -> Option<crate::pki::rotation::Leaf> {
+    let a = secret.metadata.annotations.as_ref()?;
+    let issuer_sha256 = a.get(ANNOTATION_CA)?.clone();
+    let issued_at = a.get(ANNOTATION_ISSUED_AT).and_then(|t| t.parse().ok()).unwrap_or(Timestamp::UNIX_EPOCH);
+    Some(crate::pki::rotation::Leaf { issuer_sha256, issued_at })
 }
 
 /// The copy of the session's certificate that worker pod `pod` mounts. Only the certificate, its

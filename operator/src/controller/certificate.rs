@@ -160,13 +160,10 @@ pub async fn ensure(
     Ok((Issued::Ready { issuer, sha256, not_after }, keep))
 }
 
-/// The operator's CA, read (or created) once per process: it is never rotated in place.
+/// The operator's signing CA (see [`super::ca_rotation`]): a rotation's new CA signs only once
+/// the trust bundle carries it, and a leaf it did not sign is re-issued ("CA changed").
 async fn ca(ctx: &Context, now: Timestamp) -> Result<Ca, Error> {
-    ctx.ca
-        .get_or_try_init(|| registration::ensure_ca(&ctx.client, &ctx.config.ca_namespace, now, &ctx.config.ca_names))
-        .await
-        .cloned()
-        .map_err(Error::Ca)
+    super::ca_rotation::current(ctx, now).await.map(|set| set.signing).map_err(Error::Ca)
 }
 
 /// Deletes the session's cert-manager `Certificate`s (before their Secrets, or cert-manager would

@@ -39,6 +39,11 @@ pub struct OperatorConfig {
     pub ca_namespace: String,
     /// The names the operator's CA is constrained to (`--ca-permitted-name` and the service domains).
     pub ca_names: crate::pki::NamePolicy,
+    /// The CA's validity and when its successor is prepared (`--ca-validity-days`,
+    /// `--ca-rotation-lead-days`).
+    pub ca_rotation: crate::pki::rotation::RotationPolicy,
+    /// How often (real time) the CA rotation is re-checked; at once on a clock jump too.
+    pub ca_check_interval: Duration,
     /// How long a session's signaling certificate is valid; it is renewed in its last third.
     pub session_cert_validity: jiff::SignedDuration,
     /// The counter the client's write requests go to (see [`crate::api_requests`]); exported on
@@ -59,6 +64,8 @@ impl Default for OperatorConfig {
             monitoring_check_interval: Duration::from_secs(60),
             ca_namespace: "tiepdan-system".to_owned(),
             ca_names: crate::pki::NamePolicy::new([]),
+            ca_rotation: crate::pki::rotation::RotationPolicy::default(),
+            ca_check_interval: Duration::from_secs(300),
             // A week covers provisioning the day before, rehearsal, the session and its grace,
             // with renewal well before expiry for long-lived or rescheduled sessions.
             session_cert_validity: jiff::SignedDuration::from_hours(24 * 7),
@@ -83,8 +90,8 @@ pub struct Context {
     pub ready: Arc<AtomicBool>,
     /// The API server's minor version, read once (features such as NetworkPolicy `endPort`).
     pub server_minor: tokio::sync::OnceCell<u32>,
-    /// The operator's CA, read once (it is never rotated in place).
-    pub ca: tokio::sync::OnceCell<crate::pki::Ca>,
+    /// The operator's CAs as the last rotation pass left them (see [`super::ca_rotation`]).
+    pub ca: tokio::sync::Mutex<Option<crate::pki::rotation::CaSet>>,
 }
 
 impl Context {
@@ -117,7 +124,7 @@ impl Context {
             metrics: Arc::new(metrics),
             ready: Arc::new(AtomicBool::new(false)),
             server_minor: tokio::sync::OnceCell::new(),
-            ca: tokio::sync::OnceCell::new(),
+            ca: tokio::sync::Mutex::new(None),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The controllers: one kube-runtime Controller per kind, sharing a [`Context`].
 
 pub mod allocation;
+pub mod ca_rotation;
 pub mod certificate;
 pub mod context;
 pub mod crds;
@@ -97,8 +98,9 @@ pub async fn run_gated(
     let sessions = session::controller(ctx.clone(), stop()).for_each(|_| async {});
     let pools = pool::controller(ctx.clone(), stop()).for_each(|_| async {});
     let points = point::controller(ctx.clone(), stop()).for_each(|_| async {});
+    let ca = ca_rotation::run(ctx.clone(), stop());
     let all = async {
-        tokio::join!(sessions, pools, points);
+        tokio::join!(sessions, pools, points, ca);
     };
     // A controller shuts down gracefully only once its cache has listed; with the API server
     // unreachable that never happens, and SIGTERM would wait for the kubelet's SIGKILL. Give the

@@ -22,6 +22,7 @@ use kube::Resource;
 
 use crate::apply;
 use crate::build::labels;
+use crate::pki::rotation::{self, CaSet, Leaf, Retiring, RotationPolicy, Step};
 use crate::pki::{self, Ca, NamePolicy};
 
 /// The Secret holding the operator's CA.
@@ -38,6 +39,8 @@ pub enum Error {
     Pki(#[from] pki::Error),
     #[error(transparent)]
     Apply(#[from] apply::Error),
+    #[error("no CA after rotating")]
+    NoCa,
 }
 
 /// Where the API server reaches the webhook.
@@ -167,69 +170,75 @@ pub fn mutating(reg: &Registration, ca_pem: &str) -> MutatingWebhookConfiguratio
     }
 }
 
-/// The CA Secret's contents for `ca`.
-fn ca_secret(ca: &Ca) -> Secret {
+/// Keys of the CA Secret beyond `tls.crt`/`tls.key` (the signing CA): its successor while a
+/// rotation overlaps, and its predecessor's certificate (no key) until retired.
+const NEXT_CERT: &str = "next.crt";
+const NEXT_KEY: &str = "next.key";
+const PREVIOUS_CERT: &str = "previous.crt";
+/// When the bundle carrying `next` was published, and when `previous` stopped signing.
+const ANNOTATION_NEXT_PUBLISHED: &str = "tiepdan.io/next-published-at";
+const ANNOTATION_PREVIOUS_SINCE: &str = "tiepdan.io/previous-since";
+
+/// The CA Secret holding `set`.
+fn ca_secret(namespace: &str, set: &CaSet) -> Secret {
+    let b = |s: &str| ByteString(s.as_bytes().to_vec());
+    let mut data = BTreeMap::from([
+        ("tls.crt".to_owned(), b(&set.signing.cert_pem)),
+        ("tls.key".to_owned(), b(&set.signing.key_pem)),
+    ]);
+    let mut annotations = BTreeMap::new();
+    if let Some((next, published)) = &set.next {
+        data.insert(NEXT_CERT.to_owned(), b(&next.cert_pem));
+        data.insert(NEXT_KEY.to_owned(), b(&next.key_pem));
+        if let Some(t) = published {
+            annotations.insert(ANNOTATION_NEXT_PUBLISHED.to_owned(), t.to_string());
+        }
+    }
+    if let Some(prev) = &set.previous {
+        data.insert(PREVIOUS_CERT.to_owned(), b(&prev.cert_pem));
+        annotations.insert(ANNOTATION_PREVIOUS_SINCE.to_owned(), prev.since.to_string());
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(CA_SECRET.to_owned()),
+            namespace: Some(namespace.to_owned()),
             labels: Some(labels::common(CA_SECRET, "ca")),
+            annotations: Some(annotations),
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".to_owned()),
-        data: Some(BTreeMap::from([
-            ("tls.crt".to_owned(), ByteString(ca.cert_pem.clone().into_bytes())),
-            ("tls.key".to_owned(), ByteString(ca.key_pem.clone().into_bytes())),
-        ])),
+        data: Some(data),
         ..Default::default()
     }
 }
 
-/// Whether a stored CA can keep signing at `now` under `names`: constrained to exactly them and
-/// not expired. An unconstrained CA (made before constraints existed) is replaced.
-pub fn ca_fits(ca: &Ca, names: &NamePolicy, now: Timestamp) -> bool {
-    ca.names.as_ref() == Some(names) && now < ca.not_after
+/// The CAs a CA Secret holds; `None` when its signing CA is missing or unreadable. A successor or
+/// predecessor that cannot be read is dropped (a new one is prepared).
+fn read_ca_secret(secret: &Secret) -> Option<CaSet> {
+    let d = secret.data.as_ref()?;
+    let text = |k: &str| d.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let annotation =
+        |k: &str| secret.metadata.annotations.as_ref().and_then(|a| a.get(k)).and_then(|t| t.parse::<Timestamp>().ok());
+    let signing = Ca::from_pem(text("tls.crt")?, text("tls.key")?).ok()?;
+    let next = match (text(NEXT_CERT), text(NEXT_KEY)) {
+        (Some(c), Some(k)) => Ca::from_pem(c, k).ok().map(|n| (n, annotation(ANNOTATION_NEXT_PUBLISHED))),
+        _ => None,
+    };
+    let previous = text(PREVIOUS_CERT).and_then(|cert_pem| {
+        let not_after = Ca::from_pem(cert_pem.clone(), String::new()).ok()?.not_after;
+        Some(Retiring { cert_pem, not_after, since: annotation(ANNOTATION_PREVIOUS_SINCE)? })
+    });
+    Some(CaSet { signing, next, previous })
 }
 
-/// Loads the CA from its Secret in `namespace`, creating it if absent (or replacing one that is
-/// expired or constrained to other names), and publishes the trust bundle ConfigMap beside it.
-pub async fn ensure_ca(
-    client: &kube::Client,
-    namespace: &str,
-    now: Timestamp,
-    names: &NamePolicy,
-) -> Result<Ca, Error> {
+/// The stored CAs, if any.
+pub async fn load_ca_set(client: &kube::Client, namespace: &str) -> Result<Option<CaSet>, Error> {
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    let read = |s: Secret| -> Option<Ca> {
-        let d = s.data?;
-        let text = |k: &str| d.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned());
-        Ca::from_pem(text("tls.crt")?, text("tls.key")?).ok()
-    };
-    let stored = secrets.get_opt(CA_SECRET).await.map_err(Error::CaSecret)?;
-    let exists = stored.is_some();
-    let ca = match stored.and_then(read) {
-        Some(ca) if ca_fits(&ca, names, now) => ca,
-        old => {
-            let ca = pki::new_ca(now, pki::CA_MAX_VALIDITY, names)?;
-            if exists {
-                tracing::warn!(
-                    stored = ?old.map(|c| (c.not_after, c.names.map(|n| n.to_string()))),
-                    names = %names,
-                    "replacing the operator's CA: expired, unreadable or constrained to other names"
-                );
-                apply::apply(&secrets, &ca_secret(&ca)).await?;
-                ca
-            } else {
-                match secrets.create(&PostParams::default(), &ca_secret(&ca)).await {
-                    Ok(_) => ca,
-                    // Another replica created it first: use theirs.
-                    Err(kube::Error::Api(s)) if s.code == 409 => {
-                        secrets.get(CA_SECRET).await.map_err(Error::CaSecret).map(|s| read(s).unwrap_or(ca))?
-                    }
-                    Err(e) => return Err(Error::CaSecret(e)),
-                }
-            }
-        }
-    };
+    Ok(secrets.get_opt(CA_SECRET).await.map_err(Error::CaSecret)?.as_ref().and_then(read_ca_secret))
+}
+
+/// Publishes the trust bundle ConfigMap (`ca.crt`: every CA of `set`) beside the CA Secret.
+async fn publish_bundle(client: &kube::Client, namespace: &str, set: &CaSet) -> Result<(), Error> {
     let bundle = ConfigMap {
         metadata: ObjectMeta {
             name: Some(TRUST_BUNDLE.to_owned()),
@@ -237,17 +246,138 @@ pub async fn ensure_ca(
             labels: Some(labels::common(TRUST_BUNDLE, "trust-bundle")),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([("ca.crt".to_owned(), ca.cert_pem.clone())])),
+        data: Some(BTreeMap::from([("ca.crt".to_owned(), set.bundle_pem())])),
         ..Default::default()
     };
     apply::apply(&Api::<ConfigMap>::namespaced(client.clone(), namespace), &bundle).await?;
-    Ok(ca)
+    Ok(())
 }
 
-/// Applies both configurations with the CA bundle.
-pub async fn register(client: &kube::Client, reg: &Registration, ca: &Ca) -> Result<(), Error> {
-    apply::apply(&Api::<ValidatingWebhookConfiguration>::all(client.clone()), &validating(reg, &ca.cert_pem)).await?;
-    apply::apply(&Api::<MutatingWebhookConfiguration>::all(client.clone()), &mutating(reg, &ca.cert_pem)).await?;
+/// Replaces the CA Secret with `set`, fenced on the `resource_version` read: a key that `set`
+/// no longer holds (a retired CA's certificate) is gone, which a server-side apply would not
+/// guarantee for a field another manager once wrote. Returns the new resourceVersion.
+async fn replace_ca(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    set: &CaSet,
+    resource_version: Option<String>,
+) -> Result<Option<String>, Error> {
+    let mut secret = ca_secret(namespace, set);
+    secret.metadata.resource_version = resource_version;
+    let written = secrets.replace(CA_SECRET, &PostParams::default(), &secret).await.map_err(Error::CaSecret)?;
+    Ok(written.metadata.resource_version)
+}
+
+/// Stores a first CA: created (never overwriting another replica's, whose CA is returned
+/// instead) when there was no Secret, replacing an unusable one (read at `resource_version`).
+async fn create_ca(
+    client: &kube::Client,
+    namespace: &str,
+    existing: Option<Option<String>>,
+    set: CaSet,
+) -> Result<(CaSet, Option<String>), Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    if let Some(resource_version) = existing {
+        let rv = replace_ca(&secrets, namespace, &set, resource_version).await?;
+        return Ok((set, rv));
+    }
+    match secrets.create(&PostParams::default(), &ca_secret(namespace, &set)).await {
+        Ok(created) => Ok((set, created.metadata.resource_version)),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let theirs = secrets.get(CA_SECRET).await.map_err(Error::CaSecret)?;
+            let rv = theirs.metadata.resource_version.clone();
+            Ok((read_ca_secret(&theirs).unwrap_or(set), rv))
+        }
+        Err(e) => Err(Error::CaSecret(e)),
+    }
+}
+
+/// Loads the CAs from their Secret in `namespace`, creating a CA constrained to `names` when there
+/// is none usable (missing or expired), and publishes the trust bundle. Never rotates: that is
+/// [`rotate`]'s, run by the leader.
+pub async fn ensure_ca(
+    client: &kube::Client,
+    namespace: &str,
+    now: Timestamp,
+    names: &NamePolicy,
+    policy: &RotationPolicy,
+) -> Result<CaSet, Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let stored = secrets.get_opt(CA_SECRET).await.map_err(Error::CaSecret)?;
+    let set = match stored.as_ref().and_then(read_ca_secret) {
+        Some(set) if now < set.signing.not_after => set,
+        _ => {
+            let set = CaSet::new(pki::new_ca(now, policy.validity, names)?);
+            let existing = stored.map(|s| s.metadata.resource_version);
+            create_ca(client, namespace, existing, set).await?.0
+        }
+    };
+    publish_bundle(client, namespace, &set).await?;
+    Ok(set)
+}
+
+/// Takes every rotation step due at `now` (see [`pki::rotation`]), storing the CAs and publishing
+/// the bundle as each step requires, and returns the CAs. `leaves`: the leaves stored for
+/// sessions.
+pub async fn rotate(
+    client: &kube::Client,
+    namespace: &str,
+    now: Timestamp,
+    names: &NamePolicy,
+    policy: &RotationPolicy,
+    leaves: &[Leaf],
+) -> Result<CaSet, Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let stored = secrets.get_opt(CA_SECRET).await.map_err(Error::CaSecret)?;
+    let mut resource_version = stored.as_ref().map(|s| s.metadata.resource_version.clone());
+    let mut set = stored.as_ref().and_then(read_ca_secret);
+    // Each step changes what `decide` sees; five covers Create → Prepare → Publish → Switch → Retire.
+    for _ in 0..5 {
+        let step = rotation::decide(set.as_ref(), names, policy, leaves, now);
+        let next = match (step, set.take()) {
+            (Step::Keep, Some(s)) => {
+                set = Some(s);
+                break;
+            }
+            (Step::Create, _) | (_, None) => {
+                let fresh = CaSet::new(pki::new_ca(now, policy.validity, names)?);
+                let (s, rv) = create_ca(client, namespace, resource_version, fresh).await?;
+                resource_version = Some(rv);
+                publish_bundle(client, namespace, &s).await?;
+                set = Some(s);
+                tracing::info!(names = %names, "created the operator's CA");
+                continue;
+            }
+            (Step::Prepare, Some(s)) => CaSet { next: Some((pki::new_ca(now, policy.validity, names)?, None)), ..s },
+            (Step::Publish, Some(s)) => {
+                // The bundle with both first; only then is `next` recorded as published.
+                publish_bundle(client, namespace, &s).await?;
+                CaSet { next: s.next.map(|(n, _)| (n, Some(now))), ..s }
+            }
+            (Step::Switch, Some(s)) => match s.next {
+                Some((next, _)) => {
+                    let prev = Retiring { cert_pem: s.signing.cert_pem, not_after: s.signing.not_after, since: now };
+                    CaSet { signing: next, next: None, previous: Some(prev) }
+                }
+                None => s,
+            },
+            (Step::Retire, Some(s)) => CaSet { previous: None, ..s },
+        };
+        resource_version = Some(replace_ca(&secrets, namespace, &next, resource_version.flatten()).await?);
+        if step != Step::Prepare {
+            publish_bundle(client, namespace, &next).await?;
+        }
+        tracing::info!(?step, signing_until = %next.signing.not_after, "rotated the operator's CA");
+        set = Some(next);
+    }
+    set.ok_or(Error::NoCa)
+}
+
+/// Applies both configurations with `bundle_pem` (every CA of the set, see [`CaSet::bundle_pem`])
+/// as their CA bundle.
+pub async fn register(client: &kube::Client, reg: &Registration, bundle_pem: &str) -> Result<(), Error> {
+    apply::apply(&Api::<ValidatingWebhookConfiguration>::all(client.clone()), &validating(reg, bundle_pem)).await?;
+    apply::apply(&Api::<MutatingWebhookConfiguration>::all(client.clone()), &mutating(reg, bundle_pem)).await?;
     Ok(())
 }
 

@@ -46,6 +46,8 @@ pub struct WebhookOptions {
     pub namespace_selector: Option<LabelSelector>,
     /// The names the operator's CA is constrained to; must permit [`names`] of the endpoint.
     pub ca_names: pki::NamePolicy,
+    /// The CA's validity, should this replica create the first one.
+    pub ca_rotation: pki::rotation::RotationPolicy,
     /// The ClusterRole owning both configurations (`--webhook-owner-cluster-role`; the chart
     /// passes its own), so they are deleted with it. `None`: nothing owns them.
     pub owner_cluster_role: Option<String>,
@@ -80,8 +82,8 @@ pub async fn start(client: kube::Client, opts: WebhookOptions) -> Result<Webhook
     };
     // Certificates are about real time, whatever clock drives the timelines.
     let now = Timestamp::now();
-    let ca = registration::ensure_ca(&client, &opts.namespace, now, &opts.ca_names).await?;
-    let cert = pki::issue_serving(&ca, &names(&opts), now, SERVING_VALIDITY)?;
+    let mut cas = registration::ensure_ca(&client, &opts.namespace, now, &opts.ca_names, &opts.ca_rotation).await?;
+    let cert = pki::issue_serving(&cas.signing, &names(&opts), now, SERVING_VALIDITY)?;
     let server = server::serve(opts.listen, &cert, Arc::new(SystemClock)).await?;
     let reg = Registration {
         name: opts.name.clone(),
@@ -89,7 +91,7 @@ pub async fn start(client: kube::Client, opts: WebhookOptions) -> Result<Webhook
         namespace_selector: opts.namespace_selector.clone(),
         owner,
     };
-    registration::register(&client, &reg, &ca).await?;
+    registration::register(&client, &reg, &cas.bundle_pem()).await?;
     tracing::info!(addr = %server.local_addr, "admission webhook serving");
 
     let tls = server.tls_config();
@@ -99,19 +101,53 @@ pub async fn start(client: kube::Client, opts: WebhookOptions) -> Result<Webhook
         loop {
             tick.tick().await;
             let now = Timestamp::now();
-            if !pki::needs_renewal(not_after, SERVING_VALIDITY, now) {
-                continue;
+            // The leader rotates the CAs; this replica follows what is stored.
+            let stored = match registration::load_ca_set(&client, &opts.namespace).await {
+                Ok(Some(set)) => set,
+                Ok(None) => cas.clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to read the operator's CAs");
+                    cas.clone()
+                }
+            };
+            let signer_changed = stored.signing != cas.signing;
+            if stored.bundle_pem() != cas.bundle_pem() {
+                // The stored bundle, plus the CA of the certificate served until the reload below,
+                // should that CA have left it already.
+                let mut bundle = stored.bundle_pem();
+                if !bundle.contains(&cas.signing.cert_pem) {
+                    bundle.push_str(&cas.signing.cert_pem);
+                }
+                if let Err(e) = registration::register(&client, &reg, &bundle).await {
+                    tracing::warn!(error = %e, "failed to register the webhook with the new CA bundle");
+                    continue;
+                }
             }
-            match pki::issue_serving(&ca, &names(&opts), now, SERVING_VALIDITY) {
-                Ok(c) => match tls.reload_from_pem(c.cert_pem.into_bytes(), c.key_pem.into_bytes()).await {
-                    Ok(()) => {
-                        not_after = c.not_after;
-                        tracing::info!("renewed the webhook's serving certificate");
+            if signer_changed || pki::needs_renewal(not_after, SERVING_VALIDITY, now) {
+                match pki::issue_serving(&stored.signing, &names(&opts), now, SERVING_VALIDITY) {
+                    Ok(c) => match tls.reload_from_pem(c.cert_pem.into_bytes(), c.key_pem.into_bytes()).await {
+                        Ok(()) => {
+                            not_after = c.not_after;
+                            tracing::info!("renewed the webhook's serving certificate");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "failed to load the renewed webhook certificate");
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed to renew the webhook certificate");
+                        continue;
                     }
-                    Err(e) => tracing::warn!(error = %e, "failed to load the renewed webhook certificate"),
-                },
-                Err(e) => tracing::warn!(error = %e, "failed to renew the webhook certificate"),
+                }
             }
+            if stored.bundle_pem() != cas.bundle_pem() {
+                if let Err(e) = registration::register(&client, &reg, &stored.bundle_pem()).await {
+                    tracing::warn!(error = %e, "failed to register the webhook with the new CA bundle");
+                    continue;
+                }
+            }
+            cas = stored;
         }
     });
     Ok(server)
@@ -134,6 +170,7 @@ mod tests {
             },
             namespace_selector: None,
             ca_names: pki::NamePolicy::new([]),
+            ca_rotation: pki::rotation::RotationPolicy::default(),
             owner_cluster_role: None,
         };
         assert_eq!(names(&svc)[0], "tiepdan-operator.tiepdan-system.svc");

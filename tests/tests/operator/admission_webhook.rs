@@ -64,7 +64,8 @@ async fn the_webhook_refuses_what_the_schema_cannot_and_labels_points() {
 
     let now: Timestamp = "2027-03-01T00:00:00Z".parse().unwrap();
     let loopback = pki::NamePolicy::new(["127.0.0.1".parse().unwrap()]);
-    let ca = registration::ensure_ca(&client, &ns, Timestamp::now(), &loopback).await.unwrap();
+    let cas = registration::ensure_ca(&client, &ns, Timestamp::now(), &loopback, &Default::default()).await.unwrap();
+    let ca = cas.signing.clone();
     // The API server checks the serving certificate against the injected bundle on the real clock.
     let cert =
         pki::issue_serving(&ca, &["127.0.0.1".to_owned()], Timestamp::now(), SignedDuration::from_hours(1)).unwrap();
@@ -80,7 +81,7 @@ async fn the_webhook_refuses_what_the_schema_cannot_and_labels_points() {
         }),
         owner: None,
     };
-    registration::register(&client, &reg, &ca).await.unwrap();
+    registration::register(&client, &reg, &cas.bundle_pem()).await.unwrap();
 
     // The mutating webhook is live once a new point gets its level label.
     let points = Api::<ReceptionPoint>::namespaced(client.clone(), &ns);
@@ -171,6 +172,7 @@ async fn the_configurations_belong_to_the_owner_cluster_role_and_go_with_it() {
             ..Default::default()
         }),
         ca_names: pki::NamePolicy::new(["127.0.0.1".parse().unwrap()]),
+        ca_rotation: Default::default(),
         owner_cluster_role: Some(owner.to_owned()),
     };
 

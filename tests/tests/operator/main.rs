@@ -11,6 +11,7 @@ mod common;
 
 mod admission_webhook;
 mod api_schema;
+mod ca_rotation;
 mod leader_election;
 mod leader_faults;
 mod monitoring;

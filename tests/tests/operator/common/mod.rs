@@ -104,6 +104,7 @@ pub fn test_config(namespace: &str) -> OperatorConfig {
         status_poll: Duration::from_millis(500),
         error_backoff: Duration::from_millis(500),
         ca_namespace: namespace.to_owned(),
+        ca_check_interval: Duration::from_millis(200),
         ..Default::default()
     }
 }
