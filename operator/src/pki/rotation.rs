@@ -216,6 +216,9 @@ mod tests {
         }
     }
 
+    /// What, the stored CAs, the stored leaves, when, and the step wanted.
+    type Case<'a> = (&'a str, Option<&'a CaSet>, Vec<Leaf>, Timestamp, Step);
+
     fn leaf(ca: &Ca, issued_at: Timestamp) -> Leaf {
         Leaf { issuer_sha256: sha(ca), issued_at }
     }
@@ -241,7 +244,7 @@ mod tests {
         let reissued = |at| vec![leaf(&new, at), leaf(&new, t0())];
         let only_new = CaSet::new(new.clone());
         #[rustfmt::skip]
-        let cases: Vec<(&str, Option<&CaSet>, Vec<Leaf>, Timestamp, Step)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("nothing stored", None, vec![], t0(), Step::Create),
             ("fresh CA", Some(&keep_old), vec![], t0() + days(1), Step::Keep),
             ("just before the lead", Some(&keep_old), vec![], old.not_after - days(10) - mins(1), Step::Keep),
