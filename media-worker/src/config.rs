@@ -183,7 +183,8 @@ pub struct ProbeArgs {
     #[arg(long, env = "TIEPDAN_PROBE_SERVER_NAME", requires = "ca_file")]
     pub server_name: Option<String>,
 
-    /// Join token (see the `token` subcommand).
+    /// A probe token (role `probe`: `token --role probe`, or `tiepdan-operator links --probe`);
+    /// a point's link is refused plain RTP.
     #[arg(long, env = "TIEPDAN_PROBE_TOKEN")]
     pub token: String,
 
@@ -222,7 +223,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// host or participant.
+    /// host, participant, or probe (the synthetic prober: plain RTP, never a point).
     #[arg(long, value_enum, default_value_t = RoleArg::Participant)]
     pub role: RoleArg,
 
@@ -243,6 +244,7 @@ pub struct TokenArgs {
 pub enum RoleArg {
     Host,
     Participant,
+    Probe,
 }
 
 impl From<RoleArg> for Role {
@@ -250,6 +252,7 @@ impl From<RoleArg> for Role {
         match value {
             RoleArg::Host => Role::Host,
             RoleArg::Participant => Role::Participant,
+            RoleArg::Probe => Role::Probe,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::config::Thresholds;
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::LocalRunner;
 use crate::metrics::Metrics;
-use crate::room::{ConnectionId, JoinSnapshot, Kick, MemberKey, NewMember, Outbox, Room, RoomError};
+use crate::room::{Class, ConnectionId, JoinSnapshot, Kick, MemberKey, NewMember, Outbox, Room, RoomError};
 use crate::signaling::protocol::{ErrorCode, PeerInfo, RequestId, ServerEnvelope, ServerMessage};
 use crate::tokens::{unix_now, JoinRules, TokenError, TokenKey, VerifiedJoin};
 use crate::verification::{MediaSample, PointRecord, WorkerStatus};
@@ -38,8 +38,11 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    fn admits(&self, point: &PointName) -> bool {
-        self.points.as_ref().is_none_or(|p| p.contains(point))
+    /// Whether a member may be in the session: a point on the list (or any point without one),
+    /// or any probe: the list names points, and a probe is never one (it is still bound to the
+    /// session, the time window and the epoch like every token).
+    fn admits(&self, class: Class, point: &PointName) -> bool {
+        class == Class::Probe || self.points.as_ref().is_none_or(|p| p.contains(point))
     }
 }
 
@@ -132,7 +135,7 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        if self.room.leave(&self.key) {
+        if self.room.leave(&self.key) && self.key.class == Class::Point {
             self.registry.point_left(self.generation, &self.key.point);
         }
     }
@@ -234,7 +237,7 @@ impl Registry {
         // Kicking members takes the room's lock; never nest it inside the registry's.
         drop(guard);
         if let Some(room) = revoke {
-            room.revoke(|epoch, point| epoch < allocation.epoch || !allocation.admits(point));
+            room.revoke(|epoch, class, point| epoch < allocation.epoch || !allocation.admits(class, point));
         }
         Ok(allocation)
     }
@@ -304,7 +307,7 @@ impl Registry {
         let verified = self
             .token_key
             .verify_join(token, JoinRules { session: &allocation.session, min_epoch: allocation.epoch, now })?;
-        if !allocation.admits(&verified.point) {
+        if !allocation.admits(Class::of(verified.role), &verified.point) {
             return Err(JoinError::PointRemoved(verified.point));
         }
         Ok((allocation, verified))
@@ -339,7 +342,8 @@ impl Registry {
             },
         };
         room.join(NewMember { peer, conn, epoch: verified.epoch, outbox, kick }, welcome)?;
-        let key = MemberKey { point: verified.point.clone(), conn };
+        let class = Class::of(verified.role);
+        let key = MemberKey { class, point: verified.point.clone(), conn };
         // From here on, dropping the membership undoes the join.
         let membership = Membership { registry: Arc::clone(self), room, key, generation };
         {
@@ -348,14 +352,21 @@ impl Registry {
                 // Deallocated while joining; the membership's drop cleans up.
                 return Err(JoinError::Room(RoomError::Closed));
             }
-            state
-                .points
-                .entry(verified.point.clone())
-                .or_insert_with(|| PointRecord::new(verified.display_name.clone()))
-                .on_join(verified.display_name.clone());
+            // Only points have a record: a probe is never listed, present or verified, even
+            // when its token names a point.
+            if class == Class::Point {
+                state
+                    .points
+                    .entry(verified.point.clone())
+                    .or_insert_with(|| PointRecord::new(verified.display_name.clone()))
+                    .on_join(verified.display_name.clone());
+            }
         }
         self.metrics.joins.inc();
-        tracing::info!(session = %allocation.session, point = %verified.point, conn = conn.0, "point joined");
+        tracing::info!(
+            session = %allocation.session, point = %verified.point, conn = conn.0, probe = verified.role.is_probe(),
+            "point joined"
+        );
         Ok(Joined { membership, kicked, expires: crate::tokens::refused_from(verified.expires_at) })
     }
 

@@ -3,9 +3,12 @@
 //!
 //! ```text
 //! Room ── Router
-//!  └─ members: point ─> Member { conn, peer, outbox, kick, media }
-//!                                              └─ transports / producers / consumers
+//!  └─ members: (class, point) ─> Member { conn, peer, outbox, kick, media }
+//!                                                       └─ transports / producers / consumers
 //! ```
+//!
+//! Points and probes are two classes that never see each other (see [`Class`]); only probes may
+//! open plain-RTP transports, and those learn their remote address from the first packet.
 //!
 //! Ownership is the lifecycle: mediasoup objects close when their last handle drops, so removing
 //! a member closes everything it created, and the Router closes when the last `Arc<Room>` (held
@@ -17,11 +20,13 @@
 
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
-use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, ServerEnvelope, ServerMessage};
+use crate::signaling::protocol::{
+    Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage,
+};
 use crate::workers::media_codecs;
 use mediasoup::prelude::{
     Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions,
-    PlainTransportRemoteParameters, Producer, ProducerId, ProducerOptions, Router, RouterOptions, RtpCapabilities,
+    Producer, ProducerId, ProducerOptions, Router, RouterOptions, RtpCapabilities,
     RtpCapabilitiesFinalized, RtpParameters, Transport, TransportId, TransportListenIp, TransportListenIps,
     WebRtcTransport, WebRtcTransportOptions, WebRtcTransportRemoteParameters, Worker,
 };
@@ -39,11 +44,43 @@ const MAX_CONSUMERS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u64);
 
+/// Which name space a member is in. Points and probes never see each other:
+/// - a probe cannot consume a point's media, which plain RTP would carry unencrypted to wherever
+///   the probe is;
+/// - a point never receives a probe's synthetic media, so a probe cannot make a point look as if
+///   it received another point's audio and video (verification);
+/// - a probe token naming a point cannot replace that point's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    Point,
+    Probe,
+}
+
+impl Class {
+    pub fn of(role: Role) -> Self {
+        if role.is_probe() {
+            Self::Probe
+        } else {
+            Self::Point
+        }
+    }
+}
+
+/// A member's identity in the room: the same name in the two classes is two members.
+type MemberId = (Class, PointName);
+
 /// A member as seen by one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberKey {
+    pub class: Class,
     pub point: PointName,
     pub conn: ConnectionId,
+}
+
+impl MemberKey {
+    fn id(&self) -> MemberId {
+        (self.class, self.point.clone())
+    }
 }
 
 /// Messages the room pushes to a member's connection.
@@ -105,6 +142,17 @@ pub enum RoomError {
     CannotConsume,
     #[error("too many {0} for one point")]
     Limit(&'static str),
+    #[error(
+        "plain RTP transports (no DTLS/SRTP) are only for probe tokens; a point's console connects over WebRTC"
+    )]
+    PlainTransportForbidden,
+    #[error(
+        "the worker never sends to an address a client names: it learns a plain transport's remote address \
+         from the first packet that arrives on it (send RTP or RTCP to the transport's ip and port)"
+    )]
+    RemoteAddressForbidden,
+    #[error("a probe consumes each producer at most once, so it cannot multiply traffic")]
+    AlreadyConsuming,
     #[error("failed to {what}: {detail}")]
     Media { what: &'static str, detail: String },
     #[error("failed to reach the media thread")]
@@ -121,7 +169,9 @@ impl RoomError {
             Self::ProducerNotFound => ErrorCode::ProducerNotFound,
             Self::ConsumerNotFound => ErrorCode::ConsumerNotFound,
             Self::CannotConsume => ErrorCode::CannotConsume,
-            Self::Limit(_) => ErrorCode::LimitExceeded,
+            Self::Limit(_) | Self::AlreadyConsuming => ErrorCode::LimitExceeded,
+            Self::PlainTransportForbidden => ErrorCode::PlainTransportForbidden,
+            Self::RemoteAddressForbidden => ErrorCode::RemoteAddressForbidden,
             Self::Media { .. } => ErrorCode::MediaRejected,
             Self::MediaThread(_) => ErrorCode::Internal,
         }
@@ -162,6 +212,7 @@ pub struct PeerMedia {
 
 #[derive(Debug)]
 struct Member {
+    class: Class,
     conn: ConnectionId,
     peer: PeerInfo,
     epoch: u64,
@@ -186,7 +237,14 @@ impl Member {
 #[derive(Debug, Default)]
 struct RoomState {
     closed: bool,
-    members: BTreeMap<PointName, Member>,
+    members: BTreeMap<MemberId, Member>,
+}
+
+impl RoomState {
+    /// The members `class` sees (itself included).
+    fn class(&self, class: Class) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(move |m| m.class == class)
+    }
 }
 
 /// Everything a newly joined member needs to start.
@@ -197,7 +255,7 @@ pub struct JoinSnapshot {
     pub producers: Vec<ProducerInfo>,
 }
 
-/// A copy of one member's media handles, for the statistics poller.
+/// A copy of one point's media handles, for the statistics poller.
 #[derive(Debug, Clone)]
 pub struct MemberMedia {
     pub point: PointName,
@@ -268,18 +326,20 @@ impl Room {
     /// no push can overtake it.
     pub fn join(&self, new: NewMember, welcome: impl FnOnce(&JoinSnapshot) -> ServerEnvelope) -> Result<(), RoomError> {
         let mut graveyard = Vec::new();
+        let class = Class::of(new.peer.role);
+        let id = (class, new.peer.point.clone());
         {
             let mut state = self.lock();
             if state.closed {
                 return Err(RoomError::Closed);
             }
-            if let Some(mut old) = remove_member(&mut state, &new.peer.point) {
+            if let Some(mut old) = remove_member(&mut state, &id) {
                 old.kick(Kick::Replaced);
                 graveyard.push(old);
             }
-            let peers = state.members.values().map(|m| m.peer.clone()).collect();
-            let producers = state.members.values().flat_map(producer_infos).collect();
-            for member in state.members.values() {
+            let peers = state.class(class).map(|m| m.peer.clone()).collect();
+            let producers = state.class(class).flat_map(producer_infos).collect();
+            for member in state.class(class) {
                 member.push(ServerMessage::PeerJoined {
                     point: new.peer.point.clone(),
                     display_name: new.peer.display_name.clone(),
@@ -290,8 +350,9 @@ impl Room {
                 JoinSnapshot { router_rtp_capabilities: self.router.rtp_capabilities().clone(), peers, producers };
             let _ = new.outbox.send(welcome(&snapshot));
             state.members.insert(
-                new.peer.point.clone(),
+                id,
                 Member {
+                    class,
                     conn: new.conn,
                     peer: new.peer,
                     epoch: new.epoch,
@@ -310,8 +371,8 @@ impl Room {
     pub fn leave(&self, key: &MemberKey) -> bool {
         let removed = {
             let mut state = self.lock();
-            match state.members.get(&key.point) {
-                Some(member) if member.conn == key.conn => remove_member(&mut state, &key.point),
+            match state.members.get(&key.id()) {
+                Some(member) if member.conn == key.conn => remove_member(&mut state, &key.id()),
                 _ => None,
             }
         };
@@ -337,12 +398,11 @@ impl Room {
         }
     }
 
-    /// Disconnects members whose token epoch is below `epoch`.
-    /// Disconnects every member for which `revoked(token epoch, point)` holds: tokens below a
-    /// raised epoch, and points taken out of the session.
-    pub fn revoke(&self, revoked: impl Fn(u64, &PointName) -> bool) {
+    /// Disconnects every member for which `revoked(token epoch, class, point)` holds: tokens below
+    /// a raised epoch, and points taken out of the session.
+    pub fn revoke(&self, revoked: impl Fn(u64, Class, &PointName) -> bool) {
         for member in self.lock().members.values_mut() {
-            if revoked(member.epoch, &member.peer.point) {
+            if revoked(member.epoch, member.class, &member.peer.point) {
                 member.kick(Kick::TokenRevoked);
             }
         }
@@ -352,11 +412,11 @@ impl Room {
         self.lock().members.len()
     }
 
-    /// Copies of every member's media handles (cheap: they are reference-counted).
+    /// Copies of every point's media handles (cheap: they are reference-counted). Probes are left
+    /// out: their traffic is synthetic and must not show in, or verify, any point's figures.
     pub fn media_snapshot(&self) -> Vec<MemberMedia> {
         self.lock()
-            .members
-            .values()
+            .class(Class::Point)
             .map(|m| MemberMedia {
                 point: m.peer.point.clone(),
                 transports: m.media.transports.values().map(|t| t.transport.clone()).collect(),
@@ -373,7 +433,7 @@ impl Room {
         f: impl FnOnce(&mut Member) -> Result<R, RoomError>,
     ) -> Result<R, RoomError> {
         let mut state = self.lock();
-        match state.members.get_mut(&key.point) {
+        match state.members.get_mut(&key.id()) {
             Some(member) if member.conn == key.conn => f(member),
             _ => Err(RoomError::NotMember),
         }
@@ -453,12 +513,22 @@ impl Room {
         Ok(ServerMessage::TransportConnected { transport_id })
     }
 
+    /// A plain RTP transport, for probes only. It is always created in comedia mode: the worker
+    /// sends only to the address the first incoming packet came from, never to one a client
+    /// names, so a leaked token cannot turn the worker into a reflector aimed at a third party.
+    /// (Binding an address in the probe's token was the alternative; comedia needs no address
+    /// known when the token is issued, which the prober, often behind NAT, cannot know.)
+    /// mediasoup 0.8.5 logs an error when it fails to parse the resulting `tuple` notification;
+    /// the C++ worker has learnt the address all the same, and the statistics poller reads it
+    /// from the transport's stats.
     pub async fn create_plain_transport(
         &self,
         key: &MemberKey,
         direction: Direction,
-        comedia: bool,
     ) -> Result<ServerMessage, RoomError> {
+        if key.class != Class::Probe {
+            return Err(RoomError::PlainTransportForbidden);
+        }
         self.check_transport_room(key)?;
         let router = self.router.clone();
         let listen_ip = self.listen_ip;
@@ -466,7 +536,7 @@ impl Room {
             .media
             .run(move || async move {
                 let mut options = PlainTransportOptions::new(listen_ip);
-                options.comedia = comedia;
+                options.comedia = true;
                 options.rtcp_mux = true;
                 router.create_plain_transport(options).await
             })
@@ -478,38 +548,10 @@ impl Room {
             direction,
             ip: listen_ip.announced_ip.unwrap_or(tuple.local_ip()),
             port: tuple.local_port(),
-            comedia,
         };
         let entry = TransportEntry { direction, transport: MediaTransport::Plain(transport.clone()) };
         self.store_transport(key, transport.id(), entry)?;
         Ok(reply)
-    }
-
-    pub async fn connect_plain_transport(
-        &self,
-        key: &MemberKey,
-        transport_id: TransportId,
-        ip: IpAddr,
-        port: u16,
-        rtcp_port: Option<u16>,
-    ) -> Result<ServerMessage, RoomError> {
-        let MediaTransport::Plain(transport) = self.transport(key, transport_id)?.transport else {
-            return Err(RoomError::TransportNotFound);
-        };
-        self.media
-            .run(move || async move {
-                transport
-                    .connect(PlainTransportRemoteParameters {
-                        ip: Some(ip),
-                        port: Some(port),
-                        rtcp_port,
-                        srtp_parameters: None,
-                    })
-                    .await
-            })
-            .await?
-            .map_err(|e| RoomError::media("connect the plain transport")(&e))?;
-        Ok(ServerMessage::TransportConnected { transport_id })
     }
 
     pub async fn produce(
@@ -546,13 +588,13 @@ impl Room {
         let stored = {
             let mut state = self.lock();
             let state = &mut *state;
-            match state.members.get_mut(&key.point) {
+            match state.members.get_mut(&key.id()) {
                 Some(member) if member.conn == key.conn => {
                     if let Some(producer) = leftover.take() {
                         member.media.producers.insert(producer_id, producer);
                     }
-                    for (point, other) in &state.members {
-                        if point != &key.point {
+                    for ((class, point), other) in &state.members {
+                        if *class == key.class && point != &key.point {
                             other.push(ServerMessage::NewProducer { producer_id, point: key.point.clone(), kind });
                         }
                     }
@@ -569,14 +611,14 @@ impl Room {
         let closed = {
             let mut state = self.lock();
             let owns = matches!(
-                state.members.get(&key.point),
+                state.members.get(&key.id()),
                 Some(m) if m.conn == key.conn && m.media.producers.contains_key(&producer_id)
             );
             if !owns {
                 return Err(RoomError::ProducerNotFound);
             }
-            let producer = state.members.get_mut(&key.point).and_then(|m| m.media.producers.remove(&producer_id));
-            let consumers = announce_producer_closed(&mut state, &key.point, producer_id);
+            let producer = state.members.get_mut(&key.id()).and_then(|m| m.media.producers.remove(&producer_id));
+            let consumers = announce_producer_closed(&mut state, &key.id(), producer_id);
             (producer, consumers)
         };
         drop(closed);
@@ -596,10 +638,20 @@ impl Room {
         }
         let (owner, kind) = {
             let state = self.lock();
-            if state.members.get(&key.point).is_some_and(|m| m.media.consumers.len() >= MAX_CONSUMERS) {
+            let Some(me) = state.members.get(&key.id()) else {
+                return Err(RoomError::NotMember);
+            };
+            if me.media.consumers.len() >= MAX_CONSUMERS {
                 return Err(RoomError::Limit("consumers"));
             }
-            find_producer(&state, producer_id).ok_or(RoomError::ProducerNotFound)?
+            // One consumer per producer for a probe: with comedia a spoofed first packet could
+            // aim a receive transport at someone else, and many consumers of one stream would
+            // multiply what the probe sends. Browsers' consoles are not limited this way.
+            if key.class == Class::Probe && me.media.consumers.values().any(|c| c.consumer.producer_id() == producer_id)
+            {
+                return Err(RoomError::AlreadyConsuming);
+            }
+            find_producer(&state, key.class, producer_id).ok_or(RoomError::ProducerNotFound)?
         };
         if !self.router.can_consume(&producer_id, &rtp_capabilities) {
             return Err(RoomError::CannotConsume);
@@ -631,10 +683,10 @@ impl Room {
             let mut state = self.lock();
             // The producer may have closed while mediasoup created the consumer; its
             // producerClosed announcement would then have missed this consumer.
-            if find_producer(&state, producer_id).is_none() {
+            if find_producer(&state, key.class, producer_id).is_none() {
                 Err(RoomError::ProducerNotFound)
             } else {
-                match state.members.get_mut(&key.point) {
+                match state.members.get_mut(&key.id()) {
                     Some(member) if member.conn == key.conn => {
                         if let Some(entry) = leftover.take() {
                             member.media.consumers.insert(entry.consumer.id(), entry);
@@ -669,15 +721,16 @@ fn producer_infos(member: &Member) -> impl Iterator<Item = ProducerInfo> + '_ {
     })
 }
 
-fn find_producer(state: &RoomState, producer_id: ProducerId) -> Option<(PointName, MediaKind)> {
-    state.members.values().find_map(|m| m.media.producers.get(&producer_id).map(|p| (m.peer.point.clone(), p.kind())))
+/// A producer `class` may consume: only its own class's (see [`Class`]).
+fn find_producer(state: &RoomState, class: Class, producer_id: ProducerId) -> Option<(PointName, MediaKind)> {
+    state.class(class).find_map(|m| m.media.producers.get(&producer_id).map(|p| (m.peer.point.clone(), p.kind())))
 }
 
 /// Tells every other member the producer is gone and drops their consumers of it. Returns the
 /// removed consumers so the caller can drop them outside the lock.
-fn announce_producer_closed(state: &mut RoomState, owner: &PointName, producer_id: ProducerId) -> Vec<ConsumerEntry> {
+fn announce_producer_closed(state: &mut RoomState, owner: &MemberId, producer_id: ProducerId) -> Vec<ConsumerEntry> {
     let mut removed = Vec::new();
-    for (point, member) in &mut state.members {
+    for (id, member) in &mut state.members {
         let ids: Vec<ConsumerId> = member
             .media
             .consumers
@@ -691,8 +744,8 @@ fn announce_producer_closed(state: &mut RoomState, owner: &PointName, producer_i
                 removed.push(entry);
             }
         }
-        if point != owner {
-            member.push(ServerMessage::ProducerClosed { producer_id, point: owner.clone() });
+        if id.0 == owner.0 && id != owner {
+            member.push(ServerMessage::ProducerClosed { producer_id, point: owner.1.clone() });
         }
     }
     removed
@@ -700,14 +753,14 @@ fn announce_producer_closed(state: &mut RoomState, owner: &PointName, producer_i
 
 /// Removes a member and announces its departure. The member (and its media) is returned so it is
 /// dropped by the caller, after the lock.
-fn remove_member(state: &mut RoomState, point: &PointName) -> Option<Member> {
-    let member = state.members.remove(point)?;
+fn remove_member(state: &mut RoomState, id: &MemberId) -> Option<Member> {
+    let member = state.members.remove(id)?;
     for producer_id in member.media.producers.keys() {
         // The consumers are dropped here, under the lock; that only queues close requests.
-        drop(announce_producer_closed(state, point, *producer_id));
+        drop(announce_producer_closed(state, id, *producer_id));
     }
-    for other in state.members.values() {
-        other.push(ServerMessage::PeerLeft { point: point.clone() });
+    for other in state.class(id.0) {
+        other.push(ServerMessage::PeerLeft { point: id.1.clone() });
     }
     Some(member)
 }

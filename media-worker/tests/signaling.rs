@@ -96,10 +96,8 @@ async fn bad_frames_get_precise_errors_and_the_connection_stays_usable() {
     assert_eq!(code, ErrorCode::NotJoined);
     assert_eq!(request_id, Some(RequestId::Number(9)));
 
-    let err = client
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send, comedia: false })
-        .await
-        .expect_err("not joined");
+    let err =
+        client.request(ClientMessage::CreatePlainTransport { direction: Direction::Send }).await.expect_err("not joined");
     assert_eq!(err.code(), Some(ErrorCode::NotJoined));
 
     // The same connection can still join after all that.
@@ -202,10 +200,10 @@ async fn a_second_connection_for_the_same_point_replaces_the_first() {
 
     // The newer connection keeps working.
     let created = second
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .request(ClientMessage::CreateWebRtcTransport { direction: Direction::Recv })
         .await
         .expect("second connection works");
-    assert!(matches!(created, ServerMessage::PlainTransportCreated { .. }));
+    assert!(matches!(created, ServerMessage::WebRtcTransportCreated { .. }));
     let status = status(server.local_addr()).await;
     let a = status.points.iter().find(|p| p.name.as_str() == "xa-a").expect("listed");
     assert!(a.present, "the replacing connection must keep the point present");
@@ -295,7 +293,7 @@ async fn draining_refuses_new_joins_and_turns_unready() {
 
     // The point already in the session keeps working until it leaves; then the worker stops.
     present
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send, comedia: false })
+        .request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send })
         .await
         .expect("existing point still served");
     present.request(ClientMessage::Leave).await.expect("leave");
@@ -381,9 +379,10 @@ async fn webrtc_transports_are_offered_on_the_rtc_address() {
 async fn media_requests_are_checked_against_the_connection_state() {
     let server = start().await;
     let mut client = SignalingClient::connect(&server.ws_url()).await.expect("connect");
-    client.request(ClientMessage::Join { token: token("xa-a") }).await.expect("join");
+    // A probe, the one role that gets plain transports.
+    client.request(ClientMessage::Join { token: probe_token("probe-a") }).await.expect("join");
     let ServerMessage::PlainTransportCreated { transport_id, .. } = client
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv })
         .await
         .expect("create")
     else {
@@ -408,7 +407,7 @@ async fn media_requests_are_checked_against_the_connection_state() {
 
     // Garbage RTP parameters are mediasoup's to refuse, not a reason to fall over.
     let ServerMessage::PlainTransportCreated { transport_id: send, .. } = client
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send, comedia: false })
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send })
         .await
         .expect("create")
     else {
@@ -422,10 +421,10 @@ async fn media_requests_are_checked_against_the_connection_state() {
     assert_eq!(code, ErrorCode::MediaRejected);
 
     for _ in 0..7 {
-        client.request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false }).await.ok();
+        client.request(ClientMessage::CreatePlainTransport { direction: Direction::Recv }).await.ok();
     }
     let err = client
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv })
         .await
         .expect_err("over the per-point limit");
     assert_eq!(err.code(), Some(ErrorCode::LimitExceeded));
@@ -455,10 +454,14 @@ async fn a_point_taken_out_of_the_session_is_refused_and_disconnected() {
 
     // xa-a is untouched.
     let created = a
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .request(ClientMessage::CreateWebRtcTransport { direction: Direction::Recv })
         .await
         .expect("a is still served");
-    assert!(matches!(created, ServerMessage::PlainTransportCreated { .. }));
+    assert!(matches!(created, ServerMessage::WebRtcTransportCreated { .. }));
+
+    // The list names points; a probe is none, so the list does not keep it out.
+    let mut probe = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    probe.request(ClientMessage::Join { token: probe_token("probe-ops") }).await.expect("a probe joins");
 
     // Back in the session, the same link works again.
     let with_b = format!(r#"{{"session":"{SESSION}","title":"x","epoch":0,"points":["tinh","xa-a","xa-b"]}}"#);
@@ -494,10 +497,10 @@ async fn a_connection_is_closed_when_its_token_expires() {
     office.wait_closed().await.expect("closed");
     // The other point, whose token is valid, is not affected.
     let created = other
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false })
+        .request(ClientMessage::CreateWebRtcTransport { direction: Direction::Recv })
         .await
         .expect("the other point is still served");
-    assert!(matches!(created, ServerMessage::PlainTransportCreated { .. }));
+    assert!(matches!(created, ServerMessage::WebRtcTransportCreated { .. }));
     server.stop().await.expect("stop");
 }
 

@@ -1,15 +1,20 @@
-//! Property test of the signaling input: whatever arrives on the WebSocket (random bytes, broken
+//! Property tests of the signaling input: whatever arrives on the WebSocket (random bytes, broken
 //! or oversized JSON, unknown actions, and joins with forged, expired, not-yet-valid, revoked,
 //! cross-session or mangled tokens), the worker answers with an error or closes the connection,
-//! never admits the sender, and stays healthy. Expected: 0 crashes, 0 accepted.
+//! never admits the sender, and stays healthy. And reflection attempts: a point's link asking for
+//! plain RTP, a probe naming where to send, a probe passing for a point. Expected: 0 crashes,
+//! 0 accepted.
 
 mod common;
 
 use common::*;
+use mediasoup::prelude::ProducerId;
 use proptest::prelude::*;
+use std::net::Ipv4Addr;
 use tiepdan_media_worker::probe::client::{ClientError, SignalingClient};
-use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, ErrorCode, ServerMessage};
-use tiepdan_media_worker::tokens::{unix_now, TokenKey};
+use tiepdan_media_worker::probe::{run_probe, ProbeOptions};
+use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, ErrorCode, Role, ServerMessage};
+use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
 
 /// One hostile frame.
 #[derive(Clone, Debug)]
@@ -150,4 +155,169 @@ fn hostile_signaling_input_is_refused_and_the_worker_survives() {
     });
     assert!(matches!(ok, Ok(ServerMessage::Joined { .. })), "{ok:?}");
     rt.block_on(server.stop()).expect("stop");
+}
+
+/// One attempt to turn the worker into a media reflector, or to pass a probe off as a point.
+#[derive(Clone, Debug)]
+enum Reflection {
+    /// A point's link asks for a plain (unencrypted) RTP transport, with whatever extra fields.
+    PointAsksPlain { role: Role, direction: Direction, extra: Vec<(String, serde_json::Value)> },
+    /// A probe names where its plain transport should send (a "foreign" address).
+    ProbeNamesAddress { direction: Direction, ip: Ipv4Addr, port: u16, rtcp_port: Option<u16> },
+    /// A probe, possibly under the standing point's name, publishes and tries to consume that
+    /// point's producer.
+    ProbeAsPoint { name: String },
+}
+
+fn reflection() -> impl Strategy<Value = Reflection> {
+    let direction = prop_oneof![Just(Direction::Send), Just(Direction::Recv)];
+    let value = prop_oneof![
+        any::<bool>().prop_map(serde_json::Value::Bool),
+        "[0-9.:a-z]{0,20}".prop_map(serde_json::Value::String),
+        any::<u16>().prop_map(serde_json::Value::from),
+    ];
+    let extra = proptest::collection::vec(
+        (prop_oneof![Just("comedia".to_owned()), Just("ip".to_owned()), Just("port".to_owned()), "[a-z]{1,8}"], value),
+        0..3,
+    );
+    let point = (prop_oneof![Just(Role::Host), Just(Role::Participant)], direction.clone(), extra)
+        .prop_map(|(role, direction, extra)| Reflection::PointAsksPlain { role, direction, extra });
+    // Loopback only: were the protection gone, the worker would really send there.
+    let address = (direction, any::<[u8; 3]>(), 1u16.., proptest::option::of(1u16..)).prop_map(
+        |(direction, [a, b, c], port, rtcp_port)| Reflection::ProbeNamesAddress {
+            direction,
+            ip: Ipv4Addr::new(127, a, b, c),
+            port,
+            rtcp_port,
+        },
+    );
+    let as_point = prop_oneof![Just(STANDING_POINT.to_owned()), "xa-[a-z]{1,6}".prop_map(String::from)]
+        .prop_map(|name| Reflection::ProbeAsPoint { name });
+    prop_oneof![point, address, as_point]
+}
+
+/// A point present for the whole run, with an audio producer probes would like to get at.
+const STANDING_POINT: &str = "xa-a";
+
+/// Tries `attempt` on fresh connections; returns what, if anything, the worker let through.
+async fn reflected(url: &str, attempt: &Reflection, point_audio: ProducerId) -> Option<String> {
+    let mut client = SignalingClient::connect(url).await.expect("connect");
+    match attempt {
+        Reflection::PointAsksPlain { role, direction, extra } => {
+            let token = key().mint_join(&JoinClaims { role: *role, ..claims("xa-hostile") }).expect("mint");
+            client.request(ClientMessage::Join { token }).await.expect("a point's link joins");
+            let mut frame = serde_json::json!({"action": "createPlainTransport", "direction": direction});
+            for (k, v) in extra {
+                frame[k] = v.clone();
+            }
+            frame["requestId"] = serde_json::json!("plain");
+            client.send_text(frame.to_string()).await.expect("send");
+            match client.wait_for(|m| !matches!(m, ServerMessage::PeerJoined { .. })).await.expect("an answer") {
+                ServerMessage::Error { code: ErrorCode::PlainTransportForbidden, .. } => None,
+                other => Some(format!("{other:?}")),
+            }
+        }
+        Reflection::ProbeNamesAddress { direction, ip, port, rtcp_port } => {
+            client.request(ClientMessage::Join { token: probe_token("probe-hostile") }).await.expect("probe joins");
+            let ServerMessage::PlainTransportCreated { transport_id, .. } = client
+                .request(ClientMessage::CreatePlainTransport { direction: *direction })
+                .await
+                .expect("a probe gets a plain transport")
+            else {
+                panic!("expected plainTransportCreated");
+            };
+            let connect =
+                ClientMessage::ConnectPlainTransport { transport_id, ip: (*ip).into(), port: *port, rtcp_port: *rtcp_port };
+            match client.request(connect).await {
+                Err(e) if e.code() == Some(ErrorCode::RemoteAddressForbidden) => None,
+                Err(e) => panic!("unexpected refusal: {e}"),
+                Ok(other) => Some(format!("{other:?}")),
+            }
+        }
+        Reflection::ProbeAsPoint { name } => {
+            let ServerMessage::Joined { peers, producers, .. } =
+                client.request(ClientMessage::Join { token: probe_token(name) }).await.expect("probe joins")
+            else {
+                panic!("expected joined");
+            };
+            if !peers.is_empty() || !producers.is_empty() {
+                return Some(format!("a probe was shown points: {peers:?} {producers:?}"));
+            }
+            let ServerMessage::PlainTransportCreated { transport_id, .. } = client
+                .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv })
+                .await
+                .expect("a probe gets a plain transport")
+            else {
+                panic!("expected plainTransportCreated");
+            };
+            let consume = ClientMessage::Consume {
+                transport_id,
+                producer_id: point_audio,
+                rtp_capabilities: serde_json::from_value(serde_json::json!({
+                    "codecs": [{"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2,
+                                "preferredPayloadType": 100, "parameters": {}, "rtcpFeedback": []}],
+                    "headerExtensions": []
+                }))
+                .expect("capabilities"),
+            };
+            match client.request(consume).await {
+                Err(e) if e.code() == Some(ErrorCode::ProducerNotFound) => None,
+                Err(e) => panic!("unexpected refusal: {e}"),
+                Ok(other) => Some(format!("a probe consumed a point: {other:?}")),
+            }
+        }
+    }
+}
+
+#[test]
+fn reflection_attempts_are_refused_and_the_worker_survives() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let server = rt.block_on(start());
+    let addr = server.local_addr();
+    let url = server.ws_url();
+    let (point, point_audio) = rt.block_on(point_with_audio(&url, STANDING_POINT));
+    // proptest's closure is `Fn`; the point's connection is used mutably from it.
+    let point = std::sync::Mutex::new(point);
+
+    let accepted = std::sync::atomic::AtomicU32::new(0);
+    let config = ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() };
+    proptest!(config, |(attempt in reflection())| {
+        let through = rt.block_on(reflected(&url, &attempt, point_audio));
+        if through.is_some() {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        prop_assert!(through.is_none(), "{:?} got through: {:?}", attempt, through);
+        // Whatever a probe did, the point is still the only one listed, still connected, and
+        // was never shown a probe.
+        let status = rt.block_on(status(addr));
+        let names: Vec<&str> = status.points.iter().map(|p| p.name.as_str()).collect();
+        prop_assert!(names.contains(&STANDING_POINT), "{:?} after {:?}", names, attempt);
+        prop_assert!(
+            names.iter().all(|n| *n == STANDING_POINT || *n == "xa-hostile"),
+            "a probe became a point: {:?} after {:?}", names, attempt
+        );
+        prop_assert!(status.points.iter().all(|p| !p.verified), "{:?}", status.points);
+        let mut point = point.lock().expect("point");
+        let answer = rt.block_on(point.request(ClientMessage::CloseProducer { producer_id: fresh_producer_id() }));
+        prop_assert_eq!(answer.map_err(|e| e.code()), Err(Some(ErrorCode::ProducerNotFound)));
+        let pushes: Vec<_> = point
+            .take_backlog()
+            .into_iter()
+            .filter(|e| !matches!(&e.message, ServerMessage::PeerJoined { point, .. } | ServerMessage::PeerLeft { point }
+                if point.as_str() == "xa-hostile"))
+            .collect();
+        prop_assert!(pushes.is_empty(), "the point was shown a probe: {:?} after {:?}", pushes, attempt);
+    });
+    assert_eq!(accepted.into_inner(), 0, "reflection attempts accepted");
+    rt.block_on(assert_healthy(addr));
+    // The probe itself still works after all that: it loops its media back.
+    let mut options = ProbeOptions::new(url, probe_token("probe"));
+    options.duration = std::time::Duration::from_millis(400);
+    let report = rt.block_on(run_probe(&options)).expect("probe");
+    assert_eq!(report.loss_percent, 0.0, "{report}");
+    rt.block_on(server.stop()).expect("stop");
+}
+
+fn fresh_producer_id() -> ProducerId {
+    serde_json::from_value(serde_json::json!("00000000-0000-4000-8000-00000000dead")).expect("id")
 }

@@ -272,16 +272,16 @@ async fn the_certificate_arrives_then_rotates_and_open_connections_keep_working(
 
     // The connection opened before the rotation goes on, on its own certificate.
     let created = first
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send, comedia: false })
+        .request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send })
         .await
         .expect("the old connection still works");
-    assert!(matches!(created, ServerMessage::PlainTransportCreated { .. }), "{created:?}");
+    assert!(matches!(created, ServerMessage::WebRtcTransportCreated { .. }), "{created:?}");
     assert_eq!(first.peer_certificate_sha256().as_deref(), Some(a.sha256.as_str()));
 
     // Media through a wss-signalled session: the probe end to end.
     first.close().await;
     second.close().await;
-    let mut options = ProbeOptions::new(server.ws_url(), token("xa-probe"));
+    let mut options = ProbeOptions::new(server.ws_url(), probe_token("probe"));
     options.tls = Some(tls.clone());
     options.duration = Duration::from_millis(500);
     let report = run_probe(&options).await.expect("the probe runs over wss");

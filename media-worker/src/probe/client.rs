@@ -201,6 +201,12 @@ impl SignalingClient {
         self.receive(deadline).await
     }
 
+    /// The pushes kept while waiting for replies, without waiting for more. Everything the worker
+    /// queued before the last reply is among them.
+    pub fn take_backlog(&mut self) -> Vec<ServerEnvelope> {
+        self.backlog.drain(..).collect()
+    }
+
     /// Skips messages until one matches; the skipped ones are dropped.
     pub async fn wait_for(
         &mut self,

@@ -1,5 +1,6 @@
-//! The synthetic probe: join a worker as a point with plain RTP transports, publish synthetic
-//! audio and video, consume our own producers back through the SFU, and measure the loop.
+//! The synthetic probe: join a worker with a probe token (role `probe`: only probes get plain RTP
+//! transports, and a probe is never a point), publish synthetic audio and video, consume our own
+//! producers back through the SFU, and measure the loop.
 //!
 //! ```text
 //! UDP send socket ─RTP─> [send PlainTransport] ─ Router ─ [recv PlainTransport] ─RTP─> UDP recv socket

@@ -1,9 +1,11 @@
-//! A point that speaks plain RTP over UDP instead of WebRTC: a send and a receive transport,
-//! each connected to a local UDP socket.
+//! A probe that speaks plain RTP over UDP instead of WebRTC: a send and a receive transport, each
+//! paired with a local UDP socket whose first packet tells the worker where it is (comedia).
 
 use super::client::{ClientError, SignalingClient};
 use super::measure::{clock_ns, Arrivals};
-use super::rtp::{is_rtcp, rtp_payload, OutgoingStream, Stamp, AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
+use super::rtp::{
+    empty_receiver_report, is_rtcp, rtp_payload, OutgoingStream, Stamp, AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE,
+};
 use super::tls::ClientTls;
 use crate::ids::PointName;
 use crate::signaling::protocol::{ClientMessage, Direction, ProducerInfo, ServerMessage};
@@ -81,10 +83,14 @@ pub struct PlainPeer {
     pub initial_producers: Vec<ProducerInfo>,
     /// Random id written into every packet this peer sends.
     pub origin: u32,
-    rtp_capabilities: RtpCapabilities,
+    /// What the probe can receive: everything the router can send.
+    pub rtp_capabilities: RtpCapabilities,
     send_transport: TransportId,
     recv_transport: TransportId,
     send_socket: Arc<UdpSocket>,
+    /// Media arrives here; its first packet to `recv_remote` told the worker so.
+    recv_socket: Arc<UdpSocket>,
+    recv_remote: SocketAddr,
     audio: OutgoingStream,
     video: OutgoingStream,
     inbox: Arc<Inbox>,
@@ -116,47 +122,29 @@ impl PlainPeer {
             .and_then(serde_json::from_value)
             .map_err(|e| PeerError::Signaling(ClientError::Decode(e)))?;
 
-        let ServerMessage::PlainTransportCreated { transport_id: send_transport, ip, port, .. } = client
-            .request(ClientMessage::CreatePlainTransport {
-                direction: Direction::Send,
-                // Explicit connect rather than comedia: mediasoup 0.8.5 cannot parse the
-                // notification comedia triggers (it logs an error and never updates the tuple).
-                comedia: false,
-            })
-            .await?
+        // Both transports are comedia (the worker allows nothing else): it sends to wherever the
+        // first packet on a transport came from. The send socket's first RTP does that for the
+        // send transport; the receive socket announces itself with an empty receiver report.
+        let ServerMessage::PlainTransportCreated { transport_id: send_transport, ip, port, .. } =
+            client.request(ClientMessage::CreatePlainTransport { direction: Direction::Send }).await?
         else {
             return Err(PeerError::Unexpected("createPlainTransport"));
         };
         let send_socket = UdpSocket::bind((local_ip, 0)).await.map_err(PeerError::Socket)?;
         send_socket.connect(SocketAddr::new(ip, port)).await.map_err(PeerError::Socket)?;
-        let send_port = send_socket.local_addr().map_err(PeerError::Socket)?.port();
-        client
-            .request(ClientMessage::ConnectPlainTransport {
-                transport_id: send_transport,
-                ip: local_ip,
-                port: send_port,
-                rtcp_port: None,
-            })
-            .await?;
 
-        let recv_socket = UdpSocket::bind((local_ip, 0)).await.map_err(PeerError::Socket)?;
-        let recv_port = recv_socket.local_addr().map_err(PeerError::Socket)?.port();
-        let ServerMessage::PlainTransportCreated { transport_id: recv_transport, .. } =
-            client.request(ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: false }).await?
+        let ServerMessage::PlainTransportCreated { transport_id: recv_transport, ip, port, .. } =
+            client.request(ClientMessage::CreatePlainTransport { direction: Direction::Recv }).await?
         else {
             return Err(PeerError::Unexpected("createPlainTransport"));
         };
-        client
-            .request(ClientMessage::ConnectPlainTransport {
-                transport_id: recv_transport,
-                ip: local_ip,
-                port: recv_port,
-                rtcp_port: None,
-            })
-            .await?;
+        // Not connected: the worker may send from another address than the one it announces.
+        let recv_socket = Arc::new(UdpSocket::bind((local_ip, 0)).await.map_err(PeerError::Socket)?);
+        let recv_remote = SocketAddr::new(ip, port);
+        announce(&recv_socket, recv_remote).await?;
 
         let inbox = Arc::new(Inbox::default());
-        let receiver = tokio::spawn(receive_loop(recv_socket, Arc::clone(&inbox)));
+        let receiver = tokio::spawn(receive_loop(Arc::clone(&recv_socket), Arc::clone(&inbox)));
         let origin = rand::random::<u32>();
         Ok(Self {
             client,
@@ -167,6 +155,8 @@ impl PlainPeer {
             send_transport,
             recv_transport,
             send_socket: Arc::new(send_socket),
+            recv_socket,
+            recv_remote,
             audio: OutgoingStream::new(MediaKind::Audio, rand::random::<u32>() | 1),
             video: OutgoingStream::new(MediaKind::Video, rand::random::<u32>() | 1),
             inbox,
@@ -207,6 +197,8 @@ impl PlainPeer {
             return Err(PeerError::Unexpected("consume"));
         };
         self.client.request(ClientMessage::ResumeConsumer { consumer_id }).await?;
+        // Again, in case the first one was lost: UDP gives no receipt.
+        announce(&self.recv_socket, self.recv_remote).await?;
         Ok(consumer_id)
     }
 
@@ -266,7 +258,14 @@ fn rtp_parameters(stream: &OutgoingStream, cname: &str) -> RtpParameters {
     }
 }
 
-async fn receive_loop(socket: UdpSocket, inbox: Arc<Inbox>) {
+/// Sends an empty RTCP receiver report (RFC 3550 §6.4.2) from the receive socket to the worker's
+/// receive transport `to`, so that comedia transport learns where to send.
+async fn announce(socket: &UdpSocket, to: SocketAddr) -> Result<(), PeerError> {
+    socket.send_to(&empty_receiver_report(rand::random::<u32>()), to).await.map_err(PeerError::Socket)?;
+    Ok(())
+}
+
+async fn receive_loop(socket: Arc<UdpSocket>, inbox: Arc<Inbox>) {
     let mut buffer = vec![0_u8; 2048];
     loop {
         let Ok(len) = socket.recv(&mut buffer).await else {

@@ -133,6 +133,13 @@ pub fn is_rtcp(packet: &[u8]) -> bool {
     packet.len() >= 2 && (192..=223).contains(&packet[1])
 }
 
+/// An RTCP receiver report with no report blocks: version 2, packet type 201, length 1 (32-bit
+/// words after the first), then the sender's SSRC.
+pub fn empty_receiver_report(ssrc: u32) -> [u8; 8] {
+    let s = ssrc.to_be_bytes();
+    [0x80, 201, 0x00, 0x01, s[0], s[1], s[2], s[3]]
+}
+
 /// The payload of an RTP packet, skipping CSRCs, header extensions and padding.
 pub fn rtp_payload(packet: &[u8]) -> Option<&[u8]> {
     let first = *packet.first()?;
@@ -186,6 +193,8 @@ mod tests {
         assert_eq!(rtp_payload(&[0x00; 20]), None);
         assert_eq!(rtp_payload(&[0x90, 0, 0]), None);
         assert!(is_rtcp(&[0x80, 200, 0, 6]));
+        assert!(is_rtcp(&empty_receiver_report(7)));
+        assert_eq!(rtp_payload(&empty_receiver_report(7)), None);
         assert_eq!(Stamp::find(b"TDPB\x00"), None);
     }
 }

@@ -10,8 +10,8 @@
 //!   join {token}                      ->   joined {point, session, title, routerRtpCapabilities, peers, producers}
 //!   createWebRtcTransport {direction} ->   webRtcTransportCreated {transportId, iceParameters, iceCandidates, dtlsParameters}
 //!   connectWebRtcTransport {...}      ->   transportConnected {transportId}
-//!   createPlainTransport {direction}  ->   plainTransportCreated {transportId, ip, port, comedia}
-//!   connectPlainTransport {...}       ->   transportConnected {transportId}
+//!   createPlainTransport {direction}  ->   plainTransportCreated {transportId, ip, port}   (probe tokens only)
+//!   connectPlainTransport {...}       ->   error remote_address_forbidden                  (see below)
 //!   produce {transportId, kind, ...}  ->   produced {producerId}
 //!   closeProducer {producerId}        ->   producerClosed {producerId, point}
 //!   consume {transportId, producerId} ->   consumed {consumerId, ..., paused: true}
@@ -55,6 +55,16 @@ pub enum Direction {
 pub enum Role {
     Host,
     Participant,
+    /// The synthetic prober (`tiepdan-media-worker probe`), not a reception point. Only a probe
+    /// may open plain-RTP transports; it lives in its own name space in the room, sees and is
+    /// seen by other probes only, and never counts toward any point's verification.
+    Probe,
+}
+
+impl Role {
+    pub fn is_probe(self) -> bool {
+        self == Self::Probe
+    }
 }
 
 /// A client message together with its optional correlation id.
@@ -81,13 +91,15 @@ pub enum ClientMessage {
         transport_id: TransportId,
         dtls_parameters: DtlsParameters,
     },
-    /// A transport without ICE/DTLS, for the synthetic probe and tools such as ffmpeg/GStreamer.
+    /// A transport without ICE/DTLS (so without SRTP), for probe tokens only. The worker learns
+    /// the client's address from the first packet that arrives on it (comedia): send RTP (send
+    /// direction) or any RTCP packet (recv direction) from the socket that should get media.
     CreatePlainTransport {
         direction: Direction,
-        /// Learn the client's address from its first packet instead of `connectPlainTransport`.
-        #[serde(default)]
-        comedia: bool,
     },
+    /// Always refused with `remote_address_forbidden`: the worker never sends media to an
+    /// address a client names (that made it a reflector). Kept in the protocol so older probes
+    /// get that reason rather than `unknown_action`.
     ConnectPlainTransport {
         transport_id: TransportId,
         ip: IpAddr,
@@ -207,10 +219,10 @@ pub enum ServerMessage {
     PlainTransportCreated {
         transport_id: TransportId,
         direction: Direction,
-        /// Where to send RTP (send direction) or where RTP comes from (recv direction).
+        /// Where to send RTP (send direction) or RTCP (recv direction): the first packet's source
+        /// becomes the transport's remote address.
         ip: IpAddr,
         port: u16,
-        comedia: bool,
     },
     TransportConnected {
         transport_id: TransportId,
@@ -303,12 +315,17 @@ pub enum ErrorCode {
     /// mediasoup refused the request (bad RTP parameters, DTLS parameters, ...).
     MediaRejected,
     Internal,
+    /// A point's token asked for a plain (unencrypted) RTP transport; only probe tokens may.
+    PlainTransportForbidden,
+    /// A client named the remote address of a plain transport; the worker learns it from the
+    /// first incoming packet instead.
+    RemoteAddressForbidden,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order. The browser console keeps a copy
     /// (`web/src/protocol.ts`), checked against this list by a test; a new variant goes here too.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::MalformedMessage,
         Self::UnknownAction,
         Self::FrameTooLarge,
@@ -331,6 +348,8 @@ impl ErrorCode {
         Self::LimitExceeded,
         Self::MediaRejected,
         Self::Internal,
+        Self::PlainTransportForbidden,
+        Self::RemoteAddressForbidden,
     ];
 
     /// The wire spelling, also used as a metric label value.
@@ -358,6 +377,8 @@ impl ErrorCode {
             Self::LimitExceeded => "limit_exceeded",
             Self::MediaRejected => "media_rejected",
             Self::Internal => "internal",
+            Self::PlainTransportForbidden => "plain_transport_forbidden",
+            Self::RemoteAddressForbidden => "remote_address_forbidden",
         }
     }
 }
@@ -468,7 +489,7 @@ mod tests {
         let messages = [
             ClientMessage::Join { token: "t".to_owned() },
             ClientMessage::CreateWebRtcTransport { direction: Direction::Send },
-            ClientMessage::CreatePlainTransport { direction: Direction::Recv, comedia: true },
+            ClientMessage::CreatePlainTransport { direction: Direction::Recv },
             ClientMessage::ConnectPlainTransport {
                 transport_id,
                 ip: "127.0.0.1".parse().expect("ip"),
@@ -566,7 +587,6 @@ mod tests {
                 direction: Direction::Send,
                 ip: "127.0.0.1".parse().expect("ip"),
                 port: 40000,
-                comedia: true,
             },
             ServerMessage::Produced { producer_id: fresh_id::<ProducerId>() },
             ServerMessage::PeerLeft { point: point("p2") },

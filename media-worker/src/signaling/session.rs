@@ -6,7 +6,7 @@
 
 use crate::metrics::Metrics;
 use crate::registry::{Joined, Registry};
-use crate::room::{Kick, Room};
+use crate::room::{Kick, Room, RoomError};
 use crate::signaling::protocol::{
     parse_client_frame, ClientEnvelope, ClientMessage, ErrorCode, RequestId, ServerEnvelope, ServerMessage,
     MAX_MESSAGE_BYTES,
@@ -232,12 +232,12 @@ impl Connection {
                     ClientMessage::ConnectWebRtcTransport { transport_id, dtls_parameters } => {
                         room.connect_webrtc_transport(&key, transport_id, dtls_parameters).await
                     }
-                    ClientMessage::CreatePlainTransport { direction, comedia } => {
-                        room.create_plain_transport(&key, direction, comedia).await
+                    ClientMessage::CreatePlainTransport { direction } => {
+                        room.create_plain_transport(&key, direction).await
                     }
-                    ClientMessage::ConnectPlainTransport { transport_id, ip, port, rtcp_port } => {
-                        room.connect_plain_transport(&key, transport_id, ip, port, rtcp_port).await
-                    }
+                    // Whatever the address: sending where a client says is what made the worker
+                    // a reflector. Plain transports learn their remote from the first packet.
+                    ClientMessage::ConnectPlainTransport { .. } => Err(RoomError::RemoteAddressForbidden),
                     ClientMessage::Produce { transport_id, kind, rtp_parameters } => room
                         .produce(&key, transport_id, kind, rtp_parameters)
                         .await

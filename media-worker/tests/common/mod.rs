@@ -62,8 +62,49 @@ pub fn token(point: &str) -> String {
     key().mint_join(&claims(point)).expect("mint")
 }
 
+/// Claims of a probe token (role `probe`): plain RTP allowed, never a point.
+pub fn probe_claims(name: &str) -> JoinClaims {
+    JoinClaims { role: Role::Probe, ..claims(name) }
+}
+
+pub fn probe_token(name: &str) -> String {
+    key().mint_join(&probe_claims(name)).expect("mint")
+}
+
 pub fn admin_token() -> String {
     key().mint_admin(unix_now(), 30, None).expect("mint admin")
+}
+
+/// A point (role participant) joined over signaling with an audio producer on a WebRTC send
+/// transport, as a console would have before its DTLS handshake; returns its connection and the
+/// producer's id.
+pub async fn point_with_audio(
+    url: &str,
+    point: &str,
+) -> (tiepdan_media_worker::probe::client::SignalingClient, mediasoup::prelude::ProducerId) {
+    use tiepdan_media_worker::probe::client::SignalingClient;
+    use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, ServerMessage};
+    let mut client = SignalingClient::connect(url).await.expect("connect");
+    client.request(ClientMessage::Join { token: token(point) }).await.expect("point joins");
+    let ServerMessage::WebRtcTransportCreated { transport_id, .. } =
+        client.request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send }).await.expect("transport")
+    else {
+        panic!("expected webRtcTransportCreated");
+    };
+    let rtp_parameters = serde_json::from_value(serde_json::json!({
+        "codecs": [{"mimeType": "audio/opus", "payloadType": 100, "clockRate": 48000, "channels": 2,
+                    "parameters": {}, "rtcpFeedback": []}],
+        "headerExtensions": [], "encodings": [{"ssrc": 1111}], "rtcp": {"reducedSize": true}
+    }))
+    .expect("RTP parameters");
+    let ServerMessage::Produced { producer_id } = client
+        .request(ClientMessage::Produce { transport_id, kind: mediasoup::prelude::MediaKind::Audio, rtp_parameters })
+        .await
+        .expect("produce")
+    else {
+        panic!("expected produced");
+    };
+    (client, producer_id)
 }
 
 /// A response from [`http`].

@@ -41,9 +41,13 @@ export const ERROR_CODES = [
   "limit_exceeded",
   "media_rejected",
   "internal",
+  "plain_transport_forbidden",
+  "remote_address_forbidden",
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
+// "probe" tokens exist too, but a probe is never shown to points (nor points to it), so the
+// console never meets that role on the wire.
 export type Role = "host" | "participant";
 export type Direction = "send" | "recv";
 export type MediaKind = types.MediaKind;
