@@ -20,15 +20,13 @@
 
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
-use crate::signaling::protocol::{
-    Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage,
-};
+use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage};
 use crate::workers::media_codecs;
 use mediasoup::prelude::{
-    Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions,
-    Producer, ProducerId, ProducerOptions, Router, RouterOptions, RtpCapabilities,
-    RtpCapabilitiesFinalized, RtpParameters, Transport, TransportId, TransportListenIp, TransportListenIps,
-    WebRtcTransport, WebRtcTransportOptions, WebRtcTransportRemoteParameters, Worker,
+    Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions, Producer,
+    ProducerId, ProducerOptions, Router, RouterOptions, RtpCapabilities, RtpCapabilitiesFinalized, RtpParameters,
+    Transport, TransportId, TransportListenIp, TransportListenIps, WebRtcTransport, WebRtcTransportOptions,
+    WebRtcTransportRemoteParameters, Worker,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -142,9 +140,7 @@ pub enum RoomError {
     CannotConsume,
     #[error("too many {0} for one point")]
     Limit(&'static str),
-    #[error(
-        "plain RTP transports (no DTLS/SRTP) are only for probe tokens; a point's console connects over WebRTC"
-    )]
+    #[error("plain RTP transports (no DTLS/SRTP) are only for probe tokens; a point's console connects over WebRTC")]
     PlainTransportForbidden,
     #[error(
         "the worker never sends to an address a client names: it learns a plain transport's remote address \

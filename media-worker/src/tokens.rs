@@ -408,6 +408,19 @@ mod tests {
     }
 
     #[test]
+    fn the_operators_probe_claims_verify_as_a_probe() {
+        // As operator/src/tokens.rs `probe_claims` writes them: no live window.
+        let value = serde_json::json!({
+            "iss": JOIN_ISSUER, "aud": session().to_string(), "sub": "probe-vnpt", "nbf": NOW - 1,
+            "exp": NOW + 3600, "iat": NOW - 1, "name": "probe-vnpt", "role": "probe", "title": "t", "epoch": 0
+        });
+        let token = key().encode(&value).expect("mint");
+        let verified = verify(&token, 0, NOW).expect("valid");
+        assert_eq!(verified.role, Role::Probe);
+        assert_eq!(verified.point.as_str(), "probe-vnpt");
+    }
+
+    #[test]
     fn admin_tokens_need_the_worker_audience_a_jti_and_a_short_life() {
         let token = key().mint_admin(NOW, 30, Some("w-1")).expect("mint");
         let grant = key().verify_admin(&token, NOW).expect("valid");

@@ -214,7 +214,8 @@ async fn probes_never_verify_a_point_even_under_its_name() {
 
     // The real point was not replaced by the probe that took its name, and never heard of any
     // probe: a request still works, and nothing about probes was pushed before its reply.
-    let err = point.request(ClientMessage::CloseProducer { producer_id: published_a.audio }).await.expect_err("not its");
+    let err =
+        point.request(ClientMessage::CloseProducer { producer_id: published_a.audio }).await.expect_err("not its");
     assert_eq!(err.code(), Some(ErrorCode::ProducerNotFound));
     let pushes = point.take_backlog();
     assert!(pushes.is_empty(), "a point was told about probes: {pushes:?}");

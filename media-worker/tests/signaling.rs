@@ -96,8 +96,10 @@ async fn bad_frames_get_precise_errors_and_the_connection_stays_usable() {
     assert_eq!(code, ErrorCode::NotJoined);
     assert_eq!(request_id, Some(RequestId::Number(9)));
 
-    let err =
-        client.request(ClientMessage::CreatePlainTransport { direction: Direction::Send }).await.expect_err("not joined");
+    let err = client
+        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send })
+        .await
+        .expect_err("not joined");
     assert_eq!(err.code(), Some(ErrorCode::NotJoined));
 
     // The same connection can still join after all that.
@@ -381,10 +383,8 @@ async fn media_requests_are_checked_against_the_connection_state() {
     let mut client = SignalingClient::connect(&server.ws_url()).await.expect("connect");
     // A probe, the one role that gets plain transports.
     client.request(ClientMessage::Join { token: probe_token("probe-a") }).await.expect("join");
-    let ServerMessage::PlainTransportCreated { transport_id, .. } = client
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Recv })
-        .await
-        .expect("create")
+    let ServerMessage::PlainTransportCreated { transport_id, .. } =
+        client.request(ClientMessage::CreatePlainTransport { direction: Direction::Recv }).await.expect("create")
     else {
         panic!("expected plainTransportCreated");
     };
@@ -406,10 +406,8 @@ async fn media_requests_are_checked_against_the_connection_state() {
     assert_eq!(code, ErrorCode::ConsumerNotFound);
 
     // Garbage RTP parameters are mediasoup's to refuse, not a reason to fall over.
-    let ServerMessage::PlainTransportCreated { transport_id: send, .. } = client
-        .request(ClientMessage::CreatePlainTransport { direction: Direction::Send })
-        .await
-        .expect("create")
+    let ServerMessage::PlainTransportCreated { transport_id: send, .. } =
+        client.request(ClientMessage::CreatePlainTransport { direction: Direction::Send }).await.expect("create")
     else {
         panic!("expected plainTransportCreated");
     };

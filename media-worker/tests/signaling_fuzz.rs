@@ -226,8 +226,12 @@ async fn reflected(url: &str, attempt: &Reflection, point_audio: ProducerId) -> 
             else {
                 panic!("expected plainTransportCreated");
             };
-            let connect =
-                ClientMessage::ConnectPlainTransport { transport_id, ip: (*ip).into(), port: *port, rtcp_port: *rtcp_port };
+            let connect = ClientMessage::ConnectPlainTransport {
+                transport_id,
+                ip: (*ip).into(),
+                port: *port,
+                rtcp_port: *rtcp_port,
+            };
             match client.request(connect).await {
                 Err(e) if e.code() == Some(ErrorCode::RemoteAddressForbidden) => None,
                 Err(e) => panic!("unexpected refusal: {e}"),
