@@ -49,8 +49,13 @@ enum Command {
         #[arg(short, long)]
         namespace: Option<String>,
         /// The console's origin, e.g. https://tiepdan.example.vn (default: from the session's signaling URL).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "probe")]
         base_url: Option<String>,
+        /// Instead of the points' links, mint a probe token with this name (a DNS label), valid
+        /// for an hour, for `tiepdan-media-worker probe --url <signaling URL> --token <token>`.
+        /// A probe gets plain RTP and is never a point: it cannot verify one.
+        #[arg(long, value_name = "NAME")]
+        probe: Option<String>,
     },
     /// Write the Prometheus rule files (the global rules and the example session's rules).
     Rules {
@@ -164,7 +169,13 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => run(*args).await?,
-        Command::Links { session, namespace, base_url } => {
+        Command::Links { session, namespace, base_url: _, probe: Some(name) } => {
+            let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+            let p = tiepdan_operator::links::probe(&client, &ns, &session, &name, jiff::Timestamp::now()).await?;
+            println!("{}\t{}\t{}", p.name, p.signaling_url.as_deref().unwrap_or("-"), p.token);
+        }
+        Command::Links { session, namespace, base_url, probe: None } => {
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
             for l in tiepdan_operator::links::fetch(&client, &ns, &session, base_url.as_deref()).await? {

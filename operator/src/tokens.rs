@@ -15,12 +15,20 @@ use crate::validate::{Participant, ValidSession};
 pub const ISSUER: &str = "tiepdan-operator";
 /// The `aud` of admin tokens for worker allocation.
 pub const WORKER_ADMIN_AUDIENCE: &str = "tiepdan-worker";
+/// The `role` of probe tokens: the synthetic prober (`tiepdan-media-worker probe`), not a point.
+/// Only probes get plain-RTP transports from the worker, and a probe never counts toward any
+/// point's verification.
+pub const PROBE_ROLE: &str = "probe";
+/// How long a probe token is valid: a probe run takes seconds, so a leaked one expires soon.
+pub const PROBE_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
 /// Errors minting tokens.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to sign a token")]
     Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("probe name {0:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters")]
+    ProbeName(String),
 }
 
 /// The claims of a join token.
@@ -35,7 +43,10 @@ pub struct JoinClaims {
     pub name: String,
     pub role: String,
     pub title: String,
+    /// The live window (RFC 3339); probe tokens have none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub start: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub end: String,
     pub epoch: u64,
 }
@@ -80,6 +91,39 @@ pub fn join_claims(session_id: &str, title: &str, session: &ValidSession, p: &Pa
         end: t.end.to_string(),
         epoch,
     }
+}
+
+/// The claims of a probe token named `name` for a session, valid from `now` for [`PROBE_TTL`].
+/// `epoch` must be the session's current token epoch, or the worker refuses it as revoked.
+pub fn probe_claims(
+    session_id: &str,
+    title: &str,
+    name: &str,
+    epoch: u64,
+    now: Timestamp,
+) -> Result<JoinClaims, Error> {
+    let label = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !label {
+        return Err(Error::ProbeName(name.to_owned()));
+    }
+    Ok(JoinClaims {
+        iss: ISSUER.to_owned(),
+        aud: session_id.to_owned(),
+        sub: name.to_owned(),
+        nbf: now.as_second(),
+        exp: (now + PROBE_TTL).as_second(),
+        iat: now.as_second(),
+        name: name.to_owned(),
+        role: PROBE_ROLE.to_owned(),
+        title: title.to_owned(),
+        start: String::new(),
+        end: String::new(),
+        epoch,
+    })
 }
 
 fn sign<T: Serialize>(key: &[u8], claims: &T) -> Result<String, Error> {
@@ -179,6 +223,28 @@ mod tests {
         v.set_audience(&["a/b"]);
         v.validate_exp = false;
         assert!(jsonwebtoken::decode::<JoinClaims>(&tok, &DecodingKey::from_secret(b"key-two"), &v).is_err());
+    }
+
+    #[test]
+    fn probe_tokens_carry_the_probe_role_and_expire_within_the_hour() {
+        let now = ts("2025-06-11T07:10:00Z");
+        let c = probe_claims("my-hao/phien-1", "Tiếp dân", "probe-vnpt", 2, now).unwrap();
+        assert_eq!((c.role.as_str(), c.sub.as_str(), c.epoch), ("probe", "probe-vnpt", 2));
+        assert_eq!((c.nbf, c.exp), (now.as_second(), now.as_second() + 3600));
+        let value = serde_json::to_value(&c).unwrap();
+        assert!(value.get("start").is_none() && value.get("end").is_none(), "{value}");
+        for bad in ["", "Probe", "probe_1", "-probe", "probe-", &"p".repeat(64)] {
+            assert!(matches!(probe_claims("a/b", "t", bad, 0, now), Err(Error::ProbeName(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn point_tokens_keep_their_live_window() {
+        let s = session();
+        let c = join_claims("a/b", "t", &s, &s.participants[0], 0);
+        let value = serde_json::to_value(&c).unwrap();
+        assert_eq!(value["start"], "2025-06-12T01:00:00Z");
+        assert_eq!(value["role"], "participant");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! with a full Mỹ Hào session (15 points, each publishing audio and video and consuming the
 //! host's). The worker runs in this process (mediasoup's C++ worker is a thread here), so its
 //! memory is this process's. Media is the probe's synthetic RTP (50 packets/s per stream) for
-//! 3 s. `cargo bench -p tiepdan-tests --bench media_worker`; figures go in
+//! 3 s, so the 15 "points" join with probe tokens (only probes get plain RTP; real points use
+//! WebRTC, whose DTLS/SRTP costs this does not include). `cargo bench -p tiepdan-tests --bench media_worker`; figures go in
 //! docs/BENCHMARKS.md.
 
 mod support;
@@ -72,17 +73,16 @@ fn main() {
 
         let mut joins = Vec::new();
         let mut peers = Vec::new();
-        let host_token = token(&key, &session, "thi-xa-my-hao", Role::Host);
+        let host_token = token(&key, &session, "thi-xa-my-hao", Role::Probe);
         let started = Instant::now();
         let mut host = PlainPeer::join(&url, &host_token, local).await.expect("host joins");
         let host_media = host.publish().await.expect("host publishes");
         joins.push(started.elapsed());
         for i in 1..POINTS {
             let t = Instant::now();
-            let mut peer =
-                PlainPeer::join(&url, &token(&key, &session, &format!("xa-{i:02}"), Role::Participant), local)
-                    .await
-                    .expect("point joins");
+            let mut peer = PlainPeer::join(&url, &token(&key, &session, &format!("xa-{i:02}"), Role::Probe), local)
+                .await
+                .expect("point joins");
             peer.publish().await.expect("point publishes");
             peer.consume(host_media.audio).await.expect("consume audio");
             peer.consume(host_media.video).await.expect("consume video");

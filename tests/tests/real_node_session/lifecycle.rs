@@ -260,15 +260,26 @@ async fn verified_session(cp: &ControlPlane, client: &Client, prefix: &str) -> V
 /// Joins the session's worker `pod` with `token`, retrying for a minute while the worker's
 /// certificate arrives through the kubelet's Secret sync.
 async fn joins(client: &Client, ns: &str, pod: &str, token: &str) {
-    use tiepdan_media_worker::probe::peer::PlainPeer;
     let url = worker_url(client, ns, pod).await;
     let trust = session_trust(client, ns, SESSION).await;
-    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     wait_for(Duration::from_secs(60), format!("a join to {pod}"), || async {
-        PlainPeer::join_with(&url, token, local, Some(&trust)).await.map(|_| ()).map_err(|e| e.to_string())
+        join_once(&url, &trust, token).await.map_err(|e| e.to_string())
     })
     .await
     .unwrap();
+}
+
+/// One signaling join with a point's link, as its console's first step.
+async fn join_once(
+    url: &str,
+    trust: &tiepdan_media_worker::probe::tls::ClientTls,
+    token: &str,
+) -> Result<(), tiepdan_media_worker::probe::client::ClientError> {
+    use tiepdan_media_worker::signaling::protocol::ClientMessage;
+    let mut c = tiepdan_media_worker::probe::client::SignalingClient::connect_with(url, Some(trust)).await?;
+    c.request(ClientMessage::Join { token: token.to_owned() }).await?;
+    c.close().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,10 +317,8 @@ async fn a_rescheduled_session_gets_new_links_and_verifies_again() {
     joins(&client, &ns, &new_pod, &new_tokens["di-su"]).await;
     let url = worker_url(&client, &ns, &new_pod).await;
     let trust = session_trust(&client, &ns, SESSION).await;
-    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    let old =
-        tiepdan_media_worker::probe::peer::PlainPeer::join_with(&url, &old_tokens["di-su"], local, Some(&trust)).await;
-    assert!(old.is_err(), "an old link was accepted after the reschedule");
+    let old = join_once(&url, &trust, &old_tokens["di-su"]).await.expect_err("an old link was accepted");
+    assert!(old.code().is_some(), "the worker refuses an old link with a reason: {old}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
