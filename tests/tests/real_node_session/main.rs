@@ -169,6 +169,7 @@ async fn points_verified_through_a_worker_container_make_the_session_ready_at_th
         .unwrap();
     let token = |p: &str| String::from_utf8(tokens[p].0.clone()).unwrap();
     let sender = exchange_media(&url, Some(&trust), &token("thi-xa-my-hao"), &token("di-su")).await;
+    let media = std::time::Instant::now();
 
     wait_for(Duration::from_secs(60), "both points verified in the session status", || async {
         let st = sessions.get(SESSION).await.map_err(|e| e.to_string())?.status.unwrap_or_default();
@@ -180,6 +181,7 @@ async fn points_verified_through_a_worker_container_make_the_session_ready_at_th
     })
     .await
     .unwrap();
+    eprintln!("both points verified in the session status {:.1} s after joining", media.elapsed().as_secs_f64());
     sender.abort();
 
     live.clock.set(live.deadline);

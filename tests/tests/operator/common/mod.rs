@@ -19,6 +19,13 @@ use tiepdan_operator::clock::{Clock, SimClock};
 use tiepdan_operator::controller::{self, OperatorConfig};
 use tokio::sync::OnceCell;
 
+/// Headless Chromium over WebDriver with a fake camera and microphone: the console tests' driver.
+#[path = "../../../../media-worker/tests/common/browser.rs"]
+pub mod browser;
+
+/// Upper bound for one browser wait (the browser driver's `until`).
+pub const WAIT: Duration = Duration::from_secs(30);
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -197,36 +204,105 @@ pub async fn wait_crds_established(client: &Client, names: &[&str]) {
     }
 }
 
-/// Two points join the worker at `ws_url` (trusting `tls` for `wss://`), publish audio and video
-/// and consume each other's, as the officers' consoles do, and keep sending until the returned
-/// task is aborted.
+/// Two points, each in the console in headless Chromium (fake camera and microphone) opened
+/// from its link on the worker behind `ws_url`, joined: they publish audio and video and consume
+/// each other's over WebRTC (DTLS/SRTP), as the officers' browsers do, until the returned guard is
+/// dropped or aborted. Only a browser can verify a point: plain RTP is for probe tokens, and a
+/// probe never counts toward a point's verification.
+///
+/// Chromium reaches the signaling Service's name (`tls.server_name`) at `ws_url`'s address
+/// through a host-resolver rule and trusts the served certificate by its key's pin, never with
+/// a blanket ignore.
 pub async fn exchange_media(
     ws_url: &str,
     tls: Option<&ClientTls>,
     first_token: &str,
     second_token: &str,
-) -> tokio::task::JoinHandle<()> {
-    use tiepdan_media_worker::probe::peer::PlainPeer;
-    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    let mut a = PlainPeer::join_with(ws_url, first_token, local, tls).await.expect("first point joins");
-    let a_out = a.publish().await.expect("first point publishes");
-    let mut b = PlainPeer::join_with(ws_url, second_token, local, tls).await.expect("second point joins");
-    let b_out = b.publish().await.expect("second point publishes");
-    for p in [a_out.audio, a_out.video] {
-        b.consume(p).await.expect("second consumes first");
-    }
-    for p in [b_out.audio, b_out.video] {
-        a.consume(p).await.expect("first consumes second");
-    }
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            tick.tick().await;
-            if a.send_once(50).await.is_err() || b.send_once(50).await.is_err() {
-                break;
-            }
-        }
+) -> BrowserPoints {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    use tiepdan_media_worker::probe::client::SignalingClient;
+    let started = std::time::Instant::now();
+    let tls = tls.expect("the console is served over HTTPS only: pass the session's trust");
+    let name = tls.server_name.clone().expect("the trust names the signaling Service");
+    let addr: std::net::SocketAddr = ws_url
+        .trim_start_matches("wss://")
+        .trim_end_matches("/v1/ws")
+        .parse()
+        .unwrap_or_else(|e| panic!("{ws_url} is not wss://ip:port/v1/ws: {e}"));
+    // The certificate arrives through the kubelet's Secret sync: wait for a verified handshake.
+    let leaf = wait_for(Duration::from_secs(60), "the worker's certificate", || async {
+        let c = SignalingClient::connect_with(ws_url, Some(tls)).await.map_err(|e| e.to_string())?;
+        let leaf = c.peer_certificate().map(|d| d.to_vec()).ok_or("no certificate".to_owned());
+        c.close().await;
+        leaf
     })
+    .await
+    .unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).expect("the served certificate parses");
+    let pin =
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(parsed.tbs_certificate.subject_pki.raw));
+    let args = [
+        format!("--ignore-certificate-errors-spki-list={pin}"),
+        format!("--host-resolver-rules=MAP {name} {}", addr.ip()),
+    ];
+    let origin = format!("https://{name}:{}", addr.port());
+    let tokens = [first_token.to_owned(), second_token.to_owned()];
+    // The WebDriver client blocks; keep it off the runtime's threads.
+    let certificate = started.elapsed();
+    tokio::task::spawn_blocking(move || {
+        let driver = browser::Driver::start();
+        let pages: Vec<browser::Browser> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, token)| {
+                let page = driver.browser_with_args(&format!("point-{i}"), browser::Camera::Allowed, &args);
+                page.goto(&format!("{origin}/join#token={token}"));
+                page
+            })
+            .collect();
+        for page in &pages {
+            assert_eq!(page.eval("return window.isSecureContext;"), serde_json::Value::Bool(true));
+            page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        }
+        let opened = started.elapsed();
+        for page in &pages {
+            page.click("#join");
+        }
+        for page in &pages {
+            page.until("the room", "return window.tiepdan.phase() === 'room';");
+        }
+        eprintln!(
+            "two points in Chromium: certificate {:.1} s, browsers and pages {:.1} s, in the room {:.1} s",
+            certificate.as_secs_f64(),
+            (opened - certificate).as_secs_f64(),
+            (started.elapsed() - opened).as_secs_f64()
+        );
+        BrowserPoints { pages, _driver: driver }
+    })
+    .await
+    .expect("browsers")
+}
+
+/// Two points in the console; closing their browsers (on drop or [`Self::abort`]) ends their media.
+pub struct BrowserPoints {
+    pages: Vec<browser::Browser>,
+    _driver: browser::Driver,
+}
+
+impl BrowserPoints {
+    /// Closes both browsers: the points leave.
+    pub fn abort(self) {
+        drop(self);
+    }
+}
+
+impl Drop for BrowserPoints {
+    fn drop(&mut self) {
+        for page in self.pages.drain(..) {
+            page.close();
+        }
+    }
 }
 
 /// What an office's browser trusts for `session`'s signaling: the operator's trust bundle (kept in
