@@ -319,6 +319,16 @@ async fn a_rescheduled_session_gets_new_links_and_verifies_again() {
     let trust = session_trust(&client, &ns, SESSION).await;
     let old = join_once(&url, &trust, &old_tokens["di-su"]).await.expect_err("an old link was accepted");
     assert!(old.code().is_some(), "the worker refuses an old link with a reason: {old}");
+
+    // Ops' synthetic probe (`links --probe`): minted at the new epoch, it measures the new worker
+    // over plain RTP (comedia, through the worker container's host network).
+    let probe =
+        tiepdan_operator::links::probe(&client, &ns, SESSION, "probe-ops", jiff::Timestamp::now()).await.unwrap();
+    let mut options = tiepdan_media_worker::probe::ProbeOptions::new(url.clone(), probe.token);
+    options.tls = Some(trust.clone());
+    options.duration = Duration::from_millis(500);
+    let report = tiepdan_media_worker::probe::run_probe(&options).await.expect("the probe runs");
+    assert!(report.audio.received > 0 && report.video.received > 0, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
