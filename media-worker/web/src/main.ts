@@ -729,6 +729,13 @@ function main(): void {
       location.reload();
     }
   });
+  // A link opened over this page changes only the fragment, which does not load the page again:
+  // start over with the new link, as a fresh load would.
+  window.addEventListener("hashchange", () => {
+    if (new URLSearchParams(location.hash.replace(/^#/, "")).has("token")) {
+      location.reload();
+    }
+  });
   // Browsers keep an AudioContext suspended until the first interaction.
   document.addEventListener("pointerdown", () => local.resumeAudio(), { once: true });
   navigator.mediaDevices?.addEventListener?.("devicechange", () => void fillDeviceLists());
