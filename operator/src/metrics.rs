@@ -140,7 +140,7 @@ impl Metrics {
             worker_replacements: counter(
                 "worker_replacements_total",
                 "Workers replaced under a session that had one, by why the old one could not go on (Terminating, \
-                 Ended, OtherPool, OldEpoch, Gone).",
+                 Ended, NodeLost, Unready, OtherPool, OldEpoch, Gone).",
                 &["reason"],
             ),
             sessions: gauge("sessions", "Sessions by phase.", &["phase"]),

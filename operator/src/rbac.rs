@@ -107,6 +107,15 @@ pub const PERMISSIONS: &[Permission] = &[
               idle one is out of date (pool::delete_idle) and on clean-up",
     },
     Permission {
+        scope: Scope::Cluster,
+        group: "",
+        resources: &["nodes"],
+        resource_names: &[],
+        verbs: &["get"],
+        why: "allocation::allocate reads the node of a session's unready worker, to replace one whose node is \
+              lost (controller::failover)",
+    },
+    Permission {
         scope: Scope::WatchNamespace,
         group: "",
         resources: &["services"],

@@ -262,6 +262,8 @@ fn by_default_the_install_is_namespaced_and_grants_no_cluster_wide_secret_access
             "validatingwebhookconfigurations",
             "mutatingwebhookconfigurations",
             "clusterroles",
+            // Read while a worker is unready, to tell a lost node (controller::failover).
+            "nodes",
         ]
         .map(str::to_owned),
     );

@@ -172,7 +172,7 @@ async fn a_worker_that_is_not_ready_is_never_allocated() {
     let warm = worker_pod::build(&pool, "default-warm", None, ports);
     pods.create(&PostParams::default(), &warm).await.expect("warm pod");
 
-    let (got, _) = allocation::allocate(&client, &session, &pool, 0).await.expect("allocation");
+    let (got, _) = allocation::allocate(&client, &session, &pool, 0, jiff::Timestamp::now()).await.expect("allocation");
     let pod = got.pod().clone();
     assert!(
         matches!(got, Allocation::Created(_)),

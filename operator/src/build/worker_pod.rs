@@ -15,6 +15,13 @@ use crate::tokens::session_id;
 
 pub use super::worker_ports::{WorkerPorts, ADMIN_PORT, SIGNALING_PORT};
 use super::worker_ports::{ADMIN_PORT_NAME, SIGNALING_PORT_NAME};
+
+/// How often the kubelet asks a worker's `/readyz`.
+pub const READINESS_PERIOD_SECONDS: i32 = 1;
+/// How long one readiness probe waits for an answer (a stopped worker accepts but never answers).
+pub const READINESS_TIMEOUT_SECONDS: i32 = 1;
+/// Failed probes in a row before the worker is unready: one slow answer is not a fault.
+pub const READINESS_FAILURES: i32 = 2;
 /// Where the pool's signing key is mounted.
 pub const SIGNING_KEY_DIR: &str = "/var/run/tiepdan/signing-key";
 /// Where the pod's TLS Secret (`<pod>-tls`, a copy of its session's certificate) is mounted. The
@@ -101,6 +108,16 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
         period_seconds: Some(5),
         ..Default::default()
     };
+    // Readiness is what failover watches: a worker that stops answering is seen unready within
+    // READINESS_FAILURES probes of READINESS_PERIOD_SECONDS (each waiting at most its timeout),
+    // about 3 s, so the 5 s grace and a new worker still fit in 10 s. Liveness stays slower: a
+    // restart in place costs the connections that a short stall would not.
+    let readiness = Probe {
+        period_seconds: Some(READINESS_PERIOD_SECONDS),
+        timeout_seconds: Some(READINESS_TIMEOUT_SECONDS),
+        failure_threshold: Some(READINESS_FAILURES),
+        ..probe("/readyz")
+    };
     Pod {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -150,7 +167,7 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
                         ..Default::default()
                     },
                 ]),
-                readiness_probe: Some(probe("/readyz")),
+                readiness_probe: Some(readiness),
                 liveness_probe: Some(probe("/healthz")),
                 resources: spec.resources.clone(),
                 security_context: Some(SecurityContext {
@@ -348,7 +365,15 @@ pub(crate) mod tests {
         assert_eq!(tls.secret_name.as_deref(), Some("default-abcde-tls"));
         assert_eq!(tls.optional, Some(true), "a warm pod must start before its certificate exists");
         // Probes use the plain admin port: the kubelet cannot present the session's trust.
-        let probe = c.readiness_probe.clone().unwrap().http_get.unwrap();
+        let readiness = c.readiness_probe.clone().unwrap();
+        let probe = readiness.http_get.clone().unwrap();
         assert_eq!(probe.port, IntOrString::String("admin".into()));
+        assert_eq!(probe.path.as_deref(), Some("/readyz"));
+        // Failover sees a stalled worker within about 3 s (controller::failover).
+        let timing = (readiness.period_seconds, readiness.timeout_seconds, readiness.failure_threshold);
+        assert_eq!(timing, (Some(1), Some(1), Some(2)));
+        let liveness = c.liveness_probe.clone().unwrap();
+        assert_eq!(liveness.http_get.unwrap().path.as_deref(), Some("/healthz"));
+        assert_eq!(liveness.period_seconds, Some(5));
     }
 }

@@ -2,12 +2,14 @@
 //! (a compare-and-swap on its resourceVersion, so two sessions never take the same pod), or
 //! create a new pod bound to the session when none is idle.
 
-use k8s_openapi::api::core::v1::Pod;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
 
+use super::failover::{self, NodeHealth};
 use super::pods::pod_ready;
 use crate::api::{MediaWorkerPool, ReceptionSession};
 use crate::apply;
@@ -18,6 +20,8 @@ use crate::build::{labels, owner_ref, worker_pod, worker_ports};
 pub enum Error {
     #[error("failed to list worker pods")]
     List(#[source] kube::Error),
+    #[error("failed to read node {0} of the session's worker")]
+    Node(String, #[source] kube::Error),
     #[error("failed to label pod {0} as allocated")]
     Label(String, #[source] kube::Error),
     #[error(transparent)]
@@ -56,6 +60,10 @@ pub enum Stale {
     Terminating,
     /// Failed or ended (an evicted pod is Failed): it will never serve again.
     Ended,
+    /// Its node is NotReady, Unknown or gone (see [`failover::NodeHealth`]).
+    NodeLost,
+    /// It served, then stayed unready longer than [`failover::UNREADY_GRACE`].
+    Unready,
     /// Taken from a pool the session no longer names: its tokens are signed with another key.
     OtherPool,
     /// Allocated for an older token epoch (the session was rescheduled).
@@ -67,19 +75,28 @@ impl Stale {
         match self {
             Stale::Terminating => "Terminating",
             Stale::Ended => "Ended",
+            Stale::NodeLost => "NodeLost",
+            Stale::Unready => "Unready",
             Stale::OtherPool => "OtherPool",
             Stale::OldEpoch => "OldEpoch",
         }
     }
 }
 
-/// Whether `pod` can still serve a session that uses `pool` at token `epoch`. Pure.
-pub fn stale(pod: &Pod, pool: &str, epoch: u64) -> Option<Stale> {
+/// Whether `pod` can still serve a session that uses `pool` at token `epoch`, at `now` (real
+/// time) with its node as observed. Faults come before configuration changes. Pure.
+pub fn stale(pod: &Pod, pool: &str, epoch: u64, now: Timestamp, node: NodeHealth) -> Option<Stale> {
     if pod.metadata.deletion_timestamp.is_some() {
         return Some(Stale::Terminating);
     }
     if pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Failed" || p == "Succeeded") {
         return Some(Stale::Ended);
+    }
+    if node.lost() {
+        return Some(Stale::NodeLost);
+    }
+    if failover::unready_too_long(pod, now) {
+        return Some(Stale::Unready);
     }
     if pod.labels().get(labels::POOL).is_some_and(|p| p != pool) {
         return Some(Stale::OtherPool);
@@ -88,14 +105,17 @@ pub fn stale(pod: &Pod, pool: &str, epoch: u64) -> Option<Stale> {
     (pod_epoch != epoch).then_some(Stale::OldEpoch)
 }
 
-/// Finds or allocates the worker pod of `session` from `pool`, for token `epoch`. Pods of the
-/// session that are [`stale`] are passed over (the caller deletes them as orphans); when a new
-/// worker is allocated, why the session's pod could not go on (if it still exists) comes back too.
+/// Finds or allocates the worker pod of `session` from `pool`, for token `epoch`, at `now` (real
+/// time: pod readiness is stamped by the kubelet's clock, whatever clock drives the timeline).
+/// Pods of the session that are [`stale`] are passed over (the caller deletes them as orphans);
+/// when a new worker is allocated, why the session's pod could not go on (if it still exists)
+/// comes back too.
 pub async fn allocate(
     client: &kube::Client,
     session: &ReceptionSession,
     pool: &MediaWorkerPool,
     epoch: u64,
+    now: Timestamp,
 ) -> Result<(Allocation, Option<Stale>), Error> {
     let ns = session.namespace().unwrap_or_default();
     let sname = session.name_any();
@@ -110,12 +130,18 @@ pub async fn allocate(
         .await
         .map_err(Error::List)?;
     let pool_name = pool.name_any();
-    let (usable, stale_pods): (Vec<Pod>, Vec<Pod>) =
-        mine.items.into_iter().partition(|p| stale(p, &pool_name, epoch).is_none());
-    if let Some(p) = usable.into_iter().next() {
+    let mut judged = Vec::with_capacity(mine.items.len());
+    for p in mine.items {
+        let mut why = stale(&p, &pool_name, epoch, now, NodeHealth::Unchecked);
+        if why.is_none() {
+            why = stale(&p, &pool_name, epoch, now, node_health(client, &p).await?);
+        }
+        judged.push((why, p));
+    }
+    let replacing = judged.iter().find_map(|(why, _)| *why);
+    if let Some((_, p)) = judged.into_iter().find(|(why, _)| why.is_none()) {
         return Ok((Allocation::Existing(p), None));
     }
-    let replacing = stale_pods.iter().find_map(|p| stale(p, &pool_name, epoch));
 
     let idle_sel =
         format!("{},{}={}", labels::pool_selector(&pool.name_any()), labels::WORKER_STATE, labels::STATE_IDLE);
@@ -125,7 +151,8 @@ pub async fn allocate(
         .map_err(Error::List)?
         .items
         .into_iter()
-        .filter(|p| stale(p, &pool_name, 0).is_none())
+        // Only Ready pods are taken (below), whose node is not known to be lost.
+        .filter(|p| stale(p, &pool_name, 0, now, NodeHealth::Unchecked).is_none())
         .collect();
     // Only Ready pods, as in Agones: a warming pod may never come up (a bad image, a port taken),
     // and a session bound to it would wait on it. Without one, the session gets its own pod below.
@@ -172,6 +199,14 @@ pub async fn allocate(
     Ok((Allocation::Created(apply::apply(&pods, &pod).await?), replacing))
 }
 
+/// The node of `pod` as far as it matters: looked up only while the pod is not Ready (see
+/// [`failover::node_to_check`]), so a serving session costs no extra read.
+async fn node_health(client: &kube::Client, pod: &Pod) -> Result<NodeHealth, Error> {
+    let Some(name) = failover::node_to_check(pod) else { return Ok(NodeHealth::Unchecked) };
+    let node = Api::<Node>::all(client.clone()).get_opt(name).await.map_err(|e| Error::Node(name.to_owned(), e))?;
+    Ok(NodeHealth::of(node.as_ref()))
+}
+
 /// Whether `pod` was started bound to its session (so it needs no allocation call).
 pub fn started_bound(pod: &Pod) -> bool {
     pod.spec
@@ -192,6 +227,8 @@ mod tests {
 
     #[test]
     fn which_pods_can_still_serve_the_session() {
+        use NodeHealth::{Gone, NotReady, Ready, Unchecked};
+        let now: Timestamp = "2025-06-11T07:01:00Z".parse().unwrap();
         let ok = json!({"metadata": {"name": "w", "labels": {labels::POOL: "default"},
                         "annotations": {EPOCH_ANNOTATION: "1"}}, "status": {"phase": "Running"}});
         let mut terminating = ok.clone();
@@ -200,17 +237,44 @@ mod tests {
         evicted["status"] = json!({"phase": "Failed", "reason": "Evicted"});
         let mut no_epoch = ok.clone();
         no_epoch["metadata"]["annotations"] = json!({});
+        // Started at 07:00, Ready=False since `since`.
+        let unready_since = |since: &str| {
+            let mut p = ok.clone();
+            p["status"] = json!({"phase": "Running", "startTime": "2025-06-11T07:00:00Z",
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": since}]});
+            p
+        };
+        let served_then_unready_6s = unready_since("2025-06-11T07:00:54Z");
+        let served_then_unready_4s = unready_since("2025-06-11T07:00:56Z");
+        let never_ready = unready_since("2025-06-11T07:00:00Z");
+        let mut unready_other_epoch = served_then_unready_6s.clone();
+        unready_other_epoch["metadata"]["annotations"] = json!({EPOCH_ANNOTATION: "0"});
         let cases = [
-            (ok.clone(), "default", 1, None),
-            (ok.clone(), "other", 1, Some(Stale::OtherPool)),
-            (ok, "default", 2, Some(Stale::OldEpoch)),
-            (terminating, "default", 1, Some(Stale::Terminating)),
-            (evicted, "default", 1, Some(Stale::Ended)),
-            (no_epoch.clone(), "default", 0, None),
-            (no_epoch, "default", 1, Some(Stale::OldEpoch)),
+            (ok.clone(), "default", 1, Unchecked, None),
+            (ok.clone(), "other", 1, Unchecked, Some(Stale::OtherPool)),
+            (ok.clone(), "default", 2, Unchecked, Some(Stale::OldEpoch)),
+            (terminating.clone(), "default", 1, Unchecked, Some(Stale::Terminating)),
+            (terminating, "default", 1, Gone, Some(Stale::Terminating)),
+            (evicted, "default", 1, Unchecked, Some(Stale::Ended)),
+            (no_epoch.clone(), "default", 0, Unchecked, None),
+            (no_epoch, "default", 1, Unchecked, Some(Stale::OldEpoch)),
+            (ok.clone(), "default", 1, Ready, None),
+            (ok.clone(), "default", 1, NotReady, Some(Stale::NodeLost)),
+            (ok.clone(), "default", 1, Gone, Some(Stale::NodeLost)),
+            (never_ready.clone(), "default", 1, NotReady, Some(Stale::NodeLost)),
+            (served_then_unready_6s.clone(), "default", 1, Ready, Some(Stale::Unready)),
+            (served_then_unready_6s, "default", 1, Gone, Some(Stale::NodeLost)),
+            (served_then_unready_4s, "default", 1, Ready, None),
+            // A worker that never got Ready keeps its crash diagnosis instead of being churned.
+            (never_ready, "default", 1, Ready, None),
+            (unready_other_epoch, "default", 1, Ready, Some(Stale::Unready)),
         ];
-        for (p, pool, epoch, want) in cases {
-            assert_eq!(stale(&pod(p.clone()), pool, epoch), want, "{p} in {pool} at epoch {epoch}");
+        for (p, pool, epoch, node, want) in cases {
+            assert_eq!(
+                stale(&pod(p.clone()), pool, epoch, now, node),
+                want,
+                "{p} in {pool} at epoch {epoch}, {node:?}"
+            );
         }
     }
 }

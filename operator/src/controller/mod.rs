@@ -6,6 +6,7 @@ pub mod certificate;
 pub mod context;
 pub mod crds;
 pub mod events;
+pub mod failover;
 pub mod instrument;
 pub mod monitoring;
 pub mod pods;

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use super::allocation::{self, Allocation};
 use super::certificate;
+use super::failover;
 use super::monitoring::{self, Applied};
 use super::pods::pod_ready;
 use super::session_events::{self, Kind};
@@ -201,17 +202,30 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
     for p in st::newly_verified(&prev.points, &status.points) {
         record_point_verification(ctx, &ns, session, p).await;
     }
+    let recheck = match &outcome {
+        Outcome::Provisioned(p) => p.recheck,
+        _ => None,
+    };
     Ok(match &valid {
-        Ok(v) => next_action(ctx, v, status.phase.unwrap_or(SessionPhase::Scheduled), now),
+        Ok(v) => next_action(ctx, v, status.phase.unwrap_or(SessionPhase::Scheduled), now, recheck),
         // Not retried in a loop: a change to the session or its points triggers a reconcile.
         Err(_) => Action::await_change(),
     })
 }
 
-/// When to look again: the next timeline boundary, and the worker poll while media flows.
-fn next_action(ctx: &Context, valid: &ValidSession, phase: SessionPhase, now: Timestamp) -> Action {
+/// When to look again: the next timeline boundary, and the worker poll while media flows (sooner
+/// when an unready worker's grace ends first).
+fn next_action(
+    ctx: &Context,
+    valid: &ValidSession,
+    phase: SessionPhase,
+    now: Timestamp,
+    recheck: Option<Duration>,
+) -> Action {
     use SessionPhase::*;
-    let poll = matches!(phase, Provisioning | Rehearsal | Ready | NotReady | Live).then_some(ctx.config.status_poll);
+    let poll = matches!(phase, Provisioning | Rehearsal | Ready | NotReady | Live)
+        .then_some(ctx.config.status_poll)
+        .map(|p| recheck.map_or(p, |r| p.min(r)));
     let boundary = valid.timeline.next_boundary(now).and_then(|b| ctx.clock.real_wait_until(b));
     match (poll, boundary) {
         (Some(p), Some(b)) => Action::requeue(p.min(b).max(Duration::from_millis(100))),
@@ -251,7 +265,9 @@ async fn provision(
         .ok_or_else(|| ProvisionError::PoolMissing(session.spec.worker_pool.clone()))?;
     let key = ensure_signing_key(ctx, &pool).await.map_err(Error::SigningKey)?;
 
-    let (alloc, stale) = allocation::allocate(&ctx.client, session, &pool, epoch).await.map_err(Error::from)?;
+    // Pod readiness is stamped by the kubelet's clock, whatever clock drives the timeline.
+    let wall = Timestamp::now();
+    let (alloc, stale) = allocation::allocate(&ctx.client, session, &pool, epoch, wall).await.map_err(Error::from)?;
     let had = session.status.as_ref().and_then(|s| s.worker.as_ref()).and_then(|w| w.pod.clone());
     let replaced = match (&alloc, had) {
         (Allocation::Existing(_), _) | (_, None) => None,
@@ -310,6 +326,7 @@ async fn provision(
         report,
         allocated,
         replaced,
+        recheck: failover::recheck_in(&pod, wall),
     })
 }
 

@@ -41,6 +41,9 @@ pub struct Provisioned {
     pub allocated: Option<Allocated>,
     /// The worker this reconcile replaced.
     pub replaced: Option<Replaced>,
+    /// When to reconcile again because the worker is unready (see `failover::recheck_in`);
+    /// not part of the status.
+    pub recheck: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -111,6 +111,7 @@ impl World {
             certificate,
             allocated: self.allocated.clone(),
             replaced: self.replaced.clone(),
+            recheck: None,
         }))
     }
 }
@@ -216,6 +217,12 @@ fn a_session_lives_through_failover_a_missed_deadline_and_completion() {
         &["PointVerified", "PointVerified"],
     ));
     rows.push(row("an idle poll writes nothing", "2025-06-11T07:10:10Z", &w, Rehearsal, Provision, &[]));
+
+    // The worker stalls and heals in place within the grace: WorkerReady says since when.
+    w.health = WorkerHealth::Unready { since: "2025-06-11T07:15:00Z".parse().unwrap() };
+    rows.push(row("the worker stalls", "2025-06-11T07:15:02Z", &w, Rehearsal, Provision, &["WorkerUnready"]));
+    w.health = WorkerHealth::Ready;
+    rows.push(row("it answers again", "2025-06-11T07:15:04Z", &w, Rehearsal, Provision, &["WorkerRecovered"]));
 
     // The worker pod is deleted: a warm one replaces it, and the verification stays.
     w = World {

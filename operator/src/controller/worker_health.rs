@@ -6,9 +6,11 @@
 //! own last words from its termination message) so an officer's admin knows what to fix instead
 //! of waiting. Pure: table-tested without a cluster.
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
 use crate::build::worker_pod::CONTAINER;
+use crate::controller::failover::{self, UNREADY_GRACE};
 use crate::controller::pods::pod_ready;
 
 /// The kubelet's reason for a container killed by the kernel's OOM killer.
@@ -22,6 +24,11 @@ pub enum WorkerHealth {
     Ready,
     /// Not Ready, and the container has not died since it was created.
     Starting,
+    /// It was Ready and stopped passing its readiness probe at `since`, without dying: stalled
+    /// or overloaded. Failover replaces it after [`UNREADY_GRACE`].
+    Unready {
+        since: Timestamp,
+    },
     /// The container was killed for exceeding its memory limit.
     OomKilled {
         restarts: i32,
@@ -40,7 +47,9 @@ impl WorkerHealth {
         if pod_ready(pod) {
             return WorkerHealth::Ready;
         }
-        let Some(status) = worker_status(pod) else { return WorkerHealth::Starting };
+        let not_ready =
+            || failover::unready_since(pod).map_or(WorkerHealth::Starting, |since| WorkerHealth::Unready { since });
+        let Some(status) = worker_status(pod) else { return not_ready() };
         // The current state while it is down (Waiting: CrashLoopBackOff) keeps the cause in
         // lastState; a container that died and has not been restarted yet shows it in state.
         let died = status
@@ -57,7 +66,7 @@ impl WorkerHealth {
                 exit_code: *exit_code,
                 message: message.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(shorten),
             },
-            None => WorkerHealth::Starting,
+            None => not_ready(),
         }
     }
 
@@ -66,6 +75,7 @@ impl WorkerHealth {
         match self {
             WorkerHealth::Ready => "WorkerReady",
             WorkerHealth::Starting => "WorkerStarting",
+            WorkerHealth::Unready { .. } => "WorkerUnready",
             WorkerHealth::OomKilled { .. } => "WorkerOOMKilled",
             WorkerHealth::Crashed { .. } => "WorkerCrashed",
         }
@@ -73,13 +83,14 @@ impl WorkerHealth {
 
     /// Whether this is a failure a human must look at (a Warning event on the way in).
     pub fn failed(&self) -> bool {
-        matches!(self, WorkerHealth::OomKilled { .. } | WorkerHealth::Crashed { .. })
+        // A stall too: it is replaced if it lasts, but a stall that heals in place is worth knowing.
+        matches!(self, WorkerHealth::OomKilled { .. } | WorkerHealth::Crashed { .. } | WorkerHealth::Unready { .. })
     }
 
     /// Whether a WorkerReady reason read back from status is one of the failure reasons, so a
     /// recovery can be announced once.
     pub fn is_failure_reason(reason: &str) -> bool {
-        reason == "WorkerOOMKilled" || reason == "WorkerCrashed"
+        reason == "WorkerOOMKilled" || reason == "WorkerCrashed" || reason == "WorkerUnready"
     }
 
     /// The WorkerReady message: `observed` (what talking to the worker showed) while it is ready
@@ -87,6 +98,11 @@ impl WorkerHealth {
     pub fn message(&self, pod: &str, observed: &str) -> String {
         match self {
             WorkerHealth::Ready | WorkerHealth::Starting => observed.to_owned(),
+            WorkerHealth::Unready { since } => format!(
+                "Worker pod {pod} served the session but has not answered its readiness probe since {since}; it is \
+                 replaced once that lasts {}s.",
+                UNREADY_GRACE.as_secs()
+            ),
             WorkerHealth::OomKilled { restarts, limit } => format!(
                 "Worker pod {pod} was killed for running out of memory (limit {}; {restarts} restarts). Raise the \
                  pool's spec.resources.limits.memory; the kubelet keeps restarting it.",
@@ -125,6 +141,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStateWaiting, PodSpec, PodStatus};
     use k8s_openapi::api::core::v1::{PodCondition, ResourceRequirements};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn terminated(reason: &str, exit_code: i32, message: Option<&str>) -> ContainerState {
         ContainerState {
@@ -203,6 +220,19 @@ mod tests {
         for (name, pod, want) in cases {
             assert_eq!(WorkerHealth::of(&pod), want, "{name}");
         }
+        // Ready, then not: stamped well after the pod started.
+        let mut stalled = pod(false, None, None, 0);
+        let status = stalled.status.as_mut().unwrap();
+        status.start_time = Some(Time("2026-12-05T10:00:00Z".parse().unwrap()));
+        status.conditions.as_mut().unwrap()[0].last_transition_time =
+            Some(Time("2026-12-05T10:05:00Z".parse().unwrap()));
+        let since = "2026-12-05T10:05:00Z".parse().unwrap();
+        assert_eq!(WorkerHealth::of(&stalled), WorkerHealth::Unready { since });
+        let unready = WorkerHealth::Unready { since };
+        assert_eq!(unready.reason(), "WorkerUnready");
+        assert!(unready.failed(), "a Warning event, and WorkerRecovered if it heals in place");
+        assert!(WorkerHealth::is_failure_reason(unready.reason()));
+        assert!(unready.message("w-1", "").contains("since 2026-12-05T10:05:00Z"), "{}", unready.message("w-1", ""));
     }
 
     #[test]

@@ -33,25 +33,25 @@ async fn steady(sessions: &Api<ReceptionSession>) -> ReceptionSession {
     wait_condition(sessions, SESSION, "CertificateReady", "CertificateReady=True", |c| c.status == "True").await
 }
 
-async fn session(sessions: &Api<ReceptionSession>) -> ReceptionSession {
+pub(super) async fn session(sessions: &Api<ReceptionSession>) -> ReceptionSession {
     sessions.get(SESSION).await.unwrap()
 }
 
 /// The join tokens of the session, by point.
-async fn tokens(client: &Client, ns: &str) -> std::collections::BTreeMap<String, String> {
+pub(super) async fn tokens(client: &Client, ns: &str) -> std::collections::BTreeMap<String, String> {
     let secret = Api::<Secret>::namespaced(client.clone(), ns).get(&format!("{SESSION}-join-tokens")).await.unwrap();
     secret.data.unwrap().into_iter().map(|(k, v)| (k, String::from_utf8(v.0).unwrap())).collect()
 }
 
 /// The signaling URL of the session's current worker (a hostNetwork pod on 127.0.0.1).
-async fn worker_url(client: &Client, ns: &str, pod: &str) -> String {
+pub(super) async fn worker_url(client: &Client, ns: &str, pod: &str) -> String {
     let pod = Api::<Pod>::namespaced(client.clone(), ns).get(pod).await.unwrap();
     format!("wss://127.0.0.1:{}/v1/ws", worker_ports::of_pod(&pod).signaling)
 }
 
 /// Waits until the operator has emitted an event with `reason` about the session (events follow
 /// the status write that records the transition).
-async fn wait_event(client: &Client, ns: &str, reason: &str) {
+pub(super) async fn wait_event(client: &Client, ns: &str, reason: &str) {
     wait_for(Duration::from_secs(30), format!("a {reason} event"), || async {
         let reasons = event_reasons(client, ns).await;
         reasons.iter().any(|r| r == reason).then_some(()).ok_or(format!("{reasons:?}"))
@@ -60,7 +60,7 @@ async fn wait_event(client: &Client, ns: &str, reason: &str) {
     .unwrap();
 }
 
-fn worker_of(s: &ReceptionSession) -> Option<String> {
+pub(super) fn worker_of(s: &ReceptionSession) -> Option<String> {
     s.status.as_ref().and_then(|st| st.worker.as_ref()).and_then(|w| w.pod.clone())
 }
 
@@ -231,14 +231,14 @@ async fn losing_a_point_does_not_fail_the_session_and_a_failed_session_gives_bac
 }
 
 /// A session in its rehearsal whose two points were verified through its worker.
-struct Verified {
-    live: super::Live,
-    sessions: Api<ReceptionSession>,
-    pod: String,
-    links: std::collections::BTreeMap<String, String>,
+pub(super) struct Verified {
+    pub(super) live: super::Live,
+    pub(super) sessions: Api<ReceptionSession>,
+    pub(super) pod: String,
+    pub(super) links: std::collections::BTreeMap<String, String>,
 }
 
-async fn verified_session(cp: &ControlPlane, client: &Client, prefix: &str) -> Verified {
+pub(super) async fn verified_session(cp: &ControlPlane, client: &Client, prefix: &str) -> Verified {
     let base = host_ports();
     let live = live(cp, client, prefix, |s, d| topology(base, 1, "{}", s, d)).await;
     let sessions = Api::<ReceptionSession>::namespaced(client.clone(), &live.ns);
@@ -259,7 +259,7 @@ async fn verified_session(cp: &ControlPlane, client: &Client, prefix: &str) -> V
 
 /// Joins the session's worker `pod` with `token`, retrying for a minute while the worker's
 /// certificate arrives through the kubelet's Secret sync.
-async fn joins(client: &Client, ns: &str, pod: &str, token: &str) {
+pub(super) async fn joins(client: &Client, ns: &str, pod: &str, token: &str) {
     let url = worker_url(client, ns, pod).await;
     let trust = session_trust(client, ns, SESSION).await;
     wait_for(Duration::from_secs(60), format!("a join to {pod}"), || async {

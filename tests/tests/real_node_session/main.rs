@@ -9,6 +9,7 @@
 mod chart_install;
 #[path = "../operator/common/mod.rs"]
 mod common;
+mod failover;
 mod lifecycle;
 mod session_tls;
 
@@ -217,6 +218,7 @@ async fn a_worker_whose_port_is_taken_shows_the_crash_in_the_session_and_recover
         c.status == "False" && c.reason == "WorkerCrashed"
     })
     .await;
+    let crashing = crashed.status.as_ref().and_then(|st| st.worker.as_ref()).and_then(|w| w.pod.clone()).unwrap();
     let c = crashed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "WorkerReady").unwrap();
     assert!(c.message.contains(&format!("127.0.0.1:{base}")), "names the port: {}", c.message);
     assert!(c.message.contains("in use"), "says why: {}", c.message);
@@ -233,7 +235,13 @@ async fn a_worker_whose_port_is_taken_shows_the_crash_in_the_session_and_recover
     })
     .await
     .unwrap();
-    assert!(event_reasons(&client, &live.ns).await.contains(&"WorkerRecovered".to_owned()));
+    let reasons = event_reasons(&client, &live.ns).await;
+    assert!(reasons.contains(&"WorkerRecovered".to_owned()));
+    // Never Ready, so never replaced (failover is for a worker that served): the same pod
+    // recovered, keeping its diagnosis all along instead of a new pod every few seconds.
+    let recovered = worker_pod(&client, &live.ns).await;
+    assert_eq!(recovered.metadata.name.as_deref(), Some(crashing.as_str()), "{reasons:?}");
+    assert!(!reasons.contains(&"WorkerReplaced".to_owned()), "{reasons:?}");
 }
 
 /// A memory limit the worker cannot start under: the kernel kills it, and the session names the
