@@ -84,12 +84,8 @@ pub async fn delete_orphans<K>(api: &Api<K>, selector: &str, keep: &BTreeSet<Str
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    // From the API server's watch cache (resourceVersion 0), not a quorum read of etcd: a 1.20
-    // API server answers a label-selected quorum LIST by reading every object of the kind in the
-    // namespace from etcd, so with a LIST per child kind per reconcile the cost grew with the
-    // square of the sessions. An orphan the cache has not seen yet goes at the next reconcile.
     let list = api
-        .list_metadata(&ListParams::default().labels(selector).match_any())
+        .list_metadata(&ListParams::default().labels(selector))
         .await
         .map_err(|source| Error::List { kind: K::kind(&()).into_owned(), source })?;
     let mut deleted = vec![];
