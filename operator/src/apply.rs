@@ -79,38 +79,15 @@ where
     }
 }
 
-/// Deletes every object matching `selector` whose name is not in `keep`, listed by a quorum
-/// read: for giving everything back (a Failed, Completed or deleted session), where an object
-/// missed would be left behind. Returns what it deleted.
+/// Deletes every object matching `selector` whose name is not in `keep`. Returns what it deleted.
 pub async fn delete_orphans<K>(api: &Api<K>, selector: &str, keep: &BTreeSet<String>) -> Result<Vec<String>, Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    delete_listed(api, &ListParams::default().labels(selector), keep).await
-}
-
-/// [`delete_orphans`] listed from the API server's watch cache (resourceVersion 0), for the
-/// clean-up after every provisioning reconcile. A 1.20 API server answers a label-selected quorum
-/// LIST by reading every object of the kind in the namespace from etcd, so one per child kind per
-/// reconcile made the cost grow with the square of the sessions (`operator_scale`). An orphan the
-/// cache has not seen yet goes at the next reconcile.
-pub async fn delete_orphans_cached<K>(
-    api: &Api<K>,
-    selector: &str,
-    keep: &BTreeSet<String>,
-) -> Result<Vec<String>, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    delete_listed(api, &ListParams::default().labels(selector).match_any(), keep).await
-}
-
-async fn delete_listed<K>(api: &Api<K>, params: &ListParams, keep: &BTreeSet<String>) -> Result<Vec<String>, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    let list =
-        api.list_metadata(params).await.map_err(|source| Error::List { kind: K::kind(&()).into_owned(), source })?;
+    let list = api
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .map_err(|source| Error::List { kind: K::kind(&()).into_owned(), source })?;
     let mut deleted = vec![];
     for obj in list.items {
         let name = obj.name_any();

@@ -145,10 +145,8 @@ pub async fn allocate(
 
     let idle_sel =
         format!("{},{}={}", labels::pool_selector(&pool.name_any()), labels::WORKER_STATE, labels::STATE_IDLE);
-    // From the watch cache (see `apply::delete_orphans`): a stale idle pod is harmless, since
-    // taking it is a compare-and-swap on its resourceVersion.
     let mut idle: Vec<Pod> = pods
-        .list(&ListParams::default().labels(&idle_sel).match_any())
+        .list(&ListParams::default().labels(&idle_sel))
         .await
         .map_err(Error::List)?
         .items

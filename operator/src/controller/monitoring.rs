@@ -57,17 +57,17 @@ pub async fn apply(ctx: &Context, session: &ReceptionSession) -> Result<Applied,
     let sel = labels::session_selector(&session.name_any());
     let configmaps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns);
     let cm = apply::apply(&configmaps, &dashboard::build(session)?).await?;
-    apply::delete_orphans_cached(&configmaps, &sel, &BTreeSet::from([cm.name_any()])).await?;
+    apply::delete_orphans(&configmaps, &sel, &BTreeSet::from([cm.name_any()])).await?;
     if !ctx.monitoring.present(&ctx.client).await.map_err(Error::Detect)? {
         return Ok(Applied::DashboardOnly);
     }
     let extra = &ctx.config.monitoring_labels;
     let monitors = Api::<PodMonitor>::namespaced(ctx.client.clone(), &ns);
     let pm = apply::apply(&monitors, &pod_monitor::build(session, extra)).await?;
-    apply::delete_orphans_cached(&monitors, &sel, &BTreeSet::from([pm.name_any()])).await?;
+    apply::delete_orphans(&monitors, &sel, &BTreeSet::from([pm.name_any()])).await?;
     let rules = Api::<PrometheusRule>::namespaced(ctx.client.clone(), &ns);
     let pr = apply::apply(&rules, &prometheus_rule::build(session, extra)).await?;
-    apply::delete_orphans_cached(&rules, &sel, &BTreeSet::from([pr.name_any()])).await?;
+    apply::delete_orphans(&rules, &sel, &BTreeSet::from([pr.name_any()])).await?;
     Ok(Applied::All)
 }
 

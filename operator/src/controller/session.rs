@@ -299,16 +299,16 @@ async fn provision(
 
     let sel = labels::session_selector(&sname);
     let one = |n: String| BTreeSet::from([n]);
-    apply::delete_orphans_cached(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &one(pod.name_any()))
+    apply::delete_orphans(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &one(pod.name_any()))
         .await
         .map_err(Error::from)?;
-    apply::delete_orphans_cached(&services, &sel, &one(svc.name_any())).await.map_err(Error::from)?;
-    apply::delete_orphans_cached(&secrets, &sel, &keep_secrets).await.map_err(Error::from)?;
+    apply::delete_orphans(&services, &sel, &one(svc.name_any())).await.map_err(Error::from)?;
+    apply::delete_orphans(&secrets, &sel, &keep_secrets).await.map_err(Error::from)?;
     // Only signaling and the pool's RTC ports reach the session's worker.
     let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns);
     let ranges = network_policy::PortRanges::for_minor(ctx.server_minor().await.map_err(Error::ServerVersion)?);
     let policy = apply::apply(&policies, &network_policy::build(session, &pool, ranges)).await.map_err(Error::from)?;
-    apply::delete_orphans_cached(&policies, &sel, &one(policy.name_any())).await.map_err(Error::from)?;
+    apply::delete_orphans(&policies, &sel, &one(policy.name_any())).await.map_err(Error::from)?;
     let monitoring = monitoring::apply(ctx, session).await;
     if let Err(e) = &monitoring {
         tracing::warn!(error = %e, category = e.category(), "failed to apply the session's monitoring");
