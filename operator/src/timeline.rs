@@ -136,6 +136,21 @@ impl Timeline {
     }
 }
 
+/// The timeline the unit tests share: provisioning from 06:30Z on 2025-06-`day`, the deadline
+/// 08:00Z (15:00 in Hà Nội), the session 01:00–03:00Z the next day, completed at 03:15Z.
+#[cfg(test)]
+pub(crate) fn example(day: u8) -> Timeline {
+    let at = |d: u8, hm: &str| format!("2025-06-{d:02}T{hm}:00Z").parse().expect("timestamp");
+    Timeline {
+        provisioning_start: at(day, "06:30"),
+        rehearsal_start: at(day, "07:00"),
+        deadline: at(day, "08:00"),
+        start: at(day + 1, "01:00"),
+        end: at(day + 1, "03:00"),
+        complete_at: at(day + 1, "03:15"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -483,7 +483,7 @@ fn monitoring_condition(outcome: &Result<Applied, monitoring::Error>) -> (CS, &'
 
 /// Whether `session` currently has its condition `type_` True (for callers and tests).
 pub fn condition_true(session: &ReceptionSession, type_: &str) -> bool {
-    session.status.as_ref().and_then(|s| condition::find(&s.conditions, type_)).is_some_and(|c| c.status == "True")
+    session.status.as_ref().is_some_and(|s| condition::is_true(&s.conditions, type_))
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub fn plan(prev: &ReceptionSessionStatus, valid: Result<&ValidSession, &validat
 
 /// Whether the previous status says the session holds provisioned resources.
 fn held(prev: &ReceptionSessionStatus) -> bool {
-    condition::find(&prev.conditions, SessionCondition::Provisioned.as_str()).is_some_and(|c| c.status == "True")
+    condition::is_true(&prev.conditions, SessionCondition::Provisioned.as_str())
 }
 
 #[cfg(test)]
@@ -79,25 +79,13 @@ mod tests {
 
     use super::*;
     use crate::api::{set_condition, ConditionStatus};
-    use crate::timeline::Timeline;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
     fn valid() -> ValidSession {
-        ValidSession {
-            timeline: Timeline {
-                provisioning_start: ts("2025-06-11T06:30:00Z"),
-                rehearsal_start: ts("2025-06-11T07:00:00Z"),
-                deadline: ts("2025-06-11T08:00:00Z"),
-                start: ts("2025-06-12T01:00:00Z"),
-                end: ts("2025-06-12T03:00:00Z"),
-                complete_at: ts("2025-06-12T03:15:00Z"),
-            },
-            participants: vec![],
-            missing: vec![],
-        }
+        ValidSession { timeline: crate::timeline::example(11), participants: vec![], missing: vec![] }
     }
 
     /// A status provisioned against `valid()`'s timeline, optionally holding resources.
@@ -120,17 +108,7 @@ mod tests {
     fn resources_follow_the_clock_the_schedule_and_validity() {
         use Resources::*;
         let v = valid();
-        let moved = ValidSession {
-            timeline: Timeline {
-                provisioning_start: ts("2025-06-18T06:30:00Z"),
-                rehearsal_start: ts("2025-06-18T07:00:00Z"),
-                deadline: ts("2025-06-18T08:00:00Z"),
-                start: ts("2025-06-19T01:00:00Z"),
-                end: ts("2025-06-19T03:00:00Z"),
-                complete_at: ts("2025-06-19T03:15:00Z"),
-            },
-            ..v.clone()
-        };
+        let moved = ValidSession { timeline: crate::timeline::example(18), ..v.clone() };
         let invalid = validate::Error::UnknownHost("tinh".into());
         let new = ReceptionSessionStatus::default();
         // (what, previous status, validation, clock) → (resources, epoch, rescheduled)

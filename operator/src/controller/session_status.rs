@@ -189,12 +189,12 @@ fn worker_conditions(conds: &mut Conditions<'_>, prev: &ReceptionSessionStatus, 
 
 /// The reason of condition `c`, if set.
 pub fn reason(conds: &[Condition], c: SC) -> Option<&str> {
-    conds.iter().find(|x| x.type_ == c.as_str()).map(|x| x.reason.as_str())
+    crate::api::condition::find(conds, c.as_str()).map(|x| x.reason.as_str())
 }
 
 /// Whether condition `c` is True.
 pub fn is_true(conds: &[Condition], c: SC) -> bool {
-    conds.iter().any(|x| x.type_ == c.as_str() && x.status == CS::True.as_str())
+    crate::api::condition::is_true(conds, c.as_str())
 }
 
 /// Why the Degraded condition is True after a replacement.

@@ -9,7 +9,6 @@ use super::session_plan::{plan, Release, Resources};
 use super::session_status::{next, Allocated, Outcome, Provisioned, Replaced};
 use super::worker_health::WorkerHealth;
 use crate::api::{ConditionStatus as CS, ReceptionSessionStatus, SessionPhase};
-use crate::timeline::Timeline;
 use crate::validate::{self, Participant, Role, ValidSession};
 use crate::worker_client::{PointReport, WorkerReport};
 
@@ -17,22 +16,10 @@ fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
-fn timeline(day: u8) -> Timeline {
-    let at = |d: u8, hm: &str| ts(&format!("2025-06-{d:02}T{hm}:00Z"));
-    Timeline {
-        provisioning_start: at(day, "06:30"),
-        rehearsal_start: at(day, "07:00"),
-        deadline: at(day, "08:00"),
-        start: at(day + 1, "01:00"),
-        end: at(day + 1, "03:00"),
-        complete_at: at(day + 1, "03:15"),
-    }
-}
-
 fn session(day: u8, missing: &[&str]) -> ValidSession {
     let p = |n: &str, role| Participant { name: n.into(), display_name: n.into(), role };
     ValidSession {
-        timeline: timeline(day),
+        timeline: crate::timeline::example(day),
         participants: vec![p("tinh", Role::Host), p("a", Role::Participant), p("b", Role::Participant)]
             .into_iter()
             .filter(|p| !missing.contains(&p.name.as_str()))
