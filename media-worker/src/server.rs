@@ -297,16 +297,19 @@ impl RunningServer {
 /// Runs the worker until SIGTERM/SIGINT, drains, and returns. A second signal during the drain
 /// stops at once.
 pub async fn serve(config: ServeConfig) -> Result<(), ServerError> {
+    // Installed before the worker says "listening": a SIGTERM that arrives right after (the
+    // kubelet deleting a pod that just started) must drain, not kill the process with the
+    // default action.
+    let mut signals = ShutdownSignals::install()?;
     let server = start(config).await?;
-    shutdown_signal().await?;
+    signals.next().await;
     tracing::info!("shutdown signal received");
     let registry = Arc::clone(&server.registry);
     let drain = server.drain_and_stop();
     tokio::pin!(drain);
     tokio::select! {
         result = &mut drain => result,
-        second = shutdown_signal() => {
-            second?;
+        () = signals.next() => {
             tracing::warn!("second signal; stopping without waiting for points");
             registry.kick_everyone(Kick::Shutdown);
             Ok(())
@@ -314,13 +317,25 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServerError> {
     }
 }
 
-async fn shutdown_signal() -> Result<(), ServerError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, handled (not the default action) from [`Self::install`] on.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self, ServerError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(ServerError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(ServerError::Signals)?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

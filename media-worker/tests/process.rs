@@ -284,3 +284,56 @@ fn https_get(addr: SocketAddr, cert: rustls::pki_types::CertificateDer<'static>,
     let _ = stream.read_to_end(&mut response);
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// The kubelet may delete a pod the moment it starts; a SIGTERM sent as soon as the worker says
+/// "listening" must drain and exit 0, not kill it with the signal's default action. (The handler
+/// used to be installed only after "listening"; a CI run caught the window once.) The signal is
+/// sent from the thread that reads the line, so it lands as early as a test can make it.
+#[test]
+fn a_sigterm_right_after_listening_drains_and_exits_zero() {
+    let keys = KeyDir::new("early-term");
+    // Busy threads on every core make the worker's threads wait for a CPU, which is what widens
+    // the window on a loaded CI machine.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let burners: Vec<_> = (0..cores * 2)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let _stop_burners = StopOnDrop(stop, burners);
+    for attempt in 0..20 {
+        let mut child = spawn_serve(&keys.key_file, (47000, 47999), &[]);
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(reader.read_line(&mut line).expect("log line") > 0, "the worker exited before listening");
+            if line.contains("\"listening\"") {
+                kill(pid, Signal::SIGTERM).expect("SIGTERM");
+                break;
+            }
+        }
+        std::io::copy(&mut reader, &mut std::io::sink()).ok();
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "attempt {attempt}: exit status {status:?}");
+    }
+}
+
+/// Stops the busy threads when the test ends, also when it fails.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        for burner in self.1.drain(..) {
+            let _ = burner.join();
+        }
+    }
+}
