@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -144,6 +144,7 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
 
 /// Body of `PUT /v1/allocation` (and of the `GET`/`PUT` answers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AllocationBody {
     pub session: SessionId,
     #[serde(default)]
@@ -154,11 +155,33 @@ pub struct AllocationBody {
     /// Absent: every point named by a valid token is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub points: Option<BTreeSet<PointName>>,
+    /// Each point's lowest accepted link generation; absent points are at 0. Only raised: a
+    /// lower value than the worker holds is ignored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub link_generations: BTreeMap<PointName, u32>,
 }
 
 impl From<Allocation> for AllocationBody {
     fn from(a: Allocation) -> Self {
-        AllocationBody { session: a.session, title: a.title, epoch: a.epoch, points: a.points }
+        AllocationBody {
+            session: a.session,
+            title: a.title,
+            epoch: a.epoch,
+            points: a.points,
+            link_generations: a.link_generations,
+        }
+    }
+}
+
+impl From<AllocationBody> for Allocation {
+    fn from(b: AllocationBody) -> Self {
+        Allocation {
+            session: b.session,
+            title: b.title,
+            epoch: b.epoch,
+            points: b.points,
+            link_generations: b.link_generations,
+        }
     }
 }
 
@@ -198,7 +221,7 @@ async fn put_allocation(
         Ok(body) => body,
         Err(rejection) => return api_error(StatusCode::BAD_REQUEST, "malformed_request", rejection.body_text()),
     };
-    match state.registry.allocate(body.session, body.title, body.epoch, body.points) {
+    match state.registry.allocate(body.into()) {
         Ok(a) => Json(AllocationBody::from(a)).into_response(),
         Err(e @ AllocationError::AlreadyAllocated { .. }) => {
             api_error(StatusCode::CONFLICT, "already_allocated", e.to_string())

@@ -13,7 +13,7 @@ use crate::local_runner::LocalRunner;
 use crate::metrics::Metrics;
 use crate::room::{Class, ConnectionId, JoinSnapshot, Kick, MemberKey, NewMember, Outbox, Room, RoomError};
 use crate::signaling::protocol::{ErrorCode, PeerInfo, RequestId, ServerEnvelope, ServerMessage};
-use crate::tokens::{unix_now, JoinRules, TokenError, TokenKey, VerifiedJoin};
+use crate::tokens::{unix_now, JoinRules, TokenError, TokenKey, TokenVersion, VerifiedJoin};
 use crate::verification::{MediaSample, PointRecord, WorkerStatus};
 use crate::workers::WorkerPool;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,14 +35,43 @@ pub struct Allocation {
     /// closed, although its token is still validly signed. `None` accepts every point a valid
     /// token names (a worker started bound, before the operator's first word).
     pub points: Option<BTreeSet<PointName>>,
+    /// Each point's lowest accepted link generation (absent: 0). Raised when ops rotate a leaked
+    /// link, or when a point comes back after being taken out: the point's older links are then
+    /// refused and their connections closed.
+    pub link_generations: BTreeMap<PointName, u32>,
 }
 
 impl Allocation {
-    /// Whether a member may be in the session: a point on the list (or any point without one),
-    /// or any probe: the list names points, and a probe is never one (it is still bound to the
-    /// session, the time window and the epoch like every token).
-    fn admits(&self, class: Class, point: &PointName) -> bool {
-        class == Class::Probe || self.points.as_ref().is_none_or(|p| p.contains(point))
+    /// An allocation before the operator has named points or rotated links.
+    pub fn new(session: SessionId, title: String, epoch: u64) -> Self {
+        Self { session, title, epoch, points: None, link_generations: BTreeMap::new() }
+    }
+
+    /// Whether a member may be in the session: a point on the list (or any point without one)
+    /// whose link is of its current generation, or any probe: the list names points, and a probe
+    /// is never one (it is still bound to the session, the time window and the epoch like every
+    /// token).
+    fn admits(&self, class: Class, point: &PointName, link_generation: u32) -> bool {
+        class == Class::Probe || (self.names(point) && link_generation >= self.link_generation(point))
+    }
+
+    /// Whether the point is in the session (any point, before the operator has said).
+    fn names(&self, point: &PointName) -> bool {
+        self.points.as_ref().is_none_or(|p| p.contains(point))
+    }
+
+    /// The point's lowest accepted link generation.
+    fn link_generation(&self, point: &PointName) -> u32 {
+        self.link_generations.get(point).copied().unwrap_or(0)
+    }
+
+    /// Whether `update` refuses a link this allocation accepts.
+    fn narrowed_by(&self, update: &Allocation) -> bool {
+        let points =
+            update.points.as_ref().is_some_and(|new| self.points.as_ref().is_none_or(|old| !new.is_superset(old)));
+        let links =
+            update.link_generations.iter().any(|(p, g)| *g > self.link_generations.get(p).copied().unwrap_or(0));
+        points || links
     }
 }
 
@@ -66,6 +95,8 @@ pub enum JoinError {
     NoWorker,
     #[error("point {0} is no longer part of the session; its link was withdrawn")]
     PointRemoved(PointName),
+    #[error("this link of point {point} was replaced by a newer one (generation {current}); ask the operator for the current link")]
+    LinkRotated { point: PointName, current: u32 },
     #[error(transparent)]
     Room(#[from] RoomError),
 }
@@ -77,7 +108,7 @@ impl JoinError {
             Self::NotAllocated => ErrorCode::SessionNotAllocated,
             Self::Token(e) => e.code(),
             Self::NoWorker => ErrorCode::Internal,
-            Self::PointRemoved(_) => ErrorCode::TokenRevoked,
+            Self::PointRemoved(_) | Self::LinkRotated { .. } => ErrorCode::TokenRevoked,
             // The room closed between lookup and join: the session was deallocated.
             Self::Room(RoomError::Closed) => ErrorCode::SessionNotAllocated,
             Self::Room(e) => e.code(),
@@ -196,48 +227,52 @@ impl Registry {
     /// Binds the worker to `session`. Repeating it for the same session updates the title and
     /// the session's points, and raises (never lowers) the revocation epoch, disconnecting
     /// members with older tokens or of points no longer in the session.
-    pub fn allocate(
-        &self,
-        session: SessionId,
-        title: String,
-        epoch: u64,
-        points: Option<BTreeSet<PointName>>,
-    ) -> Result<Allocation, AllocationError> {
+    pub fn allocate(&self, wanted: Allocation) -> Result<Allocation, AllocationError> {
         if self.is_draining() {
             return Err(AllocationError::Draining);
         }
         let mut guard = self.lock();
         let state = &mut *guard;
         let (allocation, revoke) = match &mut state.allocation {
-            Some(current) if current.session != session => {
+            Some(current) if current.session != wanted.session => {
                 return Err(AllocationError::AlreadyAllocated { current: current.session.clone() });
             }
             Some(current) => {
-                current.title = title;
-                let raised = epoch > current.epoch;
-                current.epoch = current.epoch.max(epoch);
-                let narrowed =
-                    points.as_ref().is_some_and(|new| current.points.as_ref().is_none_or(|old| !new.is_superset(old)));
+                let raised = wanted.epoch > current.epoch;
+                let narrowed = current.narrowed_by(&wanted);
                 if narrowed {
-                    tracing::info!(session = %current.session, points = ?points, "the session's points changed");
+                    tracing::info!(
+                        session = %current.session,
+                        points = ?wanted.points,
+                        link_generations = ?wanted.link_generations,
+                        "the session's points or links changed"
+                    );
                 }
-                current.points = points;
+                // Generations, like the epoch, only go up: a late or repeated call from an
+                // operator that has not seen a rotation yet must not bring an old link back.
+                let mut link_generations = std::mem::take(&mut current.link_generations);
+                for (point, g) in wanted.link_generations {
+                    let slot = link_generations.entry(point).or_default();
+                    *slot = (*slot).max(g);
+                }
+                *current = Allocation { epoch: current.epoch.max(wanted.epoch), link_generations, ..wanted };
                 let revoke = if raised || narrowed { state.room.upgrade() } else { None };
                 (current.clone(), revoke)
             }
             None => {
-                tracing::info!(session = %session, epoch, "allocated");
+                tracing::info!(session = %wanted.session, epoch = wanted.epoch, "allocated");
                 state.generation += 1;
                 state.points.clear();
-                let allocation = Allocation { session, title, epoch, points };
-                state.allocation = Some(allocation.clone());
-                (allocation, None)
+                state.allocation = Some(wanted.clone());
+                (wanted, None)
             }
         };
         // Kicking members takes the room's lock; never nest it inside the registry's.
         drop(guard);
         if let Some(room) = revoke {
-            room.revoke(|epoch, class, point| epoch < allocation.epoch || !allocation.admits(class, point));
+            room.revoke(|held, class, point| {
+                held.epoch < allocation.epoch || !allocation.admits(class, point, held.link_generation)
+            });
         }
         Ok(allocation)
     }
@@ -307,8 +342,12 @@ impl Registry {
         let verified = self
             .token_key
             .verify_join(token, JoinRules { session: &allocation.session, min_epoch: allocation.epoch, now })?;
-        if !allocation.admits(Class::of(verified.role), &verified.point) {
-            return Err(JoinError::PointRemoved(verified.point));
+        if !allocation.admits(Class::of(verified.role), &verified.point, verified.link_generation) {
+            if !allocation.names(&verified.point) {
+                return Err(JoinError::PointRemoved(verified.point));
+            }
+            let current = allocation.link_generation(&verified.point);
+            return Err(JoinError::LinkRotated { point: verified.point, current });
         }
         Ok((allocation, verified))
     }
@@ -341,7 +380,8 @@ impl Registry {
                 producers: snapshot.producers.clone(),
             },
         };
-        room.join(NewMember { peer, conn, epoch: verified.epoch, outbox, kick }, welcome)?;
+        let held = TokenVersion { epoch: verified.epoch, link_generation: verified.link_generation };
+        room.join(NewMember { peer, conn, held, outbox, kick }, welcome)?;
         let class = Class::of(verified.role);
         let key = MemberKey { class, point: verified.point.clone(), conn };
         // From here on, dropping the membership undoes the join.
@@ -452,6 +492,7 @@ impl Registry {
             session: state.allocation.as_ref().map(|a| a.session.clone()),
             title: state.allocation.as_ref().map(|a| a.title.clone()),
             allowed_points: state.allocation.as_ref().and_then(|a| a.points.clone()),
+            link_generations: state.allocation.as_ref().map(|a| a.link_generations.clone()).unwrap_or_default(),
             draining: self.is_draining(),
             points: state.points.iter().map(|(name, record)| record.status(name)).collect(),
             // The HTTP layer knows the served certificate; see `http::status`.

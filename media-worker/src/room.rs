@@ -21,6 +21,7 @@
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
 use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage};
+use crate::tokens::TokenVersion;
 use crate::workers::media_codecs;
 use mediasoup::prelude::{
     Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions, Producer,
@@ -211,7 +212,7 @@ struct Member {
     class: Class,
     conn: ConnectionId,
     peer: PeerInfo,
-    epoch: u64,
+    held: TokenVersion,
     outbox: Outbox,
     kick: Option<oneshot::Sender<Kick>>,
     media: PeerMedia,
@@ -265,7 +266,8 @@ pub struct MemberMedia {
 pub struct NewMember {
     pub peer: PeerInfo,
     pub conn: ConnectionId,
-    pub epoch: u64,
+    /// What the member's token may be revoked by.
+    pub held: TokenVersion,
     pub outbox: Outbox,
     pub kick: oneshot::Sender<Kick>,
 }
@@ -351,7 +353,7 @@ impl Room {
                     class,
                     conn: new.conn,
                     peer: new.peer,
-                    epoch: new.epoch,
+                    held: new.held,
                     outbox: new.outbox,
                     kick: Some(new.kick),
                     media: PeerMedia::default(),
@@ -394,11 +396,11 @@ impl Room {
         }
     }
 
-    /// Disconnects every member for which `revoked(token epoch, class, point)` holds: tokens below
-    /// a raised epoch, and points taken out of the session.
-    pub fn revoke(&self, revoked: impl Fn(u64, Class, &PointName) -> bool) {
+    /// Disconnects every member for which `revoked(its token's version, class, point)` holds:
+    /// tokens below a raised epoch, rotated links, and points taken out of the session.
+    pub fn revoke(&self, revoked: impl Fn(TokenVersion, Class, &PointName) -> bool) {
         for member in self.lock().members.values_mut() {
-            if revoked(member.epoch, member.class, &member.peer.point) {
+            if revoked(member.held, member.class, &member.peer.point) {
                 member.kick(Kick::TokenRevoked);
             }
         }

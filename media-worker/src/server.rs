@@ -19,7 +19,7 @@ use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
 use crate::metrics::{Metrics, MetricsError};
-use crate::registry::{AllocationError, Registry, RegistrySettings};
+use crate::registry::{Allocation, AllocationError, Registry, RegistrySettings};
 use crate::room::Kick;
 use crate::stats_poller;
 use crate::tls::{CertificateStore, LoadedCertificate, Reloader, TlsError, TlsFiles};
@@ -143,7 +143,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
         metrics.clone(),
     ));
     if let Some((session, title)) = config.session.clone() {
-        registry.allocate(session, title, 0, None)?;
+        registry.allocate(Allocation::new(session, title, 0))?;
     }
     {
         let registry = Arc::downgrade(&registry);

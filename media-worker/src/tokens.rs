@@ -140,6 +140,15 @@ pub struct JoinClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
     pub epoch: u64,
+    /// The point's link generation: `tiepdan-operator links --rotate` issues the point a new link
+    /// one generation up, and the worker then refuses the point's older links. Absent means 0, so
+    /// links issued before rotation existed keep their bytes.
+    #[serde(default, rename = "gen", skip_serializing_if = "is_zero")]
+    pub link_generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A join token that passed every check.
@@ -149,7 +158,16 @@ pub struct VerifiedJoin {
     pub display_name: String,
     pub role: Role,
     pub epoch: u64,
+    pub link_generation: u32,
     pub expires_at: i64,
+}
+
+/// What a member's token can be revoked by: the session's epoch (rescheduling) and the point's
+/// link generation (rotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenVersion {
+    pub epoch: u64,
+    pub link_generation: u32,
 }
 
 /// What a join token is checked against.
@@ -180,6 +198,7 @@ impl TokenKey {
             display_name: claims.name,
             role: claims.role,
             epoch: claims.epoch,
+            link_generation: claims.link_generation,
             expires_at: claims.exp,
         })
     }
@@ -290,6 +309,7 @@ impl JoinClaims {
             start: None,
             end: None,
             epoch: 0,
+            link_generation: 0,
         }
     }
 }

@@ -10,7 +10,7 @@
 use crate::config::Thresholds;
 use crate::ids::{PointName, SessionId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 /// One poll's view of a point's media.
@@ -189,6 +189,9 @@ pub struct WorkerStatus {
     /// The session's points as the operator last gave them; absent until it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_points: Option<BTreeSet<PointName>>,
+    /// Each point's lowest accepted link generation, as the operator last raised it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub link_generations: BTreeMap<PointName, u32>,
     pub draining: bool,
     pub points: Vec<PointStatus>,
     /// The certificate served over TLS; absent while there is none (plain HTTP, or a warm worker
@@ -300,6 +303,7 @@ mod tests {
             session: None,
             title: None,
             allowed_points: None,
+            link_generations: BTreeMap::new(),
             draining: false,
             points: Vec::new(),
             tls: None,

@@ -470,6 +470,48 @@ async fn a_point_taken_out_of_the_session_is_refused_and_disconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_link_is_refused_and_disconnected_and_the_new_one_joins() {
+    use tiepdan_media_worker::tokens::JoinClaims;
+    let server = start().await;
+    let addr = server.local_addr();
+    let link =
+        |generation: u32| key().mint_join(&JoinClaims { link_generation: generation, ..claims("xa-b") }).expect("mint");
+    let mut leaked = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    leaked.request(ClientMessage::Join { token: link(0) }).await.expect("the old link joins");
+    let mut a = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    a.request(ClientMessage::Join { token: token("xa-a") }).await.expect("a joins");
+
+    // Ops rotate xa-b's link: the operator raises its generation on the worker.
+    let rotate = |generation: u32| {
+        format!(
+            r#"{{"session":"{SESSION}","title":"x","epoch":0,"points":["tinh","xa-a","xa-b"],"linkGenerations":{{"xa-b":{generation}}}}}"#
+        )
+    };
+    let put = http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some(&rotate(1))).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let kicked = leaked.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await.expect("the old link is told");
+    assert!(matches!(kicked, ServerMessage::Error { code: ErrorCode::TokenRevoked, .. }), "{kicked:?}");
+    leaked.wait_closed().await.expect("the old link's connection closes");
+    assert_eq!(join_error(&server.ws_url(), link(0)).await, ErrorCode::TokenRevoked);
+    assert_eq!(status(addr).await.link_generations.get(&"xa-b".parse().expect("point")), Some(&1));
+
+    // The new link joins; a late call with the old generation does not bring the old link back.
+    let mut fresh = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    fresh.request(ClientMessage::Join { token: link(1) }).await.expect("the new link joins");
+    let put = http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some(&rotate(0))).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_eq!(join_error(&server.ws_url(), link(0)).await, ErrorCode::TokenRevoked);
+
+    // Other points are untouched.
+    let created = a
+        .request(ClientMessage::CreateWebRtcTransport { direction: Direction::Recv })
+        .await
+        .expect("a is still served");
+    assert!(matches!(created, ServerMessage::WebRtcTransportCreated { .. }));
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_is_closed_when_its_token_expires() {
     use tiepdan_media_worker::signaling::protocol::Role;
     use tiepdan_media_worker::tokens::{refused_from, JoinClaims};

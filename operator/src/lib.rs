@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crdgen;
 pub mod http;
 pub mod leader;
+pub mod link_generations;
 pub mod links;
 pub mod metrics;
 pub mod monitoring_gen;

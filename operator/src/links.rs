@@ -7,6 +7,7 @@ use kube::api::Api;
 
 use crate::api::ReceptionSession;
 use crate::build::join_tokens;
+use crate::link_generations;
 
 /// Errors building links.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,17 @@ pub enum Error {
     NoSigningKey(String),
     #[error(transparent)]
     Token(#[from] crate::tokens::Error),
+    #[error("point {point} is not in session {session} (see its status.points); only a point in the session has a link to rotate")]
+    NotInSession { point: String, session: String },
+    #[error("failed to ask for a new link for point {point} (annotation {annotation})")]
+    Rotate {
+        point: String,
+        annotation: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the operator did not issue point {point}'s new link (generation {generation}) within {waited:?}; is it running? (kubectl describe receptionsession {session})")]
+    NotIssued { point: String, session: String, generation: u32, waited: std::time::Duration },
 }
 
 /// A probe's token and where to use it (`tiepdan-media-worker probe --url … --token …`).
@@ -125,6 +137,81 @@ pub async fn probe(
     })
 }
 
+/// Rotates a point's link: asks the operator for the next link generation (the session's
+/// `links.tiepdan.io/<point>` annotation), waits until the operator has issued the new link and
+/// recorded it, and returns it. From then on the worker refuses the point's older links and has
+/// closed their connections; every other point keeps its link.
+pub async fn rotate(
+    client: &kube::Client,
+    namespace: &str,
+    session: &str,
+    point: &str,
+    base_url: Option<&str>,
+    wait: std::time::Duration,
+) -> Result<Link, Error> {
+    use kube::api::{Patch, PatchParams};
+    use kube::ResourceExt;
+    let sessions = Api::<ReceptionSession>::namespaced(client.clone(), namespace);
+    let annotation = link_generations::annotation(point);
+    let rotate_error = |source| Error::Rotate { point: point.to_owned(), annotation: annotation.clone(), source };
+    // Optimistic concurrency: the resourceVersion in the patch makes a concurrent rotation (or any
+    // other write) fail with 409 instead of both asking for the same generation.
+    let wanted = loop {
+        let s = sessions.get(session).await.map_err(|e| Error::Session(session.to_owned(), e))?;
+        let held = s
+            .status
+            .as_ref()
+            .and_then(|st| st.points.iter().find(|p| p.name == point && !p.removed))
+            .map(|p| p.link_generation)
+            .ok_or_else(|| Error::NotInSession { point: point.to_owned(), session: session.to_owned() })?;
+        let asked = link_generations::requested(s.annotations()).0.get(point).copied().unwrap_or(0);
+        let wanted = held.max(asked) + 1;
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": s.resource_version(),
+            "annotations": {annotation.clone(): wanted.to_string()},
+        }});
+        match sessions.patch(session, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => break wanted,
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(rotate_error(e)),
+        }
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let s = sessions.get(session).await.map_err(|e| Error::Session(session.to_owned(), e))?;
+        let recorded = s
+            .status
+            .as_ref()
+            .and_then(|st| st.points.iter().find(|p| p.name == point))
+            .is_some_and(|p| p.link_generation >= wanted);
+        if recorded {
+            let link = fetch(client, namespace, session, base_url).await?.into_iter().find(|l| l.point == point);
+            if let Some(link) = link.filter(|l| link_generation_of(&l.url) >= Some(wanted)) {
+                return Ok(link);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::NotIssued {
+                point: point.to_owned(),
+                session: session.to_owned(),
+                generation: wanted,
+                waited: wait,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The link generation a link's token carries, read without checking its signature (the link
+/// came from the operator's own Secret; the worker is what checks it).
+pub fn link_generation_of(url: &str) -> Option<u32> {
+    use base64::Engine as _;
+    let token = url.split_once("#token=")?.1;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<crate::tokens::JoinClaims>(&bytes).ok().map(|c| c.link_generation)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +224,19 @@ mod tests {
         );
         assert_eq!(base_from_signaling("wss://tiepdan.vnpt.vn/v1/ws").as_deref(), Some("https://tiepdan.vnpt.vn"));
         assert_eq!(base_from_signaling("ftp://x"), None);
+    }
+
+    #[test]
+    fn a_links_generation_is_read_from_its_token() {
+        use crate::tokens::{join_claims, mint_join_token};
+        let s = crate::tokens::tests::session();
+        let url = |g| {
+            let token = mint_join_token(b"k", &join_claims("a/b", "t", &s, &s.participants[0], 0, g)).unwrap();
+            format!("https://x/join#token={token}")
+        };
+        assert_eq!(link_generation_of(&url(0)), Some(0));
+        assert_eq!(link_generation_of(&url(3)), Some(3));
+        assert_eq!(link_generation_of("https://x/join"), None);
     }
 
     #[test]

@@ -56,6 +56,14 @@ enum Command {
         /// A probe gets plain RTP and is never a point: it cannot verify one.
         #[arg(long, value_name = "NAME")]
         probe: Option<String>,
+        /// Issue this point a new link and print it: the point's older links are refused and
+        /// their connections closed (within seconds), for a link that leaked. Other points keep
+        /// theirs.
+        #[arg(long, value_name = "POINT", conflicts_with = "probe")]
+        rotate: Option<String>,
+        /// How long to wait for the operator to issue the new link.
+        #[arg(long, default_value_t = 30, requires = "rotate")]
+        wait_seconds: u64,
     },
     /// Write the Prometheus rule files (the global rules and the example session's rules).
     Rules {
@@ -169,13 +177,20 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => run(*args).await?,
-        Command::Links { session, namespace, base_url: _, probe: Some(name) } => {
+        Command::Links { session, namespace, base_url, probe: None, rotate: Some(point), wait_seconds } => {
+            let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+            let wait = std::time::Duration::from_secs(wait_seconds);
+            let l = tiepdan_operator::links::rotate(&client, &ns, &session, &point, base_url.as_deref(), wait).await?;
+            println!("{}\t{}", l.point, l.url);
+        }
+        Command::Links { session, namespace, base_url: _, probe: Some(name), .. } => {
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
             let p = tiepdan_operator::links::probe(&client, &ns, &session, &name, jiff::Timestamp::now()).await?;
             println!("{}\t{}\t{}", p.name, p.signaling_url.as_deref().unwrap_or("-"), p.token);
         }
-        Command::Links { session, namespace, base_url, probe: None } => {
+        Command::Links { session, namespace, base_url, probe: None, rotate: None, .. } => {
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
             for l in tiepdan_operator::links::fetch(&client, &ns, &session, base_url.as_deref()).await? {

@@ -49,6 +49,14 @@ pub struct JoinClaims {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub end: String,
     pub epoch: u64,
+    /// The point's link generation (see `link_generations`); absent means 0, so links issued
+    /// before any rotation keep their bytes.
+    #[serde(default, rename = "gen", skip_serializing_if = "is_zero")]
+    pub link_generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The claims of an operator-to-worker admin token.
@@ -75,7 +83,14 @@ pub fn session_id(namespace: &str, name: &str) -> String {
 }
 
 /// The join claims of one participant.
-pub fn join_claims(session_id: &str, title: &str, session: &ValidSession, p: &Participant, epoch: u64) -> JoinClaims {
+pub fn join_claims(
+    session_id: &str,
+    title: &str,
+    session: &ValidSession,
+    p: &Participant,
+    epoch: u64,
+    link_generation: u32,
+) -> JoinClaims {
     let t = &session.timeline;
     JoinClaims {
         iss: ISSUER.to_owned(),
@@ -90,6 +105,7 @@ pub fn join_claims(session_id: &str, title: &str, session: &ValidSession, p: &Pa
         start: t.start.to_string(),
         end: t.end.to_string(),
         epoch,
+        link_generation,
     }
 }
 
@@ -123,6 +139,7 @@ pub fn probe_claims(
         start: String::new(),
         end: String::new(),
         epoch,
+        link_generation: 0,
     })
 }
 
@@ -161,7 +178,7 @@ pub fn generate_signing_key() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::timeline::Timeline;
     use crate::validate::Role;
@@ -171,7 +188,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn session() -> ValidSession {
+    pub(crate) fn session() -> ValidSession {
         ValidSession {
             timeline: Timeline {
                 provisioning_start: ts("2025-06-11T06:30:00Z"),
@@ -193,7 +210,7 @@ mod tests {
     #[test]
     fn join_tokens_are_scoped_to_session_and_point_and_expire_after_grace() {
         let s = session();
-        let claims = join_claims("my-hao/phien-1", "Tiếp dân", &s, &s.participants[0], 0);
+        let claims = join_claims("my-hao/phien-1", "Tiếp dân", &s, &s.participants[0], 0, 0);
         let key = generate_signing_key();
         let tok = mint_join_token(key.as_bytes(), &claims).unwrap();
         let mut v = Validation::new(Algorithm::HS256);
@@ -210,14 +227,14 @@ mod tests {
     #[test]
     fn join_tokens_are_deterministic_so_the_secret_does_not_churn() {
         let s = session();
-        let c = join_claims("a/b", "t", &s, &s.participants[0], 0);
+        let c = join_claims("a/b", "t", &s, &s.participants[0], 0, 0);
         assert_eq!(mint_join_token(b"k", &c).unwrap(), mint_join_token(b"k", &c).unwrap());
     }
 
     #[test]
     fn a_token_signed_with_another_key_does_not_verify() {
         let s = session();
-        let c = join_claims("a/b", "t", &s, &s.participants[0], 0);
+        let c = join_claims("a/b", "t", &s, &s.participants[0], 0, 0);
         let tok = mint_join_token(b"key-one", &c).unwrap();
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&["a/b"]);
@@ -241,7 +258,7 @@ mod tests {
     #[test]
     fn point_tokens_keep_their_live_window() {
         let s = session();
-        let c = join_claims("a/b", "t", &s, &s.participants[0], 0);
+        let c = join_claims("a/b", "t", &s, &s.participants[0], 0, 0);
         let value = serde_json::to_value(&c).unwrap();
         assert_eq!(value["start"], "2025-06-12T01:00:00Z");
         assert_eq!(value["role"], "participant");

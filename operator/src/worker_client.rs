@@ -1,7 +1,7 @@
 //! HTTP calls from the operator to a media-worker (docs/worker-contract.md): allocation and
 //! the per-point status that is copied into the session's status.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -31,6 +31,9 @@ pub struct WorkerReport {
     /// The session's points as the worker last heard them from the operator.
     #[serde(default)]
     pub allowed_points: Option<BTreeSet<String>>,
+    /// Each point's lowest accepted link generation as the worker holds it (only those above 0).
+    #[serde(default)]
+    pub link_generations: BTreeMap<String, u32>,
     #[serde(default)]
     pub points: Vec<PointReport>,
     /// The certificate the worker serves signaling with, if any.
@@ -88,6 +91,7 @@ impl Admin<'_> {
 
 /// What binds a worker to a session (`PUT /v1/allocation`).
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Binding<'a> {
     pub session: &'a str,
     pub title: &'a str,
@@ -96,6 +100,10 @@ pub struct Binding<'a> {
     /// The session's points: the worker refuses any other point's link and closes its
     /// connections, so a point taken out of the session loses its way in at once.
     pub points: &'a BTreeSet<String>,
+    /// Each point's lowest accepted link generation, where above 0: the worker refuses the
+    /// point's older links and closes their connections.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub link_generations: &'a BTreeMap<String, u32>,
 }
 
 /// A client for workers' admin and status endpoints.

@@ -71,7 +71,7 @@ fn main() {
             black_box(network_policy::build(&session, &pool, network_policy::PortRanges::Enumerate));
         }),
         support::measure(&format!("build the join tokens ({n} HS256 JWTs)"), 2000, || {
-            black_box(join_tokens::build(&session, &valid, &key, 0).expect("tokens"));
+            black_box(join_tokens::build(&session, &valid, &key, 0, &Default::default()).expect("tokens"));
         }),
         support::measure("build the monitoring (dashboard via tera, PodMonitor, PrometheusRule)", 500, || {
             black_box(dashboard::build(&session).expect("dashboard"));

@@ -310,6 +310,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 /// The session's media worker.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -339,14 +343,19 @@ pub struct PointStatus {
     /// recorded but never makes the session Ready.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verified_late: bool,
-    /// Whether the point left the session (its ReceptionPoint was deleted): it no longer counts
-    /// towards verification and its join token was withdrawn.
+    /// Whether the point left the session (its ReceptionPoint was deleted, or it was edited out
+    /// of the spec): it no longer counts towards verification and its join token was withdrawn.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
     /// When a second connection last took over this point with its link while one was open (the
     /// worker's time). Either the office opened it twice, or someone else holds the link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_reused_at: Option<Time>,
+    /// The generation of the point's current link. It rises when ops rotate the link
+    /// (`tiepdan-operator links <session> --rotate <point>`) or when the point comes back after
+    /// being taken out; the worker then refuses the point's older links.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub link_generation: u32,
     /// Whether the point is connected now.
     #[serde(default)]
     pub connected: bool,

@@ -18,12 +18,14 @@ pub fn name(session: &str) -> String {
     format!("{session}-join-tokens")
 }
 
-/// One token per participant, keyed by point name.
+/// One token per participant, keyed by point name, at the session's epoch and each point's link
+/// generation (0 for a point `link_generations` does not name).
 pub fn build(
     session: &ReceptionSession,
     valid: &ValidSession,
     key: &[u8],
     epoch: u64,
+    link_generations: &BTreeMap<String, u32>,
 ) -> Result<Secret, tokens::Error> {
     let sname = session.name_any();
     let id = session_id(&session.namespace().unwrap_or_default(), &sname);
@@ -31,7 +33,8 @@ pub fn build(
         .participants
         .iter()
         .map(|p| {
-            let tok = mint_join_token(key, &join_claims(&id, &session.spec.title, valid, p, epoch))?;
+            let generation = link_generations.get(&p.name).copied().unwrap_or(0);
+            let tok = mint_join_token(key, &join_claims(&id, &session.spec.title, valid, p, epoch, generation))?;
             Ok((p.name.clone(), ByteString(tok.into_bytes())))
         })
         .collect::<Result<_, tokens::Error>>()?;
@@ -62,7 +65,7 @@ mod tests {
             ],
             missing: vec![],
         };
-        let secret = build(&s, &valid, b"k", 0).unwrap();
+        let secret = build(&s, &valid, b"k", 0, &BTreeMap::new()).unwrap();
         let data = secret.data.unwrap();
         assert_eq!(data.keys().collect::<Vec<_>>(), vec!["di-su", "my-hao"]);
         assert_eq!(secret.metadata.labels.unwrap()[labels::SESSION], "phien-thang-6");

@@ -4,7 +4,7 @@
 //! change → events from the diff (pure, `session_events`). A finalizer removes everything the
 //! session created.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use super::failover;
 use super::monitoring::{self, Applied};
 use super::pods::pod_ready;
 use super::session_events::{self, Kind};
-use super::session_plan::{self, Resources};
+use super::session_plan::{self, Plan, Resources};
 use super::session_status::{self, Allocated, Outcome, Provisioned, Replaced};
 use super::signing_key::ensure_signing_key;
 use super::status as st;
@@ -38,6 +38,7 @@ use crate::api::{
 };
 use crate::apply;
 use crate::build::{join_tokens, labels, network_policy, signaling_service, tls};
+use crate::link_generations;
 use crate::metrics::KIND_SESSION;
 use crate::tokens::{self, session_id};
 use crate::validate::{validate_session, ValidSession};
@@ -165,11 +166,13 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
         .items;
     // validate
     let valid = validate_session(&session.name_any(), &session.spec, &points, &ctx.config.timeline);
-    // plan
-    let plan = session_plan::plan(&prev, valid.as_ref(), now);
+    // plan (the webhook refuses rotation annotations that are not generations; here they count
+    // as absent)
+    let (requested_links, _) = link_generations::requested(session.annotations());
+    let plan = session_plan::plan(&prev, valid.as_ref(), &requested_links, now);
     // apply
     let outcome = match (plan.resources, &valid) {
-        (Resources::Provision, Ok(v)) => match provision(session, v, ctx, now, plan.token_epoch).await {
+        (Resources::Provision, Ok(v)) => match provision(session, v, ctx, now, &plan).await {
             Ok(p) => Outcome::Provisioned(Box::new(p)),
             Err(ProvisionError::PoolMissing(pool)) => Outcome::PoolMissing(pool),
             Err(ProvisionError::Other(e)) => return Err(e),
@@ -254,8 +257,9 @@ async fn provision(
     valid: &ValidSession,
     ctx: &Context,
     now: Timestamp,
-    epoch: u64,
+    plan: &Plan,
 ) -> Result<Provisioned, ProvisionError> {
+    let epoch = plan.token_epoch;
     let ns = session.namespace().unwrap_or_default();
     let sname = session.name_any();
     let pool = Api::<MediaWorkerPool>::namespaced(ctx.client.clone(), &ns)
@@ -282,9 +286,12 @@ async fn provision(
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     let svc = apply::apply(&services, &signaling_service::build(session)).await.map_err(Error::from)?;
-    let tokens = apply::apply(&secrets, &join_tokens::build(session, valid, &key, epoch).map_err(Error::from)?)
-        .await
-        .map_err(Error::from)?;
+    let tokens = apply::apply(
+        &secrets,
+        &join_tokens::build(session, valid, &key, epoch, &plan.link_generations).map_err(Error::from)?,
+    )
+    .await
+    .map_err(Error::from)?;
     // The certificate goes to the pod before the worker is bound, so it can load it at once.
     let (certificate, mut keep_secrets) = match certificate::ensure(ctx, session, &pool, &pod, now).await {
         Ok((issued, keep)) => (Ok(issued), keep),
@@ -314,7 +321,8 @@ async fn provision(
         tracing::warn!(error = %e, category = e.category(), "failed to apply the session's monitoring");
     }
 
-    let (report, worker_message) = observe_worker(ctx, session, valid, &pod, &key, now, epoch).await;
+    let links = link_generations::raised(&plan.link_generations);
+    let (report, worker_message) = observe_worker(ctx, session, valid, &pod, &key, now, (epoch, &links)).await;
     let pod_name = pod.name_any();
     Ok(Provisioned {
         signaling_url: signaling_service::url(session),
@@ -340,7 +348,7 @@ async fn observe_worker(
     pod: &Pod,
     key: &[u8],
     now: Timestamp,
-    epoch: u64,
+    (epoch, link_generations): (u64, &BTreeMap<String, u32>),
 ) -> (Option<WorkerReport>, String) {
     let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
         return (None, format!("Worker pod {} has no IP yet.", pod.name_any()));
@@ -351,7 +359,7 @@ async fn observe_worker(
     let base = WorkerClient::base_url(&ip, crate::build::worker_ports::of_pod(pod).admin);
     let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
     let points: BTreeSet<String> = valid.participants.iter().map(|p| p.name.clone()).collect();
-    let binding = Binding { session: &id, title: &session.spec.title, epoch, points: &points };
+    let binding = Binding { session: &id, title: &session.spec.title, epoch, points: &points, link_generations };
     let pod_name = pod.name_any();
     let admin = Admin { key, now, pod: &pod_name };
     let bind = || ctx.workers.allocate(&base, &admin, &binding);
@@ -368,9 +376,10 @@ async fn observe_worker(
         Ok(r) => r,
         Err(e) => return (None, unavailable(e)),
     };
-    // A point taken out of the session (deleted, or edited out) must lose its way in now, not
-    // when the session ends: its link is still validly signed, so the worker has to be told.
-    if report.allowed_points.as_ref() != Some(&points) {
+    // A point taken out of the session (deleted, or edited out), or a rotated link, must lose its
+    // way in now, not when the session ends: the old link is still validly signed, so the worker
+    // has to be told.
+    if report.allowed_points.as_ref() != Some(&points) || report.link_generations != *link_generations {
         if let Err(e) = bind().await {
             return (None, unbound(e));
         }

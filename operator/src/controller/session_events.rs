@@ -133,8 +133,8 @@ pub fn from_diff(
             "PointRemoved",
             "Points",
             format!(
-                "Point {} is no longer a ReceptionPoint in this namespace: it left the session and its join token \
-                 was withdrawn. The session goes on with the other points.",
+                "Point {} is no longer in the session (its ReceptionPoint was deleted, or it was taken out of the \
+                 spec): its join token was withdrawn. The session goes on with the other points.",
                 p.name
             ),
         ));
@@ -149,8 +149,21 @@ pub fn from_diff(
                 format!(
                     "Point {}'s link was opened by a second connection while the first was still in the session \
                      ({}); the newer one took over. If the office did not do this itself, its link may have leaked: \
-                     issue it a new link.",
-                    p.name, at.0
+                     issue it a new link (tiepdan-operator links <session> --rotate {}).",
+                    p.name, at.0, p.name
+                ),
+            ));
+        }
+        let generation_before = prev.points.iter().find(|b| b.name == p.name).map_or(0, |b| b.link_generation);
+        if p.link_generation > generation_before {
+            out.push(note(
+                Normal,
+                "LinkRotated",
+                "Points",
+                format!(
+                    "Point {} has a new link (generation {}); its older links are refused and their connections \
+                     closed. Send the office its new link (tiepdan-operator links <session>).",
+                    p.name, p.link_generation
                 ),
             ));
         }

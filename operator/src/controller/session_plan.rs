@@ -2,10 +2,13 @@
 //! the clock, what to do with the session's resources and which token epoch its links carry.
 //! Pure, so every transition is table-tested without a cluster (see `session_transitions`).
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 
 use super::status as st;
 use crate::api::{condition, ReceptionSessionStatus, SessionCondition, SessionPhase};
+use crate::link_generations;
 use crate::validate::{self, ValidSession};
 
 /// What the apply step does with the session's worker, Service, tokens, certificates, policy and
@@ -32,7 +35,7 @@ pub enum Release {
 }
 
 /// The plan for one reconcile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub resources: Resources,
     /// The epoch the join tokens are issued at; older links are refused by the worker.
@@ -40,16 +43,32 @@ pub struct Plan {
     /// The schedule moved after the operator acted on it: links are issued again and every point
     /// must be verified again.
     pub rescheduled: bool,
+    /// Each participant's link generation (see `link_generations`): its token carries it, and
+    /// the worker refuses the point's older links.
+    pub link_generations: BTreeMap<String, u32>,
 }
 
-/// Plans one reconcile. Completed is final: a Completed session never provisions again.
-pub fn plan(prev: &ReceptionSessionStatus, valid: Result<&ValidSession, &validate::Error>, now: Timestamp) -> Plan {
+/// Plans one reconcile, given the link generations ops asked for (the session's
+/// `links.tiepdan.io/<point>` annotations). Completed is final: a Completed session never
+/// provisions again.
+pub fn plan(
+    prev: &ReceptionSessionStatus,
+    valid: Result<&ValidSession, &validate::Error>,
+    requested_links: &BTreeMap<String, u32>,
+    now: Timestamp,
+) -> Plan {
     let completed = prev.phase == Some(SessionPhase::Completed);
     let Ok(v) = valid else {
         // A Completed session already gave everything back; any other one must stop serving.
         let resources = if completed { Resources::Nothing } else { Resources::Release(Release::Invalid) };
-        return Plan { resources, token_epoch: prev.token_epoch, rescheduled: false };
+        return Plan {
+            resources,
+            token_epoch: prev.token_epoch,
+            rescheduled: false,
+            link_generations: BTreeMap::new(),
+        };
     };
+    let link_generations = link_generations::plan(&prev.points, requested_links, &v.participants);
     let t = &v.timeline;
     // A schedule moved after the operator acted on it: the links and the rehearsal were for
     // another day, so the tokens get a new epoch and points verify again.
@@ -65,7 +84,7 @@ pub fn plan(prev: &ReceptionSessionStatus, valid: Result<&ValidSession, &validat
     } else {
         Resources::Nothing
     };
-    Plan { resources, token_epoch, rescheduled }
+    Plan { resources, token_epoch, rescheduled, link_generations }
 }
 
 /// Whether the previous status says the session holds provisioned resources.
@@ -181,7 +200,12 @@ mod tests {
             ),
         ];
         for (what, prev, valid, now, resources, token_epoch, rescheduled) in cases {
-            assert_eq!(plan(&prev, valid, ts(now)), Plan { resources, token_epoch, rescheduled }, "{what}");
+            let got = plan(&prev, valid, &BTreeMap::new(), ts(now));
+            assert_eq!(
+                (got.resources, got.token_epoch, got.rescheduled),
+                (resources, token_epoch, rescheduled),
+                "{what}"
+            );
         }
     }
 }

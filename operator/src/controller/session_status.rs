@@ -146,7 +146,7 @@ pub fn next(
         }
     }
 
-    let derived = st::derive(prev, v, report, plan.rescheduled, now);
+    let derived = st::derive(prev, v, report, (plan.rescheduled, &plan.link_generations), now);
     status.points = derived.points;
     status.quality_sampled_at = derived.quality_sampled_at;
     status.phase = Some(derived.phase);

@@ -41,6 +41,8 @@ struct World {
     replaced: Option<Replaced>,
     pool_missing: bool,
     certificate_serving: bool,
+    /// Link generations ops asked for (the session's rotation annotations).
+    rotated: Vec<(&'static str, u32)>,
 }
 
 impl World {
@@ -54,6 +56,7 @@ impl World {
             replaced: None,
             pool_missing: false,
             certificate_serving: true,
+            rotated: vec![],
         }
     }
 
@@ -119,7 +122,8 @@ fn run(start: ReceptionSessionStatus, rows: Vec<Row>) -> ReceptionSessionStatus 
     let mut prev = start;
     for r in rows {
         let now = ts(r.now);
-        let p = plan(&prev, r.valid.as_ref(), now);
+        let requested = r.world.rotated.iter().map(|(p, g)| ((*p).to_owned(), *g)).collect();
+        let p = plan(&prev, r.valid.as_ref(), &requested, now);
         let outcome = r.world.apply(p.resources);
         let status = next(&prev, Some(1), r.valid.as_ref(), &p, &outcome, now);
         let events: Vec<&str> =
@@ -330,6 +334,42 @@ fn edits_and_losses_during_a_rehearsal() {
         ],
     );
     assert!(s.points.iter().any(|p| p.name == "a" && p.link_reused_at.is_some()), "kept across workers");
+
+    // Ops rotate a's leaked link: a new link, announced once; dropping the annotation later
+    // does not bring the old link back.
+    let mut rotated = w.clone();
+    rotated.rotated = vec![("a", 1)];
+    let s = run(
+        prev.clone(),
+        vec![
+            row("ops rotate a's link", "2025-06-11T07:16:00Z", &rotated, Rehearsal, Provision, &["LinkRotated"]),
+            row("nothing new", "2025-06-11T07:16:10Z", &rotated, Rehearsal, Provision, &[]),
+            row("the annotation is removed", "2025-06-11T07:16:20Z", &w, Rehearsal, Provision, &[]),
+        ],
+    );
+    let generation =
+        |s: &ReceptionSessionStatus, n: &str| s.points.iter().find(|p| p.name == n).map(|p| p.link_generation);
+    assert_eq!((generation(&s, "a"), generation(&s, "b")), (Some(1), Some(0)));
+
+    // b is edited out of the spec, then back: the link it had must not work again.
+    let without_b = || {
+        let mut v = session(11, &[]);
+        v.participants.retain(|p| p.name != "b");
+        Ok(v)
+    };
+    let s = run(
+        prev.clone(),
+        vec![
+            Row {
+                valid: without_b(),
+                ..row("b is edited out", "2025-06-11T07:17:00Z", &w, Rehearsal, Provision, &["PointRemoved"])
+            },
+            Row { valid: without_b(), ..row("still out", "2025-06-11T07:17:10Z", &w, Rehearsal, Provision, &[]) },
+            row("b is back", "2025-06-11T07:17:20Z", &w, Rehearsal, Provision, &["LinkRotated"]),
+            row("nothing new", "2025-06-11T07:17:30Z", &w, Rehearsal, Provision, &[]),
+        ],
+    );
+    assert_eq!(generation(&s, "b"), Some(1));
 
     // The worker crash-loops, then recovers.
     let mut crashing = w.clone();

@@ -1,6 +1,8 @@
 //! Pure status computations for sessions: merging a worker's report into per-point status,
 //! the "3/15" summary, readiness by the deadline and the after-session summary.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -27,6 +29,8 @@ pub struct PointInputs<'a> {
     pub now: Timestamp,
     /// Whether quality figures may be copied from the report this time.
     pub copy_quality: bool,
+    /// Each participant's link generation, as planned.
+    pub link_generations: &'a BTreeMap<String, u32>,
 }
 
 /// Whether quality figures may be copied into status at `now`, given when they last were.
@@ -35,7 +39,9 @@ pub fn quality_due(last: Option<&Time>, now: Timestamp) -> bool {
 }
 
 /// Per-point status from the worker's report on top of the previous status. Verification and
-/// having joined are sticky for the session; a point that is gone stays listed as removed.
+/// having joined are sticky for the session; a point that is gone (its ReceptionPoint deleted, or
+/// edited out of the spec) stays listed as removed, with its link generation, so a link it had
+/// never works again if it comes back.
 pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<PointStatus> {
     let prev_of = |name: &str| {
         previous
@@ -48,7 +54,8 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
         .participants
         .iter()
         .map(|p| {
-            let prev = PointStatus { removed: false, ..prev_of(&p.name) };
+            let link_generation = input.link_generations.get(&p.name).copied().unwrap_or(0);
+            let prev = PointStatus { removed: false, link_generation, ..prev_of(&p.name) };
             let Some(r) = input.report.and_then(|r| r.points.iter().find(|x| x.name == p.name)) else {
                 // The worker did not answer or does not know the point: it is not connected.
                 return PointStatus { connected: false, ..prev };
@@ -64,6 +71,7 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
             PointStatus {
                 name: p.name.clone(),
                 link_reused_at,
+                link_generation,
                 verified,
                 verified_late: verified_at.as_ref().is_some_and(|t| t.0 > input.deadline),
                 verified_at,
@@ -77,6 +85,9 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
         })
         .collect();
     out.extend(input.missing.iter().map(|n| PointStatus { removed: true, connected: false, ..prev_of(n) }));
+    let listed: BTreeSet<String> = out.iter().map(|p| p.name.clone()).collect();
+    let edited_out = previous.iter().filter(|p| !listed.contains(&p.name));
+    out.extend(edited_out.map(|p| PointStatus { removed: true, connected: false, ..p.clone() }));
     out
 }
 
@@ -128,12 +139,13 @@ pub struct Derived {
 }
 
 /// Derives the points and the phase: pure, from the previous status, the validated session, the
-/// worker's report and the clock. `rescheduled` undoes every verification first.
+/// worker's report, the plan's (rescheduled, link generations) and the clock. Rescheduled undoes
+/// every verification first.
 pub fn derive(
     prev: &ReceptionSessionStatus,
     valid: &ValidSession,
     report: Option<&WorkerReport>,
-    rescheduled: bool,
+    (rescheduled, link_generations): (bool, &BTreeMap<String, u32>),
     now: Timestamp,
 ) -> Derived {
     let t = &valid.timeline;
@@ -146,6 +158,7 @@ pub fn derive(
         deadline: t.deadline,
         now,
         copy_quality,
+        link_generations,
     };
     let points = merge_points(&input, &base);
     let quality = |p: &PointStatus| (p.rtt_ms, p.loss_percent, p.jitter_ms);
@@ -210,8 +223,15 @@ mod tests {
 
     fn merge(report: Option<&WorkerReport>, prev: &[PointStatus], now: Timestamp) -> Vec<PointStatus> {
         let parts = parts();
-        let input =
-            PointInputs { participants: &parts, missing: &[], report, deadline: ts(DEADLINE), now, copy_quality: true };
+        let input = PointInputs {
+            participants: &parts,
+            missing: &[],
+            report,
+            deadline: ts(DEADLINE),
+            now,
+            copy_quality: true,
+            link_generations: &BTreeMap::new(),
+        };
         merge_points(&input, prev)
     }
 
@@ -339,6 +359,7 @@ mod tests {
             deadline: ts(DEADLINE),
             now: ts("2025-06-11T07:00:00Z"),
             copy_quality: false,
+            link_generations: &BTreeMap::new(),
         };
         let mut s = merge_points(&input, &prev);
         let c = s.iter().find(|p| p.name == "c").unwrap();
@@ -354,6 +375,26 @@ mod tests {
     }
 
     #[test]
+    fn a_point_edited_out_is_kept_as_removed_with_its_link_generation() {
+        let parts = parts();
+        let prev = vec![PointStatus { name: "c".into(), joined: true, link_generation: 2, ..Default::default() }];
+        let generations = BTreeMap::from([("a".to_owned(), 1)]);
+        let input = PointInputs {
+            participants: &parts,
+            missing: &[],
+            report: None,
+            deadline: ts(DEADLINE),
+            now: ts("2025-06-11T07:00:00Z"),
+            copy_quality: false,
+            link_generations: &generations,
+        };
+        let s = merge_points(&input, &prev);
+        let c = s.iter().find(|p| p.name == "c").expect("c is still listed");
+        assert!(c.removed && c.joined && c.link_generation == 2, "{c:?}");
+        assert_eq!(s.iter().find(|p| p.name == "a").map(|p| p.link_generation), Some(1));
+    }
+
+    #[test]
     fn quality_is_copied_at_most_once_a_minute() {
         let t = ts("2025-06-11T07:00:00Z");
         let cases = [(None, true), (Some("2025-06-11T06:59:30Z"), false), (Some("2025-06-11T06:59:00Z"), true)];
@@ -364,6 +405,7 @@ mod tests {
         let parts = parts();
         let r = report("a", None, Some(42.0));
         let prev = vec![PointStatus { name: "a".into(), rtt_ms: Some(10.0), ..Default::default() }];
+        let none = BTreeMap::new();
         let input = |copy_quality| PointInputs {
             participants: &parts,
             missing: &[],
@@ -371,6 +413,7 @@ mod tests {
             deadline: ts(DEADLINE),
             now: t,
             copy_quality,
+            link_generations: &none,
         };
         assert_eq!(merge_points(&input(false), &prev)[0].rtt_ms, Some(10.0));
         assert_eq!(merge_points(&input(true), &prev)[0].rtt_ms, Some(42.0));
@@ -531,7 +574,7 @@ mod tests {
         for c in cases {
             let prev = ReceptionSessionStatus { phase: Some(c.from), points: c.points.to_vec(), ..Default::default() };
             let r = c.b_verified_at.map(|at| report("b", Some(at), None));
-            let d = derive(&prev, c.valid, r.as_ref(), c.rescheduled, ts(c.now));
+            let d = derive(&prev, c.valid, r.as_ref(), (c.rescheduled, &BTreeMap::new()), ts(c.now));
             assert_eq!(d.phase, c.want, "{}", c.what);
         }
     }
@@ -563,10 +606,10 @@ mod tests {
             ..Default::default()
         };
         let same = report("a", None, Some(10.0));
-        let d = derive(&prev, &valid, Some(&same), false, ts("2025-06-11T07:05:00Z"));
+        let d = derive(&prev, &valid, Some(&same), (false, &BTreeMap::new()), ts("2025-06-11T07:05:00Z"));
         assert_eq!(d.quality_sampled_at, prev.quality_sampled_at, "nothing changed: no new sample time");
         let moved = report("a", None, Some(30.0));
-        let d = derive(&prev, &valid, Some(&moved), false, ts("2025-06-11T07:05:00Z"));
+        let d = derive(&prev, &valid, Some(&moved), (false, &BTreeMap::new()), ts("2025-06-11T07:05:00Z"));
         assert_eq!(d.quality_sampled_at, Some(Time(ts("2025-06-11T07:05:00Z"))));
         assert_eq!(d.points[0].rtt_ms, Some(30.0));
     }

@@ -66,6 +66,18 @@ pub fn session(
         }
         Ok(_) => {}
     }
+    for bad in crate::link_generations::requested(new.annotations()).1 {
+        v.push(Violation {
+            field: "metadata.annotations",
+            message: format!(
+                "{}: must be a whole number from 1 to {} (the link generation wanted; `tiepdan-operator links \
+                 <session> --rotate <point>` sets it); got {:?}",
+                bad.key,
+                crate::link_generations::MAX,
+                bad.value
+            ),
+        });
+    }
     if spec.points.as_ref().is_none_or(Vec::is_empty) && spec.point_selector.is_none() {
         v.push(Violation {
             field: "spec.points",
@@ -191,6 +203,18 @@ mod tests {
         let v = session(Operation::Create, &session_from(s), None, now());
         assert_eq!(v[0].field, "spec.points");
         assert!(v[0].message.contains("pointSelector"));
+    }
+
+    #[test]
+    fn a_link_rotation_annotation_must_be_a_generation() {
+        let mut s = session_from(good());
+        s.metadata.annotations = Some([("links.tiepdan.io/a".to_owned(), "soon".to_owned())].into_iter().collect());
+        let v = session(Operation::Update, &s, None, now());
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].field, "metadata.annotations");
+        assert!(v[0].message.starts_with("links.tiepdan.io/a: must be a whole number"), "{}", v[0]);
+        s.metadata.annotations = Some([("links.tiepdan.io/a".to_owned(), "2".to_owned())].into_iter().collect());
+        assert_eq!(session(Operation::Update, &s, None, now()), vec![]);
     }
 
     #[test]
