@@ -1,5 +1,5 @@
 //! The session lifecycle around the happy path, on the real node: an idle session costs no API
-//! writes; losing a point does not fail a session but revokes its link on the worker within 5 s; a failed session gives back what it held; a
+//! writes; rotating a point's link or losing the point revokes its old link on the worker within 5 s, and losing a point does not fail the session; a failed session gives back what it held; a
 //! session moved after its rehearsal gets new links and must verify again; a lost worker is
 //! replaced with the same links and the verification kept.
 
@@ -123,7 +123,7 @@ async fn an_idle_session_costs_no_api_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn losing_a_point_does_not_fail_the_session_and_a_failed_session_gives_back_its_resources() {
+async fn a_rotated_or_lost_point_loses_its_link_at_once_and_a_failed_session_gives_back_its_resources() {
     let cp = cluster().await;
     let client = cp.client().await.unwrap();
     let base = host_ports();
@@ -139,13 +139,47 @@ async fn losing_a_point_does_not_fail_the_session_and_a_failed_session_gives_bac
     // di-su's office is connected when its point is deleted.
     let url = worker_url(&client, &ns, &pod).await;
     let trust = session_trust(&client, &ns, SESSION).await;
-    let mut office = wait_for(Duration::from_secs(60), "di-su's office joins", || async {
-        let mut c = SignalingClient::connect_with(&url, Some(&trust)).await.map_err(|e| e.to_string())?;
-        c.request(ClientMessage::Join { token: link.clone() }).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(c)
-    })
-    .await
-    .unwrap();
+    let join = |link: String| {
+        let (url, trust) = (url.clone(), trust.clone());
+        async move {
+            wait_for(Duration::from_secs(60), "di-su's office joins", || async {
+                let mut c = SignalingClient::connect_with(&url, Some(&trust)).await.map_err(|e| e.to_string())?;
+                c.request(ClientMessage::Join { token: link.clone() }).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(c)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let mut leaked = join(link.clone()).await;
+
+    // di-su's link leaked: ops rotate it with the CLI's own code. The connection holding the old
+    // link is closed and the old link refused within 5 s; the new link joins; tinh-hung-yen's
+    // link is untouched.
+    let other = tokens(&client, &ns).await.remove("tinh-hung-yen").expect("tinh-hung-yen has a link");
+    let asked = Instant::now();
+    let base_url = url.replace("wss://", "https://").replace("/v1/ws", "");
+    let rotate =
+        tiepdan_operator::links::rotate(&client, &ns, SESSION, "di-su", Some(&base_url), Duration::from_secs(30));
+    let (rotated, kicked) = tokio::join!(rotate, async {
+        let kicked = leaked.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await;
+        (kicked, asked.elapsed())
+    });
+    let rotated = rotated.expect("rotate");
+    let (kicked, rotation) = (kicked.0.expect("the old link's office is told"), kicked.1);
+    assert!(matches!(kicked, ServerMessage::Error { code: ErrorCode::TokenRevoked, .. }), "{kicked:?}");
+    println!("di-su's link rotated → the old link's office disconnected after {rotation:?}");
+    assert!(rotation < Duration::from_secs(5), "rotation took {rotation:?}");
+    let mut again = SignalingClient::connect_with(&url, Some(&trust)).await.unwrap();
+    let refused =
+        again.request(ClientMessage::Join { token: link.clone() }).await.expect_err("the old link is refused");
+    assert_eq!(refused.code(), Some(ErrorCode::TokenRevoked), "{refused}");
+    assert_eq!(tiepdan_operator::links::link_generation_of(&rotated.url), Some(1));
+    let link = rotated.url.split_once("#token=").expect("a token in the link").1.to_owned();
+    assert_eq!(tokens(&client, &ns).await.get("di-su"), Some(&link), "the Secret holds the new link");
+    assert_eq!(tokens(&client, &ns).await.get("tinh-hung-yen"), Some(&other), "the other point keeps its link");
+    wait_event(&client, &ns, "LinkRotated").await;
+    let mut office = join(link.clone()).await;
 
     // One commune's point is deleted during the rehearsal: the session goes on without it, and
     // its link, still validly signed, stops working at once.
