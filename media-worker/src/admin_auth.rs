@@ -1,15 +1,15 @@
 //! Who may call the worker's admin endpoints (`/v1/allocation`, `/v1/status`): the operator, with
-//! an admin token ([`TokenKey::verify_admin`]) that names *this* pod and has not been used
+//! an admin token signed with the operator's admin key ([`PublicKeys::verify_admin`]) that names *this* pod and has not been used
 //! before. The admin port is plain HTTP inside the cluster, so a token seen on the wire must
 //! neither work on another worker nor work twice: each `jti` is remembered until its token has
 //! expired.
 
-use crate::tokens::{refused_from, TokenError, TokenKey};
+use crate::tokens::{refused_from, PublicKeys, TokenError};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// At most this many admin tokens are remembered at once. The operator sends a few per
-/// reconcile; a flood of *valid* tokens needs the key, and is refused rather than remembered.
+/// reconcile; a flood of *valid* tokens needs the operator's admin key, and is refused rather than remembered.
 const MAX_REMEMBERED: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum Error {
 /// The admin tokens this worker accepts.
 #[derive(Debug)]
 pub struct AdminAuth {
-    key: TokenKey,
+    keys: PublicKeys,
     /// This worker's pod; `None` outside a pod, where any pod's token is accepted.
     pod: Option<String>,
     /// `jti` → the first second its token is refused anyway.
@@ -35,13 +35,13 @@ pub struct AdminAuth {
 }
 
 impl AdminAuth {
-    pub fn new(key: TokenKey, pod: Option<String>) -> Self {
-        Self { key, pod, seen: Mutex::new(HashMap::new()) }
+    pub fn new(keys: PublicKeys, pod: Option<String>) -> Self {
+        Self { keys, pod, seen: Mutex::new(HashMap::new()) }
     }
 
     /// Accepts `token` once, at `now` (Unix seconds).
     pub fn admit(&self, token: &str, now: i64) -> Result<(), Error> {
-        let grant = self.key.verify_admin(token, now)?;
+        let grant = self.keys.verify_admin(token, now)?;
         if let Some(worker) = &self.pod {
             if grant.pod.as_deref() != Some(worker.as_str()) {
                 return Err(Error::WrongPod { token: grant.pod, worker: worker.clone() });
@@ -63,22 +63,24 @@ impl AdminAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::{generate_keys, SigningKeys};
 
     const NOW: i64 = 1_750_000_000;
 
-    fn key() -> TokenKey {
-        TokenKey::from_bytes(b"admin-auth-test-key")
+    fn keys() -> (SigningKeys, PublicKeys) {
+        generate_keys()
     }
 
     #[test]
     fn a_token_works_once_on_its_own_pod_only() {
-        let auth = AdminAuth::new(key(), Some("w-1".into()));
-        let token = key().mint_admin(NOW, 30, Some("w-1")).expect("mint");
+        let (key, public) = keys();
+        let auth = AdminAuth::new(public, Some("w-1".into()));
+        let token = key.admin.mint_admin(NOW, 30, Some("w-1")).expect("mint");
         auth.admit(&token, NOW).expect("first use");
         assert!(matches!(auth.admit(&token, NOW + 1), Err(Error::Replayed)));
-        let other = key().mint_admin(NOW, 30, Some("w-2")).expect("mint");
+        let other = key.admin.mint_admin(NOW, 30, Some("w-2")).expect("mint");
         assert!(matches!(auth.admit(&other, NOW), Err(Error::WrongPod { .. })));
-        let unbound = key().mint_admin(NOW, 30, None).expect("mint");
+        let unbound = key.admin.mint_admin(NOW, 30, None).expect("mint");
         assert!(matches!(auth.admit(&unbound, NOW), Err(Error::WrongPod { token: None, .. })));
         // Once its token has expired a jti is forgotten: the token is refused for its age.
         assert!(matches!(auth.admit(&token, NOW + 61), Err(Error::Token(TokenError::Expired))));
@@ -87,8 +89,9 @@ mod tests {
 
     #[test]
     fn outside_a_pod_any_pods_token_is_accepted_once() {
-        let auth = AdminAuth::new(key(), None);
-        let token = key().mint_admin(NOW, 30, Some("w-1")).expect("mint");
+        let (key, public) = keys();
+        let auth = AdminAuth::new(public, None);
+        let token = key.admin.mint_admin(NOW, 30, Some("w-1")).expect("mint");
         auth.admit(&token, NOW).expect("first use");
         assert!(matches!(auth.admit(&token, NOW), Err(Error::Replayed)));
     }

@@ -2,12 +2,12 @@
 
 use crate::ids::{PointName, SessionId};
 use crate::signaling::protocol::Role;
-use crate::tokens::{TokenError, TokenKey};
+use crate::tokens::{KeyUse, PrivateKey, PublicKey, PublicKeys, TokenError};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ pub enum Command {
     /// Join a worker with plain RTP transports, loop synthetic audio and video through it and
     /// report loss, jitter and latency.
     Probe(ProbeArgs),
-    /// Mint a join token from a key file (for manual testing; the operator mints real ones).
+    /// Mint a join token with a join private key (for manual testing; the operator mints real ones).
     Token(TokenArgs),
     /// Mint a short-lived admin token, as the operator sends with its admin calls (for reading
     /// `/v1/status` by hand).
@@ -52,9 +52,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct AdminTokenArgs {
-    /// The shared key file (the same as the worker's --token-key-file).
+    /// The admin private key (PKCS#8 PEM) whose public key is the worker's --admin-public-key-file.
     #[arg(long)]
-    pub key_file: PathBuf,
+    pub private_key_file: PathBuf,
 
     /// Validity from now (at most 30 s are accepted).
     #[arg(long, default_value_t = 30)]
@@ -129,9 +129,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TIEPDAN_SESSION_TITLE", default_value = "")]
     pub session_title: String,
 
-    /// File holding the shared HS256 key for join and admin tokens (whitespace-trimmed).
-    #[arg(long, env = "TIEPDAN_TOKEN_KEY_FILE")]
-    pub token_key_file: PathBuf,
+    /// The operator's public key for join tokens (Ed25519, SPKI PEM).
+    #[arg(long, env = "TIEPDAN_JOIN_PUBLIC_KEY_FILE")]
+    pub join_public_key_file: PathBuf,
+
+    /// The operator's public key for admin tokens (Ed25519, SPKI PEM).
+    #[arg(long, env = "TIEPDAN_ADMIN_PUBLIC_KEY_FILE")]
+    pub admin_public_key_file: PathBuf,
 
     /// This worker's pod name (the downward API's metadata.name): admin calls must carry a token
     /// minted for it. Unset outside a pod, where any pod's admin token is accepted (once).
@@ -207,9 +211,9 @@ pub struct ProbeArgs {
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// The shared key file (the same as the worker's --token-key-file).
+    /// The join private key (PKCS#8 PEM) whose public key is the worker's --join-public-key-file.
     #[arg(long)]
-    pub key_file: PathBuf,
+    pub private_key_file: PathBuf,
 
     /// Session id, `<namespace>/<name>` (the token's audience).
     #[arg(long)]
@@ -269,8 +273,12 @@ pub enum ConfigError {
     TlsReloadInterval(u64),
     #[error("--signaling-listen ({0}) must differ from --listen")]
     SameListener(SocketAddr),
-    #[error("failed to load the token key")]
-    TokenKey(#[from] TokenError),
+    #[error("invalid {flag}")]
+    Key {
+        flag: &'static str,
+        #[source]
+        source: TokenError,
+    },
     /// Reported by clap, which names the flag before it.
     #[error("{0:?} is neither an IP address nor a host name")]
     AnnouncedSyntax(String),
@@ -401,7 +409,8 @@ pub struct ServeConfig {
     pub rtc_ports: RangeInclusive<u16>,
     pub workers: NonZeroUsize,
     pub session: Option<(SessionId, String)>,
-    pub token_key: TokenKey,
+    /// The operator's public keys for join and admin tokens.
+    pub public_keys: PublicKeys,
     /// `--pod-name`: admin tokens must name it.
     pub pod_name: Option<String>,
     /// `--tls-cert`/`--tls-key`: everything on `listen` over TLS, certificate read once.
@@ -446,7 +455,7 @@ const MIN_TLS_RELOAD_INTERVAL_MS: u64 = 100;
 
 impl ServeConfig {
     /// Defaults suited to tests and local runs: loopback, an ephemeral HTTP port, one worker.
-    pub fn local(token_key: TokenKey) -> Self {
+    pub fn local(public_keys: PublicKeys) -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -454,7 +463,7 @@ impl ServeConfig {
             rtc_ports: 40000..=49999,
             workers: NonZeroUsize::MIN,
             session: None,
-            token_key,
+            public_keys,
             pod_name: None,
             tls: None,
             signaling: None,
@@ -495,7 +504,10 @@ impl ServeConfig {
         if args.signaling_listen.is_some_and(|s| s == args.listen && s.port() != 0) {
             return Err(ConfigError::SameListener(args.listen));
         }
-        let token_key = TokenKey::from_file(&args.token_key_file)?;
+        let public_keys = PublicKeys {
+            join: public_key("--join-public-key-file", &args.join_public_key_file, KeyUse::Join)?,
+            admin: public_key("--admin-public-key-file", &args.admin_public_key_file, KeyUse::Admin)?,
+        };
         let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
         // clap's `requires` guarantees both or neither.
         let tls = match (args.tls_cert, args.tls_key) {
@@ -518,7 +530,7 @@ impl ServeConfig {
             rtc_ports: args.rtc_min_port..=args.rtc_max_port,
             workers,
             session: args.session_id.map(|id| (id, args.session_title)),
-            token_key,
+            public_keys,
             pod_name: args.pod_name.filter(|p| !p.is_empty()),
             tls,
             signaling,
@@ -533,6 +545,15 @@ impl ServeConfig {
     }
 }
 
+fn public_key(flag: &'static str, path: &Path, key_use: KeyUse) -> Result<PublicKey, ConfigError> {
+    PublicKey::from_file(path, key_use).map_err(|source| ConfigError::Key { flag, source })
+}
+
+/// The private key of a `token` or `admin-token` subcommand, the error naming the flag.
+pub fn private_key(path: &Path, key_use: KeyUse) -> Result<PrivateKey, ConfigError> {
+    PrivateKey::from_file(path, key_use).map_err(|source| ConfigError::Key { flag: "--private-key-file", source })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,8 +566,15 @@ mod tests {
 
     #[test]
     fn serve_defaults_match_the_contract() {
-        let cli =
-            Cli::try_parse_from(["tiepdan-media-worker", "serve", "--token-key-file", "/dev/null"]).expect("parse");
+        let cli = Cli::try_parse_from([
+            "tiepdan-media-worker",
+            "serve",
+            "--join-public-key-file",
+            "/dev/null",
+            "--admin-public-key-file",
+            "/dev/null",
+        ])
+        .expect("parse");
         let Command::Serve(args) = cli.command else {
             panic!("expected serve");
         };
@@ -559,9 +587,56 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_or_wrong_public_key_file_is_refused_naming_the_flag() {
+        let dir = std::env::temp_dir().join(format!("tiepdan-config-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (keys, _) = crate::tokens::generate_keys();
+        let good = dir.join("admin.pub.pem");
+        std::fs::write(&good, keys.admin.public_pem().expect("pem")).expect("write");
+        // The private key, and an HS256 key as an older operator wrote it, are not public keys.
+        let private = dir.join("join.pem");
+        std::fs::write(&private, keys.join.to_pem().expect("pem")).expect("write");
+        let hex = dir.join("signing.key");
+        std::fs::write(&hex, "ab".repeat(32)).expect("write");
+        let missing = dir.join("missing.pem");
+        for bad in [&private, &hex, &missing] {
+            let args = |join: &Path, admin: &Path| {
+                let cli = Cli::try_parse_from([
+                    "tiepdan-media-worker".as_ref(),
+                    "serve".as_ref(),
+                    "--join-public-key-file".as_ref(),
+                    join.as_os_str(),
+                    "--admin-public-key-file".as_ref(),
+                    admin.as_os_str(),
+                ])
+                .expect("parse");
+                let Command::Serve(args) = cli.command else { panic!("expected serve") };
+                *args
+            };
+            for (flag, args) in
+                [("--join-public-key-file", args(bad, &good)), ("--admin-public-key-file", args(&good, bad))]
+            {
+                let error = ServeConfig::validate(args).expect_err("refused");
+                assert!(matches!(&error, ConfigError::Key { flag: f, .. } if *f == flag), "{error:?}");
+                let message = format!("{error}: {}", std::error::Error::source(&error).expect("source"));
+                assert!(message.contains(flag) && message.contains(&bad.display().to_string()), "{message}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
     fn tls_needs_both_files() {
-        let parsed =
-            Cli::try_parse_from(["tiepdan-media-worker", "serve", "--token-key-file", "k", "--tls-cert", "c.pem"]);
+        let parsed = Cli::try_parse_from([
+            "tiepdan-media-worker",
+            "serve",
+            "--join-public-key-file",
+            "k",
+            "--admin-public-key-file",
+            "k",
+            "--tls-cert",
+            "c.pem",
+        ]);
         assert!(parsed.is_err());
     }
 
@@ -585,7 +660,9 @@ mod tests {
         let parsed = Cli::try_parse_from([
             "tiepdan-media-worker",
             "serve",
-            "--token-key-file",
+            "--join-public-key-file",
+            "k",
+            "--admin-public-key-file",
             "k",
             "--announced-address",
             "http://media.example",
@@ -638,7 +715,9 @@ mod tests {
         let parsed = Cli::try_parse_from([
             "tiepdan-media-worker",
             "serve",
-            "--token-key-file",
+            "--join-public-key-file",
+            "k",
+            "--admin-public-key-file",
             "k",
             "--session-id",
             "no-namespace",

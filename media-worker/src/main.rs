@@ -4,10 +4,10 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use tiepdan_media_worker::config::{Cli, Command, ServeConfig, TokenArgs};
+use tiepdan_media_worker::config::{private_key, Cli, Command, ServeConfig, TokenArgs};
 use tiepdan_media_worker::probe::tls::ClientTls;
 use tiepdan_media_worker::probe::{run_probe, ProbeOptions};
-use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
+use tiepdan_media_worker::tokens::{unix_now, JoinClaims, KeyUse};
 use tiepdan_media_worker::{logging, server};
 
 #[tokio::main]
@@ -46,7 +46,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(args) => println!("{}", mint(&args)?),
         Command::AdminToken(args) => {
-            let key = TokenKey::from_file(&args.key_file)?;
+            let key = private_key(&args.private_key_file, KeyUse::Admin)?;
             println!("{}", key.mint_admin(unix_now(), args.ttl_seconds, args.pod.as_deref())?);
         }
     }
@@ -65,7 +65,7 @@ fn write_termination_message(message: &str) {
 }
 
 fn mint(args: &TokenArgs) -> anyhow::Result<String> {
-    let key = TokenKey::from_file(&args.key_file)?;
+    let key = private_key(&args.private_key_file, KeyUse::Join)?;
     let mut claims = JoinClaims::for_point(
         &args.session,
         &args.point,

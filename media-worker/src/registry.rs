@@ -13,7 +13,7 @@ use crate::local_runner::LocalRunner;
 use crate::metrics::Metrics;
 use crate::room::{Class, ConnectionId, JoinSnapshot, Kick, MemberKey, NewMember, Outbox, Room, RoomError};
 use crate::signaling::protocol::{ErrorCode, PeerInfo, RequestId, ServerEnvelope, ServerMessage};
-use crate::tokens::{unix_now, JoinRules, TokenError, TokenKey, TokenVersion, VerifiedJoin};
+use crate::tokens::{unix_now, JoinRules, PublicKeys, TokenError, TokenVersion, VerifiedJoin};
 use crate::verification::{MediaSample, PointRecord, WorkerStatus};
 use crate::workers::WorkerPool;
 use std::collections::{BTreeMap, BTreeSet};
@@ -133,7 +133,7 @@ pub struct Registry {
     room_creation: tokio::sync::Mutex<()>,
     workers: WorkerPool,
     media: LocalRunner,
-    token_key: TokenKey,
+    public_keys: PublicKeys,
     rtc_listen_ip: IpAddr,
     announced_ip: Option<IpAddr>,
     thresholds: Thresholds,
@@ -184,7 +184,7 @@ pub struct Joined {
 /// Settings the registry needs from the configuration.
 #[derive(Debug)]
 pub struct RegistrySettings {
-    pub token_key: TokenKey,
+    pub public_keys: PublicKeys,
     pub rtc_listen_ip: IpAddr,
     pub announced_ip: Option<IpAddr>,
     pub thresholds: Thresholds,
@@ -197,7 +197,7 @@ impl Registry {
             room_creation: tokio::sync::Mutex::new(()),
             workers,
             media,
-            token_key: settings.token_key,
+            public_keys: settings.public_keys,
             rtc_listen_ip: settings.rtc_listen_ip,
             announced_ip: settings.announced_ip,
             thresholds: settings.thresholds,
@@ -210,10 +210,6 @@ impl Registry {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub fn token_key(&self) -> &TokenKey {
-        &self.token_key
     }
 
     pub fn workers(&self) -> &WorkerPool {
@@ -340,7 +336,7 @@ impl Registry {
         }
         let allocation = self.allocation().ok_or(JoinError::NotAllocated)?;
         let verified = self
-            .token_key
+            .public_keys
             .verify_join(token, JoinRules { session: &allocation.session, min_epoch: allocation.epoch, now })?;
         if !allocation.admits(Class::of(verified.role), &verified.point, verified.link_generation) {
             if !allocation.names(&verified.point) {

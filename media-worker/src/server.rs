@@ -133,7 +133,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let health = workers.health();
     let registry = Arc::new(Registry::new(
         RegistrySettings {
-            token_key: config.token_key.clone(),
+            public_keys: config.public_keys.clone(),
             rtc_listen_ip: config.rtc_listen_ip,
             announced_ip: config.announced_ip,
             thresholds: config.thresholds,
@@ -177,7 +177,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
         health,
         stop: stop_rx,
         tls: store.clone(),
-        admin: Arc::new(AdminAuth::new(config.token_key.clone(), config.pod_name.clone())),
+        admin: Arc::new(AdminAuth::new(config.public_keys.clone(), config.pod_name.clone())),
     };
     let (listener, addr) = Listener::bind(config.listen)?;
     let (main, signaling) = match &config.signaling {

@@ -1,10 +1,18 @@
-//! Join and admin tokens (HS256 JWTs), per `docs/worker-contract.md`.
+//! Join and admin tokens (EdDSA JWTs over Ed25519), per `docs/worker-contract.md`.
+//!
+//! The operator holds two private keys per pool, one for join tokens (points and probes) and one
+//! for admin calls; a worker gets only their public keys, so a compromised worker can forge
+//! neither kind. Each kind has its own `kid` and `typ` header and its own audience, so even a
+//! token signed with the right key material is refused as the other kind.
 //!
 //! Time checks are done here against an explicit `now` rather than by `jsonwebtoken`, so the
 //! rules (and their error codes) are visible in one place and testable without a clock.
 
 use crate::ids::{PointName, SessionId};
 use crate::signaling::protocol::{ErrorCode, Role};
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -23,18 +31,58 @@ pub const CLOCK_SKEW_LEEWAY_SECS: i64 = 30;
 /// and the worker remembers every admin token's `jti` only for that long (plus the leeway).
 pub const MAX_ADMIN_TTL_SECS: i64 = 30;
 
+/// Which of the operator's two key pairs a token is signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Join tokens: points' links and probe tokens.
+    Join,
+    /// Admin tokens: the operator's calls to `/v1/allocation` and `/v1/status`.
+    Admin,
+}
+
+impl KeyUse {
+    /// The `kid` header of the tokens this key signs.
+    pub const fn kid(self) -> &'static str {
+        match self {
+            Self::Join => "tiepdan-join",
+            Self::Admin => "tiepdan-admin",
+        }
+    }
+
+    /// The `typ` header (RFC 8725 explicit typing) of the tokens this key signs.
+    pub const fn typ(self) -> &'static str {
+        match self {
+            Self::Join => "tiepdan-join+jwt",
+            Self::Admin => "tiepdan-admin+jwt",
+        }
+    }
+}
+
+impl fmt::Display for KeyUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Join => "join",
+            Self::Admin => "admin",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("failed to read the token key file {path}")]
+    #[error("failed to read the key file {path}")]
     ReadKey {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("the token key file {path} is empty")]
-    EmptyKey { path: String },
+    #[error("{path} is not an Ed25519 public key in PEM (-----BEGIN PUBLIC KEY-----)")]
+    NotPublicKey { path: String },
+    #[error("{path} is not an Ed25519 private key in PKCS#8 PEM (-----BEGIN PRIVATE KEY-----)")]
+    NotPrivateKey { path: String },
     #[error("the token is malformed or its signature does not match")]
     BadSignature,
+    #[error("the token is not for {expected} use (kid {kid:?}, typ {typ:?})")]
+    WrongKind { expected: KeyUse, kid: Option<String>, typ: Option<String> },
     #[error("the token's claims are missing or malformed")]
     BadClaims,
     #[error("the token was not issued by {JOIN_ISSUER}")]
@@ -51,6 +99,8 @@ pub enum TokenError {
     AdminLifetime { secs: i64 },
     #[error("failed to sign a token")]
     Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("failed to encode a key as PEM")]
+    EncodeKey,
 }
 
 impl TokenError {
@@ -61,49 +111,68 @@ impl TokenError {
             Self::Expired => ErrorCode::TokenExpired,
             Self::NotYetValid => ErrorCode::TokenNotYetValid,
             Self::Revoked { .. } => ErrorCode::TokenRevoked,
-            Self::BadSignature | Self::BadClaims | Self::WrongIssuer | Self::AdminLifetime { .. } => {
-                ErrorCode::InvalidToken
-            }
-            Self::ReadKey { .. } | Self::EmptyKey { .. } | Self::Sign(_) => ErrorCode::Internal,
+            Self::BadSignature
+            | Self::WrongKind { .. }
+            | Self::BadClaims
+            | Self::WrongIssuer
+            | Self::AdminLifetime { .. } => ErrorCode::InvalidToken,
+            Self::ReadKey { .. }
+            | Self::NotPublicKey { .. }
+            | Self::NotPrivateKey { .. }
+            | Self::Sign(_)
+            | Self::EncodeKey => ErrorCode::Internal,
         }
     }
 }
 
-/// The shared HMAC key: the signing-key Secret's content, whitespace-trimmed, used as bytes.
+fn read_key(path: &Path) -> Result<String, TokenError> {
+    let raw = std::fs::read(path).map_err(|source| TokenError::ReadKey { path: path.display().to_string(), source })?;
+    // Not UTF-8 is not PEM either; the parse below says so with the path.
+    Ok(String::from_utf8(raw).unwrap_or_default())
+}
+
+/// A public key the worker verifies one kind of token with.
 #[derive(Clone)]
-pub struct TokenKey {
-    bytes: Vec<u8>,
+pub struct PublicKey {
+    key_use: KeyUse,
+    key: DecodingKey,
 }
 
-impl fmt::Debug for TokenKey {
+impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TokenKey(<redacted>)")
+        write!(f, "PublicKey({})", self.key_use)
     }
 }
 
-impl TokenKey {
-    pub fn from_bytes(raw: &[u8]) -> Self {
-        Self { bytes: raw.trim_ascii().to_vec() }
+impl PublicKey {
+    fn new(key_use: KeyUse, key: &VerifyingKey) -> Self {
+        Self { key_use, key: DecodingKey::from_ed_der(key.as_bytes()) }
     }
 
-    pub fn from_file(path: &Path) -> Result<Self, TokenError> {
-        let raw =
-            std::fs::read(path).map_err(|source| TokenError::ReadKey { path: path.display().to_string(), source })?;
-        let key = Self::from_bytes(&raw);
-        if key.bytes.is_empty() {
-            return Err(TokenError::EmptyKey { path: path.display().to_string() });
-        }
-        Ok(key)
+    /// Reads an SPKI PEM file (`openssl pkey -pubout`) holding an Ed25519 public key.
+    pub fn from_file(path: &Path, key_use: KeyUse) -> Result<Self, TokenError> {
+        let pem = read_key(path)?;
+        let key = VerifyingKey::from_public_key_pem(pem.trim())
+            .map_err(|_| TokenError::NotPublicKey { path: path.display().to_string() })?;
+        Ok(Self::new(key_use, &key))
     }
 
+    /// Checks the header (EdDSA, this key's `kid` and `typ`) and the signature; claim rules are
+    /// the callers', against an explicit clock.
     fn decode<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
-        let mut validation = Validation::new(Algorithm::HS256);
-        // Signature only; claim rules are applied by the callers against an explicit clock.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::BadSignature)?;
+        let expected = self.key_use;
+        if header.kid.as_deref() != Some(expected.kid()) || header.typ.as_deref() != Some(expected.typ()) {
+            return Err(TokenError::WrongKind { expected, kid: header.kid, typ: header.typ });
+        }
+        // Only EdDSA: a token claiming HS256 must never be checked as an HMAC keyed with the
+        // public key, which every worker (and so any attacker holding one) knows.
+        let mut validation = Validation::new(Algorithm::EdDSA);
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims = HashSet::new();
-        match jsonwebtoken::decode::<T>(token, &DecodingKey::from_secret(&self.bytes), &validation) {
+        match jsonwebtoken::decode::<T>(token, &self.key, &validation) {
             Ok(data) => Ok(data.claims),
             Err(e) => match e.kind() {
                 jsonwebtoken::errors::ErrorKind::Json(_)
@@ -113,11 +182,96 @@ impl TokenKey {
             },
         }
     }
+}
 
-    fn encode<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(&self.bytes))
-            .map_err(TokenError::Sign)
+/// The two public keys a worker holds (`--join-public-key-file`, `--admin-public-key-file`).
+#[derive(Debug, Clone)]
+pub struct PublicKeys {
+    pub join: PublicKey,
+    pub admin: PublicKey,
+}
+
+/// A private key that signs one kind of token: the operator holds the real ones; tests and the
+/// `token`/`admin-token` subcommands use their own.
+#[derive(Clone)]
+pub struct PrivateKey {
+    key_use: KeyUse,
+    key: SigningKey,
+    encoding: EncodingKey,
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrivateKey({}, <redacted>)", self.key_use)
     }
+}
+
+impl PrivateKey {
+    fn new(key_use: KeyUse, key: SigningKey) -> Result<Self, TokenError> {
+        let der = key.to_pkcs8_der().map_err(|_| TokenError::EncodeKey)?;
+        Ok(Self { key_use, encoding: EncodingKey::from_ed_der(der.as_bytes()), key })
+    }
+
+    /// A fresh random key.
+    pub fn generate(key_use: KeyUse) -> Self {
+        use rand::RngCore as _;
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let key = SigningKey::from_bytes(&seed);
+        // PKCS#8 DER of a 32-byte seed cannot fail to encode.
+        Self::new(key_use, key).expect("encode a fresh Ed25519 key")
+    }
+
+    /// Reads a PKCS#8 PEM file (`openssl genpkey -algorithm ed25519`) holding an Ed25519 key.
+    pub fn from_file(path: &Path, key_use: KeyUse) -> Result<Self, TokenError> {
+        let pem = read_key(path)?;
+        let key = SigningKey::from_pkcs8_pem(pem.trim())
+            .map_err(|_| TokenError::NotPrivateKey { path: path.display().to_string() })?;
+        Self::new(key_use, key)
+    }
+
+    /// The same key material labelled (`kid`, `typ`) for the other use: what a confused or
+    /// hostile signer would send. Tests use it to show that the labels are enforced.
+    pub fn relabelled(&self, key_use: KeyUse) -> Self {
+        Self { key_use, ..self.clone() }
+    }
+
+    /// The key as PKCS#8 PEM.
+    pub fn to_pem(&self) -> Result<String, TokenError> {
+        Ok(self.key.to_pkcs8_pem(LineEnding::LF).map_err(|_| TokenError::EncodeKey)?.to_string())
+    }
+
+    /// The public key, as SPKI PEM.
+    pub fn public_pem(&self) -> Result<String, TokenError> {
+        self.key.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|_| TokenError::EncodeKey)
+    }
+
+    /// The public key a worker verifies this key's tokens with.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey::new(self.key_use, &self.key.verifying_key())
+    }
+
+    /// Signs `claims` with this key's `kid` and `typ`.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.key_use.kid().to_owned());
+        header.typ = Some(self.key_use.typ().to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(TokenError::Sign)
+    }
+}
+
+/// A pool's two key pairs, freshly generated: what tests (and local runs) sign and verify with.
+pub fn generate_keys() -> (SigningKeys, PublicKeys) {
+    let keys = SigningKeys { join: PrivateKey::generate(KeyUse::Join), admin: PrivateKey::generate(KeyUse::Admin) };
+    let public = PublicKeys { join: keys.join.public_key(), admin: keys.admin.public_key() };
+    (keys, public)
+}
+
+/// The two private keys, as the operator holds them.
+#[derive(Debug, Clone)]
+pub struct SigningKeys {
+    pub join: PrivateKey,
+    pub admin: PrivateKey,
 }
 
 /// The claims of a join token.
@@ -179,9 +333,10 @@ pub struct JoinRules<'a> {
     pub now: i64,
 }
 
-impl TokenKey {
+impl PublicKeys {
+    /// Checks a join token against the join key.
     pub fn verify_join(&self, token: &str, rules: JoinRules<'_>) -> Result<VerifiedJoin, TokenError> {
-        let claims: JoinClaims = self.decode(token)?;
+        let claims: JoinClaims = self.join.decode(token)?;
         if claims.iss != JOIN_ISSUER {
             return Err(TokenError::WrongIssuer);
         }
@@ -203,15 +358,11 @@ impl TokenKey {
         })
     }
 
-    pub fn mint_join(&self, claims: &JoinClaims) -> Result<String, TokenError> {
-        self.encode(claims)
-    }
-
-    /// Checks an operator's `Authorization: Bearer` token for the admin endpoints: signature,
-    /// audience, time window, a lifetime of at most [`MAX_ADMIN_TTL_SECS`] and a `jti`. Binding
-    /// to this pod and refusing replays are the caller's (see `admin_auth`).
+    /// Checks an operator's `Authorization: Bearer` token for the admin endpoints against the
+    /// admin key: signature, audience, time window, a lifetime of at most [`MAX_ADMIN_TTL_SECS`]
+    /// and a `jti`. Binding to this pod and refusing replays are the caller's (see `admin_auth`).
     pub fn verify_admin(&self, token: &str, now: i64) -> Result<AdminGrant, TokenError> {
-        let claims: AdminClaims = self.decode(token)?;
+        let claims: AdminClaims = self.admin.decode(token)?;
         if claims.aud != ADMIN_AUDIENCE || claims.sub != ADMIN_SUBJECT {
             return Err(TokenError::WrongAudience);
         }
@@ -225,12 +376,19 @@ impl TokenKey {
         }
         Ok(AdminGrant { jti, exp: claims.exp, pod: claims.pod })
     }
+}
+
+impl PrivateKey {
+    /// Signs a join token (with the join key, for the worker to accept it).
+    pub fn mint_join(&self, claims: &JoinClaims) -> Result<String, TokenError> {
+        self.sign(claims)
+    }
 
     /// An admin token for `pod` (any worker when `None`), valid `ttl_secs` from `now`, with a
-    /// fresh random `jti`.
+    /// fresh random `jti` (signed with the admin key, for the worker to accept it).
     pub fn mint_admin(&self, now: i64, ttl_secs: i64, pod: Option<&str>) -> Result<String, TokenError> {
         use rand::distr::{Alphanumeric, SampleString};
-        self.encode(&AdminClaims {
+        self.sign(&AdminClaims {
             aud: ADMIN_AUDIENCE.to_owned(),
             sub: ADMIN_SUBJECT.to_owned(),
             exp: now + ttl_secs,
@@ -322,11 +480,25 @@ pub fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::OnceLock;
 
     const NOW: i64 = 1_750_000_000;
 
-    fn key() -> TokenKey {
-        TokenKey::from_bytes(b"  0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n")
+    fn keys() -> &'static (SigningKeys, PublicKeys) {
+        static KEYS: OnceLock<(SigningKeys, PublicKeys)> = OnceLock::new();
+        KEYS.get_or_init(generate_keys)
+    }
+
+    fn join_key() -> &'static PrivateKey {
+        &keys().0.join
+    }
+
+    fn admin_key() -> &'static PrivateKey {
+        &keys().0.admin
+    }
+
+    fn public() -> &'static PublicKeys {
+        &keys().1
     }
 
     fn session() -> SessionId {
@@ -346,12 +518,24 @@ mod tests {
     }
 
     fn verify(token: &str, min_epoch: u64, now: i64) -> Result<VerifiedJoin, TokenError> {
-        key().verify_join(token, JoinRules { session: &session(), min_epoch, now })
+        public().verify_join(token, JoinRules { session: &session(), min_epoch, now })
+    }
+
+    /// A token with `header` over `claims`, HMAC-signed with `secret`.
+    fn hs256(header: Header, claims: &impl Serialize, secret: &[u8]) -> String {
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).expect("mint")
+    }
+
+    fn labelled(alg: Algorithm, key_use: KeyUse) -> Header {
+        let mut h = Header::new(alg);
+        h.kid = Some(key_use.kid().to_owned());
+        h.typ = Some(key_use.typ().to_owned());
+        h
     }
 
     #[test]
     fn a_good_token_yields_the_point() {
-        let token = key().mint_join(&claims()).expect("mint");
+        let token = join_key().mint_join(&claims()).expect("mint");
         let verified = verify(&token, 0, NOW).expect("valid");
         assert_eq!(verified.point.as_str(), "xa-phu-dien");
         assert_eq!(verified.display_name, "UBND xã Phú Diễn");
@@ -359,24 +543,112 @@ mod tests {
     }
 
     #[test]
-    fn whitespace_around_the_key_file_content_is_ignored() {
-        let trimmed = TokenKey::from_bytes(b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
-        let token = trimmed.mint_join(&claims()).expect("mint");
-        assert!(verify(&token, 0, NOW).is_ok());
+    fn key_files_are_pem_and_name_the_file_when_they_are_not() {
+        let dir = std::env::temp_dir().join(format!("tiepdan-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (private, public_file) = (dir.join("join.pem"), dir.join("join.pub.pem"));
+        std::fs::write(&private, join_key().to_pem().expect("pem")).expect("write");
+        // With CRLF and a trailing newline, as editors and `kubectl create secret` leave them.
+        let pem = join_key().public_pem().expect("pem").replace('\n', "\r\n") + "\n";
+        std::fs::write(&public_file, pem).expect("write");
+        let join = PublicKey::from_file(&public_file, KeyUse::Join).expect("public");
+        let loaded = PublicKeys { join, ..public().clone() };
+        let token = PrivateKey::from_file(&private, KeyUse::Join).expect("private").mint_join(&claims()).expect("mint");
+        assert!(loaded.verify_join(&token, JoinRules { session: &session(), min_epoch: 0, now: NOW }).is_ok());
+
+        // A private key where a public one belongs (and the reverse), an HS256 key, nothing.
+        let hex = dir.join("signing.key");
+        std::fs::write(&hex, "ab".repeat(32)).expect("write");
+        for bad in [&private, &hex] {
+            let err = PublicKey::from_file(bad, KeyUse::Join).expect_err("not a public key");
+            assert!(matches!(&err, TokenError::NotPublicKey { path } if path == &bad.display().to_string()), "{err}");
+        }
+        for bad in [&public_file, &hex] {
+            assert!(matches!(PrivateKey::from_file(bad, KeyUse::Join), Err(TokenError::NotPrivateKey { .. })));
+        }
+        let missing = dir.join("missing.pem");
+        assert!(matches!(PublicKey::from_file(&missing, KeyUse::Join), Err(TokenError::ReadKey { .. })));
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]
     fn a_forged_signature_is_invalid() {
-        let token = TokenKey::from_bytes(b"another key").mint_join(&claims()).expect("mint");
+        let token = PrivateKey::generate(KeyUse::Join).mint_join(&claims()).expect("mint");
         let err = verify(&token, 0, NOW).expect_err("forged");
         assert_eq!(err.code(), ErrorCode::InvalidToken);
         let err = verify("not.a.jwt", 0, NOW).expect_err("garbage");
         assert_eq!(err.code(), ErrorCode::InvalidToken);
     }
 
+    /// The classic JWT algorithm confusion: the attacker knows the public key (every worker
+    /// holds it) and signs with HS256 keyed by it, hoping the verifier takes the header's `alg`.
+    #[test]
+    fn hs256_keyed_with_the_public_key_is_refused() {
+        let pem = join_key().public_pem().expect("pem");
+        let raw = join_key().key.verifying_key().to_bytes();
+        for secret in [pem.as_bytes(), pem.trim().as_bytes(), &raw[..]] {
+            let token = hs256(labelled(Algorithm::HS256, KeyUse::Join), &claims(), secret);
+            assert!(
+                matches!(verify(&token, 0, NOW), Err(TokenError::BadSignature)),
+                "secret of {} bytes",
+                secret.len()
+            );
+        }
+        let admin_pem = admin_key().public_pem().expect("pem");
+        let claims = AdminClaims {
+            aud: ADMIN_AUDIENCE.into(),
+            sub: ADMIN_SUBJECT.into(),
+            exp: NOW + 10,
+            nbf: None,
+            iat: Some(NOW),
+            jti: Some("forged-jti-0000000000".into()),
+            pod: None,
+        };
+        let token = hs256(labelled(Algorithm::HS256, KeyUse::Admin), &claims, admin_pem.as_bytes());
+        assert!(matches!(public().verify_admin(&token, NOW), Err(TokenError::BadSignature)));
+    }
+
+    /// Pools made by an older operator signed everything with a shared HS256 key (64 hex
+    /// characters) that every worker held; a token made with it is worthless now.
+    #[test]
+    fn hs256_with_the_old_pool_key_is_refused() {
+        let old_key = "0123456789abcdef".repeat(4);
+        for header in [Header::new(Algorithm::HS256), labelled(Algorithm::HS256, KeyUse::Join)] {
+            let token = hs256(header, &claims(), old_key.as_bytes());
+            assert_eq!(verify(&token, 0, NOW).expect_err("old key").code(), ErrorCode::InvalidToken);
+        }
+    }
+
+    #[test]
+    fn join_and_admin_tokens_are_never_taken_for_each_other() {
+        let join = join_key().mint_join(&claims()).expect("mint");
+        let admin = admin_key().mint_admin(NOW, 30, Some("w-1")).expect("mint");
+        assert!(matches!(
+            public().verify_admin(&join, NOW),
+            Err(TokenError::WrongKind { expected: KeyUse::Admin, .. })
+        ));
+        assert!(matches!(verify(&admin, 0, NOW), Err(TokenError::WrongKind { expected: KeyUse::Join, .. })));
+        // The right key material under the other kind's label (as if one key served both):
+        // the kid and typ alone refuse it.
+        let as_admin = join_key().relabelled(KeyUse::Admin).mint_join(&claims()).expect("mint");
+        let same_key = PublicKeys { join: public().join.clone(), admin: public().join.clone() };
+        assert!(matches!(
+            same_key.verify_join(&as_admin, JoinRules { session: &session(), min_epoch: 0, now: NOW }),
+            Err(TokenError::WrongKind { .. })
+        ));
+        let as_join = admin_key().relabelled(KeyUse::Join).mint_admin(NOW, 30, Some("w-1")).expect("mint");
+        let same_key = PublicKeys { join: public().admin.clone(), admin: public().admin.clone() };
+        assert!(matches!(same_key.verify_admin(&as_join, NOW), Err(TokenError::WrongKind { .. })));
+        // Signed with the other kind's key but labelled right: the signature does not match.
+        let wrong_key = admin_key().relabelled(KeyUse::Join).mint_join(&claims()).expect("mint");
+        assert!(matches!(verify(&wrong_key, 0, NOW), Err(TokenError::BadSignature)));
+        let wrong_key = join_key().relabelled(KeyUse::Admin).mint_admin(NOW, 30, Some("w-1")).expect("mint");
+        assert!(matches!(public().verify_admin(&wrong_key, NOW), Err(TokenError::BadSignature)));
+    }
+
     #[test]
     fn time_window_is_enforced_with_leeway() {
-        let token = key().mint_join(&claims()).expect("mint");
+        let token = join_key().mint_join(&claims()).expect("mint");
         let exp = NOW - 60 + 3600;
         assert_eq!(
             verify(&token, 0, exp + CLOCK_SKEW_LEEWAY_SECS).expect_err("expired").code(),
@@ -393,12 +665,12 @@ mod tests {
     fn other_sessions_and_issuers_are_refused() {
         let mut other = claims();
         other.aud = "ubnd-hanoi/another-session".to_owned();
-        let token = key().mint_join(&other).expect("mint");
+        let token = join_key().mint_join(&other).expect("mint");
         assert_eq!(verify(&token, 0, NOW).expect_err("aud").code(), ErrorCode::WrongSession);
 
         let mut other = claims();
         other.iss = "someone-else".to_owned();
-        let token = key().mint_join(&other).expect("mint");
+        let token = join_key().mint_join(&other).expect("mint");
         assert_eq!(verify(&token, 0, NOW).expect_err("iss").code(), ErrorCode::InvalidToken);
     }
 
@@ -406,7 +678,7 @@ mod tests {
     fn epochs_below_the_current_one_are_revoked() {
         let mut old = claims();
         old.epoch = 2;
-        let token = key().mint_join(&old).expect("mint");
+        let token = join_key().mint_join(&old).expect("mint");
         assert!(verify(&token, 2, NOW).is_ok());
         assert_eq!(verify(&token, 3, NOW).expect_err("revoked").code(), ErrorCode::TokenRevoked);
     }
@@ -418,12 +690,12 @@ mod tests {
             aud: String,
             exp: i64,
         }
-        let token = key().encode(&Partial { aud: session().to_string(), exp: NOW + 10 }).expect("mint");
+        let token = join_key().sign(&Partial { aud: session().to_string(), exp: NOW + 10 }).expect("mint");
         assert_eq!(verify(&token, 0, NOW).expect_err("partial").code(), ErrorCode::InvalidToken);
 
         let mut bad = claims();
         bad.sub = "Not A Name".to_owned();
-        let token = key().mint_join(&bad).expect("mint");
+        let token = join_key().mint_join(&bad).expect("mint");
         assert_eq!(verify(&token, 0, NOW).expect_err("sub").code(), ErrorCode::InvalidToken);
     }
 
@@ -434,7 +706,7 @@ mod tests {
             "iss": JOIN_ISSUER, "aud": session().to_string(), "sub": "probe-vnpt", "nbf": NOW - 1,
             "exp": NOW + 3600, "iat": NOW - 1, "name": "probe-vnpt", "role": "probe", "title": "t", "epoch": 0
         });
-        let token = key().encode(&value).expect("mint");
+        let token = join_key().sign(&value).expect("mint");
         let verified = verify(&token, 0, NOW).expect("valid");
         assert_eq!(verified.role, Role::Probe);
         assert_eq!(verified.point.as_str(), "probe-vnpt");
@@ -442,22 +714,21 @@ mod tests {
 
     #[test]
     fn admin_tokens_need_the_worker_audience_a_jti_and_a_short_life() {
-        let token = key().mint_admin(NOW, 30, Some("w-1")).expect("mint");
-        let grant = key().verify_admin(&token, NOW).expect("valid");
+        let admin = admin_key();
+        let token = admin.mint_admin(NOW, 30, Some("w-1")).expect("mint");
+        let grant = public().verify_admin(&token, NOW).expect("valid");
         assert_eq!((grant.pod.as_deref(), grant.exp), (Some("w-1"), NOW + 30));
         assert!(grant.jti.len() >= 16, "{grant:?}");
-        let other = key().verify_admin(&key().mint_admin(NOW, 30, Some("w-1")).expect("mint"), NOW).expect("valid");
+        let other = public().verify_admin(&admin.mint_admin(NOW, 30, Some("w-1")).expect("mint"), NOW).expect("valid");
         assert_ne!(grant.jti, other.jti, "every admin token is unique");
-        assert!(key().verify_admin(&token, NOW + 30 + CLOCK_SKEW_LEEWAY_SECS).is_err());
-        let join = key().mint_join(&claims()).expect("mint");
-        assert!(key().verify_admin(&join, NOW).is_err());
+        assert!(public().verify_admin(&token, NOW + 30 + CLOCK_SKEW_LEEWAY_SECS).is_err());
         // Longer than 30 s: a token stolen from the wire would stay useful, and replays could
         // not be remembered for its whole life.
-        let long = key().mint_admin(NOW, 300, None).expect("mint");
-        assert!(matches!(key().verify_admin(&long, NOW), Err(TokenError::AdminLifetime { secs: 300 })));
+        let long = admin.mint_admin(NOW, 300, None).expect("mint");
+        assert!(matches!(public().verify_admin(&long, NOW), Err(TokenError::AdminLifetime { secs: 300 })));
         // Without a jti (as the operator minted them before) it cannot be told from a replay.
-        let no_jti = key()
-            .encode(&AdminClaims {
+        let no_jti = admin
+            .sign(&AdminClaims {
                 aud: ADMIN_AUDIENCE.into(),
                 sub: ADMIN_SUBJECT.into(),
                 exp: NOW + 10,
@@ -467,6 +738,6 @@ mod tests {
                 pod: None,
             })
             .expect("mint");
-        assert!(matches!(key().verify_admin(&no_jti, NOW), Err(TokenError::BadClaims)));
+        assert!(matches!(public().verify_admin(&no_jti, NOW), Err(TokenError::BadClaims)));
     }
 }

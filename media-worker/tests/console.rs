@@ -73,16 +73,14 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     fn spawn(listen: &str, dir: &Path, log_name: &str) -> WorkerProcess {
-        let key_file = dir.join("key");
-        std::fs::write(&key_file, KEY).expect("key file");
+        let keys = KeyFiles::write(dir);
         let mut child = Command::new(BINARY)
             .args(["--log-format", "json", "serve", "--listen", listen, "--workers", "1"])
             .args(["--session-id", SESSION, "--session-title", "Tiếp công dân định kỳ tháng 6"])
             // Short enough for a test, long enough for several healthy statistics polls.
             .args(["--verify-seconds", "3", "--stats-interval-ms", "250", "--drain-timeout-seconds", "1"])
             .args(["--rtc-min-port", "46000", "--rtc-max-port", "46999"])
-            .arg("--token-key-file")
-            .arg(&key_file)
+            .args(keys.serve_args())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -516,7 +514,7 @@ async fn broken_links_are_explained_in_vietnamese_and_english() {
     page.goto(&format!("{base}/join#token=eyJhbGciOiJIUzI1NiJ9.abc"));
     page.until("the invalid-link message", "return window.tiepdan.notices().length > 0;");
     assert!(notice_titles(&page).contains("Đường dẫn không hợp lệ"));
-    let forged = tiepdan_media_worker::tokens::TokenKey::from_bytes(b"another pool's key")
+    let forged = tiepdan_media_worker::tokens::PrivateKey::generate(tiepdan_media_worker::tokens::KeyUse::Join)
         .mint_join(&point_claims(point, now - 60, 3600))
         .expect("mint");
     page.goto(&format!("{base}/join#token={forged}"));

@@ -31,7 +31,8 @@ fn help_documents_every_flag() {
         "--workers",
         "--session-id",
         "--session-title",
-        "--token-key-file",
+        "--join-public-key-file",
+        "--admin-public-key-file",
         "--tls-cert",
         "--tls-key",
         "--verify-seconds",
@@ -46,31 +47,51 @@ fn help_documents_every_flag() {
 }
 
 #[test]
-fn the_token_subcommand_mints_tokens_the_worker_accepts() {
-    let dir = std::env::temp_dir().join(format!("tiepdan-token-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let key_file = dir.join("key");
-    std::fs::write(&key_file, [KEY, b"\n"].concat()).expect("key");
-    let output = Command::new(BINARY)
-        .args(["token", "--key-file"])
-        .arg(&key_file)
-        .args(["--session", SESSION, "--point", "xa-a", "--name", "UBND xã A", "--role", "host"])
-        .output()
-        .expect("run token");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let verified = key()
-        .verify_join(
-            &token,
-            tiepdan_media_worker::tokens::JoinRules {
-                session: &session(),
-                min_epoch: 0,
-                now: tiepdan_media_worker::tokens::unix_now(),
-            },
-        )
-        .expect("valid");
+fn the_token_subcommands_mint_tokens_the_worker_accepts() {
+    let keys = KeyDir::new("token");
+    let run = |args: &[&str], key: &Path| {
+        let output = Command::new(BINARY).args(args).arg("--private-key-file").arg(key).output().expect("run");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).trim().to_owned(), output.stderr)
+    };
+    let join = ["token", "--session", SESSION, "--point", "xa-a", "--name", "UBND xã A", "--role", "host"];
+    let (ok, token, stderr) = run(&join, &keys.files.join_private);
+    assert!(ok, "{}", String::from_utf8_lossy(&stderr));
+    let now = tiepdan_media_worker::tokens::unix_now();
+    let rules = tiepdan_media_worker::tokens::JoinRules { session: &session(), min_epoch: 0, now };
+    let verified = public_keys().verify_join(&token, rules).expect("valid");
     assert_eq!(verified.display_name, "UBND xã A");
-    let _ = std::fs::remove_dir_all(&dir);
+
+    let (ok, token, stderr) = run(&["admin-token", "--pod", "w-1"], &keys.files.admin_private);
+    assert!(ok, "{}", String::from_utf8_lossy(&stderr));
+    assert_eq!(public_keys().verify_admin(&token, now).expect("valid").pod.as_deref(), Some("w-1"));
+
+    // A public key is no private key: the error names the flag and the file.
+    let (ok, _, stderr) = run(&join, &keys.files.join_public);
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(!ok && stderr.contains("--private-key-file"), "{stderr}");
+    assert!(stderr.contains(&keys.files.join_public.display().to_string()), "{stderr}");
+}
+
+#[test]
+fn serve_names_the_flag_of_a_key_file_that_is_not_an_ed25519_public_key() {
+    let keys = KeyDir::new("bad-public-key");
+    let hs256 = keys.dir.join("signing.key");
+    std::fs::write(&hs256, "ab".repeat(32)).expect("an old HS256 key");
+    for (flag, other) in
+        [("--join-public-key-file", "--admin-public-key-file"), ("--admin-public-key-file", "--join-public-key-file")]
+    {
+        let output = Command::new(BINARY)
+            .args(["serve", "--listen", "127.0.0.1:0", flag])
+            .arg(&hs256)
+            .arg(other)
+            .arg(&keys.files.admin_public)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run serve");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains(flag) && stderr.contains(&hs256.display().to_string()), "{stderr}");
+    }
 }
 
 /// Reads the JSON log until the "listening" line; returns the address and the log lines before it.
@@ -91,19 +112,18 @@ fn listening_address(stderr: impl Read) -> (SocketAddr, Vec<serde_json::Value>) 
     panic!("the worker exited before listening");
 }
 
-/// A key file in a fresh directory named after `purpose`, removed on drop (also when a test fails).
+/// Key files in a fresh directory named after `purpose`, removed on drop (also when a test fails).
 struct KeyDir {
     dir: PathBuf,
-    key_file: PathBuf,
+    files: KeyFiles,
 }
 
 impl KeyDir {
     fn new(purpose: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("tiepdan-{purpose}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let key_file = dir.join("key");
-        std::fs::write(&key_file, KEY).expect("key");
-        Self { dir, key_file }
+        let files = KeyFiles::write(&dir);
+        Self { dir, files }
     }
 }
 
@@ -140,13 +160,12 @@ impl Drop for ServeProcess {
 }
 
 /// `serve` with JSON logs on an ephemeral port, one mediasoup worker, and `extra` arguments.
-fn spawn_serve(key_file: &Path, rtc_ports: (u16, u16), extra: &[&str]) -> ServeProcess {
+fn spawn_serve(keys: &KeyFiles, rtc_ports: (u16, u16), extra: &[&str]) -> ServeProcess {
     let child = Command::new(BINARY)
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--workers", "1"])
         .args(["--rtc-min-port", &rtc_ports.0.to_string(), "--rtc-max-port", &rtc_ports.1.to_string()])
         .args(extra)
-        .arg("--token-key-file")
-        .arg(key_file)
+        .args(keys.serve_args())
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -192,7 +211,7 @@ async fn wait_exit(child: &mut Child) -> ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_name_announced_address_is_resolved_once_at_start() {
     let keys = KeyDir::new("announced-name");
-    let mut child = spawn_serve(&keys.key_file, (46000, 46999), &["--announced-address", "localhost"]);
+    let mut child = spawn_serve(&keys.files, (46000, 46999), &["--announced-address", "localhost"]);
     let (addr, log) = wait_listening(&mut child).await;
     let resolved = log
         .iter()
@@ -212,7 +231,7 @@ async fn a_host_name_announced_address_is_resolved_once_at_start() {
 async fn an_unresolvable_announced_address_fails_fast_naming_the_flag() {
     let keys = KeyDir::new("announced-unresolvable");
     // `.invalid` never resolves (RFC 6761), and the worker answers that without asking DNS.
-    let mut child = spawn_serve(&keys.key_file, (46000, 46999), &["--announced-address", "no-such-host.invalid"]);
+    let mut child = spawn_serve(&keys.files, (46000, 46999), &["--announced-address", "no-such-host.invalid"]);
     let status = wait_exit(&mut child).await;
     let mut stderr = String::new();
     child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
@@ -226,7 +245,7 @@ async fn an_unresolvable_announced_address_fails_fast_naming_the_flag() {
 async fn sigterm_drains_and_exits_zero() {
     let keys = KeyDir::new("drain");
     let mut child =
-        spawn_serve(&keys.key_file, (45000, 45999), &["--session-id", SESSION, "--drain-timeout-seconds", "60"]);
+        spawn_serve(&keys.files, (45000, 45999), &["--session-id", SESSION, "--drain-timeout-seconds", "60"]);
     let (addr, _) = wait_listening(&mut child).await;
     let url = format!("ws://{addr}/v1/ws");
 
@@ -308,7 +327,7 @@ fn a_sigterm_right_after_listening_drains_and_exits_zero() {
         .collect();
     let _stop_burners = StopOnDrop(stop, burners);
     for attempt in 0..20 {
-        let mut child = spawn_serve(&keys.key_file, (47000, 47999), &[]);
+        let mut child = spawn_serve(&keys.files, (47000, 47999), &[]);
         let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
         let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
         let mut line = String::new();

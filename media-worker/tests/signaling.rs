@@ -10,7 +10,7 @@ use tiepdan_media_worker::probe::client::{ClientError, SignalingClient};
 use tiepdan_media_worker::signaling::protocol::{
     ClientMessage, Direction, ErrorCode, RequestId, ServerMessage, MAX_MESSAGE_BYTES,
 };
-use tiepdan_media_worker::tokens::{unix_now, TokenKey};
+use tiepdan_media_worker::tokens::{unix_now, KeyUse, PrivateKey};
 
 async fn join_error(url: &str, token: String) -> ErrorCode {
     let mut client = SignalingClient::connect(url).await.expect("connect");
@@ -39,7 +39,7 @@ impl IntoParts for tiepdan_media_worker::signaling::protocol::ServerEnvelope {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_token_is_refused_and_the_worker_stays_up() {
     let server = start().await;
-    let forged = TokenKey::from_bytes(b"not the pool key").mint_join(&claims("xa-a")).expect("mint");
+    let forged = PrivateKey::generate(KeyUse::Join).mint_join(&claims("xa-a")).expect("mint");
     assert_eq!(join_error(&server.ws_url(), forged).await, ErrorCode::InvalidToken);
     assert_eq!(join_error(&server.ws_url(), "garbage".to_owned()).await, ErrorCode::InvalidToken);
     assert_healthy(server.local_addr()).await;
@@ -228,13 +228,13 @@ async fn allocation_endpoints_bind_and_release_the_worker() {
     let body = format!(r#"{{"session":"{SESSION}","title":"Phiên tiếp dân","epoch":1}}"#);
     let unauthorized = http(addr, "PUT", "/v1/allocation", None, Some(&body)).await;
     assert_eq!(unauthorized.status, 401);
-    let forged = TokenKey::from_bytes(b"wrong").mint_admin(unix_now(), 30, None).expect("mint");
+    let forged = PrivateKey::generate(KeyUse::Admin).mint_admin(unix_now(), 30, None).expect("mint");
     let forged = http(addr, "PUT", "/v1/allocation", Some(&forged), Some(&body)).await;
     assert_eq!(forged.status, 401);
 
     // Who is in a session is for the operator only; the kubelet's probes stay open.
     assert_eq!(http(addr, "GET", "/v1/status", None, None).await.status, 401);
-    let forged_admin = TokenKey::from_bytes(b"wrong").mint_admin(unix_now(), 30, None).expect("mint");
+    let forged_admin = PrivateKey::generate(KeyUse::Admin).mint_admin(unix_now(), 30, None).expect("mint");
     assert_eq!(http(addr, "GET", "/v1/status", Some(&forged_admin), None).await.status, 401);
     assert_eq!(get(addr, "/healthz").await.status, 200);
 
@@ -553,13 +553,17 @@ async fn a_worker_in_a_pod_takes_admin_calls_only_for_itself_and_for_at_most_30_
     let now = unix_now();
     let call = |token: String| async move { http(addr, "GET", "/v1/status", Some(&token), None).await };
     // Minted for another worker: read off one pod's admin port, it opens no other.
-    let other = call(key().mint_admin(now, 30, Some("w-2")).expect("mint")).await;
+    let other = call(admin_key().mint_admin(now, 30, Some("w-2")).expect("mint")).await;
     assert_eq!(other.status, 401);
     assert!(other.body.contains("not for this worker"), "{}", other.body);
-    assert_eq!(call(key().mint_admin(now, 30, None).expect("mint")).await.status, 401, "a token for no pod");
-    let long = call(key().mint_admin(now, 300, Some("w-1")).expect("mint")).await;
+    assert_eq!(call(admin_key().mint_admin(now, 30, None).expect("mint")).await.status, 401, "a token for no pod");
+    let long = call(admin_key().mint_admin(now, 300, Some("w-1")).expect("mint")).await;
     assert_eq!(long.status, 401, "a 5-minute admin token");
     assert!(long.body.contains("at most 30 s"), "{}", long.body);
-    assert_eq!(call(key().mint_admin(now, 30, Some("w-1")).expect("mint")).await.status, 200);
+    // The join key's tokens, even this pod's points' links, are no admin credential.
+    let join = call(key().mint_join(&claims("xa-a")).expect("mint")).await;
+    assert_eq!(join.status, 401, "a join token as an admin token");
+    assert!(join.body.contains("not for admin use"), "{}", join.body);
+    assert_eq!(call(admin_key().mint_admin(now, 30, Some("w-1")).expect("mint")).await.status, 200);
     server.stop().await.expect("stop");
 }

@@ -1,6 +1,8 @@
 //! Property tests of the signaling input: whatever arrives on the WebSocket (random bytes, broken
 //! or oversized JSON, unknown actions, and joins with forged, expired, not-yet-valid, revoked,
-//! cross-session or mangled tokens), the worker answers with an error or closes the connection,
+//! cross-session or mangled tokens, and tokens forged with the worker's own key material: HS256
+//! keyed with its public keys, the join key under the admin label, admin tokens as join tokens and
+//! the other way round), the worker answers with an error or closes the connection,
 //! never admits the sender, and stays healthy. And reflection attempts: a point's link asking for
 //! plain RTP, a probe naming where to send, a probe passing for a point. Expected: 0 crashes,
 //! 0 accepted.
@@ -8,13 +10,14 @@
 mod common;
 
 use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mediasoup::prelude::ProducerId;
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 use tiepdan_media_worker::probe::client::{ClientError, SignalingClient};
 use tiepdan_media_worker::probe::{run_probe, ProbeOptions};
 use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, ErrorCode, Role, ServerMessage};
-use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
+use tiepdan_media_worker::tokens::{unix_now, JoinClaims, KeyUse, PrivateKey};
 
 /// One hostile frame.
 #[derive(Clone, Debug)]
@@ -23,8 +26,55 @@ enum Frame {
     Join(String),
 }
 
+/// Join claims at the worker's current epoch (1, set below): refused only for how they are signed.
+fn current(point: &str) -> JoinClaims {
+    JoinClaims { epoch: 1, ..claims(point) }
+}
+
+/// HS256 over `claims` keyed with `secret`, labelled (`kid`, `typ`) as a `key_use` token.
+fn hs256(key_use: KeyUse, claims: &impl serde::Serialize, secret: &[u8]) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(key_use.kid().to_owned());
+    header.typ = Some(key_use.typ().to_owned());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).expect("mint")
+}
+
+/// Join tokens forged with what a compromised worker holds, or with the wrong key or label;
+/// each would be accepted if its protection were gone (the claims are otherwise valid).
+fn forged_join_tokens() -> Vec<(&'static str, String)> {
+    let public = key().public_pem().expect("pem");
+    vec![
+        ("HS256 keyed with the join public key", hs256(KeyUse::Join, &current("xa-a"), public.as_bytes())),
+        ("HS256 keyed with the old pool key", hs256(KeyUse::Join, &current("xa-a"), "ab".repeat(32).as_bytes())),
+        ("the join key labelled admin", key().relabelled(KeyUse::Admin).mint_join(&current("xa-a")).expect("mint")),
+        (
+            "the admin key labelled join",
+            admin_key().relabelled(KeyUse::Join).mint_join(&current("xa-a")).expect("mint"),
+        ),
+        ("an admin token as a join token", admin_key().mint_admin(unix_now(), 30, None).expect("mint")),
+    ]
+}
+
+/// Admin tokens forged likewise; each would open `/v1/allocation` without its protection.
+fn forged_admin_tokens() -> Vec<(&'static str, String)> {
+    let public = admin_key().public_pem().expect("pem");
+    let admin_claims = serde_json::json!({
+        "aud": "tiepdan-worker", "sub": "operator", "iat": unix_now(), "exp": unix_now() + 30, "jti": "forged-0123456789abcdef"
+    });
+    vec![
+        ("HS256 keyed with the admin public key", hs256(KeyUse::Admin, &admin_claims, public.as_bytes())),
+        ("the admin key labelled join", admin_key().relabelled(KeyUse::Join).sign(&admin_claims).expect("mint")),
+        (
+            "the join key labelled admin",
+            key().relabelled(KeyUse::Admin).mint_admin(unix_now(), 30, None).expect("mint"),
+        ),
+        ("a join token as an admin token", key().mint_join(&current("xa-a")).expect("mint")),
+    ]
+}
+
 fn bad_token() -> impl Strategy<Value = String> {
-    let forged = any::<[u8; 8]>().prop_map(|k| TokenKey::from_bytes(&k).mint_join(&claims("xa-a")).expect("mint"));
+    let forged = Just(()).prop_map(|_| PrivateKey::generate(KeyUse::Join).mint_join(&current("xa-a")).expect("mint"));
+    let forged_with_worker_keys = (0usize..5).prop_map(|i| forged_join_tokens().swap_remove(i).1);
     let expired = (60i64..100_000).prop_map(|ago| {
         let mut c = claims("xa-a");
         c.nbf = unix_now() - ago - 3600;
@@ -58,7 +108,16 @@ fn bad_token() -> impl Strategy<Value = String> {
         String::from_utf8_lossy(&t).into_owned()
     });
     let garbage = ".{0,300}";
-    prop_oneof![forged, expired, early, cross_session, revoked, mangled, garbage.prop_map(String::from)]
+    prop_oneof![
+        forged,
+        forged_with_worker_keys,
+        expired,
+        early,
+        cross_session,
+        revoked,
+        mangled,
+        garbage.prop_map(String::from)
+    ]
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
@@ -135,7 +194,25 @@ fn hostile_signaling_input_is_refused_and_the_worker_survives() {
     let put = rt.block_on(http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some(&body)));
     assert_eq!(put.status, 200, "{}", put.body);
 
+    // Every forged-key case once for sure, then again among the random frames.
     let accepted = std::sync::atomic::AtomicU32::new(0);
+    for (what, token) in forged_join_tokens() {
+        if rt.block_on(admitted(&url, Frame::Join(token))) {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("admitted: {what}");
+        }
+    }
+    for (what, token) in forged_admin_tokens() {
+        for (method, path) in [("PUT", "/v1/allocation"), ("GET", "/v1/status")] {
+            let answer =
+                rt.block_on(http(addr, method, path, Some(&token), (method == "PUT").then_some(body.as_str())));
+            if answer.status != 401 {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("{method} {path} answered {} to {what}", answer.status);
+            }
+        }
+    }
+
     let config = ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() };
     proptest!(config, |(f in frame())| {
         let joined = rt.block_on(admitted(&url, f.clone()));

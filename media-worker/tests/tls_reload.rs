@@ -424,11 +424,10 @@ async fn static_and_reloading_tls_cannot_be_combined() {
 async fn parse_serve(args: &[&str]) -> Result<ServeConfig, String> {
     let dir = std::env::temp_dir().join(format!("tiepdan-tls-flags-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let key_file = dir.join("key");
-    std::fs::write(&key_file, KEY).expect("key");
-    let key_file = key_file.to_string_lossy().into_owned();
-    let mut argv = vec!["tiepdan-media-worker", "serve", "--token-key-file", key_file.as_str()];
-    argv.extend_from_slice(args);
+    let keys = KeyFiles::write(&dir);
+    let mut argv: Vec<std::ffi::OsString> = vec!["tiepdan-media-worker".into(), "serve".into()];
+    argv.extend(keys.serve_args());
+    argv.extend(args.iter().map(Into::into));
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
     let Command::Serve(args) = cli.command else {
         panic!("expected serve");

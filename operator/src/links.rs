@@ -20,9 +20,9 @@ pub enum Error {
     Tokens(String, #[source] kube::Error),
     #[error("session {0} has no worker yet; pass --base-url")]
     NoBaseUrl(String),
-    #[error("failed to read the signing key of pool {0}")]
+    #[error("failed to read the token keys of pool {0}")]
     SigningKey(String, #[source] kube::Error),
-    #[error("pool {0} has no signing key yet")]
+    #[error("pool {0} has no token keys yet")]
     NoSigningKey(String),
     #[error(transparent)]
     Token(#[from] crate::tokens::Error),
@@ -105,7 +105,7 @@ pub async fn fetch(
     Ok(links(&base, tokens))
 }
 
-/// Mints a probe token for a session: signed with its pool's key, at the session's current token
+/// Mints a probe token for a session: signed with its pool's join key, at the session's current token
 /// epoch, valid for [`crate::tokens::PROBE_TTL`] from `now`. Not stored anywhere: each call mints
 /// a fresh one.
 pub async fn probe(
@@ -115,25 +115,26 @@ pub async fn probe(
     name: &str,
     now: jiff::Timestamp,
 ) -> Result<ProbeLink, Error> {
-    use crate::build::signing_key;
+    use crate::build::token_keys;
     use crate::tokens::{mint_join_token, probe_claims, session_id};
     let s = Api::<ReceptionSession>::namespaced(client.clone(), namespace)
         .get(session)
         .await
         .map_err(|e| Error::Session(session.to_owned(), e))?;
     let pool = s.spec.worker_pool.clone();
-    let key = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(&signing_key::name(&pool))
+    let keys = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(&token_keys::private_name(&pool))
         .await
         .map_err(|e| Error::SigningKey(pool.clone(), e))?
-        .and_then(|k| k.data?.get(signing_key::KEY).map(|v| signing_key::key_bytes(&v.0)))
-        .ok_or_else(|| Error::NoSigningKey(pool.clone()))?;
+        .as_ref()
+        .and_then(token_keys::read_private)
+        .ok_or_else(|| Error::NoSigningKey(pool.clone()))??;
     let status = s.status.unwrap_or_default();
     let claims = probe_claims(&session_id(namespace, session), &s.spec.title, name, status.token_epoch, now)?;
     Ok(ProbeLink {
         name: name.to_owned(),
         signaling_url: status.worker.and_then(|w| w.signaling_url),
-        token: mint_join_token(&key, &claims)?,
+        token: mint_join_token(&keys, &claims)?,
     })
 }
 
@@ -230,8 +231,9 @@ mod tests {
     fn a_links_generation_is_read_from_its_token() {
         use crate::tokens::{join_claims, mint_join_token};
         let s = crate::tokens::tests::session();
+        let keys = crate::tokens::SigningKeys::generate();
         let url = |g| {
-            let token = mint_join_token(b"k", &join_claims("a/b", "t", &s, &s.participants[0], 0, g)).unwrap();
+            let token = mint_join_token(&keys, &join_claims("a/b", "t", &s, &s.participants[0], 0, g)).unwrap();
             format!("https://x/join#token={token}")
         };
         assert_eq!(link_generation_of(&url(0)), Some(0));

@@ -130,8 +130,9 @@ pub const PERMISSIONS: &[Permission] = &[
         resource_names: &[],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         why: "join tokens and certificate Secrets (owned by sessions, applied, deleted; \
-              controller::certificate gets the session's certificate Secret); signing_key::ensure_signing_key gets \
-              and creates each pool's key once",
+              controller::certificate gets the session's certificate Secret); token_keys::ensure_signing_keys gets \
+              and creates each pool's private token keys once; token_keys::delete_legacy_key deletes an older \
+              operator's HS256 key once no worker mounts it",
     },
     Permission {
         scope: Scope::WatchNamespace,
@@ -139,7 +140,8 @@ pub const PERMISSIONS: &[Permission] = &[
         resources: &["configmaps"],
         resource_names: &[],
         verbs: &["get", "list", "create", "patch", "delete"],
-        why: "controller::monitoring applies and deletes each session's dashboard ConfigMap",
+        why: "controller::monitoring applies and deletes each session's dashboard ConfigMap; \
+              token_keys::apply_public_keys applies each pool's public token keys, which its workers mount",
     },
     Permission {
         scope: Scope::WatchNamespace,

@@ -1,12 +1,21 @@
-//! Join tokens and admin tokens (HS256 JWTs), as described in docs/worker-contract.md.
+//! Join tokens and admin tokens (EdDSA JWTs over Ed25519), as described in
+//! docs/worker-contract.md.
+//!
+//! Each pool has two key pairs: one signs join tokens (points' links and probe tokens), the other
+//! the operator's admin calls. Workers hold only the public keys, so a compromised worker can
+//! forge neither; each kind carries its own `kid`, `typ` and audience, so neither passes for the
+//! other.
 //!
 //! Join tokens are deterministic for a given key, session and participant (they carry no random
-//! nonce and `iat` is the rehearsal start), so re-applying the token Secret every reconcile does
-//! not churn it, and a point's link stays the same for the whole session.
+//! nonce, `iat` is the rehearsal start, and Ed25519 signatures are deterministic), so
+//! re-applying the token Secret every reconcile does not churn it, and a point's link stays the
+//! same for the whole session.
 
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::SigningKey;
 use jiff::Timestamp;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::validate::{Participant, ValidSession};
@@ -21,12 +30,22 @@ pub const WORKER_ADMIN_AUDIENCE: &str = "tiepdan-worker";
 pub const PROBE_ROLE: &str = "probe";
 /// How long a probe token is valid: a probe run takes seconds, so a leaked one expires soon.
 pub const PROBE_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+/// The `kid` and `typ` headers of join tokens; the worker refuses a join token without them.
+pub const JOIN_KID: &str = "tiepdan-join";
+pub const JOIN_TYP: &str = "tiepdan-join+jwt";
+/// The `kid` and `typ` headers of admin tokens; the worker refuses an admin token without them.
+pub const ADMIN_KID: &str = "tiepdan-admin";
+pub const ADMIN_TYP: &str = "tiepdan-admin+jwt";
 
 /// Errors minting tokens.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to sign a token")]
     Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("the {0} signing key is not an Ed25519 private key in PKCS#8 PEM")]
+    BadKey(&'static str),
+    #[error("failed to encode the {0} key as PEM")]
+    EncodeKey(&'static str),
     #[error("probe name {0:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters")]
     ProbeName(String),
 }
@@ -143,21 +162,96 @@ pub fn probe_claims(
     })
 }
 
-fn sign<T: Serialize>(key: &[u8], claims: &T) -> Result<String, Error> {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(key)).map_err(Error::Sign)
+/// A pool's two private keys: only the operator holds them (the pool's signing-keys Secret).
+#[derive(Clone)]
+pub struct SigningKeys {
+    join: SigningKey,
+    admin: SigningKey,
 }
 
-/// Signs a join token.
-pub fn mint_join_token(key: &[u8], claims: &JoinClaims) -> Result<String, Error> {
-    sign(key, claims)
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKeys(<redacted>)")
+    }
 }
 
-/// Signs an admin token for one call to worker pod `pod`: valid [`ADMIN_TOKEN_SECONDS`], with a
-/// fresh `jti`, so one read off the plain-HTTP admin port works neither twice nor elsewhere.
-pub fn mint_admin_token(key: &[u8], now: Timestamp, pod: &str) -> Result<String, Error> {
+/// One key in PEM, by what it signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyUse {
+    Join,
+    Admin,
+}
+
+impl KeyUse {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KeyUse::Join => "join",
+            KeyUse::Admin => "admin",
+        }
+    }
+}
+
+impl SigningKeys {
+    /// Two fresh random keys.
+    pub fn generate() -> Self {
+        use rand::RngCore as _;
+        let fresh = || {
+            let mut seed = [0u8; 32];
+            rand::rng().fill_bytes(&mut seed);
+            SigningKey::from_bytes(&seed)
+        };
+        Self { join: fresh(), admin: fresh() }
+    }
+
+    /// Reads both keys from PKCS#8 PEM.
+    pub fn from_pem(join: &str, admin: &str) -> Result<Self, Error> {
+        let parse =
+            |pem: &str, use_: KeyUse| SigningKey::from_pkcs8_pem(pem.trim()).map_err(|_| Error::BadKey(use_.as_str()));
+        Ok(Self { join: parse(join, KeyUse::Join)?, admin: parse(admin, KeyUse::Admin)? })
+    }
+
+    fn key(&self, use_: KeyUse) -> &SigningKey {
+        match use_ {
+            KeyUse::Join => &self.join,
+            KeyUse::Admin => &self.admin,
+        }
+    }
+
+    /// The private key as PKCS#8 PEM, for the operator's Secret.
+    pub fn private_pem(&self, use_: KeyUse) -> Result<String, Error> {
+        Ok(self.key(use_).to_pkcs8_pem(LineEnding::LF).map_err(|_| Error::EncodeKey(use_.as_str()))?.to_string())
+    }
+
+    /// The public key as SPKI PEM, for the workers.
+    pub fn public_pem(&self, use_: KeyUse) -> Result<String, Error> {
+        self.key(use_).verifying_key().to_public_key_pem(LineEnding::LF).map_err(|_| Error::EncodeKey(use_.as_str()))
+    }
+
+    fn sign<T: Serialize>(&self, use_: KeyUse, claims: &T) -> Result<String, Error> {
+        let (kid, typ) = match use_ {
+            KeyUse::Join => (JOIN_KID, JOIN_TYP),
+            KeyUse::Admin => (ADMIN_KID, ADMIN_TYP),
+        };
+        let der = self.key(use_).to_pkcs8_der().map_err(|_| Error::EncodeKey(use_.as_str()))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_owned());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).map_err(Error::Sign)
+    }
+}
+
+/// Signs a join token with the pool's join key.
+pub fn mint_join_token(keys: &SigningKeys, claims: &JoinClaims) -> Result<String, Error> {
+    keys.sign(KeyUse::Join, claims)
+}
+
+/// Signs an admin token for one call to worker pod `pod` with the pool's admin key: valid
+/// [`ADMIN_TOKEN_SECONDS`], with a fresh `jti`, so one read off the plain-HTTP admin port works
+/// neither twice nor elsewhere.
+pub fn mint_admin_token(keys: &SigningKeys, now: Timestamp, pod: &str) -> Result<String, Error> {
     use rand::distr::{Alphanumeric, SampleString};
-    sign(
-        key,
+    keys.sign(
+        KeyUse::Admin,
         &AdminClaims {
             iss: ISSUER.to_owned(),
             aud: WORKER_ADMIN_AUDIENCE.to_owned(),
@@ -168,13 +262,6 @@ pub fn mint_admin_token(key: &[u8], now: Timestamp, pod: &str) -> Result<String,
             pod: pod.to_owned(),
         },
     )
-}
-
-/// A fresh signing key: 32 random bytes as 64 hex characters.
-pub fn generate_signing_key() -> String {
-    let mut b = [0u8; 32];
-    rand::rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -211,13 +298,17 @@ pub(crate) mod tests {
     fn join_tokens_are_scoped_to_session_and_point_and_expire_after_grace() {
         let s = session();
         let claims = join_claims("my-hao/phien-1", "Tiếp dân", &s, &s.participants[0], 0, 0);
-        let key = generate_signing_key();
-        let tok = mint_join_token(key.as_bytes(), &claims).unwrap();
-        let mut v = Validation::new(Algorithm::HS256);
+        let keys = SigningKeys::generate();
+        let tok = mint_join_token(&keys, &claims).unwrap();
+        let header = jsonwebtoken::decode_header(&tok).unwrap();
+        assert_eq!(
+            (header.alg, header.kid.as_deref(), header.typ.as_deref()),
+            (Algorithm::EdDSA, Some(JOIN_KID), Some(JOIN_TYP))
+        );
+        let mut v = Validation::new(Algorithm::EdDSA);
         v.set_audience(&["my-hao/phien-1"]);
         v.validate_exp = false;
-        let got =
-            jsonwebtoken::decode::<JoinClaims>(&tok, &DecodingKey::from_secret(key.as_bytes()), &v).unwrap().claims;
+        let got = jsonwebtoken::decode::<JoinClaims>(&tok, &public(&keys, KeyUse::Join), &v).unwrap().claims;
         assert_eq!(got.sub, "di-su");
         assert_eq!(got.exp, ts("2025-06-12T03:15:00Z").as_second());
         assert_eq!(got.nbf, ts("2025-06-11T07:00:00Z").as_second());
@@ -228,18 +319,20 @@ pub(crate) mod tests {
     fn join_tokens_are_deterministic_so_the_secret_does_not_churn() {
         let s = session();
         let c = join_claims("a/b", "t", &s, &s.participants[0], 0, 0);
-        assert_eq!(mint_join_token(b"k", &c).unwrap(), mint_join_token(b"k", &c).unwrap());
+        let keys = SigningKeys::generate();
+        assert_eq!(mint_join_token(&keys, &c).unwrap(), mint_join_token(&keys, &c).unwrap());
     }
 
     #[test]
     fn a_token_signed_with_another_key_does_not_verify() {
         let s = session();
         let c = join_claims("a/b", "t", &s, &s.participants[0], 0, 0);
-        let tok = mint_join_token(b"key-one", &c).unwrap();
-        let mut v = Validation::new(Algorithm::HS256);
+        let tok = mint_join_token(&SigningKeys::generate(), &c).unwrap();
+        let mut v = Validation::new(Algorithm::EdDSA);
         v.set_audience(&["a/b"]);
         v.validate_exp = false;
-        assert!(jsonwebtoken::decode::<JoinClaims>(&tok, &DecodingKey::from_secret(b"key-two"), &v).is_err());
+        let other = SigningKeys::generate();
+        assert!(jsonwebtoken::decode::<JoinClaims>(&tok, &public(&other, KeyUse::Join), &v).is_err());
     }
 
     #[test]
@@ -265,10 +358,36 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn signing_keys_are_64_hex_characters_and_differ() {
-        let (a, b) = (generate_signing_key(), generate_signing_key());
-        assert_eq!(a.len(), 64);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
+    fn admin_tokens_are_signed_with_the_admin_key_only() {
+        let keys = SigningKeys::generate();
+        let tok = mint_admin_token(&keys, ts("2025-06-11T07:10:00Z"), "w-1").unwrap();
+        let header = jsonwebtoken::decode_header(&tok).unwrap();
+        assert_eq!((header.kid.as_deref(), header.typ.as_deref()), (Some(ADMIN_KID), Some(ADMIN_TYP)));
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.set_audience(&[WORKER_ADMIN_AUDIENCE]);
+        v.validate_exp = false;
+        let got = jsonwebtoken::decode::<AdminClaims>(&tok, &public(&keys, KeyUse::Admin), &v).unwrap().claims;
+        assert_eq!((got.pod.as_str(), got.exp - got.iat), ("w-1", ADMIN_TOKEN_SECONDS));
+        assert!(jsonwebtoken::decode::<AdminClaims>(&tok, &public(&keys, KeyUse::Join), &v).is_err());
+    }
+
+    #[test]
+    fn signing_keys_survive_pem_and_differ() {
+        let keys = SigningKeys::generate();
+        let (join, admin) = (keys.private_pem(KeyUse::Join).unwrap(), keys.private_pem(KeyUse::Admin).unwrap());
+        assert!(join.starts_with("-----BEGIN PRIVATE KEY-----"), "{join}");
+        assert_ne!(join, admin, "join and admin tokens have separate keys");
+        let read = SigningKeys::from_pem(&format!("{join}\n"), &admin).unwrap();
+        assert_eq!(read.public_pem(KeyUse::Join).unwrap(), keys.public_pem(KeyUse::Join).unwrap());
+        assert_ne!(SigningKeys::generate().private_pem(KeyUse::Join).unwrap(), join);
+        assert!(matches!(SigningKeys::from_pem(&"ab".repeat(32), &admin), Err(Error::BadKey("join"))));
+        let public = keys.public_pem(KeyUse::Admin).unwrap();
+        assert!(matches!(SigningKeys::from_pem(&join, &public), Err(Error::BadKey("admin"))));
+    }
+
+    fn public(keys: &SigningKeys, use_: KeyUse) -> DecodingKey {
+        use ed25519_dalek::pkcs8::DecodePublicKey;
+        let key = ed25519_dalek::VerifyingKey::from_public_key_pem(&keys.public_pem(use_).unwrap()).unwrap();
+        DecodingKey::from_ed_der(key.as_bytes())
     }
 }

@@ -78,14 +78,15 @@ pub struct PointReport {
 /// What the operator's admin calls to one worker pod are signed with: each call gets its own
 /// token, minted for that pod.
 pub struct Admin<'a> {
-    pub key: &'a [u8],
+    /// The pool's keys: admin tokens are signed with its admin key.
+    pub keys: &'a tokens::SigningKeys,
     pub now: Timestamp,
     pub pod: &'a str,
 }
 
 impl Admin<'_> {
     fn token(&self) -> Result<String, tokens::Error> {
-        tokens::mint_admin_token(self.key, self.now, self.pod)
+        tokens::mint_admin_token(self.keys, self.now, self.pod)
     }
 }
 

@@ -18,11 +18,11 @@ use tiepdan_media_worker::ids::SessionId;
 use tiepdan_media_worker::probe::peer::PlainPeer;
 use tiepdan_media_worker::server;
 use tiepdan_media_worker::signaling::protocol::{parse_client_frame, Role};
-use tiepdan_media_worker::tokens::{unix_now, JoinClaims, JoinRules, TokenKey};
+use tiepdan_media_worker::tokens::{generate_keys, unix_now, JoinClaims, JoinRules, PrivateKey};
 
 const POINTS: usize = 15;
 
-fn token(key: &TokenKey, session: &SessionId, point: &str, role: Role) -> String {
+fn token(key: &PrivateKey, session: &SessionId, point: &str, role: Role) -> String {
     let claims = JoinClaims::for_point(
         session,
         &point.parse().expect("point name"),
@@ -36,22 +36,23 @@ fn token(key: &TokenKey, session: &SessionId, point: &str, role: Role) -> String
 }
 
 fn main() {
-    let key = TokenKey::from_bytes(b"0123456789abcdef0123456789abcdef");
+    let (keys, public) = generate_keys();
+    let key = keys.join;
     let session: SessionId = "my-hao/tiep-dan-dinh-ky".parse().expect("session id");
     let good = token(&key, &session, "di-su", Role::Participant);
+    let forged = token(&generate_keys().0.join, &session, "di-su", Role::Participant);
     let join_frame = format!(r#"{{"requestId":1,"action":"join","token":"{good}"}}"#);
     let hostile =
         r#"{"requestId":1,"action":"produce","transportId":"nope","kind":"video","rtpParameters":{"codecs":"x"}}"#;
 
     let mut stats = vec![
-        support::measure("verify a join token (HS256, audience, window, epoch)", 20000, || {
+        support::measure("verify a join token (EdDSA, audience, window, epoch)", 20000, || {
             let rules = JoinRules { session: &session, min_epoch: 0, now: unix_now() };
-            black_box(key.verify_join(&good, rules).expect("valid"));
+            black_box(public.verify_join(&good, rules).expect("valid"));
         }),
         support::measure("refuse a forged token", 20000, || {
-            let forged = TokenKey::from_bytes(b"another key, another key, anothe");
             let rules = JoinRules { session: &session, min_epoch: 0, now: unix_now() };
-            black_box(forged.verify_join(&good, rules).expect_err("forged"));
+            black_box(public.verify_join(&forged, rules).expect_err("forged"));
         }),
         support::measure("parse a join frame", 20000, || {
             black_box(parse_client_frame(&join_frame).expect("parses"));
@@ -64,7 +65,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let memory = runtime.block_on(async {
         let before = support::rss_kib();
-        let mut config = ServeConfig::local(key.clone());
+        let mut config = ServeConfig::local(public.clone());
         config.session = Some((session.clone(), "Tiếp công dân định kỳ".to_owned()));
         let worker = server::start(config).await.expect("worker starts");
         let idle = support::rss_kib();

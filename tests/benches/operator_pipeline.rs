@@ -50,7 +50,7 @@ fn main() {
     let (pool, points, session) = example();
     let cfg = TimelineConfig::default();
     let valid = validate_session(&session.name_any(), &session.spec, &points, &cfg).expect("the example is valid");
-    let key = [7u8; 32];
+    let keys = tiepdan_operator::tokens::SigningKeys::generate();
     let now: Timestamp = "2027-03-14T01:00:00Z".parse().expect("time");
     let names = tls::subject_names(&session, &pool);
     // The example pool announces a public address: the entry host the CA is permitted.
@@ -70,8 +70,8 @@ fn main() {
         support::measure("build the NetworkPolicy (1.20: 200 RTC ports listed)", 2000, || {
             black_box(network_policy::build(&session, &pool, network_policy::PortRanges::Enumerate));
         }),
-        support::measure(&format!("build the join tokens ({n} HS256 JWTs)"), 2000, || {
-            black_box(join_tokens::build(&session, &valid, &key, 0, &Default::default()).expect("tokens"));
+        support::measure(&format!("build the join tokens ({n} EdDSA JWTs)"), 2000, || {
+            black_box(join_tokens::build(&session, &valid, &keys, 0, &Default::default()).expect("tokens"));
         }),
         support::measure("build the monitoring (dashboard via tera, PodMonitor, PrometheusRule)", 500, || {
             black_box(dashboard::build(&session).expect("dashboard"));

@@ -81,7 +81,11 @@ async fn a_real_node_runs_the_worker_image_and_leaves_nothing_behind() {
     create_namespace(&client, &ns).await.expect("namespace");
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let port = tiepdan_harness::process::free_port_below_ephemeral().expect("a port");
+    // A Secret volume (the kubelet's sync of it is checked below) and the token public keys.
     let key = "k".repeat(32);
+    let keys = tiepdan_operator::tokens::SigningKeys::generate();
+    let public = |u| keys.public_pem(u).expect("pem");
+    use tiepdan_operator::tokens::KeyUse;
     // A hostNetwork worker from the image, the way a pool runs it: non-root, read-only root fs.
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "worker"},
@@ -93,17 +97,26 @@ async fn a_real_node_runs_the_worker_image_and_leaves_nothing_behind() {
                 "image": image_ref("tiepdan-media-worker"),
                 "imagePullPolicy": "Never",
                 "command": ["/usr/local/bin/tiepdan-media-worker"],
-                "args": ["serve", format!("--listen=127.0.0.1:{port}"), "--token-key-file=/key/key"],
-                "env": [{"name": "KEY", "value": key}],
+                "args": ["serve", format!("--listen=127.0.0.1:{port}"), "--join-public-key-file=/keys/join.pub.pem",
+                         "--admin-public-key-file=/keys/admin.pub.pem"],
                 "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 1},
                 "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
                                     "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [{"name": "key", "mountPath": "/key", "readOnly": true}]
+                "volumeMounts": [{"name": "key", "mountPath": "/key", "readOnly": true},
+                                 {"name": "keys", "mountPath": "/keys", "readOnly": true}]
             }],
-            "volumes": [{"name": "key", "secret": {"secretName": "worker-key"}}]
+            "volumes": [{"name": "key", "secret": {"secretName": "worker-key"}},
+                        {"name": "keys", "configMap": {"name": "worker-keys"}}]
         }
     }))
     .expect("pod");
+    let config_map = serde_json::from_value(json!({"metadata": {"name": "worker-keys"},
+        "data": {"join.pub.pem": public(KeyUse::Join), "admin.pub.pem": public(KeyUse::Admin)}}))
+    .expect("config map");
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &config_map)
+        .await
+        .expect("config map created");
     let secret = serde_json::from_value(json!({"metadata": {"name": "worker-key"}, "stringData": {"key": key}}))
         .expect("secret");
     Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)

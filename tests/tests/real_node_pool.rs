@@ -12,7 +12,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tiepdan_harness::{create_namespace, unique_name, wait_for, ControlPlane, RealNode};
 use tiepdan_operator::api::{MediaWorkerPool, ReceptionSession};
-use tiepdan_operator::build::{labels, signing_key, worker_pod, worker_ports};
+use tiepdan_operator::build::{labels, token_keys, worker_pod, worker_ports};
 use tiepdan_operator::clock::SimClock;
 use tiepdan_operator::controller::allocation::{self, Allocation};
 use tiepdan_operator::controller::pods::pod_ready;
@@ -152,7 +152,8 @@ async fn a_worker_that_is_not_ready_is_never_allocated() {
     let pool =
         pools.create(&PostParams::default(), &serde_json::from_value(pool_json(0)).expect("pool")).await.expect("pool");
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-    secrets.create(&PostParams::default(), &signing_key::build(&pool, &"ab".repeat(32))).await.expect("key");
+    let keys = token_keys::private_secret(&pool, &tiepdan_operator::tokens::SigningKeys::generate()).expect("keys");
+    secrets.create(&PostParams::default(), &keys).await.expect("keys");
     let session: ReceptionSession = serde_json::from_value(json!({
         "apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionSession",
         "metadata": {"name": "s"},

@@ -186,7 +186,7 @@ async fn signaling_spans_of_a_real_worker_reach_an_otlp_receiver() {
     use tiepdan_media_worker::ids::SessionId;
     use tiepdan_media_worker::probe::client::SignalingClient;
     use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, Role, ServerMessage};
-    use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
+    use tiepdan_media_worker::tokens::{generate_keys, unix_now, JoinClaims};
 
     let inbox: Inbox = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -195,15 +195,18 @@ async fn signaling_spans_of_a_real_worker_reach_an_otlp_receiver() {
     let receiver = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tiepdan_harness::process::make_temp_dir("worker-otlp").unwrap();
-    let key = b"6d1f0c2b9a8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
-    std::fs::write(dir.join("key"), key).unwrap();
+    let (keys, _) = generate_keys();
+    std::fs::write(dir.join("join.pub.pem"), keys.join.public_pem().unwrap()).unwrap();
+    std::fs::write(dir.join("admin.pub.pem"), keys.admin.public_pem().unwrap()).unwrap();
     let port = tiepdan_harness::process::free_ports(1).unwrap()[0];
     let log = std::fs::File::create(dir.join("worker.log")).unwrap();
     let mut worker = tokio::process::Command::new(common::media_worker_bin())
         .args(["--log-format", "json", "serve", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
-        .args(["--session-id", "my-hao/giam-sat", "--drain-timeout-seconds", "1", "--token-key-file"])
-        .arg(dir.join("key"))
+        .args(["--session-id", "my-hao/giam-sat", "--drain-timeout-seconds", "1", "--join-public-key-file"])
+        .arg(dir.join("join.pub.pem"))
+        .arg("--admin-public-key-file")
+        .arg(dir.join("admin.pub.pem"))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .stderr(log)
         .kill_on_drop(true)
@@ -226,7 +229,7 @@ async fn signaling_spans_of_a_real_worker_reach_an_otlp_receiver() {
         unix_now() - 5,
         600,
     );
-    let token = TokenKey::from_bytes(key).mint_join(&claims).unwrap();
+    let token = keys.join.mint_join(&claims).unwrap();
     let joined = client.request(ClientMessage::Join { token }).await.unwrap();
     assert!(matches!(joined, ServerMessage::Joined { .. }), "{joined:?}");
     client.request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send }).await.unwrap();

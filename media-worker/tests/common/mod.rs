@@ -7,23 +7,78 @@ pub mod browser;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 use tiepdan_media_worker::config::ServeConfig;
 use tiepdan_media_worker::ids::SessionId;
 use tiepdan_media_worker::server::{self, RunningServer};
 use tiepdan_media_worker::signaling::protocol::Role;
-use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
+use tiepdan_media_worker::tokens::{generate_keys, unix_now, JoinClaims, PrivateKey, PublicKeys, SigningKeys};
 use tiepdan_media_worker::verification::WorkerStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const SESSION: &str = "ubnd-hanoi/tiep-dan-thang-6";
-pub const KEY: &[u8] = b"4f1c2a9e8b7d6c5b4a3928170f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c";
 
 /// Upper bound for any wait on a condition in these tests.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-pub fn key() -> TokenKey {
-    TokenKey::from_bytes(KEY)
+/// The pool's key pairs in this test process, generated once.
+pub fn keys() -> &'static (SigningKeys, PublicKeys) {
+    static KEYS: OnceLock<(SigningKeys, PublicKeys)> = OnceLock::new();
+    KEYS.get_or_init(generate_keys)
+}
+
+/// The join private key: what the operator signs links and probe tokens with.
+pub fn key() -> &'static PrivateKey {
+    &keys().0.join
+}
+
+/// The admin private key: what the operator signs its admin calls with.
+pub fn admin_key() -> &'static PrivateKey {
+    &keys().0.admin
+}
+
+/// The public keys a worker is given.
+pub fn public_keys() -> PublicKeys {
+    keys().1.clone()
+}
+
+/// The key files in a directory: the public ones a `serve` process takes, the private ones the
+/// `token` and `admin-token` subcommands take.
+pub struct KeyFiles {
+    pub join_public: PathBuf,
+    pub admin_public: PathBuf,
+    pub join_private: PathBuf,
+    pub admin_private: PathBuf,
+}
+
+impl KeyFiles {
+    /// Writes [`keys`] into `dir` as PEM.
+    pub fn write(dir: &Path) -> Self {
+        let files = Self {
+            join_public: dir.join("join.pub.pem"),
+            admin_public: dir.join("admin.pub.pem"),
+            join_private: dir.join("join.pem"),
+            admin_private: dir.join("admin.pem"),
+        };
+        let write = |path: &Path, pem: String| std::fs::write(path, pem).expect("write a key file");
+        write(&files.join_public, key().public_pem().expect("pem"));
+        write(&files.admin_public, admin_key().public_pem().expect("pem"));
+        write(&files.join_private, key().to_pem().expect("pem"));
+        write(&files.admin_private, admin_key().to_pem().expect("pem"));
+        files
+    }
+
+    /// `serve`'s key flags.
+    pub fn serve_args(&self) -> [std::ffi::OsString; 4] {
+        [
+            "--join-public-key-file".into(),
+            self.join_public.clone().into(),
+            "--admin-public-key-file".into(),
+            self.admin_public.clone().into(),
+        ]
+    }
 }
 
 pub fn session() -> SessionId {
@@ -32,7 +87,7 @@ pub fn session() -> SessionId {
 
 /// A worker bound to [`SESSION`], one mediasoup worker, fast statistics.
 pub fn config() -> ServeConfig {
-    let mut config = ServeConfig::local(key());
+    let mut config = ServeConfig::local(public_keys());
     config.session = Some((session(), "Tiếp công dân định kỳ".to_owned()));
     config.stats_interval = Duration::from_millis(200);
     config
@@ -72,7 +127,7 @@ pub fn probe_token(name: &str) -> String {
 }
 
 pub fn admin_token() -> String {
-    key().mint_admin(unix_now(), 30, None).expect("mint admin")
+    admin_key().mint_admin(unix_now(), 30, None).expect("mint admin")
 }
 
 /// A point (role participant) joined over signaling with an audio producer on a WebRTC send

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use super::labels;
 use super::session_child_meta;
 use crate::api::ReceptionSession;
-use crate::tokens::{self, join_claims, mint_join_token, session_id};
+use crate::tokens::{self, join_claims, mint_join_token, session_id, SigningKeys};
 use crate::validate::ValidSession;
 
 /// The Secret's name for a session.
@@ -23,7 +23,7 @@ pub fn name(session: &str) -> String {
 pub fn build(
     session: &ReceptionSession,
     valid: &ValidSession,
-    key: &[u8],
+    keys: &SigningKeys,
     epoch: u64,
     link_generations: &BTreeMap<String, u32>,
 ) -> Result<Secret, tokens::Error> {
@@ -34,7 +34,7 @@ pub fn build(
         .iter()
         .map(|p| {
             let generation = link_generations.get(&p.name).copied().unwrap_or(0);
-            let tok = mint_join_token(key, &join_claims(&id, &session.spec.title, valid, p, epoch, generation))?;
+            let tok = mint_join_token(keys, &join_claims(&id, &session.spec.title, valid, p, epoch, generation))?;
             Ok((p.name.clone(), ByteString(tok.into_bytes())))
         })
         .collect::<Result<_, tokens::Error>>()?;
@@ -65,7 +65,7 @@ mod tests {
             ],
             missing: vec![],
         };
-        let secret = build(&s, &valid, b"k", 0, &BTreeMap::new()).unwrap();
+        let secret = build(&s, &valid, &SigningKeys::generate(), 0, &BTreeMap::new()).unwrap();
         let data = secret.data.unwrap();
         assert_eq!(data.keys().collect::<Vec<_>>(), vec!["di-su", "my-hao"]);
         assert_eq!(secret.metadata.labels.unwrap()[labels::SESSION], "phien-thang-6");

@@ -9,8 +9,8 @@ pub mod pod_disruption_budget;
 pub mod pod_monitor;
 pub mod prometheus_rule;
 pub mod signaling_service;
-pub mod signing_key;
 pub mod tls;
+pub mod token_keys;
 pub mod worker_pod;
 pub mod worker_ports;
 

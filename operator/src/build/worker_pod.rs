@@ -2,14 +2,15 @@
 //! the session (owner and `tiepdan.io/session` label), so deleting the session deletes it.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod,
-    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{labels, owner_ref, signing_key, tls};
+use super::{labels, owner_ref, tls, token_keys};
 use crate::api::{MediaWorkerPool, ReceptionSession};
 use crate::tokens::session_id;
 
@@ -22,8 +23,8 @@ pub const READINESS_PERIOD_SECONDS: i32 = 1;
 pub const READINESS_TIMEOUT_SECONDS: i32 = 1;
 /// Failed probes in a row before the worker is unready: one slow answer is not a fault.
 pub const READINESS_FAILURES: i32 = 2;
-/// Where the pool's signing key is mounted.
-pub const SIGNING_KEY_DIR: &str = "/var/run/tiepdan/signing-key";
+/// Where the pool's public token keys are mounted (never a private key: see `token_keys`).
+pub const PUBLIC_KEYS_DIR: &str = "/var/run/tiepdan/token-public-keys";
 /// Where the pod's TLS Secret (`<pod>-tls`, a copy of its session's certificate) is mounted. The
 /// worker reloads it when the kubelet updates the volume.
 pub const TLS_DIR: &str = "/var/run/tiepdan/tls";
@@ -84,7 +85,8 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
         "--rtc-listen-ip=$(POD_IP)".to_owned(),
         format!("--rtc-min-port={}", spec.rtc_ports.min),
         format!("--rtc-max-port={}", spec.rtc_ports.max),
-        format!("--token-key-file={SIGNING_KEY_DIR}/{}", signing_key::KEY),
+        format!("--join-public-key-file={PUBLIC_KEYS_DIR}/{}", token_keys::JOIN_PUBLIC),
+        format!("--admin-public-key-file={PUBLIC_KEYS_DIR}/{}", token_keys::ADMIN_PUBLIC),
         "--log-format=json".to_owned(),
     ];
     if let Some(addr) = &spec.announced_address {
@@ -180,8 +182,8 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
                 }),
                 volume_mounts: Some(vec![
                     VolumeMount {
-                        name: "signing-key".to_owned(),
-                        mount_path: SIGNING_KEY_DIR.to_owned(),
+                        name: "token-public-keys".to_owned(),
+                        mount_path: PUBLIC_KEYS_DIR.to_owned(),
                         read_only: Some(true),
                         ..Default::default()
                     },
@@ -196,10 +198,10 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
             }],
             volumes: Some(vec![
                 Volume {
-                    name: "signing-key".to_owned(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(signing_key::name(&pool.name_any())),
-                        default_mode: Some(0o440),
+                    name: "token-public-keys".to_owned(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: token_keys::public_name(&pool.name_any()),
+                        default_mode: Some(0o444),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -338,6 +340,35 @@ pub(crate) mod tests {
         q.spec.replicas = 7;
         q.spec.host_ports.min += 10;
         assert_eq!(template_hash(&q), h, "replicas and the host port range build no different pod");
+    }
+
+    /// A worker faces the internet: it must hold no key that signs tokens, neither the pool's
+    /// private keys nor the HS256 key an older operator shared with every worker.
+    #[test]
+    fn a_worker_pod_mounts_only_public_keys() {
+        let p = pool();
+        for pod in [
+            build(&p, "default-abcde", None, WorkerPorts::default()),
+            build(&p, "phien-thang-6-worker", Some(&session()), WorkerPorts::default()),
+        ] {
+            let spec = pod.spec.unwrap();
+            let json = serde_json::to_string(&spec).unwrap();
+            for private in [token_keys::private_name("default"), token_keys::legacy_name("default")] {
+                assert!(!json.contains(&private), "the pod references {private}: {json}");
+            }
+            let secrets: Vec<_> =
+                spec.volumes.iter().flatten().filter_map(|v| v.secret.as_ref()?.secret_name.clone()).collect();
+            assert_eq!(secrets, [tls::pod_secret_name(&pod.metadata.name.unwrap())], "only its TLS Secret");
+            let public = spec.volumes.iter().flatten().find_map(|v| v.config_map.as_ref()).expect("public keys");
+            assert_eq!(public.name, token_keys::public_name("default"));
+            let args = spec.containers[0].args.clone().unwrap();
+            for (flag, file) in [
+                ("--join-public-key-file", token_keys::JOIN_PUBLIC),
+                ("--admin-public-key-file", token_keys::ADMIN_PUBLIC),
+            ] {
+                assert!(args.contains(&format!("{flag}={PUBLIC_KEYS_DIR}/{file}")), "{args:?}");
+            }
+        }
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub mod session_plan;
 pub mod session_status;
 #[cfg(test)]
 mod session_transitions;
-pub mod signing_key;
 pub mod status;
+pub mod token_keys;
 pub mod watch_backoff;
 pub mod worker_health;
 

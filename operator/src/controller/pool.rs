@@ -1,11 +1,15 @@
 //! The MediaWorkerPool controller: keeps `spec.replicas` idle warm workers on top of the
-//! allocated ones, all built from the pool's current template, the pool's signing key, and a
-//! PodDisruptionBudget over its allocated workers.
+//! allocated ones, all built from the pool's current template, the pool's token keys (the public
+//! ones published for its workers), and a PodDisruptionBudget over its allocated workers.
 //!
 //! Idle workers built from an older template (their `tiepdan.io/template-hash` differs, e.g.
 //! after an edit of `rtcPorts`) are replaced like a Deployment rolls out with `maxSurge: 1,
 //! maxUnavailable: 0`: a new pod first, an old one deleted only once enough Ready pods remain.
 //! Allocated workers are never touched: they belong to their session.
+//!
+//! Pools made by an older operator signed tokens with one HS256 key mounted into every worker.
+//! Their idle workers roll like after any template change (the template now mounts the public
+//! keys instead), and the old key's Secret is deleted once no worker mounts it.
 
 use std::sync::Arc;
 
@@ -20,7 +24,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
 
 use super::pods::pod_ready;
-use super::signing_key::ensure_signing_key;
+use super::token_keys::{apply_public_keys, delete_legacy_key, ensure_signing_keys};
 use super::{events, Context};
 use crate::api::{set_condition, ConditionStatus, MediaWorkerPool, MediaWorkerPoolStatus};
 use crate::apply;
@@ -29,8 +33,8 @@ use crate::build::{labels, pod_disruption_budget, worker_pod, worker_ports};
 /// Errors reconciling a pool.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to read or create the signing key")]
-    SigningKey(#[source] kube::Error),
+    #[error("failed to provide the pool's token keys")]
+    TokenKeys(#[from] super::token_keys::Error),
     #[error("failed to list worker pods")]
     List(#[source] kube::Error),
     #[error(transparent)]
@@ -48,7 +52,7 @@ pub enum Error {
 impl Error {
     pub fn category(&self) -> &'static str {
         match self {
-            Error::SigningKey(_) => "signing_key",
+            Error::TokenKeys(_) => "token_keys",
             Error::List(_) => "list",
             Error::Apply(_) => "apply",
             Error::Status(_) => "status",
@@ -91,12 +95,24 @@ async fn reconcile(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = pool.namespace().unwrap_or_default();
     let name = pool.name_any();
-    ensure_signing_key(&ctx, &pool).await.map_err(Error::SigningKey)?;
+    let keys = ensure_signing_keys(&ctx, &pool).await?;
+    apply_public_keys(&ctx, &pool, &keys).await?;
     ensure_disruption_budget(&ctx, &pool).await?;
 
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
     let list = pods.list(&ListParams::default().labels(&labels::pool_selector(&name))).await.map_err(Error::List)?;
     let live: Vec<&Pod> = list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    // Terminating pods still have their volumes, so all of them count.
+    if delete_legacy_key(&ctx, &pool, &list.items.iter().collect::<Vec<_>>()).await? {
+        events::normal(
+            &ctx,
+            &*pool,
+            "LegacyKeyDeleted",
+            "Migrate",
+            "Deleted the HS256 signing-key Secret: no worker mounts it any more.".to_owned(),
+        )
+        .await;
+    }
     let is_idle = |p: &&Pod| p.labels().get(labels::WORKER_STATE).map(String::as_str) == Some(labels::STATE_IDLE);
     let idle: Vec<&Pod> = live.iter().copied().filter(is_idle).collect();
     let allocated = live.len() - idle.len();

@@ -28,8 +28,8 @@ use super::pods::pod_ready;
 use super::session_events::{self, Kind};
 use super::session_plan::{self, Plan, Resources};
 use super::session_status::{self, Allocated, Outcome, Provisioned, Replaced};
-use super::signing_key::ensure_signing_key;
 use super::status as st;
+use super::token_keys::ensure_signing_keys;
 use super::worker_health::WorkerHealth;
 use super::{events, Context};
 use crate::api::{
@@ -40,7 +40,7 @@ use crate::apply;
 use crate::build::{join_tokens, labels, network_policy, signaling_service, tls};
 use crate::link_generations;
 use crate::metrics::KIND_SESSION;
-use crate::tokens::{self, session_id};
+use crate::tokens::{self, session_id, SigningKeys};
 use crate::validate::{validate_session, ValidSession};
 use crate::worker_client::{Admin, Binding, WorkerClient, WorkerReport};
 
@@ -54,8 +54,8 @@ pub enum Error {
     ListPoints(#[source] kube::Error),
     #[error("failed to read the worker pool")]
     Pool(#[source] kube::Error),
-    #[error("failed to read the pool's signing key")]
-    SigningKey(#[source] kube::Error),
+    #[error("failed to read the pool's token keys")]
+    SigningKey(#[source] super::token_keys::Error),
     #[error(transparent)]
     Allocate(#[from] allocation::Error),
     #[error(transparent)]
@@ -267,7 +267,7 @@ async fn provision(
         .await
         .map_err(Error::Pool)?
         .ok_or_else(|| ProvisionError::PoolMissing(session.spec.worker_pool.clone()))?;
-    let key = ensure_signing_key(ctx, &pool).await.map_err(Error::SigningKey)?;
+    let keys = ensure_signing_keys(ctx, &pool).await.map_err(Error::SigningKey)?;
 
     // Pod readiness is stamped by the kubelet's clock, whatever clock drives the timeline.
     let wall = Timestamp::now();
@@ -288,7 +288,7 @@ async fn provision(
     let svc = apply::apply(&services, &signaling_service::build(session)).await.map_err(Error::from)?;
     let tokens = apply::apply(
         &secrets,
-        &join_tokens::build(session, valid, &key, epoch, &plan.link_generations).map_err(Error::from)?,
+        &join_tokens::build(session, valid, &keys, epoch, &plan.link_generations).map_err(Error::from)?,
     )
     .await
     .map_err(Error::from)?;
@@ -322,7 +322,7 @@ async fn provision(
     }
 
     let links = link_generations::raised(&plan.link_generations);
-    let (report, worker_message) = observe_worker(ctx, session, valid, &pod, &key, now, (epoch, &links)).await;
+    let (report, worker_message) = observe_worker(ctx, session, valid, &pod, &keys, now, (epoch, &links)).await;
     let pod_name = pod.name_any();
     Ok(Provisioned {
         signaling_url: signaling_service::url(session),
@@ -346,7 +346,7 @@ async fn observe_worker(
     session: &ReceptionSession,
     valid: &ValidSession,
     pod: &Pod,
-    key: &[u8],
+    keys: &SigningKeys,
     now: Timestamp,
     (epoch, link_generations): (u64, &BTreeMap<String, u32>),
 ) -> (Option<WorkerReport>, String) {
@@ -361,7 +361,7 @@ async fn observe_worker(
     let points: BTreeSet<String> = valid.participants.iter().map(|p| p.name.clone()).collect();
     let binding = Binding { session: &id, title: &session.spec.title, epoch, points: &points, link_generations };
     let pod_name = pod.name_any();
-    let admin = Admin { key, now, pod: &pod_name };
+    let admin = Admin { keys, now, pod: &pod_name };
     let bind = || ctx.workers.allocate(&base, &admin, &binding);
     let unbound = |e| format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any());
     // A pod started bound knows its session, but not a raised epoch: tell it, so older links are

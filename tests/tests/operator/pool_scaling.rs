@@ -50,7 +50,10 @@ async fn scaling_the_pool_changes_the_number_of_idle_workers() {
     kubectl_ok(cp, &["scale", "-n", &ns, "mwp/default", "--replicas=1"]);
     wait_idle(&client, &ns, 1).await;
 
-    // The signing key exists once and survives scaling.
-    let key = kubectl_ok(cp, &["get", "secret", "-n", &ns, "tiepdan-default-signing-key", "-o", "name"]);
-    assert!(key.contains("tiepdan-default-signing-key"));
+    // The token keys exist once and survive scaling: private ones in a Secret, public ones (all
+    // the workers mount) in a ConfigMap.
+    let key = kubectl_ok(cp, &["get", "secret", "-n", &ns, "tiepdan-default-token-signing-keys", "-o", "name"]);
+    assert!(key.contains("tiepdan-default-token-signing-keys"));
+    let public = kubectl_ok(cp, &["get", "configmap", "-n", &ns, "tiepdan-default-token-public-keys", "-o", "name"]);
+    assert!(public.contains("tiepdan-default-token-public-keys"));
 }
