@@ -74,6 +74,10 @@ pub async fn delete_legacy_key(ctx: &Context, pool: &MediaWorkerPool, pods: &[&P
         return Ok(false);
     }
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    // A read first: a migrated pool (every pool, soon) must cost no write per reconcile.
+    if api.get_opt(&name).await.map_err(|e| Error::DeleteLegacy(name.clone(), e))?.is_none() {
+        return Ok(false);
+    }
     match api.delete(&name, &DeleteParams::default()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
