@@ -26,9 +26,11 @@ enum Frame {
     Join(String),
 }
 
-/// Join claims at the worker's current epoch (1, set below): refused only for how they are signed.
+/// Join claims at the worker's current epoch (1, set below) and, for xa-a, its current link
+/// generation (2): refused only for how they are signed.
 fn current(point: &str) -> JoinClaims {
-    JoinClaims { epoch: 1, ..claims(point) }
+    let link_generation = if point == "xa-a" { 2 } else { 0 };
+    JoinClaims { epoch: 1, link_generation, ..claims(point) }
 }
 
 /// HS256 over `claims` keyed with `secret`, labelled (`kid`, `typ`) as a `key_use` token.
@@ -73,6 +75,7 @@ fn forged_admin_tokens() -> Vec<(&'static str, String)> {
 }
 
 fn bad_token() -> impl Strategy<Value = String> {
+    // Another pool's join key (every pool has its own): the worker knows only its pool's public key.
     let forged = Just(()).prop_map(|_| PrivateKey::generate(KeyUse::Join).mint_join(&current("xa-a")).expect("mint"));
     let forged_with_worker_keys = (0usize..5).prop_map(|i| forged_join_tokens().swap_remove(i).1);
     let expired = (60i64..100_000).prop_map(|ago| {
@@ -93,9 +96,14 @@ fn bad_token() -> impl Strategy<Value = String> {
     });
     // The worker's revocation epoch is 1 (set below): epoch-0 tokens are revoked.
     let revoked = Just(()).prop_map(|_| token("xa-a"));
+    // xa-a's link was rotated to generation 2 (set below): its generation-0 and -1 links are dead.
+    let rotated =
+        (0u32..2).prop_map(|g| key().mint_join(&JoinClaims { link_generation: g, ..current("xa-a") }).expect("mint"));
+    // A point taken out of the session: its link is validly signed, at the current epoch.
+    let removed = Just(()).prop_map(|_| key().mint_join(&current("xa-gone")).expect("mint"));
+
     let mangled = (0usize..200, any::<u8>()).prop_map(|(at, b)| {
-        let mut c = claims("xa-a");
-        c.epoch = 1;
+        let c = current("xa-a");
         let mut t = key().mint_join(&c).expect("mint").into_bytes();
         let i = at % t.len();
         // Flip a character to another base64url character (a real tamper, not a no-op).
@@ -115,6 +123,8 @@ fn bad_token() -> impl Strategy<Value = String> {
         early,
         cross_session,
         revoked,
+        rotated,
+        removed,
         mangled,
         garbage.prop_map(String::from)
     ]
@@ -189,8 +199,11 @@ fn hostile_signaling_input_is_refused_and_the_worker_survives() {
     let server = rt.block_on(start());
     let addr = server.local_addr();
     let url = server.ws_url();
-    // Revocation epoch 1 for the session, so epoch-0 tokens count as revoked.
-    let body = format!(r#"{{"session":"{SESSION}","title":"Phiên tiếp dân","epoch":1}}"#);
+    // Revocation epoch 1 for the session, so epoch-0 tokens count as revoked; xa-a's link rotated
+    // to generation 2; xa-gone is not in the session.
+    let body = format!(
+        r#"{{"session":"{SESSION}","title":"Phiên tiếp dân","epoch":1,"points":["tinh","xa-a","xa-b"],"linkGenerations":{{"xa-a":2}}}}"#
+    );
     let put = rt.block_on(http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some(&body)));
     assert_eq!(put.status, 200, "{}", put.body);
 
@@ -224,8 +237,7 @@ fn hostile_signaling_input_is_refused_and_the_worker_survives() {
     assert_eq!(accepted.into_inner(), 0, "hostile frames admitted");
     rt.block_on(assert_healthy(addr));
     // A valid, current token still works after all that.
-    let mut c = claims("xa-a");
-    c.epoch = 1;
+    let c = current("xa-a");
     let ok = rt.block_on(async {
         let mut client = SignalingClient::connect(&url).await.expect("connect");
         client.request(ClientMessage::Join { token: key().mint_join(&c).expect("mint") }).await
@@ -405,4 +417,116 @@ fn reflection_attempts_are_refused_and_the_worker_survives() {
 
 fn fresh_producer_id() -> ProducerId {
     serde_json::from_value(serde_json::json!("00000000-0000-4000-8000-00000000dead")).expect("id")
+}
+
+/// One hostile admin call: a token as someone on the cluster network (who can see the plain
+/// admin port's traffic) or a compromised worker could make.
+#[derive(Clone, Debug)]
+enum AdminAttempt {
+    /// A token the operator really issued, sent again.
+    Replayed,
+    /// A real token for another worker pod.
+    OtherPod(String),
+    /// Signed with the admin key, but living longer than 30 s.
+    LongLived(i64),
+    /// Expired (beyond the clock-skew leeway) or not valid yet.
+    OutOfWindow(i64),
+    /// No `jti`, so it could not be remembered.
+    NoJti,
+    /// Another pool's admin key.
+    OtherPool,
+    /// The forged kinds: HS256 with the public key, swapped labels, a join token.
+    Forged(usize),
+}
+
+fn admin_attempt() -> impl Strategy<Value = AdminAttempt> {
+    prop_oneof![
+        Just(AdminAttempt::Replayed),
+        "[a-z]{1,12}-[a-z0-9]{5}".prop_map(AdminAttempt::OtherPod),
+        (31i64..100_000).prop_map(AdminAttempt::LongLived),
+        prop_oneof![-100_000i64..-61, 61i64..100_000].prop_map(AdminAttempt::OutOfWindow),
+        Just(AdminAttempt::NoJti),
+        Just(AdminAttempt::OtherPool),
+        (0usize..4).prop_map(AdminAttempt::Forged),
+    ]
+}
+
+/// The worker's pod in this test: admin tokens must name it.
+const POD: &str = "tiepdan-pool-a-7x2kq";
+
+/// The token for `attempt`. `spent` is a real token already used once.
+fn admin_attempt_token(attempt: &AdminAttempt, spent: &str) -> String {
+    let now = unix_now();
+    let claims = |iat: i64, exp: i64, jti: Option<String>| {
+        let mut c = serde_json::json!({"aud": "tiepdan-worker", "sub": "operator", "iat": iat, "exp": exp, "pod": POD});
+        if let Some(jti) = jti {
+            c["jti"] = serde_json::Value::String(jti);
+        }
+        c
+    };
+    let fresh_jti = || Some(format!("jti-{}", rand_suffix()));
+    match attempt {
+        AdminAttempt::Replayed => spent.to_owned(),
+        AdminAttempt::OtherPod(pod) => admin_key().mint_admin(now, 30, Some(pod)).expect("mint"),
+        AdminAttempt::LongLived(secs) => admin_key().sign(&claims(now, now + secs, fresh_jti())).expect("mint"),
+        AdminAttempt::OutOfWindow(shift) => {
+            admin_key().sign(&claims(now + shift - 10, now + shift + 10, fresh_jti())).expect("mint")
+        }
+        AdminAttempt::NoJti => admin_key().sign(&claims(now, now + 30, None)).expect("mint"),
+        AdminAttempt::OtherPool => {
+            PrivateKey::generate(KeyUse::Admin).sign(&claims(now, now + 30, fresh_jti())).expect("mint")
+        }
+        AdminAttempt::Forged(i) => forged_admin_tokens().swap_remove(*i).1,
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn hostile_admin_calls_are_refused_and_the_session_survives() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let mut config = config();
+    config.pod_name = Some(POD.to_owned());
+    let server = rt.block_on(start_with(config));
+    let addr = server.local_addr();
+    let url = server.ws_url();
+    let real = || admin_key().mint_admin(unix_now(), 30, Some(POD)).expect("mint");
+    // The operator's call, seen on the wire: it works once.
+    let spent = real();
+    let status = rt.block_on(http(addr, "GET", "/v1/status", Some(&spent), None));
+    assert_eq!(status.status, 200, "{}", status.body);
+    // A point is in the session: a replayed or forged DELETE /v1/allocation would end it.
+    let mut point = rt.block_on(SignalingClient::connect(&url)).expect("connect");
+    rt.block_on(point.request(ClientMessage::Join { token: token("xa-a") })).expect("joins");
+
+    let hijack = format!(r#"{{"session":"{SESSION}","title":"chiếm","epoch":99}}"#);
+    let accepted = std::sync::atomic::AtomicU32::new(0);
+    let config = ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() };
+    proptest!(config, |(attempt in admin_attempt(), call in 0usize..3)| {
+        let token = admin_attempt_token(&attempt, &spent);
+        let (method, path, body) = [
+            ("GET", "/v1/status", None),
+            ("PUT", "/v1/allocation", Some(hijack.as_str())),
+            ("DELETE", "/v1/allocation", None),
+        ][call];
+        let answer = rt.block_on(http(addr, method, path, Some(&token), body));
+        if answer.status != 401 {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        prop_assert_eq!(answer.status, 401, "{} {} answered {} to {:?}: {}", method, path, answer.status, attempt, answer.body);
+    });
+    assert_eq!(accepted.into_inner(), 0, "hostile admin calls accepted");
+    // The session is untouched: still allocated at its epoch, the point still served.
+    let status = rt.block_on(http(addr, "GET", "/v1/status", Some(&real()), None));
+    assert_eq!(status.status, 200, "{}", status.body);
+    let allocation = rt.block_on(http(addr, "GET", "/v1/allocation", Some(&real()), None));
+    let allocation: serde_json::Value = serde_json::from_str(&allocation.body).expect("allocation JSON");
+    assert_eq!((allocation["session"].as_str(), allocation["epoch"].as_u64()), (Some(SESSION), Some(0)));
+    let served = rt.block_on(point.request(ClientMessage::CreateWebRtcTransport { direction: Direction::Recv }));
+    assert!(matches!(served, Ok(ServerMessage::WebRtcTransportCreated { .. })), "{served:?}");
+    rt.block_on(server.stop()).expect("stop");
 }
