@@ -48,15 +48,6 @@ pub enum Command {
     /// Mint a short-lived admin token, as the operator sends with its admin calls (for reading
     /// `/v1/status` by hand).
     AdminToken(AdminTokenArgs),
-    /// Write the console's TypeScript wire types (`web/src/generated`) from the Rust ones.
-    GenTs(GenTsArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct GenTsArgs {
-    /// The directory to write into: `media-worker/web/src/generated` from the repository root.
-    #[arg(long)]
-    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

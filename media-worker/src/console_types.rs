@@ -3,7 +3,8 @@
 //! join claims the page reads. The console (`web/src`) imports `web/src/generated/`, so a renamed
 //! field, action or error code fails `tsc` instead of a browser in a reception office.
 //!
-//! `tiepdan-media-worker gen-ts --out media-worker/web/src/generated` writes the files; the test
+//! `cargo run -p media-worker --features ts --bin gen-ts -- --out media-worker/web/src/generated`
+//! (`src/bin/gen_ts.rs`) writes the files; the test
 //! `the_generated_typescript_is_up_to_date` renders them in memory and compares.
 //!
 //! mediasoup's own types (RTP parameters, DTLS parameters, ids, ...) are mapped field by field
@@ -22,7 +23,8 @@ use ts_rs::{Config, TS};
 /// Where the files go, relative to the repository root.
 pub const OUT_DIR: &str = "media-worker/web/src/generated";
 /// The command that writes them, named in their header and in the drift test's message.
-pub const COMMAND: &str = "cargo run -p media-worker -- gen-ts --out media-worker/web/src/generated";
+pub const COMMAND: &str =
+    "cargo run -p media-worker --features ts --bin gen-ts -- --out media-worker/web/src/generated";
 
 /// The one generated file (the console imports it as `./generated/wire`).
 pub const WIRE_FILE: &str = "wire.ts";

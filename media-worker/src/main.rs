@@ -8,7 +8,7 @@ use tiepdan_media_worker::config::{Cli, Command, ServeConfig, TokenArgs};
 use tiepdan_media_worker::probe::tls::ClientTls;
 use tiepdan_media_worker::probe::{run_probe, ProbeOptions};
 use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
-use tiepdan_media_worker::{console_types, logging, server};
+use tiepdan_media_worker::{logging, server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -48,11 +48,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::AdminToken(args) => {
             let key = TokenKey::from_file(&args.key_file)?;
             println!("{}", key.mint_admin(unix_now(), args.ttl_seconds, args.pod.as_deref())?);
-        }
-        Command::GenTs(args) => {
-            for path in console_types::write(&args.out)? {
-                println!("wrote {}", path.display());
-            }
         }
     }
     Ok(())

@@ -1,8 +1,8 @@
 // The signaling protocol of /v1/ws as the console uses it. The wire types themselves are
-// generated from media-worker/src into ./generated/wire.ts (`cargo run -p media-worker -- gen-ts
-// --out media-worker/web/src/generated`; a `cargo test` fails while they are stale), so a renamed
-// field, action or error code fails `tsc`. This file adds only the console's own view: which
-// requests it sends and which reply each one expects.
+// generated from media-worker/src into ./generated/wire.ts (see the header there for the command;
+// `cargo test -p media-worker` fails while it is stale), so a renamed field, action or error code
+// fails `tsc`. This file adds only the console's own view: which requests it sends and which reply
+// each one expects.
 
 import type { types } from "mediasoup-client";
 import type { ClientMessage, ServerMessage } from "./generated/wire";
