@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const CONSOLE_CSS: &str = include_str!("../web/console.css");
@@ -78,13 +79,15 @@ pub struct JoinCheckRequest {
 
 /// Answer of `POST /v1/join-check`: whether a `join` with this token would be accepted now, and
 /// if not, the error code the `join` would get.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct JoinCheck {
     pub valid: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub code: Option<ErrorCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub message: Option<String>,
     /// The worker's clock, Unix seconds: the page says "opens at …" by it, since office PCs'
     /// clocks are often off.
@@ -114,31 +117,6 @@ async fn join_check(State(state): State<AppState>, body: Result<Json<JoinCheckRe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signaling::protocol::ClientMessage;
-
-    const PROTOCOL_TS: &str = include_str!("../web/src/protocol.ts");
-
-    /// The quoted strings of `export const NAME = [ ... ] as const;` in protocol.ts.
-    fn ts_list(name: &str) -> Vec<String> {
-        let start =
-            PROTOCOL_TS.find(&format!("export const {name} = [")).unwrap_or_else(|| panic!("{name} in protocol.ts"));
-        let rest = &PROTOCOL_TS[start..];
-        let end = rest.find("] as const").expect("end of the list");
-        rest[..end].split('"').skip(1).step_by(2).map(str::to_owned).collect()
-    }
-
-    #[test]
-    fn the_console_knows_every_client_action() {
-        let ts = ts_list("CLIENT_ACTIONS");
-        assert_eq!(ts, ClientMessage::ACTIONS, "web/src/protocol.ts CLIENT_ACTIONS differs from protocol.rs");
-    }
-
-    #[test]
-    fn the_console_knows_every_error_code() {
-        let ts = ts_list("ERROR_CODES");
-        let rust: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-        assert_eq!(ts, rust, "web/src/protocol.ts ERROR_CODES differs from protocol.rs");
-    }
 
     #[test]
     fn the_bundle_is_embedded_and_the_page_loads_it() {

@@ -104,6 +104,27 @@ impl fmt::Display for PointName {
     }
 }
 
+/// Both ids are plain strings to the console (`web/src/generated`). Written by hand because the
+/// derive would not read `serde(try_from, into)` (and warns about them on every build).
+macro_rules! a_string_in_typescript {
+    ($($id:ty),*) => {$(
+        impl ts_rs::TS for $id {
+            type WithoutGenerics = Self;
+            type OptionInnerType = Self;
+
+            fn name(_: &ts_rs::Config) -> String {
+                "string".to_owned()
+            }
+
+            fn inline(cfg: &ts_rs::Config) -> String {
+                Self::name(cfg)
+            }
+        }
+    )*};
+}
+
+a_string_in_typescript!(SessionId, PointName);
+
 /// RFC 1123 subdomain, the rule Kubernetes applies to `metadata.name`. Checking it here keeps
 /// arbitrary token text out of metric labels.
 fn is_object_name(s: &str) -> bool {

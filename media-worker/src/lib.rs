@@ -16,12 +16,14 @@
 //! - [`probe`]: a plain-RTP client that measures a worker end to end.
 //! - [`console`]: the reception-point browser console (`web/`, built by `build.rs`), served at
 //!   `/` and `/join`.
+//! - [`console_types`]: the console's TypeScript wire types, generated from the Rust ones.
 
 #![forbid(unsafe_code)]
 
 pub mod admin_auth;
 pub mod config;
 pub mod console;
+pub mod console_types;
 pub mod cpu;
 pub mod http;
 pub mod ids;

@@ -275,7 +275,7 @@ pub struct SigningKeys {
 }
 
 /// The claims of a join token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct JoinClaims {
     pub iss: String,
     /// The session id.
@@ -290,8 +290,10 @@ pub struct JoinClaims {
     pub role: Role,
     pub title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub start: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub end: Option<String>,
     pub epoch: u64,
     /// The point's link generation: `tiepdan-operator links --rotate` issues the point a new link

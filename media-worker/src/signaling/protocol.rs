@@ -28,13 +28,14 @@ use mediasoup::prelude::{
 };
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
+use ts_rs::TS;
 
 /// Frames larger than this are refused with `frame_too_large`. Real messages are a few KiB (RTP
 /// capabilities are the largest); the cap bounds what one connection can make the worker parse.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// A client-chosen correlation id, echoed verbatim.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
 #[serde(untagged)]
 pub enum RequestId {
     Number(u64),
@@ -42,7 +43,7 @@ pub enum RequestId {
 }
 
 /// Whether a transport carries media from the client (`send`) or to it (`recv`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Send,
@@ -50,7 +51,7 @@ pub enum Direction {
 }
 
 /// The `role` claim of a join token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Host,
@@ -77,7 +78,7 @@ pub struct ClientEnvelope {
 }
 
 /// What a client may ask of the worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "action", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ClientMessage {
     /// Authenticate with a join token; must come first.
@@ -88,7 +89,9 @@ pub enum ClientMessage {
         direction: Direction,
     },
     ConnectWebRtcTransport {
+        #[ts(type = "string")]
         transport_id: TransportId,
+        #[ts(type = "types.DtlsParameters")]
         dtls_parameters: DtlsParameters,
     },
     /// A transport without ICE/DTLS (so without SRTP), for probe tokens only. The worker learns
@@ -101,6 +104,7 @@ pub enum ClientMessage {
     /// address a client names (that made it a reflector). Kept in the protocol so older probes
     /// get that reason rather than `unknown_action`.
     ConnectPlainTransport {
+        #[ts(type = "string")]
         transport_id: TransportId,
         ip: IpAddr,
         port: u16,
@@ -108,20 +112,28 @@ pub enum ClientMessage {
         rtcp_port: Option<u16>,
     },
     Produce {
+        #[ts(type = "string")]
         transport_id: TransportId,
+        #[ts(type = "types.MediaKind")]
         kind: MediaKind,
+        #[ts(type = "types.RtpParameters")]
         rtp_parameters: RtpParameters,
     },
     CloseProducer {
+        #[ts(type = "string")]
         producer_id: ProducerId,
     },
     /// Consumers start paused; send `resumeConsumer` once the client side is ready.
     Consume {
+        #[ts(type = "string")]
         transport_id: TransportId,
+        #[ts(type = "string")]
         producer_id: ProducerId,
+        #[ts(type = "types.RtpCapabilities")]
         rtp_capabilities: RtpCapabilities,
     },
     ResumeConsumer {
+        #[ts(type = "string")]
         consumer_id: ConsumerId,
     },
     Leave,
@@ -144,8 +156,9 @@ impl ClientMessage {
         }
     }
 
-    /// Every `action` a client may send. Kept next to the enum (and checked by a test) so an
-    /// unknown action can be told apart from a known one with bad fields.
+    /// Every `action` a client may send. Kept next to the enum (and checked against it by tests
+    /// here and in `console_types`) so an unknown action can be told apart from a known one with
+    /// bad fields.
     pub const ACTIONS: &'static [&'static str] = &[
         "join",
         "createWebRtcTransport",
@@ -177,7 +190,7 @@ impl ServerEnvelope {
 }
 
 /// Another point in the room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerInfo {
     pub point: PointName,
@@ -186,22 +199,25 @@ pub struct PeerInfo {
 }
 
 /// A producer that can be consumed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct ProducerInfo {
+    #[ts(type = "string")]
     pub producer_id: ProducerId,
     pub point: PointName,
+    #[ts(type = "types.MediaKind")]
     pub kind: MediaKind,
 }
 
 /// What the worker sends: replies, pushes and errors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "action", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ServerMessage {
     Joined {
         point: PointName,
         session: SessionId,
         title: String,
+        #[ts(type = "types.RtpCapabilities")]
         router_rtp_capabilities: RtpCapabilitiesFinalized,
         /// The other points present now.
         peers: Vec<PeerInfo>,
@@ -210,13 +226,18 @@ pub enum ServerMessage {
         producers: Vec<ProducerInfo>,
     },
     WebRtcTransportCreated {
+        #[ts(type = "string")]
         transport_id: TransportId,
         direction: Direction,
+        #[ts(type = "types.IceParameters")]
         ice_parameters: IceParameters,
+        #[ts(type = "Array<IceCandidate>")]
         ice_candidates: Vec<IceCandidate>,
+        #[ts(type = "types.DtlsParameters")]
         dtls_parameters: DtlsParameters,
     },
     PlainTransportCreated {
+        #[ts(type = "string")]
         transport_id: TransportId,
         direction: Direction,
         /// Where to send RTP (send direction) or RTCP (recv direction): the first packet's source
@@ -225,34 +246,46 @@ pub enum ServerMessage {
         port: u16,
     },
     TransportConnected {
+        #[ts(type = "string")]
         transport_id: TransportId,
     },
     Produced {
+        #[ts(type = "string")]
         producer_id: ProducerId,
     },
     Consumed {
+        #[ts(type = "string")]
         consumer_id: ConsumerId,
+        #[ts(type = "string")]
         producer_id: ProducerId,
         point: PointName,
+        #[ts(type = "types.MediaKind")]
         kind: MediaKind,
+        #[ts(type = "types.RtpParameters")]
         rtp_parameters: RtpParameters,
         paused: bool,
     },
     ConsumerResumed {
+        #[ts(type = "string")]
         consumer_id: ConsumerId,
     },
     NewProducer {
+        #[ts(type = "string")]
         producer_id: ProducerId,
         point: PointName,
+        #[ts(type = "types.MediaKind")]
         kind: MediaKind,
     },
     ProducerClosed {
+        #[ts(type = "string")]
         producer_id: ProducerId,
         point: PointName,
     },
     /// A consumer stopped because its producer went away.
     ConsumerClosed {
+        #[ts(type = "string")]
         consumer_id: ConsumerId,
+        #[ts(type = "string")]
         producer_id: ProducerId,
     },
     PeerJoined {
@@ -278,7 +311,7 @@ impl ServerMessage {
 
 /// Stable, machine-readable error codes. They are part of the protocol (clients switch on them)
 /// and a bounded metric label, so add variants rather than renaming them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame is not a JSON object with the fields its action needs.
@@ -323,8 +356,8 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, in declaration order. The browser console keeps a copy
-    /// (`web/src/protocol.ts`), checked against this list by a test; a new variant goes here too.
+    /// Every code, in declaration order (checked against the enum by a test in
+    /// `console_types`, which also generates the console's `ErrorCode` union from the enum).
     pub const ALL: [ErrorCode; 24] = [
         Self::MalformedMessage,
         Self::UnknownAction,

@@ -1,7 +1,7 @@
 // One WebSocket to /v1/ws: requests carry a numeric requestId and resolve with the worker's
 // reply of the expected kind; everything without a requestId is a push.
 
-import { type ClientAction, type ClientMessage, type ErrorCode, type Push, type Replies, REPLY_ACTION } from "./protocol";
+import { type ClientAction, type ConsoleRequest, type ErrorCode, type Push, type Replies, REPLY_ACTION } from "./protocol";
 
 /** Long enough for a join on a loaded worker, short enough that a hung request is noticed. */
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -80,7 +80,7 @@ export class Signaling {
     });
   }
 
-  request<M extends ClientMessage>(message: M): Promise<Replies[M["action"]]> {
+  request<M extends ConsoleRequest>(message: M): Promise<Replies[M["action"]]> {
     const action: ClientAction = message.action;
     if (this.socket.readyState !== WebSocket.OPEN) {
       return Promise.reject(new SignalingError("closed", "the connection to the worker is closed"));

@@ -2,23 +2,10 @@
 // The page never trusts them: the worker checks the signature and the time window and answers
 // with an error code, which is what decides the messages.
 
-import type { Role } from "./protocol";
+import type { JoinClaims } from "./generated/wire";
 
-export interface Claims {
-  /** The point name. */
-  sub: string;
-  /** The session id. */
-  aud: string;
-  name: string;
-  title: string;
-  role: Role;
-  /** Unix seconds. */
-  nbf: number;
-  exp: number;
-  /** RFC 3339: the live window, when the operator set it. */
-  start?: string;
-  end?: string;
-}
+/** The claims the page reads (and `isClaims` checks); the names and types come from tokens.rs. */
+export type Claims = Pick<JoinClaims, "sub" | "aud" | "name" | "title" | "role" | "nbf" | "exp" | "start" | "end">;
 
 /** Where the token is kept once read: this tab only, gone when the tab closes. */
 const TAB_KEY = "tiepdan.token";
