@@ -559,6 +559,18 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    /// The operator builds worker pods from `tiepdan_contract::worker_flags`; a flag renamed here
+    /// but not there would crash-loop every worker.
+    #[test]
+    fn every_flag_the_operator_passes_exists() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let longs: Vec<&str> = cli.get_arguments().chain(serve.get_arguments()).filter_map(|a| a.get_long()).collect();
+        for flag in tiepdan_contract::worker_flags::ALL {
+            assert!(longs.contains(&flag), "the operator passes --{flag}, which `serve` does not have: {longs:?}");
+        }
+    }
+
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();

@@ -24,9 +24,10 @@ pub mod admin_auth;
 pub mod config;
 pub mod console;
 pub mod console_types;
+// The contract crate defines these; re-exported so `crate::ids`/`crate::tokens` read as before.
+pub use tiepdan_contract::{ids, tokens};
 pub mod cpu;
 pub mod http;
-pub mod ids;
 pub mod local_runner;
 pub mod logging;
 pub mod metrics;
@@ -37,6 +38,5 @@ pub mod server;
 pub mod signaling;
 pub mod stats_poller;
 pub mod tls;
-pub mod tokens;
 pub mod verification;
 pub mod workers;
