@@ -22,6 +22,7 @@ use crate::ids::{PointName, SessionId};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
 use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage};
 use crate::workers::media_codecs;
+use mediasoup::data_structures::TransportProtocol;
 use mediasoup::prelude::{
     Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions, Producer,
     ProducerId, ProducerOptions, Router, RouterOptions, RtpCapabilities, RtpCapabilitiesFinalized, RtpParameters,
@@ -276,7 +277,17 @@ pub struct Room {
     router: Router,
     media: LocalRunner,
     listen_ip: TransportListenIp,
+    receive_buffer: Option<usize>,
     state: Mutex<RoomState>,
+}
+
+/// Where and how the room's transports bind their UDP sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct RtcSockets {
+    pub listen_ip: IpAddr,
+    pub announced_ip: Option<IpAddr>,
+    /// See [`crate::rtc_socket`]; `None` leaves the kernel's default.
+    pub receive_buffer: Option<usize>,
 }
 
 impl Drop for Room {
@@ -290,8 +301,7 @@ impl Room {
         session: SessionId,
         worker: Worker,
         media: LocalRunner,
-        listen_ip: IpAddr,
-        announced_ip: Option<IpAddr>,
+        sockets: RtcSockets,
     ) -> Result<Self, RoomError> {
         let router = media
             .run(move || async move { worker.create_router(RouterOptions::new(media_codecs())).await })
@@ -302,7 +312,8 @@ impl Room {
             session,
             router,
             media,
-            listen_ip: TransportListenIp { ip: listen_ip, announced_ip },
+            listen_ip: TransportListenIp { ip: sockets.listen_ip, announced_ip: sockets.announced_ip },
+            receive_buffer: sockets.receive_buffer,
             state: Mutex::default(),
         })
     }
@@ -462,6 +473,20 @@ impl Room {
         stored
     }
 
+    /// Gives the socket on `port` the configured receive buffer ([`crate::rtc_socket`]). A
+    /// failure (a seccomp profile refusing `pidfd_getfd`, say) leaves the kernel's default: the
+    /// transport works, with less room for bursts, so it is logged, not refused.
+    async fn size_receive_buffer(&self, port: u16) {
+        let Some(bytes) = self.receive_buffer else { return };
+        match tokio::task::spawn_blocking(move || crate::rtc_socket::set_receive_buffer(port, bytes)).await {
+            Ok(Ok(size)) => tracing::debug!(port, size, "RTC socket receive buffer set"),
+            Ok(Err(error)) => {
+                tracing::warn!(port, error = %error, "failed to set an RTC socket's receive buffer; bursts may be dropped")
+            }
+            Err(error) => tracing::warn!(port, error = %error, "the receive buffer task failed"),
+        }
+    }
+
     pub async fn create_webrtc_transport(
         &self,
         key: &MemberKey,
@@ -481,6 +506,11 @@ impl Room {
             })
             .await?
             .map_err(|e| RoomError::media("create a WebRTC transport")(&e))?;
+        for candidate in transport.ice_candidates() {
+            if candidate.protocol == TransportProtocol::Udp {
+                self.size_receive_buffer(candidate.port).await;
+            }
+        }
         let reply = ServerMessage::WebRtcTransportCreated {
             transport_id: transport.id(),
             direction,
@@ -539,6 +569,7 @@ impl Room {
             .await?
             .map_err(|e| RoomError::media("create a plain transport")(&e))?;
         let tuple = transport.tuple();
+        self.size_receive_buffer(tuple.local_port()).await;
         let reply = ServerMessage::PlainTransportCreated {
             transport_id: transport.id(),
             direction,
