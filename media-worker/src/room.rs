@@ -31,6 +31,7 @@ use mediasoup::prelude::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 
@@ -474,12 +475,27 @@ impl Room {
     }
 
     /// Gives the socket on `port` the configured receive buffer ([`crate::rtc_socket`]). A
-    /// failure (a seccomp profile refusing `pidfd_getfd`, say) leaves the kernel's default: the
-    /// transport works, with less room for bursts, so it is logged, not refused.
+    /// failure leaves the kernel's default: the transport works, with less room for bursts, so it
+    /// is logged, not refused. Under a container runtime's default seccomp profile (the worker
+    /// pod's `RuntimeDefault`) `pidfd_getfd` is refused without CAP_SYS_PTRACE: that is said once
+    /// and not tried again; the node's `net.core.rmem_default` is then what counts
+    /// (docs/media-worker.md, "Media nodes").
     async fn size_receive_buffer(&self, port: u16) {
+        static REFUSED: AtomicBool = AtomicBool::new(false);
         let Some(bytes) = self.receive_buffer else { return };
+        if REFUSED.load(Ordering::Relaxed) {
+            return;
+        }
         match tokio::task::spawn_blocking(move || crate::rtc_socket::set_receive_buffer(port, bytes)).await {
             Ok(Ok(size)) => tracing::debug!(port, size, "RTC socket receive buffer set"),
+            Ok(Err(error @ crate::rtc_socket::RtcSocketError::Duplicate { .. })) => {
+                if !REFUSED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %error,
+                        "RTC sockets keep the kernel's receive buffer (net.core.rmem_default); not tried again"
+                    );
+                }
+            }
             Ok(Err(error)) => {
                 tracing::warn!(port, error = %error, "failed to set an RTC socket's receive buffer; bursts may be dropped")
             }
