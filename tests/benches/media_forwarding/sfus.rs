@@ -195,7 +195,11 @@ pub async fn bare(shape: Shape, stream: Stream, ingress_buffer: Option<usize>, r
             let transport = router.create_plain_transport(plain()).await.expect("plain transport");
             let port = transport.tuple().local_port();
             if let Some(bytes) = ingress_buffer {
-                tiepdan_media_worker::rtc_socket::set_receive_buffer(port, bytes).expect("raise the buffer");
+                // As in the worker: where pidfd_getfd is refused (a seccomp profile), the kernel's
+                // default stays, and the "before/after" table shows no difference for bare mediasoup.
+                if let Err(e) = tiepdan_media_worker::rtc_socket::set_receive_buffer(port, bytes) {
+                    eprintln!("bare mediasoup keeps the default receive buffer on port {port}: {e}");
+                }
             }
             ports.push(port);
             let outgoing = Outgoing::new(stream, ssrc(i));
