@@ -116,6 +116,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TIEPDAN_RTC_MAX_PORT", default_value_t = 40999)]
     pub rtc_max_port: u16,
 
+    /// Receive buffer for each RTC socket, in bytes; 0 leaves the kernel's default
+    /// (net.core.rmem_default, 212,992 B unless the node changes it), which short bursts
+    /// overflow. Without CAP_NET_ADMIN the kernel caps it at the node's net.core.rmem_max.
+    #[arg(long, env = "TIEPDAN_RTC_RECEIVE_BUFFER_BYTES", default_value_t = DEFAULT_RTC_RECEIVE_BUFFER)]
+    pub rtc_receive_buffer_bytes: usize,
+
     /// Number of mediasoup workers (threads); defaults to the available parallelism.
     #[arg(long, env = "TIEPDAN_WORKERS")]
     pub workers: Option<NonZeroUsize>,
@@ -407,6 +413,8 @@ pub struct ServeConfig {
     pub rtc_listen_ip: IpAddr,
     pub announced_ip: Option<IpAddr>,
     pub rtc_ports: RangeInclusive<u16>,
+    /// `--rtc-receive-buffer-bytes`; `None` leaves the kernel's default.
+    pub rtc_receive_buffer: Option<usize>,
     pub workers: NonZeroUsize,
     pub session: Option<(SessionId, String)>,
     /// The operator's public keys for join and admin tokens.
@@ -451,6 +459,9 @@ impl SignalingTls {
 }
 
 const DEFAULT_TLS_RELOAD_INTERVAL_MS: u64 = 2000;
+/// 4 MiB: at the ~300k packets/s one worker forwards, room for ~10 ms of a stalled worker thread
+/// even with VP8-sized packets (docs/BENCHMARKS.md, "Media forwarding").
+pub const DEFAULT_RTC_RECEIVE_BUFFER: usize = 4 << 20;
 const MIN_TLS_RELOAD_INTERVAL_MS: u64 = 100;
 
 impl ServeConfig {
@@ -461,6 +472,7 @@ impl ServeConfig {
             rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             announced_ip: None,
             rtc_ports: 40000..=49999,
+            rtc_receive_buffer: Some(DEFAULT_RTC_RECEIVE_BUFFER),
             workers: NonZeroUsize::MIN,
             session: None,
             public_keys,
@@ -528,6 +540,7 @@ impl ServeConfig {
             rtc_listen_ip: args.rtc_listen_ip,
             announced_ip: None,
             rtc_ports: args.rtc_min_port..=args.rtc_max_port,
+            rtc_receive_buffer: (args.rtc_receive_buffer_bytes > 0).then_some(args.rtc_receive_buffer_bytes),
             workers,
             session: args.session_id.map(|id| (id, args.session_title)),
             public_keys,

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod probe;
 pub mod registry;
 pub mod room;
+pub mod rtc_socket;
 pub mod server;
 pub mod signaling;
 pub mod stats_poller;
