@@ -14,7 +14,7 @@ use tiepdan_media_worker::ids::SessionId;
 use tiepdan_media_worker::probe::client::{ClientError, SignalingClient};
 use tiepdan_media_worker::server::{self, RunningServer};
 use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, Role, ServerMessage};
-use tiepdan_media_worker::tokens::{unix_now, JoinClaims, TokenKey};
+use tiepdan_media_worker::tokens::{generate_keys, unix_now, JoinClaims, PrivateKey};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -273,7 +273,7 @@ fn drain(mut client: SignalingClient) -> tokio::task::JoinHandle<()> {
     })
 }
 
-fn probe_token(key: &TokenKey, session: &SessionId, i: usize) -> String {
+fn probe_token(key: &PrivateKey, session: &SessionId, i: usize) -> String {
     let claims = JoinClaims::for_point(
         session,
         &format!("probe-{i:03}").parse().expect("point name"),
@@ -295,9 +295,10 @@ pub async fn tiepdan(
     rtc_receive_buffer: Option<usize>,
     receiver: &UdpSocket,
 ) -> (Wiring, Tiepdan) {
-    let key = TokenKey::from_bytes(b"0123456789abcdef0123456789abcdef");
+    let (keys, public) = generate_keys();
+    let key = keys.join;
     let session: SessionId = "bench/media-forwarding".parse().expect("session id");
-    let mut config = ServeConfig::local(key.clone());
+    let mut config = ServeConfig::local(public);
     config.session = Some((session.clone(), "Media forwarding benchmark".to_owned()));
     config.rtc_receive_buffer = rtc_receive_buffer;
     let server = server::start(config).await.expect("worker starts");
