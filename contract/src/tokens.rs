@@ -411,10 +411,12 @@ impl PublicKeys {
         if claims.aud != ADMIN_AUDIENCE || claims.sub != ADMIN_SUBJECT {
             return Err(TokenError::WrongAudience);
         }
-        check_window(claims.nbf.unwrap_or(i64::MIN), claims.exp, now)?;
         let (Some(iat), Some(jti)) = (claims.iat, claims.jti.filter(|j| !j.is_empty())) else {
             return Err(TokenError::BadClaims);
         };
+        // The window starts at `iat` as well as `nbf`: a token dated in the future would
+        // otherwise be good from now until its far-off `exp`, whatever its stated 30 s of life.
+        check_window(claims.nbf.unwrap_or(iat).max(iat), claims.exp, now)?;
         let secs = claims.exp.saturating_sub(iat);
         if secs > MAX_ADMIN_TTL_SECS {
             return Err(TokenError::AdminLifetime { secs });
@@ -784,5 +786,10 @@ mod tests {
             })
             .expect("mint");
         assert!(matches!(public().verify_admin(&no_jti, NOW), Err(TokenError::BadClaims)));
+        // Dated in the future (no nbf): it would be good from now until its far-off exp, a long
+        // life in all but name. Refused until its iat, like an nbf.
+        let future = admin.mint_admin(NOW + 3600, 30, None).expect("mint");
+        assert!(matches!(public().verify_admin(&future, NOW), Err(TokenError::NotYetValid)));
+        assert!(public().verify_admin(&future, NOW + 3600).is_ok());
     }
 }
