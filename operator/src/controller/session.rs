@@ -322,7 +322,9 @@ async fn provision(
     }
 
     let links = link_generations::raised(&plan.link_generations);
-    let (report, worker_message) = observe_worker(ctx, session, valid, &pod, &keys, now, (epoch, &links)).await;
+    // Admin tokens are checked against the worker's wall clock, whatever clock drives the
+    // timeline: signed at a simulated time ahead, they would not be valid yet.
+    let (report, worker_message) = observe_worker(ctx, session, valid, &pod, &keys, wall, (epoch, &links)).await;
     let pod_name = pod.name_any();
     Ok(Provisioned {
         signaling_url: signaling_service::url(session),
@@ -347,7 +349,7 @@ async fn observe_worker(
     valid: &ValidSession,
     pod: &Pod,
     keys: &SigningKeys,
-    now: Timestamp,
+    wall: Timestamp,
     (epoch, link_generations): (u64, &BTreeMap<String, u32>),
 ) -> (Option<WorkerReport>, String) {
     let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
@@ -364,7 +366,7 @@ async fn observe_worker(
         Err(e) => return (None, format!("The session's names cannot be sent to worker pod {}: {e}", pod.name_any())),
     };
     let pod_name = pod.name_any();
-    let admin = Admin { keys, now, pod: &pod_name };
+    let admin = Admin { keys, now: wall, pod: &pod_name };
     let bind = || ctx.workers.allocate(&base, &admin, &binding);
     let unbound = |e| format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any());
     // A pod started bound knows its session, but not a raised epoch: tell it, so older links are
