@@ -137,6 +137,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
             rtc_listen_ip: config.rtc_listen_ip,
             announced_ip: config.announced_ip,
             thresholds: config.thresholds,
+            turn: config.turn.clone(),
         },
         workers,
         media.clone(),

@@ -301,10 +301,22 @@ pub struct JoinClaims {
     /// links issued before rotation existed keep their bytes.
     #[serde(default, rename = "gen", skip_serializing_if = "is_zero")]
     pub link_generation: u32,
+    /// The point's firewall lets media through a TURN relay only (`turnRequired`): the worker
+    /// tells its browser to use relay candidates only. Absent means false, so tokens of points
+    /// without it keep their bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub relay: bool,
+    /// The most the point may send, in kbit/s (`uplinkKbps`); absent or 0 means no cap.
+    #[serde(default, rename = "uplinkKbps", skip_serializing_if = "is_zero")]
+    pub uplink_kbps: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A join token that passed every check.
@@ -316,6 +328,10 @@ pub struct VerifiedJoin {
     pub epoch: u64,
     pub link_generation: u32,
     pub expires_at: i64,
+    /// Relay candidates only (the `relay` claim).
+    pub relay: bool,
+    /// The send cap in kbit/s (the `uplinkKbps` claim), `None` for no cap.
+    pub uplink_kbps: Option<std::num::NonZeroU32>,
 }
 
 /// What a member's token can be revoked by: the session's epoch (rescheduling) and the point's
@@ -357,6 +373,8 @@ impl PublicKeys {
             epoch: claims.epoch,
             link_generation: claims.link_generation,
             expires_at: claims.exp,
+            relay: claims.relay,
+            uplink_kbps: std::num::NonZeroU32::new(claims.uplink_kbps),
         })
     }
 
@@ -470,6 +488,8 @@ impl JoinClaims {
             end: None,
             epoch: 0,
             link_generation: 0,
+            relay: false,
+            uplink_kbps: 0,
         }
     }
 }

@@ -20,6 +20,24 @@ export class MediaPathError extends Error {
 
 export type Joined = Extract<ServerMessage, { action: "joined" }>;
 
+/** One video layer at a bitrate a shared commune line can carry for every receiving point. */
+export const VIDEO_MAX_BITRATE = 800_000;
+/** What Opus (mono, with FEC) and RTCP take of a point's uplink, before video gets the rest. */
+const AUDIO_RESERVE_BPS = 64_000;
+/** Below this, video is not worth sending; the worker's cap still holds whatever the encoder tries. */
+const VIDEO_MIN_BITRATE = 100_000;
+
+/**
+ * The video layer's cap under the point's uplink cap (`uplinkKbps`, which the worker also
+ * enforces on the send transport): the uplink less the audio, never above the default.
+ */
+export function videoMaxBitrate(uplinkKbps: number | undefined): number {
+  if (!uplinkKbps) {
+    return VIDEO_MAX_BITRATE;
+  }
+  return Math.min(VIDEO_MAX_BITRATE, Math.max(VIDEO_MIN_BITRATE, uplinkKbps * 1000 - AUDIO_RESERVE_BPS));
+}
+
 export class Connection {
   private constructor(
     readonly signaling: Signaling,
@@ -47,6 +65,11 @@ export class Connection {
         iceParameters: created.iceParameters,
         iceCandidates: created.iceCandidates as types.IceCandidate[],
         dtlsParameters: created.dtlsParameters,
+        // The worker's UDP and ICE-TCP candidates come first by priority; the TURN relays (UDP,
+        // then TLS on 443) are the way through firewalls that block both. A point whose
+        // firewall lets nothing else through gets "relay".
+        iceServers: joined.iceServers,
+        iceTransportPolicy: joined.iceTransportPolicy,
       });
       const sendTransport = device.createSendTransport(options(send));
       const recvTransport = device.createRecvTransport(options(recv));
@@ -77,8 +100,7 @@ export class Connection {
       return this.sendTransport.produce({
         track,
         stopTracks: false,
-        // One layer at a bitrate a shared commune line can carry for every receiving point.
-        encodings: [{ maxBitrate: 800_000 }],
+        encodings: [{ maxBitrate: videoMaxBitrate(this.joined.uplinkKbps) }],
         codecOptions: { videoGoogleStartBitrate: 500 },
       });
     }
