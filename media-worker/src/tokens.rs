@@ -556,6 +556,20 @@ mod tests {
     }
 
     #[test]
+    fn relay_and_uplink_claims_use_the_operators_names() {
+        // operator/src/tokens.rs signs `relay` and `uplinkKbps` (its test pins the same names).
+        let mut value = serde_json::to_value(claims()).expect("json");
+        assert!(value.get("relay").is_none() && value.get("uplinkKbps").is_none(), "{value}");
+        value["relay"] = serde_json::json!(true);
+        value["uplinkKbps"] = serde_json::json!(512);
+        let token = join_key().sign(&value).expect("sign");
+        let verified =
+            public().verify_join(&token, JoinRules { session: &session(), min_epoch: 0, now: NOW }).expect("valid");
+        assert!(verified.relay);
+        assert_eq!(verified.uplink_kbps.map(std::num::NonZeroU32::get), Some(512));
+    }
+
+    #[test]
     fn a_good_token_yields_the_point() {
         let token = join_key().mint_join(&claims()).expect("mint");
         let verified = verify(&token, 0, NOW).expect("valid");

@@ -72,10 +72,21 @@ pub struct JoinClaims {
     /// before any rotation keep their bytes.
     #[serde(default, rename = "gen", skip_serializing_if = "is_zero")]
     pub link_generation: u32,
+    /// The point needs a TURN relay (`spec.network.turnRequired`); absent means false, so the
+    /// tokens of other points keep their bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub relay: bool,
+    /// The point's send cap in kbit/s (`spec.network.uplinkKbps`); absent means none.
+    #[serde(default, rename = "uplinkKbps", skip_serializing_if = "is_zero")]
+    pub uplink_kbps: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The claims of an operator-to-worker admin token.
@@ -125,6 +136,8 @@ pub fn join_claims(
         end: t.end.to_string(),
         epoch,
         link_generation,
+        relay: p.media.relay,
+        uplink_kbps: p.media.uplink_kbps,
     }
 }
 
@@ -159,6 +172,8 @@ pub fn probe_claims(
         end: String::new(),
         epoch,
         link_generation: 0,
+        relay: false,
+        uplink_kbps: 0,
     })
 }
 
@@ -289,9 +304,22 @@ pub(crate) mod tests {
                 name: "di-su".into(),
                 display_name: "UBND phường Dị Sử".into(),
                 role: Role::Participant,
+                media: Default::default(),
             }],
             missing: vec![],
         }
+    }
+
+    #[test]
+    fn a_point_behind_a_strict_firewall_gets_relay_and_its_uplink_cap_signed_in() {
+        let mut s = session();
+        s.participants[0].media = crate::validate::MediaLimits { relay: true, uplink_kbps: 512 };
+        let value = serde_json::to_value(join_claims("a/b", "t", &s, &s.participants[0], 0, 0)).unwrap();
+        assert_eq!((&value["relay"], &value["uplinkKbps"]), (&serde_json::json!(true), &serde_json::json!(512)));
+        // Without them the claims are absent: a point's token keeps the bytes it had.
+        let value =
+            serde_json::to_value(join_claims("a/b", "t", &session(), &session().participants[0], 0, 0)).unwrap();
+        assert!(value.get("relay").is_none() && value.get("uplinkKbps").is_none(), "{value}");
     }
 
     #[test]
