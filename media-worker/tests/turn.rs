@@ -1,15 +1,19 @@
-//! TURN relays and per-point limits through signaling, against a worker on 127.0.0.1: each point
-//! gets TURN credentials that expire with its token, a point whose token says `relay` is told to
-//! relay only, and a point's `uplinkKbps` caps its send transport.
+//! TURN relays and per-point limits, against a worker and a real coturn on 127.0.0.1: each point
+//! gets TURN credentials that expire with its token (coturn accepts them, and refuses wrong or
+//! expired ones), a point whose token says `relay` is told to relay only and gets its media
+//! through coturn over TLS in real Chromium, and a point's `uplinkKbps` caps its send transport.
 
 mod common;
 
+use common::browser::{Browser, Camera, Driver};
+use common::coturn::Coturn;
 use common::*;
 use mediasoup::prelude::{Transport as _, TransportGeneric as _, TransportId};
+use std::time::Instant;
 use tiepdan_media_worker::probe::client::SignalingClient;
 use tiepdan_media_worker::room::MediaTransport;
 use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, IceTransportPolicy, ServerMessage};
-use tiepdan_media_worker::tokens::JoinClaims;
+use tiepdan_media_worker::tokens::{unix_now, JoinClaims};
 use tiepdan_media_worker::turn::{credential, TurnConfig, TurnSecret};
 
 const SECRET: &str = "a-shared-secret-for-coturn";
@@ -124,4 +128,96 @@ async fn max_incoming_bitrate(server: &tiepdan_media_worker::server::RunningServ
         .expect("the transport");
     let stats = transport.get_stats().await.expect("stats");
     stats.first().expect("one stat").max_incoming_bitrate
+}
+
+/// The worker's credentials against a real coturn (`use-auth-secret`), as `turnutils_uclient`
+/// allocates with them over UDP and over TCP; a wrong secret and an expired username are refused.
+#[test]
+fn coturn_accepts_the_workers_credentials_and_refuses_wrong_or_expired_ones() {
+    let coturn = Coturn::start("credentials", SECRET);
+    let config = turn_config();
+    let now = unix_now();
+    let good = config.ice_server(&format!("{SESSION}/xa-a"), now + 600);
+    for tcp in [false, true] {
+        let out = coturn.uclient(&good.username, &good.credential, tcp);
+        assert!(out.status.success(), "tcp {tcp}: {}\n{}", String::from_utf8_lossy(&out.stderr), coturn.log());
+    }
+    coturn.log_line_until("the allocation", &["ALLOCATE processed, success", &format!("<{}>", good.username)]);
+
+    let wrong = TurnConfig { secret: TurnSecret::new("another-secret"), ..config.clone() }
+        .ice_server(&format!("{SESSION}/xa-b"), now + 600);
+    let expired = config.ice_server(&format!("{SESSION}/xa-c"), now - 60);
+    for (what, server) in [("a wrong secret", &wrong), ("an expired username", &expired)] {
+        let out = coturn.uclient(&server.username, &server.credential, false);
+        assert!(!out.status.success(), "coturn accepted {what}");
+        assert!(
+            !coturn.log().lines().any(|l| l.contains("ALLOCATE processed, success") && l.contains(&server.username)),
+            "coturn allocated for {what}"
+        );
+    }
+    coturn.log_line_until("the wrong secret refused", &["error 401", &format!("<{}>", wrong.username)]);
+}
+
+/// The media path through a real coturn, in real Chromium: a point whose token says `relay`
+/// joins with only TURN/TLS offered, exchanges audio and video with a point that connects
+/// directly, and its selected ICE candidate pair is a relay reached over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_point_exchanges_media_with_another_through_coturn_over_tls() {
+    let coturn = Coturn::start("relay", SECRET);
+    let mut config = config();
+    config.turn = Some(TurnConfig {
+        urls: vec![format!("turns:127.0.0.1:{}?transport=tcp", coturn.tls_port).parse().expect("url")],
+        secret: TurnSecret::new(SECRET),
+    });
+    let server = start_with(config).await;
+    let driver = Driver::start();
+    // Chromium checks the TURN server's certificate like any other: trust exactly this one.
+    let pin = [format!("--ignore-certificate-errors-spki-list={}", coturn.spki_pin)];
+    let relay_claims = JoinClaims { relay: true, ..claims("xa-relay") };
+    let pages = [("xa-relay", relay_claims), ("xa-direct", claims("xa-direct"))].map(|(name, claims)| {
+        let page = driver.browser_with_args(name, Camera::Allowed, &pin);
+        page.goto(&format!("{}/join#token={}", server.http_url(), key().mint_join(&claims).expect("mint")));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        page.click("#join");
+        page
+    });
+    let started = Instant::now();
+    for (page, other) in [(&pages[0], "xa-direct"), (&pages[1], "xa-relay")] {
+        page.until(
+            &format!("{other}'s audio and video to decode"),
+            &format!(
+                "return window.tiepdan.stats().then(s => \
+                   s.consumers.some(c => c.point === '{other}' && c.kind === 'video' && c.framesDecoded > 0) && \
+                   s.consumers.some(c => c.point === '{other}' && c.kind === 'audio' && c.totalSamplesReceived > 0));"
+            ),
+        );
+    }
+    let media_time = started.elapsed();
+    let routes = |page: &Browser| page.eval("return window.tiepdan.stats().then(s => s.iceRoutes);");
+    let relayed = routes(&pages[0]);
+    for direction in ["send", "recv"] {
+        let route = &relayed[direction];
+        assert_eq!(route["candidateType"], "relay", "{direction}: {relayed:#}");
+        assert_eq!(route["relayProtocol"], "tls", "{direction}: {relayed:#}");
+    }
+    let direct = routes(&pages[1]);
+    assert_eq!(direct["send"]["candidateType"], "host", "{direct:#}");
+    let allocation = coturn.log_line_until(
+        "the relay point's allocation",
+        &["ALLOCATE processed, success", &format!("{SESSION}/xa-relay>")],
+    );
+    // The worker counts both as sending and receiving, so the relay is not a one-way street.
+    status_until(server.local_addr(), "both points to send and receive", |s| {
+        s.points.len() == 2
+            && s.points
+                .iter()
+                .all(|p| p.connected && p.sends_audio && p.sends_video && p.receives_audio && p.receives_video)
+    })
+    .await;
+    eprintln!("both decode each other {:.2} s after joining; relay route {relayed}", media_time.as_secs_f64());
+    eprintln!("coturn: {allocation}");
+    for page in pages {
+        page.close();
+    }
+    server.stop().await.expect("stop");
 }

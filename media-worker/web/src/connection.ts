@@ -20,6 +20,16 @@ export class MediaPathError extends Error {
 
 export type Joined = Extract<ServerMessage, { action: "joined" }>;
 
+/** How a transport's media flows: the local side of its selected ICE candidate pair. */
+export interface IceRoute {
+  /** host, srflx, prflx or relay (through the TURN server). */
+  candidateType: string;
+  /** udp or tcp, to the worker or, for a relay, from the TURN server to the worker. */
+  protocol: string;
+  /** For a relay: how the browser reaches the TURN server (udp, tcp or tls); else null. */
+  relayProtocol: string | null;
+}
+
 /** One video layer at a bitrate a shared commune line can carry for every receiving point. */
 export const VIDEO_MAX_BITRATE = 800_000;
 /** What Opus (mono, with FEC) and RTCP take of a point's uplink, before video gets the rest. */
@@ -162,6 +172,27 @@ export class Connection {
       }
     });
     return rtt;
+  }
+
+  /** The route `transport`'s media takes now, or null before ICE has selected a pair. */
+  async iceRoute(transport: types.Transport): Promise<IceRoute | null> {
+    const report: ReadonlyMap<string, Record<string, unknown>> = await transport.getStats();
+    let pairId: unknown;
+    report.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) {
+        pairId = s.selectedCandidatePairId;
+      }
+    });
+    const pair = typeof pairId === "string" ? report.get(pairId) : undefined;
+    const local = pair && typeof pair.localCandidateId === "string" ? report.get(pair.localCandidateId) : undefined;
+    if (!local) {
+      return null;
+    }
+    return {
+      candidateType: String(local.candidateType),
+      protocol: String(local.protocol),
+      relayProtocol: typeof local.relayProtocol === "string" ? local.relayProtocol : null,
+    };
   }
 
   /** Leaves the session and releases everything. */

@@ -3,7 +3,7 @@
 // (`onEnd`) and a new one is joined.
 
 import type { types } from "mediasoup-client";
-import { Connection, MediaPathError } from "./connection";
+import { Connection, type IceRoute, MediaPathError } from "./connection";
 import type { LocalMedia } from "./media";
 import type { ErrorCode, MediaKind, PeerInfo, Push } from "./protocol";
 import { SignalingError } from "./signaling";
@@ -283,6 +283,16 @@ export class Room {
         return out;
       }),
     );
+  }
+
+  /** The ICE route of each transport (see `Connection.iceRoute`). */
+  async iceRoutes(): Promise<{ send: IceRoute | null; recv: IceRoute | null } | null> {
+    const conn = this.conn;
+    if (!conn) {
+      return null;
+    }
+    const [send, recv] = await Promise.all([conn.iceRoute(conn.sendTransport), conn.iceRoute(conn.recvTransport)]);
+    return { send, recv };
   }
 
   async producerStats(): Promise<ProducerStats[]> {
