@@ -7,6 +7,7 @@ mod common;
 
 use common::browser::{Browser, Camera, Driver};
 use common::coturn::Coturn;
+use common::firewall::OwnerFirewall;
 use common::*;
 use mediasoup::prelude::{Transport as _, TransportGeneric as _, TransportId};
 use std::time::Instant;
@@ -219,5 +220,73 @@ async fn a_relay_point_exchanges_media_with_another_through_coturn_over_tls() {
     for page in pages {
         page.close();
     }
+    server.stop().await.expect("stop");
+}
+
+/// A user no other process runs as: the blocked browser's packets are told apart by it.
+const BLOCKED_UID: u32 = 64_123;
+
+/// An office whose firewall lets only TLS out: a browser running as its own user, whose UDP is
+/// dropped, as are its new TCP connections to the worker's RTC ports (ICE-TCP) and to coturn's
+/// plain port. Offered TURN over UDP, TCP and TLS, with no `relay` claim, it still connects:
+/// UDP and ICE-TCP fail, and TURN over TLS carries its media both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_may_only_use_tls_connects_through_turn_over_tls() {
+    let coturn = Coturn::start("tls-only", SECRET);
+    let mut config = config();
+    // Below the ephemeral range, so that blocking it cannot catch the worker's HTTP port.
+    config.rtc_ports = 21000..=21999;
+    config.turn = Some(TurnConfig {
+        urls: vec![
+            format!("turn:127.0.0.1:{}?transport=udp", coturn.port).parse().expect("url"),
+            format!("turn:127.0.0.1:{}?transport=tcp", coturn.port).parse().expect("url"),
+            format!("turns:127.0.0.1:{}?transport=tcp", coturn.tls_port).parse().expect("url"),
+        ],
+        secret: TurnSecret::new(SECRET),
+    });
+    let rtc_ports = config.rtc_ports.clone();
+    let server = start_with(config).await;
+    let firewall = OwnerFirewall::block(BLOCKED_UID, &[rtc_ports, coturn.port..=coturn.port]);
+    let blocked_driver = Driver::start_as(BLOCKED_UID);
+    let driver = Driver::start();
+    let pin = [format!("--ignore-certificate-errors-spki-list={}", coturn.spki_pin)];
+    let blocked = blocked_driver.browser_with_args("xa-blocked", Camera::Allowed, &pin);
+    let open = driver.browser_with_args("xa-open", Camera::Allowed, &pin);
+    for (page, point) in [(&blocked, "xa-blocked"), (&open, "xa-open")] {
+        page.goto(&format!("{}/join#token={}", server.http_url(), key().mint_join(&claims(point)).expect("mint")));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        page.click("#join");
+    }
+    let started = Instant::now();
+    for (page, other) in [(&blocked, "xa-open"), (&open, "xa-blocked")] {
+        page.until(
+            &format!("{other}'s audio and video to decode"),
+            &format!(
+                "return window.tiepdan.stats().then(s => \
+                   s.consumers.some(c => c.point === '{other}' && c.kind === 'video' && c.framesDecoded > 0) && \
+                   s.consumers.some(c => c.point === '{other}' && c.kind === 'audio' && c.totalSamplesReceived > 0));"
+            ),
+        );
+    }
+    let media_time = started.elapsed();
+    let routes = blocked.eval("return window.tiepdan.stats().then(s => s.iceRoutes);");
+    for direction in ["send", "recv"] {
+        assert_eq!(routes[direction]["candidateType"], "relay", "{direction}: {routes:#}");
+        assert_eq!(routes[direction]["relayProtocol"], "tls", "{direction}: {routes:#}");
+    }
+    let open_routes = open.eval("return window.tiepdan.stats().then(s => s.iceRoutes);");
+    assert_eq!(open_routes["send"]["candidateType"], "host", "{open_routes:#}");
+    coturn.log_line_until(
+        "the blocked point's allocation",
+        &["ALLOCATE processed, success", &format!("{SESSION}/xa-blocked>")],
+    );
+    eprintln!(
+        "TLS-only browser decodes and is decoded {:.2} s after joining; route {routes}",
+        media_time.as_secs_f64()
+    );
+    blocked.close();
+    open.close();
+    drop(blocked_driver);
+    drop(firewall);
     server.stop().await.expect("stop");
 }

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod coturn;
+pub mod firewall;
 
 use std::future::Future;
 use std::net::SocketAddr;
