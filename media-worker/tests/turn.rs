@@ -161,7 +161,8 @@ fn coturn_accepts_the_workers_credentials_and_refuses_wrong_or_expired_ones() {
 
 /// The media path through a real coturn, in real Chromium: a point whose token says `relay`
 /// joins with only TURN/TLS offered, exchanges audio and video with a point that connects
-/// directly, and its selected ICE candidate pair is a relay reached over TLS.
+/// directly, and its selected ICE candidate pair is a relay reached over TLS. Its token's
+/// `uplinkKbps` caps its video layer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_point_exchanges_media_with_another_through_coturn_over_tls() {
     let coturn = Coturn::start("relay", SECRET);
@@ -174,7 +175,8 @@ async fn a_relay_point_exchanges_media_with_another_through_coturn_over_tls() {
     let driver = Driver::start();
     // Chromium checks the TURN server's certificate like any other: trust exactly this one.
     let pin = [format!("--ignore-certificate-errors-spki-list={}", coturn.spki_pin)];
-    let relay_claims = JoinClaims { relay: true, ..claims("xa-relay") };
+    // The relay point also has a 300 kbit/s uplink: its video layer is capped under it.
+    let relay_claims = JoinClaims { relay: true, uplink_kbps: 300, ..claims("xa-relay") };
     let pages = [("xa-relay", relay_claims), ("xa-direct", claims("xa-direct"))].map(|(name, claims)| {
         let page = driver.browser_with_args(name, Camera::Allowed, &pin);
         page.goto(&format!("{}/join#token={}", server.http_url(), key().mint_join(&claims).expect("mint")));
@@ -203,6 +205,12 @@ async fn a_relay_point_exchanges_media_with_another_through_coturn_over_tls() {
     }
     let direct = routes(&pages[1]);
     assert_eq!(direct["send"]["candidateType"], "host", "{direct:#}");
+    // 300 kbit/s less 64 for audio; the other point keeps the usual 800.
+    let video_cap = |page: &Browser| {
+        page.eval("return window.tiepdan.stats().then(s => s.producers.find(p => p.kind === 'video').maxBitrate);")
+    };
+    assert_eq!(video_cap(&pages[0]), 236_000);
+    assert_eq!(video_cap(&pages[1]), 800_000);
     let allocation = coturn.log_line_until(
         "the relay point's allocation",
         &["ALLOCATE processed, success", &format!("{SESSION}/xa-relay>")],

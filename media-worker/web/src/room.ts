@@ -46,6 +46,8 @@ export interface ProducerStats {
   packetsSent: number;
   bytesSent: number;
   framesEncoded: number;
+  /** The sender's cap on its first encoding, bits per second (null: none). */
+  maxBitrate: number | null;
 }
 
 export class Room {
@@ -298,7 +300,8 @@ export class Room {
   async producerStats(): Promise<ProducerStats[]> {
     return Promise.all(
       [...this.producers.entries()].map(async ([kind, producer]) => {
-        const out: ProducerStats = { kind, packetsSent: 0, bytesSent: 0, framesEncoded: 0 };
+        const maxBitrate = producer.rtpSender?.getParameters().encodings[0]?.maxBitrate ?? null;
+        const out: ProducerStats = { kind, packetsSent: 0, bytesSent: 0, framesEncoded: 0, maxBitrate };
         (await producer.getStats()).forEach((s: Record<string, unknown>) => {
           if (s.type === "outbound-rtp") {
             out.packetsSent += num(s.packetsSent);
