@@ -469,7 +469,10 @@ fn by_default_the_chart_deploys_coturn_with_the_secret_the_operator_makes() {
             ("turn-tcp".into(), 3478, "TCP".into(), "turn-tcp".into())
         ]
     );
-    assert_eq!(str_at(named(&docs, "Service", TURN_NAME), &["spec", "type"]), "LoadBalancer");
+    let service = named(&docs, "Service", TURN_NAME);
+    assert_eq!(str_at(service, &["spec", "type"]), "LoadBalancer");
+    // A TURN allocation lives on one replica: a client's packets must keep reaching it.
+    assert_eq!(str_at(service, &["spec", "sessionAffinity"]), "ClientIP");
     // Restricted, like the operator's pod.
     assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(false));
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
