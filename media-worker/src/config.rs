@@ -130,6 +130,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TIEPDAN_TURN_SECRET_FILE")]
     pub turn_secret_file: Option<PathBuf>,
 
+    /// Receive buffer for each RTC socket, in bytes; 0 leaves the kernel's default
+    /// (net.core.rmem_default, 212,992 B unless the node changes it), which short bursts
+    /// overflow. Without CAP_NET_ADMIN the kernel caps it at the node's net.core.rmem_max.
+    #[arg(long, env = "TIEPDAN_RTC_RECEIVE_BUFFER_BYTES", default_value_t = DEFAULT_RTC_RECEIVE_BUFFER)]
+    pub rtc_receive_buffer_bytes: usize,
+
     /// Number of mediasoup workers (threads); defaults to the available parallelism.
     #[arg(long, env = "TIEPDAN_WORKERS")]
     pub workers: Option<NonZeroUsize>,
@@ -423,6 +429,8 @@ pub struct ServeConfig {
     pub rtc_listen_ip: IpAddr,
     pub announced_ip: Option<IpAddr>,
     pub rtc_ports: RangeInclusive<u16>,
+    /// `--rtc-receive-buffer-bytes`; `None` leaves the kernel's default.
+    pub rtc_receive_buffer: Option<usize>,
     pub workers: NonZeroUsize,
     pub session: Option<(SessionId, String)>,
     /// The operator's public keys for join and admin tokens.
@@ -469,6 +477,9 @@ impl SignalingTls {
 }
 
 const DEFAULT_TLS_RELOAD_INTERVAL_MS: u64 = 2000;
+/// 4 MiB: at the ~300k packets/s one worker forwards, room for ~10 ms of a stalled worker thread
+/// even with VP8-sized packets (docs/BENCHMARKS.md, "Media forwarding").
+pub const DEFAULT_RTC_RECEIVE_BUFFER: usize = 4 << 20;
 const MIN_TLS_RELOAD_INTERVAL_MS: u64 = 100;
 
 impl ServeConfig {
@@ -479,6 +490,7 @@ impl ServeConfig {
             rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             announced_ip: None,
             rtc_ports: 40000..=49999,
+            rtc_receive_buffer: Some(DEFAULT_RTC_RECEIVE_BUFFER),
             workers: NonZeroUsize::MIN,
             session: None,
             public_keys,
@@ -548,6 +560,7 @@ impl ServeConfig {
             rtc_listen_ip: args.rtc_listen_ip,
             announced_ip: None,
             rtc_ports: args.rtc_min_port..=args.rtc_max_port,
+            rtc_receive_buffer: (args.rtc_receive_buffer_bytes > 0).then_some(args.rtc_receive_buffer_bytes),
             workers,
             session: args.session_id.map(|id| (id, args.session_title)),
             public_keys,
@@ -579,6 +592,18 @@ pub fn private_key(path: &Path, key_use: KeyUse) -> Result<PrivateKey, ConfigErr
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// The operator builds worker pods from `tiepdan_contract::worker_flags`; a flag renamed here
+    /// but not there would crash-loop every worker.
+    #[test]
+    fn every_flag_the_operator_passes_exists() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let longs: Vec<&str> = cli.get_arguments().chain(serve.get_arguments()).filter_map(|a| a.get_long()).collect();
+        for flag in tiepdan_contract::worker_flags::ALL {
+            assert!(longs.contains(&flag), "the operator passes --{flag}, which `serve` does not have: {longs:?}");
+        }
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

@@ -13,7 +13,6 @@
 //! client sent there by a stale link learns where to go instead of getting a 404.
 
 use crate::admin_auth::AdminAuth;
-use crate::ids::{PointName, SessionId};
 use crate::metrics::Metrics;
 use crate::registry::{Allocation, AllocationError, Registry};
 use crate::signaling::session::{self, SessionContext, HARD_FRAME_LIMIT};
@@ -29,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -142,24 +140,7 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
     Json(status).into_response()
 }
 
-/// Body of `PUT /v1/allocation` (and of the `GET`/`PUT` answers).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AllocationBody {
-    pub session: SessionId,
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub epoch: u64,
-    /// The session's points: joins of any other point are refused, and its connections closed.
-    /// Absent: every point named by a valid token is accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub points: Option<BTreeSet<PointName>>,
-    /// Each point's lowest accepted link generation; absent points are at 0. Only raised: a
-    /// lower value than the worker holds is ignored.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub link_generations: BTreeMap<PointName, u32>,
-}
+pub use tiepdan_contract::admin::AllocationBody;
 
 impl From<Allocation> for AllocationBody {
     fn from(a: Allocation) -> Self {

@@ -11,7 +11,7 @@ use crate::config::Thresholds;
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::LocalRunner;
 use crate::metrics::Metrics;
-use crate::room::{Class, ConnectionId, JoinSnapshot, Kick, MemberKey, NewMember, Outbox, Room, RoomError};
+use crate::room::{Class, ConnectionId, JoinSnapshot, Kick, MemberKey, NewMember, Outbox, Room, RoomError, RtcSockets};
 use crate::signaling::protocol::{
     ErrorCode, IceServer, IceTransportPolicy, PeerInfo, RequestId, ServerEnvelope, ServerMessage,
 };
@@ -139,6 +139,7 @@ pub struct Registry {
     public_keys: PublicKeys,
     rtc_listen_ip: IpAddr,
     announced_ip: Option<IpAddr>,
+    rtc_receive_buffer: Option<usize>,
     thresholds: Thresholds,
     turn: Option<TurnConfig>,
     metrics: Metrics,
@@ -191,6 +192,7 @@ pub struct RegistrySettings {
     pub public_keys: PublicKeys,
     pub rtc_listen_ip: IpAddr,
     pub announced_ip: Option<IpAddr>,
+    pub rtc_receive_buffer: Option<usize>,
     pub thresholds: Thresholds,
     /// The TURN relays points are offered, with credentials per point.
     pub turn: Option<TurnConfig>,
@@ -206,6 +208,7 @@ impl Registry {
             public_keys: settings.public_keys,
             rtc_listen_ip: settings.rtc_listen_ip,
             announced_ip: settings.announced_ip,
+            rtc_receive_buffer: settings.rtc_receive_buffer,
             thresholds: settings.thresholds,
             turn: settings.turn,
             metrics,
@@ -448,7 +451,17 @@ impl Registry {
         };
         let worker = self.workers.pick().ok_or(JoinError::NoWorker)?;
         let room = Arc::new(
-            Room::open(session.clone(), worker, self.media.clone(), self.rtc_listen_ip, self.announced_ip).await?,
+            Room::open(
+                session.clone(),
+                worker,
+                self.media.clone(),
+                RtcSockets {
+                    listen_ip: self.rtc_listen_ip,
+                    announced_ip: self.announced_ip,
+                    receive_buffer: self.rtc_receive_buffer,
+                },
+            )
+            .await?,
         );
         let mut state = self.lock();
         let still_same =

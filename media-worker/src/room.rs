@@ -23,6 +23,7 @@ use crate::local_runner::{LocalRunner, LocalRunnerError};
 use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage};
 use crate::tokens::TokenVersion;
 use crate::workers::media_codecs;
+use mediasoup::data_structures::TransportProtocol;
 use mediasoup::prelude::{
     Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions, Producer,
     ProducerId, ProducerOptions, Router, RouterOptions, RtpCapabilities, RtpCapabilitiesFinalized, RtpParameters,
@@ -32,6 +33,7 @@ use mediasoup::prelude::{
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 
@@ -282,7 +284,17 @@ pub struct Room {
     router: Router,
     media: LocalRunner,
     listen_ip: TransportListenIp,
+    receive_buffer: Option<usize>,
     state: Mutex<RoomState>,
+}
+
+/// Where and how the room's transports bind their UDP sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct RtcSockets {
+    pub listen_ip: IpAddr,
+    pub announced_ip: Option<IpAddr>,
+    /// See [`crate::rtc_socket`]; `None` leaves the kernel's default.
+    pub receive_buffer: Option<usize>,
 }
 
 impl Drop for Room {
@@ -296,8 +308,7 @@ impl Room {
         session: SessionId,
         worker: Worker,
         media: LocalRunner,
-        listen_ip: IpAddr,
-        announced_ip: Option<IpAddr>,
+        sockets: RtcSockets,
     ) -> Result<Self, RoomError> {
         let router = media
             .run(move || async move { worker.create_router(RouterOptions::new(media_codecs())).await })
@@ -308,7 +319,8 @@ impl Room {
             session,
             router,
             media,
-            listen_ip: TransportListenIp { ip: listen_ip, announced_ip },
+            listen_ip: TransportListenIp { ip: sockets.listen_ip, announced_ip: sockets.announced_ip },
+            receive_buffer: sockets.receive_buffer,
             state: Mutex::default(),
         })
     }
@@ -469,6 +481,35 @@ impl Room {
         stored
     }
 
+    /// Gives the socket on `port` the configured receive buffer ([`crate::rtc_socket`]). A
+    /// failure leaves the kernel's default: the transport works, with less room for bursts, so it
+    /// is logged, not refused. Under a container runtime's default seccomp profile (the worker
+    /// pod's `RuntimeDefault`) `pidfd_getfd` is refused without CAP_SYS_PTRACE: that is said once
+    /// and not tried again; the node's `net.core.rmem_default` is then what counts
+    /// (docs/media-worker.md, "Media nodes").
+    async fn size_receive_buffer(&self, port: u16) {
+        static REFUSED: AtomicBool = AtomicBool::new(false);
+        let Some(bytes) = self.receive_buffer else { return };
+        if REFUSED.load(Ordering::Relaxed) {
+            return;
+        }
+        match tokio::task::spawn_blocking(move || crate::rtc_socket::set_receive_buffer(port, bytes)).await {
+            Ok(Ok(size)) => tracing::debug!(port, size, "RTC socket receive buffer set"),
+            Ok(Err(error @ crate::rtc_socket::RtcSocketError::Duplicate { .. })) => {
+                if !REFUSED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %error,
+                        "RTC sockets keep the kernel's receive buffer (net.core.rmem_default); not tried again"
+                    );
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(port, error = %error, "failed to set an RTC socket's receive buffer; bursts may be dropped")
+            }
+            Err(error) => tracing::warn!(port, error = %error, "the receive buffer task failed"),
+        }
+    }
+
     pub async fn create_webrtc_transport(
         &self,
         key: &MemberKey,
@@ -502,6 +543,11 @@ impl Room {
             })
             .await?
             .map_err(|e| RoomError::media("create a WebRTC transport")(&e))?;
+        for candidate in transport.ice_candidates() {
+            if candidate.protocol == TransportProtocol::Udp {
+                self.size_receive_buffer(candidate.port).await;
+            }
+        }
         let reply = ServerMessage::WebRtcTransportCreated {
             transport_id: transport.id(),
             direction,
@@ -560,6 +606,7 @@ impl Room {
             .await?
             .map_err(|e| RoomError::media("create a plain transport")(&e))?;
         let tuple = transport.tuple();
+        self.size_receive_buffer(tuple.local_port()).await;
         let reply = ServerMessage::PlainTransportCreated {
             transport_id: transport.id(),
             direction,

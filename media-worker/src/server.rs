@@ -136,6 +136,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
             public_keys: config.public_keys.clone(),
             rtc_listen_ip: config.rtc_listen_ip,
             announced_ip: config.announced_ip,
+            rtc_receive_buffer: config.rtc_receive_buffer,
             thresholds: config.thresholds,
             turn: config.turn.clone(),
         },

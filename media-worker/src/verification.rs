@@ -8,9 +8,7 @@
 //! This module is pure: samples come from the statistics poller, time is passed in.
 
 use crate::config::Thresholds;
-use crate::ids::{PointName, SessionId};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::ids::PointName;
 use std::time::Instant;
 
 /// One poll's view of a point's media.
@@ -151,69 +149,12 @@ impl PointRecord {
     }
 }
 
-/// One point in `/v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PointStatus {
-    pub name: PointName,
-    pub display_name: String,
-    /// Joined at least once during this allocation.
-    pub joined: bool,
-    /// Has a signaling connection now (an addition to the contract's fields).
-    pub present: bool,
-    /// Present and with a connected media transport.
-    pub connected: bool,
-    pub sends_audio: bool,
-    pub sends_video: bool,
-    pub receives_audio: bool,
-    pub receives_video: bool,
-    pub verified: bool,
-    /// When verification passed, by the worker's clock; absent (not null) until then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verified_at: Option<jiff::Timestamp>,
-    /// When a second connection last took over this point while one was open, by the worker's
-    /// clock: the operator warns ops that the link may have leaked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_reused_at: Option<jiff::Timestamp>,
-    pub rtt_ms: Option<f64>,
-    pub loss_percent: Option<f64>,
-    pub jitter_ms: Option<f64>,
-}
-
-/// The `/v1/status` document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerStatus {
-    pub session: Option<SessionId>,
-    pub title: Option<String>,
-    /// The session's points as the operator last gave them; absent until it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_points: Option<BTreeSet<PointName>>,
-    /// Each point's lowest accepted link generation, as the operator last raised it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub link_generations: BTreeMap<PointName, u32>,
-    pub draining: bool,
-    pub points: Vec<PointStatus>,
-    /// The certificate served over TLS; absent while there is none (plain HTTP, or a warm worker
-    /// whose session's certificate has not arrived yet).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsStatus>,
-}
-
-/// `/v1/status` `tls`: which certificate new TLS connections get. The operator compares `sha256`
-/// with its Secret's certificate to know the worker serves it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TlsStatus {
-    /// Lowercase hex SHA-256 of the leaf certificate's DER.
-    pub sha256: String,
-    /// When the worker started serving it.
-    pub loaded_at: jiff::Timestamp,
-}
+pub use tiepdan_contract::admin::{PointStatus, TlsStatus, WorkerStatus};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
     fn thresholds() -> Thresholds {

@@ -236,3 +236,33 @@ async fn closing_a_producer_closes_the_consumers_of_it() {
     assert!(matches!(consumer_closed, ServerMessage::ConsumerClosed { producer_id, .. } if producer_id == audio));
     server.stop().await.expect("stop");
 }
+
+/// mediasoup 0.8.5 leaves each RTC socket at the kernel's default receive buffer
+/// (net.core.rmem_default), which a burst overflows at well under what the worker can forward
+/// (docs/BENCHMARKS.md, media forwarding); the worker sets `--rtc-receive-buffer-bytes` on the
+/// socket of every transport it creates. Without CAP_NET_ADMIN the kernel caps the size at
+/// net.core.rmem_max, so that is what is expected at least; the kernel reports twice the size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtc_sockets_get_the_configured_receive_buffer() {
+    let config = config();
+    let asked = config.rtc_receive_buffer.expect("a receive buffer by default");
+    let server = start_with(config).await;
+    let mut probe = PlainPeer::join(&server.ws_url(), &probe_token("probe"), LOCALHOST).await.expect("joins");
+    let ServerMessage::PlainTransportCreated { port, .. } =
+        probe.client.request(ClientMessage::CreatePlainTransport { direction: Direction::Send }).await.expect("create")
+    else {
+        panic!("createPlainTransport: unexpected answer");
+    };
+    let sysctl = |name: &str| -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}")).expect(name).trim().parse().expect(name)
+    };
+    let size = tiepdan_media_worker::rtc_socket::receive_buffer(port).expect("the transport's socket");
+    let floor = 2 * asked.min(sysctl("rmem_max"));
+    assert!(
+        size >= floor,
+        "port {port}: receive buffer {size} B, expected at least {floor} B (rmem_default {})",
+        sysctl("rmem_default")
+    );
+    probe.leave().await.expect("leaves");
+    server.stop().await.expect("stop");
+}

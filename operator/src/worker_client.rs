@@ -1,13 +1,12 @@
 //! HTTP calls from the operator to a media-worker (docs/worker-contract.md): allocation and
 //! the per-point status that is copied into the session's status.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
 use crate::tokens;
+use tiepdan_contract::ids::IdError;
 
 /// Errors talking to a worker.
 #[derive(Debug, thiserror::Error)]
@@ -20,60 +19,10 @@ pub enum Error {
     Token(#[from] tokens::Error),
 }
 
-/// `GET /v1/status` of a worker.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerReport {
-    #[serde(default)]
-    pub session: Option<String>,
-    #[serde(default)]
-    pub draining: bool,
-    /// The session's points as the worker last heard them from the operator.
-    #[serde(default)]
-    pub allowed_points: Option<BTreeSet<String>>,
-    /// Each point's lowest accepted link generation as the worker holds it (only those above 0).
-    #[serde(default)]
-    pub link_generations: BTreeMap<String, u32>,
-    #[serde(default)]
-    pub points: Vec<PointReport>,
-    /// The certificate the worker serves signaling with, if any.
-    #[serde(default)]
-    pub tls: Option<ServedCertificate>,
-}
-
-/// What a worker reports of its signaling certificate.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ServedCertificate {
-    /// SHA-256 of the leaf certificate's DER, lowercase hex.
-    pub sha256: String,
-}
-
-/// One point as a worker sees it.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PointReport {
-    pub name: String,
-    #[serde(default)]
-    pub joined: bool,
-    #[serde(default)]
-    pub connected: bool,
-    #[serde(default)]
-    pub verified: bool,
-    /// When the worker saw the point pass verification, on the worker's own clock (the media's
-    /// time, not when the operator happened to poll).
-    #[serde(default)]
-    pub verified_at: Option<jiff::Timestamp>,
-    /// When a second connection last took this point over with its link, on the worker's clock.
-    #[serde(default)]
-    pub link_reused_at: Option<jiff::Timestamp>,
-    #[serde(default)]
-    pub rtt_ms: Option<f64>,
-    #[serde(default)]
-    pub loss_percent: Option<f64>,
-    #[serde(default)]
-    pub jitter_ms: Option<f64>,
-}
+// The worker's admin API is defined once, in the contract; these are the operator's names for it.
+pub use tiepdan_contract::admin::{
+    AllocationBody as Binding, PointStatus as PointReport, TlsStatus as ServedCertificate, WorkerStatus as WorkerReport,
+};
 
 /// What the operator's admin calls to one worker pod are signed with: each call gets its own
 /// token, minted for that pod.
@@ -90,21 +39,25 @@ impl Admin<'_> {
     }
 }
 
-/// What binds a worker to a session (`PUT /v1/allocation`).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Binding<'a> {
-    pub session: &'a str,
-    pub title: &'a str,
-    /// Join tokens below this epoch are refused.
-    pub epoch: u64,
-    /// The session's points: the worker refuses any other point's link and closes its
-    /// connections, so a point taken out of the session loses its way in at once.
-    pub points: &'a BTreeSet<String>,
-    /// Each point's lowest accepted link generation, where above 0: the worker refuses the
-    /// point's older links and closes their connections.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub link_generations: &'a BTreeMap<String, u32>,
+/// What binds a worker to a session (`PUT /v1/allocation`): the session, the points it admits
+/// (the worker refuses any other point's link and closes its connections, so a point taken out of
+/// the session loses its way in at once) and each point's lowest accepted link generation, where
+/// above 0. The names are Kubernetes object names, which the worker's id types accept; anything
+/// else is refused here rather than by the worker.
+pub fn binding(
+    session: &str,
+    title: &str,
+    epoch: u64,
+    points: &std::collections::BTreeSet<String>,
+    link_generations: &std::collections::BTreeMap<String, u32>,
+) -> Result<Binding, IdError> {
+    Ok(Binding {
+        session: session.parse()?,
+        title: title.to_owned(),
+        epoch,
+        points: Some(points.iter().map(|p| p.parse()).collect::<Result<_, _>>()?),
+        link_generations: link_generations.iter().map(|(p, g)| Ok((p.parse()?, *g))).collect::<Result<_, IdError>>()?,
+    })
 }
 
 /// A client for workers' admin and status endpoints.
@@ -135,7 +88,7 @@ impl WorkerClient {
     }
 
     /// Binds the worker to a session (idempotent).
-    pub async fn allocate(&self, base: &str, admin: &Admin<'_>, binding: &Binding<'_>) -> Result<(), Error> {
+    pub async fn allocate(&self, base: &str, admin: &Admin<'_>, binding: &Binding) -> Result<(), Error> {
         let url = format!("{base}/v1/allocation");
         let token = admin.token()?;
         let resp = self

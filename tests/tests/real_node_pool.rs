@@ -152,8 +152,16 @@ async fn a_worker_that_is_not_ready_is_never_allocated() {
     let pool =
         pools.create(&PostParams::default(), &serde_json::from_value(pool_json(0)).expect("pool")).await.expect("pool");
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-    let keys = token_keys::private_secret(&pool, &tiepdan_operator::tokens::SigningKeys::generate()).expect("keys");
+    // What the pool controller would make (no operator runs here): the private keys and the
+    // public keys the worker pods mount.
+    let signing = tiepdan_operator::tokens::SigningKeys::generate();
+    let keys = token_keys::private_secret(&pool, &signing).expect("keys");
     secrets.create(&PostParams::default(), &keys).await.expect("keys");
+    let public = token_keys::public_config_map(&pool, &signing).expect("public keys");
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &public)
+        .await
+        .expect("public keys");
     let session: ReceptionSession = serde_json::from_value(json!({
         "apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionSession",
         "metadata": {"name": "s"},

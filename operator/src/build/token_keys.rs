@@ -63,7 +63,10 @@ pub fn private_secret(pool: &MediaWorkerPool, keys: &SigningKeys) -> Result<Secr
 pub fn read_private(secret: &Secret) -> Option<Result<SigningKeys, tokens::Error>> {
     let data = secret.data.as_ref()?;
     let (join, admin) = (data.get(JOIN_PRIVATE)?, data.get(ADMIN_PRIVATE)?);
-    Some(SigningKeys::from_pem(&String::from_utf8_lossy(&join.0), &String::from_utf8_lossy(&admin.0)))
+    Some(
+        SigningKeys::from_pem(&String::from_utf8_lossy(&join.0), &String::from_utf8_lossy(&admin.0))
+            .map_err(tokens::Error::from),
+    )
 }
 
 /// The pool's public-key ConfigMap, derived from its private keys every reconcile, so a deleted

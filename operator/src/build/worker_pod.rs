@@ -80,29 +80,30 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
 }
 
 fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSession>, ports: WorkerPorts) -> Pod {
+    use tiepdan_contract::worker_flags::{self as flag, arg};
     let spec = &pool.spec;
     let mut args = vec![
         "serve".to_owned(),
-        format!("--listen=$(POD_IP):{}", ports.admin),
-        format!("--signaling-listen=$(POD_IP):{}", ports.signaling),
-        format!("--tls-dir={TLS_DIR}"),
-        "--rtc-listen-ip=$(POD_IP)".to_owned(),
-        format!("--rtc-min-port={}", spec.rtc_ports.min),
-        format!("--rtc-max-port={}", spec.rtc_ports.max),
-        format!("--join-public-key-file={PUBLIC_KEYS_DIR}/{}", token_keys::JOIN_PUBLIC),
-        format!("--admin-public-key-file={PUBLIC_KEYS_DIR}/{}", token_keys::ADMIN_PUBLIC),
-        "--log-format=json".to_owned(),
+        arg(flag::LISTEN, format_args!("$(POD_IP):{}", ports.admin)),
+        arg(flag::SIGNALING_LISTEN, format_args!("$(POD_IP):{}", ports.signaling)),
+        arg(flag::TLS_DIR, TLS_DIR),
+        arg(flag::RTC_LISTEN_IP, "$(POD_IP)"),
+        arg(flag::RTC_MIN_PORT, spec.rtc_ports.min),
+        arg(flag::RTC_MAX_PORT, spec.rtc_ports.max),
+        arg(flag::JOIN_PUBLIC_KEY_FILE, format_args!("{PUBLIC_KEYS_DIR}/{}", token_keys::JOIN_PUBLIC)),
+        arg(flag::ADMIN_PUBLIC_KEY_FILE, format_args!("{PUBLIC_KEYS_DIR}/{}", token_keys::ADMIN_PUBLIC)),
+        arg(flag::LOG_FORMAT, "json"),
     ];
     if let Some(addr) = &spec.announced_address {
-        args.push(format!("--announced-address={addr}"));
+        args.push(arg(flag::ANNOUNCED_ADDRESS, addr));
     }
     if let Some(turn) = &spec.turn {
-        args.extend(turn.urls.iter().map(|url| format!("--turn-url={url}")));
-        args.push(format!("--turn-secret-file={TURN_DIR}/{TURN_SECRET_FILE}"));
+        args.extend(turn.urls.iter().map(|url| arg(flag::TURN_URL, url)));
+        args.push(arg(flag::TURN_SECRET_FILE, format_args!("{TURN_DIR}/{TURN_SECRET_FILE}")));
     }
     if let Some(s) = session {
-        args.push(format!("--session-id={}", session_id(&s.namespace().unwrap_or_default(), &s.name_any())));
-        args.push(format!("--session-title={}", s.spec.title));
+        args.push(arg(flag::SESSION_ID, session_id(&s.namespace().unwrap_or_default(), &s.name_any())));
+        args.push(arg(flag::SESSION_TITLE, &s.spec.title));
     }
     let session_name = session.map(|s| s.name_any());
     let owner = match session {
@@ -157,7 +158,7 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
                 env: Some(vec![
                     field_env("POD_IP", "status.podIP"),
                     // The worker takes admin calls only with tokens minted for its own pod.
-                    field_env("TIEPDAN_POD_NAME", "metadata.name"),
+                    field_env(tiepdan_contract::worker_flags::POD_NAME_ENV, "metadata.name"),
                 ]),
                 ports: Some(vec![
                     // In the host network a host port equal to the container port is what makes

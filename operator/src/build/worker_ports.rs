@@ -12,9 +12,9 @@ use crate::api::MediaWorkerPoolSpec;
 
 /// The plain-HTTP admin port in the pod network: probes, `/metrics`, `/v1/status` and the
 /// operator's `/v1/allocation` calls.
-pub const ADMIN_PORT: i32 = 8080;
+pub const ADMIN_PORT: i32 = tiepdan_contract::worker_flags::ADMIN_PORT as i32;
 /// The signaling port (HTTPS and WSS with the session's certificate) in the pod network.
-pub const SIGNALING_PORT: i32 = 8443;
+pub const SIGNALING_PORT: i32 = tiepdan_contract::worker_flags::SIGNALING_PORT as i32;
 /// The container port names; Services, probes and the operator find the numbers by them.
 pub const ADMIN_PORT_NAME: &str = "admin";
 pub const SIGNALING_PORT_NAME: &str = "signaling";

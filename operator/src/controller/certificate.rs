@@ -228,7 +228,10 @@ mod tests {
     }
 
     fn serving(sha: &str) -> WorkerReport {
-        WorkerReport { tls: Some(ServedCertificate { sha256: sha.into() }), ..Default::default() }
+        WorkerReport {
+            tls: Some(ServedCertificate { sha256: sha.into(), loaded_at: jiff::Timestamp::UNIX_EPOCH }),
+            ..Default::default()
+        }
     }
 
     #[test]

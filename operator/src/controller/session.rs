@@ -42,7 +42,7 @@ use crate::link_generations;
 use crate::metrics::KIND_SESSION;
 use crate::tokens::{self, session_id, SigningKeys};
 use crate::validate::{validate_session, ValidSession};
-use crate::worker_client::{Admin, Binding, WorkerClient, WorkerReport};
+use crate::worker_client::{self, Admin, WorkerClient, WorkerReport};
 
 /// The finalizer that guarantees clean-up.
 pub const FINALIZER: &str = "tiepdan.io/cleanup";
@@ -368,7 +368,10 @@ async fn observe_worker(
     let base = WorkerClient::base_url(&ip, crate::build::worker_ports::of_pod(pod).admin);
     let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
     let points: BTreeSet<String> = valid.participants.iter().map(|p| p.name.clone()).collect();
-    let binding = Binding { session: &id, title: &session.spec.title, epoch, points: &points, link_generations };
+    let binding = match worker_client::binding(&id, &session.spec.title, epoch, &points, link_generations) {
+        Ok(b) => b,
+        Err(e) => return (None, format!("The session's names cannot be sent to worker pod {}: {e}", pod.name_any())),
+    };
     let pod_name = pod.name_any();
     let admin = Admin { keys, now, pod: &pod_name };
     let bind = || ctx.workers.allocate(&base, &admin, &binding);
@@ -388,7 +391,7 @@ async fn observe_worker(
     // A point taken out of the session (deleted, or edited out), or a rotated link, must lose its
     // way in now, not when the session ends: the old link is still validly signed, so the worker
     // has to be told.
-    if report.allowed_points.as_ref() != Some(&points) || report.link_generations != *link_generations {
+    if report.allowed_points != binding.points || report.link_generations != binding.link_generations {
         if let Err(e) = bind().await {
             return (None, unbound(e));
         }

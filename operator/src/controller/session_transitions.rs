@@ -77,13 +77,12 @@ impl World {
                 .map(|n| {
                     let at = self.verified.iter().find(|(p, _)| p == n).map(|(_, at)| ts(at));
                     PointReport {
-                        name: (*n).into(),
                         joined: true,
                         connected: true,
                         verified: at.is_some(),
                         verified_at: at,
                         link_reused_at: self.reused.iter().find(|(p, _)| p == n).map(|(_, at)| ts(at)),
-                        ..Default::default()
+                        ..PointReport::new(n.parse().unwrap())
                     }
                 })
                 .collect(),

@@ -56,7 +56,7 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
         .map(|p| {
             let link_generation = input.link_generations.get(&p.name).copied().unwrap_or(0);
             let prev = PointStatus { removed: false, link_generation, ..prev_of(&p.name) };
-            let Some(r) = input.report.and_then(|r| r.points.iter().find(|x| x.name == p.name)) else {
+            let Some(r) = input.report.and_then(|r| r.points.iter().find(|x| x.name.as_str() == p.name)) else {
                 // The worker did not answer or does not know the point: it is not connected.
                 return PointStatus { connected: false, ..prev };
             };
@@ -245,12 +245,11 @@ mod tests {
         let t0 = ts("2025-06-11T07:10:00Z");
         let report = WorkerReport {
             points: vec![PointReport {
-                name: "a".into(),
                 joined: true,
                 connected: true,
                 verified: true,
                 rtt_ms: Some(20.0),
-                ..Default::default()
+                ..PointReport::new("a".parse().unwrap())
             }],
             ..Default::default()
         };
@@ -259,7 +258,7 @@ mod tests {
         assert_eq!(newly_verified(&[], &s1).len(), 1);
         // The point leaves; the worker no longer reports it as verified-and-connected.
         let gone = WorkerReport {
-            points: vec![PointReport { name: "a".into(), joined: true, ..Default::default() }],
+            points: vec![PointReport { joined: true, ..PointReport::new("a".parse().unwrap()) }],
             ..Default::default()
         };
         let s2 = merge(Some(&gone), &s1, ts("2025-06-11T07:20:00Z"));
@@ -273,7 +272,7 @@ mod tests {
         let deadline = ts("2025-06-11T08:00:00Z");
         let mut pts = vec![
             PointStatus {
-                name: "a".into(),
+                name: "a".parse().unwrap(),
                 verified: true,
                 verified_at: Some(Time(ts("2025-06-11T07:30:00Z"))),
                 ..Default::default()
@@ -304,7 +303,7 @@ mod tests {
     fn summary_averages_reported_quality() {
         let pts = vec![
             PointStatus {
-                name: "a".into(),
+                name: "a".parse().unwrap(),
                 joined: true,
                 rtt_ms: Some(10.0),
                 loss_percent: Some(1.0),
@@ -322,13 +321,12 @@ mod tests {
     fn report(name: &str, verified_at: Option<&str>, rtt: Option<f64>) -> WorkerReport {
         WorkerReport {
             points: vec![PointReport {
-                name: name.into(),
                 joined: true,
                 connected: true,
                 verified: verified_at.is_some(),
                 verified_at: verified_at.map(ts),
                 rtt_ms: rtt,
-                ..Default::default()
+                ..PointReport::new(name.parse().unwrap())
             }],
             ..Default::default()
         }

@@ -43,7 +43,9 @@ pub async fn ensure_signing_keys(ctx: &Context, pool: &MediaWorkerPool) -> Resul
         // Another reconcile won the race: use its keys, never overwrite them.
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let s = api.get(&name).await.map_err(|e| Error::Secret(name.clone(), e))?;
-            read(&s).unwrap_or_else(|| Err(Error::Invalid(name.clone(), tokens::Error::BadKey("join"))))
+            // The winner's Secret lacks a key: as broken as one that does not parse.
+            let missing = || tokens::TokenError::NotPrivateKey { path: format!("{name} (a key is missing)") };
+            read(&s).unwrap_or_else(|| Err(Error::Invalid(name.clone(), missing().into())))
         }
         Err(e) => Err(Error::Secret(name.clone(), e)),
     }

@@ -8,8 +8,9 @@
 //! Time checks are done here against an explicit `now` rather than by `jsonwebtoken`, so the
 //! rules (and their error codes) are visible in one place and testable without a clock.
 
+use crate::errors::ErrorCode;
 use crate::ids::{PointName, SessionId};
-use crate::signaling::protocol::{ErrorCode, Role};
+use crate::roles::Role;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -224,9 +225,13 @@ impl PrivateKey {
 
     /// Reads a PKCS#8 PEM file (`openssl genpkey -algorithm ed25519`) holding an Ed25519 key.
     pub fn from_file(path: &Path, key_use: KeyUse) -> Result<Self, TokenError> {
-        let pem = read_key(path)?;
+        Self::from_pem(&read_key(path)?, key_use, &path.display().to_string())
+    }
+
+    /// Reads an Ed25519 key in PKCS#8 PEM; `origin` names where it came from in the error.
+    pub fn from_pem(pem: &str, key_use: KeyUse, origin: &str) -> Result<Self, TokenError> {
         let key = SigningKey::from_pkcs8_pem(pem.trim())
-            .map_err(|_| TokenError::NotPrivateKey { path: path.display().to_string() })?;
+            .map_err(|_| TokenError::NotPrivateKey { path: origin.to_owned() })?;
         Self::new(key_use, key)
     }
 
@@ -272,6 +277,44 @@ pub fn generate_keys() -> (SigningKeys, PublicKeys) {
 pub struct SigningKeys {
     pub join: PrivateKey,
     pub admin: PrivateKey,
+}
+
+impl SigningKeys {
+    /// Two fresh random keys.
+    pub fn generate() -> Self {
+        generate_keys().0
+    }
+
+    /// The key for `key_use`.
+    pub fn key(&self, key_use: KeyUse) -> &PrivateKey {
+        match key_use {
+            KeyUse::Join => &self.join,
+            KeyUse::Admin => &self.admin,
+        }
+    }
+
+    /// Reads both keys from PKCS#8 PEM (the operator's Secret).
+    pub fn from_pem(join: &str, admin: &str) -> Result<Self, TokenError> {
+        Ok(Self {
+            join: PrivateKey::from_pem(join, KeyUse::Join, "the join key")?,
+            admin: PrivateKey::from_pem(admin, KeyUse::Admin, "the admin key")?,
+        })
+    }
+
+    /// The private key for `key_use` as PKCS#8 PEM, for the operator's Secret.
+    pub fn private_pem(&self, key_use: KeyUse) -> Result<String, TokenError> {
+        self.key(key_use).to_pem()
+    }
+
+    /// The public key for `key_use` as SPKI PEM, for the workers.
+    pub fn public_pem(&self, key_use: KeyUse) -> Result<String, TokenError> {
+        self.key(key_use).public_pem()
+    }
+
+    /// The public keys workers verify with.
+    pub fn public(&self) -> PublicKeys {
+        PublicKeys { join: self.join.public_key(), admin: self.admin.public_key() }
+    }
 }
 
 /// The claims of a join token.
@@ -386,10 +429,12 @@ impl PublicKeys {
         if claims.aud != ADMIN_AUDIENCE || claims.sub != ADMIN_SUBJECT {
             return Err(TokenError::WrongAudience);
         }
-        check_window(claims.nbf.unwrap_or(i64::MIN), claims.exp, now)?;
         let (Some(iat), Some(jti)) = (claims.iat, claims.jti.filter(|j| !j.is_empty())) else {
             return Err(TokenError::BadClaims);
         };
+        // The window starts at `iat` as well as `nbf`: a token dated in the future would
+        // otherwise be good from now until its far-off `exp`, whatever its stated 30 s of life.
+        check_window(claims.nbf.unwrap_or(iat).max(iat), claims.exp, now)?;
         let secs = claims.exp.saturating_sub(iat);
         if secs > MAX_ADMIN_TTL_SECS {
             return Err(TokenError::AdminLifetime { secs });
@@ -557,7 +602,7 @@ mod tests {
 
     #[test]
     fn relay_and_uplink_claims_use_the_operators_names() {
-        // operator/src/tokens.rs signs `relay` and `uplinkKbps` (its test pins the same names).
+        // The names the console and older tokens see: absent when unset, `relay` and `uplinkKbps`.
         let mut value = serde_json::to_value(claims()).expect("json");
         assert!(value.get("relay").is_none() && value.get("uplinkKbps").is_none(), "{value}");
         value["relay"] = serde_json::json!(true);
@@ -775,5 +820,10 @@ mod tests {
             })
             .expect("mint");
         assert!(matches!(public().verify_admin(&no_jti, NOW), Err(TokenError::BadClaims)));
+        // Dated in the future (no nbf): it would be good from now until its far-off exp, a long
+        // life in all but name. Refused until its iat, like an nbf.
+        let future = admin.mint_admin(NOW + 3600, 30, None).expect("mint");
+        assert!(matches!(public().verify_admin(&future, NOW), Err(TokenError::NotYetValid)));
+        assert!(public().verify_admin(&future, NOW + 3600).is_ok());
     }
 }
