@@ -61,3 +61,14 @@ if [ ! -x /usr/lib/chromium/chromium ] || ! command -v chromedriver >/dev/null; 
   echo "[deps] apt-get install chromium chromium-driver" >&2
   apt_install chromium chromium-driver
 fi
+
+# Debian's coturn 4.6 for the TURN tests (media-worker/tests/turn.rs starts its own turnserver
+# with its own config on 127.0.0.1; turnutils_uclient checks credentials against it).
+if ! command -v turnserver >/dev/null || ! command -v turnutils_uclient >/dev/null; then
+  echo "[deps] apt-get install coturn" >&2
+  apt_install coturn
+  # The package enables a service listening on every interface; the tests start their own.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
+    systemctl disable --now coturn >/dev/null 2>&1 || true
+  fi
+fi

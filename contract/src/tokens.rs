@@ -344,10 +344,22 @@ pub struct JoinClaims {
     /// links issued before rotation existed keep their bytes.
     #[serde(default, rename = "gen", skip_serializing_if = "is_zero")]
     pub link_generation: u32,
+    /// The point's firewall lets media through a TURN relay only (`turnRequired`): the worker
+    /// tells its browser to use relay candidates only. Absent means false, so tokens of points
+    /// without it keep their bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub relay: bool,
+    /// The most the point may send, in kbit/s (`uplinkKbps`); absent or 0 means no cap.
+    #[serde(default, rename = "uplinkKbps", skip_serializing_if = "is_zero")]
+    pub uplink_kbps: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A join token that passed every check.
@@ -359,6 +371,10 @@ pub struct VerifiedJoin {
     pub epoch: u64,
     pub link_generation: u32,
     pub expires_at: i64,
+    /// Relay candidates only (the `relay` claim).
+    pub relay: bool,
+    /// The send cap in kbit/s (the `uplinkKbps` claim), `None` for no cap.
+    pub uplink_kbps: Option<std::num::NonZeroU32>,
 }
 
 /// What a member's token can be revoked by: the session's epoch (rescheduling) and the point's
@@ -400,6 +416,8 @@ impl PublicKeys {
             epoch: claims.epoch,
             link_generation: claims.link_generation,
             expires_at: claims.exp,
+            relay: claims.relay,
+            uplink_kbps: std::num::NonZeroU32::new(claims.uplink_kbps),
         })
     }
 
@@ -515,6 +533,8 @@ impl JoinClaims {
             end: None,
             epoch: 0,
             link_generation: 0,
+            relay: false,
+            uplink_kbps: 0,
         }
     }
 }
@@ -578,6 +598,20 @@ mod tests {
         h.kid = Some(key_use.kid().to_owned());
         h.typ = Some(key_use.typ().to_owned());
         h
+    }
+
+    #[test]
+    fn relay_and_uplink_claims_use_the_operators_names() {
+        // The names the console and older tokens see: absent when unset, `relay` and `uplinkKbps`.
+        let mut value = serde_json::to_value(claims()).expect("json");
+        assert!(value.get("relay").is_none() && value.get("uplinkKbps").is_none(), "{value}");
+        value["relay"] = serde_json::json!(true);
+        value["uplinkKbps"] = serde_json::json!(512);
+        let token = join_key().sign(&value).expect("sign");
+        let verified =
+            public().verify_join(&token, JoinRules { session: &session(), min_epoch: 0, now: NOW }).expect("valid");
+        assert!(verified.relay);
+        assert_eq!(verified.uplink_kbps.map(std::num::NonZeroU32::get), Some(512));
     }
 
     #[test]

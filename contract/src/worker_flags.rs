@@ -24,9 +24,12 @@ pub const SESSION_ID: &str = "session-id";
 pub const SESSION_TITLE: &str = "session-title";
 /// `--log-format`.
 pub const LOG_FORMAT: &str = "log-format";
+/// `--turn-url` (once per URL) and `--turn-secret-file`: the pool's TURN relay.
+pub const TURN_URL: &str = "turn-url";
+pub const TURN_SECRET_FILE: &str = "turn-secret-file";
 
 /// Every flag above, for the worker's test.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 15] = [
     LISTEN,
     SIGNALING_LISTEN,
     TLS_DIR,
@@ -39,6 +42,8 @@ pub const ALL: [&str; 13] = [
     SESSION_ID,
     SESSION_TITLE,
     LOG_FORMAT,
+    TURN_URL,
+    TURN_SECRET_FILE,
     POD_NAME_ENV_FLAG,
 ];
 

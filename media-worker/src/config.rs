@@ -3,6 +3,7 @@
 use crate::ids::{PointName, SessionId};
 use crate::signaling::protocol::Role;
 use crate::tokens::{KeyUse, PrivateKey, PublicKey, PublicKeys, TokenError};
+use crate::turn::{TurnConfig, TurnError, TurnUrl};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
@@ -115,6 +116,19 @@ pub struct ServeArgs {
     /// Highest UDP port for RTC.
     #[arg(long, env = "TIEPDAN_RTC_MAX_PORT", default_value_t = 40999)]
     pub rtc_max_port: u16,
+
+    /// A TURN relay offered to every point, e.g. `turn:turn.example:3478?transport=udp` or
+    /// `turns:turn.example:443?transport=tcp` (TURN over TLS, what a firewall allowing only 443
+    /// lets through). Repeat the flag, or separate URLs with commas in the variable. Browsers try
+    /// the worker's own UDP and ICE-TCP candidates first and relay only when those fail.
+    #[arg(long = "turn-url", env = "TIEPDAN_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<TurnUrl>,
+
+    /// File holding the TURN server's shared secret (coturn `static-auth-secret` with
+    /// `use-auth-secret`); each point gets credentials derived from it that expire with its
+    /// join token. Required with --turn-url.
+    #[arg(long, env = "TIEPDAN_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<PathBuf>,
 
     /// Receive buffer for each RTC socket, in bytes; 0 leaves the kernel's default
     /// (net.core.rmem_default, 212,992 B unless the node changes it), which short bursts
@@ -279,6 +293,8 @@ pub enum ConfigError {
     TlsReloadInterval(u64),
     #[error("--signaling-listen ({0}) must differ from --listen")]
     SameListener(SocketAddr),
+    #[error(transparent)]
+    Turn(#[from] TurnError),
     #[error("invalid {flag}")]
     Key {
         flag: &'static str,
@@ -429,6 +445,8 @@ pub struct ServeConfig {
     pub thresholds: Thresholds,
     pub drain_timeout: Duration,
     pub stats_interval: Duration,
+    /// `--turn-url`/`--turn-secret-file`: the relays points are offered.
+    pub turn: Option<TurnConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -482,6 +500,7 @@ impl ServeConfig {
             thresholds: Thresholds { verify_for: Duration::from_secs(10), max_loss_percent: 2.0, max_rtt_ms: 300.0 },
             drain_timeout: Duration::from_secs(30),
             stats_interval: Duration::from_secs(1),
+            turn: None,
         }
     }
 }
@@ -520,6 +539,7 @@ impl ServeConfig {
             join: public_key("--join-public-key-file", &args.join_public_key_file, KeyUse::Join)?,
             admin: public_key("--admin-public-key-file", &args.admin_public_key_file, KeyUse::Admin)?,
         };
+        let turn = TurnConfig::from_flags(args.turn_urls, args.turn_secret_file.as_deref())?;
         let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
         // clap's `requires` guarantees both or neither.
         let tls = match (args.tls_cert, args.tls_key) {
@@ -554,6 +574,7 @@ impl ServeConfig {
             },
             drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
             stats_interval: Duration::from_millis(args.stats_interval_ms),
+            turn,
         })
     }
 }
@@ -694,6 +715,42 @@ mod tests {
         ]);
         let error = parsed.expect_err("refused").to_string();
         assert!(error.contains("--announced-address") && error.contains("http://media.example"), "{error}");
+    }
+
+    #[test]
+    fn a_malformed_turn_url_is_refused_naming_the_flag() {
+        let parsed = Cli::try_parse_from([
+            "tiepdan-media-worker",
+            "serve",
+            "--join-public-key-file",
+            "k",
+            "--admin-public-key-file",
+            "k",
+            "--turn-url",
+            "turn:127.0.0.1:3478",
+            "--turn-url",
+            "stun:127.0.0.1:3478",
+        ]);
+        let error = parsed.expect_err("refused").to_string();
+        assert!(error.contains("--turn-url") && error.contains("stun:127.0.0.1:3478"), "{error}");
+    }
+
+    #[test]
+    fn turn_urls_come_from_the_flag_or_a_comma_separated_variable() {
+        let cli = Cli::try_parse_from([
+            "tiepdan-media-worker",
+            "serve",
+            "--join-public-key-file",
+            "k",
+            "--admin-public-key-file",
+            "k",
+            "--turn-url",
+            "turn:127.0.0.1:3478?transport=udp,turns:127.0.0.1:5349?transport=tcp",
+        ])
+        .expect("parse");
+        let Command::Serve(args) = cli.command else { panic!("expected serve") };
+        let urls: Vec<&str> = args.turn_urls.iter().map(TurnUrl::as_str).collect();
+        assert_eq!(urls, ["turn:127.0.0.1:3478?transport=udp", "turns:127.0.0.1:5349?transport=tcp"]);
     }
 
     #[tokio::test]

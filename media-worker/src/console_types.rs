@@ -13,7 +13,8 @@
 
 use crate::console::JoinCheck;
 use crate::signaling::protocol::{
-    ClientMessage, Direction, ErrorCode, PeerInfo, ProducerInfo, RequestId, Role, ServerMessage,
+    ClientMessage, Direction, ErrorCode, IceServer, IceTransportPolicy, PeerInfo, ProducerInfo, RequestId, Role,
+    ServerMessage,
 };
 use crate::tokens::JoinClaims;
 use std::collections::BTreeSet;
@@ -96,6 +97,8 @@ fn declarations() -> Vec<Declaration> {
         declaration::<RequestId>(&cfg),
         declaration::<PeerInfo>(&cfg),
         declaration::<ProducerInfo>(&cfg),
+        declaration::<IceServer>(&cfg),
+        declaration::<IceTransportPolicy>(&cfg),
         declaration::<ClientMessage>(&cfg),
         declaration::<ServerMessage>(&cfg),
         declaration::<JoinCheck>(&cfg),

@@ -13,6 +13,7 @@
 //! - [`verification`]: when a point counts as verified; the `/v1/status` document.
 //! - [`tls`]: the certificate served over TLS, reloaded from a Secret volume while running.
 //! - [`admin_auth`]: admin calls only from the operator, for this pod, each token once.
+//! - [`turn`]: TURN relay credentials (the TURN REST API shared secret) handed to each point.
 //! - [`probe`]: a plain-RTP client that measures a worker end to end.
 //! - [`console`]: the reception-point browser console (`web/`, built by `build.rs`), served at
 //!   `/` and `/join`.
@@ -39,5 +40,6 @@ pub mod server;
 pub mod signaling;
 pub mod stats_poller;
 pub mod tls;
+pub mod turn;
 pub mod verification;
 pub mod workers;

@@ -12,8 +12,11 @@ use crate::ids::{PointName, SessionId};
 use crate::local_runner::LocalRunner;
 use crate::metrics::Metrics;
 use crate::room::{Class, ConnectionId, JoinSnapshot, Kick, MemberKey, NewMember, Outbox, Room, RoomError, RtcSockets};
-use crate::signaling::protocol::{ErrorCode, PeerInfo, RequestId, ServerEnvelope, ServerMessage};
+use crate::signaling::protocol::{
+    ErrorCode, IceServer, IceTransportPolicy, PeerInfo, RequestId, ServerEnvelope, ServerMessage,
+};
 use crate::tokens::{unix_now, JoinRules, PublicKeys, TokenError, TokenVersion, VerifiedJoin};
+use crate::turn::TurnConfig;
 use crate::verification::{MediaSample, PointRecord, WorkerStatus};
 use crate::workers::WorkerPool;
 use std::collections::{BTreeMap, BTreeSet};
@@ -138,6 +141,7 @@ pub struct Registry {
     announced_ip: Option<IpAddr>,
     rtc_receive_buffer: Option<usize>,
     thresholds: Thresholds,
+    turn: Option<TurnConfig>,
     metrics: Metrics,
     next_connection: AtomicU64,
     draining: AtomicBool,
@@ -190,6 +194,8 @@ pub struct RegistrySettings {
     pub announced_ip: Option<IpAddr>,
     pub rtc_receive_buffer: Option<usize>,
     pub thresholds: Thresholds,
+    /// The TURN relays points are offered, with credentials per point.
+    pub turn: Option<TurnConfig>,
 }
 
 impl Registry {
@@ -204,6 +210,7 @@ impl Registry {
             announced_ip: settings.announced_ip,
             rtc_receive_buffer: settings.rtc_receive_buffer,
             thresholds: settings.thresholds,
+            turn: settings.turn,
             metrics,
             next_connection: AtomicU64::new(1),
             draining: AtomicBool::new(false),
@@ -351,6 +358,25 @@ impl Registry {
         Ok((allocation, verified))
     }
 
+    /// The TURN relays offered to a joining point, with credentials for `<session>/<point>` that
+    /// expire with its token, and whether it must use them only.
+    fn relay_for(&self, session: &SessionId, verified: &VerifiedJoin) -> (Vec<IceServer>, IceTransportPolicy) {
+        let servers: Vec<IceServer> = self
+            .turn
+            .iter()
+            .map(|turn| turn.ice_server(&format!("{session}/{}", verified.point), verified.expires_at))
+            .collect();
+        if !verified.relay {
+            return (servers, IceTransportPolicy::All);
+        }
+        if servers.is_empty() {
+            // Still relay-only: the point's firewall lets nothing else through, so offering host
+            // candidates would only delay the failure the console reports ("no media path").
+            tracing::warn!(point = %verified.point, "the point's token requires a TURN relay, but the worker has no --turn-url");
+        }
+        (servers, IceTransportPolicy::Relay)
+    }
+
     /// Verifies the token and adds the connection to the session's room, opening the room on the
     /// first join.
     pub async fn join(
@@ -368,6 +394,8 @@ impl Registry {
             display_name: verified.display_name.clone(),
             role: verified.role,
         };
+        let (ice_servers, ice_transport_policy) = self.relay_for(&allocation.session, &verified);
+        let uplink_kbps = verified.uplink_kbps;
         let welcome = |snapshot: &JoinSnapshot| ServerEnvelope {
             request_id,
             message: ServerMessage::Joined {
@@ -377,10 +405,13 @@ impl Registry {
                 router_rtp_capabilities: snapshot.router_rtp_capabilities.clone(),
                 peers: snapshot.peers.clone(),
                 producers: snapshot.producers.clone(),
+                ice_servers,
+                ice_transport_policy,
+                uplink_kbps: uplink_kbps.map(std::num::NonZeroU32::get),
             },
         };
         let held = TokenVersion { epoch: verified.epoch, link_generation: verified.link_generation };
-        room.join(NewMember { peer, conn, held, outbox, kick }, welcome)?;
+        room.join(NewMember { peer, conn, held, outbox, kick, uplink_kbps }, welcome)?;
         let class = Class::of(verified.role);
         let key = MemberKey { class, point: verified.point.clone(), conn };
         // From here on, dropping the membership undoes the join.

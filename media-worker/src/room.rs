@@ -32,6 +32,7 @@ use mediasoup::prelude::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
@@ -217,6 +218,7 @@ struct Member {
     held: TokenVersion,
     outbox: Outbox,
     kick: Option<oneshot::Sender<Kick>>,
+    uplink_kbps: Option<NonZeroU32>,
     media: PeerMedia,
 }
 
@@ -272,6 +274,8 @@ pub struct NewMember {
     pub held: TokenVersion,
     pub outbox: Outbox,
     pub kick: oneshot::Sender<Kick>,
+    /// The most the member may send, in kbit/s: the cap on its send transports.
+    pub uplink_kbps: Option<NonZeroU32>,
 }
 
 #[derive(Debug)]
@@ -368,6 +372,7 @@ impl Room {
                     held: new.held,
                     outbox: new.outbox,
                     kick: Some(new.kick),
+                    uplink_kbps: new.uplink_kbps,
                     media: PeerMedia::default(),
                 },
             );
@@ -511,6 +516,11 @@ impl Room {
         direction: Direction,
     ) -> Result<ServerMessage, RoomError> {
         self.check_transport_room(key)?;
+        // `uplinkKbps` caps what the point sends, so it only concerns the send direction.
+        let cap = match direction {
+            Direction::Send => self.with_member(key, |m| Ok(m.uplink_kbps))?,
+            Direction::Recv => None,
+        };
         let router = self.router.clone();
         let listen_ip = self.listen_ip;
         let transport = self
@@ -520,7 +530,16 @@ impl Room {
                 // TCP as a fallback for office networks that block UDP.
                 options.enable_tcp = true;
                 options.prefer_udp = true;
-                router.create_webrtc_transport(options).await
+                let transport = router.create_webrtc_transport(options).await.map_err(|e| e.to_string())?;
+                if let Some(kbps) = cap {
+                    // mediasoup reports the cap to the browser's congestion control (REMB and
+                    // transport-cc), so the point's encoder backs off to it.
+                    transport
+                        .set_max_incoming_bitrate(kbps.get().saturating_mul(1000))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(transport)
             })
             .await?
             .map_err(|e| RoomError::media("create a WebRTC transport")(&e))?;

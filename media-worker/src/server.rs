@@ -138,6 +138,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
             announced_ip: config.announced_ip,
             rtc_receive_buffer: config.rtc_receive_buffer,
             thresholds: config.thresholds,
+            turn: config.turn.clone(),
         },
         workers,
         media.clone(),

@@ -117,6 +117,12 @@ struct RunArgs {
     /// The operator's own namespace: its CA Secret, trust bundle and Lease live there.
     #[arg(long, env = "POD_NAMESPACE", default_value = "tiepdan-system")]
     operator_namespace: String,
+    /// Make this Secret in the operator's namespace, once, with a random TURN shared secret
+    /// (key `secret`): the chart's coturn checks credentials with it and pools name it in
+    /// `spec.turn.secretName`. Unset: none is made (for an external TURN server, create its
+    /// Secret by hand).
+    #[arg(long, env = "TIEPDAN_TURN_SECRET_NAME")]
+    turn_secret_name: Option<String>,
     /// Run the controllers only while holding the `tiepdan-operator` Lease (for several replicas).
     #[arg(long, env = "TIEPDAN_LEADER_ELECT")]
     leader_elect: bool,
@@ -234,6 +240,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.metrics_addr = Some(args.metrics_addr);
     config.monitoring_labels = args.monitoring_labels.into_iter().collect::<BTreeMap<_, _>>();
     config.ca_namespace = args.operator_namespace.clone();
+    config.turn_secret = args.turn_secret_name.clone();
     config.session_cert_validity = jiff::SignedDuration::from_hours(args.session_cert_hours);
     // The webhook's serving certificate names its URL's host: the CA must permit it too.
     let webhook_host = match &args.webhook_url {

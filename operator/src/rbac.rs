@@ -223,7 +223,8 @@ pub const PERMISSIONS: &[Permission] = &[
         resources: &["secrets"],
         resource_names: &[],
         verbs: &["create"],
-        why: "webhook::registration::ensure_ca creates the CA Secret once (a create cannot name its object; the \
+        why: "webhook::registration::ensure_ca creates the CA Secret once, and controller::turn_secret::ensure \
+              the chart's coturn shared secret (--turn-secret-name) once (a create cannot name its object; the \
               operator can read no Secret here but its CA's)",
     },
     Permission {

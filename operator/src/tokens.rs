@@ -69,6 +69,8 @@ pub fn join_claims(
         end: Some(t.end.to_string()),
         epoch,
         link_generation,
+        relay: p.media.relay,
+        uplink_kbps: p.media.uplink_kbps,
     }
 }
 
@@ -103,6 +105,8 @@ pub fn probe_claims(
         end: None,
         epoch,
         link_generation: 0,
+        relay: false,
+        uplink_kbps: 0,
     })
 }
 
@@ -142,6 +146,7 @@ pub(crate) mod tests {
                 name: "di-su".into(),
                 display_name: "UBND phường Dị Sử".into(),
                 role: validate::Role::Participant,
+                media: Default::default(),
             }],
             missing: vec![],
         }
@@ -150,6 +155,28 @@ pub(crate) mod tests {
     /// What the worker checks a join token against, at `now`.
     fn rules(session: &tiepdan_contract::ids::SessionId, now: Timestamp) -> JoinRules<'_> {
         JoinRules { session, min_epoch: 0, now: now.as_second() }
+    }
+
+    #[test]
+    fn a_point_behind_a_strict_firewall_gets_relay_and_its_uplink_cap_signed_in() {
+        let mut s = session();
+        s.participants[0].media = crate::validate::MediaLimits { relay: true, uplink_kbps: 512 };
+        let claims = join_claims("my-hao/phien-1", "t", &s, &s.participants[0], 0, 0);
+        let value = serde_json::to_value(&claims).unwrap();
+        assert_eq!((&value["relay"], &value["uplinkKbps"]), (&serde_json::json!(true), &serde_json::json!(512)));
+        // What the worker reads from the token.
+        let keys = SigningKeys::generate();
+        let id = "my-hao/phien-1".parse().unwrap();
+        let got = keys
+            .public()
+            .verify_join(&mint_join_token(&keys, &claims).unwrap(), rules(&id, ts("2025-06-11T07:30:00Z")))
+            .unwrap();
+        assert!(got.relay);
+        assert_eq!(got.uplink_kbps.map(std::num::NonZeroU32::get), Some(512));
+        // Without them the claims are absent: a point's token keeps the bytes it had.
+        let value =
+            serde_json::to_value(join_claims("a/b", "t", &session(), &session().participants[0], 0, 0)).unwrap();
+        assert!(value.get("relay").is_none() && value.get("uplinkKbps").is_none(), "{value}");
     }
 
     #[test]

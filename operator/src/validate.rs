@@ -73,6 +73,27 @@ pub struct Participant {
     pub name: String,
     pub display_name: String,
     pub role: Role,
+    /// From the point's `spec.network`, signed into its join token.
+    pub media: MediaLimits,
+}
+
+/// What a point's link needs, from `ReceptionPoint.spec.network`: the worker enforces both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaLimits {
+    /// `turnRequired`: the point's browser uses TURN relay candidates only.
+    pub relay: bool,
+    /// `uplinkKbps`: the most the point sends; 0 means no cap.
+    pub uplink_kbps: u32,
+}
+
+impl MediaLimits {
+    pub fn of(spec: &ReceptionPointSpec) -> Self {
+        spec.network.as_ref().map_or_else(Self::default, |n| Self {
+            relay: n.turn_required,
+            // The schema says at least 256; a larger value than u32 kbit/s is no cap at all.
+            uplink_kbps: u32::try_from(n.uplink_kbps.max(0)).unwrap_or(0),
+        })
+    }
 }
 
 /// A session that passed validation.
@@ -133,10 +154,15 @@ pub fn validate_session(
         return Err(Error::NoPointsLeft { missing });
     }
 
-    let mut participants =
-        vec![Participant { name: spec.host.clone(), display_name: host.spec.display_name.clone(), role: Role::Host }];
+    let mut participants = vec![Participant {
+        name: spec.host.clone(),
+        display_name: host.spec.display_name.clone(),
+        role: Role::Host,
+        media: MediaLimits::of(&host.spec),
+    }];
     participants.extend(names.into_iter().map(|n| Participant {
         display_name: by_name[&n].spec.display_name.clone(),
+        media: MediaLimits::of(&by_name[&n].spec),
         name: n,
         role: Role::Participant,
     }));
@@ -215,6 +241,17 @@ mod tests {
                 ("tinh", Role::Participant)
             ]
         );
+    }
+
+    #[test]
+    fn a_points_network_becomes_its_media_limits() {
+        let mut points = world();
+        points[2].spec.network =
+            Some(crate::api::NetworkProfile { uplink_kbps: 768, link: Default::default(), turn_required: true });
+        let v = validate("s", &spec(), &points).unwrap();
+        let limits = |name: &str| v.participants.iter().find(|p| p.name == name).unwrap().media;
+        assert_eq!(limits("di-su"), MediaLimits { relay: true, uplink_kbps: 768 });
+        assert_eq!(limits("tinh"), MediaLimits::default());
     }
 
     #[test]

@@ -78,6 +78,15 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+/// The object of `kind` called `name` (the chart has two Deployments and two Services: the
+/// operator's and coturn's).
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<_> =
+        of_kind(docs, kind).into_iter().filter(|d| d["metadata"]["name"].as_str() == Some(name)).collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} {name} in the render");
+    found[0]
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_sequence().map(|s| s.iter().map(|x| x.as_str().expect("a string").to_owned()).collect()).unwrap_or_default()
 }
@@ -150,7 +159,7 @@ fn with_prometheus_operator_the_chart_adds_the_global_rules_and_a_service_monito
     // Service's app.kubernetes.io/name.
     let monitor = one(&docs, "ServiceMonitor");
     let job_label = str_at(monitor, &["spec", "jobLabel"]);
-    let service = one(&docs, "Service");
+    let service = named(&docs, "Service", FULLNAME);
     assert_eq!(
         str_at(service, &["metadata", "labels", job_label]),
         tiepdan_operator::build::prometheus_rule::OPERATOR_JOB
@@ -240,7 +249,7 @@ fn rbac_has_no_wildcard_and_grants_exactly_what_the_operator_calls() {
 }
 
 fn deployment_args(docs: &[Value]) -> Vec<String> {
-    strings(&one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
+    strings(&named(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]["args"])
 }
 
 /// Every (kind, resource) a ClusterRole of `docs` grants.
@@ -302,7 +311,7 @@ fn the_roles_are_bound_to_the_service_account_the_operator_runs_as() {
         let sa = one(&docs, "ServiceAccount");
         let sa_name = str_at(sa, &["metadata", "name"]);
         assert_eq!(str_at(sa, &["metadata", "namespace"]), NAMESPACE);
-        let deployment = one(&docs, "Deployment");
+        let deployment = named(&docs, "Deployment", FULLNAME);
         assert_eq!(str_at(deployment, &["spec", "template", "spec", "serviceAccountName"]), sa_name);
         // The webhook configurations' owner, which the operator may get by name, is this ClusterRole.
         let roles: Vec<&Value> = [of_kind(&docs, "ClusterRole"), of_kind(&docs, "Role")].concat();
@@ -334,7 +343,7 @@ fn the_roles_are_bound_to_the_service_account_the_operator_runs_as() {
 #[test]
 fn the_operator_pod_meets_the_restricted_pod_security_standard() {
     let docs = rendered();
-    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    let pod = &named(&docs, "Deployment", FULLNAME)["spec"]["template"]["spec"];
     for host in ["hostNetwork", "hostPID", "hostIPC"] {
         assert!(!pod[host].as_bool().unwrap_or(false), "{host}");
     }
@@ -384,7 +393,7 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
         "--set",
         "ca.rotationLeadDays=90",
     ]));
-    let args = strings(&one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
+    let args = strings(&named(&docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]["args"]);
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
     for a in &args[1..] {
         let flag = a.split('=').next().unwrap_or_default();
@@ -409,5 +418,114 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
         "--leader-elect",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+}
+
+/// The coturn Deployment and Service the chart adds.
+const TURN_NAME: &str = "tiepdan-operator-turn";
+
+fn turn_args(docs: &[Value]) -> Vec<String> {
+    strings(&named(docs, "Deployment", TURN_NAME)["spec"]["template"]["spec"]["containers"][0]["args"])
+}
+
+fn service_ports(docs: &[Value]) -> Vec<(String, u64, String, String)> {
+    named(docs, "Service", TURN_NAME)["spec"]["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                str_at(p, &["name"]).to_owned(),
+                p["port"].as_u64().expect("port"),
+                str_at(p, &["protocol"]).to_owned(),
+                str_at(p, &["targetPort"]).to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn by_default_the_chart_deploys_coturn_with_the_secret_the_operator_makes() {
+    let docs = rendered();
+    // The operator makes the shared secret once; coturn reads it from that Secret, and nothing
+    // in the chart's values or render holds it.
+    assert!(deployment_args(&docs).contains(&"--turn-secret-name=tiepdan-turn".to_owned()));
+    let pod = &named(&docs, "Deployment", TURN_NAME)["spec"]["template"]["spec"];
+    let coturn = &pod["containers"][0];
+    let env = &coturn["env"][0];
+    assert_eq!(str_at(env, &["name"]), "TURN_SECRET");
+    assert_eq!(str_at(env, &["valueFrom", "secretKeyRef", "name"]), "tiepdan-turn");
+    assert_eq!(str_at(env, &["valueFrom", "secretKeyRef", "key"]), tiepdan_operator::api::TURN_SECRET_KEY);
+    assert!(of_kind(&docs, "Secret").is_empty(), "the chart renders no Secret");
+    let args = turn_args(&docs);
+    for want in ["--use-auth-secret", "--static-auth-secret=$(TURN_SECRET)", "--no-cli", "--no-tls"] {
+        assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+    // Without a certificate browsers trust there is no TURN/TLS: UDP and TCP on 3478 only.
+    assert_eq!(
+        service_ports(&docs),
+        [
+            ("turn-udp".into(), 3478, "UDP".into(), "turn-udp".into()),
+            ("turn-tcp".into(), 3478, "TCP".into(), "turn-tcp".into())
+        ]
+    );
+    let service = named(&docs, "Service", TURN_NAME);
+    assert_eq!(str_at(service, &["spec", "type"]), "LoadBalancer");
+    // A TURN allocation lives on one replica: a client's packets must keep reaching it.
+    assert_eq!(str_at(service, &["spec", "sessionAffinity"]), "ClientIP");
+    // Restricted, like the operator's pod.
+    assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(false));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    let sc = &coturn["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+}
+
+#[test]
+fn with_a_certificate_coturn_serves_turn_over_tls_on_443() {
+    let docs = documents(&template(&["--set", "turn.tlsSecretName=turn-tls"]));
+    let ports = service_ports(&docs);
+    assert!(ports.contains(&("turn-tls".into(), 443, "TCP".into(), "turn-tls".into())), "{ports:?}");
+    let pod = &named(&docs, "Deployment", TURN_NAME)["spec"]["template"]["spec"];
+    let container_ports: Vec<_> = pod["containers"][0]["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .map(|p| p["containerPort"].as_u64())
+        .collect();
+    assert!(container_ports.contains(&Some(5349)), "{container_ports:?}");
+    let tls = pod["volumes"].as_sequence().expect("volumes").iter().find(|v| v["name"] == "tls").expect("tls volume");
+    assert_eq!(str_at(tls, &["secret", "secretName"]), "turn-tls");
+    let args = turn_args(&docs);
+    for want in ["--tls-listening-port=5349", "--cert=/etc/coturn/tls/tls.crt", "--pkey=/etc/coturn/tls/tls.key"] {
+        assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a == "--no-tls"), "{args:?}");
+}
+
+#[test]
+fn turn_can_be_turned_off_for_an_external_turn_server() {
+    let docs = documents(&template(&["--set", "turn.enabled=false"]));
+    assert!(of_kind(&docs, "Deployment").iter().all(|d| d["metadata"]["name"] != TURN_NAME));
+    assert!(of_kind(&docs, "Service").iter().all(|d| d["metadata"]["name"] != TURN_NAME));
+    assert!(!deployment_args(&docs).iter().any(|a| a.starts_with("--turn-secret-name")));
+}
+
+/// Every flag the chart gives coturn is one Debian's coturn 4.6 (`turnserver -h`) knows.
+#[test]
+fn coturn_gets_only_flags_turnserver_knows() {
+    let help = Command::new("/usr/bin/turnserver")
+        .arg("-h")
+        .output()
+        .expect("/usr/bin/turnserver -h (Debian's coturn: scripts/install-deps.sh installs it)");
+    let help = format!("{}{}", String::from_utf8_lossy(&help.stdout), String::from_utf8_lossy(&help.stderr));
+    let docs = documents(&template(&["--set", "turn.tlsSecretName=turn-tls"]));
+    for arg in turn_args(&docs) {
+        let flag = arg.split('=').next().unwrap_or_default();
+        assert!(
+            flag.starts_with("--") && [' ', '\t', '\n', ','].iter().any(|end| help.contains(&format!("{flag}{end}"))),
+            "turnserver has no flag {flag}"
+        );
     }
 }

@@ -46,3 +46,16 @@ rbac.clusterWide every namespace is watched, so watchNamespace must stay empty.
 {{- default .Release.Namespace .Values.watchNamespace -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "tiepdan.turnSelectorLabels" -}}
+app.kubernetes.io/name: tiepdan-turn
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tiepdan.turnLabels" -}}
+{{ include "tiepdan.turnSelectorLabels" . }}
+app.kubernetes.io/component: turn
+app.kubernetes.io/part-of: tiepdan
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}

@@ -192,6 +192,26 @@ pub struct ProducerInfo {
     pub kind: MediaKind,
 }
 
+/// A TURN server as `RTCIceServer` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+/// `RTCIceTransportPolicy`: which local candidates the browser may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    /// Host, then relay: UDP, ICE-TCP, then TURN, as the candidates' priorities order them.
+    #[default]
+    All,
+    /// Relay candidates only: the point's firewall lets nothing else through.
+    Relay,
+}
+
 /// What the worker sends: replies, pushes and errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "action", rename_all = "camelCase", rename_all_fields = "camelCase")]
@@ -207,6 +227,17 @@ pub enum ServerMessage {
         /// Producers of every point present now, the joining point's own included (none yet,
         /// unless it rejoined).
         producers: Vec<ProducerInfo>,
+        /// TURN relays with this point's credentials (valid until its token expires), for
+        /// `createSendTransport`/`createRecvTransport`. Empty when the worker has none.
+        ice_servers: Vec<IceServer>,
+        /// `relay` when the point's token says its firewall needs TURN (`turnRequired`): the
+        /// browser then uses relay candidates only.
+        ice_transport_policy: IceTransportPolicy,
+        /// The most the point may send, in kbit/s (`uplinkKbps`), enforced on its send
+        /// transport; absent means no cap.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        uplink_kbps: Option<u32>,
     },
     WebRtcTransportCreated {
         #[ts(type = "string")]
@@ -490,6 +521,13 @@ mod tests {
                     point: point("p2"),
                     kind: MediaKind::Video,
                 }],
+                ice_servers: vec![IceServer {
+                    urls: vec!["turns:turn.example:443?transport=tcp".to_owned()],
+                    username: "1750000000:ns/s/p1".to_owned(),
+                    credential: "c2VjcmV0".to_owned(),
+                }],
+                ice_transport_policy: IceTransportPolicy::Relay,
+                uplink_kbps: Some(512),
             },
             ServerMessage::PlainTransportCreated {
                 transport_id: fresh_id::<TransportId>(),

@@ -30,24 +30,44 @@ pub enum Camera {
 pub struct Driver {
     child: Child,
     addr: SocketAddr,
+    /// The user chromedriver and its browsers run as (`None`: this process's).
+    uid: Option<u32>,
+    /// Their home directory when `uid` is set, removed on drop.
+    home: Option<PathBuf>,
     /// Sessions still open, closed on drop so no browser outlives a failed test.
     sessions: Arc<Mutex<Vec<String>>>,
 }
 
 impl Driver {
     pub fn start() -> Driver {
+        Self::start_with(None)
+    }
+
+    /// chromedriver and every browser it starts as the user `uid` (group `uid` too), with a home
+    /// of their own: a test can then tell their packets apart (an iptables owner match).
+    pub fn start_as(uid: u32) -> Driver {
+        Self::start_with(Some(uid))
+    }
+
+    fn start_with(uid: Option<u32>) -> Driver {
         for path in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 Path::new(path).exists(),
                 "{path} is missing: install Debian's chromium and chromium-driver (scripts/install-deps.sh does)"
             );
         }
-        let mut child = Command::new(CHROMEDRIVER)
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        let mut command = Command::new(CHROMEDRIVER);
+        command.arg("--port=0").stdout(Stdio::piped()).stderr(Stdio::null());
+        let home = uid.map(|uid| {
+            use std::os::unix::process::CommandExt as _;
+            let home = std::env::temp_dir().join(format!("tiepdan-chromium-home-{}-{uid}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&home);
+            std::fs::create_dir_all(&home).expect("home dir");
+            std::os::unix::fs::chown(&home, Some(uid), Some(uid)).expect("chown the home dir");
+            command.uid(uid).gid(uid).env("HOME", &home).env_remove("XDG_RUNTIME_DIR");
+            home
+        });
+        let mut child = command.spawn().expect("start chromedriver");
         let stdout = child.stdout.take().expect("chromedriver stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         // chromedriver picks a free port and says which; keep reading so it never blocks on a
@@ -71,7 +91,7 @@ impl Driver {
             assert!(Instant::now() < deadline, "chromedriver does not listen on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Driver { child, addr, sessions: Arc::default() }
+        Driver { child, addr, uid, home, sessions: Arc::default() }
     }
 
     /// A new headless browser with its own profile directory, camera and microphone allowed.
@@ -88,6 +108,9 @@ impl Driver {
         let profile = std::env::temp_dir().join(format!("tiepdan-chromium-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).expect("profile dir");
+        if let Some(uid) = self.uid {
+            std::os::unix::fs::chown(&profile, Some(uid), Some(uid)).expect("chown the profile dir");
+        }
         let mut args = vec![
             "--headless".to_owned(),
             // Fake camera (a test pattern) and microphone (a beep), permission granted without a
@@ -130,6 +153,9 @@ impl Drop for Driver {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(home) = &self.home {
+            let _ = std::fs::remove_dir_all(home);
+        }
     }
 }
 

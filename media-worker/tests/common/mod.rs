@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod browser;
+pub mod coturn;
+pub mod firewall;
 
 use std::future::Future;
 use std::net::SocketAddr;

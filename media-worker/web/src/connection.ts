@@ -20,6 +20,34 @@ export class MediaPathError extends Error {
 
 export type Joined = Extract<ServerMessage, { action: "joined" }>;
 
+/** How a transport's media flows: the local side of its selected ICE candidate pair. */
+export interface IceRoute {
+  /** host, srflx, prflx or relay (through the TURN server). */
+  candidateType: string;
+  /** udp or tcp, to the worker or, for a relay, from the TURN server to the worker. */
+  protocol: string;
+  /** For a relay: how the browser reaches the TURN server (udp, tcp or tls); else null. */
+  relayProtocol: string | null;
+}
+
+/** One video layer at a bitrate a shared commune line can carry for every receiving point. */
+export const VIDEO_MAX_BITRATE = 800_000;
+/** What Opus (mono, with FEC) and RTCP take of a point's uplink, before video gets the rest. */
+const AUDIO_RESERVE_BPS = 64_000;
+/** Below this, video is not worth sending; the worker's cap still holds whatever the encoder tries. */
+const VIDEO_MIN_BITRATE = 100_000;
+
+/**
+ * The video layer's cap under the point's uplink cap (`uplinkKbps`, which the worker also
+ * enforces on the send transport): the uplink less the audio, never above the default.
+ */
+export function videoMaxBitrate(uplinkKbps: number | undefined): number {
+  if (!uplinkKbps) {
+    return VIDEO_MAX_BITRATE;
+  }
+  return Math.min(VIDEO_MAX_BITRATE, Math.max(VIDEO_MIN_BITRATE, uplinkKbps * 1000 - AUDIO_RESERVE_BPS));
+}
+
 export class Connection {
   private constructor(
     readonly signaling: Signaling,
@@ -47,6 +75,11 @@ export class Connection {
         iceParameters: created.iceParameters,
         iceCandidates: created.iceCandidates as types.IceCandidate[],
         dtlsParameters: created.dtlsParameters,
+        // The worker's UDP and ICE-TCP candidates come first by priority; the TURN relays (UDP,
+        // then TLS on 443) are the way through firewalls that block both. A point whose
+        // firewall lets nothing else through gets "relay".
+        iceServers: joined.iceServers,
+        iceTransportPolicy: joined.iceTransportPolicy,
       });
       const sendTransport = device.createSendTransport(options(send));
       const recvTransport = device.createRecvTransport(options(recv));
@@ -77,8 +110,7 @@ export class Connection {
       return this.sendTransport.produce({
         track,
         stopTracks: false,
-        // One layer at a bitrate a shared commune line can carry for every receiving point.
-        encodings: [{ maxBitrate: 800_000 }],
+        encodings: [{ maxBitrate: videoMaxBitrate(this.joined.uplinkKbps) }],
         codecOptions: { videoGoogleStartBitrate: 500 },
       });
     }
@@ -140,6 +172,27 @@ export class Connection {
       }
     });
     return rtt;
+  }
+
+  /** The route `transport`'s media takes now, or null before ICE has selected a pair. */
+  async iceRoute(transport: types.Transport): Promise<IceRoute | null> {
+    const report: ReadonlyMap<string, Record<string, unknown>> = await transport.getStats();
+    let pairId: unknown;
+    report.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) {
+        pairId = s.selectedCandidatePairId;
+      }
+    });
+    const pair = typeof pairId === "string" ? report.get(pairId) : undefined;
+    const local = pair && typeof pair.localCandidateId === "string" ? report.get(pair.localCandidateId) : undefined;
+    if (!local) {
+      return null;
+    }
+    return {
+      candidateType: String(local.candidateType),
+      protocol: String(local.protocol),
+      relayProtocol: typeof local.relayProtocol === "string" ? local.relayProtocol : null,
+    };
   }
 
   /** Leaves the session and releases everything. */

@@ -669,6 +669,7 @@ window.tiepdan = {
     quality: state.quality,
     consumers: (await state.room?.consumerStats()) ?? [],
     producers: (await state.room?.producerStats()) ?? [],
+    iceRoutes: (await state.room?.iceRoutes()) ?? null,
   }),
   selfTest: () => state.selfTest,
   notices: () =>

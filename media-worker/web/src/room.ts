@@ -3,7 +3,7 @@
 // (`onEnd`) and a new one is joined.
 
 import type { types } from "mediasoup-client";
-import { Connection, MediaPathError } from "./connection";
+import { Connection, type IceRoute, MediaPathError } from "./connection";
 import type { LocalMedia } from "./media";
 import type { ErrorCode, MediaKind, PeerInfo, Push } from "./protocol";
 import { SignalingError } from "./signaling";
@@ -46,6 +46,8 @@ export interface ProducerStats {
   packetsSent: number;
   bytesSent: number;
   framesEncoded: number;
+  /** The sender's cap on its first encoding, bits per second (null: none). */
+  maxBitrate: number | null;
 }
 
 export class Room {
@@ -285,10 +287,21 @@ export class Room {
     );
   }
 
+  /** The ICE route of each transport (see `Connection.iceRoute`). */
+  async iceRoutes(): Promise<{ send: IceRoute | null; recv: IceRoute | null } | null> {
+    const conn = this.conn;
+    if (!conn) {
+      return null;
+    }
+    const [send, recv] = await Promise.all([conn.iceRoute(conn.sendTransport), conn.iceRoute(conn.recvTransport)]);
+    return { send, recv };
+  }
+
   async producerStats(): Promise<ProducerStats[]> {
     return Promise.all(
       [...this.producers.entries()].map(async ([kind, producer]) => {
-        const out: ProducerStats = { kind, packetsSent: 0, bytesSent: 0, framesEncoded: 0 };
+        const maxBitrate = producer.rtpSender?.getParameters().encodings[0]?.maxBitrate ?? null;
+        const out: ProducerStats = { kind, packetsSent: 0, bytesSent: 0, framesEncoded: 0, maxBitrate };
         (await producer.getStats()).forEach((s: Record<string, unknown>) => {
           if (s.type === "outbound-rtp") {
             out.packetsSent += num(s.packetsSent);

@@ -60,6 +60,43 @@ pub struct MediaWorkerPoolSpec {
     /// every worker has its own IP and uses 8080 and 8443.
     #[serde(default)]
     pub host_ports: HostPorts,
+    /// TURN relays offered to the pool's points, for offices whose firewalls block the workers'
+    /// RTC ports (often everything but TCP/TLS 443). Browsers try the worker's own UDP and ICE-TCP
+    /// candidates first and relay only when those fail; a point with `network.turnRequired`
+    /// relays always. Each point gets credentials that expire with its link (the TURN REST API of
+    /// coturn's `use-auth-secret`). Unset: no relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<TurnRelay>,
+}
+
+/// The TURN server a pool's points relay through.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnRelay {
+    /// TURN URLs as browsers take them (RFC 7065), e.g. `turn:turn.hungyen.gov.vn:3478?transport=udp`
+    /// and `turns:turn.hungyen.gov.vn:443?transport=tcp` (TURN over TLS, which passes firewalls
+    /// that allow only 443; its certificate must be one browsers trust for that name).
+    #[schemars(
+        length(min = 1, max = 8),
+        inner(regex(pattern = r"^turns?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(\?transport=(udp|tcp))?$"))
+    )]
+    pub urls: Vec<String>,
+    /// The Secret, in the pool's namespace, holding the shared secret the TURN server checks
+    /// credentials with (coturn `static-auth-secret`). The chart's coturn uses the one the
+    /// operator makes (`tiepdan-turn` by default).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// The key of the shared secret in that Secret.
+    #[serde(default = "default_turn_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_key: String,
+}
+
+/// The key the operator writes the shared secret under.
+pub const TURN_SECRET_KEY: &str = "secret";
+
+fn default_turn_secret_key() -> String {
+    TURN_SECRET_KEY.to_owned()
 }
 
 /// The host port range of a hostNetwork pool.

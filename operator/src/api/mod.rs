@@ -21,7 +21,9 @@ pub mod reception_point;
 pub mod reception_session;
 
 pub use condition::{set_condition, ConditionStatus};
-pub use media_worker_pool::{HostPorts, MediaWorkerPool, MediaWorkerPoolSpec, MediaWorkerPoolStatus, RtcPorts};
+pub use media_worker_pool::{
+    HostPorts, MediaWorkerPool, MediaWorkerPoolSpec, MediaWorkerPoolStatus, RtcPorts, TurnRelay, TURN_SECRET_KEY,
+};
 pub use reception_point::{
     Contact, Level, LinkType, NetworkProfile, ReceptionPoint, ReceptionPointSpec, ReceptionPointStatus, Verification,
 };

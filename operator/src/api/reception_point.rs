@@ -74,13 +74,17 @@ pub struct Contact {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkProfile {
-    /// Upstream bandwidth of the point's link in kbit/s (at least 256).
+    /// Upstream bandwidth of the point's link in kbit/s (at least 256). Signed into the point's
+    /// join token: the worker caps what the point sends at this (mediasoup's max incoming bitrate
+    /// on its send transport) and the console sizes its video under it.
     #[schemars(range(min = 256))]
     pub uplink_kbps: i64,
     /// Whether the link is shared with other office traffic or dedicated to reception.
     #[serde(default)]
     pub link: LinkType,
-    /// Whether the point sits behind a firewall that needs media relayed over TURN.
+    /// Whether the point sits behind a firewall that needs media relayed over TURN. Signed into
+    /// the point's join token: its browser then uses TURN relay candidates only (the pool's
+    /// `turn`; TURN over TLS on 443 passes firewalls that allow nothing else).
     #[serde(default)]
     pub turn_required: bool,
 }

@@ -11,6 +11,7 @@ pub mod prometheus_rule;
 pub mod signaling_service;
 pub mod tls;
 pub mod token_keys;
+pub mod turn_secret;
 pub mod worker_pod;
 pub mod worker_ports;
 

@@ -2,7 +2,7 @@
 //! the session (owner and `tiepdan.io/session` label), so deleting the session deletes it.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
     Volume, VolumeMount,
 };
@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{labels, owner_ref, tls, token_keys};
-use crate::api::{MediaWorkerPool, ReceptionSession};
+use crate::api::{MediaWorkerPool, ReceptionSession, TurnRelay};
 use crate::tokens::session_id;
 
 pub use super::worker_ports::{WorkerPorts, ADMIN_PORT, SIGNALING_PORT};
@@ -28,6 +28,10 @@ pub const PUBLIC_KEYS_DIR: &str = "/var/run/tiepdan/token-public-keys";
 /// Where the pod's TLS Secret (`<pod>-tls`, a copy of its session's certificate) is mounted. The
 /// worker reloads it when the kubelet updates the volume.
 pub const TLS_DIR: &str = "/var/run/tiepdan/tls";
+/// Where the pool's TURN shared secret is mounted (`spec.turn.secretName`), as the one file
+/// [`TURN_SECRET_FILE`].
+pub const TURN_DIR: &str = "/var/run/tiepdan/turn";
+pub const TURN_SECRET_FILE: &str = "secret";
 /// The worker container's name (the harness's node emulation starts the real binary for it).
 pub const CONTAINER: &str = "media-worker";
 
@@ -92,6 +96,10 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
     ];
     if let Some(addr) = &spec.announced_address {
         args.push(arg(flag::ANNOUNCED_ADDRESS, addr));
+    }
+    if let Some(turn) = &spec.turn {
+        args.extend(turn.urls.iter().map(|url| arg(flag::TURN_URL, url)));
+        args.push(arg(flag::TURN_SECRET_FILE, format_args!("{TURN_DIR}/{TURN_SECRET_FILE}")));
     }
     if let Some(s) = session {
         args.push(arg(flag::SESSION_ID, session_id(&s.namespace().unwrap_or_default(), &s.name_any())));
@@ -181,45 +189,80 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
                     seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..Default::default() }),
                     ..Default::default()
                 }),
-                volume_mounts: Some(vec![
-                    VolumeMount {
-                        name: "token-public-keys".to_owned(),
-                        mount_path: PUBLIC_KEYS_DIR.to_owned(),
+                volume_mounts: Some(
+                    [
+                        VolumeMount {
+                            name: "token-public-keys".to_owned(),
+                            mount_path: PUBLIC_KEYS_DIR.to_owned(),
+                            read_only: Some(true),
+                            ..Default::default()
+                        },
+                        VolumeMount {
+                            name: "tls".to_owned(),
+                            mount_path: TLS_DIR.to_owned(),
+                            read_only: Some(true),
+                            ..Default::default()
+                        },
+                    ]
+                    .into_iter()
+                    .chain(spec.turn.as_ref().map(|_| VolumeMount {
+                        name: "turn".to_owned(),
+                        mount_path: TURN_DIR.to_owned(),
                         read_only: Some(true),
                         ..Default::default()
-                    },
-                    VolumeMount {
-                        name: "tls".to_owned(),
-                        mount_path: TLS_DIR.to_owned(),
-                        read_only: Some(true),
-                        ..Default::default()
-                    },
-                ]),
+                    }))
+                    .collect(),
+                ),
                 ..Default::default()
             }],
-            volumes: Some(vec![
-                Volume {
-                    name: "token-public-keys".to_owned(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: token_keys::public_name(&pool.name_any()),
-                        default_mode: Some(0o444),
+            volumes: Some(
+                [
+                    Volume {
+                        name: "token-public-keys".to_owned(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: token_keys::public_name(&pool.name_any()),
+                            default_mode: Some(0o444),
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                // Optional: a warm pod starts before any session (and so any certificate) is
-                // known; the kubelet fills the volume once allocation creates the Secret.
-                Volume {
-                    name: "tls".to_owned(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(tls::pod_secret_name(name)),
-                        default_mode: Some(0o440),
-                        optional: Some(true),
+                    },
+                    // Optional: a warm pod starts before any session (and so any certificate) is
+                    // known; the kubelet fills the volume once allocation creates the Secret.
+                    Volume {
+                        name: "tls".to_owned(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(tls::pod_secret_name(name)),
+                            default_mode: Some(0o440),
+                            optional: Some(true),
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ]),
+                    },
+                ]
+                .into_iter()
+                .chain(spec.turn.as_ref().map(turn_volume))
+                .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pool's TURN shared secret, as one file. Not optional: a worker that offered relays it
+/// cannot sign credentials for would fail exactly the offices that need them, so the pod waits
+/// for the Secret instead.
+fn turn_volume(turn: &TurnRelay) -> Volume {
+    Volume {
+        name: "turn".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(turn.secret_name.clone()),
+            items: Some(vec![KeyToPath {
+                key: turn.secret_key.clone(),
+                path: TURN_SECRET_FILE.to_owned(),
+                ..Default::default()
+            }]),
+            default_mode: Some(0o440),
             ..Default::default()
         }),
         ..Default::default()
@@ -370,6 +413,39 @@ pub(crate) mod tests {
                 assert!(args.contains(&format!("{flag}={PUBLIC_KEYS_DIR}/{file}")), "{args:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_pool_with_turn_gives_its_workers_the_urls_and_the_shared_secret() {
+        let mut p = pool();
+        let bare = build(&p, "default-abcde", None, WorkerPorts::default());
+        let args = bare.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
+        assert!(!args.iter().any(|a| a.starts_with("--turn")), "{args:?}");
+        p.spec.turn = Some(TurnRelay {
+            urls: vec!["turn:turn.example:3478?transport=udp".into(), "turns:turn.example:443?transport=tcp".into()],
+            secret_name: "tiepdan-turn".into(),
+            secret_key: "secret".into(),
+        });
+        let pod = build(&p, "default-abcde", None, WorkerPorts::default());
+        assert_ne!(hash_of(&pod), hash_of(&bare), "pools roll their workers onto the relay");
+        let spec = pod.spec.unwrap();
+        let args = spec.containers[0].args.clone().unwrap();
+        let turn: Vec<_> = args.iter().filter(|a| a.starts_with("--turn")).cloned().collect();
+        assert_eq!(
+            turn,
+            [
+                "--turn-url=turn:turn.example:3478?transport=udp",
+                "--turn-url=turns:turn.example:443?transport=tcp",
+                "--turn-secret-file=/var/run/tiepdan/turn/secret",
+            ]
+        );
+        let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == "turn").unwrap().secret.unwrap();
+        assert_eq!(volume.secret_name.as_deref(), Some("tiepdan-turn"));
+        let items = volume.items.unwrap();
+        assert_eq!((items[0].key.as_str(), items[0].path.as_str()), ("secret", TURN_SECRET_FILE));
+        assert_eq!(volume.optional, None, "the pod waits for the secret rather than offering a relay it cannot use");
+        let mount = spec.containers[0].volume_mounts.clone().unwrap().into_iter().find(|m| m.name == "turn").unwrap();
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), (TURN_DIR, Some(true)));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct OperatorConfig {
     /// The counter the client's write requests go to (see [`crate::api_requests`]); exported on
     /// `/metrics` when set.
     pub api_requests: Option<crate::api_requests::ApiRequests>,
+    /// `--turn-secret-name`: the chart's coturn shared secret, made once in `ca_namespace`.
+    pub turn_secret: Option<String>,
 }
 
 impl Default for OperatorConfig {
@@ -70,6 +72,7 @@ impl Default for OperatorConfig {
             // with renewal well before expiry for long-lived or rescheduled sessions.
             session_cert_validity: jiff::SignedDuration::from_hours(24 * 7),
             api_requests: None,
+            turn_secret: None,
         }
     }
 }

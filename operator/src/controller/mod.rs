@@ -20,6 +20,7 @@ pub mod session_status;
 mod session_transitions;
 pub mod status;
 pub mod token_keys;
+pub mod turn_secret;
 pub mod watch_backoff;
 pub mod worker_health;
 
@@ -100,8 +101,9 @@ pub async fn run_gated(
     let pools = pool::controller(ctx.clone(), stop()).for_each(|_| async {});
     let points = point::controller(ctx.clone(), stop()).for_each(|_| async {});
     let ca = ca_rotation::run(ctx.clone(), stop());
+    let turn = turn_secret::run(ctx.clone(), stop());
     let all = async {
-        tokio::join!(sessions, pools, points, ca);
+        tokio::join!(sessions, pools, points, ca, turn);
     };
     // A controller shuts down gracefully only once its cache has listed; with the API server
     // unreachable that never happens, and SIGTERM would wait for the kubelet's SIGKILL. Give the

@@ -337,7 +337,16 @@ async fn provision(
         allocated,
         replaced,
         recheck: failover::recheck_in(&pod, wall),
+        relay_without_turn: relay_without_turn(valid, &pool),
     })
+}
+
+/// The points that must relay (`network.turnRequired`) when the pool offers no TURN.
+fn relay_without_turn(valid: &ValidSession, pool: &MediaWorkerPool) -> Vec<String> {
+    if pool.spec.turn.is_some() {
+        return Vec::new();
+    }
+    valid.participants.iter().filter(|p| p.media.relay).map(|p| p.name.clone()).collect()
 }
 
 /// Binds a warm worker to the session (idempotent), tells it the session's points, and reads its

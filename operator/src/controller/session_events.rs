@@ -85,6 +85,21 @@ pub fn from_diff(
                 out.push(note(Normal, "WorkerRecovered", "Worker", msg));
             }
         }
+        // Once per worker the session gets: that is when the points (re)connect and fail.
+        if p.allocated.is_some() {
+            for point in &p.relay_without_turn {
+                out.push(note(
+                    Warning,
+                    "TurnNotOffered",
+                    "Allocate",
+                    format!(
+                        "Point {point} needs a TURN relay (spec.network.turnRequired), but the session's pool offers \
+                         none: its browser cannot connect. Give the pool spec.turn (the chart's coturn, or another \
+                         TURN server)."
+                    ),
+                ));
+            }
+        }
         if let Some(r) = &p.replaced {
             out.push(note(Warning, "WorkerReplaced", "Worker", ss::replaced_message(r, &p.pod)));
         } else if ss::is_true(&prev.conditions, SC::Degraded) && !ss::is_true(&next.conditions, SC::Degraded) {

@@ -44,6 +44,9 @@ pub struct Provisioned {
     /// When to reconcile again because the worker is unready (see `failover::recheck_in`);
     /// not part of the status.
     pub recheck: Option<std::time::Duration>,
+    /// Points whose `network.turnRequired` asks for a relay the pool does not offer (no
+    /// `spec.turn`): their browsers cannot connect.
+    pub relay_without_turn: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ fn ts(s: &str) -> Timestamp {
 }
 
 fn session(day: u8, missing: &[&str]) -> ValidSession {
-    let p = |n: &str, role| Participant { name: n.into(), display_name: n.into(), role };
+    let p = |n: &str, role| Participant { name: n.into(), display_name: n.into(), role, media: Default::default() };
     ValidSession {
         timeline: crate::timeline::example(day),
         participants: vec![p("tinh", Role::Host), p("a", Role::Participant), p("b", Role::Participant)]
@@ -43,6 +43,8 @@ struct World {
     certificate_serving: bool,
     /// Link generations ops asked for (the session's rotation annotations).
     rotated: Vec<(&'static str, u32)>,
+    /// Points that must relay while the pool offers no TURN.
+    relay_without_turn: Vec<&'static str>,
 }
 
 impl World {
@@ -57,6 +59,7 @@ impl World {
             pool_missing: false,
             certificate_serving: true,
             rotated: vec![],
+            relay_without_turn: vec![],
         }
     }
 
@@ -101,6 +104,7 @@ impl World {
             allocated: self.allocated.clone(),
             replaced: self.replaced.clone(),
             recheck: None,
+            relay_without_turn: self.relay_without_turn.iter().map(|p| (*p).to_owned()).collect(),
         }))
     }
 }
@@ -305,6 +309,30 @@ fn edits_and_losses_during_a_rehearsal() {
     let again = Row { what: "still invalid", events: &[], ..invalid() };
     let s = run(prev.clone(), vec![invalid(), again]);
     assert_eq!(s.worker, None);
+
+    // Point a must relay, and the pool offers no TURN: ops hear it when a worker is allocated,
+    // not on every poll.
+    let mut no_turn = w.clone();
+    no_turn.relay_without_turn = vec!["a"];
+    no_turn.allocated = Some(Allocated::TookIdle { pool: "pool".into() });
+    no_turn.replaced = Some(Replaced { old: "w1".into(), why: "Terminating" });
+    let mut polled = no_turn.clone();
+    polled.allocated = None;
+    polled.replaced = None;
+    run(
+        prev.clone(),
+        vec![
+            row(
+                "a worker for a relay point without TURN",
+                "2025-06-11T07:15:00Z",
+                &no_turn,
+                Rehearsal,
+                Provision,
+                &["WorkerAllocated", "TurnNotOffered", "WorkerReplaced"],
+            ),
+            row("polled again", "2025-06-11T07:15:10Z", &polled, Rehearsal, Provision, &["WorkerRestored"]),
+        ],
+    );
 
     // The pool is deleted.
     let mut no_pool = w.clone();

@@ -211,7 +211,12 @@ mod tests {
     fn parts() -> Vec<Participant> {
         ["a", "b"]
             .iter()
-            .map(|n| Participant { name: (*n).into(), display_name: (*n).into(), role: Role::Participant })
+            .map(|n| Participant {
+                name: (*n).into(),
+                display_name: (*n).into(),
+                role: Role::Participant,
+                media: Default::default(),
+            })
             .collect()
     }
 

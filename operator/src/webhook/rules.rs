@@ -137,7 +137,31 @@ pub fn pool(new: &MediaWorkerPool) -> Vec<Violation> {
             ),
         });
     }
+    for url in new.spec.turn.iter().flat_map(|t| &t.urls) {
+        if let Some(why) = turn_url_problem(url) {
+            v.push(Violation { field: "spec.turn.urls", message: format!("{url:?}: {why}") });
+        }
+    }
     v
+}
+
+/// What the schema's pattern lets through but the worker's `--turn-url` refuses (it would
+/// crash-loop every worker of the pool).
+fn turn_url_problem(url: &str) -> Option<&'static str> {
+    if url.starts_with("turns:") && url.ends_with("?transport=udp") {
+        return Some("turns: (TLS) runs over TCP; use ?transport=tcp or no query");
+    }
+    let authority = url.split_once(':').map_or("", |(_, rest)| rest.split('?').next().unwrap_or(""));
+    let port = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(_, rest)| rest),
+        None => Some(authority.rsplit_once(':').map_or("", |(_, port)| port)),
+    }
+    .map(|p| p.strip_prefix(':').unwrap_or(p));
+    match port {
+        Some("") => None,
+        Some(p) if p.parse::<u16>().is_ok_and(|n| n != 0) => None,
+        _ => Some("the port must be a number from 1 to 65535"),
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +279,24 @@ mod tests {
             super::pool(&pool(json!({"hostPorts": {"min": 7000, "max": 7000}}))).is_empty(),
             "ignored off host network"
         );
+    }
+
+    #[test]
+    fn turn_urls_the_worker_would_refuse_are_refused() {
+        let pool = |urls: &[&str]| -> MediaWorkerPool {
+            serde_json::from_value(json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool",
+                "metadata": {"name": "p", "namespace": "n"},
+                "spec": {"turn": {"urls": urls, "secretName": "tiepdan-turn"}}}))
+            .unwrap()
+        };
+        let good = ["turn:turn.example:3478?transport=udp", "turns:turn.example:443?transport=tcp", "turns:[::1]:5349"];
+        assert!(super::pool(&pool(&good)).is_empty(), "{:?}", super::pool(&pool(&good)));
+        for bad in ["turns:turn.example:443?transport=udp", "turn:turn.example:0", "turn:turn.example:70000"] {
+            let v = super::pool(&pool(&[bad]));
+            assert_eq!(v.len(), 1, "{bad}: {v:?}");
+            assert_eq!(v[0].field, "spec.turn.urls");
+            assert!(v[0].message.contains(bad), "{v:?}");
+        }
     }
 
     #[test]

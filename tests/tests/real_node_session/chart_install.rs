@@ -309,6 +309,8 @@ fn host_network_values(cp: &ControlPlane, release: &str, sessions_ns: &str) -> S
         format!("webhook.namespaceLabels.tiepdan\\.io/chart-test={release}"),
         format!("watchNamespace={sessions_ns}"),
         "statusPollSeconds=1".to_owned(),
+        // The test node has no coturn image (only the ones scripts/images.sh builds).
+        "turn.enabled=false".to_owned(),
     ]
     .join(",")
 }

@@ -41,6 +41,16 @@ export type PeerInfo = { point: string, displayName: string, role: Role, };
 export type ProducerInfo = { producerId: string, point: string, kind: types.MediaKind, };
 
 /**
+ * A TURN server as `RTCIceServer` takes it.
+ */
+export type IceServer = { urls: Array<string>, username: string, credential: string, };
+
+/**
+ * `RTCIceTransportPolicy`: which local candidates the browser may use.
+ */
+export type IceTransportPolicy = "all" | "relay";
+
+/**
  * What a client may ask of the worker.
  */
 export type ClientMessage = { "action": "join", token: string, } | { "action": "createWebRtcTransport", direction: Direction, } | { "action": "connectWebRtcTransport", transportId: string, dtlsParameters: types.DtlsParameters, } | { "action": "createPlainTransport", direction: Direction, } | { "action": "connectPlainTransport", transportId: string, ip: string, port: number, rtcpPort?: number | null, } | { "action": "produce", transportId: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "leave" };
@@ -57,7 +67,22 @@ peers: Array<PeerInfo>,
  * Producers of every point present now, the joining point's own included (none yet,
  * unless it rejoined).
  */
-producers: Array<ProducerInfo>, } | { "action": "webRtcTransportCreated", transportId: string, direction: Direction, iceParameters: types.IceParameters, iceCandidates: Array<IceCandidate>, dtlsParameters: types.DtlsParameters, } | { "action": "plainTransportCreated", transportId: string, direction: Direction, 
+producers: Array<ProducerInfo>, 
+/**
+ * TURN relays with this point's credentials (valid until its token expires), for
+ * `createSendTransport`/`createRecvTransport`. Empty when the worker has none.
+ */
+iceServers: Array<IceServer>, 
+/**
+ * `relay` when the point's token says its firewall needs TURN (`turnRequired`): the
+ * browser then uses relay candidates only.
+ */
+iceTransportPolicy: IceTransportPolicy, 
+/**
+ * The most the point may send, in kbit/s (`uplinkKbps`), enforced on its send
+ * transport; absent means no cap.
+ */
+uplinkKbps?: number, } | { "action": "webRtcTransportCreated", transportId: string, direction: Direction, iceParameters: types.IceParameters, iceCandidates: Array<IceCandidate>, dtlsParameters: types.DtlsParameters, } | { "action": "plainTransportCreated", transportId: string, direction: Direction, 
 /**
  * Where to send RTP (send direction) or RTCP (recv direction): the first packet's source
  * becomes the transport's remote address.
@@ -96,4 +121,14 @@ name: string, role: Role, title: string, start?: string, end?: string, epoch: nu
  * one generation up, and the worker then refuses the point's older links. Absent means 0, so
  * links issued before rotation existed keep their bytes.
  */
-gen?: number, };
+gen?: number, 
+/**
+ * The point's firewall lets media through a TURN relay only (`turnRequired`): the worker
+ * tells its browser to use relay candidates only. Absent means false, so tokens of points
+ * without it keep their bytes.
+ */
+relay?: boolean, 
+/**
+ * The most the point may send, in kbit/s (`uplinkKbps`); absent or 0 means no cap.
+ */
+uplinkKbps?: number, };
