@@ -428,11 +428,11 @@ fn turn_args(docs: &[Value]) -> Vec<String> {
     strings(&named(docs, "Deployment", TURN_NAME)["spec"]["template"]["spec"]["containers"][0]["args"])
 }
 
+/// The ports of coturn's Services (UDP on one, TCP and TLS on the other), UDP first.
 fn service_ports(docs: &[Value]) -> Vec<(String, u64, String, String)> {
-    named(docs, "Service", TURN_NAME)["spec"]["ports"]
-        .as_sequence()
-        .expect("ports")
+    [format!("{TURN_NAME}-udp"), TURN_NAME.to_owned()]
         .iter()
+        .flat_map(|name| named(docs, "Service", name)["spec"]["ports"].as_sequence().expect("ports").iter())
         .map(|p| {
             (
                 str_at(p, &["name"]).to_owned(),
@@ -469,10 +469,12 @@ fn by_default_the_chart_deploys_coturn_with_the_secret_the_operator_makes() {
             ("turn-tcp".into(), 3478, "TCP".into(), "turn-tcp".into())
         ]
     );
-    let service = named(&docs, "Service", TURN_NAME);
-    assert_eq!(str_at(service, &["spec", "type"]), "LoadBalancer");
-    // A TURN allocation lives on one replica: a client's packets must keep reaching it.
-    assert_eq!(str_at(service, &["spec", "sessionAffinity"]), "ClientIP");
+    for name in [format!("{TURN_NAME}-udp"), TURN_NAME.to_owned()] {
+        let service = named(&docs, "Service", &name);
+        assert_eq!(str_at(service, &["spec", "type"]), "LoadBalancer");
+        // A TURN allocation lives on one replica: a client's packets must keep reaching it.
+        assert_eq!(str_at(service, &["spec", "sessionAffinity"]), "ClientIP");
+    }
     // Restricted, like the operator's pod.
     assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(false));
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
@@ -480,6 +482,27 @@ fn by_default_the_chart_deploys_coturn_with_the_secret_the_operator_makes() {
     assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
     assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
     assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+}
+
+/// Kubernetes before 1.26 refuses a LoadBalancer Service whose ports mix UDP and TCP ("may not
+/// contain more than 1 protocol"), and `helm install` fails with it.
+#[test]
+fn no_load_balancer_mixes_protocols() {
+    for set in [&[][..], &["--set", "turn.tlsSecretName=turn-tls"][..]] {
+        let docs = documents(&template(set));
+        for service in of_kind(&docs, "Service") {
+            if service["spec"]["type"] != "LoadBalancer" {
+                continue;
+            }
+            let protocols: std::collections::BTreeSet<&str> = service["spec"]["ports"]
+                .as_sequence()
+                .expect("ports")
+                .iter()
+                .map(|p| p["protocol"].as_str().unwrap_or("TCP"))
+                .collect();
+            assert_eq!(protocols.len(), 1, "{}: {protocols:?}", str_at(service, &["metadata", "name"]));
+        }
+    }
 }
 
 #[test]
