@@ -232,7 +232,13 @@ impl PlainPeer {
 }
 
 fn rtp_parameters(stream: &OutgoingStream, cname: &str) -> RtpParameters {
-    let codec = match stream.kind {
+    plain_rtp_parameters(stream.kind, stream.ssrc, cname)
+}
+
+/// What a plain-RTP sender of `kind` (Opus or VP8, the probe's payload types) produces with:
+/// one encoding with `ssrc`, RTCP muxed. The media benchmark sends with the same parameters.
+pub fn plain_rtp_parameters(kind: MediaKind, ssrc: u32, cname: &str) -> RtpParameters {
+    let codec = match kind {
         MediaKind::Audio => RtpCodecParameters::Audio {
             mime_type: MimeTypeAudio::Opus,
             payload_type: AUDIO_PAYLOAD_TYPE,
@@ -253,7 +259,7 @@ fn rtp_parameters(stream: &OutgoingStream, cname: &str) -> RtpParameters {
         mid: None,
         codecs: vec![codec],
         header_extensions: Vec::new(),
-        encodings: vec![RtpEncodingParameters { ssrc: Some(stream.ssrc), ..RtpEncodingParameters::default() }],
+        encodings: vec![RtpEncodingParameters { ssrc: Some(ssrc), ..RtpEncodingParameters::default() }],
         rtcp: RtcpParameters { cname: Some(cname.to_owned()), reduced_size: true, mux: Some(true) },
     }
 }

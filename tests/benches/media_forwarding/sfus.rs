@@ -3,10 +3,9 @@
 //! raw UDP relay.
 
 use super::load::{set_receive_buffer, Wiring};
-use super::packets::{Outgoing, Stream, OPUS_PT, VP8_PT};
+use super::packets::{Outgoing, Stream};
 use super::relay::Relay;
 use mediasoup::prelude::*;
-use mediasoup::rtp_parameters::{RtcpParameters, RtpCodecParameters, RtpEncodingParameters};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::num::{NonZeroU32, NonZeroU8};
 use tiepdan_media_worker::config::ServeConfig;
@@ -78,31 +77,9 @@ fn ssrc(i: usize) -> u32 {
     0x1000_0000 + i as u32 * 7919
 }
 
+/// The probe's own RTP parameters, so the worker and bare mediasoup are fed the same way.
 pub fn rtp_parameters(stream: Stream, ssrc: u32) -> RtpParameters {
-    let codec = match stream {
-        Stream::Opus => RtpCodecParameters::Audio {
-            mime_type: MimeTypeAudio::Opus,
-            payload_type: OPUS_PT,
-            clock_rate: NonZeroU32::new(48_000).expect("non-zero"),
-            channels: NonZeroU8::new(2).expect("non-zero"),
-            parameters: RtpCodecParametersParameters::default(),
-            rtcp_feedback: Vec::new(),
-        },
-        Stream::Vp8 => RtpCodecParameters::Video {
-            mime_type: MimeTypeVideo::Vp8,
-            payload_type: VP8_PT,
-            clock_rate: NonZeroU32::new(90_000).expect("non-zero"),
-            parameters: RtpCodecParametersParameters::default(),
-            rtcp_feedback: Vec::new(),
-        },
-    };
-    RtpParameters {
-        mid: None,
-        codecs: vec![codec],
-        header_extensions: Vec::new(),
-        encodings: vec![RtpEncodingParameters { ssrc: Some(ssrc), ..RtpEncodingParameters::default() }],
-        rtcp: RtcpParameters { cname: Some("bench".to_owned()), reduced_size: true, mux: Some(true) },
-    }
+    tiepdan_media_worker::probe::peer::plain_rtp_parameters(kind(stream), ssrc, "bench")
 }
 
 fn kind(stream: Stream) -> MediaKind {
