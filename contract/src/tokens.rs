@@ -344,6 +344,11 @@ pub struct JoinClaims {
     /// links issued before rotation existed keep their bytes.
     #[serde(default, rename = "gen", skip_serializing_if = "is_zero")]
     pub link_generation: u32,
+    /// The point's spec says it has no camera (`ReceptionPoint.spec.media.audioOnly`): its
+    /// checklist leaves out the video items. Absent means false, so older links keep their bytes.
+    #[serde(default, rename = "audioOnly", skip_serializing_if = "std::ops::Not::not")]
+    #[ts(as = "Option<bool>", optional)]
+    pub audio_only: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -359,6 +364,7 @@ pub struct VerifiedJoin {
     pub epoch: u64,
     pub link_generation: u32,
     pub expires_at: i64,
+    pub audio_only: bool,
 }
 
 /// What a member's token can be revoked by: the session's epoch (rescheduling) and the point's
@@ -400,6 +406,7 @@ impl PublicKeys {
             epoch: claims.epoch,
             link_generation: claims.link_generation,
             expires_at: claims.exp,
+            audio_only: claims.audio_only,
         })
     }
 
@@ -515,6 +522,7 @@ impl JoinClaims {
             end: None,
             epoch: 0,
             link_generation: 0,
+            audio_only: false,
         }
     }
 }

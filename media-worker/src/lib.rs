@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_auth;
+pub mod checks;
 pub mod config;
 pub mod console;
 pub mod console_types;
@@ -36,6 +37,7 @@ pub mod registry;
 pub mod room;
 pub mod rtc_socket;
 pub mod server;
+pub mod sfu_evidence;
 pub mod signaling;
 pub mod stats_poller;
 pub mod tls;
