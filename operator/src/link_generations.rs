@@ -89,7 +89,7 @@ mod tests {
     use crate::validate::Role;
 
     fn participant(name: &str) -> Participant {
-        Participant { name: name.to_owned(), display_name: name.to_owned(), role: Role::Participant }
+        Participant { name: name.to_owned(), display_name: name.to_owned(), role: Role::Participant, audio_only: false }
     }
 
     fn point(name: &str, link_generation: u32, removed: bool) -> PointStatus {

@@ -69,6 +69,7 @@ pub fn join_claims(
         end: Some(t.end.to_string()),
         epoch,
         link_generation,
+        audio_only: p.audio_only,
     }
 }
 
@@ -103,6 +104,7 @@ pub fn probe_claims(
         end: None,
         epoch,
         link_generation: 0,
+        audio_only: false,
     })
 }
 
@@ -142,6 +144,7 @@ pub(crate) mod tests {
                 name: "di-su".into(),
                 display_name: "UBND phường Dị Sử".into(),
                 role: validate::Role::Participant,
+                audio_only: false,
             }],
             missing: vec![],
         }
@@ -177,6 +180,22 @@ pub(crate) mod tests {
         ));
         // Another pool's keys do not verify it.
         assert!(SigningKeys::generate().public().verify_join(&tok, rules(&id, ts("2025-06-11T07:30:00Z"))).is_err());
+    }
+
+    #[test]
+    fn an_audio_only_point_s_link_says_so_to_the_worker_and_other_links_keep_their_bytes() {
+        let s = session();
+        let keys = SigningKeys::generate();
+        let id = "my-hao/phien-1".parse().unwrap();
+        let plain = join_claims("my-hao/phien-1", "Tiếp dân", &s, &s.participants[0], 0, 0);
+        assert!(serde_json::to_value(&plain).unwrap().get("audioOnly").is_none());
+        let mut radio = s.participants[0].clone();
+        radio.audio_only = true;
+        let claims = join_claims("my-hao/phien-1", "Tiếp dân", &s, &radio, 0, 0);
+        assert_eq!(serde_json::to_value(&claims).unwrap()["audioOnly"], true);
+        let tok = mint_join_token(&keys, &claims).unwrap();
+        let got = keys.public().verify_join(&tok, rules(&id, ts("2025-06-11T07:30:00Z"))).unwrap();
+        assert!(got.audio_only, "the worker skips this point's video checks");
     }
 
     #[test]

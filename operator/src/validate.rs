@@ -73,6 +73,8 @@ pub struct Participant {
     pub name: String,
     pub display_name: String,
     pub role: Role,
+    /// The point has no camera by its spec (`spec.media.audioOnly`).
+    pub audio_only: bool,
 }
 
 /// A session that passed validation.
@@ -133,10 +135,15 @@ pub fn validate_session(
         return Err(Error::NoPointsLeft { missing });
     }
 
-    let mut participants =
-        vec![Participant { name: spec.host.clone(), display_name: host.spec.display_name.clone(), role: Role::Host }];
+    let mut participants = vec![Participant {
+        name: spec.host.clone(),
+        display_name: host.spec.display_name.clone(),
+        role: Role::Host,
+        audio_only: audio_only(host),
+    }];
     participants.extend(names.into_iter().map(|n| Participant {
         display_name: by_name[&n].spec.display_name.clone(),
+        audio_only: audio_only(by_name[&n]),
         name: n,
         role: Role::Participant,
     }));
@@ -145,6 +152,10 @@ pub fn validate_session(
             .map_err(|source| Error::InvalidPoint { name: p.name.clone(), source })?;
     }
     Ok(ValidSession { timeline, participants, missing })
+}
+
+fn audio_only(point: &ReceptionPoint) -> bool {
+    point.spec.media.as_ref().is_some_and(|m| m.audio_only)
 }
 
 #[cfg(test)]
@@ -162,6 +173,7 @@ mod tests {
                 parent: parent.map(str::to_owned),
                 contact: None,
                 network: None,
+                media: None,
             },
         );
         p.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
@@ -215,6 +227,15 @@ mod tests {
                 ("tinh", Role::Participant)
             ]
         );
+    }
+
+    #[test]
+    fn a_point_whose_spec_says_audio_only_takes_part_audio_only() {
+        let mut points = world();
+        points[2].spec.media = Some(crate::api::PointMedia { audio_only: true });
+        let v = validate("s", &spec(), &points).unwrap();
+        let audio_only: Vec<_> = v.participants.iter().filter(|p| p.audio_only).map(|p| p.name.as_str()).collect();
+        assert_eq!(audio_only, ["di-su"]);
     }
 
     #[test]

@@ -60,8 +60,18 @@ mod tests {
             timeline: crate::timeline::compute(&s.spec.schedule, &s.spec.readiness, &TimelineConfig::default())
                 .unwrap(),
             participants: vec![
-                Participant { name: "my-hao".into(), display_name: "Mỹ Hào".into(), role: Role::Host },
-                Participant { name: "di-su".into(), display_name: "Dị Sử".into(), role: Role::Participant },
+                Participant {
+                    name: "my-hao".into(),
+                    display_name: "Mỹ Hào".into(),
+                    role: Role::Host,
+                    audio_only: false,
+                },
+                Participant {
+                    name: "di-su".into(),
+                    display_name: "Dị Sử".into(),
+                    role: Role::Participant,
+                    audio_only: false,
+                },
             ],
             missing: vec![],
         };

@@ -17,7 +17,7 @@ fn ts(s: &str) -> Timestamp {
 }
 
 fn session(day: u8, missing: &[&str]) -> ValidSession {
-    let p = |n: &str, role| Participant { name: n.into(), display_name: n.into(), role };
+    let p = |n: &str, role| Participant { name: n.into(), display_name: n.into(), role, audio_only: false };
     ValidSession {
         timeline: crate::timeline::example(day),
         participants: vec![p("tinh", Role::Host), p("a", Role::Participant), p("b", Role::Participant)]
