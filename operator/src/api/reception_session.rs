@@ -421,8 +421,11 @@ pub enum CheckItem {
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum CheckState {
+    /// Not measured yet, or still being measured.
     Pending,
+    /// Proved.
     Passed,
+    /// Measured long enough to say it does not work.
     Failed,
 }
 
@@ -430,10 +433,15 @@ pub enum CheckState {
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum IcePath {
+    /// Direct UDP to the worker.
     Udp,
+    /// ICE-TCP to the worker.
     Tcp,
+    /// Relayed by TURN over UDP.
     TurnUdp,
+    /// Relayed by TURN over TCP.
     TurnTcp,
+    /// Relayed by TURN over TLS.
     TurnTls,
 }
 
