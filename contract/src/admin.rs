@@ -2,6 +2,7 @@
 //! `GET /v1/status`. The worker serves these types and the operator reads them, so a renamed field
 //! fails to compile on both sides instead of silently reading as absent.
 
+use crate::checks::CheckStatus;
 use crate::ids::{PointName, SessionId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +53,13 @@ pub struct PointStatus {
     pub rtt_ms: Option<f64>,
     pub loss_percent: Option<f64>,
     pub jitter_ms: Option<f64>,
+    /// The point has no camera by its spec: its checklist leaves out the video items.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audio_only: bool,
+    /// The connection check `verified` requires, each item with the time it last changed; empty
+    /// from a worker that predates it.
+    #[serde(default)]
+    pub checks: Vec<CheckStatus>,
 }
 
 /// The `/v1/status` document.
@@ -104,6 +112,8 @@ impl PointStatus {
             rtt_ms: None,
             loss_percent: None,
             jitter_ms: None,
+            audio_only: false,
+            checks: Vec::new(),
         }
     }
 }

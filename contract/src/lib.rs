@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod checks;
 pub mod errors;
 pub mod ids;
 pub mod roles;

@@ -352,6 +352,11 @@ pub struct JoinClaims {
     /// The most the point may send, in kbit/s (`uplinkKbps`); absent or 0 means no cap.
     #[serde(default, rename = "uplinkKbps", skip_serializing_if = "is_zero")]
     pub uplink_kbps: u32,
+    /// The point's spec says it has no camera (`ReceptionPoint.spec.media.audioOnly`): its
+    /// checklist leaves out the video items. Absent means false, so older links keep their bytes.
+    #[serde(default, rename = "audioOnly", skip_serializing_if = "std::ops::Not::not")]
+    #[ts(as = "Option<bool>", optional)]
+    pub audio_only: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -375,6 +380,7 @@ pub struct VerifiedJoin {
     pub relay: bool,
     /// The send cap in kbit/s (the `uplinkKbps` claim), `None` for no cap.
     pub uplink_kbps: Option<std::num::NonZeroU32>,
+    pub audio_only: bool,
 }
 
 /// What a member's token can be revoked by: the session's epoch (rescheduling) and the point's
@@ -418,6 +424,7 @@ impl PublicKeys {
             expires_at: claims.exp,
             relay: claims.relay,
             uplink_kbps: std::num::NonZeroU32::new(claims.uplink_kbps),
+            audio_only: claims.audio_only,
         })
     }
 
@@ -535,6 +542,7 @@ impl JoinClaims {
             link_generation: 0,
             relay: false,
             uplink_kbps: 0,
+            audio_only: false,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! (`#[ts(type = "...")]`) to mediasoup-client's `types`, which the page hands to mediasoup-client
 //! unchanged.
 
+use crate::checks::{CheckItem, CheckState, ConsoleCheck, IcePath};
 use crate::console::JoinCheck;
 use crate::signaling::protocol::{
     ClientMessage, Direction, ErrorCode, IceServer, IceTransportPolicy, PeerInfo, ProducerInfo, RequestId, Role,
@@ -92,6 +93,10 @@ fn declarations() -> Vec<Declaration> {
     let cfg = config();
     vec![
         declaration::<Role>(&cfg),
+        declaration::<CheckItem>(&cfg),
+        declaration::<CheckState>(&cfg),
+        declaration::<IcePath>(&cfg),
+        declaration::<ConsoleCheck>(&cfg),
         declaration::<Direction>(&cfg),
         declaration::<ErrorCode>(&cfg),
         declaration::<RequestId>(&cfg),

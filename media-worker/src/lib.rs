@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_auth;
+pub mod checks;
 pub mod config;
 pub mod console;
 pub mod console_types;
@@ -37,6 +38,7 @@ pub mod registry;
 pub mod room;
 pub mod rtc_socket;
 pub mod server;
+pub mod sfu_evidence;
 pub mod signaling;
 pub mod stats_poller;
 pub mod tls;

@@ -7,6 +7,7 @@
 //!          ─ points: point -> PointRecord  (verification; survives the room)
 //! ```
 
+use crate::checks::{ChecksError, ConsoleCheck};
 use crate::config::Thresholds;
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::LocalRunner;
@@ -167,6 +168,23 @@ impl Membership {
     pub fn key(&self) -> &MemberKey {
         &self.key
     }
+
+    /// Records this point's console checklist (`reportChecks`).
+    pub fn report_checks(&self, checks: &[ConsoleCheck]) -> Result<(), ReportChecksError> {
+        if self.key.class == Class::Probe {
+            return Err(ReportChecksError::Probe);
+        }
+        self.registry.report_checks(self.generation, &self.key.point, checks, jiff::Timestamp::now())
+    }
+}
+
+/// Why a checklist report was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportChecksError {
+    #[error("a probe is not a reception point and has no checklist")]
+    Probe,
+    #[error(transparent)]
+    Invalid(#[from] ChecksError),
 }
 
 impl Drop for Membership {
@@ -429,7 +447,7 @@ impl Registry {
                     .points
                     .entry(verified.point.clone())
                     .or_insert_with(|| PointRecord::new(verified.display_name.clone()))
-                    .on_join(verified.display_name.clone());
+                    .on_join(verified.display_name.clone(), verified.audio_only);
             }
         }
         self.metrics.joins.inc();
@@ -488,6 +506,26 @@ impl Registry {
         }
         tracing::info!(point = %point, "point left");
         self.left.notify_waiters();
+    }
+
+    fn report_checks(
+        &self,
+        generation: u64,
+        point: &PointName,
+        checks: &[ConsoleCheck],
+        wall_now: jiff::Timestamp,
+    ) -> Result<(), ReportChecksError> {
+        let mut state = self.lock();
+        // A report from a deallocated session's connection has nothing left to prove.
+        if state.generation != generation {
+            return Ok(());
+        }
+        if let Some(record) = state.points.get_mut(point) {
+            if record.report_checks(checks, wall_now)? {
+                tracing::info!(point = %point, "point verified");
+            }
+        }
+        Ok(())
     }
 
     /// Applies one statistics poll to the point records.

@@ -20,9 +20,11 @@
 
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
+use crate::sfu_evidence::{Evidence, VOICE_THRESHOLD_DBOV};
 use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage};
 use crate::tokens::TokenVersion;
 use crate::workers::media_codecs;
+use mediasoup::audio_level_observer::{AudioLevelObserver, AudioLevelObserverOptions};
 use mediasoup::data_structures::TransportProtocol;
 use mediasoup::prelude::{
     Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions, Producer,
@@ -30,9 +32,11 @@ use mediasoup::prelude::{
     Transport, TransportId, TransportListenIp, TransportListenIps, WebRtcTransport, WebRtcTransportOptions,
     WebRtcTransportRemoteParameters, Worker,
 };
+use mediasoup::producer::{ProducerTraceEventData, ProducerTraceEventType};
+use mediasoup::rtp_observer::{RtpObserver, RtpObserverAddProducerOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
@@ -282,6 +286,9 @@ pub struct NewMember {
 pub struct Room {
     session: SessionId,
     router: Router,
+    /// Hears which audio producers carry sound (the checklist's `sfuAudio`); kept alive here.
+    audio_levels: AudioLevelObserver,
+    evidence: Evidence,
     media: LocalRunner,
     listen_ip: TransportListenIp,
     receive_buffer: Option<usize>,
@@ -310,14 +317,39 @@ impl Room {
         media: LocalRunner,
         sockets: RtcSockets,
     ) -> Result<Self, RoomError> {
-        let router = media
-            .run(move || async move { worker.create_router(RouterOptions::new(media_codecs())).await })
-            .await?
-            .map_err(|e| RoomError::media("create a router")(&e))?;
+        let (router, audio_levels) = media
+            .run(move || async move {
+                let router = worker
+                    .create_router(RouterOptions::new(media_codecs()))
+                    .await
+                    .map_err(|e| RoomError::media("create a router")(&e))?;
+                let mut options = AudioLevelObserverOptions::default();
+                // Every point may speak at once: report them all, twice a second.
+                options.max_entries = NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN);
+                options.threshold = VOICE_THRESHOLD_DBOV;
+                options.interval = 500;
+                let observer = router
+                    .create_audio_level_observer(options)
+                    .await
+                    .map_err(|e| RoomError::media("create an audio level observer")(&e))?;
+                Ok::<_, RoomError>((router, observer))
+            })
+            .await??;
+        let evidence = Evidence::default();
+        let heard = evidence.clone();
+        audio_levels
+            .on_volumes(move |volumes| {
+                for volume in volumes {
+                    heard.heard(volume.producer.id());
+                }
+            })
+            .detach();
         tracing::info!(session = %session, router = %router.id(), "room opened");
         Ok(Self {
             session,
             router,
+            audio_levels,
+            evidence,
             media,
             listen_ip: TransportListenIp { ip: sockets.listen_ip, announced_ip: sockets.announced_ip },
             receive_buffer: sockets.receive_buffer,
@@ -425,6 +457,11 @@ impl Room {
 
     pub fn member_count(&self) -> usize {
         self.lock().members.len()
+    }
+
+    /// What the SFU saw of each producer (voice, keyframes), for the statistics poller.
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
     }
 
     /// Copies of every point's media handles (cheap: they are reference-counted). Probes are left
@@ -636,17 +673,21 @@ impl Room {
                 Ok(())
             }
         })?;
+        let observer = self.audio_levels.clone();
+        let evidence = self.evidence.clone();
         let producer = self
             .media
             .run(move || async move {
                 let options = ProducerOptions::new(kind, rtp_parameters);
-                match entry.transport {
+                let producer = match entry.transport {
                     MediaTransport::WebRtc(t) => t.produce(options).await,
                     MediaTransport::Plain(t) => t.produce(options).await,
                 }
+                .map_err(|e| RoomError::media("produce")(&e))?;
+                watch_producer(&producer, &observer, evidence).await?;
+                Ok::<_, RoomError>(producer)
             })
-            .await?
-            .map_err(|e| RoomError::media("produce")(&e))?;
+            .await??;
         let producer_id = producer.id();
         let mut leftover = Some(producer);
         let stored = {
@@ -775,6 +816,38 @@ impl Room {
             .map_err(|e| RoomError::media("resume the consumer")(&e))?;
         Ok(ServerMessage::ConsumerResumed { consumer_id })
     }
+}
+
+/// Lets the SFU vouch for a new producer: audio joins the level observer, video reports its
+/// keyframes. The handlers hold only the evidence map, so they keep nothing else alive.
+async fn watch_producer(
+    producer: &Producer,
+    observer: &AudioLevelObserver,
+    evidence: Evidence,
+) -> Result<(), RoomError> {
+    let id = producer.id();
+    let closed = evidence.clone();
+    producer.on_close(move || closed.forget(&id)).detach();
+    match producer.kind() {
+        MediaKind::Audio => observer
+            .add_producer(RtpObserverAddProducerOptions::new(id))
+            .await
+            .map_err(|e| RoomError::media("observe audio levels")(&e))?,
+        MediaKind::Video => {
+            producer
+                .on_trace(move |event| {
+                    if matches!(event, ProducerTraceEventData::KeyFrame { .. }) {
+                        evidence.keyframe(id);
+                    }
+                })
+                .detach();
+            producer
+                .enable_trace_event(vec![ProducerTraceEventType::KeyFrame])
+                .await
+                .map_err(|e| RoomError::media("trace keyframes")(&e))?;
+        }
+    }
+    Ok(())
 }
 
 fn producer_infos(member: &Member) -> impl Iterator<Item = ProducerInfo> + '_ {

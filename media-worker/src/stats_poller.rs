@@ -6,6 +6,7 @@ use crate::ids::PointName;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::room::{MediaTransport, MemberMedia};
+use crate::sfu_evidence::{Evidence, Seen};
 use crate::verification::MediaSample;
 use mediasoup::data_structures::{DtlsState, TransportTuple};
 use mediasoup::prelude::TransportGeneric;
@@ -97,6 +98,15 @@ impl SampleBuilder {
         self.quality(delta, rtt_ms, None);
     }
 
+    /// What the SFU saw of one producer: voice from the audio level observer, and for video a
+    /// keyframe and a stream score above zero (mediasoup scores 0 a stream it cannot use).
+    pub fn evidence(&mut self, kind: MediaKind, seen: Seen, score: u8) {
+        match kind {
+            MediaKind::Audio => self.sample.audio_heard |= seen.voice,
+            MediaKind::Video => self.sample.video_arrives |= seen.keyframe && score > 0,
+        }
+    }
+
     fn quality(&mut self, delta: StreamDelta, rtt_ms: Option<f64>, jitter_ms: Option<f64>) {
         self.sample.loss_percent = worst(self.sample.loss_percent, delta.loss_percent());
         self.sample.rtt_ms = worst(self.sample.rtt_ms, rtt_ms);
@@ -140,6 +150,7 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
         drop(registry_now);
         let session = room.session().clone();
         let members = room.media_snapshot();
+        let evidence = room.evidence().clone();
         drop(room);
 
         let mut current = HashMap::new();
@@ -148,7 +159,7 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
         for member in members {
             producers += i64::try_from(member.producers.len()).unwrap_or(0);
             consumers += i64::try_from(member.consumers.len()).unwrap_or(0);
-            let sample = sample_member(&member, &previous, &mut current, &metrics, session.as_str()).await;
+            let sample = sample_member(&member, &evidence, &previous, &mut current, &metrics, session.as_str()).await;
             samples.push((member.point, sample));
         }
         previous = current;
@@ -192,6 +203,7 @@ fn to_u64(v: usize) -> u64 {
 
 async fn sample_member(
     member: &MemberMedia,
+    evidence: &Evidence,
     previous: &HashMap<StreamKey, StreamCounters>,
     current: &mut HashMap<StreamKey, StreamCounters>,
     metrics: &Metrics,
@@ -219,6 +231,8 @@ async fn sample_member(
             .unwrap_or(90_000);
         let mut counters = StreamCounters::default();
         let (mut rtt, mut jitter) = (None, None);
+        let score = stats.iter().map(|s| s.score).max().unwrap_or(0);
+        builder.evidence(producer.kind(), evidence.seen(&producer.id()), score);
         for stat in &stats {
             counters.bytes += to_u64(stat.byte_count);
             counters.packets += to_u64(stat.packet_count);
@@ -289,6 +303,25 @@ mod tests {
         assert_eq!(sample.rtt_ms, Some(20.0));
         assert_eq!(sample.jitter_ms, Some(2.0));
         assert_eq!(sample.loss_percent, Some(0.0));
+    }
+
+    #[test]
+    fn the_sfu_vouches_for_voice_and_for_keyframes_with_a_score() {
+        let seen = |voice, keyframe| Seen { voice, keyframe };
+        // (kind, seen, score, audio heard, video arrives)
+        let table = [
+            (MediaKind::Audio, seen(true, false), 0, true, false),
+            (MediaKind::Audio, seen(false, false), 10, false, false),
+            (MediaKind::Video, seen(false, true), 10, false, true),
+            (MediaKind::Video, seen(false, true), 0, false, false),
+            (MediaKind::Video, seen(true, false), 10, false, false),
+        ];
+        for (kind, seen, score, heard, arrives) in table {
+            let mut builder = SampleBuilder::default();
+            builder.evidence(kind, seen, score);
+            let sample = builder.build();
+            assert_eq!((sample.audio_heard, sample.video_arrives), (heard, arrives), "{kind:?} {seen:?} {score}");
+        }
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Rehearsal ("chạy thử") verification of each point, and the `/v1/status` document.
 //!
-//! A point is *verified* once it has, without interruption for `--verify-seconds`, been sending
-//! audio and video, receiving audio and video from at least one other point, and had loss and
-//! round-trip time within the thresholds. Verification is sticky for the allocation: a later drop
-//! does not undo it (the rehearsal proved the office's setup works).
+//! A point is *verified* once every item of its checklist ([`crate::checks`]) passed: its console
+//! proved signaling, the ICE path, microphone, camera and the host's media in the office's
+//! browser; the SFU heard its microphone and got its video keyframes; and it has, without
+//! interruption for `--verify-seconds`, been sending audio and video, receiving audio and video
+//! from at least one other point, and had loss and round-trip time within the thresholds
+//! (`mediaFlow`). Verification is sticky for the allocation: a later drop does not undo it (the
+//! rehearsal proved the office's setup works).
 //!
 //! This module is pure: samples come from the statistics poller, time is passed in.
 
+use crate::checks::{CheckItem, Checklist, ChecksError, ConsoleCheck};
 use crate::config::Thresholds;
 use crate::ids::PointName;
 use std::time::Instant;
@@ -28,17 +32,22 @@ pub struct MediaSample {
     pub loss_percent: Option<f64>,
     /// Worst inter-arrival jitter of the point's producers.
     pub jitter_ms: Option<f64>,
+    /// The SFU's audio level observer has heard non-silence from one of the point's producers.
+    pub audio_heard: bool,
+    /// A video keyframe of the point arrived and its video producer's score is above zero.
+    pub video_arrives: bool,
 }
 
 impl MediaSample {
     /// Media flows both ways within the thresholds. A missing RTT (no RTCP yet, e.g. plain RTP
     /// without receiver reports) does not fail the check; a measured one over the limit does.
-    pub fn is_healthy(&self, thresholds: &Thresholds) -> bool {
+    /// An audio-only point needs no video.
+    pub fn is_healthy(&self, thresholds: &Thresholds, audio_only: bool) -> bool {
         self.connected
             && self.sends_audio
-            && self.sends_video
+            && (self.sends_video || audio_only)
             && self.receives_audio
-            && self.receives_video
+            && (self.receives_video || audio_only)
             && self.loss_percent.unwrap_or(0.0) <= thresholds.max_loss_percent
             && self.rtt_ms.unwrap_or(0.0) <= thresholds.max_rtt_ms
     }
@@ -58,6 +67,9 @@ pub struct PointRecord {
     /// When a second connection last joined with this point's link while one was open: the
     /// office reconnecting from another window, or someone else holding its link.
     reused_at: Option<jiff::Timestamp>,
+    /// The point's spec says it has no camera (from its join token): the video items are skipped.
+    audio_only: bool,
+    checks: Checklist,
 }
 
 impl PointRecord {
@@ -70,15 +82,18 @@ impl PointRecord {
             healthy_since: None,
             verified_at: None,
             reused_at: None,
+            audio_only: false,
+            checks: Checklist::default(),
         }
     }
 
-    pub fn on_join(&mut self, display_name: String) {
+    pub fn on_join(&mut self, display_name: String, audio_only: bool) {
         // Still present: the connection that had it was just replaced by this one.
         if self.present {
             self.reused_at = Some(jiff::Timestamp::now());
         }
         self.display_name = display_name;
+        self.audio_only = audio_only;
         self.joined = true;
         self.present = true;
         self.healthy_since = None;
@@ -115,12 +130,32 @@ impl PointRecord {
             return false;
         }
         self.last = sample;
-        if !sample.is_healthy(thresholds) {
+        if sample.audio_heard {
+            self.checks.pass(CheckItem::SfuAudio, wall_now);
+        }
+        if sample.video_arrives {
+            self.checks.pass(CheckItem::SfuVideo, wall_now);
+        }
+        if !sample.is_healthy(thresholds, self.audio_only) {
             self.healthy_since = None;
             return false;
         }
         let since = *self.healthy_since.get_or_insert(now);
-        if self.verified_at.is_none() && now.duration_since(since) >= thresholds.verify_for {
+        if now.duration_since(since) >= thresholds.verify_for {
+            self.checks.pass(CheckItem::MediaFlow, wall_now);
+        }
+        self.complete(wall_now)
+    }
+
+    /// Records the console's checklist; returns true when this report completed verification.
+    pub fn report_checks(&mut self, checks: &[ConsoleCheck], wall_now: jiff::Timestamp) -> Result<bool, ChecksError> {
+        self.checks.report(checks, wall_now)?;
+        Ok(self.complete(wall_now))
+    }
+
+    /// Verified once every required item passed, whichever arrived last.
+    fn complete(&mut self, wall_now: jiff::Timestamp) -> bool {
+        if self.verified_at.is_none() && self.checks.all_passed(self.audio_only) {
             self.verified_at = Some(wall_now);
             return true;
         }
@@ -145,6 +180,8 @@ impl PointRecord {
             rtt_ms: media.rtt_ms,
             loss_percent: media.loss_percent,
             jitter_ms: media.jitter_ms,
+            audio_only: self.audio_only,
+            checks: self.checks.status(self.audio_only),
         }
     }
 }
@@ -171,12 +208,30 @@ mod tests {
             rtt_ms: Some(40.0),
             loss_percent: Some(0.5),
             jitter_ms: Some(3.0),
+            audio_heard: true,
+            video_arrives: true,
         }
     }
 
+    /// The console's items, every one passed.
+    fn console_passed() -> Vec<ConsoleCheck> {
+        use crate::checks::{CheckState, IcePath};
+        CheckItem::ALL
+            .iter()
+            .filter(|i| i.from_console())
+            .map(|&item| ConsoleCheck {
+                item,
+                state: CheckState::Passed,
+                path: (item == CheckItem::IcePath).then_some(IcePath::Udp),
+            })
+            .collect()
+    }
+
+    /// Joined, with the console's checklist passed: only the media period is left.
     fn joined() -> PointRecord {
         let mut record = PointRecord::new("UBND xã".to_owned());
-        record.on_join("UBND xã".to_owned());
+        record.on_join("UBND xã".to_owned(), false);
+        record.report_checks(&console_passed(), wall()).expect("report");
         record
     }
 
@@ -210,11 +265,79 @@ mod tests {
     #[test]
     fn receiving_nothing_from_others_is_not_healthy() {
         let alone = MediaSample { receives_audio: false, receives_video: false, ..flowing() };
-        assert!(!alone.is_healthy(&thresholds()));
+        assert!(!alone.is_healthy(&thresholds(), false));
         let slow = MediaSample { rtt_ms: Some(301.0), ..flowing() };
-        assert!(!slow.is_healthy(&thresholds()));
+        assert!(!slow.is_healthy(&thresholds(), false));
         let unmeasured = MediaSample { rtt_ms: None, loss_percent: None, ..flowing() };
-        assert!(unmeasured.is_healthy(&thresholds()));
+        assert!(unmeasured.is_healthy(&thresholds(), false));
+        let no_video = MediaSample { sends_video: false, receives_video: false, ..flowing() };
+        assert!(!no_video.is_healthy(&thresholds(), false));
+        assert!(no_video.is_healthy(&thresholds(), true), "an audio-only point sends no video");
+    }
+
+    #[test]
+    fn flowing_bytes_without_the_checklist_are_not_verified() {
+        let t0 = Instant::now();
+        // (what is missing, verified after a long healthy period?)
+        let silent = MediaSample { audio_heard: false, ..flowing() };
+        let no_keyframes = MediaSample { video_arrives: false, ..flowing() };
+        let table: [(&str, MediaSample, bool, bool); 4] = [
+            ("everything", flowing(), true, true),
+            ("no console report", flowing(), false, false),
+            ("the SFU hears silence", silent, true, false),
+            ("no video keyframes", no_keyframes, true, false),
+        ];
+        for (what, sample, console_reports, expected) in table {
+            let mut record = PointRecord::new("UBND xã".to_owned());
+            record.on_join("UBND xã".to_owned(), false);
+            if console_reports {
+                record.report_checks(&console_passed(), wall()).expect("report");
+            }
+            for s in 0..=20 {
+                record.observe(sample, t0 + Duration::from_secs(s), wall(), &thresholds());
+            }
+            assert_eq!(record.verified(), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_late_console_report_completes_verification_and_a_black_camera_never_does() {
+        use crate::checks::CheckState;
+        let t0 = Instant::now();
+        let mut record = PointRecord::new("UBND xã".to_owned());
+        record.on_join("UBND xã".to_owned(), false);
+        for s in 0..=10 {
+            record.observe(flowing(), t0 + Duration::from_secs(s), wall(), &thresholds());
+        }
+        let mut black = console_passed();
+        for check in &mut black {
+            if check.item == CheckItem::Camera {
+                check.state = CheckState::Failed;
+            }
+        }
+        assert_eq!(record.report_checks(&black, wall()), Ok(false));
+        let status = record.status(&"p".parse().expect("point"));
+        assert!(!status.verified);
+        let camera = status.checks.iter().find(|c| c.item == CheckItem::Camera).expect("listed");
+        assert_eq!(camera.state, CheckState::Failed);
+        assert_eq!(record.report_checks(&console_passed(), wall()), Ok(true));
+    }
+
+    #[test]
+    fn an_audio_only_point_is_verified_without_video() {
+        let t0 = Instant::now();
+        let mut record = PointRecord::new("UBND xã".to_owned());
+        record.on_join("UBND xã".to_owned(), true);
+        let audio: Vec<_> = console_passed().into_iter().filter(|c| c.item.required(true)).collect();
+        record.report_checks(&audio, wall()).expect("report");
+        let sample = MediaSample { sends_video: false, receives_video: false, video_arrives: false, ..flowing() };
+        for s in 0..=10 {
+            record.observe(sample, t0 + Duration::from_secs(s), wall(), &thresholds());
+        }
+        assert!(record.verified());
+        let status = serde_json::to_value(record.status(&"p".parse().expect("point"))).expect("serialize");
+        assert_eq!(status["audioOnly"], true);
+        assert!(status["checks"].as_array().expect("checks").iter().all(|c| c["item"] != "camera"));
     }
 
     #[test]

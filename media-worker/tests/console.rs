@@ -27,6 +27,9 @@ static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The bound: each page decodes every other point within this after joining.
 const MEDIA_DEADLINE: Duration = Duration::from_secs(15);
+/// Every point verified after joining: the media period (3 s here) and the checklist (a few
+/// microphone beeps, the camera's frames, the host's media decoded), with slack for busy cores.
+const VERIFY_DEADLINE: Duration = Duration::from_secs(30);
 /// Reconnection after a restart: the drain (1 s), the backoff (1 s, then 2 s, ...) and a join.
 const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -134,6 +137,39 @@ impl Drop for WorkerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Waits until `count` points are verified; on a timeout, says which checklist items were not
+/// passed.
+async fn verified_within(
+    addr: SocketAddr,
+    count: usize,
+    deadline: Duration,
+) -> tiepdan_media_worker::verification::WorkerStatus {
+    let until = Instant::now() + deadline;
+    loop {
+        let status = status(addr).await;
+        if status.points.len() == count && status.points.iter().all(|p| p.verified) {
+            return status;
+        }
+        if Instant::now() > until {
+            let open: Vec<_> = status
+                .points
+                .iter()
+                .map(|p| {
+                    let items: Vec<_> = p
+                        .checks
+                        .iter()
+                        .filter(|c| serde_json::to_value(c.state).ok() != Some(Value::from("passed")))
+                        .map(|c| (c.item.as_str(), c.state))
+                        .collect();
+                    (p.name.to_string(), p.verified, items)
+                })
+                .collect();
+            panic!("not every point verified within {deadline:?}: {open:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -257,10 +293,7 @@ async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_
     }
     let timings = until_everyone_receives(&pages, &POINTS, &clicked, MEDIA_DEADLINE);
     let last_click = *clicked.last().expect("three clicks");
-    let verified = status_until(addr, "all three points to be verified", |s| {
-        s.points.len() == 3 && s.points.iter().all(|p| p.verified)
-    })
-    .await;
+    let verified = verified_within(addr, 3, VERIFY_DEADLINE).await;
     let verification_time = last_click.elapsed();
     for point in &POINTS {
         let status = verified.points.iter().find(|p| p.name.as_str() == point.name).expect("listed");
@@ -321,6 +354,166 @@ async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_
     for page in pages {
         page.close();
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A camera that films black: a few 160×120 frames of Y=0 (full range, `C420jpeg`), which
+/// Chromium loops as its fake capture.
+fn write_black_y4m(path: &Path) {
+    let (w, h) = (160, 120);
+    let mut bytes = format!("YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n").into_bytes();
+    for _ in 0..5 {
+        bytes.extend_from_slice(b"FRAME\n");
+        bytes.extend(std::iter::repeat_n(0u8, w * h));
+        bytes.extend(std::iter::repeat_n(128u8, w * h / 2));
+    }
+    std::fs::write(path, bytes).expect("write the y4m");
+}
+
+/// A microphone that hears nothing: one second of 16-bit mono silence at 48 kHz.
+fn write_silent_wav(path: &Path) {
+    let (rate, samples) = (48_000u32, 48_000u32);
+    let data = samples * 2;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + data).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // mono
+    bytes.extend_from_slice(&rate.to_le_bytes());
+    bytes.extend_from_slice(&(rate * 2).to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&16u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&data.to_le_bytes());
+    bytes.resize(bytes.len() + data as usize, 0);
+    std::fs::write(path, bytes).expect("write the wav");
+}
+
+/// A point's check item from `/v1/status`, as JSON (`{"item", "state", ...}`).
+fn check_state(status: &tiepdan_media_worker::verification::WorkerStatus, point: &str, item: &str) -> String {
+    let point = status.points.iter().find(|p| p.name.as_str() == point);
+    let check = point.and_then(|p| p.checks.iter().find(|c| c.item.as_str() == item));
+    check.map(|c| serde_json::to_value(c.state).expect("state").as_str().unwrap_or("").to_owned()).unwrap_or_default()
+}
+
+/// The connection checklist on a page: item -> state.
+fn page_checks(page: &Browser) -> std::collections::BTreeMap<String, String> {
+    let checks = page.eval("return window.tiepdan.checks();");
+    checks
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| (c["item"].as_str().unwrap_or("").to_owned(), c["state"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_camera_and_a_silent_microphone_are_not_verified_and_the_checklist_names_them() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let dir = std::env::temp_dir().join(format!("tiepdan-console-checks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (black, silent) = (dir.join("black.y4m"), dir.join("silent.wav"));
+    write_black_y4m(&black);
+    write_silent_wav(&silent);
+    let worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-checks.log");
+    let addr = worker.addr;
+    let now = unix_now();
+    let driver = Driver::start();
+    // The host has working (fake) devices; one participant films black, the other hears nothing.
+    let args: [Vec<String>; 3] = [
+        vec![],
+        vec![format!("--use-file-for-fake-video-capture={}", black.display())],
+        vec![format!("--use-file-for-fake-audio-capture={}", silent.display())],
+    ];
+    let mut pages = Vec::new();
+    for (point, args) in POINTS.iter().zip(&args) {
+        let page = driver.browser_with_args(point.name, Camera::Allowed, args);
+        let token = mint(&point_claims(point, now - 60, 7200));
+        page.goto(&format!("{}/join#token={token}", worker.url()));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        pages.push(page);
+    }
+    let joined_at = Instant::now();
+    for page in &pages {
+        page.click("#join");
+    }
+    let [host, camera_point, mic_point] = [POINTS[0].name, POINTS[1].name, POINTS[2].name];
+    // Long enough for the console to give up on an item (12 s) plus joining and media.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = status(addr).await;
+        let decided = status.points.iter().any(|p| p.name.as_str() == host && p.verified)
+            && check_state(&status, camera_point, "camera") == "failed"
+            && check_state(&status, camera_point, "mediaFlow") == "passed"
+            && check_state(&status, mic_point, "microphone") == "failed"
+            && check_state(&status, mic_point, "mediaFlow") == "passed"
+            // Only the item at fault fails: the black camera's microphone works (the console
+            // and the SFU say so), the silent point's camera works.
+            && check_state(&status, camera_point, "microphone") == "passed"
+            && check_state(&status, camera_point, "sfuAudio") == "passed"
+            && check_state(&status, mic_point, "camera") == "passed"
+            && check_state(&status, mic_point, "sfuVideo") == "passed";
+        if decided {
+            break status;
+        }
+        if Instant::now() > deadline {
+            for page in &pages {
+                eprintln!("checks: {:?}\nconsole:\n{}", page_checks(page), page.console_log());
+            }
+            panic!(
+                "the checklist did not come out as expected: {:#}",
+                serde_json::to_value(&status.points).expect("json")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let verified = |point: &str| status.points.iter().any(|p| p.name.as_str() == point && p.verified);
+    assert!(verified(host), "the host, with working devices, is verified");
+    assert!(!verified(camera_point), "a black camera is not verified though its media flows");
+    assert!(!verified(mic_point), "a silent microphone is not verified though its media flows");
+    assert_ne!(check_state(&status, mic_point, "sfuAudio"), "passed", "the SFU heard only silence");
+    let since = status
+        .points
+        .iter()
+        .find(|p| p.name.as_str() == camera_point)
+        .expect("listed")
+        .checks
+        .iter()
+        .find(|c| c.item.as_str() == "camera")
+        .and_then(|c| c.since);
+    assert!(since.is_some(), "each item carries its time");
+
+    // Each office's checklist says, in Vietnamese, which item failed and what to do.
+    let item_text = |page: &Browser, item: &str| {
+        page.eval(&format!("return document.querySelector('#checks li[data-item=\"{item}\"]')?.textContent ?? '';"))
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let camera_page = &pages[1];
+    assert_eq!(page_checks(camera_page).get("camera").map(String::as_str), Some("failed"));
+    let text = item_text(camera_page, "camera");
+    assert!(text.starts_with("Camera có hình") && text.contains("tối đen"), "{text}");
+    let mic_page = &pages[2];
+    assert_eq!(page_checks(mic_page).get("microphone").map(String::as_str), Some("failed"));
+    let text = item_text(mic_page, "microphone");
+    assert!(text.starts_with("Micro có tiếng") && text.contains("không thu được tiếng"), "{text}");
+    let host_checks = page_checks(&pages[0]);
+    assert!(host_checks.values().all(|s| s == "passed"), "{host_checks:?}");
+    let shown = camera_page.eval("return document.getElementById('checks-status').textContent;");
+    assert!(shown.as_str().is_some_and(|s| s.starts_with("Chưa đạt")), "{shown}");
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    camera_page.screenshot(&artifacts.join("console-checks-black-camera.png"));
+    eprintln!("black camera and silent microphone decided {:.1} s after joining", joined_at.elapsed().as_secs_f64());
+
+    for page in pages {
+        page.close();
+    }
+    drop(worker);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -71,6 +71,7 @@ pub fn join_claims(
         link_generation,
         relay: p.media.relay,
         uplink_kbps: p.media.uplink_kbps,
+        audio_only: p.media.audio_only,
     }
 }
 
@@ -107,6 +108,7 @@ pub fn probe_claims(
         link_generation: 0,
         relay: false,
         uplink_kbps: 0,
+        audio_only: false,
     })
 }
 
@@ -160,7 +162,7 @@ pub(crate) mod tests {
     #[test]
     fn a_point_behind_a_strict_firewall_gets_relay_and_its_uplink_cap_signed_in() {
         let mut s = session();
-        s.participants[0].media = crate::validate::MediaLimits { relay: true, uplink_kbps: 512 };
+        s.participants[0].media = crate::validate::MediaLimits { relay: true, uplink_kbps: 512, audio_only: false };
         let claims = join_claims("my-hao/phien-1", "t", &s, &s.participants[0], 0, 0);
         let value = serde_json::to_value(&claims).unwrap();
         assert_eq!((&value["relay"], &value["uplinkKbps"]), (&serde_json::json!(true), &serde_json::json!(512)));
@@ -204,6 +206,22 @@ pub(crate) mod tests {
         ));
         // Another pool's keys do not verify it.
         assert!(SigningKeys::generate().public().verify_join(&tok, rules(&id, ts("2025-06-11T07:30:00Z"))).is_err());
+    }
+
+    #[test]
+    fn an_audio_only_point_s_link_says_so_to_the_worker_and_other_links_keep_their_bytes() {
+        let s = session();
+        let keys = SigningKeys::generate();
+        let id = "my-hao/phien-1".parse().unwrap();
+        let plain = join_claims("my-hao/phien-1", "Tiếp dân", &s, &s.participants[0], 0, 0);
+        assert!(serde_json::to_value(&plain).unwrap().get("audioOnly").is_none());
+        let mut radio = s.participants[0].clone();
+        radio.media.audio_only = true;
+        let claims = join_claims("my-hao/phien-1", "Tiếp dân", &s, &radio, 0, 0);
+        assert_eq!(serde_json::to_value(&claims).unwrap()["audioOnly"], true);
+        let tok = mint_join_token(&keys, &claims).unwrap();
+        let got = keys.public().verify_join(&tok, rules(&id, ts("2025-06-11T07:30:00Z"))).unwrap();
+        assert!(got.audio_only, "the worker skips this point's video checks");
     }
 
     #[test]

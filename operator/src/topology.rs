@@ -76,6 +76,7 @@ mod tests {
             parent: parent.map(str::to_owned),
             contact: None,
             network: None,
+            media: None,
         }
     }
 

@@ -84,14 +84,18 @@ pub struct MediaLimits {
     pub relay: bool,
     /// `uplinkKbps`: the most the point sends; 0 means no cap.
     pub uplink_kbps: u32,
+    /// `spec.media.audioOnly`: the point has no camera, so its checklist leaves out the video items.
+    pub audio_only: bool,
 }
 
 impl MediaLimits {
     pub fn of(spec: &ReceptionPointSpec) -> Self {
-        spec.network.as_ref().map_or_else(Self::default, |n| Self {
+        let audio_only = spec.media.as_ref().is_some_and(|m| m.audio_only);
+        spec.network.as_ref().map_or(Self { audio_only, ..Self::default() }, |n| Self {
             relay: n.turn_required,
             // The schema says at least 256; a larger value than u32 kbit/s is no cap at all.
             uplink_kbps: u32::try_from(n.uplink_kbps.max(0)).unwrap_or(0),
+            audio_only,
         })
     }
 }
@@ -188,6 +192,7 @@ mod tests {
                 parent: parent.map(str::to_owned),
                 contact: None,
                 network: None,
+                media: None,
             },
         );
         p.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
@@ -250,8 +255,18 @@ mod tests {
             Some(crate::api::NetworkProfile { uplink_kbps: 768, link: Default::default(), turn_required: true });
         let v = validate("s", &spec(), &points).unwrap();
         let limits = |name: &str| v.participants.iter().find(|p| p.name == name).unwrap().media;
-        assert_eq!(limits("di-su"), MediaLimits { relay: true, uplink_kbps: 768 });
+        assert_eq!(limits("di-su"), MediaLimits { relay: true, uplink_kbps: 768, audio_only: false });
         assert_eq!(limits("tinh"), MediaLimits::default());
+    }
+
+    #[test]
+    fn a_point_whose_spec_says_audio_only_takes_part_audio_only() {
+        let mut points = world();
+        points[2].spec.media = Some(crate::api::PointMedia { audio_only: true });
+        let v = validate("s", &spec(), &points).unwrap();
+        let audio_only: Vec<_> =
+            v.participants.iter().filter(|p| p.media.audio_only).map(|p| p.name.as_str()).collect();
+        assert_eq!(audio_only, ["di-su"]);
     }
 
     #[test]

@@ -22,3 +22,19 @@ fn committed_crds_match_the_rust_types() {
         );
     }
 }
+
+/// schemars lists `null` among an optional enum's values when the enum's variants have no doc
+/// comments; the API server then refuses the whole CRD (seen on the real node with
+/// `status.points[].checks[].path`). Document the variants to get `nullable: true` instead.
+#[test]
+fn no_enum_lists_null() {
+    for (file, yaml) in tiepdan_operator::crdgen::render().expect("render CRDs") {
+        let lines: Vec<&str> = yaml.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim() == "- null" {
+                let context = lines[i.saturating_sub(12)..=i].join("\n");
+                panic!("crds/{file} line {}: an enum lists null:\n{context}", i + 1);
+            }
+        }
+    }
+}

@@ -16,11 +16,13 @@
 //!   closeProducer {producerId}        ->   producerClosed {producerId, point}
 //!   consume {transportId, producerId} ->   consumed {consumerId, ..., paused: true}
 //!   resumeConsumer {consumerId}       ->   consumerResumed {consumerId}
+//!   reportChecks {checks}             ->   checksRecorded
 //!   leave                             ->   left
 //!                                     <-   newProducer | producerClosed | consumerClosed | peerJoined | peerLeft
 //!   (anything wrong)                  <-   error {code, message}
 //! ```
 
+use crate::checks::ConsoleCheck;
 use crate::ids::{PointName, SessionId};
 use mediasoup::prelude::{
     ConsumerId, DtlsParameters, IceCandidate, IceParameters, MediaKind, ProducerId, RtpCapabilities,
@@ -119,6 +121,11 @@ pub enum ClientMessage {
         #[ts(type = "string")]
         consumer_id: ConsumerId,
     },
+    /// The console's connection checklist, measured in the office's browser: every item it
+    /// measures, each time one changes. `verified` needs every item passed (see `checks`).
+    ReportChecks {
+        checks: Vec<ConsoleCheck>,
+    },
     Leave,
 }
 
@@ -135,6 +142,7 @@ impl ClientMessage {
             Self::CloseProducer { .. } => "closeProducer",
             Self::Consume { .. } => "consume",
             Self::ResumeConsumer { .. } => "resumeConsumer",
+            Self::ReportChecks { .. } => "reportChecks",
             Self::Leave => "leave",
         }
     }
@@ -152,6 +160,7 @@ impl ClientMessage {
         "closeProducer",
         "consume",
         "resumeConsumer",
+        "reportChecks",
         "leave",
     ];
 }
@@ -283,6 +292,8 @@ pub enum ServerMessage {
         #[ts(type = "string")]
         consumer_id: ConsumerId,
     },
+    /// The reply to `reportChecks`: the report was recorded.
+    ChecksRecorded,
     NewProducer {
         #[ts(type = "string")]
         producer_id: ProducerId,
@@ -466,6 +477,7 @@ mod tests {
                    "producerId": fresh_id::<ProducerId>(),
                    "rtpCapabilities": {"codecs": [], "headerExtensions": []}}),
             json!({"action": "resumeConsumer", "consumerId": fresh_id::<ConsumerId>()}),
+            json!({"action": "reportChecks", "checks": [{"item": "icePath", "state": "passed", "path": "turn-tls"}]}),
             json!({"action": "leave"}),
         ];
         assert_eq!(samples.len(), ClientMessage::ACTIONS.len());

@@ -218,6 +218,17 @@ impl Connection {
                     None
                 }
             }
+            ClientMessage::ReportChecks { checks } => {
+                let Some(joined) = self.joined.as_ref() else {
+                    self.send_error(request_id, ErrorCode::NotJoined, "join first");
+                    return None;
+                };
+                match joined.membership.report_checks(&checks) {
+                    Ok(()) => self.reply(request_id, ServerMessage::ChecksRecorded),
+                    Err(e) => self.send_error(request_id, ErrorCode::MalformedMessage, e.to_string()),
+                }
+                None
+            }
             other => {
                 let Some(joined) = self.joined.as_ref() else {
                     self.send_error(request_id, ErrorCode::NotJoined, "join first");
@@ -247,7 +258,7 @@ impl Connection {
                         room.consume(&key, transport_id, producer_id, rtp_capabilities).await
                     }
                     ClientMessage::ResumeConsumer { consumer_id } => room.resume_consumer(&key, consumer_id).await,
-                    ClientMessage::Join { .. } | ClientMessage::Leave => {
+                    ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::ReportChecks { .. } => {
                         // Handled above; kept exhaustive so a new action cannot be forgotten.
                         return None;
                     }

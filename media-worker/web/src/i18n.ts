@@ -108,6 +108,34 @@ const vi = {
   theMicrophone: "micro",
   theCameraAndMicrophone: "camera và micro",
 
+  checksTitle: "Kiểm tra kết nối",
+  checksPassed: "Đạt: điểm cầu đã sẵn sàng cho phiên tiếp công dân.",
+  checksNotYet: "Đang kiểm tra…",
+  checksFailed: "Chưa đạt: xem hướng dẫn ở từng mục, khắc phục rồi vào lại phiên.",
+  checkPassed: "Đạt.",
+  checkPending: "Đang kiểm tra…",
+  checkPath: (path: string) => `Đạt (đường truyền ${path}).`,
+  checkItem: {
+    signaling: "Kết nối bảo mật tới máy chủ",
+    icePath: "Đường truyền hình ảnh, âm thanh",
+    microphone: "Micro có tiếng",
+    camera: "Camera có hình",
+    hostVideo: "Nhận được hình của điểm cầu chủ trì",
+    hostAudio: "Nghe được tiếng của điểm cầu chủ trì",
+  },
+  checkAdvice: {
+    signaling: "Chưa đạt: trang không được mở qua https. Hãy mở đúng đường dẫn https được gửi.",
+    icePath:
+      "Chưa đạt: chưa thiết lập được đường truyền. Hãy nhờ cán bộ CNTT mở tường lửa theo hướng dẫn, rồi vào lại phiên.",
+    microphone:
+      "Chưa đạt: micro không thu được tiếng. Kiểm tra micro đã cắm, chưa bị tắt tiếng, đúng micro được chọn, rồi nói thử vài câu.",
+    camera:
+      "Chưa đạt: hình ảnh camera bị tối đen. Kiểm tra nắp che ống kính, đèn phòng và đúng camera được chọn.",
+    hostVideo:
+      "Chưa đạt: chưa hiển thị được hình của điểm cầu chủ trì. Kiểm tra điểm chủ trì đã vào phiên và đường truyền của đơn vị.",
+    hostAudio:
+      "Chưa đạt: chưa nghe được tiếng của điểm cầu chủ trì. Đề nghị điểm chủ trì nói thử; kiểm tra loa và âm lượng máy tính.",
+  },
   selfTestTitle: "Kết quả chạy thử thiết bị",
   selfTestRunning: "Đang chạy thử (khoảng 10 giây). Hãy nói vài câu vào micro…",
   selfTestCamera: "Camera",
@@ -235,6 +263,30 @@ const en: Strings = {
   theMicrophone: "microphone",
   theCameraAndMicrophone: "camera and microphone",
 
+  checksTitle: "Connection check",
+  checksPassed: "Passed: this point is ready for the session.",
+  checksNotYet: "Checking…",
+  checksFailed: "Not passed: follow the advice for each item, then join again.",
+  checkPassed: "Passed.",
+  checkPending: "Checking…",
+  checkPath: (path: string) => `Passed (path ${path}).`,
+  checkItem: {
+    signaling: "Secure connection to the server",
+    icePath: "Media path",
+    microphone: "Microphone picks up sound",
+    camera: "Camera shows a picture",
+    hostVideo: "The host's video is shown",
+    hostAudio: "The host's audio is heard",
+  },
+  checkAdvice: {
+    signaling: "Not passed: the page was not opened over https. Open the https link you were sent.",
+    icePath: "Not passed: no media path yet. Ask IT to open the firewall as documented, then join again.",
+    microphone:
+      "Not passed: the microphone picks up nothing. Check it is plugged in, not muted and selected, then say a few words.",
+    camera: "Not passed: the camera picture is black. Check the lens cover, the room's light and the selected camera.",
+    hostVideo: "Not passed: the host's video is not shown yet. Check the host has joined, and your network.",
+    hostAudio: "Not passed: the host cannot be heard yet. Ask the host to speak; check speakers and volume.",
+  },
   selfTestTitle: "Device test results",
   selfTestRunning: "Testing (about 10 seconds). Say a few words into the microphone…",
   selfTestCamera: "Camera",

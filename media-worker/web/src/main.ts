@@ -6,6 +6,7 @@
 //                            └── refused (fatal) ────┘          v
 //                                                          reconnecting (backoff) ──> room
 
+import { Checklist, type ConsoleItem } from "./checks";
 import { formatClock, formatMoment, initLang, lang, setLang, t, text, type Lang } from "./i18n";
 import { LocalMedia, type MediaProblem } from "./media";
 import type { ErrorCode, JoinCheck } from "./protocol";
@@ -65,6 +66,9 @@ const state = {
 const notices = new Map<Slot, Notice>();
 const local = new LocalMedia();
 let tiles: Tiles;
+let checklist: Checklist;
+/** The room the checklist was last reported to: a new room gets the whole report again. */
+let reportedTo: Room | null = null;
 
 function now(): number {
   return Date.now() + state.serverOffsetMs;
@@ -91,6 +95,7 @@ function renderStatic(): void {
   renderControls();
   renderQuality();
   renderSelfTest();
+  renderChecks();
   renderNotices();
   tiles.relabel();
   tick();
@@ -208,6 +213,51 @@ function renderSelfTest(): void {
               : s.selfTestNoReturn;
     item(false, s.selfTestNetwork, s.selfTestNetworkFail({ reason }));
   }
+}
+
+/** The connection checklist in the room, item by item, with what to do about a failed one. */
+function renderChecks(): void {
+  const panel = el("checks-panel");
+  panel.hidden = state.phase === "lobby";
+  const list = el("checks");
+  const s = t();
+  list.replaceChildren(
+    ...checklist.items().map((item) => {
+      const r = checklist.state(item);
+      const li = document.createElement("li");
+      li.className = r.state === "passed" ? "ok" : r.state === "failed" ? "bad" : "pending";
+      li.dataset.item = item;
+      li.dataset.state = r.state;
+      const b = document.createElement("b");
+      b.textContent = s.checkItem[item];
+      const detail =
+        r.state === "passed"
+          ? item === "icePath" && r.path
+            ? s.checkPath(r.path)
+            : s.checkPassed
+          : r.state === "failed"
+            ? s.checkAdvice[item]
+            : s.checkPending;
+      li.append(b, detail);
+      return li;
+    }),
+  );
+  const failed = checklist.items().some((i) => checklist.state(i).state === "failed");
+  el("checks-status").textContent = checklist.passed() ? s.checksPassed : failed ? s.checksFailed : s.checksNotYet;
+}
+
+/** Measures the checklist in the room and reports it to the worker when it changed. */
+async function sampleChecks(): Promise<void> {
+  const room = state.room;
+  if (!room || state.phase !== "room") {
+    return;
+  }
+  const changed = await checklist.sample(room.sendTransport, room.remote(state.claims?.role === "host"));
+  if (changed || reportedTo !== room) {
+    reportedTo = room;
+    await room.reportChecks(checklist.report()).catch((error: unknown) => console.warn("reportChecks", error));
+  }
+  renderChecks();
 }
 
 /** Every second: the clock, and countdowns in notices. */
@@ -531,6 +581,8 @@ async function join(reconnecting: boolean): Promise<void> {
   try {
     const room = await Room.join(token, local, tiles, onRoomEnd);
     state.room = room;
+    // A new connection: items not yet proved get a fresh chance before they count as failed.
+    checklist.restart();
     state.phase = "room";
     state.attempt = 0;
     room.setPaused("audio", state.micMuted);
@@ -636,7 +688,7 @@ async function selfTest(): Promise<void> {
   renderControls();
   renderSelfTest();
   try {
-    state.selfTest = await runSelfTest(token, local, el("preview"), el("loopback"));
+    state.selfTest = await runSelfTest(token, local, el("preview"), el("loopback"), checklist);
   } finally {
     state.selfTestRunning = false;
     renderControls();
@@ -651,6 +703,8 @@ interface TestHook {
   phase(): Phase;
   stats(): Promise<unknown>;
   selfTest(): SelfTestResult | null;
+  /** The connection checklist: each item's state, as reported to the worker. */
+  checks(): { item: ConsoleItem; state: string; path?: string }[];
   notices(): { slot: Slot; level: string; title: string; body: string }[];
 }
 
@@ -672,6 +726,7 @@ window.tiepdan = {
     iceRoutes: (await state.room?.iceRoutes()) ?? null,
   }),
   selfTest: () => state.selfTest,
+  checks: () => checklist.items().map((item) => ({ item, ...checklist.state(item) })),
   notices: () =>
     [...notices.entries()].map(([slot, n]) => ({ slot, level: n.level, title: n.title(), body: n.body() })),
 };
@@ -684,6 +739,7 @@ function main(): void {
   tiles = new Tiles(el("tiles"), el("alone"));
   state.token = tokenFromLocation();
   state.claims = state.token ? decodeClaims(state.token) : null;
+  checklist = new Checklist(local, state.claims?.audioOnly === true);
 
   el("lang").addEventListener("click", () => {
     const next: Lang = lang() === "vi" ? "en" : "vi";
@@ -754,6 +810,7 @@ function main(): void {
 
   window.setInterval(tick, 1_000);
   window.setInterval(() => void pollQuality(), 2_000);
+  window.setInterval(() => void sampleChecks(), 500);
   const fill = el("meter-fill");
   window.setInterval(() => {
     // RMS 0.25 is loud speech close to the microphone: full scale.

@@ -8,9 +8,13 @@ import type { types } from "mediasoup-client";
 import type { ClientMessage, ServerMessage } from "./generated/wire";
 
 export type {
+  CheckItem,
+  CheckState,
+  ConsoleCheck,
   Direction,
   ErrorCode,
   IceCandidate,
+  IcePath,
   JoinCheck,
   PeerInfo,
   ProducerInfo,
@@ -41,6 +45,7 @@ export interface Replies {
   closeProducer: Message<"producerClosed">;
   consume: Message<"consumed">;
   resumeConsumer: Message<"consumerResumed">;
+  reportChecks: Message<"checksRecorded">;
   leave: Message<"left">;
 }
 
@@ -52,6 +57,7 @@ export const REPLY_ACTION: { [A in ClientAction]: Replies[A]["action"] } = {
   closeProducer: "producerClosed",
   consume: "consumed",
   resumeConsumer: "consumerResumed",
+  reportChecks: "checksRecorded",
   leave: "left",
 };
 

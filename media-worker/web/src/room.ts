@@ -5,7 +5,8 @@
 import type { types } from "mediasoup-client";
 import { Connection, type IceRoute, MediaPathError } from "./connection";
 import type { LocalMedia } from "./media";
-import type { ErrorCode, MediaKind, PeerInfo, Push } from "./protocol";
+import type { Remote } from "./checks";
+import type { ConsoleCheck, ErrorCode, MediaKind, PeerInfo, Push } from "./protocol";
 import { SignalingError } from "./signaling";
 
 export interface RoomView {
@@ -252,6 +253,30 @@ export class Room {
       }
     } else if (!this.ended && this.conn) {
       this.producers.set(kind, await this.conn.produce(track));
+    }
+  }
+
+  /**
+   * The remote media that proves this office receives: the host's, or for the host (who has no
+   * host to watch) the first other point's.
+   */
+  remote(selfIsHost: boolean): Remote {
+    const hosts = [...this.peers.values()].filter((p) => p.role === "host").map((p) => p.point);
+    const fromHost = (r: Received) => (selfIsHost ? r.point !== this.point : hosts.includes(r.point));
+    const pick = (kind: MediaKind) =>
+      [...this.received.values()].filter((r) => r.kind === kind && fromHost(r)).map((r) => r.consumer);
+    return { video: pick("video"), audio: pick("audio") };
+  }
+
+  /** The send transport, whose selected ICE pair is the office's path to the worker. */
+  get sendTransport(): types.Transport | null {
+    return this.conn?.sendTransport ?? null;
+  }
+
+  /** Reports the console's checklist to the worker. */
+  async reportChecks(checks: ConsoleCheck[]): Promise<void> {
+    if (this.conn && !this.ended) {
+      await this.conn.signaling.request({ action: "reportChecks", checks });
     }
   }
 

@@ -2,6 +2,7 @@
 // through the worker by sending our own audio and video and consuming them back (the worker lets
 // a point consume its own producers; that does not count towards its verification).
 
+import type { Checklist } from "./checks";
 import { Connection, MediaPathError } from "./connection";
 import type { LocalMedia } from "./media";
 import type { ErrorCode } from "./protocol";
@@ -37,24 +38,39 @@ export function passed(result: SelfTestResult): boolean {
   return result.camera.ok && result.microphone.ok && result.network.ok;
 }
 
+/**
+ * Runs the self-test, measuring the checklist's local items (signaling, ICE path, microphone,
+ * camera) on the way and reporting them to the worker; the host's media is measured once in the
+ * session. The camera passes only with non-black frames.
+ */
 export async function runSelfTest(
   token: string,
   local: LocalMedia,
   preview: HTMLVideoElement,
   loopback: HTMLVideoElement,
+  checklist: Checklist,
 ): Promise<SelfTestResult> {
   const started = performance.now();
   let peak = 0;
   const sampler = window.setInterval(() => {
     peak = Math.max(peak, local.level());
   }, 50);
-  try {
-    const [camera, network] = await Promise.all([checkCamera(local, preview), checkNetwork(token, local, loopback)]);
-    const remaining = MIN_DURATION_MS - (performance.now() - started);
-    if (remaining > 0) {
-      await delay(remaining);
+  checklist.restart();
+  // The local items, whether or not the network works.
+  const sampling = (async () => {
+    while (performance.now() - started < MIN_DURATION_MS) {
+      await checklist.sample(null, null);
+      await delay(250);
     }
-    return { camera, microphone: { ok: peak >= MIC_THRESHOLD, peak }, network };
+  })();
+  try {
+    const [camera, network] = await Promise.all([
+      checkCamera(local, preview),
+      checkNetwork(token, local, loopback, checklist, started),
+      sampling,
+    ]);
+    const lit = checklist.audioOnly || checklist.state("camera").state === "passed";
+    return { camera: camera.ok && lit ? camera : { ok: false }, microphone: { ok: peak >= MIC_THRESHOLD, peak }, network };
   } finally {
     window.clearInterval(sampler);
   }
@@ -75,7 +91,24 @@ async function checkCamera(local: LocalMedia, preview: HTMLVideoElement): Promis
   return { ok: false };
 }
 
-async function checkNetwork(token: string, local: LocalMedia, loopback: HTMLVideoElement): Promise<NetworkResult> {
+/** Samples the checklist for the rest of the minimum duration, then reports it over `conn`. */
+async function measureChecklist(conn: Connection, checklist: Checklist, started: number): Promise<void> {
+  do {
+    await checklist.sample(conn.sendTransport, null);
+    await delay(250);
+  } while (performance.now() - started < MIN_DURATION_MS);
+  await checklist.sample(conn.sendTransport, null);
+  checklist.finish();
+  await conn.signaling.request({ action: "reportChecks", checks: checklist.report() });
+}
+
+async function checkNetwork(
+  token: string,
+  local: LocalMedia,
+  loopback: HTMLVideoElement,
+  checklist: Checklist,
+  started: number,
+): Promise<NetworkResult> {
   const tracks = [local.audioTrack, local.videoTrack].filter((t): t is MediaStreamTrack => t !== null);
   if (tracks.length === 0) {
     return { ok: false, failure: { kind: "noMedia" } };
@@ -109,7 +142,9 @@ async function checkNetwork(token: string, local: LocalMedia, loopback: HTMLVide
     while (performance.now() < deadline) {
       const arrived = await Promise.all(consumers.map(async (c) => returned(await c.getStats())));
       if (arrived.every(Boolean)) {
-        return { ok: true, rttMs: await conn.rttMs(conn.sendTransport) };
+        const rttMs = await conn.rttMs(conn.sendTransport);
+        await measureChecklist(conn, checklist, started);
+        return { ok: true, rttMs };
       }
       await delay(200);
     }

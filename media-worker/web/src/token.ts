@@ -5,7 +5,7 @@
 import type { JoinClaims } from "./generated/wire";
 
 /** The claims the page reads (and `isClaims` checks); the names and types come from tokens.rs. */
-export type Claims = Pick<JoinClaims, "sub" | "aud" | "name" | "title" | "role" | "nbf" | "exp" | "start" | "end">;
+export type Claims = Pick<JoinClaims, "sub" | "aud" | "name" | "title" | "role" | "nbf" | "exp" | "start" | "end" | "audioOnly">;
 
 /** Where the token is kept once read: this tab only, gone when the tab closes. */
 const TAB_KEY = "tiepdan.token";

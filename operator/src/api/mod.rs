@@ -25,11 +25,13 @@ pub use media_worker_pool::{
     HostPorts, MediaWorkerPool, MediaWorkerPoolSpec, MediaWorkerPoolStatus, RtcPorts, TurnRelay, TURN_SECRET_KEY,
 };
 pub use reception_point::{
-    Contact, Level, LinkType, NetworkProfile, ReceptionPoint, ReceptionPointSpec, ReceptionPointStatus, Verification,
+    Contact, Level, LinkType, NetworkProfile, PointMedia, ReceptionPoint, ReceptionPointSpec, ReceptionPointStatus,
+    Verification,
 };
 pub use reception_session::{
-    IssuerRef, MediaSpec, PointStatus, Readiness, ReceptionSession, ReceptionSessionSpec, ReceptionSessionStatus,
-    Schedule, SessionCondition, SessionPhase, SessionSummary, TlsSpec, VideoSpec, WorkerStatus,
+    CheckItem, CheckState, IcePath, IssuerRef, MediaSpec, PointCheck, PointStatus, Readiness, ReceptionSession,
+    ReceptionSessionSpec, ReceptionSessionStatus, Schedule, SessionCondition, SessionPhase, SessionSummary, TlsSpec,
+    VideoSpec, WorkerStatus,
 };
 
 /// The API group of every tiepdan kind.

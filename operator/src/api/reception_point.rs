@@ -39,6 +39,20 @@ pub struct ReceptionPointSpec {
     /// The point's network link, used to size media and to decide on TURN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkProfile>,
+    /// What the point sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<PointMedia>,
+}
+
+/// What a point sends.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PointMedia {
+    /// Whether the point has no camera (a telephone-style office). Its connection check then skips
+    /// the camera and video items; any other point must prove its camera to be verified. It rides
+    /// in the point's join link, so a change takes effect with the next link (`links --rotate`).
+    #[serde(default)]
+    pub audio_only: bool,
 }
 
 /// The administrative level of a reception point.

@@ -371,6 +371,78 @@ pub struct PointStatus {
     /// Jitter in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter_ms: Option<f64>,
+    /// The connection check `verified` requires, item by item, as the worker last reported it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<PointCheck>,
+}
+
+/// One item of a point's connection check.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PointCheck {
+    /// What is checked.
+    pub item: CheckItem,
+    /// Pending (being measured), Passed or Failed.
+    pub state: CheckState,
+    /// For `icePath`: the path the office's browser got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<IcePath>,
+    /// When the item last changed, on the worker's clock; absent while never measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+/// An item of the connection check: the first six are measured in the office's browser, the
+/// last three by the media worker.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckItem {
+    /// Signaling runs over WSS.
+    Signaling,
+    /// ICE selected a path (udp, tcp, turn-udp, turn-tcp, turn-tls).
+    IcePath,
+    /// The microphone has a real audio level.
+    Microphone,
+    /// The camera sends non-black frames.
+    Camera,
+    /// The office decodes the host's video.
+    HostVideo,
+    /// The office hears the host's audio.
+    HostAudio,
+    /// The worker heard non-silence from the point's microphone.
+    SfuAudio,
+    /// The worker received the point's video keyframes.
+    SfuVideo,
+    /// Audio and video flowed both ways within the loss and RTT thresholds.
+    MediaFlow,
+}
+
+/// Where a check item stands.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckState {
+    /// Not measured yet, or still being measured.
+    Pending,
+    /// Proved.
+    Passed,
+    /// Measured long enough to say it does not work.
+    Failed,
+}
+
+/// The ICE path an office's browser got.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum IcePath {
+    /// Direct UDP to the worker.
+    Udp,
+    /// ICE-TCP to the worker.
+    Tcp,
+    /// Relayed by TURN over UDP.
+    TurnUdp,
+    /// Relayed by TURN over TCP.
+    TurnTcp,
+    /// Relayed by TURN over TLS.
+    TurnTls,
 }
 
 /// A summary that outlives the session's resources.

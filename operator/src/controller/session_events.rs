@@ -6,7 +6,7 @@ use super::session_plan::Plan;
 use super::session_status::{self as ss, Allocated, Outcome};
 use super::status as st;
 use super::worker_health::WorkerHealth;
-use crate::api::{ReceptionSessionStatus, SessionCondition as SC, SessionPhase};
+use crate::api::{CheckItem, ReceptionSessionStatus, SessionCondition as SC, SessionPhase};
 use crate::validate::{self, ValidSession};
 
 /// Normal or Warning, as Kubernetes events are.
@@ -183,6 +183,9 @@ pub fn from_diff(
             ));
         }
     }
+    for (p, item) in st::newly_failed_checks(&prev.points, &next.points) {
+        out.push(note(Warning, "CheckFailed", "Verify", check_failed_message(&p.name, item)));
+    }
     for p in st::newly_verified(&prev.points, &next.points) {
         out.push(if p.verified_late {
             note(
@@ -201,4 +204,95 @@ pub fn from_diff(
         });
     }
     out
+}
+
+/// The event for a failed check item: in Vietnamese, for the officers and the province's IT staff
+/// who follow the rehearsal: what failed, in plain words, and what to do about it.
+pub fn check_failed_message(point: &str, item: CheckItem) -> String {
+    let (what, todo) = match item {
+        CheckItem::Signaling => (
+            "trình duyệt không kết nối bảo mật (https/wss) tới máy chủ",
+            "mở đúng đường dẫn https được gửi cho điểm cầu, không sửa đường dẫn",
+        ),
+        CheckItem::IcePath => (
+            "không thiết lập được đường truyền hình ảnh, âm thanh tới máy chủ",
+            "nhờ cán bộ CNTT mở tường lửa theo hướng dẫn vận hành (cổng UDP/TCP của máy chủ, hoặc TURN 443), rồi vào lại phiên",
+        ),
+        CheckItem::Microphone => (
+            "micro không thu được tiếng (bị tắt tiếng, hỏng hoặc chọn nhầm micro)",
+            "kiểm tra micro đã cắm và bật, chọn đúng micro trong trang, rồi nói thử vài câu",
+        ),
+        CheckItem::Camera => (
+            "camera chỉ cho hình tối đen",
+            "mở nắp che ống kính, bật đèn phòng, chọn đúng camera trong trang",
+        ),
+        CheckItem::HostVideo => (
+            "trình duyệt của điểm cầu không hiển thị được hình của điểm cầu chủ trì",
+            "kiểm tra điểm chủ trì đã vào phiên; nếu đã vào, kiểm tra đường truyền của điểm cầu rồi vào lại phiên",
+        ),
+        CheckItem::HostAudio => (
+            "điểm cầu không nghe được tiếng của điểm cầu chủ trì",
+            "đề nghị điểm chủ trì nói thử; kiểm tra loa, âm lượng máy tính và đường truyền",
+        ),
+        CheckItem::SfuAudio => (
+            "máy chủ không nhận được tiếng nói từ micro của điểm cầu",
+            "kiểm tra micro chưa bị tắt tiếng trong trang và trong máy tính, rồi nói thử vài câu",
+        ),
+        CheckItem::SfuVideo => (
+            "máy chủ không nhận được hình ảnh từ camera của điểm cầu",
+            "kiểm tra camera đang bật trong trang và đường truyền lên của điểm cầu",
+        ),
+        CheckItem::MediaFlow => (
+            "hình ảnh, âm thanh không truyền ổn định (mất gói hoặc trễ quá ngưỡng)",
+            "dùng đường truyền ổn định hơn hoặc tắt các ứng dụng dùng mạng khác, rồi chạy thử lại",
+        ),
+    };
+    format!("Điểm cầu {point} chưa đạt kiểm tra kết nối ({item}): {what}. Cách xử lý: {todo}.", item = item_name(item))
+}
+
+/// The item's name on the wire (`status.points[].checks[].item`).
+fn item_name(item: CheckItem) -> &'static str {
+    match item {
+        CheckItem::Signaling => "signaling",
+        CheckItem::IcePath => "icePath",
+        CheckItem::Microphone => "microphone",
+        CheckItem::Camera => "camera",
+        CheckItem::HostVideo => "hostVideo",
+        CheckItem::HostAudio => "hostAudio",
+        CheckItem::SfuAudio => "sfuAudio",
+        CheckItem::SfuVideo => "sfuVideo",
+        CheckItem::MediaFlow => "mediaFlow",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_check_says_in_vietnamese_what_failed_and_what_to_do() {
+        // (item, words the officer must read)
+        let table: &[(CheckItem, &[&str])] = &[
+            (CheckItem::Signaling, &["https", "đường dẫn"]),
+            (CheckItem::IcePath, &["tường lửa", "TURN"]),
+            (CheckItem::Microphone, &["micro", "nói thử"]),
+            (CheckItem::Camera, &["camera", "tối đen", "nắp che"]),
+            (CheckItem::HostVideo, &["hình của điểm cầu chủ trì"]),
+            (CheckItem::HostAudio, &["tiếng của điểm cầu chủ trì", "loa"]),
+            (CheckItem::SfuAudio, &["máy chủ", "micro"]),
+            (CheckItem::SfuVideo, &["máy chủ", "camera"]),
+            (CheckItem::MediaFlow, &["mất gói"]),
+        ];
+        for (item, words) in table {
+            let message = check_failed_message("di-su", *item);
+            assert!(message.starts_with("Điểm cầu di-su chưa đạt kiểm tra kết nối"), "{message}");
+            assert!(message.contains("Cách xử lý:"), "{message}");
+            assert!(message.contains(&format!("({})", item_name(*item))), "{message}");
+            for word in *words {
+                assert!(message.contains(word), "{item:?}: {message} lacks {word}");
+            }
+            let wire = serde_json::to_value(item).expect("serialize");
+            assert_eq!(wire, item_name(*item), "the event names the status field's item");
+        }
+    }
 }

@@ -6,10 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{PointStatus, ReceptionSessionStatus, SessionPhase, SessionSummary};
+use crate::api::{
+    CheckItem, CheckState, IcePath, PointCheck, PointStatus, ReceptionSessionStatus, SessionPhase, SessionSummary,
+};
 use crate::timeline::Timeline;
 use crate::validate::{Participant, ValidSession};
 use crate::worker_client::WorkerReport;
+use tiepdan_contract::checks as wire;
 
 /// How often per-point quality figures (RTT, loss, jitter) may be copied into status. They change
 /// with every poll; the live figures are in the metrics, and a status write per poll per session
@@ -81,6 +84,9 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
                 rtt_ms: quality(r.rtt_ms, prev.rtt_ms),
                 loss_percent: quality(r.loss_percent, prev.loss_percent),
                 jitter_ms: quality(r.jitter_ms, prev.jitter_ms),
+                // Each item carries the time it last changed on the worker, so copying an
+                // unchanged checklist changes nothing and costs no write.
+                checks: if r.checks.is_empty() { prev.checks } else { r.checks.iter().map(check_status).collect() },
             }
         })
         .collect();
@@ -89,6 +95,51 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
     let edited_out = previous.iter().filter(|p| !listed.contains(&p.name));
     out.extend(edited_out.map(|p| PointStatus { removed: true, connected: false, ..p.clone() }));
     out
+}
+
+/// A worker's check item as the session's status shows it. The two enums are kept apart (the
+/// API's carry the CRD schema, the contract has no schema crate); these matches break the build
+/// when one gains a variant the other lacks.
+fn check_status(r: &wire::CheckStatus) -> PointCheck {
+    let item = match r.item {
+        wire::CheckItem::Signaling => CheckItem::Signaling,
+        wire::CheckItem::IcePath => CheckItem::IcePath,
+        wire::CheckItem::Microphone => CheckItem::Microphone,
+        wire::CheckItem::Camera => CheckItem::Camera,
+        wire::CheckItem::HostVideo => CheckItem::HostVideo,
+        wire::CheckItem::HostAudio => CheckItem::HostAudio,
+        wire::CheckItem::SfuAudio => CheckItem::SfuAudio,
+        wire::CheckItem::SfuVideo => CheckItem::SfuVideo,
+        wire::CheckItem::MediaFlow => CheckItem::MediaFlow,
+    };
+    let state = match r.state {
+        wire::CheckState::Pending => CheckState::Pending,
+        wire::CheckState::Passed => CheckState::Passed,
+        wire::CheckState::Failed => CheckState::Failed,
+    };
+    let path = r.path.map(|p| match p {
+        wire::IcePath::Udp => IcePath::Udp,
+        wire::IcePath::Tcp => IcePath::Tcp,
+        wire::IcePath::TurnUdp => IcePath::TurnUdp,
+        wire::IcePath::TurnTcp => IcePath::TurnTcp,
+        wire::IcePath::TurnTls => IcePath::TurnTls,
+    });
+    PointCheck { item, state, path, since: r.since.map(Time) }
+}
+
+/// Check items failed in `now` that were not failed in `before`, per point still in the session.
+pub fn newly_failed_checks<'a>(before: &[PointStatus], now: &'a [PointStatus]) -> Vec<(&'a PointStatus, CheckItem)> {
+    let failed =
+        |p: &PointStatus, item: CheckItem| p.checks.iter().any(|c| c.item == item && c.state == CheckState::Failed);
+    present(now)
+        .flat_map(|p| {
+            let was = before.iter().find(|b| b.name == p.name);
+            p.checks
+                .iter()
+                .filter(move |c| c.state == CheckState::Failed && !was.is_some_and(|b| failed(b, c.item)))
+                .map(move |c| (p, c.item))
+        })
+        .collect()
 }
 
 /// The points that count: those still in the session.
@@ -238,6 +289,45 @@ mod tests {
             link_generations: &BTreeMap::new(),
         };
         merge_points(&input, prev)
+    }
+
+    fn check(item: wire::CheckItem, state: wire::CheckState, since: &str) -> wire::CheckStatus {
+        wire::CheckStatus { item, state, path: None, since: Some(ts(since)) }
+    }
+
+    fn reporting(checks: Vec<wire::CheckStatus>) -> WorkerReport {
+        WorkerReport {
+            points: vec![PointReport {
+                joined: true,
+                connected: true,
+                checks,
+                ..PointReport::new("a".parse().unwrap())
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn checks_are_copied_without_churn_and_failures_are_found_once() {
+        let t0 = ts("2025-06-11T07:10:00Z");
+        let pending =
+            reporting(vec![check(wire::CheckItem::Camera, wire::CheckState::Pending, "2025-06-11T07:09:00Z")]);
+        let s1 = merge(Some(&pending), &[], t0);
+        assert_eq!(s1[0].checks[0].since, Some(Time(ts("2025-06-11T07:09:00Z"))));
+        // The same report again, later: nothing changes, so nothing is written.
+        let s2 = merge(Some(&pending), &s1, ts("2025-06-11T07:10:30Z"));
+        assert_eq!(s1, s2);
+        assert!(newly_failed_checks(&s1, &s2).is_empty());
+
+        let black = reporting(vec![check(wire::CheckItem::Camera, wire::CheckState::Failed, "2025-06-11T07:10:40Z")]);
+        let s3 = merge(Some(&black), &s2, ts("2025-06-11T07:11:00Z"));
+        let failed: Vec<_> = newly_failed_checks(&s2, &s3).into_iter().map(|(p, i)| (p.name.clone(), i)).collect();
+        assert_eq!(failed, [("a".to_owned(), CheckItem::Camera)]);
+        let s4 = merge(Some(&black), &s3, ts("2025-06-11T07:12:00Z"));
+        assert!(newly_failed_checks(&s3, &s4).is_empty(), "one event per failure, not per poll");
+        // The worker did not answer: the last known checklist stays.
+        let s5 = merge(None, &s4, ts("2025-06-11T07:13:00Z"));
+        assert_eq!(s5[0].checks, s4[0].checks);
     }
 
     #[test]

@@ -15,6 +15,30 @@ export type IceCandidate = Omit<types.IceCandidate, "address"> & { address?: str
 export type Role = "host" | "participant" | "probe";
 
 /**
+ * One item of the checklist.
+ */
+export type CheckItem = "signaling" | "icePath" | "microphone" | "camera" | "hostVideo" | "hostAudio" | "sfuAudio" | "sfuVideo" | "mediaFlow";
+
+/**
+ * Where an item stands.
+ */
+export type CheckState = "pending" | "passed" | "failed";
+
+/**
+ * The ICE path a console got, from its selected candidate pair.
+ */
+export type IcePath = "udp" | "tcp" | "turn-udp" | "turn-tcp" | "turn-tls";
+
+/**
+ * One item as the console reports it (`reportChecks`).
+ */
+export type ConsoleCheck = { item: CheckItem, state: CheckState, 
+/**
+ * For `icePath` only: the path ICE selected.
+ */
+path?: IcePath, };
+
+/**
  * Whether a transport carries media from the client (`send`) or to it (`recv`).
  */
 export type Direction = "send" | "recv";
@@ -53,7 +77,7 @@ export type IceTransportPolicy = "all" | "relay";
 /**
  * What a client may ask of the worker.
  */
-export type ClientMessage = { "action": "join", token: string, } | { "action": "createWebRtcTransport", direction: Direction, } | { "action": "connectWebRtcTransport", transportId: string, dtlsParameters: types.DtlsParameters, } | { "action": "createPlainTransport", direction: Direction, } | { "action": "connectPlainTransport", transportId: string, ip: string, port: number, rtcpPort?: number | null, } | { "action": "produce", transportId: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "leave" };
+export type ClientMessage = { "action": "join", token: string, } | { "action": "createWebRtcTransport", direction: Direction, } | { "action": "connectWebRtcTransport", transportId: string, dtlsParameters: types.DtlsParameters, } | { "action": "createPlainTransport", direction: Direction, } | { "action": "connectPlainTransport", transportId: string, ip: string, port: number, rtcpPort?: number | null, } | { "action": "produce", transportId: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "reportChecks", checks: Array<ConsoleCheck>, } | { "action": "leave" };
 
 /**
  * What the worker sends: replies, pushes and errors.
@@ -87,7 +111,7 @@ uplinkKbps?: number, } | { "action": "webRtcTransportCreated", transportId: stri
  * Where to send RTP (send direction) or RTCP (recv direction): the first packet's source
  * becomes the transport's remote address.
  */
-ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
+ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "checksRecorded" } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
 
 /**
  * Answer of `POST /v1/join-check`: whether a `join` with this token would be accepted now, and
@@ -131,4 +155,9 @@ relay?: boolean,
 /**
  * The most the point may send, in kbit/s (`uplinkKbps`); absent or 0 means no cap.
  */
-uplinkKbps?: number, };
+uplinkKbps?: number, 
+/**
+ * The point's spec says it has no camera (`ReceptionPoint.spec.media.audioOnly`): its
+ * checklist leaves out the video items. Absent means false, so older links keep their bytes.
+ */
+audioOnly?: boolean, };
