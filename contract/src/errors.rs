@@ -47,12 +47,15 @@ pub enum ErrorCode {
     /// A client named the remote address of a plain transport; the worker learns it from the
     /// first incoming packet instead.
     RemoteAddressForbidden,
+    /// The worker closed the connection on purpose to prove the office reconnects by itself
+    /// (the checklist's `reconnect` item, during the rehearsal): rejoin at once.
+    ReconnectCheck,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (checked against the enum by a test in
     /// `console_types`, which also generates the console's `ErrorCode` union from the enum).
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::MalformedMessage,
         Self::UnknownAction,
         Self::FrameTooLarge,
@@ -77,6 +80,7 @@ impl ErrorCode {
         Self::Internal,
         Self::PlainTransportForbidden,
         Self::RemoteAddressForbidden,
+        Self::ReconnectCheck,
     ];
 
     /// The wire spelling, also used as a metric label value.
@@ -106,6 +110,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::PlainTransportForbidden => "plain_transport_forbidden",
             Self::RemoteAddressForbidden => "remote_address_forbidden",
+            Self::ReconnectCheck => "reconnect_check",
         }
     }
 }

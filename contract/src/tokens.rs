@@ -381,6 +381,9 @@ pub struct VerifiedJoin {
     /// The send cap in kbit/s (the `uplinkKbps` claim), `None` for no cap.
     pub uplink_kbps: Option<std::num::NonZeroU32>,
     pub audio_only: bool,
+    /// When the session starts (the `start` claim): before it, the worker may interrupt the point
+    /// once to prove it reconnects (the checklist's `reconnect` item); after it, never.
+    pub starts_at: Option<jiff::Timestamp>,
 }
 
 /// What a member's token can be revoked by: the session's epoch (rescheduling) and the point's
@@ -415,6 +418,7 @@ impl PublicKeys {
             return Err(TokenError::Revoked { token: claims.epoch, current: rules.min_epoch });
         }
         let point = claims.sub.parse().map_err(|_| TokenError::BadClaims)?;
+        let starts_at = claims.start.as_deref().map(str::parse).transpose().map_err(|_| TokenError::BadClaims)?;
         Ok(VerifiedJoin {
             point,
             display_name: claims.name,
@@ -425,6 +429,7 @@ impl PublicKeys {
             relay: claims.relay,
             uplink_kbps: std::num::NonZeroU32::new(claims.uplink_kbps),
             audio_only: claims.audio_only,
+            starts_at,
         })
     }
 
@@ -620,6 +625,18 @@ mod tests {
             public().verify_join(&token, JoinRules { session: &session(), min_epoch: 0, now: NOW }).expect("valid");
         assert!(verified.relay);
         assert_eq!(verified.uplink_kbps.map(std::num::NonZeroU32::get), Some(512));
+    }
+
+    #[test]
+    fn the_start_claim_tells_the_worker_when_the_session_starts() {
+        assert_eq!(verify(&join_key().mint_join(&claims()).expect("mint"), 0, NOW).expect("valid").starts_at, None);
+        let mut timed = claims();
+        timed.start = Some("2025-06-12T01:00:00Z".to_owned());
+        let verified = verify(&join_key().mint_join(&timed).expect("mint"), 0, NOW).expect("valid");
+        assert_eq!(verified.starts_at, Some("2025-06-12T01:00:00Z".parse().expect("time")));
+        timed.start = Some("thứ hai".to_owned());
+        let err = verify(&join_key().mint_join(&timed).expect("mint"), 0, NOW).expect_err("bad start");
+        assert!(matches!(err, TokenError::BadClaims), "{err:?}");
     }
 
     #[test]

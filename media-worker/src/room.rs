@@ -106,6 +106,9 @@ pub enum Kick {
     TokenExpired,
     /// The worker is shutting down after draining.
     Shutdown,
+    /// The worker cuts the point on purpose to prove its console comes back by itself (the
+    /// checklist's `reconnect` item).
+    ReconnectCheck,
 }
 
 impl Kick {
@@ -116,6 +119,7 @@ impl Kick {
             Self::TokenRevoked => ErrorCode::TokenRevoked,
             Self::TokenExpired => ErrorCode::TokenExpired,
             Self::Shutdown => ErrorCode::Draining,
+            Self::ReconnectCheck => ErrorCode::ReconnectCheck,
         }
     }
 
@@ -126,6 +130,7 @@ impl Kick {
             Self::TokenRevoked => "the token of this connection was revoked",
             Self::TokenExpired => "the token of this connection expired",
             Self::Shutdown => "the worker is shutting down",
+            Self::ReconnectCheck => "the worker interrupted this connection to check the point reconnects; join again",
         }
     }
 }
@@ -439,6 +444,15 @@ impl Room {
     }
 
     /// Tells every member to disconnect, without closing the room.
+    /// Disconnects the point's members (not probes that carry its name).
+    pub fn kick_point(&self, point: &PointName, why: Kick) {
+        for member in self.lock().members.values_mut() {
+            if member.class == Class::Point && member.peer.point == *point {
+                member.kick(why);
+            }
+        }
+    }
+
     pub fn kick_all(&self, why: Kick) {
         for member in self.lock().members.values_mut() {
             member.kick(why);

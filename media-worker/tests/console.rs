@@ -298,7 +298,16 @@ async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_
     for point in &POINTS {
         let status = verified.points.iter().find(|p| p.name.as_str() == point.name).expect("listed");
         assert_eq!(status.display_name, point.display);
+        // The worker cut each office once its other items passed, and the console came back by
+        // itself (the checklist's `reconnect` item); verification needs it.
+        assert_eq!(check_state(&verified, point.name, "reconnect"), "passed", "{}", point.name);
     }
+    let interruptions = std::fs::read_to_string(dir.join("worker-1.log")).unwrap_or_default();
+    assert_eq!(
+        interruptions.matches("interrupting the point to prove it reconnects").count(),
+        POINTS.len(),
+        "one interruption per point: {interruptions}"
+    );
     let mut frames = Vec::new();
     for (i, page) in pages.iter().enumerate() {
         frames.push(received(&stats(page), POINTS[i].name, &POINTS).frames);
@@ -475,6 +484,10 @@ async fn a_black_camera_and_a_silent_microphone_are_not_verified_and_the_checkli
     assert!(!verified(camera_point), "a black camera is not verified though its media flows");
     assert!(!verified(mic_point), "a silent microphone is not verified though its media flows");
     assert_ne!(check_state(&status, mic_point, "sfuAudio"), "passed", "the SFU heard only silence");
+    // Offices still failing an item are not cut to test reconnection: that comes last.
+    assert_eq!(check_state(&status, camera_point, "reconnect"), "pending");
+    assert_eq!(check_state(&status, mic_point, "reconnect"), "pending");
+    assert_eq!(check_state(&status, host, "reconnect"), "passed");
     let since = status
         .points
         .iter()

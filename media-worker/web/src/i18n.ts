@@ -70,6 +70,9 @@ const vi = {
   restartingBody: (p: { seconds: number; attempt: number }) =>
     `Máy chủ có thể đang khởi động lại. Trang sẽ tự kết nối lại sau ${p.seconds} giây (lần thử ${p.attempt}); không cần tải lại trang.`,
   reconnectingNow: "Đang kết nối lại…",
+  reconnectCheckTitle: "Đang kiểm tra tự kết nối lại",
+  reconnectCheckBody:
+    "Máy chủ vừa ngắt kết nối một lần để kiểm tra trang tự vào lại được khi đường truyền chập chờn. Không cần làm gì: trang sẽ tự kết nối lại sau vài giây.",
   reconnectedTitle: "Đã kết nối lại",
   reconnectedBody: "Kết nối tới máy chủ đã được khôi phục.",
   blockedTitle: "Đường truyền hình ảnh và âm thanh bị chặn",
@@ -226,6 +229,9 @@ const en: Strings = {
   restartingBody: (p: { seconds: number; attempt: number }) =>
     `The server may be restarting. Reconnecting in ${p.seconds} s (attempt ${p.attempt}); no need to reload the page.`,
   reconnectingNow: "Reconnecting…",
+  reconnectCheckTitle: "Checking that the page reconnects",
+  reconnectCheckBody:
+    "The server cut the connection once to check that this page comes back by itself when the line drops. Nothing to do: it reconnects in a few seconds.",
   reconnectedTitle: "Reconnected",
   reconnectedBody: "The connection to the server is back.",
   blockedTitle: "Audio and video are blocked",

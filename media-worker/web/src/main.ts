@@ -338,6 +338,10 @@ function explain(code: ErrorCode | "closed" | "timeout" | "unreachable"): Outcom
           state.retryTimer ? s().restartingBody({ seconds: retryIn(), attempt: state.attempt }) : s().reconnectingNow,
       });
       return "retry";
+    case "reconnect_check":
+      // The worker proving the office recovers (checklist item `reconnect`): not a fault.
+      notify("connection", { level: "info", title: () => s().reconnectCheckTitle, body: () => s().reconnectCheckBody });
+      return "retry";
     case "unreachable":
       notify("connection", {
         level: "warn",

@@ -17,7 +17,7 @@ export type Role = "host" | "participant" | "probe";
 /**
  * One item of the checklist.
  */
-export type CheckItem = "signaling" | "icePath" | "microphone" | "camera" | "hostVideo" | "hostAudio" | "sfuAudio" | "sfuVideo" | "mediaFlow";
+export type CheckItem = "signaling" | "icePath" | "microphone" | "camera" | "hostVideo" | "hostAudio" | "sfuAudio" | "sfuVideo" | "mediaFlow" | "reconnect";
 
 /**
  * Where an item stands.
@@ -47,7 +47,7 @@ export type Direction = "send" | "recv";
  * Stable, machine-readable error codes. They are part of the protocol (clients switch on them)
  * and a bounded metric label, so add variants rather than renaming them.
  */
-export type ErrorCode = "malformed_message" | "unknown_action" | "frame_too_large" | "invalid_token" | "token_expired" | "token_not_yet_valid" | "token_revoked" | "wrong_session" | "session_not_allocated" | "draining" | "not_joined" | "already_joined" | "transport_not_found" | "wrong_transport_direction" | "producer_not_found" | "consumer_not_found" | "cannot_consume" | "replaced" | "session_closed" | "limit_exceeded" | "media_rejected" | "internal" | "plain_transport_forbidden" | "remote_address_forbidden";
+export type ErrorCode = "malformed_message" | "unknown_action" | "frame_too_large" | "invalid_token" | "token_expired" | "token_not_yet_valid" | "token_revoked" | "wrong_session" | "session_not_allocated" | "draining" | "not_joined" | "already_joined" | "transport_not_found" | "wrong_transport_direction" | "producer_not_found" | "consumer_not_found" | "cannot_consume" | "replaced" | "session_closed" | "limit_exceeded" | "media_rejected" | "internal" | "plain_transport_forbidden" | "remote_address_forbidden" | "reconnect_check";
 
 /**
  * A client-chosen correlation id, echoed verbatim.
