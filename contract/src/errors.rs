@@ -50,12 +50,18 @@ pub enum ErrorCode {
     /// The worker closed the connection on purpose to prove the office reconnects by itself
     /// (the checklist's `reconnect` item, during the rehearsal): rejoin at once.
     ReconnectCheck,
+    /// Only the host's console may mute a point or ask it to unmute.
+    NotHost,
+    /// The host muted this point; its audio resumes once the host asks it to unmute.
+    MutedByHost,
+    /// The point named in a moderation request is not in the room now.
+    PointNotPresent,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (checked against the enum by a test in
     /// `console_types`, which also generates the console's `ErrorCode` union from the enum).
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 28] = [
         Self::MalformedMessage,
         Self::UnknownAction,
         Self::FrameTooLarge,
@@ -81,6 +87,9 @@ impl ErrorCode {
         Self::PlainTransportForbidden,
         Self::RemoteAddressForbidden,
         Self::ReconnectCheck,
+        Self::NotHost,
+        Self::MutedByHost,
+        Self::PointNotPresent,
     ];
 
     /// The wire spelling, also used as a metric label value.
@@ -111,6 +120,9 @@ impl ErrorCode {
             Self::PlainTransportForbidden => "plain_transport_forbidden",
             Self::RemoteAddressForbidden => "remote_address_forbidden",
             Self::ReconnectCheck => "reconnect_check",
+            Self::NotHost => "not_host",
+            Self::MutedByHost => "muted_by_host",
+            Self::PointNotPresent => "point_not_present",
         }
     }
 }

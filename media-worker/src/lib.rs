@@ -33,6 +33,7 @@ pub mod http;
 pub mod local_runner;
 pub mod logging;
 pub mod metrics;
+pub mod moderation;
 pub mod probe;
 pub mod registry;
 pub mod room;

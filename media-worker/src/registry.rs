@@ -426,6 +426,7 @@ impl Registry {
                 ice_servers,
                 ice_transport_policy,
                 uplink_kbps: uplink_kbps.map(std::num::NonZeroU32::get),
+                muted_points: snapshot.muted_points.clone(),
             },
         };
         let held = TokenVersion { epoch: verified.epoch, link_generation: verified.link_generation };

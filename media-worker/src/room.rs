@@ -20,6 +20,7 @@
 
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
+use crate::moderation::{Moderation, ModerationError};
 use crate::sfu_evidence::{Evidence, VOICE_THRESHOLD_DBOV};
 use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage};
 use crate::tokens::TokenVersion;
@@ -166,6 +167,8 @@ pub enum RoomError {
     Media { what: &'static str, detail: String },
     #[error("failed to reach the media thread")]
     MediaThread(#[from] LocalRunnerError),
+    #[error(transparent)]
+    Moderation(#[from] ModerationError),
 }
 
 impl RoomError {
@@ -183,6 +186,11 @@ impl RoomError {
             Self::RemoteAddressForbidden => ErrorCode::RemoteAddressForbidden,
             Self::Media { .. } => ErrorCode::MediaRejected,
             Self::MediaThread(_) => ErrorCode::Internal,
+            Self::Moderation(e) => match e {
+                ModerationError::NotHost => ErrorCode::NotHost,
+                ModerationError::NotPresent(_) => ErrorCode::PointNotPresent,
+                ModerationError::HeldByHost { .. } => ErrorCode::MutedByHost,
+            },
         }
     }
 
@@ -248,6 +256,8 @@ impl Member {
 struct RoomState {
     closed: bool,
     members: BTreeMap<MemberId, Member>,
+    /// Who the host muted; kept across reconnects for the room's life.
+    moderation: Moderation,
 }
 
 impl RoomState {
@@ -263,6 +273,8 @@ pub struct JoinSnapshot {
     pub router_rtp_capabilities: RtpCapabilitiesFinalized,
     pub peers: Vec<PeerInfo>,
     pub producers: Vec<ProducerInfo>,
+    /// Points the host muted (see [`Moderation`]).
+    pub muted_points: Vec<PointName>,
 }
 
 /// A copy of one point's media handles, for the statistics poller.
@@ -397,8 +409,14 @@ impl Room {
                     role: new.peer.role,
                 });
             }
-            let snapshot =
-                JoinSnapshot { router_rtp_capabilities: self.router.rtp_capabilities().clone(), peers, producers };
+            // Probes are never moderated and see no points' mutes.
+            let muted_points = if class == Class::Point { state.moderation.muted_points() } else { Vec::new() };
+            let snapshot = JoinSnapshot {
+                router_rtp_capabilities: self.router.rtp_capabilities().clone(),
+                peers,
+                producers,
+                muted_points,
+            };
             let _ = new.outbox.send(welcome(&snapshot));
             state.members.insert(
                 id,
@@ -717,13 +735,22 @@ impl Room {
                             other.push(ServerMessage::NewProducer { producer_id, point: key.point.clone(), kind });
                         }
                     }
-                    Ok(producer_id)
+                    // Checked under the lock that stored it, so a mute racing this produce
+                    // either sees the producer or is seen here.
+                    let muted =
+                        kind == MediaKind::Audio && key.class == Class::Point && state.moderation.is_muted(&key.point);
+                    let stored = member_producer(state, key, producer_id);
+                    Ok((producer_id, stored.filter(|_| muted)))
                 }
                 _ => Err(RoomError::NotMember),
             }
         };
         drop(leftover);
-        stored
+        let (producer_id, muted) = stored?;
+        if let Some(producer) = muted {
+            self.pause_all(vec![producer]).await?;
+        }
+        Ok(producer_id)
     }
 
     pub fn close_producer(&self, key: &MemberKey, producer_id: ProducerId) -> Result<ServerMessage, RoomError> {
@@ -820,6 +847,81 @@ impl Room {
         stored
     }
 
+    /// The host mutes `target`: its audio producers are paused in the SFU, so nobody hears it
+    /// whatever its browser sends, and every point is told who muted it.
+    pub async fn mute_point(&self, key: &MemberKey, target: &PointName) -> Result<ServerMessage, RoomError> {
+        let (by, audio) = {
+            let mut state = self.lock();
+            let state = &mut *state;
+            let actor = state.members.get(&key.id()).filter(|m| m.conn == key.conn).ok_or(RoomError::NotMember)?;
+            let by = actor.peer.display_name.clone();
+            let role = actor.peer.role;
+            let target_member = state.members.get(&(Class::Point, target.clone()));
+            state.moderation.mute(role, &by, target, target_member.is_some())?;
+            let audio: Vec<Producer> = target_member
+                .map(|m| m.media.producers.values().filter(|p| p.kind() == MediaKind::Audio).cloned().collect())
+                .unwrap_or_default();
+            for member in state.class(Class::Point) {
+                member.push(ServerMessage::PointMuted { point: target.clone(), by: by.clone() });
+            }
+            (by, audio)
+        };
+        tracing::info!(point = %target, by = %by, "muted by the host");
+        self.pause_all(audio).await?;
+        Ok(ServerMessage::PointMuted { point: target.clone(), by })
+    }
+
+    /// The host asks `target` to unmute: the hold is lifted and the office is told; its audio
+    /// stays paused until it resumes it (`resumeProducer`).
+    pub fn ask_to_unmute(&self, key: &MemberKey, target: &PointName) -> Result<ServerMessage, RoomError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let actor = state.members.get(&key.id()).filter(|m| m.conn == key.conn).ok_or(RoomError::NotMember)?;
+        let (role, by) = (actor.peer.role, actor.peer.display_name.clone());
+        let target_member = state.members.get(&(Class::Point, target.clone()));
+        state.moderation.ask_to_unmute(role, target, target_member.is_some())?;
+        let asked = ServerMessage::UnmuteAsked { point: target.clone(), by };
+        if let Some(member) = target_member {
+            member.push(asked.clone());
+        }
+        Ok(asked)
+    }
+
+    /// Resumes one of the member's own producers in the SFU; its audio only once the host's
+    /// hold is lifted. Every point is told when a muted point speaks again.
+    pub async fn resume_producer(&self, key: &MemberKey, producer_id: ProducerId) -> Result<ServerMessage, RoomError> {
+        let producer =
+            self.with_member(key, |m| m.media.producers.get(&producer_id).cloned().ok_or(RoomError::ProducerNotFound))?;
+        if producer.kind() == MediaKind::Audio {
+            let mut state = self.lock();
+            state.moderation.may_resume_audio(&key.point)?;
+            if state.moderation.resumed(&key.point) {
+                for member in state.class(Class::Point) {
+                    member.push(ServerMessage::PointUnmuted { point: key.point.clone() });
+                }
+            }
+        }
+        self.media
+            .run(move || async move { producer.resume().await })
+            .await?
+            .map_err(|e| RoomError::media("resume the producer")(&e))?;
+        Ok(ServerMessage::ProducerResumed { producer_id })
+    }
+
+    async fn pause_all(&self, producers: Vec<Producer>) -> Result<(), RoomError> {
+        if producers.is_empty() {
+            return Ok(());
+        }
+        self.media
+            .run(move || async move {
+                for producer in producers {
+                    producer.pause().await.map_err(|e| RoomError::media("pause the producer")(&e))?;
+                }
+                Ok::<_, RoomError>(())
+            })
+            .await?
+    }
+
     pub async fn resume_consumer(&self, key: &MemberKey, consumer_id: ConsumerId) -> Result<ServerMessage, RoomError> {
         let consumer = self.with_member(key, |m| {
             m.media.consumers.get(&consumer_id).map(|c| c.consumer.clone()).ok_or(RoomError::ConsumerNotFound)
@@ -862,6 +964,10 @@ async fn watch_producer(
         }
     }
     Ok(())
+}
+
+fn member_producer(state: &RoomState, key: &MemberKey, producer_id: ProducerId) -> Option<Producer> {
+    state.members.get(&key.id()).and_then(|m| m.media.producers.get(&producer_id)).cloned()
 }
 
 fn producer_infos(member: &Member) -> impl Iterator<Item = ProducerInfo> + '_ {

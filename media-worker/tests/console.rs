@@ -871,3 +871,139 @@ fn the_console_sources_typecheck() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The audio energy `page` has played out from `point` so far, and its audio packets.
+fn audio_from(page: &Browser, point: &str) -> (f64, u64) {
+    let stats = stats(page);
+    let consumers = stats["consumers"].as_array().cloned().unwrap_or_default();
+    consumers.iter().filter(|c| c["point"] == point && c["kind"] == "audio").fold((0.0, 0), |(e, p), c| {
+        (e + c["totalAudioEnergy"].as_f64().unwrap_or(0.0), p + c["packetsReceived"].as_u64().unwrap_or(0))
+    })
+}
+
+/// Energy `page` plays out from each of `points` over `window`, measured once `page` has stopped
+/// or resumed receiving `quiet`'s packets as `expect_quiet` says (a condition, with a deadline).
+fn energy_over(page: &Browser, points: &[&str], quiet: &str, expect_quiet: bool, window: Duration) -> Vec<f64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = audio_from(page, quiet).1;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = audio_from(page, quiet).1;
+        if (now == last) == expect_quiet {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{quiet}'s audio packets never {}",
+            if expect_quiet { "stopped" } else { "resumed" }
+        );
+        last = now;
+    }
+    let before: Vec<f64> = points.iter().map(|p| audio_from(page, p).0).collect();
+    let started = Instant::now();
+    while started.elapsed() < window {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    points.iter().zip(before).map(|(p, b)| audio_from(page, p).0 - b).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_mutes_a_point_for_everyone_and_asks_it_to_unmute() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let dir = std::env::temp_dir().join(format!("tiepdan-moderation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-moderation.log");
+    let driver = Driver::start();
+    let now = unix_now();
+    let mut pages = Vec::new();
+    for point in &POINTS {
+        let page = driver.browser(point.name);
+        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        pages.push(page);
+    }
+    for page in &pages {
+        page.click("#join");
+    }
+    // Verified, so the worker's reconnection check is behind us and the consumers stay put.
+    verified_within(worker.addr, 3, VERIFY_DEADLINE).await;
+    let (host, muted, listener) = (&pages[0], &pages[1], &pages[2]);
+    let (host_name, muted_name) = (POINTS[0].name, POINTS[1].name);
+    let tile_button = format!(".tile[data-point=\"{muted_name}\"] button.moderate");
+    host.until(
+        "the host's mute button on the point's tile",
+        &format!("return document.querySelector('{tile_button}') !== null;"),
+    );
+    assert_eq!(
+        listener.eval("return document.querySelectorAll('.tile button.moderate').length;"),
+        0,
+        "only the host moderates"
+    );
+    assert_eq!(host.eval(&format!("return document.querySelector('{tile_button}').textContent;")), "Tắt micro");
+
+    host.click(&tile_button);
+    // The muted office sees, in Vietnamese, who muted it, and cannot unmute by itself.
+    muted.until("the muted-by-host notice", "return document.querySelector('[data-slot=\"moderation\"]') !== null;");
+    let notice = muted.eval("return document.querySelector('[data-slot=\"moderation\"]').textContent;");
+    assert!(notice.as_str().is_some_and(|n| n.contains("đã tắt micro") && n.contains(POINTS[0].display)), "{notice}");
+    assert_eq!(muted.eval("return document.getElementById('mic-toggle').disabled;"), true);
+    assert_eq!(muted.eval("return document.getElementById('mic-toggle').textContent;"), "Micro bị chủ trì tắt");
+    muted.screenshot(&artifacts.join("console-muted-by-host.png"));
+    listener.until(
+        "the muted point's tile to say so",
+        &format!("return document.querySelector('.tile[data-point=\"{muted_name}\"] .host-muted-flag') !== null;"),
+    );
+    // What the others hear: nothing from the muted point, the host as before.
+    let window = Duration::from_secs(2);
+    for page in [listener, host] {
+        let heard = energy_over(page, &[muted_name, host_name], muted_name, true, window);
+        assert!(heard[0] < 1e-6, "the muted point is still heard: {heard:?}");
+        if std::ptr::eq(page, listener) {
+            assert!(heard[1] > 1e-4, "the host should still be heard: {heard:?}");
+        }
+    }
+    host.screenshot(&artifacts.join("console-host-muted-a-point.png"));
+    // A tampered console sends its microphone anyway: the worker holds the mute, so still
+    // nothing reaches the others.
+    muted.eval("window.tiepdan.sendAudioAnyway(); return true;");
+    let sent_before = muted.eval("return window.tiepdan.stats();")["producers"].clone();
+    let heard = energy_over(listener, &[muted_name], muted_name, true, window);
+    assert!(heard[0] < 1e-6, "the SFU forwarded a muted point's audio: {heard:?}");
+    let sent_after = muted.eval("return window.tiepdan.stats();")["producers"].clone();
+    let audio_sent = |v: &Value| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["kind"] == "audio")
+            .map(|p| p["packetsSent"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert!(
+        audio_sent(&sent_after) > audio_sent(&sent_before),
+        "the tampered console did send: {sent_before} -> {sent_after}"
+    );
+
+    // The host asks; the office unmutes from the notice and is heard again.
+    let ask = format!(".tile[data-point=\"{muted_name}\"] button.moderate.ask");
+    host.until("the ask-to-unmute button", &format!("return document.querySelector('{ask}') !== null;"));
+    host.click(&ask);
+    muted.until(
+        "the ask-to-unmute notice with its button",
+        "const b = document.querySelector('[data-slot=\"moderation\"] button'); return b !== null && !b.hidden;",
+    );
+    muted.screenshot(&artifacts.join("console-asked-to-unmute.png"));
+    muted.click("[data-slot=\"moderation\"] button");
+    muted.until("the microphone on again", "return document.getElementById('mic-toggle').textContent === 'Tắt micro';");
+    let heard = energy_over(listener, &[muted_name], muted_name, false, window);
+    assert!(heard[0] > 1e-4, "the point is heard again: {heard:?}");
+    listener.until(
+        "the muted flag to go",
+        &format!("return document.querySelector('.tile[data-point=\"{muted_name}\"] .host-muted-flag') === null;"),
+    );
+    for page in pages {
+        page.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

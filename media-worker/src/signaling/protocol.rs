@@ -126,6 +126,20 @@ pub enum ClientMessage {
     ReportChecks {
         checks: Vec<ConsoleCheck>,
     },
+    /// Resumes one of the sender's own producers in the SFU (after the host muted it and then
+    /// asked it to unmute). Refused with `muted_by_host` while the host holds the mute.
+    ResumeProducer {
+        #[ts(type = "string")]
+        producer_id: ProducerId,
+    },
+    /// The host only: pause `point`'s microphone in the SFU for everyone (see `moderation`).
+    MutePoint {
+        point: PointName,
+    },
+    /// The host only: ask a point it muted to unmute; the office then decides when to speak.
+    AskToUnmute {
+        point: PointName,
+    },
     Leave,
 }
 
@@ -143,6 +157,9 @@ impl ClientMessage {
             Self::Consume { .. } => "consume",
             Self::ResumeConsumer { .. } => "resumeConsumer",
             Self::ReportChecks { .. } => "reportChecks",
+            Self::ResumeProducer { .. } => "resumeProducer",
+            Self::MutePoint { .. } => "mutePoint",
+            Self::AskToUnmute { .. } => "askToUnmute",
             Self::Leave => "leave",
         }
     }
@@ -161,6 +178,9 @@ impl ClientMessage {
         "consume",
         "resumeConsumer",
         "reportChecks",
+        "resumeProducer",
+        "mutePoint",
+        "askToUnmute",
         "leave",
     ];
 }
@@ -247,6 +267,11 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         uplink_kbps: Option<u32>,
+        /// Points the host has muted now; the joining point's own name means its microphone is
+        /// muted by the host (its new audio starts paused in the SFU).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[ts(as = "Option<Vec<PointName>>", optional)]
+        muted_points: Vec<PointName>,
     },
     WebRtcTransportCreated {
         #[ts(type = "string")]
@@ -294,6 +319,26 @@ pub enum ServerMessage {
     },
     /// The reply to `reportChecks`: the report was recorded.
     ChecksRecorded,
+    /// The reply to `resumeProducer`.
+    ProducerResumed {
+        #[ts(type = "string")]
+        producer_id: ProducerId,
+    },
+    /// The host (`by`, its display name) muted `point`'s microphone: to every point (the muted
+    /// office shows who muted it) and as the reply to `mutePoint`.
+    PointMuted {
+        point: PointName,
+        by: String,
+    },
+    /// `point` resumed its audio after the host's mute: to every point.
+    PointUnmuted {
+        point: PointName,
+    },
+    /// The host (`by`) asks `point` to unmute: to that point, and as the reply to `askToUnmute`.
+    UnmuteAsked {
+        point: PointName,
+        by: String,
+    },
     NewProducer {
         #[ts(type = "string")]
         producer_id: ProducerId,
@@ -478,6 +523,9 @@ mod tests {
                    "rtpCapabilities": {"codecs": [], "headerExtensions": []}}),
             json!({"action": "resumeConsumer", "consumerId": fresh_id::<ConsumerId>()}),
             json!({"action": "reportChecks", "checks": [{"item": "icePath", "state": "passed", "path": "turn-tls"}]}),
+            json!({"action": "resumeProducer", "producerId": fresh_id::<ProducerId>()}),
+            json!({"action": "mutePoint", "point": "xa-a"}),
+            json!({"action": "askToUnmute", "point": "xa-a"}),
             json!({"action": "leave"}),
         ];
         assert_eq!(samples.len(), ClientMessage::ACTIONS.len());
@@ -540,7 +588,12 @@ mod tests {
                 }],
                 ice_transport_policy: IceTransportPolicy::Relay,
                 uplink_kbps: Some(512),
+                muted_points: vec![point("p2")],
             },
+            ServerMessage::PointMuted { point: point("p2"), by: "UBND tỉnh".to_owned() },
+            ServerMessage::UnmuteAsked { point: point("p2"), by: "UBND tỉnh".to_owned() },
+            ServerMessage::PointUnmuted { point: point("p2") },
+            ServerMessage::ProducerResumed { producer_id: fresh_id::<ProducerId>() },
             ServerMessage::PlainTransportCreated {
                 transport_id: fresh_id::<TransportId>(),
                 direction: Direction::Send,

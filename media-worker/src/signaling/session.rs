@@ -258,6 +258,9 @@ impl Connection {
                         room.consume(&key, transport_id, producer_id, rtp_capabilities).await
                     }
                     ClientMessage::ResumeConsumer { consumer_id } => room.resume_consumer(&key, consumer_id).await,
+                    ClientMessage::ResumeProducer { producer_id } => room.resume_producer(&key, producer_id).await,
+                    ClientMessage::MutePoint { point } => room.mute_point(&key, &point).await,
+                    ClientMessage::AskToUnmute { point } => room.ask_to_unmute(&key, &point),
                     ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::ReportChecks { .. } => {
                         // Handled above; kept exhaustive so a new action cannot be forgotten.
                         return None;

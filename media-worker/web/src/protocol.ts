@@ -46,6 +46,9 @@ export interface Replies {
   consume: Message<"consumed">;
   resumeConsumer: Message<"consumerResumed">;
   reportChecks: Message<"checksRecorded">;
+  resumeProducer: Message<"producerResumed">;
+  mutePoint: Message<"pointMuted">;
+  askToUnmute: Message<"unmuteAsked">;
   leave: Message<"left">;
 }
 
@@ -58,7 +61,20 @@ export const REPLY_ACTION: { [A in ClientAction]: Replies[A]["action"] } = {
   consume: "consumed",
   resumeConsumer: "consumerResumed",
   reportChecks: "checksRecorded",
+  resumeProducer: "producerResumed",
+  mutePoint: "pointMuted",
+  askToUnmute: "unmuteAsked",
   leave: "left",
 };
 
-export type Push = Message<"newProducer" | "producerClosed" | "consumerClosed" | "peerJoined" | "peerLeft" | "error">;
+export type Push = Message<
+  | "newProducer"
+  | "producerClosed"
+  | "consumerClosed"
+  | "peerJoined"
+  | "peerLeft"
+  | "pointMuted"
+  | "pointUnmuted"
+  | "unmuteAsked"
+  | "error"
+>;

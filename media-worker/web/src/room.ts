@@ -14,7 +14,18 @@ export interface RoomView {
   peerLeft(point: string): void;
   /** A remote track appeared (`track`) or went away (`null`). */
   remoteTrack(point: string, kind: MediaKind, track: MediaStreamTrack | null): void;
+  /** The host muted `point` (this office's own name included); `by` may be empty on joining. */
+  pointMuted(point: string, by: string): void;
+  /** `point` speaks again after the host's mute. */
+  pointUnmuted(point: string): void;
 }
+
+/** What the host did about this office's microphone. */
+export type Moderation =
+  /** The host (`by`) muted this office; the worker holds its audio until the host asks. */
+  | { kind: "muted"; by: string }
+  /** The host asks this office to unmute: the officer decides when. */
+  | { kind: "asked"; by: string };
 
 /** Why a room ended without the person leaving. */
 export type RoomEnd =
@@ -40,6 +51,8 @@ export interface ConsumerStats {
   bytesReceived: number;
   framesDecoded: number;
   totalSamplesReceived: number;
+  /** Audio only: the energy of what was played out (0 while a point is muted in the SFU). */
+  totalAudioEnergy: number;
 }
 
 export interface ProducerStats {
@@ -67,14 +80,21 @@ export class Room {
   private constructor(
     private readonly view: RoomView,
     private readonly onEnd: (end: RoomEnd) => void,
+    private readonly onModeration: (event: Moderation) => void,
   ) {}
 
   /**
    * Joins, sends the local tracks and receives everyone present. Rejects with SignalingError
    * (refused), MediaPathError (ICE/DTLS blocked) or another Error.
    */
-  static async join(token: string, local: LocalMedia, view: RoomView, onEnd: (end: RoomEnd) => void): Promise<Room> {
-    const room = new Room(view, onEnd);
+  static async join(
+    token: string,
+    local: LocalMedia,
+    view: RoomView,
+    onEnd: (end: RoomEnd) => void,
+    onModeration: (event: Moderation) => void,
+  ): Promise<Room> {
+    const room = new Room(view, onEnd, onModeration);
     const conn = await Connection.open(token, {
       onPush: (push) => (room.conn ? room.onPush(push) : room.early.push(push)),
       onClose: (_event, code) => room.end({ kind: "lost", code }),
@@ -115,6 +135,9 @@ export class Room {
     }
     for (const producer of conn.joined.producers) {
       this.onPush({ action: "newProducer", ...producer });
+    }
+    for (const point of conn.joined.mutedPoints ?? []) {
+      this.onPush({ action: "pointMuted", point, by: "" });
     }
     for (const push of this.early.splice(0)) {
       this.onPush(push);
@@ -174,6 +197,20 @@ export class Room {
       case "consumerClosed":
         this.drop(push.consumerId);
         break;
+      case "pointMuted":
+        this.view.pointMuted(push.point, push.by);
+        if (push.point === this.point) {
+          this.onModeration({ kind: "muted", by: push.by });
+        }
+        break;
+      case "pointUnmuted":
+        this.view.pointUnmuted(push.point);
+        break;
+      case "unmuteAsked":
+        if (push.point === this.point) {
+          this.onModeration({ kind: "asked", by: push.by });
+        }
+        break;
       case "error":
         // Kicks (replaced, session_closed, ...) arrive as an error push just before the close;
         // the signaling layer keeps the code for onClose.
@@ -230,6 +267,28 @@ export class Room {
     this.ended = true;
     this.conn?.close();
     this.onEnd(end);
+  }
+
+  /** The host only: mutes `point`'s microphone for everyone (the worker enforces it). */
+  async mutePoint(point: string): Promise<void> {
+    await this.connection().signaling.request({ action: "mutePoint", point });
+  }
+
+  /** The host only: asks a point it muted to unmute. */
+  async askToUnmute(point: string): Promise<void> {
+    await this.connection().signaling.request({ action: "askToUnmute", point });
+  }
+
+  /**
+   * Speaks again after the host's mute: the worker resumes our audio (refused with
+   * `muted_by_host` until the host asked), then the browser sends it.
+   */
+  async resumeAudio(): Promise<void> {
+    const producer = this.producers.get("audio");
+    if (producer) {
+      await this.connection().signaling.request({ action: "resumeProducer", producerId: producer.id });
+      producer.resume();
+    }
   }
 
   /** Mutes or unmutes sending of one kind (the worker keeps the producer). */
@@ -297,6 +356,7 @@ export class Room {
           bytesReceived: 0,
           framesDecoded: 0,
           totalSamplesReceived: 0,
+          totalAudioEnergy: 0,
         };
         (await r.consumer.getStats()).forEach((s: Record<string, unknown>) => {
           if (s.type === "inbound-rtp") {
@@ -305,6 +365,7 @@ export class Room {
             out.bytesReceived += num(s.bytesReceived);
             out.framesDecoded += num(s.framesDecoded);
             out.totalSamplesReceived += num(s.totalSamplesReceived);
+            out.totalAudioEnergy += num(s.totalAudioEnergy);
           }
         });
         return out;

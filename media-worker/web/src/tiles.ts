@@ -13,10 +13,20 @@ interface Tile {
   placeholder: HTMLElement;
 }
 
+/** What the host's console can do from another point's tile. */
+export interface Moderator {
+  mute(point: string): void;
+  askToUnmute(point: string): void;
+}
+
 export class Tiles implements RoomView {
   private readonly tiles = new Map<string, Tile>();
   private self: Tile | null = null;
   private selfState = { cameraOff: false, micMuted: false };
+  /** Points the host muted, this office's own included. */
+  private readonly mutedByHost = new Set<string>();
+  /** Set on the host's console only: each other point's tile gets a big mute/ask button. */
+  private moderator: Moderator | null = null;
 
   constructor(
     private readonly container: HTMLElement,
@@ -40,6 +50,21 @@ export class Tiles implements RoomView {
     if (this.self) {
       this.self.el.classList.toggle("has-video", !state.cameraOff && this.self.video.srcObject !== null);
     }
+    this.relabel();
+  }
+
+  setModerator(moderator: Moderator | null): void {
+    this.moderator = moderator;
+    this.relabel();
+  }
+
+  pointMuted(point: string, _by: string): void {
+    this.mutedByHost.add(point);
+    this.relabel();
+  }
+
+  pointUnmuted(point: string): void {
+    this.mutedByHost.delete(point);
     this.relabel();
   }
 
@@ -87,6 +112,8 @@ export class Tiles implements RoomView {
       tile.el.remove();
     }
     this.tiles.clear();
+    // The next room's join lists who is muted.
+    this.mutedByHost.clear();
     this.relabel();
   }
 
@@ -96,21 +123,49 @@ export class Tiles implements RoomView {
     for (const tile of this.tiles.values()) {
       this.label(tile, tile.peer.displayName, tile.peer.role === "host" ? s.hostBadge : null);
       tile.placeholder.textContent = s.waitingVideo;
+      const muted = this.mutedByHost.has(tile.peer.point);
+      this.flag(tile, "host-muted-flag", muted ? s.mutedByHostFlag : null);
+      this.moderateButton(tile, muted);
     }
     if (this.self) {
       // "Bạn" first: long office names are cut at the end of the label.
       this.label(this.self, `${s.you} · ${this.self.peer.displayName}`, null);
       this.self.placeholder.textContent = this.selfState.cameraOff ? s.ownCameraOff : s.waitingVideo;
-      let flag = this.self.el.querySelector<HTMLElement>(".muted-flag");
-      if (this.selfState.micMuted) {
-        flag ??= this.self.el.appendChild(document.createElement("div"));
-        flag.className = "muted-flag";
-        flag.textContent = s.micMuted;
-      } else {
-        flag?.remove();
-      }
+      const byHost = this.mutedByHost.has(this.self.peer.point);
+      this.flag(this.self, "muted-flag", byHost ? s.mutedByHostSelf : this.selfState.micMuted ? s.micMuted : null);
+      this.self.el.classList.toggle("muted-by-host", byHost);
     }
     this.alone.hidden = this.tiles.size > 0;
+  }
+
+  /** Shows `text` in the tile's `cls` flag, or removes the flag (`null`). */
+  private flag(tile: Tile, cls: string, text: string | null): void {
+    let flag = tile.el.querySelector<HTMLElement>(`.${cls}`);
+    if (text === null) {
+      flag?.remove();
+      return;
+    }
+    flag ??= tile.el.appendChild(document.createElement("div"));
+    flag.className = cls;
+    flag.textContent = text;
+  }
+
+  /** The host's big button on another point's tile: mute it, or ask it to unmute. */
+  private moderateButton(tile: Tile, muted: boolean): void {
+    let button = tile.el.querySelector<HTMLButtonElement>("button.moderate");
+    const moderator = this.moderator;
+    if (!moderator) {
+      button?.remove();
+      return;
+    }
+    button ??= tile.el.appendChild(document.createElement("button"));
+    button.className = muted ? "moderate ask" : "moderate";
+    button.type = "button";
+    const s = t();
+    button.textContent = muted ? s.askToUnmute : s.mutePoint;
+    button.title = muted ? s.askToUnmuteHint(tile.peer.displayName) : s.mutePointHint(tile.peer.displayName);
+    const point = tile.peer.point;
+    button.onclick = () => (muted ? moderator.askToUnmute(point) : moderator.mute(point));
   }
 
   private label(tile: Tile, name: string, badge: string | null): void {
