@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod active_speaker;
 pub mod admin_auth;
 pub mod checks;
 pub mod config;

@@ -427,6 +427,8 @@ impl Registry {
                 ice_transport_policy,
                 uplink_kbps: uplink_kbps.map(std::num::NonZeroU32::get),
                 muted_points: snapshot.muted_points.clone(),
+                active_speaker: snapshot.active_speaker.clone(),
+                floor: snapshot.floor.clone(),
             },
         };
         let held = TokenVersion { epoch: verified.epoch, link_generation: verified.link_generation };
@@ -490,6 +492,9 @@ impl Registry {
         }
         state.room = Arc::downgrade(&room);
         self.metrics.sessions.set(1);
+        if let Some(volumes) = room.take_volumes() {
+            tokio::spawn(crate::room::follow_speakers(Arc::downgrade(&room), volumes));
+        }
         Ok((generation, room))
     }
 

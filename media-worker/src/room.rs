@@ -18,6 +18,7 @@
 //! up the handles it needs, releases the lock, awaits mediasoup, then re-locks to store the result
 //! (dropping it if the member left meanwhile, which closes it).
 
+use crate::active_speaker::{FloorError, Speakers};
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
 use crate::moderation::{Moderation, ModerationError};
@@ -169,6 +170,8 @@ pub enum RoomError {
     MediaThread(#[from] LocalRunnerError),
     #[error(transparent)]
     Moderation(#[from] ModerationError),
+    #[error(transparent)]
+    Floor(#[from] FloorError),
 }
 
 impl RoomError {
@@ -190,6 +193,10 @@ impl RoomError {
                 ModerationError::NotHost => ErrorCode::NotHost,
                 ModerationError::NotPresent(_) => ErrorCode::PointNotPresent,
                 ModerationError::HeldByHost { .. } => ErrorCode::MutedByHost,
+            },
+            Self::Floor(e) => match e {
+                FloorError::NotHost => ErrorCode::NotHost,
+                FloorError::NotPresent(_) => ErrorCode::PointNotPresent,
             },
         }
     }
@@ -258,6 +265,8 @@ struct RoomState {
     members: BTreeMap<MemberId, Member>,
     /// Who the host muted; kept across reconnects for the room's life.
     moderation: Moderation,
+    /// The active speaker and the floor.
+    speakers: Speakers,
 }
 
 impl RoomState {
@@ -275,6 +284,8 @@ pub struct JoinSnapshot {
     pub producers: Vec<ProducerInfo>,
     /// Points the host muted (see [`Moderation`]).
     pub muted_points: Vec<PointName>,
+    pub active_speaker: Option<PointName>,
+    pub floor: Option<PointName>,
 }
 
 /// A copy of one point's media handles, for the statistics poller.
@@ -309,6 +320,8 @@ pub struct Room {
     media: LocalRunner,
     listen_ip: TransportListenIp,
     receive_buffer: Option<usize>,
+    /// The audio-level reports, until [`Room::take_volumes`] hands them to the speaker task.
+    volumes: Mutex<Option<mpsc::UnboundedReceiver<Vec<ProducerId>>>>,
     state: Mutex<RoomState>,
 }
 
@@ -341,10 +354,11 @@ impl Room {
                     .await
                     .map_err(|e| RoomError::media("create a router")(&e))?;
                 let mut options = AudioLevelObserverOptions::default();
-                // Every point may speak at once: report them all, twice a second.
+                // Every point may speak at once: report them all, about three times a second,
+                // so the active speaker (two reports in a row) follows within a second.
                 options.max_entries = NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN);
                 options.threshold = VOICE_THRESHOLD_DBOV;
-                options.interval = 500;
+                options.interval = 300;
                 let observer = router
                     .create_audio_level_observer(options)
                     .await
@@ -354,13 +368,18 @@ impl Room {
             .await??;
         let evidence = Evidence::default();
         let heard = evidence.clone();
+        let (volumes_tx, volumes) = mpsc::unbounded_channel();
+        let silence_tx = volumes_tx.clone();
         audio_levels
             .on_volumes(move |volumes| {
                 for volume in volumes {
                     heard.heard(volume.producer.id());
                 }
+                // Loudest first, as mediasoup orders them; the room maps them to points.
+                let _ = volumes_tx.send(volumes.iter().map(|v| v.producer.id()).collect());
             })
             .detach();
+        audio_levels.on_silence(move || drop(silence_tx.send(Vec::new()))).detach();
         tracing::info!(session = %session, router = %router.id(), "room opened");
         Ok(Self {
             session,
@@ -370,6 +389,7 @@ impl Room {
             media,
             listen_ip: TransportListenIp { ip: sockets.listen_ip, announced_ip: sockets.announced_ip },
             receive_buffer: sockets.receive_buffer,
+            volumes: Mutex::new(Some(volumes)),
             state: Mutex::default(),
         })
     }
@@ -410,12 +430,14 @@ impl Room {
                 });
             }
             // Probes are never moderated and see no points' mutes.
-            let muted_points = if class == Class::Point { state.moderation.muted_points() } else { Vec::new() };
+            let points = class == Class::Point;
             let snapshot = JoinSnapshot {
                 router_rtp_capabilities: self.router.rtp_capabilities().clone(),
                 peers,
                 producers,
-                muted_points,
+                muted_points: if points { state.moderation.muted_points() } else { Vec::new() },
+                active_speaker: state.speakers.speaker().filter(|_| points).cloned(),
+                floor: state.speakers.floor().filter(|_| points).cloned(),
             };
             let _ = new.outbox.send(welcome(&snapshot));
             state.members.insert(
@@ -441,12 +463,66 @@ impl Room {
     pub fn leave(&self, key: &MemberKey) -> bool {
         let removed = {
             let mut state = self.lock();
-            match state.members.get(&key.id()) {
+            let removed = match state.members.get(&key.id()) {
                 Some(member) if member.conn == key.conn => remove_member(&mut state, &key.id()),
                 _ => None,
+            };
+            if removed.is_some() && key.class == Class::Point {
+                let (speaker, floor) = state.speakers.left(&key.point);
+                for member in state.class(Class::Point) {
+                    if speaker {
+                        member.push(ServerMessage::ActiveSpeaker { point: None });
+                    }
+                    if floor {
+                        member.push(ServerMessage::FloorGiven { point: None });
+                    }
+                }
             }
+            removed
         };
         removed.is_some()
+    }
+
+    /// Takes the stream of audio-level reports (once): [`follow_speakers`] feeds them back.
+    pub fn take_volumes(&self) -> Option<mpsc::UnboundedReceiver<Vec<ProducerId>>> {
+        self.volumes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    /// One audio-level report, loudest producer first (empty: silence): the active speaker
+    /// follows it, and every point is told when it changes.
+    pub fn on_volumes(&self, loudest_first: &[ProducerId]) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut points: Vec<PointName> = Vec::new();
+        for id in loudest_first {
+            let owner = state.class(Class::Point).find(|m| m.media.producers.contains_key(id));
+            if let Some(point) = owner.map(|m| m.peer.point.clone()) {
+                // A muted point is paused in the SFU; never let a stale level bring it forward.
+                if !points.contains(&point) && !state.moderation.is_muted(&point) {
+                    points.push(point);
+                }
+            }
+        }
+        if let Some(speaker) = state.speakers.report(&points) {
+            for member in state.class(Class::Point) {
+                member.push(ServerMessage::ActiveSpeaker { point: Some(speaker.clone()) });
+            }
+        }
+    }
+
+    /// The host gives the floor to `point`, or takes it back (`None`).
+    pub fn give_floor(&self, key: &MemberKey, point: Option<PointName>) -> Result<ServerMessage, RoomError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let actor = state.members.get(&key.id()).filter(|m| m.conn == key.conn).ok_or(RoomError::NotMember)?;
+        let role = actor.peer.role;
+        let present = point.as_ref().is_some_and(|p| state.members.contains_key(&(Class::Point, p.clone())));
+        if state.speakers.give_floor(role, point.as_ref(), present)? {
+            for member in state.class(Class::Point) {
+                member.push(ServerMessage::FloorGiven { point: point.clone() });
+            }
+        }
+        Ok(ServerMessage::FloorGiven { point })
     }
 
     /// Closes the room for good: every member is told why and removed.
@@ -931,6 +1007,15 @@ impl Room {
             .await?
             .map_err(|e| RoomError::media("resume the consumer")(&e))?;
         Ok(ServerMessage::ConsumerResumed { consumer_id })
+    }
+}
+
+/// Feeds the room's audio-level reports to [`Room::on_volumes`] until the room is gone (the task
+/// holds only a weak reference, so it never keeps a closed room alive).
+pub async fn follow_speakers(room: std::sync::Weak<Room>, mut volumes: mpsc::UnboundedReceiver<Vec<ProducerId>>) {
+    while let Some(loudest_first) = volumes.recv().await {
+        let Some(room) = room.upgrade() else { break };
+        room.on_volumes(&loudest_first);
     }
 }
 

@@ -589,6 +589,12 @@ async fn only_the_host_mutes_a_point_and_the_worker_holds_it_until_asked() {
     }
     let refused = other.request(ClientMessage::AskToUnmute { point: "xa-a".parse().expect("point") }).await;
     assert_eq!(refused.expect_err("refused").code(), Some(ErrorCode::NotHost));
+    let refused = other.request(ClientMessage::GiveFloor { point: Some("xa-b".parse().expect("point")) }).await;
+    assert_eq!(refused.expect_err("refused").code(), Some(ErrorCode::NotHost), "nor give the floor");
+    let given = host.request(ClientMessage::GiveFloor { point: Some("xa-b".parse().expect("point")) }).await;
+    assert!(matches!(given, Ok(ServerMessage::FloorGiven { point: Some(_) })), "{given:?}");
+    let told = other.wait_for(|m| matches!(m, ServerMessage::FloorGiven { .. })).await.expect("told");
+    assert!(matches!(told, ServerMessage::FloorGiven { point: Some(p) } if p.as_str() == "xa-b"));
     let absent = host.request(ClientMessage::MutePoint { point: "xa-z".parse().expect("point") }).await;
     assert_eq!(absent.expect_err("refused").code(), Some(ErrorCode::PointNotPresent));
 

@@ -140,6 +140,11 @@ pub enum ClientMessage {
     AskToUnmute {
         point: PointName,
     },
+    /// The host only: show `point` (where the citizen sits) large for everyone, whoever speaks;
+    /// `null` takes the floor back.
+    GiveFloor {
+        point: Option<PointName>,
+    },
     Leave,
 }
 
@@ -160,6 +165,7 @@ impl ClientMessage {
             Self::ResumeProducer { .. } => "resumeProducer",
             Self::MutePoint { .. } => "mutePoint",
             Self::AskToUnmute { .. } => "askToUnmute",
+            Self::GiveFloor { .. } => "giveFloor",
             Self::Leave => "leave",
         }
     }
@@ -181,6 +187,7 @@ impl ClientMessage {
         "resumeProducer",
         "mutePoint",
         "askToUnmute",
+        "giveFloor",
         "leave",
     ];
 }
@@ -272,6 +279,14 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         #[ts(as = "Option<Vec<PointName>>", optional)]
         muted_points: Vec<PointName>,
+        /// Who speaks now (see `activeSpeaker`), if anyone has yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        active_speaker: Option<PointName>,
+        /// The point the host gave the floor to, if any (see `floorGiven`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        floor: Option<PointName>,
     },
     WebRtcTransportCreated {
         #[ts(type = "string")]
@@ -333,6 +348,15 @@ pub enum ServerMessage {
     /// `point` resumed its audio after the host's mute: to every point.
     PointUnmuted {
         point: PointName,
+    },
+    /// The SFU's audio levels say `point` speaks now (`null`: the speaker left): to every point.
+    ActiveSpeaker {
+        point: Option<PointName>,
+    },
+    /// The host gave the floor to `point` (`null`: took it back): to every point, and as the
+    /// reply to `giveFloor`.
+    FloorGiven {
+        point: Option<PointName>,
     },
     /// The host (`by`) asks `point` to unmute: to that point, and as the reply to `askToUnmute`.
     UnmuteAsked {
@@ -526,6 +550,7 @@ mod tests {
             json!({"action": "resumeProducer", "producerId": fresh_id::<ProducerId>()}),
             json!({"action": "mutePoint", "point": "xa-a"}),
             json!({"action": "askToUnmute", "point": "xa-a"}),
+            json!({"action": "giveFloor", "point": null}),
             json!({"action": "leave"}),
         ];
         assert_eq!(samples.len(), ClientMessage::ACTIONS.len());
@@ -589,7 +614,11 @@ mod tests {
                 ice_transport_policy: IceTransportPolicy::Relay,
                 uplink_kbps: Some(512),
                 muted_points: vec![point("p2")],
+                active_speaker: Some(point("p2")),
+                floor: None,
             },
+            ServerMessage::ActiveSpeaker { point: Some(point("p2")) },
+            ServerMessage::FloorGiven { point: None },
             ServerMessage::PointMuted { point: point("p2"), by: "UBND tỉnh".to_owned() },
             ServerMessage::UnmuteAsked { point: point("p2"), by: "UBND tỉnh".to_owned() },
             ServerMessage::PointUnmuted { point: point("p2") },

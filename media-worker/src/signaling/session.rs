@@ -261,6 +261,7 @@ impl Connection {
                     ClientMessage::ResumeProducer { producer_id } => room.resume_producer(&key, producer_id).await,
                     ClientMessage::MutePoint { point } => room.mute_point(&key, &point).await,
                     ClientMessage::AskToUnmute { point } => room.ask_to_unmute(&key, &point),
+                    ClientMessage::GiveFloor { point } => room.give_floor(&key, point),
                     ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::ReportChecks { .. } => {
                         // Handled above; kept exhaustive so a new action cannot be forgotten.
                         return None;

@@ -681,6 +681,7 @@ function moderator(room: Room): Moderator {
   return {
     mute: (point) => void room.mutePoint(point).catch(failed),
     askToUnmute: (point) => void room.askToUnmute(point).catch(failed),
+    giveFloor: (point) => void room.giveFloor(point).catch(failed),
   };
 }
 
@@ -788,6 +789,8 @@ interface TestHook {
    * asking the worker. The moderation test proves the SFU still drops it.
    */
   sendAudioAnyway(): void;
+  /** The focus layout's state, with when the speaker last changed (`Date.now()`). */
+  focus(): { speaker: string | null; speakerAt: number; floor: string | null };
 }
 
 declare global {
@@ -811,6 +814,7 @@ window.tiepdan = {
   checks: () => checklist.items().map((item) => ({ item, ...checklist.state(item) })),
   notices: () =>
     [...notices.entries()].map(([slot, n]) => ({ slot, level: n.level, title: n.title(), body: n.body() })),
+  focus: () => tiles.focusState(),
   sendAudioAnyway: () => {
     state.room?.setPaused("audio", false);
     if (local.audioTrack) {

@@ -49,6 +49,7 @@ export interface Replies {
   resumeProducer: Message<"producerResumed">;
   mutePoint: Message<"pointMuted">;
   askToUnmute: Message<"unmuteAsked">;
+  giveFloor: Message<"floorGiven">;
   leave: Message<"left">;
 }
 
@@ -64,6 +65,7 @@ export const REPLY_ACTION: { [A in ClientAction]: Replies[A]["action"] } = {
   resumeProducer: "producerResumed",
   mutePoint: "pointMuted",
   askToUnmute: "unmuteAsked",
+  giveFloor: "floorGiven",
   leave: "left",
 };
 
@@ -76,5 +78,7 @@ export type Push = Message<
   | "pointMuted"
   | "pointUnmuted"
   | "unmuteAsked"
+  | "activeSpeaker"
+  | "floorGiven"
   | "error"
 >;

@@ -18,6 +18,10 @@ export interface RoomView {
   pointMuted(point: string, by: string): void;
   /** `point` speaks again after the host's mute. */
   pointUnmuted(point: string): void;
+  /** The SFU's audio levels say `point` speaks now (`null`: nobody yet, or the speaker left). */
+  activeSpeaker(point: string | null): void;
+  /** The host gave the floor to `point` (`null`: took it back). */
+  floor(point: string | null): void;
 }
 
 /** What the host did about this office's microphone. */
@@ -139,6 +143,8 @@ export class Room {
     for (const point of conn.joined.mutedPoints ?? []) {
       this.onPush({ action: "pointMuted", point, by: "" });
     }
+    this.view.activeSpeaker(conn.joined.activeSpeaker ?? null);
+    this.view.floor(conn.joined.floor ?? null);
     for (const push of this.early.splice(0)) {
       this.onPush(push);
     }
@@ -205,6 +211,12 @@ export class Room {
         break;
       case "pointUnmuted":
         this.view.pointUnmuted(push.point);
+        break;
+      case "activeSpeaker":
+        this.view.activeSpeaker(push.point);
+        break;
+      case "floorGiven":
+        this.view.floor(push.point);
         break;
       case "unmuteAsked":
         if (push.point === this.point) {
@@ -277,6 +289,11 @@ export class Room {
   /** The host only: asks a point it muted to unmute. */
   async askToUnmute(point: string): Promise<void> {
     await this.connection().signaling.request({ action: "askToUnmute", point });
+  }
+
+  /** The host only: shows `point` large for everyone (`null`: takes the floor back). */
+  async giveFloor(point: string | null): Promise<void> {
+    await this.connection().signaling.request({ action: "giveFloor", point });
   }
 
   /**

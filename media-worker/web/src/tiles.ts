@@ -17,6 +17,7 @@ interface Tile {
 export interface Moderator {
   mute(point: string): void;
   askToUnmute(point: string): void;
+  giveFloor(point: string | null): void;
 }
 
 export class Tiles implements RoomView {
@@ -27,6 +28,11 @@ export class Tiles implements RoomView {
   private readonly mutedByHost = new Set<string>();
   /** Set on the host's console only: each other point's tile gets a big mute/ask button. */
   private moderator: Moderator | null = null;
+  /** Shown large with the host: who speaks now, and who has the floor. */
+  private speaker: string | null = null;
+  /** When this console learnt of the current speaker (`Date.now()`), for the test hook. */
+  private speakerAt = 0;
+  private floorPoint: string | null = null;
 
   constructor(
     private readonly container: HTMLElement,
@@ -65,6 +71,24 @@ export class Tiles implements RoomView {
 
   pointUnmuted(point: string): void {
     this.mutedByHost.delete(point);
+    this.relabel();
+  }
+
+  activeSpeaker(point: string | null): void {
+    if (point !== this.speaker) {
+      this.speakerAt = Date.now();
+    }
+    this.speaker = point;
+    this.relabel();
+  }
+
+  /** Who is shown as speaking and since when, and who has the floor. */
+  focusState(): { speaker: string | null; speakerAt: number; floor: string | null } {
+    return { speaker: this.speaker, speakerAt: this.speakerAt, floor: this.floorPoint };
+  }
+
+  floor(point: string | null): void {
+    this.floorPoint = point;
     this.relabel();
   }
 
@@ -126,6 +150,7 @@ export class Tiles implements RoomView {
       const muted = this.mutedByHost.has(tile.peer.point);
       this.flag(tile, "host-muted-flag", muted ? s.mutedByHostFlag : null);
       this.moderateButton(tile, muted);
+      this.focus(tile);
     }
     if (this.self) {
       // "Bạn" first: long office names are cut at the end of the label.
@@ -134,6 +159,7 @@ export class Tiles implements RoomView {
       const byHost = this.mutedByHost.has(this.self.peer.point);
       this.flag(this.self, "muted-flag", byHost ? s.mutedByHostSelf : this.selfState.micMuted ? s.micMuted : null);
       this.self.el.classList.toggle("muted-by-host", byHost);
+      this.focus(this.self);
     }
     this.alone.hidden = this.tiles.size > 0;
   }
@@ -148,6 +174,31 @@ export class Tiles implements RoomView {
     flag ??= tile.el.appendChild(document.createElement("div"));
     flag.className = cls;
     flag.textContent = text;
+  }
+
+  /**
+   * The focus layout: the floor's point first and large, the speaker large, labelled in words
+   * (a coloured border alone is easy to miss); the host's console gets a floor button per tile.
+   */
+  private focus(tile: Tile): void {
+    const s = t();
+    const point = tile.peer.point;
+    const floor = this.floorPoint === point;
+    const speaking = this.speaker === point;
+    tile.el.classList.toggle("floor", floor);
+    tile.el.classList.toggle("speaker", speaking);
+    this.flag(tile, "focus-flag", floor ? s.hasFloor : speaking ? s.speaking : null);
+    let button = tile.el.querySelector<HTMLButtonElement>("button.floor-button");
+    const moderator = this.moderator;
+    if (!moderator || tile === this.self) {
+      button?.remove();
+      return;
+    }
+    button ??= tile.el.appendChild(document.createElement("button"));
+    button.className = "floor-button";
+    button.type = "button";
+    button.textContent = floor ? s.takeFloorBack : s.giveFloor;
+    button.onclick = () => moderator.giveFloor(floor ? null : point);
   }
 
   /** The host's big button on another point's tile: mute it, or ask it to unmute. */

@@ -77,7 +77,7 @@ export type IceTransportPolicy = "all" | "relay";
 /**
  * What a client may ask of the worker.
  */
-export type ClientMessage = { "action": "join", token: string, } | { "action": "createWebRtcTransport", direction: Direction, } | { "action": "connectWebRtcTransport", transportId: string, dtlsParameters: types.DtlsParameters, } | { "action": "createPlainTransport", direction: Direction, } | { "action": "connectPlainTransport", transportId: string, ip: string, port: number, rtcpPort?: number | null, } | { "action": "produce", transportId: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "reportChecks", checks: Array<ConsoleCheck>, } | { "action": "resumeProducer", producerId: string, } | { "action": "mutePoint", point: string, } | { "action": "askToUnmute", point: string, } | { "action": "leave" };
+export type ClientMessage = { "action": "join", token: string, } | { "action": "createWebRtcTransport", direction: Direction, } | { "action": "connectWebRtcTransport", transportId: string, dtlsParameters: types.DtlsParameters, } | { "action": "createPlainTransport", direction: Direction, } | { "action": "connectPlainTransport", transportId: string, ip: string, port: number, rtcpPort?: number | null, } | { "action": "produce", transportId: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "reportChecks", checks: Array<ConsoleCheck>, } | { "action": "resumeProducer", producerId: string, } | { "action": "mutePoint", point: string, } | { "action": "askToUnmute", point: string, } | { "action": "giveFloor", point: string | null, } | { "action": "leave" };
 
 /**
  * What the worker sends: replies, pushes and errors.
@@ -111,12 +111,20 @@ uplinkKbps?: number,
  * Points the host has muted now; the joining point's own name means its microphone is
  * muted by the host (its new audio starts paused in the SFU).
  */
-mutedPoints?: Array<string>, } | { "action": "webRtcTransportCreated", transportId: string, direction: Direction, iceParameters: types.IceParameters, iceCandidates: Array<IceCandidate>, dtlsParameters: types.DtlsParameters, } | { "action": "plainTransportCreated", transportId: string, direction: Direction, 
+mutedPoints?: Array<string>, 
+/**
+ * Who speaks now (see `activeSpeaker`), if anyone has yet.
+ */
+activeSpeaker?: string, 
+/**
+ * The point the host gave the floor to, if any (see `floorGiven`).
+ */
+floor?: string, } | { "action": "webRtcTransportCreated", transportId: string, direction: Direction, iceParameters: types.IceParameters, iceCandidates: Array<IceCandidate>, dtlsParameters: types.DtlsParameters, } | { "action": "plainTransportCreated", transportId: string, direction: Direction, 
 /**
  * Where to send RTP (send direction) or RTCP (recv direction): the first packet's source
  * becomes the transport's remote address.
  */
-ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "checksRecorded" } | { "action": "producerResumed", producerId: string, } | { "action": "pointMuted", point: string, by: string, } | { "action": "pointUnmuted", point: string, } | { "action": "unmuteAsked", point: string, by: string, } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
+ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "checksRecorded" } | { "action": "producerResumed", producerId: string, } | { "action": "pointMuted", point: string, by: string, } | { "action": "pointUnmuted", point: string, } | { "action": "activeSpeaker", point: string | null, } | { "action": "floorGiven", point: string | null, } | { "action": "unmuteAsked", point: string, by: string, } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
 
 /**
  * Answer of `POST /v1/join-check`: whether a `join` with this token would be accepted now, and
