@@ -56,12 +56,16 @@ pub enum ErrorCode {
     MutedByHost,
     /// The point named in a moderation request is not in the room now.
     PointNotPresent,
+    /// Another point is sharing a document; one share at a time.
+    ShareInProgress,
+    /// `stopShare` while nobody shares.
+    NoShare,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (checked against the enum by a test in
     /// `console_types`, which also generates the console's `ErrorCode` union from the enum).
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         Self::MalformedMessage,
         Self::UnknownAction,
         Self::FrameTooLarge,
@@ -90,6 +94,8 @@ impl ErrorCode {
         Self::NotHost,
         Self::MutedByHost,
         Self::PointNotPresent,
+        Self::ShareInProgress,
+        Self::NoShare,
     ];
 
     /// The wire spelling, also used as a metric label value.
@@ -123,6 +129,8 @@ impl ErrorCode {
             Self::NotHost => "not_host",
             Self::MutedByHost => "muted_by_host",
             Self::PointNotPresent => "point_not_present",
+            Self::ShareInProgress => "share_in_progress",
+            Self::NoShare => "no_share",
         }
     }
 }

@@ -23,7 +23,9 @@ use crate::ids::{PointName, SessionId};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
 use crate::moderation::{Moderation, ModerationError};
 use crate::sfu_evidence::{Evidence, VOICE_THRESHOLD_DBOV};
-use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage};
+use crate::signaling::protocol::{
+    Direction, ErrorCode, MediaSource, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage,
+};
 use crate::tokens::TokenVersion;
 use crate::workers::media_codecs;
 use mediasoup::audio_level_observer::{AudioLevelObserver, AudioLevelObserverOptions};
@@ -172,6 +174,12 @@ pub enum RoomError {
     Moderation(#[from] ModerationError),
     #[error(transparent)]
     Floor(#[from] FloorError),
+    #[error("source: {what:?} is not a {kind:?} source, or not one this member may send")]
+    WrongSource { kind: MediaKind, what: MediaSource },
+    #[error("{0} is sharing a document now; one share at a time")]
+    ShareInProgress(String),
+    #[error("nobody is sharing a document")]
+    NoShare,
 }
 
 impl RoomError {
@@ -194,6 +202,9 @@ impl RoomError {
                 ModerationError::NotPresent(_) => ErrorCode::PointNotPresent,
                 ModerationError::HeldByHost { .. } => ErrorCode::MutedByHost,
             },
+            Self::WrongSource { .. } => ErrorCode::MalformedMessage,
+            Self::ShareInProgress(_) => ErrorCode::ShareInProgress,
+            Self::NoShare => ErrorCode::NoShare,
             Self::Floor(e) => match e {
                 FloorError::NotHost => ErrorCode::NotHost,
                 FloorError::NotPresent(_) => ErrorCode::PointNotPresent,
@@ -232,6 +243,18 @@ pub struct PeerMedia {
     pub transports: HashMap<TransportId, TransportEntry>,
     pub producers: HashMap<ProducerId, Producer>,
     pub consumers: HashMap<ConsumerId, ConsumerEntry>,
+    /// The member's screen share, if it has one on (its other producers are its devices).
+    pub screen: Option<ProducerId>,
+}
+
+impl PeerMedia {
+    fn source(&self, producer: &Producer) -> MediaSource {
+        if self.screen == Some(producer.id()) {
+            MediaSource::Screen
+        } else {
+            MediaSource::of_kind(producer.kind())
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -267,6 +290,13 @@ struct RoomState {
     moderation: Moderation,
     /// The active speaker and the floor.
     speakers: Speakers,
+}
+
+impl RoomState {
+    /// The point whose screen share is on, if any: one at a time in a room.
+    fn sharing(&self) -> Option<&Member> {
+        self.class(Class::Point).find(|m| m.media.screen.is_some())
+    }
 }
 
 impl RoomState {
@@ -508,6 +538,32 @@ impl Room {
                 member.push(ServerMessage::ActiveSpeaker { point: Some(speaker.clone()) });
             }
         }
+    }
+
+    /// The host stops whichever point's screen share is on: the sharer is told who stopped it,
+    /// the others that the producer closed.
+    pub fn stop_share(&self, key: &MemberKey) -> Result<ServerMessage, RoomError> {
+        let (reply, closed) = {
+            let mut state = self.lock();
+            let actor = state.members.get(&key.id()).filter(|m| m.conn == key.conn).ok_or(RoomError::NotMember)?;
+            if actor.peer.role != Role::Host {
+                return Err(RoomError::Moderation(ModerationError::NotHost));
+            }
+            let by = actor.peer.display_name.clone();
+            let Some(sharer) = state.sharing().map(|m| m.peer.point.clone()) else {
+                return Err(RoomError::NoShare);
+            };
+            let id = (Class::Point, sharer.clone());
+            let member = state.members.get_mut(&id).ok_or(RoomError::NoShare)?;
+            let producer_id = member.media.screen.take().ok_or(RoomError::NoShare)?;
+            let producer = member.media.producers.remove(&producer_id);
+            let reply = ServerMessage::ShareStopped { point: sharer, by };
+            member.push(reply.clone());
+            let consumers = announce_producer_closed(&mut state, &id, producer_id);
+            (reply, (producer, consumers))
+        };
+        drop(closed);
+        Ok(reply)
     }
 
     /// The host gives the floor to `point`, or takes it back (`None`).
@@ -769,10 +825,24 @@ impl Room {
         transport_id: TransportId,
         kind: MediaKind,
         rtp_parameters: RtpParameters,
+        source: Option<MediaSource>,
     ) -> Result<ProducerId, RoomError> {
         let entry = self.transport(key, transport_id)?;
         if entry.direction != Direction::Send {
             return Err(RoomError::WrongDirection);
+        }
+        let source = source.unwrap_or(MediaSource::of_kind(kind));
+        let screen = source == MediaSource::Screen;
+        if source != MediaSource::of_kind(kind) && !screen || screen && kind != MediaKind::Video {
+            return Err(RoomError::WrongSource { kind, what: source });
+        }
+        if screen {
+            if key.class != Class::Point {
+                return Err(RoomError::WrongSource { kind, what: source });
+            }
+            if let Some(sharer) = self.lock().sharing() {
+                return Err(RoomError::ShareInProgress(sharer.peer.display_name.clone()));
+            }
         }
         self.with_member(key, |m| {
             if m.media.producers.len() >= MAX_PRODUCERS {
@@ -801,14 +871,25 @@ impl Room {
         let stored = {
             let mut state = self.lock();
             let state = &mut *state;
+            // Another point's share may have got in while mediasoup created this one.
+            let raced = if screen { state.sharing().map(|m| m.peer.display_name.clone()) } else { None };
             match state.members.get_mut(&key.id()) {
+                Some(_) if raced.is_some() => Err(RoomError::ShareInProgress(raced.unwrap_or_default())),
                 Some(member) if member.conn == key.conn => {
                     if let Some(producer) = leftover.take() {
                         member.media.producers.insert(producer_id, producer);
                     }
+                    if screen {
+                        member.media.screen = Some(producer_id);
+                    }
                     for ((class, point), other) in &state.members {
                         if *class == key.class && point != &key.point {
-                            other.push(ServerMessage::NewProducer { producer_id, point: key.point.clone(), kind });
+                            other.push(ServerMessage::NewProducer {
+                                producer_id,
+                                point: key.point.clone(),
+                                kind,
+                                source,
+                            });
                         }
                     }
                     // Checked under the lock that stored it, so a mute racing this produce
@@ -839,7 +920,12 @@ impl Room {
             if !owns {
                 return Err(RoomError::ProducerNotFound);
             }
-            let producer = state.members.get_mut(&key.id()).and_then(|m| m.media.producers.remove(&producer_id));
+            let producer = state.members.get_mut(&key.id()).and_then(|m| {
+                if m.media.screen == Some(producer_id) {
+                    m.media.screen = None;
+                }
+                m.media.producers.remove(&producer_id)
+            });
             let consumers = announce_producer_closed(&mut state, &key.id(), producer_id);
             (producer, consumers)
         };
@@ -1060,6 +1146,7 @@ fn producer_infos(member: &Member) -> impl Iterator<Item = ProducerInfo> + '_ {
         producer_id: p.id(),
         point: member.peer.point.clone(),
         kind: p.kind(),
+        source: member.media.source(p),
     })
 }
 

@@ -1116,3 +1116,97 @@ async fn the_point_that_speaks_comes_forward_and_the_host_gives_the_floor() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whether `page` shows `point`'s shared document, decoded.
+const fn share_shown(point: &str) -> impl Fn(&Browser) -> bool + '_ {
+    move |page| {
+        page.eval(&format!(
+            "const v = document.querySelector('.tile.share[data-share=\"{point}\"] video'); return v !== null && v.videoWidth > 0;"
+        )) == Value::Bool(true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_point_shares_a_document_large_for_everyone_and_the_host_can_stop_it() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let dir = std::env::temp_dir().join(format!("tiepdan-share-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-share.log");
+    let driver = Driver::start();
+    let now = unix_now();
+    let mut pages = Vec::new();
+    for point in &POINTS {
+        // Chromium's fake capture answers getDisplayMedia without a picker.
+        let args = [
+            "--auto-accept-this-tab-capture".to_owned(),
+            "--auto-select-desktop-capture-source=Entire screen".to_owned(),
+        ];
+        let page = driver.browser_with_args(point.name, Camera::Allowed, &args);
+        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        pages.push(page);
+    }
+    let clicked: Vec<Instant> = pages
+        .iter()
+        .map(|page| {
+            page.click("#join");
+            Instant::now()
+        })
+        .collect();
+    until_everyone_receives(&pages, &POINTS, &clicked, MEDIA_DEADLINE);
+    let (host, sharer, second) = (&pages[0], &pages[1], &pages[2]);
+    assert_eq!(sharer.eval("return document.getElementById('share-toggle').textContent;"), "Chia sẻ tài liệu");
+
+    sharer.click("#share-toggle");
+    let wait = |page: &Browser, what: &str, shown: &dyn Fn(&Browser) -> bool| {
+        let deadline = Instant::now() + MEDIA_DEADLINE;
+        while !shown(page) {
+            assert!(Instant::now() < deadline, "{}: timed out waiting for {what}", page.eval("return location.href;"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for page in [host, second] {
+        wait(page, "the shared document", &share_shown(POINTS[1].name));
+        // Large: the document spans the whole row, wider than any point's tile.
+        let widths = page.eval(
+            "const share = document.querySelector('.tile.share').getBoundingClientRect().width; \
+             const others = [...document.querySelectorAll('.tile:not(.share)')].map(t => t.getBoundingClientRect().width); \
+             return share > Math.max(...others);",
+        );
+        assert_eq!(widths, Value::Bool(true), "the share is the largest tile");
+    }
+    let label = second.eval("return document.querySelector('.tile.share .name').textContent;");
+    assert_eq!(label, format!("Tài liệu do {} chia sẻ", POINTS[1].display));
+    second.screenshot(&artifacts.join("console-document-shared.png"));
+
+    // A second share is refused while the first is on, and the office is told why.
+    second.click("#share-toggle");
+    second.until(
+        "the refusal",
+        "return (document.querySelector('[data-slot=\"share\"]')?.textContent ?? '').includes('mỗi lúc chỉ một điểm cầu');",
+    );
+    assert_eq!(second.eval("return document.getElementById('share-toggle').textContent;"), "Chia sẻ tài liệu");
+    assert!(!share_shown(POINTS[2].name)(host), "the refused share never reaches the others");
+
+    // The host stops it: the sharer is told, the document goes everywhere.
+    assert_eq!(second.eval("return document.querySelectorAll('button.stop-share').length;"), 0, "only the host");
+    host.click(".tile.share button.stop-share");
+    sharer.until(
+        "the sharer told who stopped it",
+        "return (document.querySelector('[data-slot=\"share\"]')?.textContent ?? '').includes('đã dừng phần chia sẻ');",
+    );
+    for page in [host, second] {
+        page.until("the share tile to go", "return document.querySelector('.tile.share') === null;");
+    }
+    // Now the other point may share, and stops it itself.
+    second.click("#share-toggle");
+    wait(host, "the second point's document", &share_shown(POINTS[2].name));
+    second.click("#share-toggle");
+    host.until("the share tile to go again", "return document.querySelector('.tile.share') === null;");
+    for page in pages {
+        page.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

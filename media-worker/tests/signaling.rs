@@ -7,10 +7,10 @@ use common::*;
 use mediasoup::worker::ExitError;
 use tiepdan_media_worker::http::ApiError;
 use tiepdan_media_worker::probe::client::{ClientError, SignalingClient};
-use tiepdan_media_worker::signaling::protocol::Role;
 use tiepdan_media_worker::signaling::protocol::{
     ClientMessage, Direction, ErrorCode, RequestId, ServerMessage, MAX_MESSAGE_BYTES,
 };
+use tiepdan_media_worker::signaling::protocol::{MediaSource, Role};
 use tiepdan_media_worker::tokens::{unix_now, JoinClaims, KeyUse, PrivateKey};
 
 async fn join_error(url: &str, token: String) -> ErrorCode {
@@ -628,5 +628,59 @@ async fn only_the_host_mutes_a_point_and_the_worker_holds_it_until_asked() {
     assert!(matches!(resumed, ServerMessage::ProducerResumed { .. }));
     let unmuted = other.wait_for(|m| matches!(m, ServerMessage::PointUnmuted { .. })).await.expect("told");
     assert!(matches!(unmuted, ServerMessage::PointUnmuted { point } if point.as_str() == "xa-a"));
+    server.stop().await.expect("stop");
+}
+
+/// A point's screen share as a console would send it (a VP8 video producer marked `screen`).
+async fn share_screen(client: &mut SignalingClient) -> Result<ServerMessage, ClientError> {
+    let ServerMessage::WebRtcTransportCreated { transport_id, .. } =
+        client.request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send }).await?
+    else {
+        panic!("expected webRtcTransportCreated");
+    };
+    let rtp_parameters = serde_json::from_value(serde_json::json!({
+        "codecs": [{"mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000,
+                    "parameters": {}, "rtcpFeedback": []}],
+        "headerExtensions": [], "encodings": [{"ssrc": 2222}], "rtcp": {"reducedSize": true}
+    }))
+    .expect("RTP parameters");
+    client
+        .request(ClientMessage::Produce {
+            transport_id,
+            kind: mediasoup::prelude::MediaKind::Video,
+            rtp_parameters,
+            source: Some(MediaSource::Screen),
+        })
+        .await
+}
+
+/// One share at a time, and only the host may stop another point's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_share_at_a_time_and_only_the_host_stops_it() {
+    let server = start().await;
+    let url = server.ws_url();
+    let mut host = SignalingClient::connect(&url).await.expect("connect");
+    let host_token = key().mint_join(&JoinClaims { role: Role::Host, ..claims("tinh") }).expect("mint");
+    host.request(ClientMessage::Join { token: host_token }).await.expect("host joins");
+    let mut a = SignalingClient::connect(&url).await.expect("connect");
+    a.request(ClientMessage::Join { token: token("xa-a") }).await.expect("joins");
+    let mut b = SignalingClient::connect(&url).await.expect("connect");
+    b.request(ClientMessage::Join { token: token("xa-b") }).await.expect("joins");
+
+    let refused = host.request(ClientMessage::StopShare).await;
+    assert_eq!(refused.expect_err("nothing shared").code(), Some(ErrorCode::NoShare));
+    assert!(matches!(share_screen(&mut a).await, Ok(ServerMessage::Produced { .. })));
+    let announced = b.wait_for(|m| matches!(m, ServerMessage::NewProducer { .. })).await.expect("announced");
+    assert!(matches!(announced, ServerMessage::NewProducer { source: MediaSource::Screen, .. }), "{announced:?}");
+    let second = share_screen(&mut b).await;
+    assert_eq!(second.expect_err("one at a time").code(), Some(ErrorCode::ShareInProgress));
+    let refused = b.request(ClientMessage::StopShare).await;
+    assert_eq!(refused.expect_err("not the host").code(), Some(ErrorCode::NotHost));
+
+    let stopped = host.request(ClientMessage::StopShare).await.expect("the host stops it");
+    assert!(matches!(&stopped, ServerMessage::ShareStopped { point, .. } if point.as_str() == "xa-a"));
+    a.wait_for(|m| matches!(m, ServerMessage::ShareStopped { .. })).await.expect("the sharer is told");
+    b.wait_for(|m| matches!(m, ServerMessage::ProducerClosed { .. })).await.expect("the others see it close");
+    assert!(matches!(share_screen(&mut b).await, Ok(ServerMessage::Produced { .. })), "free again");
     server.stop().await.expect("stop");
 }

@@ -103,6 +103,11 @@ pub enum ClientMessage {
         kind: MediaKind,
         #[ts(type = "types.RtpParameters")]
         rtp_parameters: RtpParameters,
+        /// `screen` for a shared screen or window (video only, one share per room at a time);
+        /// absent: the camera or microphone, by `kind`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        source: Option<MediaSource>,
     },
     CloseProducer {
         #[ts(type = "string")]
@@ -145,6 +150,8 @@ pub enum ClientMessage {
     GiveFloor {
         point: Option<PointName>,
     },
+    /// The host only: stop whichever point's screen share is on.
+    StopShare,
     Leave,
 }
 
@@ -166,6 +173,7 @@ impl ClientMessage {
             Self::MutePoint { .. } => "mutePoint",
             Self::AskToUnmute { .. } => "askToUnmute",
             Self::GiveFloor { .. } => "giveFloor",
+            Self::StopShare => "stopShare",
             Self::Leave => "leave",
         }
     }
@@ -188,6 +196,7 @@ impl ClientMessage {
         "mutePoint",
         "askToUnmute",
         "giveFloor",
+        "stopShare",
         "leave",
     ];
 }
@@ -226,6 +235,27 @@ pub struct ProducerInfo {
     pub point: PointName,
     #[ts(type = "types.MediaKind")]
     pub kind: MediaKind,
+    pub source: MediaSource,
+}
+
+/// What a producer carries: a point's camera and microphone, or a shared screen or window
+/// (a document shown large to everyone; one at a time in a room).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum MediaSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+impl MediaSource {
+    /// What a producer that named no source carries: its kind's device.
+    pub fn of_kind(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => Self::Microphone,
+            MediaKind::Video => Self::Camera,
+        }
+    }
 }
 
 /// A TURN server as `RTCIceServer` takes it.
@@ -369,6 +399,13 @@ pub enum ServerMessage {
         point: PointName,
         #[ts(type = "types.MediaKind")]
         kind: MediaKind,
+        source: MediaSource,
+    },
+    /// The host (`by`) stopped `point`'s screen share: to the sharing point (its console stops
+    /// the capture and says so) and as the reply to `stopShare`. The others get `producerClosed`.
+    ShareStopped {
+        point: PointName,
+        by: String,
     },
     ProducerClosed {
         #[ts(type = "string")]
@@ -516,7 +553,12 @@ mod tests {
                 port: 5004,
                 rtcp_port: None,
             },
-            ClientMessage::Produce { transport_id, kind: MediaKind::Audio, rtp_parameters: RtpParameters::default() },
+            ClientMessage::Produce {
+                transport_id,
+                kind: MediaKind::Audio,
+                rtp_parameters: RtpParameters::default(),
+                source: None,
+            },
             ClientMessage::CloseProducer { producer_id },
             ClientMessage::Consume { transport_id, producer_id, rtp_capabilities: RtpCapabilities::default() },
             ClientMessage::ResumeConsumer { consumer_id: fresh_id::<ConsumerId>() },
@@ -551,6 +593,7 @@ mod tests {
             json!({"action": "mutePoint", "point": "xa-a"}),
             json!({"action": "askToUnmute", "point": "xa-a"}),
             json!({"action": "giveFloor", "point": null}),
+            json!({"action": "stopShare"}),
             json!({"action": "leave"}),
         ];
         assert_eq!(samples.len(), ClientMessage::ACTIONS.len());
@@ -605,6 +648,7 @@ mod tests {
                     producer_id: fresh_id::<ProducerId>(),
                     point: point("p2"),
                     kind: MediaKind::Video,
+                    source: MediaSource::Screen,
                 }],
                 ice_servers: vec![IceServer {
                     urls: vec!["turns:turn.example:443?transport=tcp".to_owned()],

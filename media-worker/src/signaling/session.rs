@@ -249,8 +249,8 @@ impl Connection {
                     // Whatever the address: sending where a client says is what made the worker
                     // a reflector. Plain transports learn their remote from the first packet.
                     ClientMessage::ConnectPlainTransport { .. } => Err(RoomError::RemoteAddressForbidden),
-                    ClientMessage::Produce { transport_id, kind, rtp_parameters } => room
-                        .produce(&key, transport_id, kind, rtp_parameters)
+                    ClientMessage::Produce { transport_id, kind, rtp_parameters, source } => room
+                        .produce(&key, transport_id, kind, rtp_parameters, source)
                         .await
                         .map(|producer_id| ServerMessage::Produced { producer_id }),
                     ClientMessage::CloseProducer { producer_id } => room.close_producer(&key, producer_id),
@@ -262,6 +262,7 @@ impl Connection {
                     ClientMessage::MutePoint { point } => room.mute_point(&key, &point).await,
                     ClientMessage::AskToUnmute { point } => room.ask_to_unmute(&key, &point),
                     ClientMessage::GiveFloor { point } => room.give_floor(&key, point),
+                    ClientMessage::StopShare => room.stop_share(&key),
                     ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::ReportChecks { .. } => {
                         // Handled above; kept exhaustive so a new action cannot be forgotten.
                         return None;

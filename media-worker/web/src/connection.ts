@@ -90,9 +90,10 @@ export class Connection {
             .then(() => callback(), errback);
         });
       }
-      sendTransport.on("produce", ({ kind, rtpParameters }, callback, errback) => {
+      sendTransport.on("produce", ({ kind, rtpParameters, appData }, callback, errback) => {
+        const source = appData.source === "screen" ? ("screen" as const) : undefined;
         signaling
-          .request({ action: "produce", transportId: sendTransport.id, kind, rtpParameters })
+          .request({ action: "produce", transportId: sendTransport.id, kind, rtpParameters, source })
           .then(({ producerId }) => callback({ id: producerId }), errback);
       });
       const candidate = send.iceCandidates[0];
@@ -115,6 +116,17 @@ export class Connection {
       });
     }
     return this.sendTransport.produce({ track, stopTracks: false, codecOptions: { opusStereo: false, opusFec: true } });
+  }
+
+  /** Shares a screen or window: a separate video producer the others show large. */
+  produceScreen(track: MediaStreamTrack): Promise<types.Producer> {
+    return this.sendTransport.produce({
+      track,
+      stopTracks: false,
+      // Documents: sharp text over smooth motion, within the point's uplink.
+      encodings: [{ maxBitrate: videoMaxBitrate(this.joined.uplinkKbps) }],
+      appData: { source: "screen" },
+    });
   }
 
   /** Receives a producer; the worker starts consumers paused, so this resumes it once ready. */

@@ -23,7 +23,7 @@ const BACKOFF_FIRST_MS = 1_000;
 const BACKOFF_MAX_MS = 20_000;
 
 type Phase = "lobby" | "joining" | "room" | "reconnecting";
-type Slot = "link" | "media" | "connection" | "moderation";
+type Slot = "link" | "media" | "connection" | "moderation" | "share";
 
 interface Notice {
   level: "error" | "warn" | "info";
@@ -118,6 +118,11 @@ function renderControls(): void {
   mic.classList.toggle("off", state.micMuted);
   // Held by the host: the worker would refuse anyway; the button says why instead.
   mic.disabled = held;
+  const share = el<HTMLButtonElement>("share-toggle");
+  share.textContent = state.room?.sharing ? t().stopShare : t().startShare;
+  share.classList.toggle("off", state.room?.sharing === true);
+  // getDisplayMedia is missing on phones and old browsers: no button rather than an error.
+  share.hidden = typeof navigator.mediaDevices?.getDisplayMedia !== "function";
   const cam = el("cam-toggle");
   cam.textContent = state.cameraOff ? t().cameraOn : t().cameraOff;
   cam.classList.toggle("off", state.cameraOff);
@@ -136,7 +141,7 @@ function renderQuality(): void {
 
 function renderNotices(): void {
   const container = el("notices");
-  for (const slot of ["link", "media", "connection", "moderation"] as const) {
+  for (const slot of ["link", "media", "connection", "moderation", "share"] as const) {
     const notice = notices.get(slot);
     let node = container.querySelector<HTMLElement>(`[data-slot="${slot}"]`);
     if (!notice) {
@@ -682,12 +687,55 @@ function moderator(room: Room): Moderator {
     mute: (point) => void room.mutePoint(point).catch(failed),
     askToUnmute: (point) => void room.askToUnmute(point).catch(failed),
     giveFloor: (point) => void room.giveFloor(point).catch(failed),
+    stopShare: () => void room.stopAnyShare().catch(failed),
   };
+}
+
+/** Shares a screen or window, or stops this office's share. */
+async function toggleShare(): Promise<void> {
+  const room = state.room;
+  if (!room) {
+    return;
+  }
+  if (room.sharing) {
+    await room.stopShare();
+    renderControls();
+    return;
+  }
+  let stream: MediaStream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+  } catch {
+    // The officer closed the picker: nothing to say.
+    return;
+  }
+  const [track] = stream.getVideoTracks();
+  if (!track) {
+    return;
+  }
+  try {
+    await room.startShare(track);
+    notify("share", null);
+  } catch (error) {
+    track.stop();
+    const code = error instanceof SignalingError ? error.code : "internal";
+    notify("share", {
+      level: "warn",
+      title: () => t().shareRefusedTitle,
+      body: () => (code === "share_in_progress" ? t().shareInProgressBody : t().moderationFailed({ code })),
+    });
+  }
+  renderControls();
 }
 
 /** What the host did about this office's microphone. */
 function onModeration(event: Moderation): void {
   const by = event.by;
+  if (event.kind === "shareStopped") {
+    notify("share", { level: "info", title: () => t().shareStoppedTitle, body: () => t().shareStoppedBody({ by }) });
+    renderControls();
+    return;
+  }
   if (event.kind === "muted") {
     state.mutedByHost = { by, asked: false };
     state.micMuted = true;
@@ -861,6 +909,7 @@ function main(): void {
     tiles.setSelfState({ cameraOff: state.cameraOff, micMuted: state.micMuted });
     renderControls();
   });
+  el("share-toggle").addEventListener("click", () => void toggleShare());
   el("cam-toggle").addEventListener("click", () => {
     state.cameraOff = !state.cameraOff;
     state.room?.setPaused("video", state.cameraOff);

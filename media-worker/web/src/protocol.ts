@@ -16,6 +16,7 @@ export type {
   IceCandidate,
   IcePath,
   JoinCheck,
+  MediaSource,
   PeerInfo,
   ProducerInfo,
   Role,
@@ -50,6 +51,7 @@ export interface Replies {
   mutePoint: Message<"pointMuted">;
   askToUnmute: Message<"unmuteAsked">;
   giveFloor: Message<"floorGiven">;
+  stopShare: Message<"shareStopped">;
   leave: Message<"left">;
 }
 
@@ -66,6 +68,7 @@ export const REPLY_ACTION: { [A in ClientAction]: Replies[A]["action"] } = {
   mutePoint: "pointMuted",
   askToUnmute: "unmuteAsked",
   giveFloor: "floorGiven",
+  stopShare: "shareStopped",
   leave: "left",
 };
 
@@ -80,5 +83,6 @@ export type Push = Message<
   | "unmuteAsked"
   | "activeSpeaker"
   | "floorGiven"
+  | "shareStopped"
   | "error"
 >;

@@ -14,6 +14,8 @@ export interface RoomView {
   peerLeft(point: string): void;
   /** A remote track appeared (`track`) or went away (`null`). */
   remoteTrack(point: string, kind: MediaKind, track: MediaStreamTrack | null): void;
+  /** `point` shares a document (`track`), or stopped (`null`); this office's own share too. */
+  share(point: string, track: MediaStreamTrack | null): void;
   /** The host muted `point` (this office's own name included); `by` may be empty on joining. */
   pointMuted(point: string, by: string): void;
   /** `point` speaks again after the host's mute. */
@@ -29,7 +31,9 @@ export type Moderation =
   /** The host (`by`) muted this office; the worker holds its audio until the host asks. */
   | { kind: "muted"; by: string }
   /** The host asks this office to unmute: the officer decides when. */
-  | { kind: "asked"; by: string };
+  | { kind: "asked"; by: string }
+  /** The host (`by`) stopped this office's document share. */
+  | { kind: "shareStopped"; by: string };
 
 /** Why a room ended without the person leaving. */
 export type RoomEnd =
@@ -44,6 +48,8 @@ interface Received {
   consumer: types.Consumer;
   point: string;
   kind: MediaKind;
+  /** A document share, shown in its own large tile. */
+  screen: boolean;
 }
 
 /** Per consumer, what the page decoded; the e2e test reads this through `window.tiepdan`. */
@@ -72,6 +78,10 @@ export class Room {
   private conn: Connection | null = null;
   private readonly early: Push[] = [];
   private readonly producers = new Map<MediaKind, types.Producer>();
+  /** This office's document share, if on. */
+  private screen: types.Producer | null = null;
+  /** Which announced producers are shares (the rest are cameras and microphones). */
+  private readonly screens = new Set<string>();
   private readonly received = new Map<string, Received>();
   private readonly peers = new Map<string, PeerInfo>();
   private consuming: Promise<void> = Promise.resolve();
@@ -190,7 +200,16 @@ export class Room {
         break;
       case "newProducer":
         if (push.point !== this.point) {
+          if (push.source === "screen") {
+            this.screens.add(push.producerId);
+          }
           this.enqueueConsume(push.producerId);
+        }
+        break;
+      case "shareStopped":
+        if (push.point === this.point) {
+          this.endShare();
+          this.onModeration({ kind: "shareStopped", by: push.by });
         }
         break;
       case "producerClosed":
@@ -248,9 +267,14 @@ export class Room {
           return;
         }
         const kind = consumer.kind as MediaKind;
-        this.received.set(consumer.id, { consumer, point, kind });
+        const screen = this.screens.has(producerId);
+        this.received.set(consumer.id, { consumer, point, kind, screen });
         consumer.on("trackended", () => this.drop(consumer.id));
-        this.view.remoteTrack(point, kind, consumer.track);
+        if (screen) {
+          this.view.share(point, consumer.track);
+        } else {
+          this.view.remoteTrack(point, kind, consumer.track);
+        }
       } catch (error) {
         // The producer may have closed meanwhile (producer_not_found): nothing to show then.
         console.warn("consume failed", producerId, error);
@@ -265,7 +289,12 @@ export class Room {
     }
     this.received.delete(consumerId);
     r.consumer.close();
-    this.view.remoteTrack(r.point, r.kind, null);
+    if (r.screen) {
+      this.screens.delete(r.consumer.producerId);
+      this.view.share(r.point, null);
+    } else {
+      this.view.remoteTrack(r.point, r.kind, null);
+    }
   }
 
   private end(end: RoomEnd): void {
@@ -277,6 +306,7 @@ export class Room {
       return;
     }
     this.ended = true;
+    this.endShare();
     this.conn?.close();
     this.onEnd(end);
   }
@@ -289,6 +319,48 @@ export class Room {
   /** The host only: asks a point it muted to unmute. */
   async askToUnmute(point: string): Promise<void> {
     await this.connection().signaling.request({ action: "askToUnmute", point });
+  }
+
+  /**
+   * Shares a screen or window (from `getDisplayMedia`). Rejects with SignalingError
+   * `share_in_progress` while another point shares. The browser's own "stop sharing" ends it too.
+   */
+  async startShare(track: MediaStreamTrack): Promise<void> {
+    const producer = await this.connection().produceScreen(track);
+    this.screen = producer;
+    track.addEventListener("ended", () => void this.stopShare());
+    this.view.share(this.point, track);
+  }
+
+  get sharing(): boolean {
+    return this.screen !== null;
+  }
+
+  /** Stops this office's share. */
+  async stopShare(): Promise<void> {
+    const producer = this.screen;
+    if (!producer) {
+      return;
+    }
+    this.endShare();
+    if (this.conn && !this.ended) {
+      await this.conn.signaling.request({ action: "closeProducer", producerId: producer.id }).catch(() => undefined);
+    }
+  }
+
+  /** The host only: stops whichever point shares. */
+  async stopAnyShare(): Promise<void> {
+    await this.connection().signaling.request({ action: "stopShare" });
+  }
+
+  private endShare(): void {
+    const producer = this.screen;
+    if (producer) {
+      this.screen = null;
+      producer.close();
+      producer.track?.stop();
+      this.view.share(this.point, null);
+    }
   }
 
   /** The host only: shows `point` large for everyone (`null`: takes the floor back). */
@@ -359,6 +431,7 @@ export class Room {
   /** Leaves on purpose; `onEnd` is not called. */
   leave(): void {
     this.ended = true;
+    this.endShare();
     this.conn?.close();
   }
 

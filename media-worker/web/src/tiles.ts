@@ -18,6 +18,7 @@ export interface Moderator {
   mute(point: string): void;
   askToUnmute(point: string): void;
   giveFloor(point: string | null): void;
+  stopShare(): void;
 }
 
 export class Tiles implements RoomView {
@@ -33,6 +34,8 @@ export class Tiles implements RoomView {
   /** When this console learnt of the current speaker (`Date.now()`), for the test hook. */
   private speakerAt = 0;
   private floorPoint: string | null = null;
+  /** The document being shared (one at a time), in its own large tile. */
+  private shareTile: { point: string; el: HTMLElement; video: HTMLVideoElement; label: HTMLElement } | null = null;
 
   constructor(
     private readonly container: HTMLElement,
@@ -71,6 +74,35 @@ export class Tiles implements RoomView {
 
   pointUnmuted(point: string): void {
     this.mutedByHost.delete(point);
+    this.relabel();
+  }
+
+  share(point: string, track: MediaStreamTrack | null): void {
+    if (!track) {
+      if (this.shareTile?.point === point) {
+        this.shareTile.el.remove();
+        this.shareTile = null;
+      }
+      this.relabel();
+      return;
+    }
+    this.shareTile?.el.remove();
+    const el = document.createElement("div");
+    el.className = "tile share has-video";
+    el.dataset.share = point;
+    const video = document.createElement("video");
+    video.autoplay = true;
+    video.playsInline = true;
+    video.muted = true;
+    // A document must be readable whole: fit, never crop.
+    video.style.objectFit = "contain";
+    video.srcObject = new MediaStream([track]);
+    const label = document.createElement("div");
+    label.className = "name";
+    el.append(video, label);
+    this.container.insertBefore(el, this.container.firstChild);
+    void video.play().catch(() => undefined);
+    this.shareTile = { point, el, video, label };
     this.relabel();
   }
 
@@ -136,6 +168,8 @@ export class Tiles implements RoomView {
       tile.el.remove();
     }
     this.tiles.clear();
+    this.shareTile?.el.remove();
+    this.shareTile = null;
     // The next room's join lists who is muted.
     this.mutedByHost.clear();
     this.relabel();
@@ -161,6 +195,7 @@ export class Tiles implements RoomView {
       this.self.el.classList.toggle("muted-by-host", byHost);
       this.focus(this.self);
     }
+    this.labelShare();
     this.alone.hidden = this.tiles.size > 0;
   }
 
@@ -174,6 +209,29 @@ export class Tiles implements RoomView {
     flag ??= tile.el.appendChild(document.createElement("div"));
     flag.className = cls;
     flag.textContent = text;
+  }
+
+  /** The share's label says whose document it is; the host gets a button to stop it. */
+  private labelShare(): void {
+    const share = this.shareTile;
+    if (!share) {
+      return;
+    }
+    const s = t();
+    const own = this.self?.peer.point === share.point;
+    const name = own ? s.you : (this.tiles.get(share.point)?.peer.displayName ?? share.point);
+    share.label.textContent = own ? s.youShare : s.sharedBy(name);
+    let button = share.el.querySelector<HTMLButtonElement>("button.stop-share");
+    const moderator = this.moderator;
+    if (!moderator || own) {
+      button?.remove();
+      return;
+    }
+    button ??= share.el.appendChild(document.createElement("button"));
+    button.className = "stop-share";
+    button.type = "button";
+    button.textContent = s.stopShare;
+    button.onclick = () => moderator.stopShare();
   }
 
   /**
