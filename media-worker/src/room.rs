@@ -777,6 +777,19 @@ impl Room {
         Ok(ServerMessage::TransportConnected { transport_id })
     }
 
+    /// New ICE credentials for one of the member's WebRTC transports (an ICE restart).
+    pub async fn restart_ice(&self, key: &MemberKey, transport_id: TransportId) -> Result<ServerMessage, RoomError> {
+        let MediaTransport::WebRtc(transport) = self.transport(key, transport_id)?.transport else {
+            return Err(RoomError::TransportNotFound);
+        };
+        let ice_parameters = self
+            .media
+            .run(move || async move { transport.restart_ice().await })
+            .await?
+            .map_err(|e| RoomError::media("restart ICE")(&e))?;
+        Ok(ServerMessage::IceRestarted { transport_id, ice_parameters })
+    }
+
     /// A plain RTP transport, for probes only. It is always created in comedia mode: the worker
     /// sends only to the address the first incoming packet came from, never to one a client
     /// names, so a leaked token cannot turn the worker into a reflector aimed at a third party.

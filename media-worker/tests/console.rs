@@ -1210,3 +1210,56 @@ async fn one_point_shares_a_document_large_for_everyone_and_the_host_can_stop_it
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_keeps_the_media_without_a_rejoin() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let dir = std::env::temp_dir().join(format!("tiepdan-ice-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-ice.log");
+    let driver = Driver::start();
+    let now = unix_now();
+    let points = &POINTS[..2];
+    let mut pages = Vec::new();
+    for point in points {
+        let page = driver.browser(point.name);
+        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        pages.push(page);
+    }
+    let clicked: Vec<Instant> = pages
+        .iter()
+        .map(|page| {
+            page.click("#join");
+            Instant::now()
+        })
+        .collect();
+    until_everyone_receives(&pages, points, &clicked, MEDIA_DEADLINE);
+    // Past the worker's reconnection check, so any later join would be the restart's doing.
+    verified_within(worker.addr, 2, VERIFY_DEADLINE).await;
+    let joins =
+        || std::fs::read_to_string(dir.join("worker-ice.log")).unwrap_or_default().matches("\"point joined\"").count();
+    let joins_before = joins();
+    assert!(joins_before >= points.len(), "the log counts joins: {joins_before}");
+    let frames_before = received(&stats(&pages[0]), points[0].name, points).frames;
+
+    let restarted_at = Instant::now();
+    pages[0].eval("return window.tiepdan.restartIce().then(() => true);");
+    // Media goes on: more frames decoded, both transports connected again.
+    let deadline = Instant::now() + MEDIA_DEADLINE;
+    loop {
+        let frames = received(&stats(&pages[0]), points[0].name, points).frames;
+        let states = pages[0].eval("return window.tiepdan.stats().then(s => s.phase);");
+        if frames > frames_before + 30 && states == "room" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no media after the ICE restart: {frames} frames, phase {states}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("media flowing again {:.2} s after the ICE restart", restarted_at.elapsed().as_secs_f64());
+    assert_eq!(joins(), joins_before, "an ICE restart is not a rejoin");
+    for page in pages {
+        page.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

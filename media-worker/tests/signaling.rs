@@ -684,3 +684,29 @@ async fn one_share_at_a_time_and_only_the_host_stops_it() {
     assert!(matches!(share_screen(&mut b).await, Ok(ServerMessage::Produced { .. })), "free again");
     server.stop().await.expect("stop");
 }
+
+/// An ICE restart gives a transport new credentials, only on the member's own WebRTC transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_gives_new_credentials_on_the_same_transport() {
+    let server = start().await;
+    let mut a = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    a.request(ClientMessage::Join { token: token("xa-a") }).await.expect("joins");
+    let created =
+        a.request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send }).await.expect("transport");
+    let ServerMessage::WebRtcTransportCreated { transport_id, ice_parameters, .. } = created else {
+        panic!("expected webRtcTransportCreated");
+    };
+    let restarted = a.request(ClientMessage::RestartIce { transport_id }).await.expect("restart");
+    let ServerMessage::IceRestarted { transport_id: same, ice_parameters: fresh } = restarted else {
+        panic!("expected iceRestarted");
+    };
+    assert_eq!(same, transport_id);
+    assert_ne!(fresh.username_fragment, ice_parameters.username_fragment, "new credentials");
+    assert_ne!(fresh.password, ice_parameters.password);
+    // Another member's transport is not this one's to restart.
+    let mut b = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    b.request(ClientMessage::Join { token: token("xa-b") }).await.expect("joins");
+    let refused = b.request(ClientMessage::RestartIce { transport_id }).await;
+    assert_eq!(refused.expect_err("not its transport").code(), Some(ErrorCode::TransportNotFound));
+    server.stop().await.expect("stop");
+}

@@ -85,6 +85,13 @@ pub enum ClientMessage {
     CreatePlainTransport {
         direction: Direction,
     },
+    /// New ICE credentials for one of the client's WebRTC transports, after a network change or
+    /// when the path failed: media resumes on the same transports, producers and consumers,
+    /// without a rejoin.
+    RestartIce {
+        #[ts(type = "string")]
+        transport_id: TransportId,
+    },
     /// Always refused with `remote_address_forbidden`: the worker never sends media to an
     /// address a client names (that made it a reflector). Kept in the protocol so older probes
     /// get that reason rather than `unknown_action`.
@@ -163,6 +170,7 @@ impl ClientMessage {
             Self::CreateWebRtcTransport { .. } => "createWebRtcTransport",
             Self::ConnectWebRtcTransport { .. } => "connectWebRtcTransport",
             Self::CreatePlainTransport { .. } => "createPlainTransport",
+            Self::RestartIce { .. } => "restartIce",
             Self::ConnectPlainTransport { .. } => "connectPlainTransport",
             Self::Produce { .. } => "produce",
             Self::CloseProducer { .. } => "closeProducer",
@@ -186,6 +194,7 @@ impl ClientMessage {
         "createWebRtcTransport",
         "connectWebRtcTransport",
         "createPlainTransport",
+        "restartIce",
         "connectPlainTransport",
         "produce",
         "closeProducer",
@@ -341,6 +350,13 @@ pub enum ServerMessage {
     TransportConnected {
         #[ts(type = "string")]
         transport_id: TransportId,
+    },
+    /// The reply to `restartIce`: the transport's new ICE credentials.
+    IceRestarted {
+        #[ts(type = "string")]
+        transport_id: TransportId,
+        #[ts(type = "types.IceParameters")]
+        ice_parameters: IceParameters,
     },
     Produced {
         #[ts(type = "string")]
@@ -594,6 +610,7 @@ mod tests {
             json!({"action": "askToUnmute", "point": "xa-a"}),
             json!({"action": "giveFloor", "point": null}),
             json!({"action": "stopShare"}),
+            json!({"action": "restartIce", "transportId": fresh_id::<TransportId>()}),
             json!({"action": "leave"}),
         ];
         assert_eq!(samples.len(), ClientMessage::ACTIONS.len());

@@ -246,6 +246,7 @@ impl Connection {
                     ClientMessage::CreatePlainTransport { direction } => {
                         room.create_plain_transport(&key, direction).await
                     }
+                    ClientMessage::RestartIce { transport_id } => room.restart_ice(&key, transport_id).await,
                     // Whatever the address: sending where a client says is what made the worker
                     // a reflector. Plain transports learn their remote from the first packet.
                     ClientMessage::ConnectPlainTransport { .. } => Err(RoomError::RemoteAddressForbidden),

@@ -118,6 +118,12 @@ export class Connection {
     return this.sendTransport.produce({ track, stopTracks: false, codecOptions: { opusStereo: false, opusFec: true } });
   }
 
+  /** New ICE credentials for `transport` from the worker, applied: media resumes in place. */
+  async restartIce(transport: types.Transport): Promise<void> {
+    const restarted = await this.signaling.request({ action: "restartIce", transportId: transport.id });
+    await transport.restartIce({ iceParameters: restarted.iceParameters });
+  }
+
   /** Shares a screen or window: a separate video producer the others show large. */
   produceScreen(track: MediaStreamTrack): Promise<types.Producer> {
     return this.sendTransport.produce({

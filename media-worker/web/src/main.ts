@@ -837,6 +837,8 @@ interface TestHook {
    * asking the worker. The moderation test proves the SFU still drops it.
    */
   sendAudioAnyway(): void;
+  /** Restarts ICE on both transports, as a network change does. */
+  restartIce(): Promise<void>;
   /** The focus layout's state, with when the speaker last changed (`Date.now()`). */
   focus(): { speaker: string | null; speakerAt: number; floor: string | null };
 }
@@ -863,6 +865,9 @@ window.tiepdan = {
   notices: () =>
     [...notices.entries()].map(([slot, n]) => ({ slot, level: n.level, title: n.title(), body: n.body() })),
   focus: () => tiles.focusState(),
+  restartIce: async () => {
+    await state.room?.restartIce();
+  },
   sendAudioAnyway: () => {
     state.room?.setPaused("audio", false);
     if (local.audioTrack) {
@@ -910,6 +915,15 @@ function main(): void {
     renderControls();
   });
   el("share-toggle").addEventListener("click", () => void toggleShare());
+  // A network change (another Wi-Fi, a 4G fallback, the line back): new ICE credentials on the
+  // same transports, rather than waiting for the old path to time out and rejoining.
+  const onNetworkChange = () => {
+    if (state.phase === "room") {
+      void state.room?.restartIce().catch((error: unknown) => console.warn("ICE restart failed", error));
+    }
+  };
+  window.addEventListener("online", onNetworkChange);
+  (navigator as Navigator & { connection?: EventTarget }).connection?.addEventListener("change", onNetworkChange);
   el("cam-toggle").addEventListener("click", () => {
     state.cameraOff = !state.cameraOff;
     state.room?.setPaused("video", state.cameraOff);

@@ -51,6 +51,7 @@ export interface Replies {
   mutePoint: Message<"pointMuted">;
   askToUnmute: Message<"unmuteAsked">;
   giveFloor: Message<"floorGiven">;
+  restartIce: Message<"iceRestarted">;
   stopShare: Message<"shareStopped">;
   leave: Message<"left">;
 }
@@ -68,6 +69,7 @@ export const REPLY_ACTION: { [A in ClientAction]: Replies[A]["action"] } = {
   mutePoint: "pointMuted",
   askToUnmute: "unmuteAsked",
   giveFloor: "floorGiven",
+  restartIce: "iceRestarted",
   stopShare: "shareStopped",
   leave: "left",
 };

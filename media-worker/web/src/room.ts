@@ -42,6 +42,11 @@ export type RoomEnd =
   /** ICE/DTLS failed after the session was up. */
   | { kind: "mediaPath"; address: string };
 
+/** How long a disconnected transport may take to heal by itself before an ICE restart. */
+const RESTART_AFTER_MS = 2_000;
+/** ICE restarts tried after a failure before a full rejoin. */
+const MAX_ICE_RESTARTS = 2;
+
 export type Quality = "good" | "fair" | "poor" | "none";
 
 interface Received {
@@ -90,6 +95,9 @@ export class Room {
   private live = false;
   private lostDuringJoin: RoomEnd | null = null;
   private previousLoss: { lost: number; received: number } = { lost: 0, received: 0 };
+  /** ICE restarts since the path was last connected, and the pending one's timer. */
+  private iceRestarts = 0;
+  private restartTimer = 0;
 
   private constructor(
     private readonly view: RoomView,
@@ -170,8 +178,21 @@ export class Room {
     }
     for (const transport of [conn.sendTransport, conn.recvTransport]) {
       transport.on("connectionstatechange", (state) => {
-        if (state === "failed") {
-          this.end({ kind: "mediaPath", address: conn.mediaAddress });
+        if (state === "connected") {
+          this.iceRestarts = 0;
+          window.clearTimeout(this.restartTimer);
+        } else if (state === "disconnected") {
+          // A blip (Wi-Fi roaming, a DSL resync) often heals by itself; if not, new ICE
+          // credentials on the same transports keep the producers and consumers.
+          window.clearTimeout(this.restartTimer);
+          this.restartTimer = window.setTimeout(() => void this.restartIceIf("disconnected"), RESTART_AFTER_MS);
+        } else if (state === "failed") {
+          if (this.iceRestarts < MAX_ICE_RESTARTS) {
+            void this.restartIceIf("failed");
+          } else {
+            // ICE restarts did not bring the path back: a full rejoin, with the officer told.
+            this.end({ kind: "mediaPath", address: conn.mediaAddress });
+          }
         }
       });
     }
@@ -360,6 +381,27 @@ export class Room {
       producer.close();
       producer.track?.stop();
       this.view.share(this.point, null);
+    }
+  }
+
+  /**
+   * An ICE restart of both transports (on a network change, or a path that dropped): the
+   * session goes on with the same producers and consumers, no rejoin.
+   */
+  async restartIce(): Promise<void> {
+    const conn = this.conn;
+    if (!conn || this.ended) {
+      return;
+    }
+    this.iceRestarts += 1;
+    await Promise.all([conn.restartIce(conn.sendTransport), conn.restartIce(conn.recvTransport)]);
+  }
+
+  private async restartIceIf(state: "disconnected" | "failed"): Promise<void> {
+    const conn = this.conn;
+    const stuck = conn && [conn.sendTransport, conn.recvTransport].some((t) => t.connectionState === state);
+    if (stuck) {
+      await this.restartIce().catch((error: unknown) => console.warn("ICE restart failed", error));
     }
   }
 
