@@ -34,6 +34,8 @@ pub struct Provisioned {
     /// What the operator saw when it bound the worker and asked for its report.
     pub worker_message: String,
     pub report: Option<WorkerReport>,
+    /// What the worker announces, once the operator knew (the pod is Ready).
+    pub address: Option<super::session::WorkerAddress>,
     /// The MonitoringReady and CertificateReady conditions' status, reason and message.
     pub monitoring: (CS, &'static str, String),
     pub certificate: (CS, &'static str, String),
@@ -127,8 +129,8 @@ pub fn next(
     let mut report = None;
     match outcome {
         Outcome::Provisioned(p) => {
-            status.worker =
-                Some(WorkerStatus { pod: Some(p.pod.clone()), signaling_url: Some(p.signaling_url.clone()) });
+            let prev_worker = prev.worker.as_ref().filter(|w| w.pod.as_deref() == Some(p.pod.as_str()));
+            status.worker = Some(worker_status(p, prev_worker));
             worker_conditions(&mut conds, prev, p);
             report = p.report.as_ref();
         }
@@ -167,6 +169,30 @@ pub fn next(
 }
 
 /// The conditions of a provisioned session.
+/// The worker's part of the status: its pod and URL, and where it announces itself (kept from
+/// `prev` for the same pod while the operator cannot read it, e.g. the pod is briefly unready).
+fn worker_status(p: &Provisioned, prev: Option<&WorkerStatus>) -> WorkerStatus {
+    let mut w =
+        WorkerStatus { pod: Some(p.pod.clone()), signaling_url: Some(p.signaling_url.clone()), ..Default::default() };
+    match &p.address {
+        Some(a) => {
+            w.node = a.node.clone();
+            w.announced_address = a.announced.as_ref().map(|a| a.address.clone());
+            w.announced_from = a.announced.as_ref().map(|a| a.source.as_str().to_owned());
+            w.rtc_ports = a.rtc_ports.map(|r| r.to_string());
+        }
+        None => {
+            if let Some(prev) = prev {
+                w.node = prev.node.clone();
+                w.announced_address = prev.announced_address.clone();
+                w.announced_from = prev.announced_from.clone();
+                w.rtc_ports = prev.rtc_ports.clone();
+            }
+        }
+    }
+    w
+}
+
 fn worker_conditions(conds: &mut Conditions<'_>, prev: &ReceptionSessionStatus, p: &Provisioned) {
     conds.set(
         SC::Provisioned,
