@@ -11,6 +11,7 @@ mod chart_install;
 mod common;
 mod failover;
 mod lifecycle;
+mod pool_slots;
 mod session_tls;
 
 use std::net::TcpListener;
