@@ -268,3 +268,47 @@ fn readiness_conditions(conds: &mut Conditions<'_>, points: &[PointStatus], t: &
     };
     conds.set(SC::ReadyByDeadline, rbd, reason, msg);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::worker_ports::PortRange;
+    use crate::controller::session::WorkerAddress;
+    use crate::node_address::{Announced, Source};
+
+    fn provisioned(pod: &str, address: Option<WorkerAddress>) -> Provisioned {
+        Provisioned {
+            pod: pod.into(),
+            signaling_url: "https://s".into(),
+            health: WorkerHealth::Ready,
+            worker_message: "ok".into(),
+            report: None,
+            address,
+            monitoring: (CS::True, "MonitoringApplied", "ok".into()),
+            certificate: (CS::True, "Serving", "ok".into()),
+            allocated: None,
+            replaced: None,
+            recheck: None,
+            relay_without_turn: vec![],
+        }
+    }
+
+    #[test]
+    fn the_status_names_each_workers_node_address_and_rtc_range_and_keeps_them_while_unread() {
+        let seen = WorkerAddress {
+            node: Some("media-1".into()),
+            announced: Some(Announced { address: "203.0.113.5".into(), source: Source::NodeAnnotation }),
+            rtc_ports: Some(PortRange { min: 40100, max: 40199 }),
+        };
+        let w = worker_status(&provisioned("w1", Some(seen)), None);
+        let got =
+            (w.node.as_deref(), w.announced_address.as_deref(), w.announced_from.as_deref(), w.rtc_ports.as_deref());
+        assert_eq!(got, (Some("media-1"), Some("203.0.113.5"), Some("tiepdan.io/public-address"), Some("40100-40199")));
+        // The pod briefly unready: the operator did not read its node, and the status keeps what it knew.
+        assert_eq!(worker_status(&provisioned("w1", None), Some(&w)), w);
+        // Pod-network: nothing announced but the pod IP.
+        let pod_network = WorkerAddress { node: Some("n".into()), announced: None, rtc_ports: None };
+        let p = worker_status(&provisioned("w2", Some(pod_network)), None);
+        assert_eq!((p.announced_address, p.announced_from, p.rtc_ports), (None, None, None));
+    }
+}
