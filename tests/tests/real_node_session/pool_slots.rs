@@ -16,7 +16,7 @@ use tiepdan_operator::api::ReceptionSession;
 use tiepdan_operator::build::worker_ports::{self, PortRange};
 use tiepdan_operator::node_address::PUBLIC_ADDRESS_ANNOTATION;
 
-use super::common::{kubectl, session_trust, wait_condition};
+use super::common::{kubectl, session_trust};
 use super::lifecycle::worker_url;
 use super::{cluster, host_ports, live};
 
@@ -141,10 +141,32 @@ async fn three_live_sessions_on_one_node_each_use_their_own_rtc_ports_and_the_no
 
     let mut workers = Vec::new();
     for session in SESSIONS {
-        let s = wait_condition(&sessions, session, "WorkerReady", "its own worker serving the session", |c| {
-            c.status == "True" && c.message.contains("serving the session")
+        let s = wait_for(Duration::from_secs(90), format!("{session}'s own worker serving it"), || async {
+            let s = sessions.get(session).await.map_err(|e| e.to_string())?;
+            let st = s.status.clone().unwrap_or_default();
+            let c = st.conditions.iter().find(|c| c.type_ == "WorkerReady");
+            if c.is_some_and(|c| c.status == "True" && c.message.contains("serving the session")) {
+                return Ok(s);
+            }
+            // Why the pod is not serving yet, in the scheduler's and the kubelet's words.
+            let pod = match st.worker.and_then(|w| w.pod) {
+                Some(name) => pods.get(&name).await.ok().and_then(|p| p.status).map(|ps| {
+                    let conditions: Vec<_> =
+                        ps.conditions.unwrap_or_default().into_iter().map(|c| (c.type_, c.reason, c.message)).collect();
+                    let waiting: Vec<_> = ps
+                        .container_statuses
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|c| (c.restart_count, c.state, c.last_state))
+                        .collect();
+                    format!("{conditions:?} {waiting:?}")
+                }),
+                None => None,
+            };
+            Err(format!("{c:?}; pod {pod:?}"))
         })
-        .await;
+        .await
+        .unwrap();
         let worker = s.status.and_then(|st| st.worker).unwrap();
         let pod = pods.get(worker.pod.as_deref().unwrap()).await.unwrap();
         let rtc = worker_ports::of_pod(&pod).rtc.expect("a sub-range");
