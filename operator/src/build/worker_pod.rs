@@ -403,6 +403,29 @@ pub(crate) mod tests {
         assert_eq!(host, want, "every port of the sub-range is declared, UDP and TCP");
     }
 
+    /// Two hostNetwork workers of one pool, as the pool controller allocates them, bind disjoint
+    /// RTC ranges: else two on one node share (and fight over) the same ports. (Fails on the
+    /// code before sub-ranges: both bound 41000-41099.)
+    #[test]
+    fn two_host_network_workers_of_a_pool_bind_disjoint_rtc_ranges() {
+        let p: MediaWorkerPool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool",
+            "metadata": {"name": "default", "namespace": "my-hao", "uid": "pool-uid"},
+            "spec": {"hostNetwork": true, "rtcPorts": {"min": 41000, "max": 41099, "perWorker": 50}}
+        }))
+        .unwrap();
+        let mut held = Default::default();
+        let rtc = |pod: &Pod| {
+            let args = pod.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
+            let get = |f: &str| args.iter().find_map(|a| a.strip_prefix(f)?.parse::<i32>().ok()).unwrap();
+            (get("--rtc-min-port="), get("--rtc-max-port="))
+        };
+        let mut next = || super::super::worker_ports::allocate(&p.spec, &mut held).unwrap();
+        let (a, b) = (build(&p, "a", None, next()), build(&p, "b", None, next()));
+        let ((a0, a1), (b0, b1)) = (rtc(&a), rtc(&b));
+        assert!(a1 < b0 || b1 < a0, "overlapping RTC ranges {a0}-{a1} and {b0}-{b1}");
+    }
+
     #[test]
     fn a_pod_network_worker_binds_the_whole_rtc_range_and_declares_no_host_port() {
         let mut p = pool();
