@@ -24,6 +24,11 @@ pub struct AllocationBody {
     /// lower value than the worker holds is ignored.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub link_generations: BTreeMap<PointName, u32>,
+    /// The IP or host name to announce in ICE candidates (its node's public address, which the
+    /// operator learns once the pod is scheduled). A host name is resolved before the answer.
+    /// Absent: the worker keeps what it announces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_address: Option<String>,
 }
 
 /// One point in `/v1/status`.
@@ -80,6 +85,20 @@ pub struct WorkerStatus {
     /// whose session's certificate has not arrived yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+    /// What the worker announces in ICE candidates; absent while it announces its own RTC
+    /// address, or, started with `--announced-address-from-allocation`, until it was told one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<AnnouncedStatus>,
+}
+
+/// `/v1/status` `announced`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnnouncedStatus {
+    /// As given: an IP or a host name.
+    pub address: String,
+    /// What it resolved to.
+    pub ip: std::net::IpAddr,
 }
 
 /// `/v1/status` `tls`: which certificate new TLS connections get. The operator compares `sha256`

@@ -16,6 +16,10 @@ pub const RTC_MIN_PORT: &str = "rtc-min-port";
 pub const RTC_MAX_PORT: &str = "rtc-max-port";
 /// `--announced-address`: what ICE candidates name (an IP or a host name resolved at start).
 pub const ANNOUNCED_ADDRESS: &str = "announced-address";
+/// `--announced-address-from-allocation` (no value): the address to announce comes with the
+/// operator's allocation call (its node's, which is unknown before the pod is scheduled); until
+/// then joins are refused rather than answered with a wrong address.
+pub const ANNOUNCED_ADDRESS_FROM_ALLOCATION: &str = "announced-address-from-allocation";
 /// `--join-public-key-file` and `--admin-public-key-file`: the pool's public keys.
 pub const JOIN_PUBLIC_KEY_FILE: &str = "join-public-key-file";
 pub const ADMIN_PUBLIC_KEY_FILE: &str = "admin-public-key-file";
@@ -29,7 +33,7 @@ pub const TURN_URL: &str = "turn-url";
 pub const TURN_SECRET_FILE: &str = "turn-secret-file";
 
 /// Every flag above, for the worker's test.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     LISTEN,
     SIGNALING_LISTEN,
     TLS_DIR,
@@ -37,6 +41,7 @@ pub const ALL: [&str; 15] = [
     RTC_MIN_PORT,
     RTC_MAX_PORT,
     ANNOUNCED_ADDRESS,
+    ANNOUNCED_ADDRESS_FROM_ALLOCATION,
     JOIN_PUBLIC_KEY_FILE,
     ADMIN_PUBLIC_KEY_FILE,
     SESSION_ID,

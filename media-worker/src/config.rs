@@ -109,6 +109,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TIEPDAN_ANNOUNCED_ADDRESS")]
     pub announced_address: Option<AnnouncedAddress>,
 
+    /// The address to announce comes with the operator's allocation call (`announcedAddress`:
+    /// the node's public address, unknown before the pod is scheduled). Until then joins are
+    /// refused, so no browser is ever told a wrong address.
+    #[arg(long, env = "TIEPDAN_ANNOUNCED_ADDRESS_FROM_ALLOCATION", conflicts_with = "announced_address")]
+    pub announced_address_from_allocation: bool,
+
     /// Lowest UDP port for RTC.
     #[arg(long, env = "TIEPDAN_RTC_MIN_PORT", default_value_t = 40000)]
     pub rtc_min_port: u16,
@@ -322,6 +328,29 @@ pub enum ConfigError {
 /// keep the worker starting forever (the kubelet would only see a pod that never listens).
 pub const ANNOUNCED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the worker announces in ICE candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announce {
+    /// `--rtc-listen-ip` itself.
+    ListenIp,
+    /// `--announced-address`, resolved at start.
+    Fixed(AnnouncedStatus),
+    /// `--announced-address-from-allocation`: what the operator's allocation call says; joins
+    /// wait for it.
+    FromAllocation,
+}
+
+pub use tiepdan_contract::admin::AnnouncedStatus;
+
+impl std::fmt::Display for AnnouncedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip(ip) => ip.fmt(f),
+            Self::Host(name) => f.write_str(name),
+        }
+    }
+}
+
 /// `--announced-address`: what the points' browsers are told to send media to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnnouncedAddress {
@@ -427,7 +456,7 @@ pub struct Thresholds {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub rtc_listen_ip: IpAddr,
-    pub announced_ip: Option<IpAddr>,
+    pub announce: Announce,
     pub rtc_ports: RangeInclusive<u16>,
     /// `--rtc-receive-buffer-bytes`; `None` leaves the kernel's default.
     pub rtc_receive_buffer: Option<usize>,
@@ -488,7 +517,7 @@ impl ServeConfig {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            announced_ip: None,
+            announce: Announce::ListenIp,
             rtc_ports: 40000..=49999,
             rtc_receive_buffer: Some(DEFAULT_RTC_RECEIVE_BUFFER),
             workers: NonZeroUsize::MIN,
@@ -511,7 +540,8 @@ impl ServeConfig {
         let announced = args.announced_address.clone();
         let mut config = Self::validate(args)?;
         if let Some(announced) = announced {
-            config.announced_ip = Some(announced.resolve(config.rtc_listen_ip).await?);
+            let ip = announced.resolve(config.rtc_listen_ip).await?;
+            config.announce = Announce::Fixed(AnnouncedStatus { address: announced.to_string(), ip });
         }
         Ok(config)
     }
@@ -558,7 +588,11 @@ impl ServeConfig {
         Ok(Self {
             listen: args.listen,
             rtc_listen_ip: args.rtc_listen_ip,
-            announced_ip: None,
+            announce: if args.announced_address_from_allocation {
+                Announce::FromAllocation
+            } else {
+                Announce::ListenIp
+            },
             rtc_ports: args.rtc_min_port..=args.rtc_max_port,
             rtc_receive_buffer: (args.rtc_receive_buffer_bytes > 0).then_some(args.rtc_receive_buffer_bytes),
             workers,
@@ -715,6 +749,21 @@ mod tests {
         ]);
         let error = parsed.expect_err("refused").to_string();
         assert!(error.contains("--announced-address") && error.contains("http://media.example"), "{error}");
+    }
+
+    #[test]
+    fn an_address_from_allocation_waits_and_excludes_a_fixed_one() {
+        let parse = |extra: &[&str]| {
+            let base = ["tiepdan-media-worker", "serve", "--join-public-key-file", "k", "--admin-public-key-file", "k"];
+            Cli::try_parse_from(base.iter().chain(extra))
+        };
+        let both = parse(&["--announced-address", "203.0.113.7", "--announced-address-from-allocation"]);
+        let error = both.expect_err("one or the other").to_string();
+        assert!(error.contains("--announced-address-from-allocation"), "{error}");
+        let Command::Serve(args) = parse(&["--announced-address-from-allocation"]).expect("parse").command else {
+            panic!("serve");
+        };
+        assert!(args.announced_address_from_allocation);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! client sent there by a stale link learns where to go instead of getting a 404.
 
 use crate::admin_auth::AdminAuth;
+use crate::config::{AnnouncedAddress, AnnouncedStatus};
 use crate::metrics::Metrics;
 use crate::registry::{Allocation, AllocationError, Registry};
 use crate::signaling::session::{self, SessionContext, HARD_FRAME_LIMIT};
@@ -150,6 +151,8 @@ impl From<Allocation> for AllocationBody {
             epoch: a.epoch,
             points: a.points,
             link_generations: a.link_generations,
+            // Not part of the allocation: `/v1/status` says what is announced.
+            announced_address: None,
         }
     }
 }
@@ -198,10 +201,16 @@ async fn put_allocation(
     if let Err(reason) = authorize(&state, &headers) {
         return unauthorized(reason);
     }
-    let Json(body) = match body {
+    let Json(mut body) = match body {
         Ok(body) => body,
         Err(rejection) => return api_error(StatusCode::BAD_REQUEST, "malformed_request", rejection.body_text()),
     };
+    // The address first: a join right after the allocation must find it.
+    if let Some(address) = body.announced_address.take() {
+        if let Err(response) = announce(&state.registry, &address).await {
+            return response;
+        }
+    }
     match state.registry.allocate(body.into()) {
         Ok(a) => Json(AllocationBody::from(a)).into_response(),
         Err(e @ AllocationError::AlreadyAllocated { .. }) => {
@@ -209,6 +218,21 @@ async fn put_allocation(
         }
         Err(e @ AllocationError::Draining) => api_error(StatusCode::SERVICE_UNAVAILABLE, "draining", e.to_string()),
     }
+}
+
+/// Resolves `address` (unless it is what the worker announces already) and announces it.
+async fn announce(registry: &Registry, address: &str) -> Result<(), Response> {
+    if registry.announced().is_some_and(|a| a.address == address) {
+        return Ok(());
+    }
+    let parsed: AnnouncedAddress = address.parse().map_err(|e: crate::config::ConfigError| {
+        api_error(StatusCode::BAD_REQUEST, "malformed_request", format!("announcedAddress: {e}"))
+    })?;
+    let ip = parsed.resolve(registry.rtc_listen_ip()).await.map_err(|e| {
+        api_error(StatusCode::UNPROCESSABLE_ENTITY, "announced_address_unresolved", format!("announcedAddress: {e}"))
+    })?;
+    registry.announce(AnnouncedStatus { address: address.to_owned(), ip });
+    Ok(())
 }
 
 async fn delete_allocation(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -8,7 +8,7 @@
 //! ```
 
 use crate::checks::{ChecksError, ConsoleCheck};
-use crate::config::Thresholds;
+use crate::config::{Announce, AnnouncedStatus, Thresholds};
 use crate::ids::{PointName, SessionId};
 use crate::local_runner::LocalRunner;
 use crate::metrics::Metrics;
@@ -93,6 +93,8 @@ pub enum JoinError {
     Draining,
     #[error("the worker is not allocated to any session")]
     NotAllocated,
+    #[error("the worker does not know its public address yet (it comes with the operator's allocation call)")]
+    NoAnnouncedAddress,
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error("no mediasoup worker is alive")]
@@ -109,7 +111,8 @@ impl JoinError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Draining => ErrorCode::Draining,
-            Self::NotAllocated => ErrorCode::SessionNotAllocated,
+            // Not ready for the session yet, as far as a console can tell: it retries.
+            Self::NotAllocated | Self::NoAnnouncedAddress => ErrorCode::SessionNotAllocated,
             Self::Token(e) => e.code(),
             Self::NoWorker => ErrorCode::Internal,
             Self::PointRemoved(_) | Self::LinkRotated { .. } => ErrorCode::TokenRevoked,
@@ -139,7 +142,10 @@ pub struct Registry {
     media: LocalRunner,
     public_keys: PublicKeys,
     rtc_listen_ip: IpAddr,
-    announced_ip: Option<IpAddr>,
+    /// Joins wait for an address from the allocation call.
+    announce_from_allocation: bool,
+    /// What ICE candidates name (`None`: the RTC listen IP). Rooms take it when they open.
+    announced: Mutex<Option<AnnouncedStatus>>,
     rtc_receive_buffer: Option<usize>,
     thresholds: Thresholds,
     turn: Option<TurnConfig>,
@@ -209,7 +215,7 @@ pub struct Joined {
 pub struct RegistrySettings {
     pub public_keys: PublicKeys,
     pub rtc_listen_ip: IpAddr,
-    pub announced_ip: Option<IpAddr>,
+    pub announce: Announce,
     pub rtc_receive_buffer: Option<usize>,
     pub thresholds: Thresholds,
     /// The TURN relays points are offered, with credentials per point.
@@ -225,7 +231,11 @@ impl Registry {
             media,
             public_keys: settings.public_keys,
             rtc_listen_ip: settings.rtc_listen_ip,
-            announced_ip: settings.announced_ip,
+            announce_from_allocation: settings.announce == Announce::FromAllocation,
+            announced: Mutex::new(match settings.announce {
+                Announce::Fixed(a) => Some(a),
+                Announce::ListenIp | Announce::FromAllocation => None,
+            }),
             rtc_receive_buffer: settings.rtc_receive_buffer,
             thresholds: settings.thresholds,
             turn: settings.turn,
@@ -246,6 +256,26 @@ impl Registry {
 
     pub fn allocation(&self) -> Option<Allocation> {
         self.lock().allocation.clone()
+    }
+
+    /// What ICE candidates name, if not the RTC listen IP.
+    pub fn announced(&self) -> Option<AnnouncedStatus> {
+        self.announced.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Announces `announced` from now on: in rooms opened from now on (the address of a node
+    /// does not change under a running pod; an edited node annotation reaches the next room).
+    pub fn announce(&self, announced: AnnouncedStatus) {
+        let mut current = self.announced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_ref() != Some(&announced) {
+            tracing::info!(address = %announced.address, ip = %announced.ip, "announcing the operator's address");
+            *current = Some(announced);
+        }
+    }
+
+    /// The RTC listen IP, for resolving a host name to an address of its family.
+    pub fn rtc_listen_ip(&self) -> IpAddr {
+        self.rtc_listen_ip
     }
 
     /// Binds the worker to `session`. Repeating it for the same session updates the title and
@@ -363,6 +393,9 @@ impl Registry {
             return Err(JoinError::Draining);
         }
         let allocation = self.allocation().ok_or(JoinError::NotAllocated)?;
+        if self.announce_from_allocation && self.announced().is_none() {
+            return Err(JoinError::NoAnnouncedAddress);
+        }
         let verified = self
             .public_keys
             .verify_join(token, JoinRules { session: &allocation.session, min_epoch: allocation.epoch, now })?;
@@ -478,7 +511,7 @@ impl Registry {
                 self.media.clone(),
                 RtcSockets {
                     listen_ip: self.rtc_listen_ip,
-                    announced_ip: self.announced_ip,
+                    announced_ip: self.announced().map(|a| a.ip),
                     receive_buffer: self.rtc_receive_buffer,
                 },
             )
@@ -594,6 +627,7 @@ impl Registry {
             points: state.points.iter().map(|(name, record)| record.status(name)).collect(),
             // The HTTP layer knows the served certificate; see `http::status`.
             tls: None,
+            announced: self.announced(),
         }
     }
 }

@@ -135,7 +135,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServerError> {
         RegistrySettings {
             public_keys: config.public_keys.clone(),
             rtc_listen_ip: config.rtc_listen_ip,
-            announced_ip: config.announced_ip,
+            announce: config.announce.clone(),
             rtc_receive_buffer: config.rtc_receive_buffer,
             thresholds: config.thresholds,
             turn: config.turn.clone(),

@@ -504,6 +504,7 @@ mod tests {
             draining: false,
             points: Vec::new(),
             tls: None,
+            announced: None,
         };
         let value = serde_json::to_value(&status).expect("serialize");
         assert!(value.get("tls").is_none(), "{value}");

@@ -217,6 +217,43 @@ async fn a_second_connection_for_the_same_point_replaces_the_first() {
     server.stop().await.expect("stop");
 }
 
+/// A hostNetwork worker learns its node's address from the operator's allocation call: until
+/// then it refuses joins instead of announcing its RTC listen IP, a host name is resolved, a
+/// malformed one is refused naming the field, and ICE candidates name what it was told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_its_address_by_allocation_announces_it_and_refuses_joins_before() {
+    use tiepdan_media_worker::config::Announce;
+    let mut config = config();
+    config.announce = Announce::FromAllocation;
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    assert_eq!(join_error(&server.ws_url(), probe_token("probe-a")).await, ErrorCode::SessionNotAllocated);
+    assert_eq!(status(addr).await.announced, None);
+
+    let put = |address: &str| {
+        let body = format!(r#"{{"session":"{SESSION}","title":"x","epoch":0,"announcedAddress":"{address}"}}"#);
+        async move { http(addr, "PUT", "/v1/allocation", Some(&admin_token()), Some(&body)).await }
+    };
+    let malformed = put("http://media.example").await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    assert!(malformed.body.contains("announcedAddress"), "{}", malformed.body);
+    assert_eq!(put("localhost").await.status, 200);
+    let announced = status(addr).await.announced.expect("announced");
+    assert_eq!((announced.address.as_str(), announced.ip.to_string().as_str()), ("localhost", "127.0.0.1"));
+    // Changed before any room opened (a documentation address: nothing listens there).
+    assert_eq!(put("198.51.100.7").await.status, 200);
+
+    let mut client = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    client.request(ClientMessage::Join { token: probe_token("probe-a") }).await.expect("join once told");
+    let ServerMessage::PlainTransportCreated { ip, .. } =
+        client.request(ClientMessage::CreatePlainTransport { direction: Direction::Recv }).await.expect("create")
+    else {
+        panic!("expected a plain transport");
+    };
+    assert_eq!(ip.to_string(), "198.51.100.7", "the transport names the address the operator gave");
+    server.stop().await.expect("stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocation_endpoints_bind_and_release_the_worker() {
     let mut config = config();

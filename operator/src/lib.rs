@@ -14,6 +14,7 @@ pub mod link_generations;
 pub mod links;
 pub mod metrics;
 pub mod monitoring_gen;
+pub mod node_address;
 pub mod pki;
 pub mod rbac;
 pub mod timeline;

@@ -113,7 +113,8 @@ pub const PERMISSIONS: &[Permission] = &[
         resource_names: &[],
         verbs: &["get"],
         why: "allocation::allocate reads the node of a session's unready worker, to replace one whose node is \
-              lost (controller::failover)",
+              lost (controller::failover); a hostNetwork worker is told its node's public address \
+              (node_address::choose)",
     },
     Permission {
         scope: Scope::WatchNamespace,

@@ -57,6 +57,7 @@ pub fn binding(
         epoch,
         points: Some(points.iter().map(|p| p.parse()).collect::<Result<_, _>>()?),
         link_generations: link_generations.iter().map(|(p, g)| Ok((p.parse()?, *g))).collect::<Result<_, IdError>>()?,
+        announced_address: None,
     })
 }
 

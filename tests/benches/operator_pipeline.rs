@@ -68,7 +68,12 @@ fn main() {
             black_box(signaling_service::build(&session));
         }),
         support::measure("build the NetworkPolicy (1.20: 200 RTC ports listed)", 2000, || {
-            black_box(network_policy::build(&session, &pool, network_policy::PortRanges::Enumerate));
+            black_box(network_policy::build(
+                &session,
+                &pool,
+                worker_pod::WorkerPorts::default(),
+                network_policy::PortRanges::Enumerate,
+            ));
         }),
         support::measure(&format!("build the join tokens ({n} EdDSA JWTs)"), 2000, || {
             black_box(join_tokens::build(&session, &valid, &keys, 0, &Default::default()).expect("tokens"));

@@ -40,10 +40,10 @@ async fn cluster() -> &'static ControlPlane {
 
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
-/// A hostNetwork pool of the project's worker image whose ports (a block of 20 below the
-/// ephemeral range) no other test uses.
+/// A hostNetwork pool of the project's worker image whose ports (a block of 40 below the
+/// ephemeral range) no other test uses: 10 host ports, then 30 RTC ports, 10 for each worker.
 fn pool_json(replicas: i32) -> serde_json::Value {
-    let base = tiepdan_harness::process::free_port_below_ephemeral().expect("port") / 20 * 20;
+    let base = tiepdan_harness::process::free_port_below_ephemeral().expect("port") / 40 * 40;
     json!({
         "apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool",
         "metadata": {"name": "default"},
@@ -51,8 +51,8 @@ fn pool_json(replicas: i32) -> serde_json::Value {
             "replicas": replicas,
             "image": tiepdan_operator::api::media_worker_pool::DEFAULT_IMAGE,
             "hostNetwork": true,
-            "hostPorts": {"min": base, "max": base + 19},
-            "rtcPorts": {"min": 40000, "max": 40999}
+            "hostPorts": {"min": base, "max": base + 9},
+            "rtcPorts": {"min": base + 10, "max": base + 39, "perWorker": 10}
         }
     })
 }
@@ -176,7 +176,7 @@ async fn a_worker_that_is_not_ready_is_never_allocated() {
 
     // A warm pod that has just been created: scheduled, starting, not Ready.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut held = BTreeSet::new();
+    let mut held = worker_ports::Held::default();
     let ports = worker_ports::allocate(&pool.spec, &mut held).expect("ports");
     let warm = worker_pod::build(&pool, "default-warm", None, ports);
     pods.create(&PostParams::default(), &warm).await.expect("warm pod");

@@ -88,6 +88,8 @@ pub struct PlainPeer {
     send_transport: TransportId,
     recv_transport: TransportId,
     send_socket: Arc<UdpSocket>,
+    /// Where the worker's send transport (the one this peer produces on) announced itself.
+    send_remote: SocketAddr,
     /// Media arrives here; its first packet to `recv_remote` told the worker so.
     recv_socket: Arc<UdpSocket>,
     recv_remote: SocketAddr,
@@ -131,7 +133,8 @@ impl PlainPeer {
             return Err(PeerError::Unexpected("createPlainTransport"));
         };
         let send_socket = UdpSocket::bind((local_ip, 0)).await.map_err(PeerError::Socket)?;
-        send_socket.connect(SocketAddr::new(ip, port)).await.map_err(PeerError::Socket)?;
+        let send_remote = SocketAddr::new(ip, port);
+        send_socket.connect(send_remote).await.map_err(PeerError::Socket)?;
 
         let ServerMessage::PlainTransportCreated { transport_id: recv_transport, ip, port, .. } =
             client.request(ClientMessage::CreatePlainTransport { direction: Direction::Recv }).await?
@@ -155,6 +158,7 @@ impl PlainPeer {
             send_transport,
             recv_transport,
             send_socket: Arc::new(send_socket),
+            send_remote,
             recv_socket,
             recv_remote,
             audio: OutgoingStream::new(MediaKind::Audio, rand::random::<u32>() | 1),
@@ -162,6 +166,12 @@ impl PlainPeer {
             inbox,
             _receiver: AbortOnDrop(receiver),
         })
+    }
+
+    /// The addresses the worker announced for this peer's send and receive transports: the RTC
+    /// address and ports media flows through.
+    pub fn worker_addresses(&self) -> [SocketAddr; 2] {
+        [self.send_remote, self.recv_remote]
     }
 
     /// Produces one audio (Opus) and one video (VP8) stream.

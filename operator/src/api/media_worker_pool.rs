@@ -45,10 +45,15 @@ pub struct MediaWorkerPoolSpec {
     /// Compute resources of each worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// The UDP/TCP port range mediasoup uses for RTC on each worker.
+    /// The UDP/TCP port range mediasoup uses for RTC. In the pod network every worker uses all
+    /// of it; with `hostNetwork` each worker takes its own `perWorker` ports of it.
     #[serde(default)]
     pub rtc_ports: RtcPorts,
-    /// The public IP address or host name announced to points in ICE candidates (for NAT).
+    /// The public IP address or host name every worker announces to points in ICE candidates,
+    /// whatever node it runs on (one NAT or load balancer in front of all nodes). Unset with
+    /// `hostNetwork`: each worker announces its own node's address, from the node annotation
+    /// `tiepdan.io/public-address` (an IP or a host name), else the node's ExternalIP, else its
+    /// InternalIP. Unset in the pod network: the pod's IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced_address: Option<String>,
     /// Run workers in the host's network namespace, so RTC ports are reachable on the node's address.
@@ -124,8 +129,9 @@ fn default_image() -> String {
     DEFAULT_IMAGE.to_owned()
 }
 
-/// A port range.
+/// The RTC port range of a pool.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct RtcPorts {
     /// The lowest RTC port.
     #[schemars(range(min = 1024, max = 65535))]
@@ -133,11 +139,26 @@ pub struct RtcPorts {
     /// The highest RTC port.
     #[schemars(range(min = 1024, max = 65535))]
     pub max: i32,
+    /// With `hostNetwork`: how many consecutive ports of the range each worker takes (its
+    /// sub-range), declared as host ports (UDP and TCP) so the scheduler never puts two workers
+    /// with overlapping sub-ranges on one node. Each point's browser takes about two (a send and
+    /// a receive transport), so the default 100 serves about 50 points. Ignored in the pod
+    /// network, where every worker has its own IP and uses the whole range.
+    #[serde(default = "default_rtc_ports_per_worker")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub per_worker: i32,
+}
+
+/// The default size of a hostNetwork worker's RTC sub-range.
+pub const DEFAULT_RTC_PORTS_PER_WORKER: i32 = 100;
+
+fn default_rtc_ports_per_worker() -> i32 {
+    DEFAULT_RTC_PORTS_PER_WORKER
 }
 
 impl Default for RtcPorts {
     fn default() -> Self {
-        Self { min: 40000, max: 40999 }
+        Self { min: 40000, max: 40999, per_worker: DEFAULT_RTC_PORTS_PER_WORKER }
     }
 }
 

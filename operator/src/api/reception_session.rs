@@ -324,6 +324,22 @@ pub struct WorkerStatus {
     /// The WebSocket signaling URL the points' consoles connect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signaling_url: Option<String>,
+    /// The node the worker runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The IP or host name the worker announces to points in ICE candidates; absent while it
+    /// announces its pod IP, or before the operator has read its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_address: Option<String>,
+    /// Where `announcedAddress` came from: `spec.announcedAddress` (the pool's),
+    /// `tiepdan.io/public-address` (the node's annotation), `ExternalIP` or `InternalIP` (the
+    /// node's addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_from: Option<String>,
+    /// The RTC ports (UDP and TCP) the worker binds, e.g. `40100-40199`: a hostNetwork worker's
+    /// own sub-range of the pool's `rtcPorts`, which the node's firewall must let in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc_ports: Option<String>,
 }
 
 /// One point's state in a session.

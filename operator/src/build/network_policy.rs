@@ -1,7 +1,8 @@
-//! The per-session NetworkPolicy: the session's worker accepts signaling (TCP, TLS) and its pool's
-//! RTC port range (UDP and TCP) from anywhere — the offices' browsers are outside the cluster —
-//! and its plain admin port only from pods in the cluster (the operator, Prometheus); everything
-//! else inbound is dropped.
+//! The per-session NetworkPolicy: the session's worker accepts signaling (TCP, TLS) and its RTC
+//! ports (UDP and TCP: the pool's range, or with `hostNetwork` the worker's own sub-range) from
+//! anywhere — the offices' browsers are outside the cluster — and its plain admin port only
+//! from pods in the cluster (the operator, Prometheus); everything else inbound is dropped. The
+//! ports are the worker pod's own (a hostNetwork worker's come from the pool's `hostPorts`).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use kube::ResourceExt;
 
 use super::labels;
 use super::session_child_meta;
-use super::worker_pod::{ADMIN_PORT, SIGNALING_PORT};
+use super::worker_ports::{rtc_range, WorkerPorts};
 use crate::api::{MediaWorkerPool, ReceptionSession};
 
 /// The policy's name for a session.
@@ -43,10 +44,16 @@ impl PortRanges {
     }
 }
 
-/// The NetworkPolicy isolating `session`'s worker.
-pub fn build(session: &ReceptionSession, pool: &MediaWorkerPool, ranges: PortRanges) -> NetworkPolicy {
+/// The NetworkPolicy isolating `session`'s worker, a pod of `pool` listening on `ports`
+/// ([`super::worker_ports::of_pod`]).
+pub fn build(
+    session: &ReceptionSession,
+    pool: &MediaWorkerPool,
+    ports: WorkerPorts,
+    ranges: PortRanges,
+) -> NetworkPolicy {
     let sname = session.name_any();
-    let range = &pool.spec.rtc_ports;
+    let range = rtc_range(&pool.spec, ports);
     let port = |protocol: &str, port: i32, end: Option<i32>| NetworkPolicyPort {
         protocol: Some(protocol.to_owned()),
         port: Some(IntOrString::Int(port)),
@@ -70,7 +77,7 @@ pub fn build(session: &ReceptionSession, pool: &MediaWorkerPool, ranges: PortRan
                 NetworkPolicyIngressRule {
                     from: None,
                     ports: Some(
-                        std::iter::once(port("TCP", SIGNALING_PORT, None))
+                        std::iter::once(port("TCP", ports.signaling, None))
                             .chain(["UDP", "TCP"].into_iter().flat_map(|proto| match ranges {
                                 PortRanges::EndPort => vec![port(proto, range.min, Some(range.max))],
                                 PortRanges::Enumerate => {
@@ -86,7 +93,7 @@ pub fn build(session: &ReceptionSession, pool: &MediaWorkerPool, ranges: PortRan
                         namespace_selector: Some(LabelSelector::default()),
                         ..Default::default()
                     }]),
-                    ports: Some(vec![port("TCP", ADMIN_PORT, None)]),
+                    ports: Some(vec![port("TCP", ports.admin, None)]),
                 },
             ]),
             egress: None,
@@ -101,7 +108,7 @@ mod tests {
 
     #[test]
     fn only_signaling_and_the_rtc_range_are_open_to_the_sessions_worker() {
-        let np = build(&session(), &pool(), PortRanges::EndPort);
+        let np = build(&session(), &pool(), WorkerPorts::POD_NETWORK, PortRanges::EndPort);
         let spec = np.spec.clone().unwrap();
         let sel = spec.pod_selector.unwrap().match_labels.unwrap();
         assert_eq!(sel[labels::SESSION], "phien-thang-6");
@@ -131,11 +138,36 @@ mod tests {
     fn older_clusters_get_every_rtc_port_listed() {
         assert_eq!(PortRanges::for_minor(20), PortRanges::Enumerate);
         assert_eq!(PortRanges::for_minor(33), PortRanges::EndPort);
-        let np = build(&session(), &pool(), PortRanges::Enumerate);
+        let np = build(&session(), &pool(), WorkerPorts::POD_NETWORK, PortRanges::Enumerate);
         let ports = np.spec.unwrap().ingress.unwrap()[0].ports.clone().unwrap();
         // Signaling, then 100 UDP and 100 TCP ports (41000..=41099), none with endPort.
         assert_eq!(ports.len(), 201);
         assert!(ports.iter().all(|p| p.end_port.is_none()));
         assert_eq!(ports[200].port, Some(IntOrString::Int(41099)));
+    }
+
+    #[test]
+    fn a_host_network_worker_opens_its_own_ports_and_rtc_sub_range() {
+        let mut p = pool();
+        p.spec.host_network = true;
+        let rtc = Some(super::super::worker_ports::PortRange { min: 41010, max: 41019 });
+        let np = build(&session(), &p, WorkerPorts { admin: 7002, signaling: 7003, rtc }, PortRanges::EndPort);
+        let ingress = np.spec.unwrap().ingress.unwrap();
+        let open: Vec<_> = ingress[0]
+            .ports
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.protocol.unwrap(), p.port.unwrap(), p.end_port))
+            .collect();
+        assert_eq!(
+            open,
+            vec![
+                ("TCP".to_owned(), IntOrString::Int(7003), None),
+                ("UDP".to_owned(), IntOrString::Int(41010), Some(41019)),
+                ("TCP".to_owned(), IntOrString::Int(41010), Some(41019)),
+            ]
+        );
+        assert_eq!(ingress[1].ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(7002)));
     }
 }

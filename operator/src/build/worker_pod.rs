@@ -14,7 +14,7 @@ use super::{labels, owner_ref, tls, token_keys};
 use crate::api::{MediaWorkerPool, ReceptionSession, TurnRelay};
 use crate::tokens::session_id;
 
-pub use super::worker_ports::{WorkerPorts, ADMIN_PORT, SIGNALING_PORT};
+pub use super::worker_ports::{PortRange, WorkerPorts, ADMIN_PORT, SIGNALING_PORT};
 use super::worker_ports::{ADMIN_PORT_NAME, SIGNALING_PORT_NAME};
 
 /// How often the kubelet asks a worker's `/readyz`.
@@ -55,13 +55,20 @@ pub fn pod_labels(pool: &str, session: Option<&str>) -> std::collections::BTreeM
 pub const TEMPLATE_HASH: &str = "tiepdan.io/template-hash";
 
 /// A hash of everything `pool` puts into each of its worker pods, leaving out what differs per
-/// pod (its name, its host ports, its session). An idle pod whose [`TEMPLATE_HASH`] differs was
-/// built from an older spec (or an older operator) and listens e.g. on the old RTC ports.
+/// pod (its name, its host ports and RTC sub-range, its session). An idle pod whose
+/// [`TEMPLATE_HASH`] differs was built from an older spec (or an older operator) and listens
+/// e.g. on the old RTC ports.
 pub fn template_hash(pool: &MediaWorkerPool) -> String {
     use sha2::Digest;
-    let canonical = build_unhashed(pool, "", None, WorkerPorts::default());
+    let canonical = build_unhashed(pool, "", None, WorkerPorts::POD_NETWORK);
     // PodSpec serializes deterministically: struct fields in order, maps are BTreeMaps.
-    let bytes = serde_json::to_vec(&canonical.spec).unwrap_or_default();
+    let mut bytes = serde_json::to_vec(&canonical.spec).unwrap_or_default();
+    // The canonical pod binds the whole range; a hostNetwork pod's sub-range also depends on
+    // the slot size, so pods cut by another size roll too. (Only with hostNetwork: a pod-network
+    // pool's hash, and so its warm workers, stay as they were.)
+    if pool.spec.host_network {
+        bytes.extend(format!("rtcPorts.perWorker={}", pool.spec.rtc_ports.per_worker).bytes());
+    }
     sha2::Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -73,6 +80,12 @@ pub fn hash_of(pod: &Pod) -> Option<&str> {
 /// A worker pod named `name` from `pool`: idle when `session` is `None`, otherwise bound to it
 /// from the start (used when no idle pod could be allocated), listening on `ports`
 /// ([`super::worker_ports::allocate`]), annotated with the pool's [`template_hash`].
+///
+/// What the worker announces in ICE candidates: the pool's `announcedAddress` when set. Else,
+/// with `hostNetwork`, its node's address, which nobody knows before the scheduler picks the
+/// node: the worker is told to wait for it (it refuses joins meanwhile, rather than announce a
+/// wrong address), and the operator sends it with the allocation call
+/// ([`crate::node_address`]). Else (the pod network) the pod's own IP.
 pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSession>, ports: WorkerPorts) -> Pod {
     let mut pod = build_unhashed(pool, name, session, ports);
     pod.metadata.annotations = Some([(TEMPLATE_HASH.to_owned(), template_hash(pool))].into());
@@ -82,20 +95,23 @@ pub fn build(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSessi
 fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&ReceptionSession>, ports: WorkerPorts) -> Pod {
     use tiepdan_contract::worker_flags::{self as flag, arg};
     let spec = &pool.spec;
+    let rtc = super::worker_ports::rtc_range(spec, ports);
     let mut args = vec![
         "serve".to_owned(),
         arg(flag::LISTEN, format_args!("$(POD_IP):{}", ports.admin)),
         arg(flag::SIGNALING_LISTEN, format_args!("$(POD_IP):{}", ports.signaling)),
         arg(flag::TLS_DIR, TLS_DIR),
         arg(flag::RTC_LISTEN_IP, "$(POD_IP)"),
-        arg(flag::RTC_MIN_PORT, spec.rtc_ports.min),
-        arg(flag::RTC_MAX_PORT, spec.rtc_ports.max),
+        arg(flag::RTC_MIN_PORT, rtc.min),
+        arg(flag::RTC_MAX_PORT, rtc.max),
         arg(flag::JOIN_PUBLIC_KEY_FILE, format_args!("{PUBLIC_KEYS_DIR}/{}", token_keys::JOIN_PUBLIC)),
         arg(flag::ADMIN_PUBLIC_KEY_FILE, format_args!("{PUBLIC_KEYS_DIR}/{}", token_keys::ADMIN_PUBLIC)),
         arg(flag::LOG_FORMAT, "json"),
     ];
-    if let Some(addr) = &spec.announced_address {
-        args.push(arg(flag::ANNOUNCED_ADDRESS, addr));
+    match &spec.announced_address {
+        Some(addr) => args.push(arg(flag::ANNOUNCED_ADDRESS, addr)),
+        None if spec.host_network => args.push(format!("--{}", flag::ANNOUNCED_ADDRESS_FROM_ALLOCATION)),
+        None => {}
     }
     if let Some(turn) = &spec.turn {
         args.extend(turn.urls.iter().map(|url| arg(flag::TURN_URL, url)));
@@ -160,24 +176,29 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
                     // The worker takes admin calls only with tokens minted for its own pod.
                     field_env(tiepdan_contract::worker_flags::POD_NAME_ENV, "metadata.name"),
                 ]),
-                ports: Some(vec![
-                    // In the host network a host port equal to the container port is what makes
-                    // the scheduler keep two pods with this port off the same node.
-                    ContainerPort {
-                        name: Some(ADMIN_PORT_NAME.to_owned()),
-                        container_port: ports.admin,
-                        host_port: spec.host_network.then_some(ports.admin),
-                        protocol: Some("TCP".to_owned()),
-                        ..Default::default()
-                    },
-                    ContainerPort {
-                        name: Some(SIGNALING_PORT_NAME.to_owned()),
-                        container_port: ports.signaling,
-                        host_port: spec.host_network.then_some(ports.signaling),
-                        protocol: Some("TCP".to_owned()),
-                        ..Default::default()
-                    },
-                ]),
+                ports: Some(
+                    [
+                        // In the host network a host port equal to the container port is what makes
+                        // the scheduler keep two pods with this port off the same node.
+                        ContainerPort {
+                            name: Some(ADMIN_PORT_NAME.to_owned()),
+                            container_port: ports.admin,
+                            host_port: spec.host_network.then_some(ports.admin),
+                            protocol: Some("TCP".to_owned()),
+                            ..Default::default()
+                        },
+                        ContainerPort {
+                            name: Some(SIGNALING_PORT_NAME.to_owned()),
+                            container_port: ports.signaling,
+                            host_port: spec.host_network.then_some(ports.signaling),
+                            protocol: Some("TCP".to_owned()),
+                            ..Default::default()
+                        },
+                    ]
+                    .into_iter()
+                    .chain(spec.host_network.then(|| rtc_host_ports(rtc)).into_iter().flatten())
+                    .collect(),
+                ),
                 readiness_probe: Some(readiness),
                 liveness_probe: Some(probe("/healthz")),
                 resources: spec.resources.clone(),
@@ -247,6 +268,20 @@ fn build_unhashed(pool: &MediaWorkerPool, name: &str, session: Option<&Reception
         }),
         ..Default::default()
     }
+}
+
+/// Every port of a hostNetwork worker's RTC sub-range, UDP (media) and TCP (ICE-TCP), as host
+/// ports: the scheduler then never puts two workers whose sub-ranges overlap on one node, nor
+/// one onto a node where another program declared one of these ports.
+fn rtc_host_ports(rtc: PortRange) -> impl Iterator<Item = ContainerPort> {
+    (rtc.min..=rtc.max).flat_map(|port| {
+        ["UDP", "TCP"].map(|protocol| ContainerPort {
+            container_port: port,
+            host_port: Some(port),
+            protocol: Some(protocol.to_owned()),
+            ..Default::default()
+        })
+    })
 }
 
 /// The pool's TURN shared secret, as one file. Not optional: a worker that offered relays it
@@ -341,22 +376,79 @@ pub(crate) mod tests {
     fn a_host_network_worker_listens_on_its_own_ports_declared_as_host_ports() {
         let mut p = pool();
         p.spec.host_network = true;
-        let pod = build(&p, "default-abcde", None, WorkerPorts { admin: 7002, signaling: 7003 });
-        assert_eq!(super::super::worker_ports::of_pod(&pod), WorkerPorts { admin: 7002, signaling: 7003 });
+        p.spec.announced_address = None;
+        let ports = WorkerPorts { admin: 7002, signaling: 7003, rtc: Some(PortRange { min: 41010, max: 41012 }) };
+        let pod = build(&p, "default-abcde", None, ports);
+        assert_eq!(super::super::worker_ports::of_pod(&pod), ports);
         let c = &pod.spec.as_ref().unwrap().containers[0];
         let args = c.args.clone().unwrap();
         assert!(args.contains(&"--listen=$(POD_IP):7002".to_owned()));
         assert!(args.contains(&"--signaling-listen=$(POD_IP):7003".to_owned()));
-        let host: Vec<_> = c.ports.clone().unwrap().iter().map(|p| p.host_port).collect();
-        assert_eq!(host, vec![Some(7002), Some(7003)]);
+        assert!(args.contains(&"--rtc-min-port=41010".to_owned()) && args.contains(&"--rtc-max-port=41012".to_owned()));
+        // No address of its own: the node's comes with the allocation call.
+        assert!(args.contains(&"--announced-address-from-allocation".to_owned()), "{args:?}");
+        assert!(!args.iter().any(|a| a.starts_with("--announced-address=")), "{args:?}");
+        let host: Vec<_> = c
+            .ports
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|p| (p.host_port.unwrap(), p.container_port, p.protocol.clone().unwrap()))
+            .collect();
+        let want: Vec<_> = [(7002, "TCP"), (7003, "TCP")]
+            .into_iter()
+            .chain([41010, 41011, 41012].into_iter().flat_map(|p| [(p, "UDP"), (p, "TCP")]))
+            .map(|(p, proto)| (p, p, proto.to_owned()))
+            .collect();
+        assert_eq!(host, want, "every port of the sub-range is declared, UDP and TCP");
+    }
+
+    /// Two hostNetwork workers of one pool, as the pool controller allocates them, bind disjoint
+    /// RTC ranges: else two on one node share (and fight over) the same ports. (Fails on the
+    /// code before sub-ranges: both bound 41000-41099.)
+    #[test]
+    fn two_host_network_workers_of_a_pool_bind_disjoint_rtc_ranges() {
+        let p: MediaWorkerPool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool",
+            "metadata": {"name": "default", "namespace": "my-hao", "uid": "pool-uid"},
+            "spec": {"hostNetwork": true, "rtcPorts": {"min": 41000, "max": 41099, "perWorker": 50}}
+        }))
+        .unwrap();
+        let mut held = Default::default();
+        let rtc = |pod: &Pod| {
+            let args = pod.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
+            let get = |f: &str| args.iter().find_map(|a| a.strip_prefix(f)?.parse::<i32>().ok()).unwrap();
+            (get("--rtc-min-port="), get("--rtc-max-port="))
+        };
+        let mut next = || super::super::worker_ports::allocate(&p.spec, &mut held).unwrap();
+        let (a, b) = (build(&p, "a", None, next()), build(&p, "b", None, next()));
+        let ((a0, a1), (b0, b1)) = (rtc(&a), rtc(&b));
+        assert!(a1 < b0 || b1 < a0, "overlapping RTC ranges {a0}-{a1} and {b0}-{b1}");
+    }
+
+    #[test]
+    fn a_pod_network_worker_binds_the_whole_rtc_range_and_declares_no_host_port() {
+        let mut p = pool();
+        p.spec.announced_address = None;
+        let c = build(&p, "default-abcde", None, WorkerPorts::POD_NETWORK).spec.unwrap().containers[0].clone();
+        let args = c.args.unwrap();
+        assert!(args.contains(&"--rtc-min-port=41000".to_owned()) && args.contains(&"--rtc-max-port=41099".to_owned()));
+        assert!(!args.iter().any(|a| a.starts_with("--announced-address")), "the pod's IP: {args:?}");
+        assert!(c.ports.unwrap().iter().all(|p| p.host_port.is_none()));
     }
 
     #[test]
     fn the_template_hash_changes_with_the_template_and_not_with_per_pod_fields() {
         let p = pool();
         let h = template_hash(&p);
-        let a = build(&p, "default-aaaaa", None, WorkerPorts { admin: 7000, signaling: 7001 });
-        let b = build(&p, "default-bbbbb", Some(&session()), WorkerPorts { admin: 7002, signaling: 7003 });
+        let slot = |min| Some(PortRange { min, max: min + 9 });
+        let a = build(&p, "default-aaaaa", None, WorkerPorts { admin: 7000, signaling: 7001, rtc: slot(41000) });
+        let b = build(
+            &p,
+            "default-bbbbb",
+            Some(&session()),
+            WorkerPorts { admin: 7002, signaling: 7003, rtc: slot(41010) },
+        );
         assert_eq!(hash_of(&a), Some(h.as_str()));
         assert_eq!(hash_of(&b), Some(h.as_str()), "name, ports and session are per pod");
         type Edit = fn(&mut MediaWorkerPool);
@@ -384,6 +476,13 @@ pub(crate) mod tests {
         q.spec.replicas = 7;
         q.spec.host_ports.min += 10;
         assert_eq!(template_hash(&q), h, "replicas and the host port range build no different pod");
+        // Sub-ranges are cut only with hostNetwork: there a new size rolls the idle workers.
+        q.spec.rtc_ports.per_worker = 10;
+        assert_eq!(template_hash(&q), h, "rtcPorts.perWorker is ignored in the pod network");
+        q.spec.host_network = true;
+        let host = template_hash(&q);
+        q.spec.rtc_ports.per_worker = 20;
+        assert_ne!(template_hash(&q), host, "rtcPorts.perWorker with hostNetwork");
     }
 
     /// A worker faces the internet: it must hold no key that signs tokens, neither the pool's

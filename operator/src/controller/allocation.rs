@@ -26,8 +26,8 @@ pub enum Error {
     Label(String, #[source] kube::Error),
     #[error(transparent)]
     Apply(#[from] apply::Error),
-    #[error("spec.hostPorts {min}-{max} of pool {pool} has no free pair of ports left for the session's worker")]
-    PortsExhausted { pool: String, min: i32, max: i32 },
+    #[error("pool {pool}: no ports left for the session's worker")]
+    Ports { pool: String, source: worker_ports::Error },
 }
 
 /// How the session got its worker.
@@ -189,9 +189,8 @@ pub async fn allocate(
         .list(&ListParams::default().labels(&labels::pool_selector(&pool.name_any())))
         .await
         .map_err(Error::List)?;
-    let range = &pool.spec.host_ports;
     let ports = worker_ports::allocate(&pool.spec, &mut worker_ports::held(&all.items))
-        .ok_or_else(|| Error::PortsExhausted { pool: pool.name_any(), min: range.min, max: range.max })?;
+        .map_err(|source| Error::Ports { pool: pool.name_any(), source })?;
     // A fresh name each time: the pod it replaces may still be terminating under the old name.
     let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase();
     let mut pod = worker_pod::build(pool, &format!("{sname}-worker-{suffix}"), Some(session), ports);

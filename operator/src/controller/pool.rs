@@ -41,8 +41,8 @@ pub enum Error {
     Apply(#[from] apply::Error),
     #[error("failed to update pool status")]
     Status(#[source] kube::Error),
-    #[error("spec.hostPorts {min}-{max} has no free pair of ports left for another worker")]
-    PortsExhausted { min: i32, max: i32 },
+    #[error(transparent)]
+    Ports(#[from] worker_ports::Error),
     #[error("failed to delete idle worker pod {0}")]
     DeleteIdle(String, #[source] kube::Error),
     #[error("failed to read or apply the disruption budget {0}")]
@@ -56,7 +56,7 @@ impl Error {
             Error::List(_) => "list",
             Error::Apply(_) => "apply",
             Error::Status(_) => "status",
-            Error::PortsExhausted { .. } => "ports_exhausted",
+            Error::Ports(_) => "ports_exhausted",
             Error::DeleteIdle(..) => "delete",
             Error::DisruptionBudget(..) => "disruption_budget",
         }
@@ -137,19 +137,19 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
     }
     if plan.create > 0 {
         let mut held = worker_ports::held(&list.items);
+        let mut created = Vec::with_capacity(plan.create);
         for _ in 0..plan.create {
-            let range = &pool.spec.host_ports;
-            let ports = worker_ports::allocate(&pool.spec, &mut held)
-                .ok_or(Error::PortsExhausted { min: range.min, max: range.max })?;
+            let ports = worker_ports::allocate(&pool.spec, &mut held)?;
             let pod_name = format!("{name}-{}", Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase());
             apply::apply(&pods, &worker_pod::build(&pool, &pod_name, None, ports)).await?;
+            created.push(created_message(&pod_name, &pool.spec, ports));
         }
         events::normal(
             &ctx,
             &*pool,
             "ScaledUp",
             "Scale",
-            format!("Created {} idle worker pod(s) to keep {want} idle.", plan.create),
+            format!("Created {} idle worker pod(s) to keep {want} idle: {}.", plan.create, created.join("; ")),
         )
         .await;
     }
@@ -213,6 +213,21 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
             .map_err(Error::Status)?;
     }
     Ok(Action::await_change())
+}
+
+/// How an event names a new worker: its ports, RTC range and what it will announce.
+pub fn created_message(pod: &str, spec: &crate::api::MediaWorkerPoolSpec, ports: worker_ports::WorkerPorts) -> String {
+    let rtc = worker_ports::rtc_range(spec, ports);
+    let announces = match &spec.announced_address {
+        Some(a) => format!("announcing {a}"),
+        None if spec.host_network => "announcing its node's public address once scheduled".to_owned(),
+        None => "announcing its pod IP".to_owned(),
+    };
+    if spec.host_network {
+        format!("{pod} on host ports {}/{} with RTC ports {rtc}, {announces}", ports.admin, ports.signaling)
+    } else {
+        format!("{pod} with RTC ports {rtc}, {announces}")
+    }
 }
 
 /// Deletes idle pod `pod`, fenced on the resourceVersion it was listed with: allocation takes an

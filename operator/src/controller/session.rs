@@ -40,6 +40,7 @@ use crate::apply;
 use crate::build::{join_tokens, labels, network_policy, signaling_service, tls};
 use crate::link_generations;
 use crate::metrics::KIND_SESSION;
+use crate::node_address;
 use crate::tokens::{self, session_id, SigningKeys};
 use crate::validate::{validate_session, ValidSession};
 use crate::worker_client::{self, Admin, WorkerClient, WorkerReport};
@@ -314,7 +315,12 @@ async fn provision(
     // Only signaling and the pool's RTC ports reach the session's worker.
     let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns);
     let ranges = network_policy::PortRanges::for_minor(ctx.server_minor().await.map_err(Error::ServerVersion)?);
-    let policy = apply::apply(&policies, &network_policy::build(session, &pool, ranges)).await.map_err(Error::from)?;
+    let policy = apply::apply(
+        &policies,
+        &network_policy::build(session, &pool, crate::build::worker_ports::of_pod(&pod), ranges),
+    )
+    .await
+    .map_err(Error::from)?;
     apply::delete_orphans(&policies, &sel, &one(policy.name_any())).await.map_err(Error::from)?;
     let monitoring = monitoring::apply(ctx, session).await;
     if let Err(e) = &monitoring {
@@ -324,7 +330,8 @@ async fn provision(
     let links = link_generations::raised(&plan.link_generations);
     // Admin tokens are checked against the worker's wall clock, whatever clock drives the
     // timeline: signed at a simulated time ahead, they would not be valid yet.
-    let (report, worker_message) = observe_worker(ctx, session, valid, &pod, &keys, wall, (epoch, &links)).await;
+    let (report, worker_message, address) =
+        observe_worker(ctx, session, valid, (&pool, &pod), &keys, wall, (epoch, &links)).await;
     let pod_name = pod.name_any();
     Ok(Provisioned {
         signaling_url: signaling_service::url(session),
@@ -333,6 +340,7 @@ async fn provision(
         monitoring: monitoring_condition(&monitoring),
         pod: pod_name,
         worker_message,
+        address,
         report,
         allocated,
         replaced,
@@ -349,38 +357,93 @@ fn relay_without_turn(valid: &ValidSession, pool: &MediaWorkerPool) -> Vec<Strin
     valid.participants.iter().filter(|p| p.media.relay).map(|p| p.name.clone()).collect()
 }
 
-/// Binds a warm worker to the session (idempotent), tells it the session's points, and reads its
-/// per-point status.
+/// What the session's worker announces, once known: the address, where it came from, and the
+/// node and RTC range of the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerAddress {
+    pub node: Option<String>,
+    pub announced: Option<node_address::Announced>,
+    pub rtc_ports: Option<crate::build::worker_ports::PortRange>,
+}
+
+/// The address `pod` of `pool` announces: for a hostNetwork pool without `announcedAddress`,
+/// its node's (read now: the pod is scheduled), otherwise known without the node.
+async fn worker_address(ctx: &Context, pool: &MediaWorkerPool, pod: &Pod) -> Result<WorkerAddress, String> {
+    use k8s_openapi::api::core::v1::Node;
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let rtc_ports = crate::build::worker_ports::of_pod(pod).rtc;
+    if !node_address::from_node(&pool.spec) {
+        let announced = node_address::choose(&pool.spec, &Node::default()).ok().flatten();
+        return Ok(WorkerAddress { node: node_name, announced, rtc_ports });
+    }
+    let pod_name = pod.name_any();
+    let Some(name) = node_name else { return Err(format!("Worker pod {pod_name} is not scheduled on a node yet.")) };
+    let node = Api::<Node>::all(ctx.client.clone())
+        .get(&name)
+        .await
+        .map_err(|e| format!("Worker pod {pod_name} is ready but its node {name} could not be read: {e}"))?;
+    let announced = node_address::choose(&pool.spec, &node)
+        .map_err(|e| format!("Worker pod {pod_name} is ready but has no address to announce: {e}"))?;
+    Ok(WorkerAddress { node: Some(name), announced, rtc_ports })
+}
+
+/// Binds a warm worker to the session (idempotent), tells it the session's points (and, for a
+/// hostNetwork pool, its node's address), and reads its per-point status.
 #[tracing::instrument(skip_all)]
 async fn observe_worker(
     ctx: &Context,
     session: &ReceptionSession,
     valid: &ValidSession,
+    (pool, pod): (&MediaWorkerPool, &Pod),
+    keys: &SigningKeys,
+    wall: Timestamp,
+    (epoch, link_generations): (u64, &BTreeMap<String, u32>),
+) -> (Option<WorkerReport>, String, Option<WorkerAddress>) {
+    let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+        return (None, format!("Worker pod {} has no IP yet.", pod.name_any()), None);
+    };
+    if !pod_ready(pod) {
+        return (None, format!("Worker pod {} is not ready yet.", pod.name_any()), None);
+    }
+    let address = match worker_address(ctx, pool, pod).await {
+        Ok(a) => a,
+        Err(message) => return (None, message, None),
+    };
+    let (report, message) =
+        bind_and_report(ctx, session, valid, pod, &ip, &address, keys, wall, (epoch, link_generations)).await;
+    (report, message, Some(address))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bind_and_report(
+    ctx: &Context,
+    session: &ReceptionSession,
+    valid: &ValidSession,
     pod: &Pod,
+    ip: &str,
+    address: &WorkerAddress,
     keys: &SigningKeys,
     wall: Timestamp,
     (epoch, link_generations): (u64, &BTreeMap<String, u32>),
 ) -> (Option<WorkerReport>, String) {
-    let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
-        return (None, format!("Worker pod {} has no IP yet.", pod.name_any()));
-    };
-    if !pod_ready(pod) {
-        return (None, format!("Worker pod {} is not ready yet.", pod.name_any()));
-    }
-    let base = WorkerClient::base_url(&ip, crate::build::worker_ports::of_pod(pod).admin);
+    let base = WorkerClient::base_url(ip, crate::build::worker_ports::of_pod(pod).admin);
     let id = session_id(&session.namespace().unwrap_or_default(), &session.name_any());
     let points: BTreeSet<String> = valid.participants.iter().map(|p| p.name.clone()).collect();
-    let binding = match worker_client::binding(&id, &session.spec.title, epoch, &points, link_generations) {
+    let mut binding = match worker_client::binding(&id, &session.spec.title, epoch, &points, link_generations) {
         Ok(b) => b,
         Err(e) => return (None, format!("The session's names cannot be sent to worker pod {}: {e}", pod.name_any())),
     };
+    // The pool's own address reached the worker as an argument; a node's comes with the call.
+    binding.announced_address =
+        address.announced.as_ref().filter(|a| a.source != node_address::Source::Pool).map(|a| a.address.clone());
     let pod_name = pod.name_any();
     let admin = Admin { keys, now: wall, pod: &pod_name };
     let bind = || ctx.workers.allocate(&base, &admin, &binding);
     let unbound = |e| format!("Worker pod {} is ready but could not be bound to the session: {e}", pod.name_any());
-    // A pod started bound knows its session, but not a raised epoch: tell it, so older links are
-    // refused (the worker only ever raises its epoch, so repeating this is harmless).
-    if !allocation::started_bound(pod) || epoch > 0 {
+    // A pod started bound knows its session, but not a raised epoch nor its node's address: tell
+    // it, so older links are refused (the worker only ever raises its epoch, so repeating this is
+    // harmless) and joins are taken.
+    if !allocation::started_bound(pod) || epoch > 0 || binding.announced_address.is_some() {
         if let Err(e) = bind().await {
             return (None, unbound(e));
         }
@@ -393,7 +456,11 @@ async fn observe_worker(
     // A point taken out of the session (deleted, or edited out), or a rotated link, must lose its
     // way in now, not when the session ends: the old link is still validly signed, so the worker
     // has to be told.
-    if report.allowed_points != binding.points || report.link_generations != binding.link_generations {
+    let told = |r: &WorkerReport| {
+        binding.announced_address.as_ref().is_none_or(|a| r.announced.as_ref().is_some_and(|r| &r.address == a))
+    };
+    if report.allowed_points != binding.points || report.link_generations != binding.link_generations || !told(&report)
+    {
         if let Err(e) = bind().await {
             return (None, unbound(e));
         }

@@ -34,6 +34,8 @@ pub struct Provisioned {
     /// What the operator saw when it bound the worker and asked for its report.
     pub worker_message: String,
     pub report: Option<WorkerReport>,
+    /// What the worker announces, once the operator knew (the pod is Ready).
+    pub address: Option<super::session::WorkerAddress>,
     /// The MonitoringReady and CertificateReady conditions' status, reason and message.
     pub monitoring: (CS, &'static str, String),
     pub certificate: (CS, &'static str, String),
@@ -127,8 +129,8 @@ pub fn next(
     let mut report = None;
     match outcome {
         Outcome::Provisioned(p) => {
-            status.worker =
-                Some(WorkerStatus { pod: Some(p.pod.clone()), signaling_url: Some(p.signaling_url.clone()) });
+            let prev_worker = prev.worker.as_ref().filter(|w| w.pod.as_deref() == Some(p.pod.as_str()));
+            status.worker = Some(worker_status(p, prev_worker));
             worker_conditions(&mut conds, prev, p);
             report = p.report.as_ref();
         }
@@ -167,6 +169,30 @@ pub fn next(
 }
 
 /// The conditions of a provisioned session.
+/// The worker's part of the status: its pod and URL, and where it announces itself (kept from
+/// `prev` for the same pod while the operator cannot read it, e.g. the pod is briefly unready).
+fn worker_status(p: &Provisioned, prev: Option<&WorkerStatus>) -> WorkerStatus {
+    let mut w =
+        WorkerStatus { pod: Some(p.pod.clone()), signaling_url: Some(p.signaling_url.clone()), ..Default::default() };
+    match &p.address {
+        Some(a) => {
+            w.node = a.node.clone();
+            w.announced_address = a.announced.as_ref().map(|a| a.address.clone());
+            w.announced_from = a.announced.as_ref().map(|a| a.source.as_str().to_owned());
+            w.rtc_ports = a.rtc_ports.map(|r| r.to_string());
+        }
+        None => {
+            if let Some(prev) = prev {
+                w.node = prev.node.clone();
+                w.announced_address = prev.announced_address.clone();
+                w.announced_from = prev.announced_from.clone();
+                w.rtc_ports = prev.rtc_ports.clone();
+            }
+        }
+    }
+    w
+}
+
 fn worker_conditions(conds: &mut Conditions<'_>, prev: &ReceptionSessionStatus, p: &Provisioned) {
     conds.set(
         SC::Provisioned,
@@ -241,4 +267,48 @@ fn readiness_conditions(conds: &mut Conditions<'_>, points: &[PointStatus], t: &
         (CS::Unknown, "AwaitingVerification", format!("Every point must be verified before {}.", t.deadline))
     };
     conds.set(SC::ReadyByDeadline, rbd, reason, msg);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::worker_ports::PortRange;
+    use crate::controller::session::WorkerAddress;
+    use crate::node_address::{Announced, Source};
+
+    fn provisioned(pod: &str, address: Option<WorkerAddress>) -> Provisioned {
+        Provisioned {
+            pod: pod.into(),
+            signaling_url: "https://s".into(),
+            health: WorkerHealth::Ready,
+            worker_message: "ok".into(),
+            report: None,
+            address,
+            monitoring: (CS::True, "MonitoringApplied", "ok".into()),
+            certificate: (CS::True, "Serving", "ok".into()),
+            allocated: None,
+            replaced: None,
+            recheck: None,
+            relay_without_turn: vec![],
+        }
+    }
+
+    #[test]
+    fn the_status_names_each_workers_node_address_and_rtc_range_and_keeps_them_while_unread() {
+        let seen = WorkerAddress {
+            node: Some("media-1".into()),
+            announced: Some(Announced { address: "203.0.113.5".into(), source: Source::NodeAnnotation }),
+            rtc_ports: Some(PortRange { min: 40100, max: 40199 }),
+        };
+        let w = worker_status(&provisioned("w1", Some(seen)), None);
+        let got =
+            (w.node.as_deref(), w.announced_address.as_deref(), w.announced_from.as_deref(), w.rtc_ports.as_deref());
+        assert_eq!(got, (Some("media-1"), Some("203.0.113.5"), Some("tiepdan.io/public-address"), Some("40100-40199")));
+        // The pod briefly unready: the operator did not read its node, and the status keeps what it knew.
+        assert_eq!(worker_status(&provisioned("w1", None), Some(&w)), w);
+        // Pod-network: nothing announced but the pod IP.
+        let pod_network = WorkerAddress { node: Some("n".into()), announced: None, rtc_ports: None };
+        let p = worker_status(&provisioned("w2", Some(pod_network)), None);
+        assert_eq!((p.announced_address, p.announced_from, p.rtc_ports), (None, None, None));
+    }
 }

@@ -99,6 +99,7 @@ impl World {
             health: self.health.clone(),
             worker_message: "ok".into(),
             report,
+            address: None,
             monitoring: (CS::True, "MonitoringApplied", "ok".into()),
             certificate,
             allocated: self.allocated.clone(),

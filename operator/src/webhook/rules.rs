@@ -118,6 +118,34 @@ pub fn pool(new: &MediaWorkerPool) -> Vec<Violation> {
             message: format!("min must not exceed max (got min {} > max {})", p.min, p.max),
         });
     }
+    if p.per_worker < 1 {
+        v.push(Violation {
+            field: "spec.rtcPorts.perWorker",
+            message: format!("must be at least 1 port per worker (got {})", p.per_worker),
+        });
+    } else if new.spec.host_network && p.min <= p.max && p.per_worker > p.max - p.min + 1 {
+        v.push(Violation {
+            field: "spec.rtcPorts.perWorker",
+            message: format!(
+                "{} ports per worker do not fit spec.rtcPorts {}-{} ({} ports) with hostNetwork",
+                p.per_worker,
+                p.min,
+                p.max,
+                p.max - p.min + 1
+            ),
+        });
+    }
+    // In the pod network every worker listens on the fixed admin and signaling ports.
+    let fixed = [crate::build::worker_ports::ADMIN_PORT, crate::build::worker_ports::SIGNALING_PORT];
+    if !new.spec.host_network && fixed.iter().any(|f| (p.min..=p.max).contains(f)) {
+        v.push(Violation {
+            field: "spec.rtcPorts",
+            message: format!(
+                "must not include the workers' admin port {} or signaling port {} (got {}-{})",
+                fixed[0], fixed[1], p.min, p.max
+            ),
+        });
+    }
     let h = &new.spec.host_ports;
     if new.spec.host_network && h.max - h.min < 1 {
         v.push(Violation {
@@ -296,6 +324,65 @@ mod tests {
             assert_eq!(v.len(), 1, "{bad}: {v:?}");
             assert_eq!(v[0].field, "spec.turn.urls");
             assert!(v[0].message.contains(bad), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn the_rtc_sub_range_size_must_be_positive_fit_the_range_and_spare_the_fixed_ports() {
+        let pool = |spec: serde_json::Value| -> MediaWorkerPool {
+            serde_json::from_value(json!({"apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool",
+                "metadata": {"name": "p", "namespace": "n"}, "spec": spec}))
+            .unwrap()
+        };
+        type Case = (&'static str, serde_json::Value, Option<(&'static str, &'static str)>);
+        let cases: [Case; 8] = [
+            ("the defaults", json!({"hostNetwork": true}), None),
+            (
+                "zero",
+                json!({"hostNetwork": true, "rtcPorts": {"min": 40000, "max": 40999, "perWorker": 0}}),
+                Some(("spec.rtcPorts.perWorker", "at least 1")),
+            ),
+            (
+                "zero off host network too",
+                json!({"rtcPorts": {"min": 40000, "max": 40999, "perWorker": 0}}),
+                Some(("spec.rtcPorts.perWorker", "at least 1")),
+            ),
+            (
+                "larger than the range",
+                json!({"hostNetwork": true, "rtcPorts": {"min": 40000, "max": 40049, "perWorker": 100}}),
+                Some(("spec.rtcPorts.perWorker", "do not fit spec.rtcPorts 40000-40049 (50 ports)")),
+            ),
+            (
+                "exactly the range",
+                json!({"hostNetwork": true, "rtcPorts": {"min": 40000, "max": 40099, "perWorker": 100}}),
+                None,
+            ),
+            (
+                "larger, but ignored in the pod network",
+                json!({"rtcPorts": {"min": 40000, "max": 40049, "perWorker": 100}}),
+                None,
+            ),
+            (
+                "over the pod network's signaling port",
+                json!({"rtcPorts": {"min": 8000, "max": 8999}}),
+                Some(("spec.rtcPorts", "signaling port 8443")),
+            ),
+            (
+                "sub-ranges over the host ports",
+                json!({"hostNetwork": true, "hostPorts": {"min": 40050, "max": 40060}}),
+                Some(("spec.hostPorts", "overlap spec.rtcPorts")),
+            ),
+        ];
+        for (what, spec, want) in cases {
+            let v = super::pool(&pool(spec));
+            match want {
+                None => assert!(v.is_empty(), "{what}: {v:?}"),
+                Some((field, message)) => {
+                    assert_eq!(v.len(), 1, "{what}: {v:?}");
+                    assert_eq!(v[0].field, field, "{what}");
+                    assert!(v[0].message.contains(message), "{what}: {}", v[0].message);
+                }
+            }
         }
     }
 

@@ -127,6 +127,14 @@ async fn the_webhook_refuses_what_the_schema_cannot_and_labels_points() {
         "apiVersion: tiepdan.io/v1alpha1\nkind: MediaWorkerPool\nmetadata: {name: p}\nspec: {rtcPorts: {min: 50000, max: 40000}}\n",
         "spec.rtcPorts",
     );
+    // A hostNetwork worker's RTC sub-range must fit the pool's range.
+    refused(
+        cp,
+        &ns,
+        "apiVersion: tiepdan.io/v1alpha1\nkind: MediaWorkerPool\nmetadata: {name: p}\nspec: {hostNetwork: true, \
+         rtcPorts: {min: 40000, max: 40049, perWorker: 100}}\n",
+        "spec.rtcPorts.perWorker",
+    );
     refused(
         cp,
         &ns,

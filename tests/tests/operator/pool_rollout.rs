@@ -18,14 +18,14 @@ use crate::common::{cluster, kubectl_apply_yaml, kubectl_ok, start_operator, Ope
 
 pub const POOL: &str = "default";
 
-/// A hostNetwork pool of the worker image with `replicas` idle workers and host ports from a
-/// free block of 10.
+/// A hostNetwork pool of the worker image with `replicas` idle workers, host ports from a free
+/// block of 10 and 100 RTC ports from `rtc_min`, 20 for each worker.
 pub fn apply_pool(cp: &ControlPlane, ns: &str, replicas: u32, rtc_min: u16) {
     let host_min = tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 10 * 10;
     let yaml = format!(
         "apiVersion: tiepdan.io/v1alpha1\nkind: MediaWorkerPool\nmetadata: {{name: {POOL}}}\nspec:\n  \
          replicas: {replicas}\n  hostNetwork: true\n  hostPorts: {{min: {host_min}, max: {}}}\n  \
-         rtcPorts: {{min: {rtc_min}, max: {}}}\n",
+         rtcPorts: {{min: {rtc_min}, max: {}, perWorker: 20}}\n",
         host_min + 9,
         rtc_min + 99,
     );
@@ -76,8 +76,9 @@ pub async fn pool_with_ready_workers(prefix: &str, replicas: u32, rtc_min: u16) 
     (pods, ns, op)
 }
 
-fn args(pod: &Pod) -> Vec<String> {
-    pod.spec.as_ref().and_then(|s| s.containers.first()).and_then(|c| c.args.clone()).unwrap_or_default()
+/// Whether `pod` binds RTC ports within `min..=max` only.
+fn rtc_within(pod: &Pod, min: i32, max: i32) -> bool {
+    tiepdan_operator::build::worker_ports::of_pod(pod).rtc.is_some_and(|r| min <= r.min && r.max <= max)
 }
 
 #[tokio::test]
@@ -101,7 +102,7 @@ async fn editing_rtc_ports_replaces_idle_workers_and_leaves_allocated_ones() {
             let (idle, _) = workers(&pods).await?;
             let ready = idle.iter().filter(|p| pod_ready(p)).count();
             fewest_ready.fetch_min(ready, Ordering::SeqCst);
-            let on_new = idle.iter().filter(|p| args(p).contains(&"--rtc-min-port=45100".to_owned())).count();
+            let on_new = idle.iter().filter(|p| rtc_within(p, 45100, 45199)).count();
             if idle.len() == 2 && ready == 2 && on_new == 2 {
                 Ok(idle)
             } else {
@@ -123,5 +124,5 @@ async fn editing_rtc_ports_replaces_idle_workers_and_leaves_allocated_ones() {
     assert_eq!(allocated.len(), 1);
     assert_eq!(allocated[0].uid(), taken.uid());
     assert_eq!(worker_pod::hash_of(&allocated[0]), Some(old_hash.as_str()));
-    assert!(args(&allocated[0]).contains(&"--rtc-min-port=45000".to_owned()));
+    assert!(rtc_within(&allocated[0], 45000, 45099));
 }

@@ -220,8 +220,10 @@ async fn a_worker_whose_node_is_lost_is_replaced_with_the_same_links_and_verific
     let _cleanup = LostNode { cp, node: node_name.clone(), ns: ns.clone(), pod: pod_name.clone() };
     let heartbeat = |status: &str, reason: &str| {
         let t = Timestamp::now().to_string();
+        // An address too: the operator tells a hostNetwork worker its node's.
         json!({"status": {"conditions": [{"type": "Ready", "status": status, "reason": reason,
-            "lastHeartbeatTime": t, "lastTransitionTime": t}]}})
+            "lastHeartbeatTime": t, "lastTransitionTime": t}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}})
     };
     let params = PatchParams::default();
     nodes.patch_status(&node_name, &params, &Patch::Merge(heartbeat("True", "KubeletReady"))).await.unwrap();
@@ -234,7 +236,7 @@ async fn a_worker_whose_node_is_lost_is_replaced_with_the_same_links_and_verific
         &pool_obj,
         &pod_name,
         Some(&session_obj),
-        WorkerPorts { admin: i32::from(base + 8), signaling: i32::from(base + 9) },
+        WorkerPorts { admin: i32::from(base + 8), signaling: i32::from(base + 9), rtc: None },
     );
     pod.metadata.namespace = Some(ns.clone());
     let spec = pod.spec.as_mut().unwrap();

@@ -11,6 +11,7 @@ mod chart_install;
 mod common;
 mod failover;
 mod lifecycle;
+mod pool_slots;
 mod session_tls;
 
 use std::net::TcpListener;
@@ -40,9 +41,9 @@ async fn cluster() -> &'static ControlPlane {
     cp
 }
 
-/// A block of 20 host ports below the ephemeral range that no other test of this binary uses.
+/// A block of 40 ports below the ephemeral range that no other test of this binary uses.
 fn host_ports() -> u16 {
-    tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 20 * 20
+    tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 40 * 40
 }
 
 /// The province, the town and a ward, a hostNetwork pool of the worker image with `warm` warm
@@ -58,7 +59,7 @@ spec:
   replicas: {warm}
   hostNetwork: true
   hostPorts: {{min: {base}, max: {host_max}}}
-  rtcPorts: {{min: {rtc_min}, max: {rtc_max}}}
+  rtcPorts: {{min: {rtc_min}, max: {rtc_max}, perWorker: 10}}
   resources: {resources}
 ---
 apiVersion: tiepdan.io/v1alpha1
@@ -86,10 +87,11 @@ spec:
   schedule: {{start: "{start}", durationMinutes: 60}}
   readiness: {{deadline: "{deadline}", rehearsalMinutes: 60}}
 "#,
-        // Host ports take the lower half of the block, RTC ports the upper; both on 127.0.0.1.
+        // Host ports take the first 10 of the block, RTC ports the other 30 (three workers' 10
+        // each); all on 127.0.0.1.
         host_max = base + 9,
         rtc_min = base + 10,
-        rtc_max = base + 19,
+        rtc_max = base + 39,
     )
 }
 

@@ -330,8 +330,9 @@ pub fn media_worker_bin() -> PathBuf {
 }
 
 /// `examples/my-hao/00-media-worker-pool.yaml` applied to `ns` in the host network, with a free
-/// block of 10 host ports: the kubelet probes pods from the root network namespace, which cannot
-/// reach pods behind the node's bridge, so only host-network workers get Ready here.
+/// block of 10 host ports and 20 RTC ports for each worker: the kubelet probes pods from the root
+/// network namespace, which cannot reach pods behind the node's bridge, so only host-network
+/// workers get Ready here.
 pub fn apply_example_pool_on_node(cp: &ControlPlane, ns: &str) {
     let host_min = tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 10 * 10;
     let example = std::fs::read_to_string(repo().join("examples/my-hao/00-media-worker-pool.yaml")).unwrap();
@@ -341,6 +342,8 @@ pub fn apply_example_pool_on_node(cp: &ControlPlane, ns: &str) {
         1,
     );
     assert_ne!(on_node, example, "the example pool has a spec");
+    let on_node = on_node.replacen("    max: 40099\n", "    max: 40099\n    perWorker: 20\n", 1);
+    assert!(on_node.contains("perWorker: 20"), "the example pool's rtcPorts end at 40099");
     let out = kubectl_apply_yaml(cp, ns, &on_node);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -367,7 +370,7 @@ spec:
   replicas: 1
   hostNetwork: true
   hostPorts: {{min: {host_min}, max: {host_max}}}
-  rtcPorts: {{min: {rtc_min}, max: {rtc_max}}}
+  rtcPorts: {{min: {rtc_min}, max: {rtc_max}, perWorker: 20}}
 ---
 apiVersion: tiepdan.io/v1alpha1
 kind: ReceptionPoint
