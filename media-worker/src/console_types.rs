@@ -15,7 +15,7 @@ use crate::checks::{CheckItem, CheckState, ConsoleCheck, IcePath};
 use crate::console::JoinCheck;
 use crate::signaling::protocol::{
     ClientMessage, Direction, ErrorCode, IceServer, IceTransportPolicy, PeerInfo, ProducerInfo, RequestId, Role,
-    ServerMessage,
+    ServerMessage, TileView, VideoCaps,
 };
 use crate::tokens::JoinClaims;
 use std::collections::BTreeSet;
@@ -103,6 +103,8 @@ fn declarations() -> Vec<Declaration> {
         declaration::<PeerInfo>(&cfg),
         declaration::<ProducerInfo>(&cfg),
         declaration::<IceServer>(&cfg),
+        declaration::<TileView>(&cfg),
+        declaration::<VideoCaps>(&cfg),
         declaration::<IceTransportPolicy>(&cfg),
         declaration::<ClientMessage>(&cfg),
         declaration::<ServerMessage>(&cfg),

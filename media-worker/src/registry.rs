@@ -414,6 +414,7 @@ impl Registry {
         };
         let (ice_servers, ice_transport_policy) = self.relay_for(&allocation.session, &verified);
         let uplink_kbps = verified.uplink_kbps;
+        let video = verified.video;
         let welcome = |snapshot: &JoinSnapshot| ServerEnvelope {
             request_id,
             message: ServerMessage::Joined {
@@ -426,10 +427,11 @@ impl Registry {
                 ice_servers,
                 ice_transport_policy,
                 uplink_kbps: uplink_kbps.map(std::num::NonZeroU32::get),
+                video,
             },
         };
         let held = TokenVersion { epoch: verified.epoch, link_generation: verified.link_generation };
-        room.join(NewMember { peer, conn, held, outbox, kick, uplink_kbps }, welcome)?;
+        room.join(NewMember { peer, conn, held, outbox, kick, uplink_kbps, video }, welcome)?;
         let class = Class::of(verified.role);
         let key = MemberKey { class, point: verified.point.clone(), conn };
         // From here on, dropping the membership undoes the join.

@@ -19,12 +19,16 @@
 //! (dropping it if the member left meanwhile, which closes it).
 
 use crate::ids::{PointName, SessionId};
+use crate::layers::{self, SendCapError, VideoChoice, AUDIO_PRIORITY, DEFAULT_TOP_HEIGHT};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
 use crate::sfu_evidence::{Evidence, VOICE_THRESHOLD_DBOV};
-use crate::signaling::protocol::{Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage};
+use crate::signaling::protocol::{
+    Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage, TileView, VideoCaps,
+};
 use crate::tokens::TokenVersion;
 use crate::workers::media_codecs;
 use mediasoup::audio_level_observer::{AudioLevelObserver, AudioLevelObserverOptions};
+use mediasoup::consumer::ConsumerLayers;
 use mediasoup::data_structures::TransportProtocol;
 use mediasoup::prelude::{
     Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions, Producer,
@@ -157,6 +161,10 @@ pub enum RoomError {
     RemoteAddressForbidden,
     #[error("a probe consumes each producer at most once, so it cannot multiply traffic")]
     AlreadyConsuming,
+    #[error(transparent)]
+    SendCap(#[from] SendCapError),
+    #[error("a viewport names at most {MAX_CONSUMERS} tiles")]
+    TooManyTiles,
     #[error("failed to {what}: {detail}")]
     Media { what: &'static str, detail: String },
     #[error("failed to reach the media thread")]
@@ -173,7 +181,7 @@ impl RoomError {
             Self::ProducerNotFound => ErrorCode::ProducerNotFound,
             Self::ConsumerNotFound => ErrorCode::ConsumerNotFound,
             Self::CannotConsume => ErrorCode::CannotConsume,
-            Self::Limit(_) | Self::AlreadyConsuming => ErrorCode::LimitExceeded,
+            Self::Limit(_) | Self::AlreadyConsuming | Self::SendCap(_) | Self::TooManyTiles => ErrorCode::LimitExceeded,
             Self::PlainTransportForbidden => ErrorCode::PlainTransportForbidden,
             Self::RemoteAddressForbidden => ErrorCode::RemoteAddressForbidden,
             Self::Media { .. } => ErrorCode::MediaRejected,
@@ -204,6 +212,9 @@ pub struct ConsumerEntry {
     pub consumer: Consumer,
     /// Whose producer this consumes (may be the member itself: self-test loopback).
     pub producer_point: PointName,
+    /// The client said it is ready (`resumeConsumer`); the consumer still stays paused while
+    /// its tile is hidden.
+    pub ready: bool,
 }
 
 /// What one member created.
@@ -223,10 +234,18 @@ struct Member {
     outbox: Outbox,
     kick: Option<oneshot::Sender<Kick>>,
     uplink_kbps: Option<NonZeroU32>,
+    video: VideoCaps,
+    /// The member's tiles, by the point they show (`setViewport`).
+    viewport: HashMap<PointName, TileView>,
     media: PeerMedia,
 }
 
 impl Member {
+    /// The most this member may send as video, all layers together, in kbit/s.
+    fn video_budget_kbps(&self) -> Option<u32> {
+        self.video.video_budget_kbps(self.uplink_kbps.map_or(0, NonZeroU32::get))
+    }
+
     fn push(&self, message: ServerMessage) {
         // A closed outbox means the connection is ending; it will leave the room shortly.
         let _ = self.outbox.send(ServerEnvelope::push(message));
@@ -265,6 +284,8 @@ pub struct JoinSnapshot {
 pub struct MemberMedia {
     pub point: PointName,
     pub transports: Vec<MediaTransport>,
+    /// The receive-direction ones among `transports`: the SFU's bandwidth estimate is theirs.
+    pub receiving: Vec<MediaTransport>,
     pub producers: Vec<Producer>,
     pub consumers: Vec<ConsumerEntry>,
 }
@@ -280,6 +301,8 @@ pub struct NewMember {
     pub kick: oneshot::Sender<Kick>,
     /// The most the member may send, in kbit/s: the cap on its send transports.
     pub uplink_kbps: Option<NonZeroU32>,
+    /// The session's video caps, enforced on the member's video producers.
+    pub video: VideoCaps,
 }
 
 #[derive(Debug)]
@@ -405,6 +428,8 @@ impl Room {
                     outbox: new.outbox,
                     kick: Some(new.kick),
                     uplink_kbps: new.uplink_kbps,
+                    video: new.video,
+                    viewport: HashMap::new(),
                     media: PeerMedia::default(),
                 },
             );
@@ -472,6 +497,13 @@ impl Room {
             .map(|m| MemberMedia {
                 point: m.peer.point.clone(),
                 transports: m.media.transports.values().map(|t| t.transport.clone()).collect(),
+                receiving: m
+                    .media
+                    .transports
+                    .values()
+                    .filter(|t| t.direction == Direction::Recv)
+                    .map(|t| t.transport.clone())
+                    .collect(),
                 producers: m.media.producers.values().cloned().collect(),
                 consumers: m.media.consumers.values().cloned().collect(),
             })
@@ -553,9 +585,12 @@ impl Room {
         direction: Direction,
     ) -> Result<ServerMessage, RoomError> {
         self.check_transport_room(key)?;
-        // `uplinkKbps` caps what the point sends, so it only concerns the send direction.
+        // `uplinkKbps` and the session's video cap limit what the point sends, so they only
+        // concern the send direction.
         let cap = match direction {
-            Direction::Send => self.with_member(key, |m| Ok(m.uplink_kbps))?,
+            Direction::Send => self.with_member(key, |m| {
+                Ok(m.video.send_cap_kbps(m.uplink_kbps.map_or(0, NonZeroU32::get)).and_then(NonZeroU32::new))
+            })?,
             Direction::Recv => None,
         };
         let router = self.router.clone();
@@ -668,10 +703,12 @@ impl Room {
         }
         self.with_member(key, |m| {
             if m.media.producers.len() >= MAX_PRODUCERS {
-                Err(RoomError::Limit("producers"))
-            } else {
-                Ok(())
+                return Err(RoomError::Limit("producers"));
             }
+            if kind == MediaKind::Video {
+                layers::check_send(&rtp_parameters.encodings, m.video_budget_kbps())?;
+            }
+            Ok(())
         })?;
         let observer = self.audio_levels.clone();
         let evidence = self.evidence.clone();
@@ -741,7 +778,7 @@ impl Room {
         if entry.direction != Direction::Recv {
             return Err(RoomError::WrongDirection);
         }
-        let (owner, kind) = {
+        let (owner, kind, choice) = {
             let state = self.lock();
             let Some(me) = state.members.get(&key.id()) else {
                 return Err(RoomError::NotMember);
@@ -756,7 +793,9 @@ impl Room {
             {
                 return Err(RoomError::AlreadyConsuming);
             }
-            find_producer(&state, key.class, producer_id).ok_or(RoomError::ProducerNotFound)?
+            let (owner, kind) = find_producer(&state, key.class, producer_id).ok_or(RoomError::ProducerNotFound)?;
+            let choice = video_choice(&state, me, producer_id, &owner);
+            (owner, kind, choice)
         };
         if !self.router.can_consume(&producer_id, &rtp_capabilities) {
             return Err(RoomError::CannotConsume);
@@ -768,10 +807,21 @@ impl Room {
                 // Paused until the client says it is ready, so the first video frame it gets
                 // is a key frame it can render.
                 options.paused = true;
-                match entry.transport {
+                if let Some(VideoChoice::Layer { spatial, .. }) = choice {
+                    options.preferred_layers = Some(ConsumerLayers { spatial_layer: spatial, temporal_layer: None });
+                }
+                let consumer = match entry.transport {
                     MediaTransport::WebRtc(t) => t.consume(options).await,
                     MediaTransport::Plain(t) => t.consume(options).await,
                 }
+                .map_err(|e| e.to_string())?;
+                let priority = match choice {
+                    None => AUDIO_PRIORITY,
+                    Some(VideoChoice::Layer { priority, .. }) => priority,
+                    Some(VideoChoice::Paused) => 1,
+                };
+                consumer.set_priority(priority).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(consumer)
             })
             .await?
             .map_err(|e| RoomError::media("consume")(&e))?;
@@ -783,7 +833,7 @@ impl Room {
             rtp_parameters: consumer.rtp_parameters().clone(),
             paused: consumer.paused(),
         };
-        let mut leftover = Some(ConsumerEntry { consumer, producer_point: owner });
+        let mut leftover = Some(ConsumerEntry { consumer, producer_point: owner, ready: false });
         let stored = {
             let mut state = self.lock();
             // The producer may have closed while mediasoup created the consumer; its
@@ -806,15 +856,69 @@ impl Room {
         stored
     }
 
+    /// The client is ready for the consumer's media. A video consumer whose tile is hidden stays
+    /// paused until the tile shows again (`set_viewport`).
     pub async fn resume_consumer(&self, key: &MemberKey, consumer_id: ConsumerId) -> Result<ServerMessage, RoomError> {
         let consumer = self.with_member(key, |m| {
-            m.media.consumers.get(&consumer_id).map(|c| c.consumer.clone()).ok_or(RoomError::ConsumerNotFound)
+            let entry = m.media.consumers.get_mut(&consumer_id).ok_or(RoomError::ConsumerNotFound)?;
+            entry.ready = true;
+            let hidden = entry.consumer.kind() == MediaKind::Video
+                && m.viewport.get(&entry.producer_point).is_some_and(|t| !t.visible || t.height == 0);
+            Ok((!hidden).then(|| entry.consumer.clone()))
         })?;
-        self.media
-            .run(move || async move { consumer.resume().await })
-            .await?
-            .map_err(|e| RoomError::media("resume the consumer")(&e))?;
+        if let Some(consumer) = consumer {
+            self.media
+                .run(move || async move { consumer.resume().await })
+                .await?
+                .map_err(|e| RoomError::media("resume the consumer")(&e))?;
+        }
         Ok(ServerMessage::ConsumerResumed { consumer_id })
+    }
+
+    /// Follows the member's tiles: each video consumer gets the layer its tile needs and the
+    /// priority its size earns, or is paused while its tile is hidden (see [`layers`]).
+    pub async fn set_viewport(&self, key: &MemberKey, tiles: Vec<TileView>) -> Result<ServerMessage, RoomError> {
+        if tiles.len() > MAX_CONSUMERS {
+            return Err(RoomError::TooManyTiles);
+        }
+        let plan: Vec<(Consumer, bool, VideoChoice)> = {
+            let mut state = self.lock();
+            let Some(me) = state.members.get_mut(&key.id()).filter(|m| m.conn == key.conn) else {
+                return Err(RoomError::NotMember);
+            };
+            me.viewport = tiles.into_iter().map(|t| (t.point.clone(), t)).collect();
+            let me = &state.members[&key.id()];
+            me.media
+                .consumers
+                .values()
+                .filter(|c| c.consumer.kind() == MediaKind::Video)
+                .filter_map(|c| {
+                    let choice = video_choice(&state, me, c.consumer.producer_id(), &c.producer_point)?;
+                    Some((c.consumer.clone(), c.ready, choice))
+                })
+                .collect()
+        };
+        self.media
+            .run(move || async move {
+                for (consumer, ready, choice) in plan {
+                    match choice {
+                        VideoChoice::Paused => consumer.pause().await?,
+                        VideoChoice::Layer { spatial, priority } => {
+                            consumer
+                                .set_preferred_layers(ConsumerLayers { spatial_layer: spatial, temporal_layer: None })
+                                .await?;
+                            consumer.set_priority(priority).await?;
+                            if ready && consumer.paused() {
+                                consumer.resume().await?;
+                            }
+                        }
+                    }
+                }
+                Ok::<_, mediasoup::worker::RequestError>(())
+            })
+            .await?
+            .map_err(|e| RoomError::media("apply the viewport")(&e))?;
+        Ok(ServerMessage::ViewportApplied)
     }
 }
 
@@ -848,6 +952,22 @@ async fn watch_producer(
         }
     }
     Ok(())
+}
+
+/// What `me` gets of `producer_id` (owned by `owner`): `None` for audio, else the layer its
+/// tile needs (see [`layers::choose`]).
+fn video_choice(state: &RoomState, me: &Member, producer_id: ProducerId, owner: &PointName) -> Option<VideoChoice> {
+    let owner_member = state.members.get(&(me.class, owner.clone()))?;
+    let producer = owner_member.media.producers.get(&producer_id)?;
+    if producer.kind() != MediaKind::Video {
+        return None;
+    }
+    let top = match owner_member.video.max_height {
+        0 => DEFAULT_TOP_HEIGHT,
+        h => h,
+    };
+    let heights = layers::layer_heights(&producer.rtp_parameters().encodings, top);
+    Some(layers::choose(&heights, me.viewport.get(owner)))
 }
 
 fn producer_infos(member: &Member) -> impl Iterator<Item = ProducerInfo> + '_ {

@@ -17,6 +17,8 @@
 //!   consume {transportId, producerId} ->   consumed {consumerId, ..., paused: true}
 //!   resumeConsumer {consumerId}       ->   consumerResumed {consumerId}
 //!   reportChecks {checks}             ->   checksRecorded
+//!   setViewport {tiles}               ->   viewportApplied
+//!   reportQuality {freezes, ...}      ->   qualityRecorded
 //!   leave                             ->   left
 //!                                     <-   newProducer | producerClosed | consumerClosed | peerJoined | peerLeft
 //!   (anything wrong)                  <-   error {code, message}
@@ -30,7 +32,7 @@ use mediasoup::prelude::{
 };
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-pub use tiepdan_contract::{ErrorCode, Role};
+pub use tiepdan_contract::{ErrorCode, Role, VideoCaps};
 use ts_rs::TS;
 
 /// Frames larger than this are refused with `frame_too_large`. Real messages are a few KiB (RTP
@@ -126,6 +128,19 @@ pub enum ClientMessage {
     ReportChecks {
         checks: Vec<ConsoleCheck>,
     },
+    /// Where the console shows each other point's picture: the worker picks each video
+    /// consumer's simulcast layer from its tile's height, and pauses it while the tile is hidden
+    /// (see `layers`). Each message replaces the previous one; a point left out keeps the default.
+    SetViewport {
+        tiles: Vec<TileView>,
+    },
+    /// What the office's browser measured of the pictures it received since its previous report
+    /// (`inbound-rtp` `freezeCount` and `totalFreezesDuration`): the worker counts them in its
+    /// metrics.
+    ReportQuality {
+        freezes: u32,
+        freeze_seconds: f64,
+    },
     Leave,
 }
 
@@ -143,6 +158,8 @@ impl ClientMessage {
             Self::Consume { .. } => "consume",
             Self::ResumeConsumer { .. } => "resumeConsumer",
             Self::ReportChecks { .. } => "reportChecks",
+            Self::SetViewport { .. } => "setViewport",
+            Self::ReportQuality { .. } => "reportQuality",
             Self::Leave => "leave",
         }
     }
@@ -161,6 +178,8 @@ impl ClientMessage {
         "consume",
         "resumeConsumer",
         "reportChecks",
+        "setViewport",
+        "reportQuality",
         "leave",
     ];
 }
@@ -199,6 +218,16 @@ pub struct ProducerInfo {
     pub point: PointName,
     #[ts(type = "types.MediaKind")]
     pub kind: MediaKind,
+}
+
+/// One tile of the console: the point whose picture it shows, its height in device pixels, and
+/// whether any of it is on screen (not scrolled away, the window not minimised or hidden).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct TileView {
+    pub point: PointName,
+    pub height: u32,
+    pub visible: bool,
 }
 
 /// A TURN server as `RTCIceServer` takes it.
@@ -247,6 +276,11 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         uplink_kbps: Option<u32>,
+        /// The session's video caps (`spec.media.video`), which the worker enforces on the
+        /// point's video producers; absent means none.
+        #[serde(default, skip_serializing_if = "VideoCaps::is_unset")]
+        #[ts(as = "Option<VideoCaps>", optional)]
+        video: VideoCaps,
     },
     WebRtcTransportCreated {
         #[ts(type = "string")]
@@ -294,6 +328,10 @@ pub enum ServerMessage {
     },
     /// The reply to `reportChecks`: the report was recorded.
     ChecksRecorded,
+    /// The reply to `setViewport`: every consumer's layer and pause follow the tiles now.
+    ViewportApplied,
+    /// The reply to `reportQuality`.
+    QualityRecorded,
     NewProducer {
         #[ts(type = "string")]
         producer_id: ProducerId,
@@ -478,6 +516,8 @@ mod tests {
                    "rtpCapabilities": {"codecs": [], "headerExtensions": []}}),
             json!({"action": "resumeConsumer", "consumerId": fresh_id::<ConsumerId>()}),
             json!({"action": "reportChecks", "checks": [{"item": "icePath", "state": "passed", "path": "turn-tls"}]}),
+            json!({"action": "setViewport", "tiles": [{"point": "xa-a", "height": 360, "visible": true}]}),
+            json!({"action": "reportQuality", "freezes": 1, "freezeSeconds": 0.5}),
             json!({"action": "leave"}),
         ];
         assert_eq!(samples.len(), ClientMessage::ACTIONS.len());
@@ -540,6 +580,7 @@ mod tests {
                 }],
                 ice_transport_policy: IceTransportPolicy::Relay,
                 uplink_kbps: Some(512),
+                video: VideoCaps { max_bitrate_kbps: 500, max_height: 360 },
             },
             ServerMessage::PlainTransportCreated {
                 transport_id: fresh_id::<TransportId>(),

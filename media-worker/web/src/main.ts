@@ -587,6 +587,7 @@ async function join(reconnecting: boolean): Promise<void> {
     state.attempt = 0;
     room.setPaused("audio", state.micMuted);
     room.setPaused("video", state.cameraOff);
+    void sendViewport();
     if (reconnecting) {
       notify("connection", { level: "info", title: () => t().reconnectedTitle, body: () => t().reconnectedBody });
       window.setTimeout(() => {
@@ -666,6 +667,13 @@ function leave(): void {
   tiles.clearRemote();
   notify("connection", { level: "info", title: () => t().leftTitle, body: () => t().leftBody });
   renderStatic();
+}
+
+/** How often the console reports the freezes it counted: often enough for a dashboard's minute. */
+const QUALITY_REPORT_MS = 5_000;
+
+async function sendViewport(): Promise<void> {
+  await state.room?.setViewport(tiles.views()).catch((error) => console.warn("setViewport failed", error));
 }
 
 async function pollQuality(): Promise<void> {
@@ -810,6 +818,12 @@ function main(): void {
 
   window.setInterval(tick, 1_000);
   window.setInterval(() => void pollQuality(), 2_000);
+  // The tiles' sizes follow the window and the room; the worker hears only changes. A hidden
+  // (minimised, backgrounded) page says so at once, so its pictures stop at once.
+  window.setInterval(() => void sendViewport(), 1_000);
+  document.addEventListener("visibilitychange", () => void sendViewport());
+  window.addEventListener("resize", () => void sendViewport());
+  window.setInterval(() => void state.room?.reportQuality().catch(() => undefined), QUALITY_REPORT_MS);
   window.setInterval(() => void sampleChecks(), 500);
   const fill = el("meter-fill");
   window.setInterval(() => {

@@ -9,12 +9,14 @@ export type MediaProblem =
   | { kind: "other"; detail: string };
 
 /**
- * 640×360 at up to 25 fps: enough to recognise faces and documents held to the camera, and light
- * enough for the older PCs and shared lines of commune offices, which receive every other point.
+ * 1280×720 at up to 25 fps, the session's default `maxHeight`: the camera is sent as three
+ * simulcast layers (180p, 360p, 720p; the top one scaled down to the session's `maxHeight`), and
+ * each receiving office gets only the layer its tile needs, so a shared commune line carries
+ * thumbnails for most points and the full picture only for a large tile.
  */
 const VIDEO_CONSTRAINTS: MediaTrackConstraints = {
-  width: { ideal: 640 },
-  height: { ideal: 360 },
+  width: { ideal: 1280 },
+  height: { ideal: 720 },
   frameRate: { ideal: 25, max: 30 },
 };
 

@@ -20,6 +20,8 @@ export type {
   ProducerInfo,
   Role,
   ServerMessage,
+  TileView,
+  VideoCaps,
 } from "./generated/wire";
 
 export type MediaKind = types.MediaKind;
@@ -46,6 +48,8 @@ export interface Replies {
   consume: Message<"consumed">;
   resumeConsumer: Message<"consumerResumed">;
   reportChecks: Message<"checksRecorded">;
+  setViewport: Message<"viewportApplied">;
+  reportQuality: Message<"qualityRecorded">;
   leave: Message<"left">;
 }
 
@@ -58,6 +62,8 @@ export const REPLY_ACTION: { [A in ClientAction]: Replies[A]["action"] } = {
   consume: "consumed",
   resumeConsumer: "consumerResumed",
   reportChecks: "checksRecorded",
+  setViewport: "viewportApplied",
+  reportQuality: "qualityRecorded",
   leave: "left",
 };
 

@@ -1,7 +1,7 @@
 // The video tiles of the room: one per other point (the host's larger) and our own.
 
 import { t } from "./i18n";
-import type { MediaKind, PeerInfo } from "./protocol";
+import type { MediaKind, PeerInfo, TileView } from "./protocol";
 import type { RoomView } from "./room";
 
 interface Tile {
@@ -79,6 +79,22 @@ export class Tiles implements RoomView {
     if (kind === "video") {
       tile.el.classList.toggle("has-video", track !== null);
     }
+  }
+
+  /**
+   * Where each other point's picture is shown: its tile's height in device pixels, and whether
+   * any of it is on screen (the page visible, the tile not scrolled away). The worker sends each
+   * picture at the layer that fills its tile, and nothing for tiles nobody sees.
+   */
+  views(): TileView[] {
+    const pageVisible = document.visibilityState === "visible";
+    const scale = window.devicePixelRatio || 1;
+    return [...this.tiles.values()].map((tile) => {
+      const box = tile.el.getBoundingClientRect();
+      const onScreen =
+        box.height > 0 && box.bottom > 0 && box.right > 0 && box.top < window.innerHeight && box.left < window.innerWidth;
+      return { point: tile.peer.point, height: Math.round(box.height * scale), visible: pageVisible && onScreen };
+    });
   }
 
   /** Removes the other points (the room ended); our own tile stays. */

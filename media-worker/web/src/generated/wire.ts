@@ -70,6 +70,25 @@ export type ProducerInfo = { producerId: string, point: string, kind: types.Medi
 export type IceServer = { urls: Array<string>, username: string, credential: string, };
 
 /**
+ * One tile of the console: the point whose picture it shows, its height in device pixels, and
+ * whether any of it is on screen (not scrolled away, the window not minimised or hidden).
+ */
+export type TileView = { point: string, height: number, visible: boolean, };
+
+/**
+ * `ReceptionSession.spec.media.video`, as signed into the `video` claim. 0 means no cap.
+ */
+export type VideoCaps = { 
+/**
+ * The most a point's camera sends, all simulcast layers together, in kbit/s.
+ */
+maxBitrateKbps: number, 
+/**
+ * The tallest picture a point's camera sends, in pixels.
+ */
+maxHeight: number, };
+
+/**
  * `RTCIceTransportPolicy`: which local candidates the browser may use.
  */
 export type IceTransportPolicy = "all" | "relay";
@@ -77,7 +96,7 @@ export type IceTransportPolicy = "all" | "relay";
 /**
  * What a client may ask of the worker.
  */
-export type ClientMessage = { "action": "join", token: string, } | { "action": "createWebRtcTransport", direction: Direction, } | { "action": "connectWebRtcTransport", transportId: string, dtlsParameters: types.DtlsParameters, } | { "action": "createPlainTransport", direction: Direction, } | { "action": "connectPlainTransport", transportId: string, ip: string, port: number, rtcpPort?: number | null, } | { "action": "produce", transportId: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "reportChecks", checks: Array<ConsoleCheck>, } | { "action": "leave" };
+export type ClientMessage = { "action": "join", token: string, } | { "action": "createWebRtcTransport", direction: Direction, } | { "action": "connectWebRtcTransport", transportId: string, dtlsParameters: types.DtlsParameters, } | { "action": "createPlainTransport", direction: Direction, } | { "action": "connectPlainTransport", transportId: string, ip: string, port: number, rtcpPort?: number | null, } | { "action": "produce", transportId: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "reportChecks", checks: Array<ConsoleCheck>, } | { "action": "setViewport", tiles: Array<TileView>, } | { "action": "reportQuality", freezes: number, freezeSeconds: number, } | { "action": "leave" };
 
 /**
  * What the worker sends: replies, pushes and errors.
@@ -106,12 +125,17 @@ iceTransportPolicy: IceTransportPolicy,
  * The most the point may send, in kbit/s (`uplinkKbps`), enforced on its send
  * transport; absent means no cap.
  */
-uplinkKbps?: number, } | { "action": "webRtcTransportCreated", transportId: string, direction: Direction, iceParameters: types.IceParameters, iceCandidates: Array<IceCandidate>, dtlsParameters: types.DtlsParameters, } | { "action": "plainTransportCreated", transportId: string, direction: Direction, 
+uplinkKbps?: number, 
+/**
+ * The session's video caps (`spec.media.video`), which the worker enforces on the
+ * point's video producers; absent means none.
+ */
+video?: VideoCaps, } | { "action": "webRtcTransportCreated", transportId: string, direction: Direction, iceParameters: types.IceParameters, iceCandidates: Array<IceCandidate>, dtlsParameters: types.DtlsParameters, } | { "action": "plainTransportCreated", transportId: string, direction: Direction, 
 /**
  * Where to send RTP (send direction) or RTCP (recv direction): the first packet's source
  * becomes the transport's remote address.
  */
-ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "checksRecorded" } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
+ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "checksRecorded" } | { "action": "viewportApplied" } | { "action": "qualityRecorded" } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
 
 /**
  * Answer of `POST /v1/join-check`: whether a `join` with this token would be accepted now, and
@@ -160,4 +184,10 @@ uplinkKbps?: number,
  * The point's spec says it has no camera (`ReceptionPoint.spec.media.audioOnly`): its
  * checklist leaves out the video items. Absent means false, so older links keep their bytes.
  */
-audioOnly?: boolean, };
+audioOnly?: boolean, 
+/**
+ * The session's video caps (`ReceptionSession.spec.media.video`): the worker refuses video
+ * above them and the console shapes its layers to fit. Absent means no cap, so older links
+ * keep their bytes.
+ */
+video?: VideoCaps, };
