@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 pub const AUDIO_RESERVE_KBPS: u32 = 64;
 /// Below this a camera is not worth sending; an uplink cap leaves video at least this much.
 pub const VIDEO_MIN_KBPS: u32 = 100;
+/// What RTP headers, retransmissions and bandwidth probing add on the wire to the video's own
+/// bitrate, in percent: the send transport allows this much over the video budget so the sender's
+/// estimate can reach the budget and enable its top layer (which the encoder still holds to its
+/// `maxBitrate`).
+pub const TRANSPORT_OVERHEAD_PERCENT: u32 = 20;
 /// Cameras send at most this many simulcast layers (low, medium, full).
 pub const MAX_SIMULCAST_LAYERS: usize = 3;
 
@@ -43,10 +48,13 @@ impl VideoCaps {
         }
     }
 
-    /// The most a point's send transport may take in, in kbit/s: the video budget plus audio.
-    /// `None` when nothing caps it.
+    /// The most a point's send transport may take in, in kbit/s: the video budget with its
+    /// transport overhead, plus audio. `None` when nothing caps it.
     pub fn send_cap_kbps(&self, uplink_kbps: u32) -> Option<u32> {
-        self.video_budget_kbps(uplink_kbps).map(|video| video.saturating_add(AUDIO_RESERVE_KBPS))
+        self.video_budget_kbps(uplink_kbps).map(|video| {
+            let overhead = video.saturating_mul(TRANSPORT_OVERHEAD_PERCENT) / 100;
+            video.saturating_add(overhead).saturating_add(AUDIO_RESERVE_KBPS)
+        })
     }
 }
 
@@ -69,7 +77,7 @@ mod tests {
         ];
         for (session, uplink, want) in table {
             assert_eq!(caps(session).video_budget_kbps(uplink), want, "session {session}, uplink {uplink}");
-            assert_eq!(caps(session).send_cap_kbps(uplink), want.map(|v| v + AUDIO_RESERVE_KBPS));
+            assert_eq!(caps(session).send_cap_kbps(uplink), want.map(|v| v + v / 5 + AUDIO_RESERVE_KBPS));
         }
     }
 

@@ -74,6 +74,52 @@ pub fn choose(heights: &[u32], tile: Option<&TileView>) -> VideoChoice {
     VideoChoice::Layer { spatial, priority: priority(tile.height) }
 }
 
+/// What a receiver's audio takes of its bandwidth estimate, per audio consumer (Opus with FEC,
+/// plus headers), bits per second.
+pub const AUDIO_BPS: u32 = 48_000;
+/// The share of the estimate pictures may be planned into: the estimate wobbles, and a line run
+/// at its estimate queues and then drops.
+const ESTIMATE_SHARE_PERCENT: u64 = 85;
+
+/// One video consumer as [`fit_to_estimate`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    /// The layer its tile asks for ([`choose`]).
+    pub wanted: u8,
+    pub priority: u8,
+    /// Each layer's `maxBitrate` as the sender declared it, lowest first (bits per second; 0
+    /// when not declared).
+    pub layer_bps: Vec<u32>,
+}
+
+/// Lowers the layers `demands` ask for until they fit the receiver's bandwidth estimate (less
+/// its `audio` consumers): the largest tiles (highest priority) keep theirs first, smaller ones
+/// step down, and a picture that does not fit even at its lowest layer keeps that layer (mediasoup
+/// then drops its frames rather than the sound). Returns each demand's layer, in order. Without
+/// an estimate every tile gets what it asks for.
+pub fn fit_to_estimate(demands: &[Demand], estimate_bps: Option<u32>, audio: usize) -> Vec<u8> {
+    let mut layers: Vec<u8> = demands.iter().map(|d| d.wanted).collect();
+    let Some(estimate) = estimate_bps else {
+        return layers;
+    };
+    let audio_bps = u64::from(AUDIO_BPS) * u64::try_from(audio).unwrap_or(u64::MAX);
+    let mut budget = (u64::from(estimate) * ESTIMATE_SHARE_PERCENT / 100).saturating_sub(audio_bps);
+    let mut order: Vec<usize> = (0..demands.len()).collect();
+    // Highest priority first; ties keep the order given.
+    order.sort_by_key(|i| std::cmp::Reverse(demands[*i].priority));
+    for i in order {
+        let demand = &demands[i];
+        let cost = |layer: u8| u64::from(demand.layer_bps.get(usize::from(layer)).copied().unwrap_or(0));
+        let mut layer = demand.wanted.min(u8::try_from(demand.layer_bps.len().saturating_sub(1)).unwrap_or(0));
+        while layer > 0 && cost(layer) > budget {
+            layer -= 1;
+        }
+        budget = budget.saturating_sub(cost(layer));
+        layers[i] = layer;
+    }
+    layers
+}
+
 /// Bigger tiles first: a tile's height in device pixels, mapped into the video priority range.
 fn priority(height: u32) -> u8 {
     let scaled = (height / 8).clamp(u32::from(VIDEO_PRIORITY_MIN), u32::from(VIDEO_PRIORITY_MAX));
@@ -174,6 +220,43 @@ mod tests {
             };
             assert!(priority < AUDIO_PRIORITY);
         }
+    }
+
+    fn demand(wanted: u8, priority: u8) -> Demand {
+        // The console's split of 1350 kbit/s: 121, 303, 926.
+        Demand { wanted, priority, layer_bps: vec![121_000, 303_000, 926_000] }
+    }
+
+    #[test]
+    fn layers_step_down_to_fit_the_estimate_small_tiles_first() {
+        let big = demand(2, 85);
+        let small = demand(1, 21);
+        // (estimate, audio consumers) -> [big, small]
+        let table = [
+            (None, 2, vec![2, 1]),
+            // 10 Mbit/s: everything fits.
+            (Some(10_000_000), 2, vec![2, 1]),
+            // 1.6 Mbit/s: 1.36 for video less 96k audio = 1264k: 926 + 303 fits.
+            (Some(1_600_000), 2, vec![2, 1]),
+            // 1.2 Mbit/s: 924k: 720p (926k) does not fit even alone, so the big tile gets 360p,
+            // and the small one keeps its 360p in what is left.
+            (Some(1_200_000), 2, vec![1, 1]),
+            // A bad commune line, 1 Mbit/s estimated at 600k: 414k: 360p for the big tile, 180p
+            // for the small one (303 + 121 > 414 keeps it at its lowest layer).
+            (Some(600_000), 2, vec![1, 0]),
+            // Hardly anything: the lowest layers, sound first.
+            (Some(100_000), 2, vec![0, 0]),
+        ];
+        for (estimate, audio, want) in table {
+            assert_eq!(fit_to_estimate(&[big.clone(), small.clone()], estimate, audio), want, "{estimate:?}");
+        }
+    }
+
+    #[test]
+    fn a_tile_never_gets_more_than_it_asks_for_or_the_sender_has() {
+        assert_eq!(fit_to_estimate(&[demand(0, 10)], Some(100_000_000), 0), vec![0]);
+        let two = Demand { wanted: 2, priority: 10, layer_bps: vec![100_000, 300_000] };
+        assert_eq!(fit_to_estimate(&[two], Some(100_000_000), 0), vec![1]);
     }
 
     #[test]

@@ -49,6 +49,8 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_TRANSPORTS: usize = 8;
 const MAX_PRODUCERS: usize = 8;
 const MAX_CONSUMERS: usize = 64;
+/// Key frame requests for a producer closer together than this are merged (see `produce`).
+const KEY_FRAME_REQUEST_DELAY_MS: u32 = 1000;
 
 /// Identifies one signaling connection; a newer connection for the same point gets a new id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,6 +239,8 @@ struct Member {
     video: VideoCaps,
     /// The member's tiles, by the point they show (`setViewport`).
     viewport: HashMap<PointName, TileView>,
+    /// The SFU's latest bandwidth estimate towards the member (bits per second).
+    estimate_bps: Option<u32>,
     media: PeerMedia,
 }
 
@@ -430,6 +434,7 @@ impl Room {
                     uplink_kbps: new.uplink_kbps,
                     video: new.video,
                     viewport: HashMap::new(),
+                    estimate_bps: None,
                     media: PeerMedia::default(),
                 },
             );
@@ -715,7 +720,11 @@ impl Room {
         let producer = self
             .media
             .run(move || async move {
-                let options = ProducerOptions::new(kind, rtp_parameters);
+                let mut options = ProducerOptions::new(kind, rtp_parameters);
+                // One receiver on a lossy line asks for key frames over and over; forwarding each
+                // request would make the camera send key frames (several times a normal frame)
+                // back to back, which pushes its encoder down for every other receiver too.
+                options.key_frame_request_delay = KEY_FRAME_REQUEST_DELAY_MS;
                 let producer = match entry.transport {
                     MediaTransport::WebRtc(t) => t.produce(options).await,
                     MediaTransport::Plain(t) => t.produce(options).await,
@@ -881,22 +890,13 @@ impl Room {
         if tiles.len() > MAX_CONSUMERS {
             return Err(RoomError::TooManyTiles);
         }
-        let plan: Vec<(Consumer, bool, VideoChoice)> = {
+        let plan = {
             let mut state = self.lock();
             let Some(me) = state.members.get_mut(&key.id()).filter(|m| m.conn == key.conn) else {
                 return Err(RoomError::NotMember);
             };
             me.viewport = tiles.into_iter().map(|t| (t.point.clone(), t)).collect();
-            let me = &state.members[&key.id()];
-            me.media
-                .consumers
-                .values()
-                .filter(|c| c.consumer.kind() == MediaKind::Video)
-                .filter_map(|c| {
-                    let choice = video_choice(&state, me, c.consumer.producer_id(), &c.producer_point)?;
-                    Some((c.consumer.clone(), c.ready, choice))
-                })
-                .collect()
+            plan_member(&state, &key.id())
         };
         self.media
             .run(move || async move {
@@ -919,6 +919,46 @@ impl Room {
             .await?
             .map_err(|e| RoomError::media("apply the viewport")(&e))?;
         Ok(ServerMessage::ViewportApplied)
+    }
+
+    /// Takes the SFU's new bandwidth estimate towards `point` (from the statistics poller) and
+    /// lowers or raises its pictures' layers to fit it ([`layers::fit_to_estimate`]). Only
+    /// consumers whose preferred layer changes are touched.
+    pub async fn fit_to_estimate(&self, point: &PointName, estimate_bps: Option<u32>) -> Result<(), RoomError> {
+        let plan = {
+            let mut state = self.lock();
+            let id = (Class::Point, point.clone());
+            let Some(member) = state.members.get_mut(&id) else {
+                return Ok(());
+            };
+            member.estimate_bps = estimate_bps;
+            plan_member(&state, &id)
+        };
+        let changed: Vec<_> = plan
+            .into_iter()
+            .filter_map(|(consumer, _, choice)| match choice {
+                VideoChoice::Layer { spatial, .. }
+                    if consumer.preferred_layers().map(|l| l.spatial_layer) != Some(spatial) =>
+                {
+                    Some((consumer, spatial))
+                }
+                _ => None,
+            })
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.media
+            .run(move || async move {
+                for (consumer, spatial) in changed {
+                    consumer
+                        .set_preferred_layers(ConsumerLayers { spatial_layer: spatial, temporal_layer: None })
+                        .await?;
+                }
+                Ok::<_, mediasoup::worker::RequestError>(())
+            })
+            .await?
+            .map_err(|e| RoomError::media("fit the layers to the estimate")(&e))
     }
 }
 
@@ -952,6 +992,44 @@ async fn watch_producer(
         }
     }
     Ok(())
+}
+
+/// What each of the member's video consumers should get now: its tile's layer ([`layers::choose`])
+/// lowered to fit the member's bandwidth estimate ([`layers::fit_to_estimate`]), or paused.
+/// Returns the consumer, whether its client is ready, and the choice.
+fn plan_member(state: &RoomState, id: &MemberId) -> Vec<(Consumer, bool, VideoChoice)> {
+    let Some(me) = state.members.get(id) else {
+        return Vec::new();
+    };
+    let mut shown = Vec::new();
+    let mut demands = Vec::new();
+    let mut plan = Vec::new();
+    for entry in me.media.consumers.values().filter(|c| c.consumer.kind() == MediaKind::Video) {
+        let Some(choice) = video_choice(state, me, entry.consumer.producer_id(), &entry.producer_point) else {
+            continue;
+        };
+        match choice {
+            VideoChoice::Paused => plan.push((entry.consumer.clone(), entry.ready, choice)),
+            VideoChoice::Layer { spatial, priority } => {
+                let layer_bps = producer_of(state, me.class, entry)
+                    .map(|p| p.rtp_parameters().encodings.iter().map(|e| e.max_bitrate.unwrap_or(0)).collect())
+                    .unwrap_or_default();
+                demands.push(layers::Demand { wanted: spatial, priority, layer_bps });
+                shown.push(entry);
+            }
+        }
+    }
+    let audio = me.media.consumers.values().filter(|c| c.consumer.kind() == MediaKind::Audio).count();
+    let fitted = layers::fit_to_estimate(&demands, me.estimate_bps, audio);
+    for ((entry, demand), spatial) in shown.into_iter().zip(&demands).zip(fitted) {
+        plan.push((entry.consumer.clone(), entry.ready, VideoChoice::Layer { spatial, priority: demand.priority }));
+    }
+    plan
+}
+
+/// The producer a consumer entry consumes, if it is still there.
+fn producer_of<'a>(state: &'a RoomState, class: Class, entry: &ConsumerEntry) -> Option<&'a Producer> {
+    state.members.get(&(class, entry.producer_point.clone()))?.media.producers.get(&entry.consumer.producer_id())
 }
 
 /// What `me` gets of `producer_id` (owned by `owner`): `None` for audio, else the layer its

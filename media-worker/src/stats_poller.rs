@@ -151,7 +151,6 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
         let session = room.session().clone();
         let members = room.media_snapshot();
         let evidence = room.evidence().clone();
-        drop(room);
 
         let mut current = HashMap::new();
         let mut samples = Vec::with_capacity(members.len());
@@ -160,8 +159,14 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
             producers += i64::try_from(member.producers.len()).unwrap_or(0);
             consumers += i64::try_from(member.consumers.len()).unwrap_or(0);
             let sample = sample_member(&member, &evidence, &previous, &mut current, &metrics, session.as_str()).await;
+            let estimate = publish_reception(&member, &metrics, session.as_str()).await;
+            if let Err(error) = room.fit_to_estimate(&member.point, estimate).await {
+                tracing::debug!(point = %member.point, error = %error, "failed to fit the layers to the estimate");
+            }
             samples.push((member.point, sample));
         }
+        // Held for the poll only: the room closes when its last member leaves, one poll later.
+        drop(room);
         previous = current;
         metrics.producers.with_label_values(&[session.as_str()]).set(producers);
         metrics.consumers.with_label_values(&[session.as_str()]).set(consumers);
@@ -181,8 +186,9 @@ fn publish_quality(metrics: &Metrics, session: &str, point: &PointName, sample: 
     metrics.jitter_ms.with_label_values(&labels).set(sample.jitter_ms.unwrap_or(0.0));
 }
 
-/// The layers a point receives and the SFU's bandwidth estimate towards it.
-async fn publish_reception(member: &MemberMedia, metrics: &Metrics, session: &str) {
+/// Publishes the layers a point receives and the SFU's bandwidth estimate towards it, and returns
+/// the estimate.
+async fn publish_reception(member: &MemberMedia, metrics: &Metrics, session: &str) -> Option<u32> {
     let mut layers = LayerCounts::default();
     for entry in member.consumers.iter().filter(|c| c.consumer.kind() == MediaKind::Video) {
         let consumer = &entry.consumer;
@@ -207,6 +213,7 @@ async fn publish_reception(member: &MemberMedia, metrics: &Metrics, session: &st
             let _ = metrics.available_bitrate.remove_label_values(&labels);
         }
     }
+    estimate
 }
 
 /// Video consumers per [`LAYERS`] entry: spatial layers 0, 1, 2 (higher ones counted as 2) and
@@ -254,7 +261,6 @@ async fn sample_member(
     for transport in &member.transports {
         builder.connected(transport_connected(transport).await);
     }
-    publish_reception(member, metrics, session).await;
 
     for producer in &member.producers {
         let Ok(stats) = producer.get_stats().await else {

@@ -84,7 +84,7 @@ async fn the_sessions_caps_reach_the_point_and_the_worker_refuses_a_camera_above
     // Three layers adding up to the cap are fine.
     produce(&mut client, send, &[50, 125, 325]).await.expect("within the cap");
 
-    // The send transport takes in at most the video cap plus audio's share.
+    // The send transport takes in at most the video cap with its RTP overhead, plus audio.
     let (_, room) = server.registry().live_room().expect("a room");
     let MediaTransport::WebRtc(t) = room
         .media_snapshot()
@@ -96,7 +96,7 @@ async fn the_sessions_caps_reach_the_point_and_the_worker_refuses_a_camera_above
         panic!("a WebRTC transport");
     };
     let stats = t.get_stats().await.expect("stats");
-    assert_eq!(stats.first().and_then(|s| s.max_incoming_bitrate), Some((500 + 64) * 1000));
+    assert_eq!(stats.first().and_then(|s| s.max_incoming_bitrate), Some((500 + 100 + 64) * 1000));
     server.stop().await.expect("stop");
 }
 

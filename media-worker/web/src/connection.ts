@@ -41,7 +41,12 @@ const VIDEO_MIN_KBPS = 100;
 /** Below these budgets a third (a second) layer would be too thin to be worth its overhead. */
 const THREE_LAYERS_FROM_KBPS = 300;
 const TWO_LAYERS_FROM_KBPS = 150;
-/** Each layer's share of the budget, lowest first: roughly what each one's pixels need. */
+/**
+ * The share of the budget the encoders aim at: VP8's rate control overshoots its target by up to
+ * a tenth over a few seconds (key frames, motion), and the budget is a cap, not a target.
+ */
+const ENCODER_HEADROOM = 0.9;
+/** Each layer's share of what the encoders aim at, lowest first: roughly what its pixels need. */
 const SHARES: readonly (readonly number[])[] = [[1], [0.3, 0.7], [0.1, 0.25, 0.65]];
 
 /**
@@ -61,7 +66,7 @@ export function videoBudgetKbps(caps: VideoCaps | undefined, uplinkKbps: number 
 /**
  * The simulcast layers of a camera whose track is `trackHeight` pixels tall: up to three (a
  * quarter, half and the full height), the top one no taller than `maxHeight`, with maxBitrates
- * that add up to the budget. The worker picks, per receiver, the layer its tile needs.
+ * that add up to nine tenths of the budget. The worker picks, per receiver, the layer its tile needs.
  */
 export function simulcastEncodings(
   caps: VideoCaps | undefined,
@@ -73,10 +78,11 @@ export function simulcastEncodings(
   const maxHeight = caps?.maxHeight ? caps.maxHeight : DEFAULT_MAX_HEIGHT;
   // The top layer is scaled down when the camera gives more than the session allows.
   const topScale = trackHeight > maxHeight ? trackHeight / maxHeight : 1;
+  const target = Math.floor(budget * ENCODER_HEADROOM);
   const shares = SHARES[count - 1] ?? [1];
-  const kbps = shares.map((share) => Math.floor(budget * share));
-  // The top layer gets what rounding left, so the layers add up to the budget exactly.
-  kbps[kbps.length - 1] = budget - kbps.slice(0, -1).reduce((a, b) => a + b, 0);
+  const kbps = shares.map((share) => Math.floor(target * share));
+  // The top layer gets what rounding left, so the layers add up to the target exactly.
+  kbps[kbps.length - 1] = target - kbps.slice(0, -1).reduce((a, b) => a + b, 0);
   return kbps.map((layerKbps, i) => ({
     // Layer i of `count` is 2^(count-1-i) times smaller than the top one.
     scaleResolutionDownBy: topScale * 2 ** (count - 1 - i),
