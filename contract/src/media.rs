@@ -49,12 +49,17 @@ impl VideoCaps {
     }
 
     /// The most a point's send transport may take in, in kbit/s: the video budget with its
-    /// transport overhead, plus audio. `None` when nothing caps it.
+    /// transport overhead, plus audio, and never more than the point's uplink. `None` when
+    /// nothing caps it.
     pub fn send_cap_kbps(&self, uplink_kbps: u32) -> Option<u32> {
-        self.video_budget_kbps(uplink_kbps).map(|video| {
+        let sent = self.video_budget_kbps(uplink_kbps).map(|video| {
             let overhead = video.saturating_mul(TRANSPORT_OVERHEAD_PERCENT) / 100;
             video.saturating_add(overhead).saturating_add(AUDIO_RESERVE_KBPS)
-        })
+        });
+        match (sent, uplink_kbps) {
+            (sent, 0) => sent,
+            (sent, uplink) => Some(sent.map_or(uplink, |s| s.min(uplink))),
+        }
     }
 }
 
@@ -77,7 +82,13 @@ mod tests {
         ];
         for (session, uplink, want) in table {
             assert_eq!(caps(session).video_budget_kbps(uplink), want, "session {session}, uplink {uplink}");
-            assert_eq!(caps(session).send_cap_kbps(uplink), want.map(|v| v + v / 5 + AUDIO_RESERVE_KBPS));
+        }
+        // (session cap, uplink) -> send transport cap: the budget with its overhead and audio,
+        // never above the uplink itself.
+        let table =
+            [(0, 0, None), (500, 0, Some(664)), (0, 384, Some(384)), (500, 1000, Some(664)), (1500, 1000, Some(1000))];
+        for (session, uplink, want) in table {
+            assert_eq!(caps(session).send_cap_kbps(uplink), want, "session {session}, uplink {uplink}");
         }
     }
 

@@ -25,8 +25,9 @@ pub const AUDIO_PRIORITY: u8 = 255;
 /// A video consumer's priority range; its tile height picks a value inside it.
 const VIDEO_PRIORITY_MIN: u8 = 1;
 const VIDEO_PRIORITY_MAX: u8 = 200;
-/// The height the top layer is taken to have when the session sets none (`maxHeight`).
-pub const DEFAULT_TOP_HEIGHT: u32 = 720;
+/// The height the top layer is taken to have when the session sets none (`maxHeight`): what the
+/// console opens the camera at then.
+pub const DEFAULT_TOP_HEIGHT: u32 = 540;
 /// A layer this much shorter than the tile still looks sharp enough: browsers scale up a little
 /// without visible blur, and the next layer up costs about three times the bitrate.
 const UPSCALE_TOLERANCE: f64 = 1.25;

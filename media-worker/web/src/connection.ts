@@ -3,6 +3,7 @@
 
 import { Device, type types } from "mediasoup-client";
 import type { ServerMessage, VideoCaps } from "./protocol";
+import { DEFAULT_CAPTURE_HEIGHT } from "./media";
 import { Signaling, type SignalingHandlers } from "./signaling";
 
 /**
@@ -32,8 +33,8 @@ export interface IceRoute {
 
 /** The session's video cap when its token names none: the operator's default `maxBitrateKbps`. */
 export const DEFAULT_VIDEO_BUDGET_KBPS = 1500;
-/** The top layer's height when the token names no `maxHeight`: the operator's default. */
-export const DEFAULT_MAX_HEIGHT = 720;
+/** The top layer's height when the token names no `maxHeight`: what the camera is opened at then. */
+export const DEFAULT_MAX_HEIGHT = DEFAULT_CAPTURE_HEIGHT;
 /** What Opus (mono, with FEC) and RTCP take of a point's uplink, before video gets the rest (the worker's `AUDIO_RESERVE_KBPS`). */
 const AUDIO_RESERVE_KBPS = 64;
 /** Below this, video is not worth sending (the worker's `VIDEO_MIN_KBPS`). */

@@ -64,7 +64,8 @@ const state = {
 };
 
 const notices = new Map<Slot, Notice>();
-const local = new LocalMedia();
+/** Made in `main`, once the link's claims say how tall the session's pictures may be. */
+let local: LocalMedia;
 let tiles: Tiles;
 let checklist: Checklist;
 /** The room the checklist was last reported to: a new room gets the whole report again. */
@@ -732,6 +733,7 @@ window.tiepdan = {
     consumers: (await state.room?.consumerStats()) ?? [],
     producers: (await state.room?.producerStats()) ?? [],
     iceRoutes: (await state.room?.iceRoutes()) ?? null,
+    viewport: tiles.views(),
   }),
   selfTest: () => state.selfTest,
   checks: () => checklist.items().map((item) => ({ item, ...checklist.state(item) })),
@@ -747,6 +749,7 @@ function main(): void {
   tiles = new Tiles(el("tiles"), el("alone"));
   state.token = tokenFromLocation();
   state.claims = state.token ? decodeClaims(state.token) : null;
+  local = new LocalMedia(state.claims?.video?.maxHeight);
   checklist = new Checklist(local, state.claims?.audioOnly === true);
 
   el("lang").addEventListener("click", () => {

@@ -82,18 +82,18 @@ export class Tiles implements RoomView {
   }
 
   /**
-   * Where each other point's picture is shown: its tile's height in device pixels, and whether
-   * any of it is on screen (the page visible, the tile not scrolled away). The worker sends each
-   * picture at the layer that fills its tile, and nothing for tiles nobody sees.
+   * Where each other point's picture is shown: its tile's height in device pixels, and whether it
+   * is shown at all (the page visible, not minimised or in a background tab, and the tile laid
+   * out). The worker sends each picture at the layer that fills its tile, and nothing for tiles
+   * nobody sees. A tile scrolled out of the window still counts as shown: the officer scrolls
+   * back expecting the picture to be there, and the worker gives a small tile a small layer.
    */
   views(): TileView[] {
     const pageVisible = document.visibilityState === "visible";
     const scale = window.devicePixelRatio || 1;
     return [...this.tiles.values()].map((tile) => {
-      const box = tile.el.getBoundingClientRect();
-      const onScreen =
-        box.height > 0 && box.bottom > 0 && box.right > 0 && box.top < window.innerHeight && box.left < window.innerWidth;
-      return { point: tile.peer.point, height: Math.round(box.height * scale), visible: pageVisible && onScreen };
+      const height = Math.round(tile.el.getBoundingClientRect().height * scale);
+      return { point: tile.peer.point, height, visible: pageVisible && height > 0 };
     });
   }
 
