@@ -310,3 +310,56 @@ async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_other
     drop(relay);
     drop(coturn);
 }
+
+/// Not a test: the download of one office in a session at the operator's default caps (1500
+/// kbit/s, 720p), from real Chromiums. The console's grid sizes tiles by the window's width, not
+/// by the number of points, so four browsers (the most two cores run) show the tiles of a
+/// 15-point session: the host's large one and small ones. Prints what the receiving office
+/// downloads per tile and the SFU's CPU over 20 s; docs/BENCHMARKS.md extrapolates to 15 points.
+/// `cargo test -p media-worker --test quality download_per_office -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: run by hand for docs/BENCHMARKS.md"]
+async fn download_per_office() {
+    let _one = BROWSERS.lock().await;
+    let server = start().await;
+    let driver = Driver::start();
+    let caps = VideoCaps { max_bitrate_kbps: 1500, max_height: 720 };
+    let names = [HOST, "xa-nhan-hoa", "phuong-ban-yen-nhan", "xa-di-su"];
+    let pages: Vec<Browser> = names.iter().map(|n| open(&driver, &server, &point_claims(n, caps))).collect();
+    let pairs: Vec<(&str, &Browser)> = names.iter().copied().zip(pages.iter()).collect();
+    until_everyone_receives(&pairs);
+    let receiver = &pages[3];
+    // Let the layers settle to the tiles.
+    for_a_while(Duration::from_secs(5), || {});
+    let bytes = |stats: &Value, point: &str, kind: &str| number(consumer(stats, point, kind), "bytesReceived");
+    let cpu = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("tiepdan_worker_mediasoup_cpu_seconds_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = stats(receiver);
+    let cpu_before = cpu(&get(server.local_addr(), "/metrics").await.body);
+    let started = Instant::now();
+    for_a_while(Duration::from_secs(20), || {});
+    let after = stats(receiver);
+    let cpu_after = cpu(&get(server.local_addr(), "/metrics").await.body);
+    let seconds = started.elapsed().as_secs_f64();
+    let kbps =
+        |point: &str, kind: &str| (bytes(&after, point, kind) - bytes(&before, point, kind)) * 8.0 / seconds / 1000.0;
+    for point in &names[..3] {
+        let tile = if *point == HOST { "large (host)" } else { "small" };
+        eprintln!(
+            "| {point} | {tile} | {:.0} px | {:.0} | {:.0} |",
+            number(consumer(&after, point, "video"), "frameHeight"),
+            kbps(point, "video"),
+            kbps(point, "audio")
+        );
+    }
+    eprintln!("viewport: {}", after["viewport"]);
+    eprintln!("SFU CPU over {seconds:.0} s: {:.1} % of one core", 100.0 * (cpu_after - cpu_before) / seconds);
+    for page in pages {
+        page.close();
+    }
+    server.stop().await.expect("stop");
+}
