@@ -452,6 +452,12 @@ impl Registry {
                     .on_join(verified.display_name.clone(), verified.audio_only);
             }
         }
+        if class == Class::Point {
+            // At 0 from the join on, so a dashboard's rate() shows "no freezes" rather than no data.
+            let labels = [allocation.session.as_str(), verified.point.as_str()];
+            self.metrics.video_freezes.with_label_values(&labels);
+            self.metrics.video_freeze_seconds.with_label_values(&labels);
+        }
         self.metrics.joins.inc();
         tracing::info!(
             session = %allocation.session, point = %verified.point, conn = conn.0, probe = verified.role.is_probe(),

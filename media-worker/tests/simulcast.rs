@@ -176,11 +176,13 @@ async fn each_consumer_follows_its_tile_and_hidden_tiles_are_paused() {
 async fn a_consoles_freeze_reports_are_counted_and_implausible_ones_refused() {
     let server = start().await;
     let (mut client, _) = join(&server, "xa-a").await;
+    let labels = format!(r#"{{point="xa-a",session="{SESSION}"}}"#);
+    let text = get(server.local_addr(), "/metrics").await.body;
+    assert!(text.contains(&format!("tiepdan_worker_video_freezes_total{labels} 0")), "at 0 from the join: {text}");
     for _ in 0..2 {
         client.request(ClientMessage::ReportQuality { freezes: 2, freeze_seconds: 0.75 }).await.expect("recorded");
     }
     let text = get(server.local_addr(), "/metrics").await.body;
-    let labels = format!(r#"{{point="xa-a",session="{SESSION}"}}"#);
     assert!(text.contains(&format!("tiepdan_worker_video_freezes_total{labels} 4")), "{text}");
     assert!(text.contains(&format!("tiepdan_worker_video_freeze_seconds_total{labels} 1.5")), "{text}");
     for (freezes, freeze_seconds) in [(5000, 1.0), (1, -1.0), (1, 1e9)] {
