@@ -250,27 +250,40 @@ async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_other
         impaired_at.elapsed().as_secs_f64()
     );
     // ... and keeps it moving, with sound, for 15 s.
-    let (mut last_frames, mut last_frame_at) = (0.0, Instant::now());
-    let (mut last_samples, mut last_samples_at) = (0.0, Instant::now());
+    let first = stats(&pages[1]);
+    let (mut last_frames, mut last_frame_at) =
+        (number(consumer(&first, HOST, "video"), "framesDecoded"), Instant::now());
+    let (mut last_samples, mut last_samples_at) =
+        (number(consumer(&first, HOST, "audio"), "totalSamplesReceived"), Instant::now());
     let (mut longest_freeze, mut longest_silence) = (Duration::ZERO, Duration::ZERO);
     let mut heights = Vec::new();
     let mut during_other = Vec::new();
     for_a_while(Duration::from_secs(15), || {
         let stats = stats(&pages[1]);
         let video = consumer(&stats, HOST, "video");
+        // The time between two samples that saw progress: at least the sampling interval (a
+        // quarter second plus the time the stats take), so a freeze shows at its full length.
         let frames = number(video, "framesDecoded");
+        longest_freeze = longest_freeze.max(last_frame_at.elapsed());
         if frames > last_frames {
             (last_frames, last_frame_at) = (frames, Instant::now());
         }
-        longest_freeze = longest_freeze.max(last_frame_at.elapsed());
         let samples = number(consumer(&stats, HOST, "audio"), "totalSamplesReceived");
+        longest_silence = longest_silence.max(last_samples_at.elapsed());
         if samples > last_samples {
             (last_samples, last_samples_at) = (samples, Instant::now());
         }
-        longest_silence = longest_silence.max(last_samples_at.elapsed());
         heights.push(number(video, "frameHeight"));
         during_other.push((reception(&pages[2], HOST), reception(&pages[2], impaired)));
     });
+    let last = stats(&pages[1]);
+    let audio = |stats: &Value, field: &str| number(consumer(stats, HOST, "audio"), field);
+    let received = audio(&last, "totalSamplesReceived") - audio(&first, "totalSamplesReceived");
+    let concealed = audio(&last, "concealedSamples") - audio(&first, "concealedSamples");
+    let concealed_share = concealed / received.max(1.0);
+    eprintln!("impaired point: {:.1} % of the host's audio samples concealed", 100.0 * concealed_share);
+    // 5 % of the packets lost, recovered in part by Opus FEC: most of the sound is real.
+    assert!(concealed_share < 0.2, "{:.1} % of the audio was made up", 100.0 * concealed_share);
     pages[1].screenshot(&artifact_dir().join("quality-impaired-point.png"));
     pages[2].screenshot(&artifact_dir().join("quality-other-point-during-impairment.png"));
     let freezes = number(consumer(&stats(&pages[1]), HOST, "video"), "freezeCount");
@@ -279,7 +292,9 @@ async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_other
          longest gap in audio {longest_silence:?}, browser freezeCount {freezes}"
     );
     assert!(longest_freeze <= Duration::from_secs(2), "a freeze of {longest_freeze:?}");
-    assert!(longest_silence <= Duration::from_millis(1000), "audio stopped for {longest_silence:?}");
+    // Audio arrives at every sample (the gap is the sampling interval, longer on busy cores);
+    // its continuity is the concealment share below.
+    assert!(longest_silence <= Duration::from_secs(2), "audio stopped for {longest_silence:?}");
     assert!(
         heights.iter().all(|h| *h > 0.0 && *h < before_impaired.height),
         "the impaired point stays at a lower layer: {heights:?}"
