@@ -28,11 +28,15 @@ pub enum CheckItem {
     SfuVideo,
     /// Audio and video flowed both ways within the loss and RTT thresholds for the verify period.
     MediaFlow,
+    /// After an interruption (forced by the worker once every other item passed, before the
+    /// session starts; or a real one) the office's console came back by itself and its media
+    /// transport connected again within the deadline.
+    Reconnect,
 }
 
 impl CheckItem {
     /// Every item, in the order the checklist shows them.
-    pub const ALL: [CheckItem; 9] = [
+    pub const ALL: [CheckItem; 10] = [
         Self::Signaling,
         Self::IcePath,
         Self::Microphone,
@@ -42,6 +46,7 @@ impl CheckItem {
         Self::SfuAudio,
         Self::SfuVideo,
         Self::MediaFlow,
+        Self::Reconnect,
     ];
 
     /// Measured in the office's browser and reported over signaling; the others only the worker
@@ -70,6 +75,7 @@ impl CheckItem {
             Self::SfuAudio => "sfuAudio",
             Self::SfuVideo => "sfuVideo",
             Self::MediaFlow => "mediaFlow",
+            Self::Reconnect => "reconnect",
         }
     }
 }

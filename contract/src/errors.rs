@@ -47,12 +47,25 @@ pub enum ErrorCode {
     /// A client named the remote address of a plain transport; the worker learns it from the
     /// first incoming packet instead.
     RemoteAddressForbidden,
+    /// The worker closed the connection on purpose to prove the office reconnects by itself
+    /// (the checklist's `reconnect` item, during the rehearsal): rejoin at once.
+    ReconnectCheck,
+    /// Only the host's console may mute a point or ask it to unmute.
+    NotHost,
+    /// The host muted this point; its audio resumes once the host asks it to unmute.
+    MutedByHost,
+    /// The point named in a moderation request is not in the room now.
+    PointNotPresent,
+    /// Another point is sharing a document; one share at a time.
+    ShareInProgress,
+    /// `stopShare` while nobody shares.
+    NoShare,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (checked against the enum by a test in
     /// `console_types`, which also generates the console's `ErrorCode` union from the enum).
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 30] = [
         Self::MalformedMessage,
         Self::UnknownAction,
         Self::FrameTooLarge,
@@ -77,6 +90,12 @@ impl ErrorCode {
         Self::Internal,
         Self::PlainTransportForbidden,
         Self::RemoteAddressForbidden,
+        Self::ReconnectCheck,
+        Self::NotHost,
+        Self::MutedByHost,
+        Self::PointNotPresent,
+        Self::ShareInProgress,
+        Self::NoShare,
     ];
 
     /// The wire spelling, also used as a metric label value.
@@ -106,6 +125,12 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::PlainTransportForbidden => "plain_transport_forbidden",
             Self::RemoteAddressForbidden => "remote_address_forbidden",
+            Self::ReconnectCheck => "reconnect_check",
+            Self::NotHost => "not_host",
+            Self::MutedByHost => "muted_by_host",
+            Self::PointNotPresent => "point_not_present",
+            Self::ShareInProgress => "share_in_progress",
+            Self::NoShare => "no_share",
         }
     }
 }

@@ -390,6 +390,9 @@ pub struct VerifiedJoin {
     pub audio_only: bool,
     /// The session's video caps (the `video` claim).
     pub video: VideoCaps,
+    /// When the session starts (the `start` claim): before it, the worker may interrupt the point
+    /// once to prove it reconnects (the checklist's `reconnect` item); after it, never.
+    pub starts_at: Option<jiff::Timestamp>,
 }
 
 /// What a member's token can be revoked by: the session's epoch (rescheduling) and the point's
@@ -424,6 +427,7 @@ impl PublicKeys {
             return Err(TokenError::Revoked { token: claims.epoch, current: rules.min_epoch });
         }
         let point = claims.sub.parse().map_err(|_| TokenError::BadClaims)?;
+        let starts_at = claims.start.as_deref().map(str::parse).transpose().map_err(|_| TokenError::BadClaims)?;
         Ok(VerifiedJoin {
             point,
             display_name: claims.name,
@@ -435,6 +439,7 @@ impl PublicKeys {
             uplink_kbps: std::num::NonZeroU32::new(claims.uplink_kbps),
             audio_only: claims.audio_only,
             video: claims.video,
+            starts_at,
         })
     }
 
@@ -641,6 +646,18 @@ mod tests {
         let token = join_key().sign(&value).expect("sign");
         let verified = verify(&token, 0, NOW).expect("valid");
         assert_eq!(verified.video, VideoCaps { max_bitrate_kbps: 500, max_height: 360 });
+    }
+
+    #[test]
+    fn the_start_claim_tells_the_worker_when_the_session_starts() {
+        assert_eq!(verify(&join_key().mint_join(&claims()).expect("mint"), 0, NOW).expect("valid").starts_at, None);
+        let mut timed = claims();
+        timed.start = Some("2025-06-12T01:00:00Z".to_owned());
+        let verified = verify(&join_key().mint_join(&timed).expect("mint"), 0, NOW).expect("valid");
+        assert_eq!(verified.starts_at, Some("2025-06-12T01:00:00Z".parse().expect("time")));
+        timed.start = Some("thứ hai".to_owned());
+        let err = verify(&join_key().mint_join(&timed).expect("mint"), 0, NOW).expect_err("bad start");
+        assert!(matches!(err, TokenError::BadClaims), "{err:?}");
     }
 
     #[test]

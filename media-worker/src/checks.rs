@@ -103,6 +103,14 @@ impl Checklist {
             .all(|item| self.state(*item) == CheckState::Passed)
     }
 
+    /// Every required item but `except` passed.
+    pub fn all_passed_but(&self, audio_only: bool, except: CheckItem) -> bool {
+        CheckItem::ALL
+            .iter()
+            .filter(|item| item.required(audio_only) && **item != except)
+            .all(|item| self.state(*item) == CheckState::Passed)
+    }
+
     /// The required items, in checklist order, never-measured ones as pending.
     pub fn status(&self, audio_only: bool) -> Vec<CheckStatus> {
         CheckItem::ALL
@@ -144,7 +152,7 @@ mod tests {
         let mut list = Checklist::default();
         let console: Vec<_> = all_console_passed().into_iter().filter(|c| !skip.contains(&c.item)).collect();
         list.report(&console, at(0)).expect("report");
-        for item in [CheckItem::SfuAudio, CheckItem::SfuVideo, CheckItem::MediaFlow] {
+        for item in [CheckItem::SfuAudio, CheckItem::SfuVideo, CheckItem::MediaFlow, CheckItem::Reconnect] {
             if !skip.contains(&item) {
                 list.pass(item, at(0));
             }
@@ -166,6 +174,7 @@ mod tests {
             (&[CheckItem::SfuAudio], false, false),
             (&[CheckItem::SfuVideo], false, false),
             (&[CheckItem::MediaFlow], false, false),
+            (&[CheckItem::Reconnect], false, false),
             // An audio-only point has no video to prove...
             (&[CheckItem::Camera, CheckItem::HostVideo, CheckItem::SfuVideo], true, true),
             // ...but still a microphone and the host's sound.
@@ -243,7 +252,7 @@ mod tests {
     fn status_lists_the_required_items_in_order_with_the_wire_names() {
         let list = Checklist::default();
         let names: Vec<_> = list.status(true).iter().map(|c| c.item.as_str()).collect();
-        assert_eq!(names, ["signaling", "icePath", "microphone", "hostAudio", "sfuAudio", "mediaFlow"]);
+        assert_eq!(names, ["signaling", "icePath", "microphone", "hostAudio", "sfuAudio", "mediaFlow", "reconnect"]);
         for item in CheckItem::ALL {
             assert_eq!(serde_json::to_value(item).expect("serialize"), item.as_str());
         }

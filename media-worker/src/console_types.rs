@@ -14,8 +14,8 @@
 use crate::checks::{CheckItem, CheckState, ConsoleCheck, IcePath};
 use crate::console::JoinCheck;
 use crate::signaling::protocol::{
-    ClientMessage, Direction, ErrorCode, IceServer, IceTransportPolicy, PeerInfo, ProducerInfo, RequestId, Role,
-    ServerMessage, TileView, VideoCaps,
+    ClientMessage, Direction, ErrorCode, IceServer, IceTransportPolicy, MediaSource, PeerInfo, ProducerInfo, RequestId,
+    Role, ServerMessage, TileView, VideoCaps,
 };
 use crate::tokens::JoinClaims;
 use std::collections::BTreeSet;
@@ -101,6 +101,7 @@ fn declarations() -> Vec<Declaration> {
         declaration::<ErrorCode>(&cfg),
         declaration::<RequestId>(&cfg),
         declaration::<PeerInfo>(&cfg),
+        declaration::<MediaSource>(&cfg),
         declaration::<ProducerInfo>(&cfg),
         declaration::<IceServer>(&cfg),
         declaration::<TileView>(&cfg),

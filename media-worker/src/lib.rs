@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod active_speaker;
 pub mod admin_auth;
 pub mod checks;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod layers;
 pub mod local_runner;
 pub mod logging;
 pub mod metrics;
+pub mod moderation;
 pub mod probe;
 pub mod registry;
 pub mod room;

@@ -428,6 +428,9 @@ impl Registry {
                 ice_transport_policy,
                 uplink_kbps: uplink_kbps.map(std::num::NonZeroU32::get),
                 video,
+                muted_points: snapshot.muted_points.clone(),
+                active_speaker: snapshot.active_speaker.clone(),
+                floor: snapshot.floor.clone(),
             },
         };
         let held = TokenVersion { epoch: verified.epoch, link_generation: verified.link_generation };
@@ -449,7 +452,7 @@ impl Registry {
                     .points
                     .entry(verified.point.clone())
                     .or_insert_with(|| PointRecord::new(verified.display_name.clone()))
-                    .on_join(verified.display_name.clone(), verified.audio_only);
+                    .on_join(verified.display_name.clone(), verified.audio_only, verified.starts_at);
             }
         }
         if class == Class::Point {
@@ -497,6 +500,9 @@ impl Registry {
         }
         state.room = Arc::downgrade(&room);
         self.metrics.sessions.set(1);
+        if let Some(volumes) = room.take_volumes() {
+            tokio::spawn(crate::room::follow_speakers(Arc::downgrade(&room), volumes));
+        }
         Ok((generation, room))
     }
 
@@ -549,10 +555,15 @@ impl Registry {
             return;
         }
         let session = state.allocation.as_ref().map(|a| a.session.clone());
+        let mut interrupt = Vec::new();
         for (point, sample) in samples {
             if let Some(record) = state.points.get_mut(&point) {
                 if record.observe(sample, now, wall_now, &self.thresholds) {
                     tracing::info!(point = %point, "point verified");
+                }
+                if record.interruption_due(now, wall_now) {
+                    record.interrupted(now);
+                    interrupt.push(point.clone());
                 }
                 if let Some(session) = &session {
                     self.metrics
@@ -568,6 +579,14 @@ impl Registry {
                 .connected_points
                 .with_label_values(&[session.as_str()])
                 .set(i64::try_from(present).unwrap_or(i64::MAX));
+        }
+        let room = state.room.upgrade();
+        drop(state);
+        if let Some(room) = room {
+            for point in interrupt {
+                tracing::info!(point = %point, "interrupting the point to prove it reconnects");
+                room.kick_point(&point, Kick::ReconnectCheck);
+            }
         }
     }
 

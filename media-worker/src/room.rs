@@ -18,12 +18,14 @@
 //! up the handles it needs, releases the lock, awaits mediasoup, then re-locks to store the result
 //! (dropping it if the member left meanwhile, which closes it).
 
+use crate::active_speaker::{FloorError, Speakers};
 use crate::ids::{PointName, SessionId};
 use crate::layers::{self, SendCapError, VideoChoice, AUDIO_PRIORITY, DEFAULT_TOP_HEIGHT};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
+use crate::moderation::{Moderation, ModerationError};
 use crate::sfu_evidence::{Evidence, VOICE_THRESHOLD_DBOV};
 use crate::signaling::protocol::{
-    Direction, ErrorCode, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage, TileView, VideoCaps,
+    Direction, ErrorCode, MediaSource, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage, TileView, VideoCaps,
 };
 use crate::tokens::TokenVersion;
 use crate::workers::media_codecs;
@@ -112,6 +114,9 @@ pub enum Kick {
     TokenExpired,
     /// The worker is shutting down after draining.
     Shutdown,
+    /// The worker cuts the point on purpose to prove its console comes back by itself (the
+    /// checklist's `reconnect` item).
+    ReconnectCheck,
 }
 
 impl Kick {
@@ -122,6 +127,7 @@ impl Kick {
             Self::TokenRevoked => ErrorCode::TokenRevoked,
             Self::TokenExpired => ErrorCode::TokenExpired,
             Self::Shutdown => ErrorCode::Draining,
+            Self::ReconnectCheck => ErrorCode::ReconnectCheck,
         }
     }
 
@@ -132,6 +138,7 @@ impl Kick {
             Self::TokenRevoked => "the token of this connection was revoked",
             Self::TokenExpired => "the token of this connection expired",
             Self::Shutdown => "the worker is shutting down",
+            Self::ReconnectCheck => "the worker interrupted this connection to check the point reconnects; join again",
         }
     }
 }
@@ -171,6 +178,16 @@ pub enum RoomError {
     Media { what: &'static str, detail: String },
     #[error("failed to reach the media thread")]
     MediaThread(#[from] LocalRunnerError),
+    #[error(transparent)]
+    Moderation(#[from] ModerationError),
+    #[error(transparent)]
+    Floor(#[from] FloorError),
+    #[error("source: {what:?} is not a {kind:?} source, or not one this member may send")]
+    WrongSource { kind: MediaKind, what: MediaSource },
+    #[error("{0} is sharing a document now; one share at a time")]
+    ShareInProgress(String),
+    #[error("nobody is sharing a document")]
+    NoShare,
 }
 
 impl RoomError {
@@ -188,6 +205,18 @@ impl RoomError {
             Self::RemoteAddressForbidden => ErrorCode::RemoteAddressForbidden,
             Self::Media { .. } => ErrorCode::MediaRejected,
             Self::MediaThread(_) => ErrorCode::Internal,
+            Self::Moderation(e) => match e {
+                ModerationError::NotHost => ErrorCode::NotHost,
+                ModerationError::NotPresent(_) => ErrorCode::PointNotPresent,
+                ModerationError::HeldByHost { .. } => ErrorCode::MutedByHost,
+            },
+            Self::WrongSource { .. } => ErrorCode::MalformedMessage,
+            Self::ShareInProgress(_) => ErrorCode::ShareInProgress,
+            Self::NoShare => ErrorCode::NoShare,
+            Self::Floor(e) => match e {
+                FloorError::NotHost => ErrorCode::NotHost,
+                FloorError::NotPresent(_) => ErrorCode::PointNotPresent,
+            },
         }
     }
 
@@ -225,6 +254,18 @@ pub struct PeerMedia {
     pub transports: HashMap<TransportId, TransportEntry>,
     pub producers: HashMap<ProducerId, Producer>,
     pub consumers: HashMap<ConsumerId, ConsumerEntry>,
+    /// The member's screen share, if it has one on (its other producers are its devices).
+    pub screen: Option<ProducerId>,
+}
+
+impl PeerMedia {
+    fn source(&self, producer: &Producer) -> MediaSource {
+        if self.screen == Some(producer.id()) {
+            MediaSource::Screen
+        } else {
+            MediaSource::of_kind(producer.kind())
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -266,6 +307,17 @@ impl Member {
 struct RoomState {
     closed: bool,
     members: BTreeMap<MemberId, Member>,
+    /// Who the host muted; kept across reconnects for the room's life.
+    moderation: Moderation,
+    /// The active speaker and the floor.
+    speakers: Speakers,
+}
+
+impl RoomState {
+    /// The point whose screen share is on, if any: one at a time in a room.
+    fn sharing(&self) -> Option<&Member> {
+        self.class(Class::Point).find(|m| m.media.screen.is_some())
+    }
 }
 
 impl RoomState {
@@ -281,6 +333,10 @@ pub struct JoinSnapshot {
     pub router_rtp_capabilities: RtpCapabilitiesFinalized,
     pub peers: Vec<PeerInfo>,
     pub producers: Vec<ProducerInfo>,
+    /// Points the host muted (see [`Moderation`]).
+    pub muted_points: Vec<PointName>,
+    pub active_speaker: Option<PointName>,
+    pub floor: Option<PointName>,
 }
 
 /// A copy of one point's media handles, for the statistics poller.
@@ -319,6 +375,8 @@ pub struct Room {
     media: LocalRunner,
     listen_ip: TransportListenIp,
     receive_buffer: Option<usize>,
+    /// The audio-level reports, until [`Room::take_volumes`] hands them to the speaker task.
+    volumes: Mutex<Option<mpsc::UnboundedReceiver<Vec<ProducerId>>>>,
     state: Mutex<RoomState>,
 }
 
@@ -351,10 +409,11 @@ impl Room {
                     .await
                     .map_err(|e| RoomError::media("create a router")(&e))?;
                 let mut options = AudioLevelObserverOptions::default();
-                // Every point may speak at once: report them all, twice a second.
+                // Every point may speak at once: report them all, about three times a second,
+                // so the active speaker (two reports in a row) follows within a second.
                 options.max_entries = NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN);
                 options.threshold = VOICE_THRESHOLD_DBOV;
-                options.interval = 500;
+                options.interval = 300;
                 let observer = router
                     .create_audio_level_observer(options)
                     .await
@@ -364,13 +423,18 @@ impl Room {
             .await??;
         let evidence = Evidence::default();
         let heard = evidence.clone();
+        let (volumes_tx, volumes) = mpsc::unbounded_channel();
+        let silence_tx = volumes_tx.clone();
         audio_levels
             .on_volumes(move |volumes| {
                 for volume in volumes {
                     heard.heard(volume.producer.id());
                 }
+                // Loudest first, as mediasoup orders them; the room maps them to points.
+                let _ = volumes_tx.send(volumes.iter().map(|v| v.producer.id()).collect());
             })
             .detach();
+        audio_levels.on_silence(move || drop(silence_tx.send(Vec::new()))).detach();
         tracing::info!(session = %session, router = %router.id(), "room opened");
         Ok(Self {
             session,
@@ -380,6 +444,7 @@ impl Room {
             media,
             listen_ip: TransportListenIp { ip: sockets.listen_ip, announced_ip: sockets.announced_ip },
             receive_buffer: sockets.receive_buffer,
+            volumes: Mutex::new(Some(volumes)),
             state: Mutex::default(),
         })
     }
@@ -419,8 +484,16 @@ impl Room {
                     role: new.peer.role,
                 });
             }
-            let snapshot =
-                JoinSnapshot { router_rtp_capabilities: self.router.rtp_capabilities().clone(), peers, producers };
+            // Probes are never moderated and see no points' mutes.
+            let points = class == Class::Point;
+            let snapshot = JoinSnapshot {
+                router_rtp_capabilities: self.router.rtp_capabilities().clone(),
+                peers,
+                producers,
+                muted_points: if points { state.moderation.muted_points() } else { Vec::new() },
+                active_speaker: state.speakers.speaker().filter(|_| points).cloned(),
+                floor: state.speakers.floor().filter(|_| points).cloned(),
+            };
             let _ = new.outbox.send(welcome(&snapshot));
             state.members.insert(
                 id,
@@ -448,12 +521,92 @@ impl Room {
     pub fn leave(&self, key: &MemberKey) -> bool {
         let removed = {
             let mut state = self.lock();
-            match state.members.get(&key.id()) {
+            let removed = match state.members.get(&key.id()) {
                 Some(member) if member.conn == key.conn => remove_member(&mut state, &key.id()),
                 _ => None,
+            };
+            if removed.is_some() && key.class == Class::Point {
+                let (speaker, floor) = state.speakers.left(&key.point);
+                for member in state.class(Class::Point) {
+                    if speaker {
+                        member.push(ServerMessage::ActiveSpeaker { point: None });
+                    }
+                    if floor {
+                        member.push(ServerMessage::FloorGiven { point: None });
+                    }
+                }
             }
+            removed
         };
         removed.is_some()
+    }
+
+    /// Takes the stream of audio-level reports (once): [`follow_speakers`] feeds them back.
+    pub fn take_volumes(&self) -> Option<mpsc::UnboundedReceiver<Vec<ProducerId>>> {
+        self.volumes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    /// One audio-level report, loudest producer first (empty: silence): the active speaker
+    /// follows it, and every point is told when it changes.
+    pub fn on_volumes(&self, loudest_first: &[ProducerId]) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut points: Vec<PointName> = Vec::new();
+        for id in loudest_first {
+            let owner = state.class(Class::Point).find(|m| m.media.producers.contains_key(id));
+            if let Some(point) = owner.map(|m| m.peer.point.clone()) {
+                // A muted point is paused in the SFU; never let a stale level bring it forward.
+                if !points.contains(&point) && !state.moderation.is_muted(&point) {
+                    points.push(point);
+                }
+            }
+        }
+        if let Some(speaker) = state.speakers.report(&points) {
+            for member in state.class(Class::Point) {
+                member.push(ServerMessage::ActiveSpeaker { point: Some(speaker.clone()) });
+            }
+        }
+    }
+
+    /// The host stops whichever point's screen share is on: the sharer is told who stopped it,
+    /// the others that the producer closed.
+    pub fn stop_share(&self, key: &MemberKey) -> Result<ServerMessage, RoomError> {
+        let (reply, closed) = {
+            let mut state = self.lock();
+            let actor = state.members.get(&key.id()).filter(|m| m.conn == key.conn).ok_or(RoomError::NotMember)?;
+            if actor.peer.role != Role::Host {
+                return Err(RoomError::Moderation(ModerationError::NotHost));
+            }
+            let by = actor.peer.display_name.clone();
+            let Some(sharer) = state.sharing().map(|m| m.peer.point.clone()) else {
+                return Err(RoomError::NoShare);
+            };
+            let id = (Class::Point, sharer.clone());
+            let member = state.members.get_mut(&id).ok_or(RoomError::NoShare)?;
+            let producer_id = member.media.screen.take().ok_or(RoomError::NoShare)?;
+            let producer = member.media.producers.remove(&producer_id);
+            let reply = ServerMessage::ShareStopped { point: sharer, by };
+            member.push(reply.clone());
+            let consumers = announce_producer_closed(&mut state, &id, producer_id);
+            (reply, (producer, consumers))
+        };
+        drop(closed);
+        Ok(reply)
+    }
+
+    /// The host gives the floor to `point`, or takes it back (`None`).
+    pub fn give_floor(&self, key: &MemberKey, point: Option<PointName>) -> Result<ServerMessage, RoomError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let actor = state.members.get(&key.id()).filter(|m| m.conn == key.conn).ok_or(RoomError::NotMember)?;
+        let role = actor.peer.role;
+        let present = point.as_ref().is_some_and(|p| state.members.contains_key(&(Class::Point, p.clone())));
+        if state.speakers.give_floor(role, point.as_ref(), present)? {
+            for member in state.class(Class::Point) {
+                member.push(ServerMessage::FloorGiven { point: point.clone() });
+            }
+        }
+        Ok(ServerMessage::FloorGiven { point })
     }
 
     /// Closes the room for good: every member is told why and removed.
@@ -469,6 +622,15 @@ impl Room {
     }
 
     /// Tells every member to disconnect, without closing the room.
+    /// Disconnects the point's members (not probes that carry its name).
+    pub fn kick_point(&self, point: &PointName, why: Kick) {
+        for member in self.lock().members.values_mut() {
+            if member.class == Class::Point && member.peer.point == *point {
+                member.kick(why);
+            }
+        }
+    }
+
     pub fn kick_all(&self, why: Kick) {
         for member in self.lock().members.values_mut() {
             member.kick(why);
@@ -653,6 +815,19 @@ impl Room {
         Ok(ServerMessage::TransportConnected { transport_id })
     }
 
+    /// New ICE credentials for one of the member's WebRTC transports (an ICE restart).
+    pub async fn restart_ice(&self, key: &MemberKey, transport_id: TransportId) -> Result<ServerMessage, RoomError> {
+        let MediaTransport::WebRtc(transport) = self.transport(key, transport_id)?.transport else {
+            return Err(RoomError::TransportNotFound);
+        };
+        let ice_parameters = self
+            .media
+            .run(move || async move { transport.restart_ice().await })
+            .await?
+            .map_err(|e| RoomError::media("restart ICE")(&e))?;
+        Ok(ServerMessage::IceRestarted { transport_id, ice_parameters })
+    }
+
     /// A plain RTP transport, for probes only. It is always created in comedia mode: the worker
     /// sends only to the address the first incoming packet came from, never to one a client
     /// names, so a leaked token cannot turn the worker into a reflector aimed at a third party.
@@ -701,10 +876,24 @@ impl Room {
         transport_id: TransportId,
         kind: MediaKind,
         rtp_parameters: RtpParameters,
+        source: Option<MediaSource>,
     ) -> Result<ProducerId, RoomError> {
         let entry = self.transport(key, transport_id)?;
         if entry.direction != Direction::Send {
             return Err(RoomError::WrongDirection);
+        }
+        let source = source.unwrap_or(MediaSource::of_kind(kind));
+        let screen = source == MediaSource::Screen;
+        if source != MediaSource::of_kind(kind) && !screen || screen && kind != MediaKind::Video {
+            return Err(RoomError::WrongSource { kind, what: source });
+        }
+        if screen {
+            if key.class != Class::Point {
+                return Err(RoomError::WrongSource { kind, what: source });
+            }
+            if let Some(sharer) = self.lock().sharing() {
+                return Err(RoomError::ShareInProgress(sharer.peer.display_name.clone()));
+            }
         }
         self.with_member(key, |m| {
             if m.media.producers.len() >= MAX_PRODUCERS {
@@ -739,23 +928,43 @@ impl Room {
         let stored = {
             let mut state = self.lock();
             let state = &mut *state;
+            // Another point's share may have got in while mediasoup created this one.
+            let raced = if screen { state.sharing().map(|m| m.peer.display_name.clone()) } else { None };
             match state.members.get_mut(&key.id()) {
+                Some(_) if raced.is_some() => Err(RoomError::ShareInProgress(raced.unwrap_or_default())),
                 Some(member) if member.conn == key.conn => {
                     if let Some(producer) = leftover.take() {
                         member.media.producers.insert(producer_id, producer);
                     }
+                    if screen {
+                        member.media.screen = Some(producer_id);
+                    }
                     for ((class, point), other) in &state.members {
                         if *class == key.class && point != &key.point {
-                            other.push(ServerMessage::NewProducer { producer_id, point: key.point.clone(), kind });
+                            other.push(ServerMessage::NewProducer {
+                                producer_id,
+                                point: key.point.clone(),
+                                kind,
+                                source,
+                            });
                         }
                     }
-                    Ok(producer_id)
+                    // Checked under the lock that stored it, so a mute racing this produce
+                    // either sees the producer or is seen here.
+                    let muted =
+                        kind == MediaKind::Audio && key.class == Class::Point && state.moderation.is_muted(&key.point);
+                    let stored = member_producer(state, key, producer_id);
+                    Ok((producer_id, stored.filter(|_| muted)))
                 }
                 _ => Err(RoomError::NotMember),
             }
         };
         drop(leftover);
-        stored
+        let (producer_id, muted) = stored?;
+        if let Some(producer) = muted {
+            self.pause_all(vec![producer]).await?;
+        }
+        Ok(producer_id)
     }
 
     pub fn close_producer(&self, key: &MemberKey, producer_id: ProducerId) -> Result<ServerMessage, RoomError> {
@@ -768,7 +977,12 @@ impl Room {
             if !owns {
                 return Err(RoomError::ProducerNotFound);
             }
-            let producer = state.members.get_mut(&key.id()).and_then(|m| m.media.producers.remove(&producer_id));
+            let producer = state.members.get_mut(&key.id()).and_then(|m| {
+                if m.media.screen == Some(producer_id) {
+                    m.media.screen = None;
+                }
+                m.media.producers.remove(&producer_id)
+            });
             let consumers = announce_producer_closed(&mut state, &key.id(), producer_id);
             (producer, consumers)
         };
@@ -863,6 +1077,81 @@ impl Room {
         };
         drop(leftover);
         stored
+    }
+
+    /// The host mutes `target`: its audio producers are paused in the SFU, so nobody hears it
+    /// whatever its browser sends, and every point is told who muted it.
+    pub async fn mute_point(&self, key: &MemberKey, target: &PointName) -> Result<ServerMessage, RoomError> {
+        let (by, audio) = {
+            let mut state = self.lock();
+            let state = &mut *state;
+            let actor = state.members.get(&key.id()).filter(|m| m.conn == key.conn).ok_or(RoomError::NotMember)?;
+            let by = actor.peer.display_name.clone();
+            let role = actor.peer.role;
+            let target_member = state.members.get(&(Class::Point, target.clone()));
+            state.moderation.mute(role, &by, target, target_member.is_some())?;
+            let audio: Vec<Producer> = target_member
+                .map(|m| m.media.producers.values().filter(|p| p.kind() == MediaKind::Audio).cloned().collect())
+                .unwrap_or_default();
+            for member in state.class(Class::Point) {
+                member.push(ServerMessage::PointMuted { point: target.clone(), by: by.clone() });
+            }
+            (by, audio)
+        };
+        tracing::info!(point = %target, by = %by, "muted by the host");
+        self.pause_all(audio).await?;
+        Ok(ServerMessage::PointMuted { point: target.clone(), by })
+    }
+
+    /// The host asks `target` to unmute: the hold is lifted and the office is told; its audio
+    /// stays paused until it resumes it (`resumeProducer`).
+    pub fn ask_to_unmute(&self, key: &MemberKey, target: &PointName) -> Result<ServerMessage, RoomError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let actor = state.members.get(&key.id()).filter(|m| m.conn == key.conn).ok_or(RoomError::NotMember)?;
+        let (role, by) = (actor.peer.role, actor.peer.display_name.clone());
+        let target_member = state.members.get(&(Class::Point, target.clone()));
+        state.moderation.ask_to_unmute(role, target, target_member.is_some())?;
+        let asked = ServerMessage::UnmuteAsked { point: target.clone(), by };
+        if let Some(member) = target_member {
+            member.push(asked.clone());
+        }
+        Ok(asked)
+    }
+
+    /// Resumes one of the member's own producers in the SFU; its audio only once the host's
+    /// hold is lifted. Every point is told when a muted point speaks again.
+    pub async fn resume_producer(&self, key: &MemberKey, producer_id: ProducerId) -> Result<ServerMessage, RoomError> {
+        let producer =
+            self.with_member(key, |m| m.media.producers.get(&producer_id).cloned().ok_or(RoomError::ProducerNotFound))?;
+        if producer.kind() == MediaKind::Audio {
+            let mut state = self.lock();
+            state.moderation.may_resume_audio(&key.point)?;
+            if state.moderation.resumed(&key.point) {
+                for member in state.class(Class::Point) {
+                    member.push(ServerMessage::PointUnmuted { point: key.point.clone() });
+                }
+            }
+        }
+        self.media
+            .run(move || async move { producer.resume().await })
+            .await?
+            .map_err(|e| RoomError::media("resume the producer")(&e))?;
+        Ok(ServerMessage::ProducerResumed { producer_id })
+    }
+
+    async fn pause_all(&self, producers: Vec<Producer>) -> Result<(), RoomError> {
+        if producers.is_empty() {
+            return Ok(());
+        }
+        self.media
+            .run(move || async move {
+                for producer in producers {
+                    producer.pause().await.map_err(|e| RoomError::media("pause the producer")(&e))?;
+                }
+                Ok::<_, RoomError>(())
+            })
+            .await?
     }
 
     /// The client is ready for the consumer's media. A video consumer whose tile is hidden stays
@@ -962,6 +1251,15 @@ impl Room {
     }
 }
 
+/// Feeds the room's audio-level reports to [`Room::on_volumes`] until the room is gone (the task
+/// holds only a weak reference, so it never keeps a closed room alive).
+pub async fn follow_speakers(room: std::sync::Weak<Room>, mut volumes: mpsc::UnboundedReceiver<Vec<ProducerId>>) {
+    while let Some(loudest_first) = volumes.recv().await {
+        let Some(room) = room.upgrade() else { break };
+        room.on_volumes(&loudest_first);
+    }
+}
+
 /// Lets the SFU vouch for a new producer: audio joins the level observer, video reports its
 /// keyframes. The handlers hold only the evidence map, so they keep nothing else alive.
 async fn watch_producer(
@@ -1048,11 +1346,16 @@ fn video_choice(state: &RoomState, me: &Member, producer_id: ProducerId, owner: 
     Some(layers::choose(&heights, me.viewport.get(owner)))
 }
 
+fn member_producer(state: &RoomState, key: &MemberKey, producer_id: ProducerId) -> Option<Producer> {
+    state.members.get(&key.id()).and_then(|m| m.media.producers.get(&producer_id)).cloned()
+}
+
 fn producer_infos(member: &Member) -> impl Iterator<Item = ProducerInfo> + '_ {
     member.media.producers.values().map(|p| ProducerInfo {
         producer_id: p.id(),
         point: member.peer.point.clone(),
         kind: p.kind(),
+        source: member.media.source(p),
     })
 }
 

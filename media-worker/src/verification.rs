@@ -13,7 +13,15 @@
 use crate::checks::{CheckItem, Checklist, ChecksError, ConsoleCheck};
 use crate::config::Thresholds;
 use crate::ids::PointName;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How soon a point must be back, with its media transport connected, after an interruption for
+/// the `reconnect` item to pass: the console retries after about 1 s, and ICE and DTLS on a
+/// commune's line take a few more.
+pub const RECONNECT_WITHIN: Duration = Duration::from_secs(20);
+/// After a forced interruption the point did not come back from in time, the worker waits this
+/// long before trying again, so a struggling office is not cut off over and over.
+pub const INTERRUPT_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
 /// One poll's view of a point's media.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -69,6 +77,15 @@ pub struct PointRecord {
     reused_at: Option<jiff::Timestamp>,
     /// The point's spec says it has no camera (from its join token): the video items are skipped.
     audio_only: bool,
+    /// When the session starts (from the join token): the worker interrupts a point to prove it
+    /// reconnects only before then, never during the reception itself.
+    starts_at: Option<jiff::Timestamp>,
+    /// When the worker last interrupted the point on purpose.
+    interrupted_at: Option<Instant>,
+    /// The point has not been connected since that interruption. Only the worker's own
+    /// interruption counts: an officer who leaves and joins again proves nothing about the
+    /// console's reconnection.
+    awaiting_return: bool,
     checks: Checklist,
 }
 
@@ -83,17 +100,21 @@ impl PointRecord {
             verified_at: None,
             reused_at: None,
             audio_only: false,
+            starts_at: None,
+            interrupted_at: None,
+            awaiting_return: false,
             checks: Checklist::default(),
         }
     }
 
-    pub fn on_join(&mut self, display_name: String, audio_only: bool) {
+    pub fn on_join(&mut self, display_name: String, audio_only: bool, starts_at: Option<jiff::Timestamp>) {
         // Still present: the connection that had it was just replaced by this one.
         if self.present {
             self.reused_at = Some(jiff::Timestamp::now());
         }
         self.display_name = display_name;
         self.audio_only = audio_only;
+        self.starts_at = starts_at;
         self.joined = true;
         self.present = true;
         self.healthy_since = None;
@@ -130,6 +151,10 @@ impl PointRecord {
             return false;
         }
         self.last = sample;
+        if let (true, true, Some(at)) = (sample.connected, self.awaiting_return, self.interrupted_at) {
+            self.awaiting_return = false;
+            self.reconnected(now.duration_since(at), wall_now);
+        }
         if sample.audio_heard {
             self.checks.pass(CheckItem::SfuAudio, wall_now);
         }
@@ -151,6 +176,36 @@ impl PointRecord {
     pub fn report_checks(&mut self, checks: &[ConsoleCheck], wall_now: jiff::Timestamp) -> Result<bool, ChecksError> {
         self.checks.report(checks, wall_now)?;
         Ok(self.complete(wall_now))
+    }
+
+    /// The point is connected again `after` the worker cut it: `reconnect` passes when that
+    /// was soon enough. A pass stays (the office proved it); a slow return fails the item until a
+    /// later interruption proves it.
+    fn reconnected(&mut self, after: Duration, wall_now: jiff::Timestamp) {
+        if after <= RECONNECT_WITHIN {
+            self.checks.pass(CheckItem::Reconnect, wall_now);
+        } else if self.checks.state(CheckItem::Reconnect) != crate::checks::CheckState::Passed {
+            self.checks.set(CheckItem::Reconnect, crate::checks::CheckState::Failed, None, wall_now);
+        }
+    }
+
+    /// Whether the worker should now cut this point's connection to prove it reconnects: only
+    /// once every other item passed (the office works, the last thing to prove is that it
+    /// recovers), only before the session starts, and not again soon after a try.
+    pub fn interruption_due(&self, now: Instant, wall_now: jiff::Timestamp) -> bool {
+        self.present
+            && self.last.connected
+            && !self.awaiting_return
+            && self.checks.state(CheckItem::Reconnect) != crate::checks::CheckState::Passed
+            && self.starts_at.is_none_or(|start| wall_now < start)
+            && self.interrupted_at.is_none_or(|at| now.duration_since(at) >= INTERRUPT_AGAIN_AFTER)
+            && self.checks.all_passed_but(self.audio_only, CheckItem::Reconnect)
+    }
+
+    /// The worker cut the point's connection on purpose at `now`.
+    pub fn interrupted(&mut self, now: Instant) {
+        self.interrupted_at = Some(now);
+        self.awaiting_return = true;
     }
 
     /// Verified once every required item passed, whichever arrived last.
@@ -230,7 +285,7 @@ mod tests {
     /// Joined, with the console's checklist passed: only the media period is left.
     fn joined() -> PointRecord {
         let mut record = PointRecord::new("UBND xã".to_owned());
-        record.on_join("UBND xã".to_owned(), false);
+        record.on_join("UBND xã".to_owned(), false, None);
         record.report_checks(&console_passed(), wall()).expect("report");
         record
     }
@@ -239,15 +294,85 @@ mod tests {
         jiff::Timestamp::UNIX_EPOCH
     }
 
+    /// The worker interrupts the point at `at` and its console is back and connected `after`
+    /// later; returns what the sample after the return said (whether it completed verification).
+    fn interrupt_and_return(record: &mut PointRecord, sample: MediaSample, at: Instant, after: Duration) -> bool {
+        record.interrupted(at);
+        record.on_leave();
+        record.on_join("UBND xã".to_owned(), record.audio_only, record.starts_at);
+        record.observe(sample, at + after, wall(), &thresholds())
+    }
+
     #[test]
     fn verified_after_an_unbroken_healthy_period() {
         let mut record = joined();
         let t0 = Instant::now();
-        for s in 0..10 {
+        for s in 0..=10 {
             assert!(!record.observe(flowing(), t0 + Duration::from_secs(s), wall(), &thresholds()));
+            // Nothing to interrupt for until the office proved everything else.
+            assert_eq!(record.interruption_due(t0 + Duration::from_secs(s), wall()), s == 10, "at {s} s");
         }
-        assert!(record.observe(flowing(), t0 + Duration::from_secs(10), wall(), &thresholds()));
+        assert!(!record.verified(), "the office has yet to show it reconnects");
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(interrupt_and_return(&mut record, flowing(), t1, Duration::from_secs(3)));
         assert!(record.verified());
+        assert!(!record.interruption_due(t1 + INTERRUPT_AGAIN_AFTER * 2, wall()), "proved once is enough");
+    }
+
+    #[test]
+    fn the_reconnect_item_needs_a_prompt_return_and_is_tried_again_later() {
+        use crate::checks::CheckState;
+        let mut record = joined();
+        let t0 = Instant::now();
+        for s in 0..=10 {
+            record.observe(flowing(), t0 + Duration::from_secs(s), wall(), &thresholds());
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        // Back, but only after the deadline: failed, not verified.
+        assert!(!interrupt_and_return(&mut record, flowing(), t1, RECONNECT_WITHIN + Duration::from_secs(1)));
+        assert_eq!(record.checks.state(CheckItem::Reconnect), CheckState::Failed);
+        // Not interrupted again at once...
+        let back = t1 + RECONNECT_WITHIN + Duration::from_secs(1);
+        assert!(!record.interruption_due(back, wall()));
+        // ...but after a while; this time the office is back in 2 s.
+        let t2 = t1 + INTERRUPT_AGAIN_AFTER;
+        record.observe(flowing(), t2, wall(), &thresholds());
+        assert!(record.interruption_due(t2, wall()));
+        assert!(interrupt_and_return(&mut record, flowing(), t2, Duration::from_secs(2)));
+        // A return that is not yet connected does not count.
+        let mut slow = joined();
+        slow.interrupted(t0);
+        slow.on_leave();
+        slow.on_join("UBND xã".to_owned(), false, None);
+        let unconnected = MediaSample { connected: false, ..flowing() };
+        slow.observe(unconnected, t0 + Duration::from_secs(1), wall(), &thresholds());
+        assert_eq!(slow.checks.state(CheckItem::Reconnect), CheckState::Pending, "not connected yet");
+        slow.observe(flowing(), t0 + Duration::from_secs(2), wall(), &thresholds());
+        assert_eq!(slow.checks.state(CheckItem::Reconnect), CheckState::Passed);
+    }
+
+    #[test]
+    fn leaving_and_joining_again_proves_nothing_and_a_started_session_is_never_interrupted() {
+        use crate::checks::CheckState;
+        let start = jiff::Timestamp::from_second(1_750_000_000).expect("time");
+        let before = start - jiff::SignedDuration::from_secs(60);
+        let t0 = Instant::now();
+        let mut record = PointRecord::new("UBND xã".to_owned());
+        record.on_join("UBND xã".to_owned(), false, Some(start));
+        record.report_checks(&console_passed(), before).expect("report");
+        for s in 0..=10 {
+            record.observe(flowing(), t0 + Duration::from_secs(s), before, &thresholds());
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(record.interruption_due(t1, before));
+        assert!(!record.interruption_due(t1, start), "the reception has started");
+        // The officer left and joined again (or ran the device test first): the console's own
+        // reconnection was not exercised, so the item stays open.
+        record.on_leave();
+        record.on_join("UBND xã".to_owned(), false, Some(start));
+        assert!(!record.observe(flowing(), t1 + Duration::from_secs(4), before, &thresholds()));
+        assert_eq!(record.checks.state(CheckItem::Reconnect), CheckState::Pending);
+        assert!(record.interruption_due(t1 + Duration::from_secs(4), before));
     }
 
     #[test]
@@ -258,8 +383,10 @@ mod tests {
         let lossy = MediaSample { loss_percent: Some(5.0), ..flowing() };
         record.observe(lossy, t0 + Duration::from_secs(5), wall(), &thresholds());
         record.observe(flowing(), t0 + Duration::from_secs(6), wall(), &thresholds());
-        assert!(!record.observe(flowing(), t0 + Duration::from_secs(12), wall(), &thresholds()));
-        assert!(record.observe(flowing(), t0 + Duration::from_secs(16), wall(), &thresholds()));
+        record.observe(flowing(), t0 + Duration::from_secs(12), wall(), &thresholds());
+        assert_eq!(record.checks.state(CheckItem::MediaFlow), crate::checks::CheckState::Pending);
+        record.observe(flowing(), t0 + Duration::from_secs(16), wall(), &thresholds());
+        assert_eq!(record.checks.state(CheckItem::MediaFlow), crate::checks::CheckState::Passed);
     }
 
     #[test]
@@ -289,13 +416,16 @@ mod tests {
         ];
         for (what, sample, console_reports, expected) in table {
             let mut record = PointRecord::new("UBND xã".to_owned());
-            record.on_join("UBND xã".to_owned(), false);
+            record.on_join("UBND xã".to_owned(), false, None);
             if console_reports {
                 record.report_checks(&console_passed(), wall()).expect("report");
             }
             for s in 0..=20 {
                 record.observe(sample, t0 + Duration::from_secs(s), wall(), &thresholds());
             }
+            let t1 = t0 + Duration::from_secs(20);
+            assert_eq!(record.interruption_due(t1, wall()), expected, "{what}");
+            interrupt_and_return(&mut record, sample, t1, Duration::from_secs(2));
             assert_eq!(record.verified(), expected, "{what}");
         }
     }
@@ -305,7 +435,7 @@ mod tests {
         use crate::checks::CheckState;
         let t0 = Instant::now();
         let mut record = PointRecord::new("UBND xã".to_owned());
-        record.on_join("UBND xã".to_owned(), false);
+        record.on_join("UBND xã".to_owned(), false, None);
         for s in 0..=10 {
             record.observe(flowing(), t0 + Duration::from_secs(s), wall(), &thresholds());
         }
@@ -320,21 +450,23 @@ mod tests {
         assert!(!status.verified);
         let camera = status.checks.iter().find(|c| c.item == CheckItem::Camera).expect("listed");
         assert_eq!(camera.state, CheckState::Failed);
-        assert_eq!(record.report_checks(&console_passed(), wall()), Ok(true));
+        assert!(!record.interruption_due(t0 + Duration::from_secs(10), wall()), "the camera is not proved");
+        assert_eq!(record.report_checks(&console_passed(), wall()), Ok(false));
+        assert!(interrupt_and_return(&mut record, flowing(), t0 + Duration::from_secs(11), Duration::from_secs(2)));
     }
 
     #[test]
     fn an_audio_only_point_is_verified_without_video() {
         let t0 = Instant::now();
         let mut record = PointRecord::new("UBND xã".to_owned());
-        record.on_join("UBND xã".to_owned(), true);
+        record.on_join("UBND xã".to_owned(), true, None);
         let audio: Vec<_> = console_passed().into_iter().filter(|c| c.item.required(true)).collect();
         record.report_checks(&audio, wall()).expect("report");
         let sample = MediaSample { sends_video: false, receives_video: false, video_arrives: false, ..flowing() };
         for s in 0..=10 {
             record.observe(sample, t0 + Duration::from_secs(s), wall(), &thresholds());
         }
-        assert!(record.verified());
+        assert!(interrupt_and_return(&mut record, sample, t0 + Duration::from_secs(10), Duration::from_secs(2)));
         let status = serde_json::to_value(record.status(&"p".parse().expect("point"))).expect("serialize");
         assert_eq!(status["audioOnly"], true);
         assert!(status["checks"].as_array().expect("checks").iter().all(|c| c["item"] != "camera"));
@@ -346,6 +478,7 @@ mod tests {
         let t0 = Instant::now();
         record.observe(flowing(), t0, wall(), &thresholds());
         record.observe(flowing(), t0 + Duration::from_secs(10), wall(), &thresholds());
+        assert!(interrupt_and_return(&mut record, flowing(), t0 + Duration::from_secs(10), Duration::from_secs(2)));
         record.on_leave();
         let status = record.status(&"p".parse().expect("point"));
         assert!(status.verified && status.joined);
@@ -393,11 +526,21 @@ mod tests {
         let before = serde_json::to_value(record.status(&name)).expect("serialize");
         assert!(before.get("verifiedAt").is_none(), "{before}");
 
-        assert!(record.observe(flowing(), t0 + Duration::from_secs(10), passed, &thresholds()));
+        record.observe(
+            flowing(),
+            t0 + Duration::from_secs(10),
+            passed - jiff::SignedDuration::from_secs(3),
+            &thresholds(),
+        );
+        let t1 = t0 + Duration::from_secs(10);
+        record.interrupted(t1);
+        record.on_leave();
+        record.on_join("UBND xã".to_owned(), false, None);
+        assert!(record.observe(flowing(), t1 + Duration::from_secs(3), passed, &thresholds()));
         // A later sample does not move it: it is when verification passed.
         record.observe(
             flowing(),
-            t0 + Duration::from_secs(11),
+            t1 + Duration::from_secs(4),
             passed + jiff::SignedDuration::from_secs(1),
             &thresholds(),
         );
@@ -415,6 +558,7 @@ mod tests {
         let t0 = Instant::now();
         record.observe(flowing(), t0, wall(), &thresholds());
         record.observe(flowing(), t0 + Duration::from_secs(10), wall(), &thresholds());
+        assert!(interrupt_and_return(&mut record, flowing(), t0 + Duration::from_secs(10), Duration::from_secs(2)));
         let status = record.status(&"p".parse().expect("point"));
         let value = serde_json::to_value(&status).expect("serialize");
         for field in [

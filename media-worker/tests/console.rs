@@ -298,7 +298,16 @@ async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_
     for point in &POINTS {
         let status = verified.points.iter().find(|p| p.name.as_str() == point.name).expect("listed");
         assert_eq!(status.display_name, point.display);
+        // The worker cut each office once its other items passed, and the console came back by
+        // itself (the checklist's `reconnect` item); verification needs it.
+        assert_eq!(check_state(&verified, point.name, "reconnect"), "passed", "{}", point.name);
     }
+    let interruptions = std::fs::read_to_string(dir.join("worker-1.log")).unwrap_or_default();
+    assert_eq!(
+        interruptions.matches("interrupting the point to prove it reconnects").count(),
+        POINTS.len(),
+        "one interruption per point: {interruptions}"
+    );
     let mut frames = Vec::new();
     for (i, page) in pages.iter().enumerate() {
         frames.push(received(&stats(page), POINTS[i].name, &POINTS).frames);
@@ -372,7 +381,23 @@ fn write_black_y4m(path: &Path) {
 
 /// A microphone that hears nothing: one second of 16-bit mono silence at 48 kHz.
 fn write_silent_wav(path: &Path) {
-    let (rate, samples) = (48_000u32, 48_000u32);
+    write_wav(path, |_| 0);
+}
+
+/// Two seconds of something a level meter takes for speech: two tones under a syllable-rate
+/// (4 Hz) envelope at about -12 dBFS (Chromium loops the file).
+fn write_speech_wav(path: &Path) {
+    write_wav(path, |i| {
+        let t = f64::from(i) / 48_000.0;
+        let envelope = (std::f64::consts::TAU * 4.0 * t).sin().abs();
+        let tone = 0.6 * (std::f64::consts::TAU * 220.0 * t).sin() + 0.4 * (std::f64::consts::TAU * 660.0 * t).sin();
+        (tone * envelope * 0.25 * f64::from(i16::MAX)) as i16
+    });
+}
+
+/// A 48 kHz mono 16-bit PCM WAV of two seconds, sample `i` from `sample(i)`.
+fn write_wav(path: &Path, sample: impl Fn(u32) -> i16) {
+    let (rate, samples) = (48_000u32, 96_000u32);
     let data = samples * 2;
     let mut bytes = Vec::new();
     bytes.extend_from_slice(b"RIFF");
@@ -387,7 +412,9 @@ fn write_silent_wav(path: &Path) {
     bytes.extend_from_slice(&16u16.to_le_bytes());
     bytes.extend_from_slice(b"data");
     bytes.extend_from_slice(&data.to_le_bytes());
-    bytes.resize(bytes.len() + data as usize, 0);
+    for i in 0..samples {
+        bytes.extend_from_slice(&sample(i).to_le_bytes());
+    }
     std::fs::write(path, bytes).expect("write the wav");
 }
 
@@ -475,6 +502,10 @@ async fn a_black_camera_and_a_silent_microphone_are_not_verified_and_the_checkli
     assert!(!verified(camera_point), "a black camera is not verified though its media flows");
     assert!(!verified(mic_point), "a silent microphone is not verified though its media flows");
     assert_ne!(check_state(&status, mic_point, "sfuAudio"), "passed", "the SFU heard only silence");
+    // Offices still failing an item are not cut to test reconnection: that comes last.
+    assert_eq!(check_state(&status, camera_point, "reconnect"), "pending");
+    assert_eq!(check_state(&status, mic_point, "reconnect"), "pending");
+    assert_eq!(check_state(&status, host, "reconnect"), "passed");
     let since = status
         .points
         .iter()
@@ -857,4 +888,378 @@ fn the_console_sources_typecheck() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The audio energy `page` has played out from `point` so far, and its audio packets.
+fn audio_from(page: &Browser, point: &str) -> (f64, u64) {
+    let stats = stats(page);
+    let consumers = stats["consumers"].as_array().cloned().unwrap_or_default();
+    consumers.iter().filter(|c| c["point"] == point && c["kind"] == "audio").fold((0.0, 0), |(e, p), c| {
+        (e + c["totalAudioEnergy"].as_f64().unwrap_or(0.0), p + c["packetsReceived"].as_u64().unwrap_or(0))
+    })
+}
+
+/// Energy `page` plays out from each of `points` over `window`, measured once `page` has stopped
+/// or resumed receiving `quiet`'s packets as `expect_quiet` says (a condition, with a deadline).
+fn energy_over(page: &Browser, points: &[&str], quiet: &str, expect_quiet: bool, window: Duration) -> Vec<f64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = audio_from(page, quiet).1;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = audio_from(page, quiet).1;
+        if (now == last) == expect_quiet {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{quiet}'s audio packets never {}",
+            if expect_quiet { "stopped" } else { "resumed" }
+        );
+        last = now;
+    }
+    let before: Vec<f64> = points.iter().map(|p| audio_from(page, p).0).collect();
+    let started = Instant::now();
+    while started.elapsed() < window {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    points.iter().zip(before).map(|(p, b)| audio_from(page, p).0 - b).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_mutes_a_point_for_everyone_and_asks_it_to_unmute() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let dir = std::env::temp_dir().join(format!("tiepdan-moderation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-moderation.log");
+    let driver = Driver::start();
+    let now = unix_now();
+    let mut pages = Vec::new();
+    for point in &POINTS {
+        let page = driver.browser(point.name);
+        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        pages.push(page);
+    }
+    for page in &pages {
+        page.click("#join");
+    }
+    // Verified, so the worker's reconnection check is behind us and the consumers stay put.
+    verified_within(worker.addr, 3, VERIFY_DEADLINE).await;
+    let (host, muted, listener) = (&pages[0], &pages[1], &pages[2]);
+    let (host_name, muted_name) = (POINTS[0].name, POINTS[1].name);
+    let tile_button = format!(".tile[data-point=\"{muted_name}\"] button.moderate");
+    host.until(
+        "the host's mute button on the point's tile",
+        &format!("return document.querySelector('{tile_button}') !== null;"),
+    );
+    assert_eq!(
+        listener.eval("return document.querySelectorAll('.tile button.moderate').length;"),
+        0,
+        "only the host moderates"
+    );
+    assert_eq!(host.eval(&format!("return document.querySelector('{tile_button}').textContent;")), "Tắt micro");
+
+    host.click(&tile_button);
+    // The muted office sees, in Vietnamese, who muted it, and cannot unmute by itself.
+    muted.until("the muted-by-host notice", "return document.querySelector('[data-slot=\"moderation\"]') !== null;");
+    let notice = muted.eval("return document.querySelector('[data-slot=\"moderation\"]').textContent;");
+    assert!(notice.as_str().is_some_and(|n| n.contains("đã tắt micro") && n.contains(POINTS[0].display)), "{notice}");
+    assert_eq!(muted.eval("return document.getElementById('mic-toggle').disabled;"), true);
+    assert_eq!(muted.eval("return document.getElementById('mic-toggle').textContent;"), "Micro bị chủ trì tắt");
+    muted.screenshot(&artifacts.join("console-muted-by-host.png"));
+    listener.until(
+        "the muted point's tile to say so",
+        &format!("return document.querySelector('.tile[data-point=\"{muted_name}\"] .host-muted-flag') !== null;"),
+    );
+    // What the others hear: nothing from the muted point, the host as before.
+    let window = Duration::from_secs(2);
+    for page in [listener, host] {
+        let heard = energy_over(page, &[muted_name, host_name], muted_name, true, window);
+        assert!(heard[0] < 1e-6, "the muted point is still heard: {heard:?}");
+        if std::ptr::eq(page, listener) {
+            assert!(heard[1] > 1e-4, "the host should still be heard: {heard:?}");
+        }
+    }
+    host.screenshot(&artifacts.join("console-host-muted-a-point.png"));
+    // A tampered console sends its microphone anyway: the worker holds the mute, so still
+    // nothing reaches the others.
+    muted.eval("window.tiepdan.sendAudioAnyway(); return true;");
+    let sent_before = muted.eval("return window.tiepdan.stats();")["producers"].clone();
+    let heard = energy_over(listener, &[muted_name], muted_name, true, window);
+    assert!(heard[0] < 1e-6, "the SFU forwarded a muted point's audio: {heard:?}");
+    let sent_after = muted.eval("return window.tiepdan.stats();")["producers"].clone();
+    let audio_sent = |v: &Value| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["kind"] == "audio")
+            .map(|p| p["packetsSent"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert!(
+        audio_sent(&sent_after) > audio_sent(&sent_before),
+        "the tampered console did send: {sent_before} -> {sent_after}"
+    );
+
+    // The host asks; the office unmutes from the notice and is heard again.
+    let ask = format!(".tile[data-point=\"{muted_name}\"] button.moderate.ask");
+    host.until("the ask-to-unmute button", &format!("return document.querySelector('{ask}') !== null;"));
+    host.click(&ask);
+    muted.until(
+        "the ask-to-unmute notice with its button",
+        "const b = document.querySelector('[data-slot=\"moderation\"] button'); return b !== null && !b.hidden;",
+    );
+    muted.screenshot(&artifacts.join("console-asked-to-unmute.png"));
+    muted.click("[data-slot=\"moderation\"] button");
+    muted.until("the microphone on again", "return document.getElementById('mic-toggle').textContent === 'Tắt micro';");
+    let heard = energy_over(listener, &[muted_name], muted_name, false, window);
+    assert!(heard[0] > 1e-4, "the point is heard again: {heard:?}");
+    listener.until(
+        "the muted flag to go",
+        &format!("return document.querySelector('.tile[data-point=\"{muted_name}\"] .host-muted-flag') === null;"),
+    );
+    for page in pages {
+        page.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Which point each page shows as the speaker and as having the floor.
+fn focus(page: &Browser) -> (Value, Value) {
+    let speaker = page.eval("return document.querySelector('.tile.speaker')?.dataset.point ?? null;");
+    let floor = page.eval("return document.querySelector('.tile.floor')?.dataset.point ?? null;");
+    (speaker, floor)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_point_that_speaks_comes_forward_and_the_host_gives_the_floor() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let dir = std::env::temp_dir().join(format!("tiepdan-speaker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (silent, speech) = (dir.join("silent.wav"), dir.join("speech.wav"));
+    write_silent_wav(&silent);
+    write_speech_wav(&speech);
+    let worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-speaker.log");
+    let driver = Driver::start();
+    let now = unix_now();
+    // The host and one commune are silent; the other commune speaks (muted until the test says).
+    let files = [&silent, &speech, &silent];
+    let mut pages = Vec::new();
+    for (point, file) in POINTS.iter().zip(files) {
+        let args = [format!("--use-file-for-fake-audio-capture={}", file.display())];
+        let page = driver.browser_with_args(point.name, Camera::Allowed, &args);
+        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        pages.push(page);
+    }
+    let speaker_name = POINTS[1].name;
+    // Muted before joining, so its first words cannot race the measurement.
+    pages[1].eval("document.getElementById('mic-toggle').click(); return true;");
+    let clicked: Vec<Instant> = pages
+        .iter()
+        .map(|page| {
+            page.click("#join");
+            Instant::now()
+        })
+        .collect();
+    until_everyone_receives(&pages, &POINTS, &clicked, MEDIA_DEADLINE);
+    for page in &pages {
+        assert_eq!(focus(page).0, Value::Null, "nobody has spoken yet");
+    }
+
+    // Timed in the pages (one machine, one clock), not by polling them: when the officer
+    // unmuted, and when each console learnt who speaks.
+    let unmuted_at = pages[1]
+        .eval("const t = Date.now(); document.getElementById('mic-toggle').click(); return t;")
+        .as_f64()
+        .expect("a time");
+    let mut followed = Vec::new();
+    for page in &pages {
+        let state = page.until(
+            "this console to show the speaker",
+            &format!("const f = window.tiepdan.focus(); return f.speaker === '{speaker_name}' && f;"),
+        );
+        assert_eq!(focus(page).0, speaker_name, "the tile says so");
+        followed.push((state["speakerAt"].as_f64().expect("a time") - unmuted_at) / 1000.0);
+    }
+    let slowest = followed.iter().copied().fold(0.0, f64::max);
+    eprintln!("the speaker came forward in every console within {slowest:.2} s: {followed:.2?}");
+    assert!(slowest <= 2.0, "the issue's bound is 2 s: {followed:?}");
+    let label = pages[2].eval(&format!(
+        "return document.querySelector('.tile[data-point=\"{speaker_name}\"] .focus-flag')?.textContent ?? '';"
+    ));
+    assert_eq!(label, "Đang phát biểu");
+    pages[2].screenshot(&artifacts.join("console-active-speaker.png"));
+
+    // The host gives the floor to the silent commune: it is pinned large for everyone.
+    let floor_name = POINTS[2].name;
+    assert_eq!(pages[1].eval("return document.querySelectorAll('button.floor-button').length;"), 0, "only the host");
+    pages[0].click(&format!(".tile[data-point=\"{floor_name}\"] button.floor-button"));
+    for page in &pages {
+        page.until(
+            "the floor on every console",
+            &format!("return document.querySelector('.tile.floor')?.dataset.point === '{floor_name}';"),
+        );
+    }
+    assert_eq!(focus(&pages[1]).0, speaker_name, "the speaker stays marked");
+    pages[1].screenshot(&artifacts.join("console-floor-given.png"));
+    pages[0].click(&format!(".tile[data-point=\"{floor_name}\"] button.floor-button"));
+    for page in &pages {
+        page.until("the floor taken back", "return document.querySelector('.tile.floor') === null;");
+    }
+    for page in pages {
+        page.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether `page` shows `point`'s shared document, decoded.
+const fn share_shown(point: &str) -> impl Fn(&Browser) -> bool + '_ {
+    move |page| {
+        page.eval(&format!(
+            "const v = document.querySelector('.tile.share[data-share=\"{point}\"] video'); return v !== null && v.videoWidth > 0;"
+        )) == Value::Bool(true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_point_shares_a_document_large_for_everyone_and_the_host_can_stop_it() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let dir = std::env::temp_dir().join(format!("tiepdan-share-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-share.log");
+    let driver = Driver::start();
+    let now = unix_now();
+    let mut pages = Vec::new();
+    for point in &POINTS {
+        // Chromium's fake capture answers getDisplayMedia without a picker.
+        let args = [
+            "--auto-accept-this-tab-capture".to_owned(),
+            "--auto-select-desktop-capture-source=Entire screen".to_owned(),
+        ];
+        let page = driver.browser_with_args(point.name, Camera::Allowed, &args);
+        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        pages.push(page);
+    }
+    let clicked: Vec<Instant> = pages
+        .iter()
+        .map(|page| {
+            page.click("#join");
+            Instant::now()
+        })
+        .collect();
+    until_everyone_receives(&pages, &POINTS, &clicked, MEDIA_DEADLINE);
+    let (host, sharer, second) = (&pages[0], &pages[1], &pages[2]);
+    assert_eq!(sharer.eval("return document.getElementById('share-toggle').textContent;"), "Chia sẻ tài liệu");
+
+    sharer.click("#share-toggle");
+    let wait = |page: &Browser, what: &str, shown: &dyn Fn(&Browser) -> bool| {
+        let deadline = Instant::now() + MEDIA_DEADLINE;
+        while !shown(page) {
+            assert!(Instant::now() < deadline, "{}: timed out waiting for {what}", page.eval("return location.href;"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for page in [host, second] {
+        wait(page, "the shared document", &share_shown(POINTS[1].name));
+        // Large: the document spans the whole row, wider than any point's tile.
+        let widths = page.eval(
+            "const share = document.querySelector('.tile.share').getBoundingClientRect().width; \
+             const others = [...document.querySelectorAll('.tile:not(.share)')].map(t => t.getBoundingClientRect().width); \
+             return share > Math.max(...others);",
+        );
+        assert_eq!(widths, Value::Bool(true), "the share is the largest tile");
+    }
+    let label = second.eval("return document.querySelector('.tile.share .name').textContent;");
+    assert_eq!(label, format!("Tài liệu do {} chia sẻ", POINTS[1].display));
+    second.screenshot(&artifacts.join("console-document-shared.png"));
+
+    // A second share is refused while the first is on, and the office is told why.
+    second.click("#share-toggle");
+    second.until(
+        "the refusal",
+        "return (document.querySelector('[data-slot=\"share\"]')?.textContent ?? '').includes('mỗi lúc chỉ một điểm cầu');",
+    );
+    assert_eq!(second.eval("return document.getElementById('share-toggle').textContent;"), "Chia sẻ tài liệu");
+    assert!(!share_shown(POINTS[2].name)(host), "the refused share never reaches the others");
+
+    // The host stops it: the sharer is told, the document goes everywhere.
+    assert_eq!(second.eval("return document.querySelectorAll('button.stop-share').length;"), 0, "only the host");
+    host.click(".tile.share button.stop-share");
+    sharer.until(
+        "the sharer told who stopped it",
+        "return (document.querySelector('[data-slot=\"share\"]')?.textContent ?? '').includes('đã dừng phần chia sẻ');",
+    );
+    for page in [host, second] {
+        page.until("the share tile to go", "return document.querySelector('.tile.share') === null;");
+    }
+    // Now the other point may share, and stops it itself.
+    second.click("#share-toggle");
+    wait(host, "the second point's document", &share_shown(POINTS[2].name));
+    second.click("#share-toggle");
+    host.until("the share tile to go again", "return document.querySelector('.tile.share') === null;");
+    for page in pages {
+        page.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_keeps_the_media_without_a_rejoin() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let dir = std::env::temp_dir().join(format!("tiepdan-ice-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-ice.log");
+    let driver = Driver::start();
+    let now = unix_now();
+    let points = &POINTS[..2];
+    let mut pages = Vec::new();
+    for point in points {
+        let page = driver.browser(point.name);
+        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
+        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        pages.push(page);
+    }
+    let clicked: Vec<Instant> = pages
+        .iter()
+        .map(|page| {
+            page.click("#join");
+            Instant::now()
+        })
+        .collect();
+    until_everyone_receives(&pages, points, &clicked, MEDIA_DEADLINE);
+    // Past the worker's reconnection check, so any later join would be the restart's doing.
+    verified_within(worker.addr, 2, VERIFY_DEADLINE).await;
+    let joins =
+        || std::fs::read_to_string(dir.join("worker-ice.log")).unwrap_or_default().matches("\"point joined\"").count();
+    let joins_before = joins();
+    assert!(joins_before >= points.len(), "the log counts joins: {joins_before}");
+    let frames_before = received(&stats(&pages[0]), points[0].name, points).frames;
+
+    let restarted_at = Instant::now();
+    pages[0].eval("return window.tiepdan.restartIce().then(() => true);");
+    // Media goes on: more frames decoded, both transports connected again.
+    let deadline = Instant::now() + MEDIA_DEADLINE;
+    loop {
+        let frames = received(&stats(&pages[0]), points[0].name, points).frames;
+        let states = pages[0].eval("return window.tiepdan.stats().then(s => s.phase);");
+        if frames > frames_before + 30 && states == "room" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no media after the ICE restart: {frames} frames, phase {states}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("media flowing again {:.2} s after the ICE restart", restarted_at.elapsed().as_secs_f64());
+    assert_eq!(joins(), joins_before, "an ICE restart is not a rejoin");
+    for page in pages {
+        page.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

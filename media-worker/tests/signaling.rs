@@ -10,7 +10,8 @@ use tiepdan_media_worker::probe::client::{ClientError, SignalingClient};
 use tiepdan_media_worker::signaling::protocol::{
     ClientMessage, Direction, ErrorCode, RequestId, ServerMessage, MAX_MESSAGE_BYTES,
 };
-use tiepdan_media_worker::tokens::{unix_now, KeyUse, PrivateKey};
+use tiepdan_media_worker::signaling::protocol::{MediaSource, Role};
+use tiepdan_media_worker::tokens::{unix_now, JoinClaims, KeyUse, PrivateKey};
 
 async fn join_error(url: &str, token: String) -> ErrorCode {
     let mut client = SignalingClient::connect(url).await.expect("connect");
@@ -565,5 +566,147 @@ async fn a_worker_in_a_pod_takes_admin_calls_only_for_itself_and_for_at_most_30_
     assert_eq!(join.status, 401, "a join token as an admin token");
     assert!(join.body.contains("not for admin use"), "{}", join.body);
     assert_eq!(call(admin_key().mint_admin(now, 30, Some("w-1")).expect("mint")).await.status, 200);
+    server.stop().await.expect("stop");
+}
+
+/// The host mutes a point: every point is told, the point cannot resume its audio until the host
+/// asks (not even from a new connection), and nobody but the host may moderate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_host_mutes_a_point_and_the_worker_holds_it_until_asked() {
+    let server = start().await;
+    let url = server.ws_url();
+    let mut host = SignalingClient::connect(&url).await.expect("connect");
+    let host_token = key().mint_join(&JoinClaims { role: Role::Host, ..claims("tinh") }).expect("mint");
+    host.request(ClientMessage::Join { token: host_token }).await.expect("host joins");
+    let (mut muted, producer_id) = point_with_audio(&url, "xa-a").await;
+    let mut other = SignalingClient::connect(&url).await.expect("connect");
+    other.request(ClientMessage::Join { token: token("xa-b") }).await.expect("xa-b joins");
+
+    // A participant may not moderate, not even itself; the worker says why.
+    for target in ["xa-a", "xa-b"] {
+        let refused = other.request(ClientMessage::MutePoint { point: target.parse().expect("point") }).await;
+        assert_eq!(refused.expect_err("refused").code(), Some(ErrorCode::NotHost), "{target}");
+    }
+    let refused = other.request(ClientMessage::AskToUnmute { point: "xa-a".parse().expect("point") }).await;
+    assert_eq!(refused.expect_err("refused").code(), Some(ErrorCode::NotHost));
+    let refused = other.request(ClientMessage::GiveFloor { point: Some("xa-b".parse().expect("point")) }).await;
+    assert_eq!(refused.expect_err("refused").code(), Some(ErrorCode::NotHost), "nor give the floor");
+    let given = host.request(ClientMessage::GiveFloor { point: Some("xa-b".parse().expect("point")) }).await;
+    assert!(matches!(given, Ok(ServerMessage::FloorGiven { point: Some(_) })), "{given:?}");
+    let told = other.wait_for(|m| matches!(m, ServerMessage::FloorGiven { .. })).await.expect("told");
+    assert!(matches!(told, ServerMessage::FloorGiven { point: Some(p) } if p.as_str() == "xa-b"));
+    let absent = host.request(ClientMessage::MutePoint { point: "xa-z".parse().expect("point") }).await;
+    assert_eq!(absent.expect_err("refused").code(), Some(ErrorCode::PointNotPresent));
+
+    let reply = host.request(ClientMessage::MutePoint { point: "xa-a".parse().expect("point") }).await.expect("mute");
+    assert!(
+        matches!(&reply, ServerMessage::PointMuted { point, by } if point.as_str() == "xa-a" && by == "Điểm cầu tinh")
+    );
+    for client in [&mut muted, &mut other] {
+        let told = client.wait_for(|m| matches!(m, ServerMessage::PointMuted { .. })).await.expect("told");
+        assert!(matches!(told, ServerMessage::PointMuted { point, .. } if point.as_str() == "xa-a"));
+    }
+    let held = muted.request(ClientMessage::ResumeProducer { producer_id }).await;
+    assert_eq!(held.expect_err("held").code(), Some(ErrorCode::MutedByHost));
+
+    // A new connection of the muted point is still muted: its join says so, and its new audio is
+    // held too.
+    drop(muted);
+    let (mut again, producer_id) = point_with_audio(&url, "xa-a").await;
+    let held = again.request(ClientMessage::ResumeProducer { producer_id }).await;
+    assert_eq!(held.expect_err("still held").code(), Some(ErrorCode::MutedByHost));
+    let mut late = SignalingClient::connect(&url).await.expect("connect");
+    let joined = late.request(ClientMessage::Join { token: token("xa-c") }).await.expect("xa-c joins");
+    let ServerMessage::Joined { muted_points, .. } = joined else { panic!("expected joined") };
+    assert_eq!(muted_points, ["xa-a".parse().expect("point")]);
+
+    // The host asks; the office resumes when it is ready, and everyone is told it speaks again.
+    let asked = host.request(ClientMessage::AskToUnmute { point: "xa-a".parse().expect("point") }).await.expect("ask");
+    assert!(matches!(asked, ServerMessage::UnmuteAsked { .. }));
+    again.wait_for(|m| matches!(m, ServerMessage::UnmuteAsked { .. })).await.expect("asked");
+    let resumed = again.request(ClientMessage::ResumeProducer { producer_id }).await.expect("resumed");
+    assert!(matches!(resumed, ServerMessage::ProducerResumed { .. }));
+    let unmuted = other.wait_for(|m| matches!(m, ServerMessage::PointUnmuted { .. })).await.expect("told");
+    assert!(matches!(unmuted, ServerMessage::PointUnmuted { point } if point.as_str() == "xa-a"));
+    server.stop().await.expect("stop");
+}
+
+/// A point's screen share as a console would send it (a VP8 video producer marked `screen`).
+async fn share_screen(client: &mut SignalingClient) -> Result<ServerMessage, ClientError> {
+    let ServerMessage::WebRtcTransportCreated { transport_id, .. } =
+        client.request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send }).await?
+    else {
+        panic!("expected webRtcTransportCreated");
+    };
+    let rtp_parameters = serde_json::from_value(serde_json::json!({
+        "codecs": [{"mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000,
+                    "parameters": {}, "rtcpFeedback": []}],
+        "headerExtensions": [], "encodings": [{"ssrc": 2222}], "rtcp": {"reducedSize": true}
+    }))
+    .expect("RTP parameters");
+    client
+        .request(ClientMessage::Produce {
+            transport_id,
+            kind: mediasoup::prelude::MediaKind::Video,
+            rtp_parameters,
+            source: Some(MediaSource::Screen),
+        })
+        .await
+}
+
+/// One share at a time, and only the host may stop another point's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_share_at_a_time_and_only_the_host_stops_it() {
+    let server = start().await;
+    let url = server.ws_url();
+    let mut host = SignalingClient::connect(&url).await.expect("connect");
+    let host_token = key().mint_join(&JoinClaims { role: Role::Host, ..claims("tinh") }).expect("mint");
+    host.request(ClientMessage::Join { token: host_token }).await.expect("host joins");
+    let mut a = SignalingClient::connect(&url).await.expect("connect");
+    a.request(ClientMessage::Join { token: token("xa-a") }).await.expect("joins");
+    let mut b = SignalingClient::connect(&url).await.expect("connect");
+    b.request(ClientMessage::Join { token: token("xa-b") }).await.expect("joins");
+
+    let refused = host.request(ClientMessage::StopShare).await;
+    assert_eq!(refused.expect_err("nothing shared").code(), Some(ErrorCode::NoShare));
+    assert!(matches!(share_screen(&mut a).await, Ok(ServerMessage::Produced { .. })));
+    let announced = b.wait_for(|m| matches!(m, ServerMessage::NewProducer { .. })).await.expect("announced");
+    assert!(matches!(announced, ServerMessage::NewProducer { source: MediaSource::Screen, .. }), "{announced:?}");
+    let second = share_screen(&mut b).await;
+    assert_eq!(second.expect_err("one at a time").code(), Some(ErrorCode::ShareInProgress));
+    let refused = b.request(ClientMessage::StopShare).await;
+    assert_eq!(refused.expect_err("not the host").code(), Some(ErrorCode::NotHost));
+
+    let stopped = host.request(ClientMessage::StopShare).await.expect("the host stops it");
+    assert!(matches!(&stopped, ServerMessage::ShareStopped { point, .. } if point.as_str() == "xa-a"));
+    a.wait_for(|m| matches!(m, ServerMessage::ShareStopped { .. })).await.expect("the sharer is told");
+    b.wait_for(|m| matches!(m, ServerMessage::ProducerClosed { .. })).await.expect("the others see it close");
+    assert!(matches!(share_screen(&mut b).await, Ok(ServerMessage::Produced { .. })), "free again");
+    server.stop().await.expect("stop");
+}
+
+/// An ICE restart gives a transport new credentials, only on the member's own WebRTC transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_gives_new_credentials_on_the_same_transport() {
+    let server = start().await;
+    let mut a = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    a.request(ClientMessage::Join { token: token("xa-a") }).await.expect("joins");
+    let created =
+        a.request(ClientMessage::CreateWebRtcTransport { direction: Direction::Send }).await.expect("transport");
+    let ServerMessage::WebRtcTransportCreated { transport_id, ice_parameters, .. } = created else {
+        panic!("expected webRtcTransportCreated");
+    };
+    let restarted = a.request(ClientMessage::RestartIce { transport_id }).await.expect("restart");
+    let ServerMessage::IceRestarted { transport_id: same, ice_parameters: fresh } = restarted else {
+        panic!("expected iceRestarted");
+    };
+    assert_eq!(same, transport_id);
+    assert_ne!(fresh.username_fragment, ice_parameters.username_fragment, "new credentials");
+    assert_ne!(fresh.password, ice_parameters.password);
+    // Another member's transport is not this one's to restart.
+    let mut b = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    b.request(ClientMessage::Join { token: token("xa-b") }).await.expect("joins");
+    let refused = b.request(ClientMessage::RestartIce { transport_id }).await;
+    assert_eq!(refused.expect_err("not its transport").code(), Some(ErrorCode::TransportNotFound));
     server.stop().await.expect("stop");
 }

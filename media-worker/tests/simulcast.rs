@@ -59,7 +59,12 @@ async fn produce(
     transport_id: TransportId,
     kbps: &[u32],
 ) -> Result<ProducerId, tiepdan_media_worker::probe::client::ClientError> {
-    let message = ClientMessage::Produce { transport_id, kind: MediaKind::Video, rtp_parameters: vp8_simulcast(kbps) };
+    let message = ClientMessage::Produce {
+        transport_id,
+        kind: MediaKind::Video,
+        rtp_parameters: vp8_simulcast(kbps),
+        source: None,
+    };
     match client.request(message).await? {
         ServerMessage::Produced { producer_id } => Ok(producer_id),
         other => panic!("expected produced, got {other:?}"),

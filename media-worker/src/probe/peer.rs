@@ -175,7 +175,7 @@ impl PlainPeer {
     async fn produce(&mut self, kind: MediaKind, rtp_parameters: RtpParameters) -> Result<ProducerId, PeerError> {
         match self
             .client
-            .request(ClientMessage::Produce { transport_id: self.send_transport, kind, rtp_parameters })
+            .request(ClientMessage::Produce { transport_id: self.send_transport, kind, rtp_parameters, source: None })
             .await?
         {
             ServerMessage::Produced { producer_id } => Ok(producer_id),

@@ -87,6 +87,13 @@ pub enum ClientMessage {
     CreatePlainTransport {
         direction: Direction,
     },
+    /// New ICE credentials for one of the client's WebRTC transports, after a network change or
+    /// when the path failed: media resumes on the same transports, producers and consumers,
+    /// without a rejoin.
+    RestartIce {
+        #[ts(type = "string")]
+        transport_id: TransportId,
+    },
     /// Always refused with `remote_address_forbidden`: the worker never sends media to an
     /// address a client names (that made it a reflector). Kept in the protocol so older probes
     /// get that reason rather than `unknown_action`.
@@ -105,6 +112,11 @@ pub enum ClientMessage {
         kind: MediaKind,
         #[ts(type = "types.RtpParameters")]
         rtp_parameters: RtpParameters,
+        /// `screen` for a shared screen or window (video only, one share per room at a time);
+        /// absent: the camera or microphone, by `kind`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        source: Option<MediaSource>,
     },
     CloseProducer {
         #[ts(type = "string")]
@@ -141,6 +153,27 @@ pub enum ClientMessage {
         freezes: u32,
         freeze_seconds: f64,
     },
+    /// Resumes one of the sender's own producers in the SFU (after the host muted it and then
+    /// asked it to unmute). Refused with `muted_by_host` while the host holds the mute.
+    ResumeProducer {
+        #[ts(type = "string")]
+        producer_id: ProducerId,
+    },
+    /// The host only: pause `point`'s microphone in the SFU for everyone (see `moderation`).
+    MutePoint {
+        point: PointName,
+    },
+    /// The host only: ask a point it muted to unmute; the office then decides when to speak.
+    AskToUnmute {
+        point: PointName,
+    },
+    /// The host only: show `point` (where the citizen sits) large for everyone, whoever speaks;
+    /// `null` takes the floor back.
+    GiveFloor {
+        point: Option<PointName>,
+    },
+    /// The host only: stop whichever point's screen share is on.
+    StopShare,
     Leave,
 }
 
@@ -152,6 +185,7 @@ impl ClientMessage {
             Self::CreateWebRtcTransport { .. } => "createWebRtcTransport",
             Self::ConnectWebRtcTransport { .. } => "connectWebRtcTransport",
             Self::CreatePlainTransport { .. } => "createPlainTransport",
+            Self::RestartIce { .. } => "restartIce",
             Self::ConnectPlainTransport { .. } => "connectPlainTransport",
             Self::Produce { .. } => "produce",
             Self::CloseProducer { .. } => "closeProducer",
@@ -160,6 +194,11 @@ impl ClientMessage {
             Self::ReportChecks { .. } => "reportChecks",
             Self::SetViewport { .. } => "setViewport",
             Self::ReportQuality { .. } => "reportQuality",
+            Self::ResumeProducer { .. } => "resumeProducer",
+            Self::MutePoint { .. } => "mutePoint",
+            Self::AskToUnmute { .. } => "askToUnmute",
+            Self::GiveFloor { .. } => "giveFloor",
+            Self::StopShare => "stopShare",
             Self::Leave => "leave",
         }
     }
@@ -172,6 +211,7 @@ impl ClientMessage {
         "createWebRtcTransport",
         "connectWebRtcTransport",
         "createPlainTransport",
+        "restartIce",
         "connectPlainTransport",
         "produce",
         "closeProducer",
@@ -180,6 +220,11 @@ impl ClientMessage {
         "reportChecks",
         "setViewport",
         "reportQuality",
+        "resumeProducer",
+        "mutePoint",
+        "askToUnmute",
+        "giveFloor",
+        "stopShare",
         "leave",
     ];
 }
@@ -218,6 +263,27 @@ pub struct ProducerInfo {
     pub point: PointName,
     #[ts(type = "types.MediaKind")]
     pub kind: MediaKind,
+    pub source: MediaSource,
+}
+
+/// What a producer carries: a point's camera and microphone, or a shared screen or window
+/// (a document shown large to everyone; one at a time in a room).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum MediaSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+impl MediaSource {
+    /// What a producer that named no source carries: its kind's device.
+    pub fn of_kind(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => Self::Microphone,
+            MediaKind::Video => Self::Camera,
+        }
+    }
 }
 
 /// One tile of the console: the point whose picture it shows, its height in device pixels, and
@@ -281,6 +347,19 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "VideoCaps::is_unset")]
         #[ts(as = "Option<VideoCaps>", optional)]
         video: VideoCaps,
+        /// Points the host has muted now; the joining point's own name means its microphone is
+        /// muted by the host (its new audio starts paused in the SFU).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[ts(as = "Option<Vec<PointName>>", optional)]
+        muted_points: Vec<PointName>,
+        /// Who speaks now (see `activeSpeaker`), if anyone has yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        active_speaker: Option<PointName>,
+        /// The point the host gave the floor to, if any (see `floorGiven`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        floor: Option<PointName>,
     },
     WebRtcTransportCreated {
         #[ts(type = "string")]
@@ -305,6 +384,13 @@ pub enum ServerMessage {
     TransportConnected {
         #[ts(type = "string")]
         transport_id: TransportId,
+    },
+    /// The reply to `restartIce`: the transport's new ICE credentials.
+    IceRestarted {
+        #[ts(type = "string")]
+        transport_id: TransportId,
+        #[ts(type = "types.IceParameters")]
+        ice_parameters: IceParameters,
     },
     Produced {
         #[ts(type = "string")]
@@ -332,12 +418,48 @@ pub enum ServerMessage {
     ViewportApplied,
     /// The reply to `reportQuality`.
     QualityRecorded,
+    /// The reply to `resumeProducer`.
+    ProducerResumed {
+        #[ts(type = "string")]
+        producer_id: ProducerId,
+    },
+    /// The host (`by`, its display name) muted `point`'s microphone: to every point (the muted
+    /// office shows who muted it) and as the reply to `mutePoint`.
+    PointMuted {
+        point: PointName,
+        by: String,
+    },
+    /// `point` resumed its audio after the host's mute: to every point.
+    PointUnmuted {
+        point: PointName,
+    },
+    /// The SFU's audio levels say `point` speaks now (`null`: the speaker left): to every point.
+    ActiveSpeaker {
+        point: Option<PointName>,
+    },
+    /// The host gave the floor to `point` (`null`: took it back): to every point, and as the
+    /// reply to `giveFloor`.
+    FloorGiven {
+        point: Option<PointName>,
+    },
+    /// The host (`by`) asks `point` to unmute: to that point, and as the reply to `askToUnmute`.
+    UnmuteAsked {
+        point: PointName,
+        by: String,
+    },
     NewProducer {
         #[ts(type = "string")]
         producer_id: ProducerId,
         point: PointName,
         #[ts(type = "types.MediaKind")]
         kind: MediaKind,
+        source: MediaSource,
+    },
+    /// The host (`by`) stopped `point`'s screen share: to the sharing point (its console stops
+    /// the capture and says so) and as the reply to `stopShare`. The others get `producerClosed`.
+    ShareStopped {
+        point: PointName,
+        by: String,
     },
     ProducerClosed {
         #[ts(type = "string")]
@@ -485,7 +607,12 @@ mod tests {
                 port: 5004,
                 rtcp_port: None,
             },
-            ClientMessage::Produce { transport_id, kind: MediaKind::Audio, rtp_parameters: RtpParameters::default() },
+            ClientMessage::Produce {
+                transport_id,
+                kind: MediaKind::Audio,
+                rtp_parameters: RtpParameters::default(),
+                source: None,
+            },
             ClientMessage::CloseProducer { producer_id },
             ClientMessage::Consume { transport_id, producer_id, rtp_capabilities: RtpCapabilities::default() },
             ClientMessage::ResumeConsumer { consumer_id: fresh_id::<ConsumerId>() },
@@ -518,6 +645,12 @@ mod tests {
             json!({"action": "reportChecks", "checks": [{"item": "icePath", "state": "passed", "path": "turn-tls"}]}),
             json!({"action": "setViewport", "tiles": [{"point": "xa-a", "height": 360, "visible": true}]}),
             json!({"action": "reportQuality", "freezes": 1, "freezeSeconds": 0.5}),
+            json!({"action": "resumeProducer", "producerId": fresh_id::<ProducerId>()}),
+            json!({"action": "mutePoint", "point": "xa-a"}),
+            json!({"action": "askToUnmute", "point": "xa-a"}),
+            json!({"action": "giveFloor", "point": null}),
+            json!({"action": "stopShare"}),
+            json!({"action": "restartIce", "transportId": fresh_id::<TransportId>()}),
             json!({"action": "leave"}),
         ];
         assert_eq!(samples.len(), ClientMessage::ACTIONS.len());
@@ -572,6 +705,7 @@ mod tests {
                     producer_id: fresh_id::<ProducerId>(),
                     point: point("p2"),
                     kind: MediaKind::Video,
+                    source: MediaSource::Screen,
                 }],
                 ice_servers: vec![IceServer {
                     urls: vec!["turns:turn.example:443?transport=tcp".to_owned()],
@@ -581,7 +715,16 @@ mod tests {
                 ice_transport_policy: IceTransportPolicy::Relay,
                 uplink_kbps: Some(512),
                 video: VideoCaps { max_bitrate_kbps: 500, max_height: 360 },
+                muted_points: vec![point("p2")],
+                active_speaker: Some(point("p2")),
+                floor: None,
             },
+            ServerMessage::ActiveSpeaker { point: Some(point("p2")) },
+            ServerMessage::FloorGiven { point: None },
+            ServerMessage::PointMuted { point: point("p2"), by: "UBND tỉnh".to_owned() },
+            ServerMessage::UnmuteAsked { point: point("p2"), by: "UBND tỉnh".to_owned() },
+            ServerMessage::PointUnmuted { point: point("p2") },
+            ServerMessage::ProducerResumed { producer_id: fresh_id::<ProducerId>() },
             ServerMessage::PlainTransportCreated {
                 transport_id: fresh_id::<TransportId>(),
                 direction: Direction::Send,

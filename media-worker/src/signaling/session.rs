@@ -285,11 +285,12 @@ impl Connection {
                     ClientMessage::CreatePlainTransport { direction } => {
                         room.create_plain_transport(&key, direction).await
                     }
+                    ClientMessage::RestartIce { transport_id } => room.restart_ice(&key, transport_id).await,
                     // Whatever the address: sending where a client says is what made the worker
                     // a reflector. Plain transports learn their remote from the first packet.
                     ClientMessage::ConnectPlainTransport { .. } => Err(RoomError::RemoteAddressForbidden),
-                    ClientMessage::Produce { transport_id, kind, rtp_parameters } => room
-                        .produce(&key, transport_id, kind, rtp_parameters)
+                    ClientMessage::Produce { transport_id, kind, rtp_parameters, source } => room
+                        .produce(&key, transport_id, kind, rtp_parameters, source)
                         .await
                         .map(|producer_id| ServerMessage::Produced { producer_id }),
                     ClientMessage::CloseProducer { producer_id } => room.close_producer(&key, producer_id),
@@ -298,6 +299,11 @@ impl Connection {
                     }
                     ClientMessage::ResumeConsumer { consumer_id } => room.resume_consumer(&key, consumer_id).await,
                     ClientMessage::SetViewport { tiles } => room.set_viewport(&key, tiles).await,
+                    ClientMessage::ResumeProducer { producer_id } => room.resume_producer(&key, producer_id).await,
+                    ClientMessage::MutePoint { point } => room.mute_point(&key, &point).await,
+                    ClientMessage::AskToUnmute { point } => room.ask_to_unmute(&key, &point),
+                    ClientMessage::GiveFloor { point } => room.give_floor(&key, point),
+                    ClientMessage::StopShare => room.stop_share(&key),
                     ClientMessage::Join { .. }
                     | ClientMessage::Leave
                     | ClientMessage::ReportChecks { .. }

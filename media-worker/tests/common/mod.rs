@@ -156,7 +156,12 @@ pub async fn point_with_audio(
     }))
     .expect("RTP parameters");
     let ServerMessage::Produced { producer_id } = client
-        .request(ClientMessage::Produce { transport_id, kind: mediasoup::prelude::MediaKind::Audio, rtp_parameters })
+        .request(ClientMessage::Produce {
+            transport_id,
+            kind: mediasoup::prelude::MediaKind::Audio,
+            rtp_parameters,
+            source: None,
+        })
         .await
         .expect("produce")
     else {

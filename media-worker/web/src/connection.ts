@@ -92,6 +92,14 @@ export function simulcastEncodings(
 }
 
 /**
+ * A shared screen or window: one layer (everyone shows it large) at nine tenths of the point's
+ * video budget, which the worker checks like a camera's.
+ */
+export function screenEncodings(caps: VideoCaps | undefined, uplinkKbps: number | undefined): types.RtpEncodingParameters[] {
+  return [{ maxBitrate: Math.floor(videoBudgetKbps(caps, uplinkKbps) * ENCODER_HEADROOM) * 1000 }];
+}
+
+/**
  * The codec a camera sends with: VP8 (simulcast in every browser), else H264 (Safari on older
  * iPhones and some hardware-only builds), else whatever the worker and the browser share.
  */
@@ -143,9 +151,10 @@ export class Connection {
             .then(() => callback(), errback);
         });
       }
-      sendTransport.on("produce", ({ kind, rtpParameters }, callback, errback) => {
+      sendTransport.on("produce", ({ kind, rtpParameters, appData }, callback, errback) => {
+        const source = appData.source === "screen" ? ("screen" as const) : undefined;
         signaling
-          .request({ action: "produce", transportId: sendTransport.id, kind, rtpParameters })
+          .request({ action: "produce", transportId: sendTransport.id, kind, rtpParameters, source })
           .then(({ producerId }) => callback({ id: producerId }), errback);
       });
       const candidate = send.iceCandidates[0];
@@ -170,6 +179,23 @@ export class Connection {
       });
     }
     return this.sendTransport.produce({ track, stopTracks: false, codecOptions: { opusStereo: false, opusFec: true } });
+  }
+
+  /** New ICE credentials for `transport` from the worker, applied: media resumes in place. */
+  async restartIce(transport: types.Transport): Promise<void> {
+    const restarted = await this.signaling.request({ action: "restartIce", transportId: transport.id });
+    await transport.restartIce({ iceParameters: restarted.iceParameters });
+  }
+
+  /** Shares a screen or window: a separate video producer the others show large. */
+  produceScreen(track: MediaStreamTrack): Promise<types.Producer> {
+    return this.sendTransport.produce({
+      track,
+      stopTracks: false,
+      // Documents: sharp text over smooth motion, within the point's uplink.
+      encodings: screenEncodings(this.joined.video, this.joined.uplinkKbps),
+      appData: { source: "screen" },
+    });
   }
 
   /** Receives a producer; the worker starts consumers paused, so this resumes it once ready. */

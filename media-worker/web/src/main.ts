@@ -10,10 +10,10 @@ import { Checklist, type ConsoleItem } from "./checks";
 import { formatClock, formatMoment, initLang, lang, setLang, t, text, type Lang } from "./i18n";
 import { LocalMedia, type MediaProblem } from "./media";
 import type { ErrorCode, JoinCheck } from "./protocol";
-import { MediaPathError, Room, type Quality, type RoomEnd } from "./room";
+import { MediaPathError, Room, type Moderation, type Quality, type RoomEnd } from "./room";
 import { passed, runSelfTest, type SelfTestResult } from "./selftest";
 import { SignalingError } from "./signaling";
-import { Tiles } from "./tiles";
+import { Tiles, type Moderator } from "./tiles";
 import { claimTime, decodeClaims, rememberToken, tokenFromLocation, tokenFromPasted, type Claims } from "./token";
 
 /** The worker accepts tokens this long before `nbf` (its clock-skew leeway). */
@@ -23,7 +23,7 @@ const BACKOFF_FIRST_MS = 1_000;
 const BACKOFF_MAX_MS = 20_000;
 
 type Phase = "lobby" | "joining" | "room" | "reconnecting";
-type Slot = "link" | "media" | "connection";
+type Slot = "link" | "media" | "connection" | "moderation" | "share";
 
 interface Notice {
   level: "error" | "warn" | "info";
@@ -49,6 +49,8 @@ const state = {
   phase: "lobby" as Phase,
   room: null as Room | null,
   micMuted: false,
+  /** The host muted this office (`asked`: and has since asked it to unmute). */
+  mutedByHost: null as { by: string; asked: boolean } | null,
   cameraOff: false,
   quality: "none" as Quality,
   selfTestRunning: false,
@@ -111,9 +113,17 @@ function renderControls(): void {
   el<HTMLButtonElement>("self-test").disabled =
     !joinable || (local.audioTrack === null && local.videoTrack === null);
   el("join").textContent = state.busy ? t().joining : t().join;
-  const mic = el("mic-toggle");
-  mic.textContent = state.micMuted ? t().unmute : t().mute;
+  const mic = el<HTMLButtonElement>("mic-toggle");
+  const held = state.mutedByHost !== null && !state.mutedByHost.asked;
+  mic.textContent = held ? t().micHeldByHost : state.micMuted ? t().unmute : t().mute;
   mic.classList.toggle("off", state.micMuted);
+  // Held by the host: the worker would refuse anyway; the button says why instead.
+  mic.disabled = held;
+  const share = el<HTMLButtonElement>("share-toggle");
+  share.textContent = state.room?.sharing ? t().stopShare : t().startShare;
+  share.classList.toggle("off", state.room?.sharing === true);
+  // getDisplayMedia is missing on phones and old browsers: no button rather than an error.
+  share.hidden = typeof navigator.mediaDevices?.getDisplayMedia !== "function";
   const cam = el("cam-toggle");
   cam.textContent = state.cameraOff ? t().cameraOn : t().cameraOff;
   cam.classList.toggle("off", state.cameraOff);
@@ -132,7 +142,7 @@ function renderQuality(): void {
 
 function renderNotices(): void {
   const container = el("notices");
-  for (const slot of ["link", "media", "connection"] as const) {
+  for (const slot of ["link", "media", "connection", "moderation", "share"] as const) {
     const notice = notices.get(slot);
     let node = container.querySelector<HTMLElement>(`[data-slot="${slot}"]`);
     if (!notice) {
@@ -338,6 +348,10 @@ function explain(code: ErrorCode | "closed" | "timeout" | "unreachable"): Outcom
         body: () =>
           state.retryTimer ? s().restartingBody({ seconds: retryIn(), attempt: state.attempt }) : s().reconnectingNow,
       });
+      return "retry";
+    case "reconnect_check":
+      // The worker proving the office recovers (checklist item `reconnect`): not a fault.
+      notify("connection", { level: "info", title: () => s().reconnectCheckTitle, body: () => s().reconnectCheckBody });
       return "retry";
     case "unreachable":
       notify("connection", {
@@ -580,7 +594,12 @@ async function join(reconnecting: boolean): Promise<void> {
   tiles.showSelf(selfPeer(), local.stream());
   renderControls();
   try {
-    const room = await Room.join(token, local, tiles, onRoomEnd);
+    // The worker's join lists who is muted now; a mute from a previous room (or a worker that
+    // restarted) does not carry over.
+    state.mutedByHost = null;
+    notify("moderation", null);
+    const room = await Room.join(token, local, tiles, onRoomEnd, onModeration);
+    tiles.setModerator(state.claims?.role === "host" ? moderator(room) : null);
     state.room = room;
     // A new connection: items not yet proved get a fresh chance before they count as failed.
     checklist.restart();
@@ -660,6 +679,113 @@ function onRoomEnd(end: RoomEnd): void {
   renderStatic();
 }
 
+/** The host's tile buttons: the worker checks the role too. */
+function moderator(room: Room): Moderator {
+  const failed = (error: unknown) => {
+    const code = error instanceof SignalingError ? error.code : "internal";
+    notify("moderation", { level: "error", title: () => t().errorTitle, body: () => t().moderationFailed({ code }) });
+  };
+  return {
+    mute: (point) => void room.mutePoint(point).catch(failed),
+    askToUnmute: (point) => void room.askToUnmute(point).catch(failed),
+    giveFloor: (point) => void room.giveFloor(point).catch(failed),
+    stopShare: () => void room.stopAnyShare().catch(failed),
+  };
+}
+
+/** Shares a screen or window, or stops this office's share. */
+async function toggleShare(): Promise<void> {
+  const room = state.room;
+  if (!room) {
+    return;
+  }
+  if (room.sharing) {
+    await room.stopShare();
+    renderControls();
+    return;
+  }
+  let stream: MediaStream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+  } catch {
+    // The officer closed the picker: nothing to say.
+    return;
+  }
+  const [track] = stream.getVideoTracks();
+  if (!track) {
+    return;
+  }
+  try {
+    await room.startShare(track);
+    notify("share", null);
+  } catch (error) {
+    track.stop();
+    const code = error instanceof SignalingError ? error.code : "internal";
+    notify("share", {
+      level: "warn",
+      title: () => t().shareRefusedTitle,
+      body: () => (code === "share_in_progress" ? t().shareInProgressBody : t().moderationFailed({ code })),
+    });
+  }
+  renderControls();
+}
+
+/** What the host did about this office's microphone. */
+function onModeration(event: Moderation): void {
+  const by = event.by;
+  if (event.kind === "shareStopped") {
+    notify("share", { level: "info", title: () => t().shareStoppedTitle, body: () => t().shareStoppedBody({ by }) });
+    renderControls();
+    return;
+  }
+  if (event.kind === "muted") {
+    state.mutedByHost = { by, asked: false };
+    state.micMuted = true;
+    state.room?.setPaused("audio", true);
+    if (local.audioTrack) {
+      local.audioTrack.enabled = false;
+    }
+    notify("moderation", {
+      level: "warn",
+      title: () => t().mutedByHostTitle,
+      body: () => t().mutedByHostBody({ by }),
+    });
+  } else {
+    state.mutedByHost = { by, asked: true };
+    notify("moderation", {
+      level: "info",
+      title: () => t().unmuteAskedTitle,
+      body: () => t().unmuteAskedBody({ by }),
+      action: { label: () => t().unmute, run: () => void unmuteAfterHost() },
+    });
+  }
+  tiles.setSelfState({ cameraOff: state.cameraOff, micMuted: state.micMuted });
+  renderControls();
+}
+
+/** The officer speaks again once the host asked: the worker resumes the audio first. */
+async function unmuteAfterHost(): Promise<void> {
+  const room = state.room;
+  if (!room) {
+    return;
+  }
+  try {
+    await room.resumeAudio();
+  } catch (error) {
+    const code = error instanceof SignalingError ? error.code : "internal";
+    notify("moderation", { level: "error", title: () => t().errorTitle, body: () => t().moderationFailed({ code }) });
+    return;
+  }
+  state.mutedByHost = null;
+  state.micMuted = false;
+  if (local.audioTrack) {
+    local.audioTrack.enabled = true;
+  }
+  notify("moderation", null);
+  tiles.setSelfState({ cameraOff: state.cameraOff, micMuted: state.micMuted });
+  renderControls();
+}
+
 function leave(): void {
   cancelRetry();
   state.room?.leave();
@@ -715,6 +841,15 @@ interface TestHook {
   /** The connection checklist: each item's state, as reported to the worker. */
   checks(): { item: ConsoleItem; state: string; path?: string }[];
   notices(): { slot: Slot; level: string; title: string; body: string }[];
+  /**
+   * What a tampered console would do after the host's mute: send its microphone again without
+   * asking the worker. The moderation test proves the SFU still drops it.
+   */
+  sendAudioAnyway(): void;
+  /** Restarts ICE on both transports, as a network change does. */
+  restartIce(): Promise<void>;
+  /** The focus layout's state, with when the speaker last changed (`Date.now()`). */
+  focus(): { speaker: string | null; speakerAt: number; floor: string | null };
 }
 
 declare global {
@@ -739,6 +874,16 @@ window.tiepdan = {
   checks: () => checklist.items().map((item) => ({ item, ...checklist.state(item) })),
   notices: () =>
     [...notices.entries()].map(([slot, n]) => ({ slot, level: n.level, title: n.title(), body: n.body() })),
+  focus: () => tiles.focusState(),
+  restartIce: async () => {
+    await state.room?.restartIce();
+  },
+  sendAudioAnyway: () => {
+    state.room?.setPaused("audio", false);
+    if (local.audioTrack) {
+      local.audioTrack.enabled = true;
+    }
+  },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -766,6 +911,12 @@ function main(): void {
   el("self-test").addEventListener("click", () => void selfTest());
   el("leave").addEventListener("click", leave);
   el("mic-toggle").addEventListener("click", () => {
+    if (state.mutedByHost) {
+      if (state.mutedByHost.asked) {
+        void unmuteAfterHost();
+      }
+      return;
+    }
     state.micMuted = !state.micMuted;
     state.room?.setPaused("audio", state.micMuted);
     if (local.audioTrack) {
@@ -774,6 +925,16 @@ function main(): void {
     tiles.setSelfState({ cameraOff: state.cameraOff, micMuted: state.micMuted });
     renderControls();
   });
+  el("share-toggle").addEventListener("click", () => void toggleShare());
+  // A network change (another Wi-Fi, a 4G fallback, the line back): new ICE credentials on the
+  // same transports, rather than waiting for the old path to time out and rejoining.
+  const onNetworkChange = () => {
+    if (state.phase === "room") {
+      void state.room?.restartIce().catch((error: unknown) => console.warn("ICE restart failed", error));
+    }
+  };
+  window.addEventListener("online", onNetworkChange);
+  (navigator as Navigator & { connection?: EventTarget }).connection?.addEventListener("change", onNetworkChange);
   el("cam-toggle").addEventListener("click", () => {
     state.cameraOff = !state.cameraOff;
     state.room?.setPaused("video", state.cameraOff);

@@ -16,6 +16,7 @@ export type {
   IceCandidate,
   IcePath,
   JoinCheck,
+  MediaSource,
   PeerInfo,
   ProducerInfo,
   Role,
@@ -50,6 +51,12 @@ export interface Replies {
   reportChecks: Message<"checksRecorded">;
   setViewport: Message<"viewportApplied">;
   reportQuality: Message<"qualityRecorded">;
+  resumeProducer: Message<"producerResumed">;
+  mutePoint: Message<"pointMuted">;
+  askToUnmute: Message<"unmuteAsked">;
+  giveFloor: Message<"floorGiven">;
+  restartIce: Message<"iceRestarted">;
+  stopShare: Message<"shareStopped">;
   leave: Message<"left">;
 }
 
@@ -64,7 +71,26 @@ export const REPLY_ACTION: { [A in ClientAction]: Replies[A]["action"] } = {
   reportChecks: "checksRecorded",
   setViewport: "viewportApplied",
   reportQuality: "qualityRecorded",
+  resumeProducer: "producerResumed",
+  mutePoint: "pointMuted",
+  askToUnmute: "unmuteAsked",
+  giveFloor: "floorGiven",
+  restartIce: "iceRestarted",
+  stopShare: "shareStopped",
   leave: "left",
 };
 
-export type Push = Message<"newProducer" | "producerClosed" | "consumerClosed" | "peerJoined" | "peerLeft" | "error">;
+export type Push = Message<
+  | "newProducer"
+  | "producerClosed"
+  | "consumerClosed"
+  | "peerJoined"
+  | "peerLeft"
+  | "pointMuted"
+  | "pointUnmuted"
+  | "unmuteAsked"
+  | "activeSpeaker"
+  | "floorGiven"
+  | "shareStopped"
+  | "error"
+>;

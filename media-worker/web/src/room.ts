@@ -14,7 +14,26 @@ export interface RoomView {
   peerLeft(point: string): void;
   /** A remote track appeared (`track`) or went away (`null`). */
   remoteTrack(point: string, kind: MediaKind, track: MediaStreamTrack | null): void;
+  /** `point` shares a document (`track`), or stopped (`null`); this office's own share too. */
+  share(point: string, track: MediaStreamTrack | null): void;
+  /** The host muted `point` (this office's own name included); `by` may be empty on joining. */
+  pointMuted(point: string, by: string): void;
+  /** `point` speaks again after the host's mute. */
+  pointUnmuted(point: string): void;
+  /** The SFU's audio levels say `point` speaks now (`null`: nobody yet, or the speaker left). */
+  activeSpeaker(point: string | null): void;
+  /** The host gave the floor to `point` (`null`: took it back). */
+  floor(point: string | null): void;
 }
+
+/** What the host did about this office's microphone. */
+export type Moderation =
+  /** The host (`by`) muted this office; the worker holds its audio until the host asks. */
+  | { kind: "muted"; by: string }
+  /** The host asks this office to unmute: the officer decides when. */
+  | { kind: "asked"; by: string }
+  /** The host (`by`) stopped this office's document share. */
+  | { kind: "shareStopped"; by: string };
 
 /** Why a room ended without the person leaving. */
 export type RoomEnd =
@@ -23,12 +42,19 @@ export type RoomEnd =
   /** ICE/DTLS failed after the session was up. */
   | { kind: "mediaPath"; address: string };
 
+/** How long a disconnected transport may take to heal by itself before an ICE restart. */
+const RESTART_AFTER_MS = 2_000;
+/** ICE restarts tried after a failure before a full rejoin. */
+const MAX_ICE_RESTARTS = 2;
+
 export type Quality = "good" | "fair" | "poor" | "none";
 
 interface Received {
   consumer: types.Consumer;
   point: string;
   kind: MediaKind;
+  /** A document share, shown in its own large tile. */
+  screen: boolean;
 }
 
 /** Per consumer, what the page decoded; the e2e test reads this through `window.tiepdan`. */
@@ -40,6 +66,8 @@ export interface ConsumerStats {
   bytesReceived: number;
   framesDecoded: number;
   totalSamplesReceived: number;
+  /** Audio only: the energy of what was played out (0 while a point is muted in the SFU). */
+  totalAudioEnergy: number;
   /** Audio samples the browser had to make up (lost or late packets). */
   concealedSamples: number;
   /** Video: the height being decoded now (which simulcast layer arrives), and its frame rate. */
@@ -71,6 +99,10 @@ export class Room {
   private conn: Connection | null = null;
   private readonly early: Push[] = [];
   private readonly producers = new Map<MediaKind, types.Producer>();
+  /** This office's document share, if on. */
+  private screen: types.Producer | null = null;
+  /** Which announced producers are shares (the rest are cameras and microphones). */
+  private readonly screens = new Set<string>();
   private readonly received = new Map<string, Received>();
   private readonly peers = new Map<string, PeerInfo>();
   private consuming: Promise<void> = Promise.resolve();
@@ -82,18 +114,28 @@ export class Room {
   /** What was last said to the worker: the tiles (as JSON), and each consumer's freezes. */
   private sentViewport = "";
   private readonly reportedFreezes = new Map<string, { count: number; seconds: number }>();
+  /** ICE restarts since the path was last connected, and the pending one's timer. */
+  private iceRestarts = 0;
+  private restartTimer = 0;
 
   private constructor(
     private readonly view: RoomView,
     private readonly onEnd: (end: RoomEnd) => void,
+    private readonly onModeration: (event: Moderation) => void,
   ) {}
 
   /**
    * Joins, sends the local tracks and receives everyone present. Rejects with SignalingError
    * (refused), MediaPathError (ICE/DTLS blocked) or another Error.
    */
-  static async join(token: string, local: LocalMedia, view: RoomView, onEnd: (end: RoomEnd) => void): Promise<Room> {
-    const room = new Room(view, onEnd);
+  static async join(
+    token: string,
+    local: LocalMedia,
+    view: RoomView,
+    onEnd: (end: RoomEnd) => void,
+    onModeration: (event: Moderation) => void,
+  ): Promise<Room> {
+    const room = new Room(view, onEnd, onModeration);
     const conn = await Connection.open(token, {
       onPush: (push) => (room.conn ? room.onPush(push) : room.early.push(push)),
       onClose: (_event, code) => room.end({ kind: "lost", code }),
@@ -135,6 +177,11 @@ export class Room {
     for (const producer of conn.joined.producers) {
       this.onPush({ action: "newProducer", ...producer });
     }
+    for (const point of conn.joined.mutedPoints ?? []) {
+      this.onPush({ action: "pointMuted", point, by: "" });
+    }
+    this.view.activeSpeaker(conn.joined.activeSpeaker ?? null);
+    this.view.floor(conn.joined.floor ?? null);
     for (const push of this.early.splice(0)) {
       this.onPush(push);
     }
@@ -150,8 +197,21 @@ export class Room {
     }
     for (const transport of [conn.sendTransport, conn.recvTransport]) {
       transport.on("connectionstatechange", (state) => {
-        if (state === "failed") {
-          this.end({ kind: "mediaPath", address: conn.mediaAddress });
+        if (state === "connected") {
+          this.iceRestarts = 0;
+          window.clearTimeout(this.restartTimer);
+        } else if (state === "disconnected") {
+          // A blip (Wi-Fi roaming, a DSL resync) often heals by itself; if not, new ICE
+          // credentials on the same transports keep the producers and consumers.
+          window.clearTimeout(this.restartTimer);
+          this.restartTimer = window.setTimeout(() => void this.restartIceIf("disconnected"), RESTART_AFTER_MS);
+        } else if (state === "failed") {
+          if (this.iceRestarts < MAX_ICE_RESTARTS) {
+            void this.restartIceIf("failed");
+          } else {
+            // ICE restarts did not bring the path back: a full rejoin, with the officer told.
+            this.end({ kind: "mediaPath", address: conn.mediaAddress });
+          }
         }
       });
     }
@@ -180,7 +240,16 @@ export class Room {
         break;
       case "newProducer":
         if (push.point !== this.point) {
+          if (push.source === "screen") {
+            this.screens.add(push.producerId);
+          }
           this.enqueueConsume(push.producerId);
+        }
+        break;
+      case "shareStopped":
+        if (push.point === this.point) {
+          this.endShare();
+          this.onModeration({ kind: "shareStopped", by: push.by });
         }
         break;
       case "producerClosed":
@@ -192,6 +261,26 @@ export class Room {
         break;
       case "consumerClosed":
         this.drop(push.consumerId);
+        break;
+      case "pointMuted":
+        this.view.pointMuted(push.point, push.by);
+        if (push.point === this.point) {
+          this.onModeration({ kind: "muted", by: push.by });
+        }
+        break;
+      case "pointUnmuted":
+        this.view.pointUnmuted(push.point);
+        break;
+      case "activeSpeaker":
+        this.view.activeSpeaker(push.point);
+        break;
+      case "floorGiven":
+        this.view.floor(push.point);
+        break;
+      case "unmuteAsked":
+        if (push.point === this.point) {
+          this.onModeration({ kind: "asked", by: push.by });
+        }
         break;
       case "error":
         // Kicks (replaced, session_closed, ...) arrive as an error push just before the close;
@@ -218,9 +307,14 @@ export class Room {
           return;
         }
         const kind = consumer.kind as MediaKind;
-        this.received.set(consumer.id, { consumer, point, kind });
+        const screen = this.screens.has(producerId);
+        this.received.set(consumer.id, { consumer, point, kind, screen });
         consumer.on("trackended", () => this.drop(consumer.id));
-        this.view.remoteTrack(point, kind, consumer.track);
+        if (screen) {
+          this.view.share(point, consumer.track);
+        } else {
+          this.view.remoteTrack(point, kind, consumer.track);
+        }
       } catch (error) {
         // The producer may have closed meanwhile (producer_not_found): nothing to show then.
         console.warn("consume failed", producerId, error);
@@ -235,7 +329,12 @@ export class Room {
     }
     this.received.delete(consumerId);
     r.consumer.close();
-    this.view.remoteTrack(r.point, r.kind, null);
+    if (r.screen) {
+      this.screens.delete(r.consumer.producerId);
+      this.view.share(r.point, null);
+    } else {
+      this.view.remoteTrack(r.point, r.kind, null);
+    }
   }
 
   private end(end: RoomEnd): void {
@@ -247,8 +346,99 @@ export class Room {
       return;
     }
     this.ended = true;
+    this.endShare();
     this.conn?.close();
     this.onEnd(end);
+  }
+
+  /** The host only: mutes `point`'s microphone for everyone (the worker enforces it). */
+  async mutePoint(point: string): Promise<void> {
+    await this.connection().signaling.request({ action: "mutePoint", point });
+  }
+
+  /** The host only: asks a point it muted to unmute. */
+  async askToUnmute(point: string): Promise<void> {
+    await this.connection().signaling.request({ action: "askToUnmute", point });
+  }
+
+  /**
+   * Shares a screen or window (from `getDisplayMedia`). Rejects with SignalingError
+   * `share_in_progress` while another point shares. The browser's own "stop sharing" ends it too.
+   */
+  async startShare(track: MediaStreamTrack): Promise<void> {
+    const producer = await this.connection().produceScreen(track);
+    this.screen = producer;
+    track.addEventListener("ended", () => void this.stopShare());
+    this.view.share(this.point, track);
+  }
+
+  get sharing(): boolean {
+    return this.screen !== null;
+  }
+
+  /** Stops this office's share. */
+  async stopShare(): Promise<void> {
+    const producer = this.screen;
+    if (!producer) {
+      return;
+    }
+    this.endShare();
+    if (this.conn && !this.ended) {
+      await this.conn.signaling.request({ action: "closeProducer", producerId: producer.id }).catch(() => undefined);
+    }
+  }
+
+  /** The host only: stops whichever point shares. */
+  async stopAnyShare(): Promise<void> {
+    await this.connection().signaling.request({ action: "stopShare" });
+  }
+
+  private endShare(): void {
+    const producer = this.screen;
+    if (producer) {
+      this.screen = null;
+      producer.close();
+      producer.track?.stop();
+      this.view.share(this.point, null);
+    }
+  }
+
+  /**
+   * An ICE restart of both transports (on a network change, or a path that dropped): the
+   * session goes on with the same producers and consumers, no rejoin.
+   */
+  async restartIce(): Promise<void> {
+    const conn = this.conn;
+    if (!conn || this.ended) {
+      return;
+    }
+    this.iceRestarts += 1;
+    await Promise.all([conn.restartIce(conn.sendTransport), conn.restartIce(conn.recvTransport)]);
+  }
+
+  private async restartIceIf(state: "disconnected" | "failed"): Promise<void> {
+    const conn = this.conn;
+    const stuck = conn && [conn.sendTransport, conn.recvTransport].some((t) => t.connectionState === state);
+    if (stuck) {
+      await this.restartIce().catch((error: unknown) => console.warn("ICE restart failed", error));
+    }
+  }
+
+  /** The host only: shows `point` large for everyone (`null`: takes the floor back). */
+  async giveFloor(point: string | null): Promise<void> {
+    await this.connection().signaling.request({ action: "giveFloor", point });
+  }
+
+  /**
+   * Speaks again after the host's mute: the worker resumes our audio (refused with
+   * `muted_by_host` until the host asked), then the browser sends it.
+   */
+  async resumeAudio(): Promise<void> {
+    const producer = this.producers.get("audio");
+    if (producer) {
+      await this.connection().signaling.request({ action: "resumeProducer", producerId: producer.id });
+      producer.resume();
+    }
   }
 
   /** Mutes or unmutes sending of one kind (the worker keeps the producer). */
@@ -352,6 +542,7 @@ export class Room {
   /** Leaves on purpose; `onEnd` is not called. */
   leave(): void {
     this.ended = true;
+    this.endShare();
     this.conn?.close();
   }
 
@@ -371,6 +562,7 @@ export class Room {
           framesPerSecond: 0,
           freezeCount: 0,
           totalFreezesDuration: 0,
+          totalAudioEnergy: 0,
         };
         (await r.consumer.getStats()).forEach((s: Record<string, unknown>) => {
           if (s.type === "inbound-rtp") {
@@ -384,6 +576,7 @@ export class Room {
             out.framesPerSecond += num(s.framesPerSecond);
             out.freezeCount += num(s.freezeCount);
             out.totalFreezesDuration += num(s.totalFreezesDuration);
+            out.totalAudioEnergy += num(s.totalAudioEnergy);
           }
         });
         return out;

@@ -393,7 +393,7 @@ pub struct PointCheck {
 }
 
 /// An item of the connection check: the first six are measured in the office's browser, the
-/// last three by the media worker.
+/// last four by the media worker.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub enum CheckItem {
@@ -415,6 +415,9 @@ pub enum CheckItem {
     SfuVideo,
     /// Audio and video flowed both ways within the loss and RTT thresholds.
     MediaFlow,
+    /// After an interruption (forced by the worker in the rehearsal, or a real one) the office
+    /// came back by itself and its media connected again within 20 s.
+    Reconnect,
 }
 
 /// Where a check item stands.

@@ -246,6 +246,10 @@ pub fn check_failed_message(point: &str, item: CheckItem) -> String {
             "hình ảnh, âm thanh không truyền ổn định (mất gói hoặc trễ quá ngưỡng)",
             "dùng đường truyền ổn định hơn hoặc tắt các ứng dụng dùng mạng khác, rồi chạy thử lại",
         ),
+        CheckItem::Reconnect => (
+            "sau khi máy chủ ngắt thử, trang không tự kết nối lại trong 20 giây",
+            "giữ trang mở (không đóng tab, không để máy tính ngủ), kiểm tra đường truyền, rồi vào lại đường dẫn",
+        ),
     };
     format!("Điểm cầu {point} chưa đạt kiểm tra kết nối ({item}): {what}. Cách xử lý: {todo}.", item = item_name(item))
 }
@@ -262,6 +266,7 @@ fn item_name(item: CheckItem) -> &'static str {
         CheckItem::SfuAudio => "sfuAudio",
         CheckItem::SfuVideo => "sfuVideo",
         CheckItem::MediaFlow => "mediaFlow",
+        CheckItem::Reconnect => "reconnect",
     }
 }
 
@@ -282,6 +287,7 @@ mod tests {
             (CheckItem::SfuAudio, &["máy chủ", "micro"]),
             (CheckItem::SfuVideo, &["máy chủ", "camera"]),
             (CheckItem::MediaFlow, &["mất gói"]),
+            (CheckItem::Reconnect, &["kết nối lại", "20 giây"]),
         ];
         for (item, words) in table {
             let message = check_failed_message("di-su", *item);

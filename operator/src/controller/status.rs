@@ -111,6 +111,7 @@ fn check_status(r: &wire::CheckStatus) -> PointCheck {
         wire::CheckItem::SfuAudio => CheckItem::SfuAudio,
         wire::CheckItem::SfuVideo => CheckItem::SfuVideo,
         wire::CheckItem::MediaFlow => CheckItem::MediaFlow,
+        wire::CheckItem::Reconnect => CheckItem::Reconnect,
     };
     let state = match r.state {
         wire::CheckState::Pending => CheckState::Pending,

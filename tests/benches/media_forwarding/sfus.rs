@@ -318,6 +318,7 @@ pub async fn tiepdan(
                     transport_id,
                     kind: kind(stream),
                     rtp_parameters: rtp_parameters(stream, outgoing.ssrc),
+                    source: None,
                 })
                 .await
                 .expect("produce")

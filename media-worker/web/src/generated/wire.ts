@@ -17,7 +17,7 @@ export type Role = "host" | "participant" | "probe";
 /**
  * One item of the checklist.
  */
-export type CheckItem = "signaling" | "icePath" | "microphone" | "camera" | "hostVideo" | "hostAudio" | "sfuAudio" | "sfuVideo" | "mediaFlow";
+export type CheckItem = "signaling" | "icePath" | "microphone" | "camera" | "hostVideo" | "hostAudio" | "sfuAudio" | "sfuVideo" | "mediaFlow" | "reconnect";
 
 /**
  * Where an item stands.
@@ -47,7 +47,7 @@ export type Direction = "send" | "recv";
  * Stable, machine-readable error codes. They are part of the protocol (clients switch on them)
  * and a bounded metric label, so add variants rather than renaming them.
  */
-export type ErrorCode = "malformed_message" | "unknown_action" | "frame_too_large" | "invalid_token" | "token_expired" | "token_not_yet_valid" | "token_revoked" | "wrong_session" | "session_not_allocated" | "draining" | "not_joined" | "already_joined" | "transport_not_found" | "wrong_transport_direction" | "producer_not_found" | "consumer_not_found" | "cannot_consume" | "replaced" | "session_closed" | "limit_exceeded" | "media_rejected" | "internal" | "plain_transport_forbidden" | "remote_address_forbidden";
+export type ErrorCode = "malformed_message" | "unknown_action" | "frame_too_large" | "invalid_token" | "token_expired" | "token_not_yet_valid" | "token_revoked" | "wrong_session" | "session_not_allocated" | "draining" | "not_joined" | "already_joined" | "transport_not_found" | "wrong_transport_direction" | "producer_not_found" | "consumer_not_found" | "cannot_consume" | "replaced" | "session_closed" | "limit_exceeded" | "media_rejected" | "internal" | "plain_transport_forbidden" | "remote_address_forbidden" | "reconnect_check" | "not_host" | "muted_by_host" | "point_not_present" | "share_in_progress" | "no_share";
 
 /**
  * A client-chosen correlation id, echoed verbatim.
@@ -60,9 +60,15 @@ export type RequestId = number | string;
 export type PeerInfo = { point: string, displayName: string, role: Role, };
 
 /**
+ * What a producer carries: a point's camera and microphone, or a shared screen or window
+ * (a document shown large to everyone; one at a time in a room).
+ */
+export type MediaSource = "camera" | "microphone" | "screen";
+
+/**
  * A producer that can be consumed.
  */
-export type ProducerInfo = { producerId: string, point: string, kind: types.MediaKind, };
+export type ProducerInfo = { producerId: string, point: string, kind: types.MediaKind, source: MediaSource, };
 
 /**
  * A TURN server as `RTCIceServer` takes it.
@@ -96,7 +102,12 @@ export type IceTransportPolicy = "all" | "relay";
 /**
  * What a client may ask of the worker.
  */
-export type ClientMessage = { "action": "join", token: string, } | { "action": "createWebRtcTransport", direction: Direction, } | { "action": "connectWebRtcTransport", transportId: string, dtlsParameters: types.DtlsParameters, } | { "action": "createPlainTransport", direction: Direction, } | { "action": "connectPlainTransport", transportId: string, ip: string, port: number, rtcpPort?: number | null, } | { "action": "produce", transportId: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "reportChecks", checks: Array<ConsoleCheck>, } | { "action": "setViewport", tiles: Array<TileView>, } | { "action": "reportQuality", freezes: number, freezeSeconds: number, } | { "action": "leave" };
+export type ClientMessage = { "action": "join", token: string, } | { "action": "createWebRtcTransport", direction: Direction, } | { "action": "connectWebRtcTransport", transportId: string, dtlsParameters: types.DtlsParameters, } | { "action": "createPlainTransport", direction: Direction, } | { "action": "restartIce", transportId: string, } | { "action": "connectPlainTransport", transportId: string, ip: string, port: number, rtcpPort?: number | null, } | { "action": "produce", transportId: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, 
+/**
+ * `screen` for a shared screen or window (video only, one share per room at a time);
+ * absent: the camera or microphone, by `kind`.
+ */
+source?: MediaSource, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "reportChecks", checks: Array<ConsoleCheck>, } | { "action": "setViewport", tiles: Array<TileView>, } | { "action": "reportQuality", freezes: number, freezeSeconds: number, } | { "action": "resumeProducer", producerId: string, } | { "action": "mutePoint", point: string, } | { "action": "askToUnmute", point: string, } | { "action": "giveFloor", point: string | null, } | { "action": "stopShare" } | { "action": "leave" };
 
 /**
  * What the worker sends: replies, pushes and errors.
@@ -130,12 +141,25 @@ uplinkKbps?: number,
  * The session's video caps (`spec.media.video`), which the worker enforces on the
  * point's video producers; absent means none.
  */
-video?: VideoCaps, } | { "action": "webRtcTransportCreated", transportId: string, direction: Direction, iceParameters: types.IceParameters, iceCandidates: Array<IceCandidate>, dtlsParameters: types.DtlsParameters, } | { "action": "plainTransportCreated", transportId: string, direction: Direction, 
+video?: VideoCaps, 
+/**
+ * Points the host has muted now; the joining point's own name means its microphone is
+ * muted by the host (its new audio starts paused in the SFU).
+ */
+mutedPoints?: Array<string>, 
+/**
+ * Who speaks now (see `activeSpeaker`), if anyone has yet.
+ */
+activeSpeaker?: string, 
+/**
+ * The point the host gave the floor to, if any (see `floorGiven`).
+ */
+floor?: string, } | { "action": "webRtcTransportCreated", transportId: string, direction: Direction, iceParameters: types.IceParameters, iceCandidates: Array<IceCandidate>, dtlsParameters: types.DtlsParameters, } | { "action": "plainTransportCreated", transportId: string, direction: Direction, 
 /**
  * Where to send RTP (send direction) or RTCP (recv direction): the first packet's source
  * becomes the transport's remote address.
  */
-ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "checksRecorded" } | { "action": "viewportApplied" } | { "action": "qualityRecorded" } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
+ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "iceRestarted", transportId: string, iceParameters: types.IceParameters, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "checksRecorded" } | { "action": "viewportApplied" } | { "action": "qualityRecorded" } | { "action": "producerResumed", producerId: string, } | { "action": "pointMuted", point: string, by: string, } | { "action": "pointUnmuted", point: string, } | { "action": "activeSpeaker", point: string | null, } | { "action": "floorGiven", point: string | null, } | { "action": "unmuteAsked", point: string, by: string, } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, source: MediaSource, } | { "action": "shareStopped", point: string, by: string, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
 
 /**
  * Answer of `POST /v1/join-check`: whether a `join` with this token would be accepted now, and
