@@ -10,9 +10,11 @@ pub mod admin;
 pub mod checks;
 pub mod errors;
 pub mod ids;
+pub mod media;
 pub mod roles;
 pub mod tokens;
 pub mod worker_flags;
 
 pub use errors::ErrorCode;
+pub use media::VideoCaps;
 pub use roles::Role;

@@ -10,6 +10,7 @@
 
 use crate::errors::ErrorCode;
 use crate::ids::{PointName, SessionId};
+use crate::media::VideoCaps;
 use crate::roles::Role;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
@@ -357,6 +358,12 @@ pub struct JoinClaims {
     #[serde(default, rename = "audioOnly", skip_serializing_if = "std::ops::Not::not")]
     #[ts(as = "Option<bool>", optional)]
     pub audio_only: bool,
+    /// The session's video caps (`ReceptionSession.spec.media.video`): the worker refuses video
+    /// above them and the console shapes its layers to fit. Absent means no cap, so older links
+    /// keep their bytes.
+    #[serde(default, skip_serializing_if = "VideoCaps::is_unset")]
+    #[ts(as = "Option<VideoCaps>", optional)]
+    pub video: VideoCaps,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -381,6 +388,8 @@ pub struct VerifiedJoin {
     /// The send cap in kbit/s (the `uplinkKbps` claim), `None` for no cap.
     pub uplink_kbps: Option<std::num::NonZeroU32>,
     pub audio_only: bool,
+    /// The session's video caps (the `video` claim).
+    pub video: VideoCaps,
     /// When the session starts (the `start` claim): before it, the worker may interrupt the point
     /// once to prove it reconnects (the checklist's `reconnect` item); after it, never.
     pub starts_at: Option<jiff::Timestamp>,
@@ -429,6 +438,7 @@ impl PublicKeys {
             relay: claims.relay,
             uplink_kbps: std::num::NonZeroU32::new(claims.uplink_kbps),
             audio_only: claims.audio_only,
+            video: claims.video,
             starts_at,
         })
     }
@@ -548,6 +558,7 @@ impl JoinClaims {
             relay: false,
             uplink_kbps: 0,
             audio_only: false,
+            video: VideoCaps::default(),
         }
     }
 }
@@ -625,6 +636,16 @@ mod tests {
             public().verify_join(&token, JoinRules { session: &session(), min_epoch: 0, now: NOW }).expect("valid");
         assert!(verified.relay);
         assert_eq!(verified.uplink_kbps.map(std::num::NonZeroU32::get), Some(512));
+    }
+
+    #[test]
+    fn the_video_claim_carries_the_sessions_caps_and_is_absent_when_unset() {
+        let mut value = serde_json::to_value(claims()).expect("json");
+        assert!(value.get("video").is_none(), "{value}");
+        value["video"] = serde_json::json!({"maxBitrateKbps": 500, "maxHeight": 360});
+        let token = join_key().sign(&value).expect("sign");
+        let verified = verify(&token, 0, NOW).expect("valid");
+        assert_eq!(verified.video, VideoCaps { max_bitrate_kbps: 500, max_height: 360 });
     }
 
     #[test]

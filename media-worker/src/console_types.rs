@@ -15,7 +15,7 @@ use crate::checks::{CheckItem, CheckState, ConsoleCheck, IcePath};
 use crate::console::JoinCheck;
 use crate::signaling::protocol::{
     ClientMessage, Direction, ErrorCode, IceServer, IceTransportPolicy, MediaSource, PeerInfo, ProducerInfo, RequestId,
-    Role, ServerMessage,
+    Role, ServerMessage, TileView, VideoCaps,
 };
 use crate::tokens::JoinClaims;
 use std::collections::BTreeSet;
@@ -104,6 +104,8 @@ fn declarations() -> Vec<Declaration> {
         declaration::<MediaSource>(&cfg),
         declaration::<ProducerInfo>(&cfg),
         declaration::<IceServer>(&cfg),
+        declaration::<TileView>(&cfg),
+        declaration::<VideoCaps>(&cfg),
         declaration::<IceTransportPolicy>(&cfg),
         declaration::<ClientMessage>(&cfg),
         declaration::<ServerMessage>(&cfg),

@@ -31,6 +31,7 @@ pub mod console_types;
 pub use tiepdan_contract::{ids, tokens};
 pub mod cpu;
 pub mod http;
+pub mod layers;
 pub mod local_runner;
 pub mod logging;
 pub mod metrics;

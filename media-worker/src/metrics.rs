@@ -1,8 +1,8 @@
 //! Prometheus metrics, all prefixed `tiepdan_worker_`, on a registry owned by the server.
 //!
 //! Labels are limited to `session`, `point` (both bounded by the allocation: one session, and the
-//! points the operator issued tokens for), `code` (the closed [`ErrorCode`] set), `mode` and
-//! `result` (`loaded`/`invalid`).
+//! points the operator issued tokens for), `code` (the closed [`ErrorCode`] set), `mode`,
+//! `result` (`loaded`/`invalid`) and `layer` ([`LAYERS`]).
 //! Series for a session are removed when it is deallocated.
 
 use crate::ids::{PointName, SessionId};
@@ -35,6 +35,13 @@ pub struct Metrics {
     pub rtt_ms: GaugeVec,
     pub jitter_ms: GaugeVec,
     pub verified: IntGaugeVec,
+    /// Per point and `layer` ([`LAYERS`]): how many of its video consumers forward that layer.
+    pub received_layers: IntGaugeVec,
+    /// The SFU's estimate of what it can send a point (transport-cc), bits per second.
+    pub available_bitrate: GaugeVec,
+    /// Video freezes the point's browser counted in what it received.
+    pub video_freezes: IntCounterVec,
+    pub video_freeze_seconds: CounterVec,
     pub joins: IntCounter,
     pub signaling_errors: IntCounterVec,
     pub mediasoup_cpu_seconds: CounterVec,
@@ -50,6 +57,10 @@ pub struct Metrics {
 }
 
 const SESSION_POINT: &[&str] = &["session", "point"];
+
+/// The `layer` label of `received_video_layers`: a spatial layer (0 lowest), or `none` while a
+/// consumer forwards nothing (paused for a hidden tile, or no layer fits the estimate yet).
+pub const LAYERS: [&str; 4] = ["0", "1", "2", "none"];
 
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
@@ -90,6 +101,28 @@ impl Metrics {
             )?,
             verified: IntGaugeVec::new(
                 opts("point_verified", "1 once the point passed rehearsal verification."),
+                SESSION_POINT,
+            )?,
+            received_layers: IntGaugeVec::new(
+                opts(
+                    "received_video_layers",
+                    "A point's video consumers by the simulcast layer they forward now (layer=0|1|2|none).",
+                ),
+                &["session", "point", "layer"],
+            )?,
+            available_bitrate: GaugeVec::new(
+                opts(
+                    "available_bitrate_bps",
+                    "The SFU's bandwidth estimate towards a point (transport-cc), bits per second.",
+                ),
+                SESSION_POINT,
+            )?,
+            video_freezes: IntCounterVec::new(
+                opts("video_freezes_total", "Video freezes a point's browser counted in what it received."),
+                SESSION_POINT,
+            )?,
+            video_freeze_seconds: CounterVec::new(
+                opts("video_freeze_seconds_total", "How long the pictures a point received stood frozen, seconds."),
                 SESSION_POINT,
             )?,
             joins: IntCounter::with_opts(opts("joins_total", "Successful signaling joins."))?,
@@ -145,6 +178,10 @@ impl Metrics {
         r.register(Box::new(self.rtt_ms.clone()))?;
         r.register(Box::new(self.jitter_ms.clone()))?;
         r.register(Box::new(self.verified.clone()))?;
+        r.register(Box::new(self.received_layers.clone()))?;
+        r.register(Box::new(self.available_bitrate.clone()))?;
+        r.register(Box::new(self.video_freezes.clone()))?;
+        r.register(Box::new(self.video_freeze_seconds.clone()))?;
         r.register(Box::new(self.joins.clone()))?;
         r.register(Box::new(self.signaling_errors.clone()))?;
         r.register(Box::new(self.mediasoup_cpu_seconds.clone()))?;
@@ -179,8 +216,11 @@ impl Metrics {
     /// Drops a point's current-quality gauges when it leaves: "current" has no value then.
     pub fn forget_point_quality(&self, session: &SessionId, point: &PointName) {
         let labels = [session.as_str(), point.as_str()];
-        for vec in [&self.loss_percent, &self.rtt_ms, &self.jitter_ms] {
+        for vec in [&self.loss_percent, &self.rtt_ms, &self.jitter_ms, &self.available_bitrate] {
             let _ = vec.remove_label_values(&labels);
+        }
+        for layer in LAYERS {
+            let _ = self.received_layers.remove_label_values(&[session.as_str(), point.as_str(), layer]);
         }
     }
 
@@ -195,10 +235,15 @@ impl Metrics {
             for vec in [&self.bytes_in, &self.bytes_out, &self.packets_in, &self.packets_out] {
                 let _ = vec.remove_label_values(&labels);
             }
-            for vec in [&self.loss_percent, &self.rtt_ms, &self.jitter_ms] {
+            for vec in [&self.loss_percent, &self.rtt_ms, &self.jitter_ms, &self.available_bitrate] {
                 let _ = vec.remove_label_values(&labels);
             }
             let _ = self.verified.remove_label_values(&labels);
+            let _ = self.video_freeze_seconds.remove_label_values(&labels);
+            let _ = self.video_freezes.remove_label_values(&labels);
+            for layer in LAYERS {
+                let _ = self.received_layers.remove_label_values(&[s, point.as_str(), layer]);
+            }
         }
     }
 }

@@ -447,6 +447,7 @@ impl Registry {
         };
         let (ice_servers, ice_transport_policy) = self.relay_for(&allocation.session, &verified);
         let uplink_kbps = verified.uplink_kbps;
+        let video = verified.video;
         let welcome = |snapshot: &JoinSnapshot| ServerEnvelope {
             request_id,
             message: ServerMessage::Joined {
@@ -459,13 +460,14 @@ impl Registry {
                 ice_servers,
                 ice_transport_policy,
                 uplink_kbps: uplink_kbps.map(std::num::NonZeroU32::get),
+                video,
                 muted_points: snapshot.muted_points.clone(),
                 active_speaker: snapshot.active_speaker.clone(),
                 floor: snapshot.floor.clone(),
             },
         };
         let held = TokenVersion { epoch: verified.epoch, link_generation: verified.link_generation };
-        room.join(NewMember { peer, conn, held, outbox, kick, uplink_kbps }, welcome)?;
+        room.join(NewMember { peer, conn, held, outbox, kick, uplink_kbps, video }, welcome)?;
         let class = Class::of(verified.role);
         let key = MemberKey { class, point: verified.point.clone(), conn };
         // From here on, dropping the membership undoes the join.
@@ -485,6 +487,12 @@ impl Registry {
                     .or_insert_with(|| PointRecord::new(verified.display_name.clone()))
                     .on_join(verified.display_name.clone(), verified.audio_only, verified.starts_at);
             }
+        }
+        if class == Class::Point {
+            // At 0 from the join on, so a dashboard's rate() shows "no freezes" rather than no data.
+            let labels = [allocation.session.as_str(), verified.point.as_str()];
+            self.metrics.video_freezes.with_label_values(&labels);
+            self.metrics.video_freeze_seconds.with_label_values(&labels);
         }
         self.metrics.joins.inc();
         tracing::info!(

@@ -20,15 +20,17 @@
 
 use crate::active_speaker::{FloorError, Speakers};
 use crate::ids::{PointName, SessionId};
+use crate::layers::{self, SendCapError, VideoChoice, AUDIO_PRIORITY, DEFAULT_TOP_HEIGHT};
 use crate::local_runner::{LocalRunner, LocalRunnerError};
 use crate::moderation::{Moderation, ModerationError};
 use crate::sfu_evidence::{Evidence, VOICE_THRESHOLD_DBOV};
 use crate::signaling::protocol::{
-    Direction, ErrorCode, MediaSource, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage,
+    Direction, ErrorCode, MediaSource, PeerInfo, ProducerInfo, Role, ServerEnvelope, ServerMessage, TileView, VideoCaps,
 };
 use crate::tokens::TokenVersion;
 use crate::workers::media_codecs;
 use mediasoup::audio_level_observer::{AudioLevelObserver, AudioLevelObserverOptions};
+use mediasoup::consumer::ConsumerLayers;
 use mediasoup::data_structures::TransportProtocol;
 use mediasoup::prelude::{
     Consumer, ConsumerId, ConsumerOptions, DtlsParameters, MediaKind, PlainTransport, PlainTransportOptions, Producer,
@@ -49,6 +51,8 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_TRANSPORTS: usize = 8;
 const MAX_PRODUCERS: usize = 8;
 const MAX_CONSUMERS: usize = 64;
+/// Key frame requests for a producer closer together than this are merged (see `produce`).
+const KEY_FRAME_REQUEST_DELAY_MS: u32 = 1000;
 
 /// Identifies one signaling connection; a newer connection for the same point gets a new id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -166,6 +170,10 @@ pub enum RoomError {
     RemoteAddressForbidden,
     #[error("a probe consumes each producer at most once, so it cannot multiply traffic")]
     AlreadyConsuming,
+    #[error(transparent)]
+    SendCap(#[from] SendCapError),
+    #[error("a viewport names at most {MAX_CONSUMERS} tiles")]
+    TooManyTiles,
     #[error("failed to {what}: {detail}")]
     Media { what: &'static str, detail: String },
     #[error("failed to reach the media thread")]
@@ -192,7 +200,7 @@ impl RoomError {
             Self::ProducerNotFound => ErrorCode::ProducerNotFound,
             Self::ConsumerNotFound => ErrorCode::ConsumerNotFound,
             Self::CannotConsume => ErrorCode::CannotConsume,
-            Self::Limit(_) | Self::AlreadyConsuming => ErrorCode::LimitExceeded,
+            Self::Limit(_) | Self::AlreadyConsuming | Self::SendCap(_) | Self::TooManyTiles => ErrorCode::LimitExceeded,
             Self::PlainTransportForbidden => ErrorCode::PlainTransportForbidden,
             Self::RemoteAddressForbidden => ErrorCode::RemoteAddressForbidden,
             Self::Media { .. } => ErrorCode::MediaRejected,
@@ -235,6 +243,9 @@ pub struct ConsumerEntry {
     pub consumer: Consumer,
     /// Whose producer this consumes (may be the member itself: self-test loopback).
     pub producer_point: PointName,
+    /// The client said it is ready (`resumeConsumer`); the consumer still stays paused while
+    /// its tile is hidden.
+    pub ready: bool,
 }
 
 /// What one member created.
@@ -266,10 +277,20 @@ struct Member {
     outbox: Outbox,
     kick: Option<oneshot::Sender<Kick>>,
     uplink_kbps: Option<NonZeroU32>,
+    video: VideoCaps,
+    /// The member's tiles, by the point they show (`setViewport`).
+    viewport: HashMap<PointName, TileView>,
+    /// The SFU's latest bandwidth estimate towards the member (bits per second).
+    estimate_bps: Option<u32>,
     media: PeerMedia,
 }
 
 impl Member {
+    /// The most this member may send as video, all layers together, in kbit/s.
+    fn video_budget_kbps(&self) -> Option<u32> {
+        self.video.video_budget_kbps(self.uplink_kbps.map_or(0, NonZeroU32::get))
+    }
+
     fn push(&self, message: ServerMessage) {
         // A closed outbox means the connection is ending; it will leave the room shortly.
         let _ = self.outbox.send(ServerEnvelope::push(message));
@@ -323,6 +344,8 @@ pub struct JoinSnapshot {
 pub struct MemberMedia {
     pub point: PointName,
     pub transports: Vec<MediaTransport>,
+    /// The receive-direction ones among `transports`: the SFU's bandwidth estimate is theirs.
+    pub receiving: Vec<MediaTransport>,
     pub producers: Vec<Producer>,
     pub consumers: Vec<ConsumerEntry>,
 }
@@ -338,6 +361,8 @@ pub struct NewMember {
     pub kick: oneshot::Sender<Kick>,
     /// The most the member may send, in kbit/s: the cap on its send transports.
     pub uplink_kbps: Option<NonZeroU32>,
+    /// The session's video caps, enforced on the member's video producers.
+    pub video: VideoCaps,
 }
 
 #[derive(Debug)]
@@ -480,6 +505,9 @@ impl Room {
                     outbox: new.outbox,
                     kick: Some(new.kick),
                     uplink_kbps: new.uplink_kbps,
+                    video: new.video,
+                    viewport: HashMap::new(),
+                    estimate_bps: None,
                     media: PeerMedia::default(),
                 },
             );
@@ -636,6 +664,13 @@ impl Room {
             .map(|m| MemberMedia {
                 point: m.peer.point.clone(),
                 transports: m.media.transports.values().map(|t| t.transport.clone()).collect(),
+                receiving: m
+                    .media
+                    .transports
+                    .values()
+                    .filter(|t| t.direction == Direction::Recv)
+                    .map(|t| t.transport.clone())
+                    .collect(),
                 producers: m.media.producers.values().cloned().collect(),
                 consumers: m.media.consumers.values().cloned().collect(),
             })
@@ -717,9 +752,12 @@ impl Room {
         direction: Direction,
     ) -> Result<ServerMessage, RoomError> {
         self.check_transport_room(key)?;
-        // `uplinkKbps` caps what the point sends, so it only concerns the send direction.
+        // `uplinkKbps` and the session's video cap limit what the point sends, so they only
+        // concern the send direction.
         let cap = match direction {
-            Direction::Send => self.with_member(key, |m| Ok(m.uplink_kbps))?,
+            Direction::Send => self.with_member(key, |m| {
+                Ok(m.video.send_cap_kbps(m.uplink_kbps.map_or(0, NonZeroU32::get)).and_then(NonZeroU32::new))
+            })?,
             Direction::Recv => None,
         };
         let router = self.router.clone();
@@ -859,17 +897,23 @@ impl Room {
         }
         self.with_member(key, |m| {
             if m.media.producers.len() >= MAX_PRODUCERS {
-                Err(RoomError::Limit("producers"))
-            } else {
-                Ok(())
+                return Err(RoomError::Limit("producers"));
             }
+            if kind == MediaKind::Video {
+                layers::check_send(&rtp_parameters.encodings, m.video_budget_kbps())?;
+            }
+            Ok(())
         })?;
         let observer = self.audio_levels.clone();
         let evidence = self.evidence.clone();
         let producer = self
             .media
             .run(move || async move {
-                let options = ProducerOptions::new(kind, rtp_parameters);
+                let mut options = ProducerOptions::new(kind, rtp_parameters);
+                // One receiver on a lossy line asks for key frames over and over; forwarding each
+                // request would make the camera send key frames (several times a normal frame)
+                // back to back, which pushes its encoder down for every other receiver too.
+                options.key_frame_request_delay = KEY_FRAME_REQUEST_DELAY_MS;
                 let producer = match entry.transport {
                     MediaTransport::WebRtc(t) => t.produce(options).await,
                     MediaTransport::Plain(t) => t.produce(options).await,
@@ -957,7 +1001,7 @@ impl Room {
         if entry.direction != Direction::Recv {
             return Err(RoomError::WrongDirection);
         }
-        let (owner, kind) = {
+        let (owner, kind, choice) = {
             let state = self.lock();
             let Some(me) = state.members.get(&key.id()) else {
                 return Err(RoomError::NotMember);
@@ -972,7 +1016,9 @@ impl Room {
             {
                 return Err(RoomError::AlreadyConsuming);
             }
-            find_producer(&state, key.class, producer_id).ok_or(RoomError::ProducerNotFound)?
+            let (owner, kind) = find_producer(&state, key.class, producer_id).ok_or(RoomError::ProducerNotFound)?;
+            let choice = video_choice(&state, me, producer_id, &owner);
+            (owner, kind, choice)
         };
         if !self.router.can_consume(&producer_id, &rtp_capabilities) {
             return Err(RoomError::CannotConsume);
@@ -984,10 +1030,21 @@ impl Room {
                 // Paused until the client says it is ready, so the first video frame it gets
                 // is a key frame it can render.
                 options.paused = true;
-                match entry.transport {
+                if let Some(VideoChoice::Layer { spatial, .. }) = choice {
+                    options.preferred_layers = Some(ConsumerLayers { spatial_layer: spatial, temporal_layer: None });
+                }
+                let consumer = match entry.transport {
                     MediaTransport::WebRtc(t) => t.consume(options).await,
                     MediaTransport::Plain(t) => t.consume(options).await,
                 }
+                .map_err(|e| e.to_string())?;
+                let priority = match choice {
+                    None => AUDIO_PRIORITY,
+                    Some(VideoChoice::Layer { priority, .. }) => priority,
+                    Some(VideoChoice::Paused) => 1,
+                };
+                consumer.set_priority(priority).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(consumer)
             })
             .await?
             .map_err(|e| RoomError::media("consume")(&e))?;
@@ -999,7 +1056,7 @@ impl Room {
             rtp_parameters: consumer.rtp_parameters().clone(),
             paused: consumer.paused(),
         };
-        let mut leftover = Some(ConsumerEntry { consumer, producer_point: owner });
+        let mut leftover = Some(ConsumerEntry { consumer, producer_point: owner, ready: false });
         let stored = {
             let mut state = self.lock();
             // The producer may have closed while mediasoup created the consumer; its
@@ -1097,15 +1154,100 @@ impl Room {
             .await?
     }
 
+    /// The client is ready for the consumer's media. A video consumer whose tile is hidden stays
+    /// paused until the tile shows again (`set_viewport`).
     pub async fn resume_consumer(&self, key: &MemberKey, consumer_id: ConsumerId) -> Result<ServerMessage, RoomError> {
         let consumer = self.with_member(key, |m| {
-            m.media.consumers.get(&consumer_id).map(|c| c.consumer.clone()).ok_or(RoomError::ConsumerNotFound)
+            let entry = m.media.consumers.get_mut(&consumer_id).ok_or(RoomError::ConsumerNotFound)?;
+            entry.ready = true;
+            let hidden = entry.consumer.kind() == MediaKind::Video
+                && m.viewport.get(&entry.producer_point).is_some_and(|t| !t.visible || t.height == 0);
+            Ok((!hidden).then(|| entry.consumer.clone()))
         })?;
-        self.media
-            .run(move || async move { consumer.resume().await })
-            .await?
-            .map_err(|e| RoomError::media("resume the consumer")(&e))?;
+        if let Some(consumer) = consumer {
+            self.media
+                .run(move || async move { consumer.resume().await })
+                .await?
+                .map_err(|e| RoomError::media("resume the consumer")(&e))?;
+        }
         Ok(ServerMessage::ConsumerResumed { consumer_id })
+    }
+
+    /// Follows the member's tiles: each video consumer gets the layer its tile needs and the
+    /// priority its size earns, or is paused while its tile is hidden (see [`layers`]).
+    pub async fn set_viewport(&self, key: &MemberKey, tiles: Vec<TileView>) -> Result<ServerMessage, RoomError> {
+        if tiles.len() > MAX_CONSUMERS {
+            return Err(RoomError::TooManyTiles);
+        }
+        let plan = {
+            let mut state = self.lock();
+            let Some(me) = state.members.get_mut(&key.id()).filter(|m| m.conn == key.conn) else {
+                return Err(RoomError::NotMember);
+            };
+            me.viewport = tiles.into_iter().map(|t| (t.point.clone(), t)).collect();
+            plan_member(&state, &key.id())
+        };
+        self.media
+            .run(move || async move {
+                for (consumer, ready, choice) in plan {
+                    match choice {
+                        VideoChoice::Paused => consumer.pause().await?,
+                        VideoChoice::Layer { spatial, priority } => {
+                            consumer
+                                .set_preferred_layers(ConsumerLayers { spatial_layer: spatial, temporal_layer: None })
+                                .await?;
+                            consumer.set_priority(priority).await?;
+                            if ready && consumer.paused() {
+                                consumer.resume().await?;
+                            }
+                        }
+                    }
+                }
+                Ok::<_, mediasoup::worker::RequestError>(())
+            })
+            .await?
+            .map_err(|e| RoomError::media("apply the viewport")(&e))?;
+        Ok(ServerMessage::ViewportApplied)
+    }
+
+    /// Takes the SFU's new bandwidth estimate towards `point` (from the statistics poller) and
+    /// lowers or raises its pictures' layers to fit it ([`layers::fit_to_estimate`]). Only
+    /// consumers whose preferred layer changes are touched.
+    pub async fn fit_to_estimate(&self, point: &PointName, estimate_bps: Option<u32>) -> Result<(), RoomError> {
+        let plan = {
+            let mut state = self.lock();
+            let id = (Class::Point, point.clone());
+            let Some(member) = state.members.get_mut(&id) else {
+                return Ok(());
+            };
+            member.estimate_bps = estimate_bps;
+            plan_member(&state, &id)
+        };
+        let changed: Vec<_> = plan
+            .into_iter()
+            .filter_map(|(consumer, _, choice)| match choice {
+                VideoChoice::Layer { spatial, .. }
+                    if consumer.preferred_layers().map(|l| l.spatial_layer) != Some(spatial) =>
+                {
+                    Some((consumer, spatial))
+                }
+                _ => None,
+            })
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.media
+            .run(move || async move {
+                for (consumer, spatial) in changed {
+                    consumer
+                        .set_preferred_layers(ConsumerLayers { spatial_layer: spatial, temporal_layer: None })
+                        .await?;
+                }
+                Ok::<_, mediasoup::worker::RequestError>(())
+            })
+            .await?
+            .map_err(|e| RoomError::media("fit the layers to the estimate")(&e))
     }
 }
 
@@ -1148,6 +1290,60 @@ async fn watch_producer(
         }
     }
     Ok(())
+}
+
+/// What each of the member's video consumers should get now: its tile's layer ([`layers::choose`])
+/// lowered to fit the member's bandwidth estimate ([`layers::fit_to_estimate`]), or paused.
+/// Returns the consumer, whether its client is ready, and the choice.
+fn plan_member(state: &RoomState, id: &MemberId) -> Vec<(Consumer, bool, VideoChoice)> {
+    let Some(me) = state.members.get(id) else {
+        return Vec::new();
+    };
+    let mut shown = Vec::new();
+    let mut demands = Vec::new();
+    let mut plan = Vec::new();
+    for entry in me.media.consumers.values().filter(|c| c.consumer.kind() == MediaKind::Video) {
+        let Some(choice) = video_choice(state, me, entry.consumer.producer_id(), &entry.producer_point) else {
+            continue;
+        };
+        match choice {
+            VideoChoice::Paused => plan.push((entry.consumer.clone(), entry.ready, choice)),
+            VideoChoice::Layer { spatial, priority } => {
+                let layer_bps = producer_of(state, me.class, entry)
+                    .map(|p| p.rtp_parameters().encodings.iter().map(|e| e.max_bitrate.unwrap_or(0)).collect())
+                    .unwrap_or_default();
+                demands.push(layers::Demand { wanted: spatial, priority, layer_bps });
+                shown.push(entry);
+            }
+        }
+    }
+    let audio = me.media.consumers.values().filter(|c| c.consumer.kind() == MediaKind::Audio).count();
+    let fitted = layers::fit_to_estimate(&demands, me.estimate_bps, audio);
+    for ((entry, demand), spatial) in shown.into_iter().zip(&demands).zip(fitted) {
+        plan.push((entry.consumer.clone(), entry.ready, VideoChoice::Layer { spatial, priority: demand.priority }));
+    }
+    plan
+}
+
+/// The producer a consumer entry consumes, if it is still there.
+fn producer_of<'a>(state: &'a RoomState, class: Class, entry: &ConsumerEntry) -> Option<&'a Producer> {
+    state.members.get(&(class, entry.producer_point.clone()))?.media.producers.get(&entry.consumer.producer_id())
+}
+
+/// What `me` gets of `producer_id` (owned by `owner`): `None` for audio, else the layer its
+/// tile needs (see [`layers::choose`]).
+fn video_choice(state: &RoomState, me: &Member, producer_id: ProducerId, owner: &PointName) -> Option<VideoChoice> {
+    let owner_member = state.members.get(&(me.class, owner.clone()))?;
+    let producer = owner_member.media.producers.get(&producer_id)?;
+    if producer.kind() != MediaKind::Video {
+        return None;
+    }
+    let top = match owner_member.video.max_height {
+        0 => DEFAULT_TOP_HEIGHT,
+        h => h,
+    };
+    let heights = layers::layer_heights(&producer.rtp_parameters().encodings, top);
+    Some(layers::choose(&heights, me.viewport.get(owner)))
 }
 
 fn member_producer(state: &RoomState, key: &MemberKey, producer_id: ProducerId) -> Option<Producer> {

@@ -3,7 +3,7 @@
 
 use crate::cpu::CpuTracker;
 use crate::ids::PointName;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, LAYERS};
 use crate::registry::Registry;
 use crate::room::{MediaTransport, MemberMedia};
 use crate::sfu_evidence::{Evidence, Seen};
@@ -151,7 +151,6 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
         let session = room.session().clone();
         let members = room.media_snapshot();
         let evidence = room.evidence().clone();
-        drop(room);
 
         let mut current = HashMap::new();
         let mut samples = Vec::with_capacity(members.len());
@@ -160,8 +159,14 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
             producers += i64::try_from(member.producers.len()).unwrap_or(0);
             consumers += i64::try_from(member.consumers.len()).unwrap_or(0);
             let sample = sample_member(&member, &evidence, &previous, &mut current, &metrics, session.as_str()).await;
+            let estimate = publish_reception(&member, &metrics, session.as_str()).await;
+            if let Err(error) = room.fit_to_estimate(&member.point, estimate).await {
+                tracing::debug!(point = %member.point, error = %error, "failed to fit the layers to the estimate");
+            }
             samples.push((member.point, sample));
         }
+        // Held for the poll only: the room closes when its last member leaves, one poll later.
+        drop(room);
         previous = current;
         metrics.producers.with_label_values(&[session.as_str()]).set(producers);
         metrics.consumers.with_label_values(&[session.as_str()]).set(consumers);
@@ -179,6 +184,48 @@ fn publish_quality(metrics: &Metrics, session: &str, point: &PointName, sample: 
     metrics.loss_percent.with_label_values(&labels).set(sample.loss_percent.unwrap_or(0.0));
     metrics.rtt_ms.with_label_values(&labels).set(sample.rtt_ms.unwrap_or(0.0));
     metrics.jitter_ms.with_label_values(&labels).set(sample.jitter_ms.unwrap_or(0.0));
+}
+
+/// Publishes the layers a point receives and the SFU's bandwidth estimate towards it, and returns
+/// the estimate.
+async fn publish_reception(member: &MemberMedia, metrics: &Metrics, session: &str) -> Option<u32> {
+    let mut layers = LayerCounts::default();
+    for entry in member.consumers.iter().filter(|c| c.consumer.kind() == MediaKind::Video) {
+        let consumer = &entry.consumer;
+        let forwarding = !consumer.paused() && !consumer.producer_paused();
+        layers.add(consumer.current_layers().filter(|_| forwarding).map(|l| l.spatial_layer));
+    }
+    for (layer, count) in LAYERS.iter().zip(layers.0) {
+        metrics.received_layers.with_label_values(&[session, member.point.as_str(), layer]).set(count);
+    }
+    let mut estimate = None;
+    for transport in &member.receiving {
+        if let MediaTransport::WebRtc(t) = transport {
+            if let Ok(stats) = t.get_stats().await {
+                estimate = stats.iter().filter_map(|s| s.available_outgoing_bitrate).max().or(estimate);
+            }
+        }
+    }
+    let labels = [session, member.point.as_str()];
+    match estimate {
+        Some(bps) => metrics.available_bitrate.with_label_values(&labels).set(f64::from(bps)),
+        None => {
+            let _ = metrics.available_bitrate.remove_label_values(&labels);
+        }
+    }
+    estimate
+}
+
+/// Video consumers per [`LAYERS`] entry: spatial layers 0, 1, 2 (higher ones counted as 2) and
+/// `none` (forwarding nothing).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LayerCounts([i64; 4]);
+
+impl LayerCounts {
+    fn add(&mut self, spatial: Option<u8>) {
+        let index = spatial.map_or(3, |s| usize::from(s.min(2)));
+        self.0[index] += 1;
+    }
 }
 
 /// DTLS is up (WebRTC) or the remote address is known (plain RTP). Read from statistics because
@@ -276,6 +323,15 @@ mod tests {
 
     fn delta(bytes: u64, packets: u64, lost: u64) -> StreamDelta {
         StreamDelta { bytes, packets, lost }
+    }
+
+    #[test]
+    fn layers_are_counted_in_a_bounded_set() {
+        let mut counts = LayerCounts::default();
+        for spatial in [Some(0), Some(2), Some(7), None, Some(1), None] {
+            counts.add(spatial);
+        }
+        assert_eq!(counts, LayerCounts([1, 1, 2, 2]));
     }
 
     #[test]

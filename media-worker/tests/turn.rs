@@ -205,12 +205,13 @@ async fn a_relay_point_exchanges_media_with_another_through_coturn_over_tls() {
     }
     let direct = routes(&pages[1]);
     assert_eq!(direct["send"]["candidateType"], "host", "{direct:#}");
-    // 300 kbit/s less 64 for audio; the other point keeps the usual 800.
+    // 300 kbit/s less 64 for audio, nine tenths of it over all its layers; the other point gets
+    // nine tenths of the default 1500.
     let video_cap = |page: &Browser| {
         page.eval("return window.tiepdan.stats().then(s => s.producers.find(p => p.kind === 'video').maxBitrate);")
     };
-    assert_eq!(video_cap(&pages[0]), 236_000);
-    assert_eq!(video_cap(&pages[1]), 800_000);
+    assert_eq!(video_cap(&pages[0]), 212_000);
+    assert_eq!(video_cap(&pages[1]), 1_350_000);
     let allocation = coturn.log_line_until(
         "the relay point's allocation",
         &["ALLOCATE processed, success", &format!("{SESSION}/xa-relay>")],

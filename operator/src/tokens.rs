@@ -72,6 +72,7 @@ pub fn join_claims(
         relay: p.media.relay,
         uplink_kbps: p.media.uplink_kbps,
         audio_only: p.media.audio_only,
+        video: p.media.video,
     }
 }
 
@@ -109,6 +110,8 @@ pub fn probe_claims(
         relay: false,
         uplink_kbps: 0,
         audio_only: false,
+        // Probes send synthetic media for measurement, not a camera: no session cap applies.
+        video: tiepdan_contract::VideoCaps::default(),
     })
 }
 
@@ -162,7 +165,8 @@ pub(crate) mod tests {
     #[test]
     fn a_point_behind_a_strict_firewall_gets_relay_and_its_uplink_cap_signed_in() {
         let mut s = session();
-        s.participants[0].media = crate::validate::MediaLimits { relay: true, uplink_kbps: 512, audio_only: false };
+        s.participants[0].media =
+            crate::validate::MediaLimits { relay: true, uplink_kbps: 512, ..crate::validate::MediaLimits::default() };
         let claims = join_claims("my-hao/phien-1", "t", &s, &s.participants[0], 0, 0);
         let value = serde_json::to_value(&claims).unwrap();
         assert_eq!((&value["relay"], &value["uplinkKbps"]), (&serde_json::json!(true), &serde_json::json!(512)));
@@ -179,6 +183,23 @@ pub(crate) mod tests {
         let value =
             serde_json::to_value(join_claims("a/b", "t", &session(), &session().participants[0], 0, 0)).unwrap();
         assert!(value.get("relay").is_none() && value.get("uplinkKbps").is_none(), "{value}");
+    }
+
+    #[test]
+    fn the_sessions_video_caps_are_signed_into_every_points_token() {
+        let mut s = session();
+        let video = tiepdan_contract::VideoCaps { max_bitrate_kbps: 500, max_height: 360 };
+        s.participants[0].media.video = video;
+        let claims = join_claims("my-hao/phien-1", "t", &s, &s.participants[0], 0, 0);
+        let value = serde_json::to_value(&claims).unwrap();
+        assert_eq!(value["video"], serde_json::json!({"maxBitrateKbps": 500, "maxHeight": 360}));
+        let keys = SigningKeys::generate();
+        let id = "my-hao/phien-1".parse().unwrap();
+        let got = keys
+            .public()
+            .verify_join(&mint_join_token(&keys, &claims).unwrap(), rules(&id, ts("2025-06-11T07:30:00Z")))
+            .unwrap();
+        assert_eq!(got.video, video);
     }
 
     #[test]

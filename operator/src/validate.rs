@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use kube::core::{Selector, SelectorExt};
 use kube::ResourceExt;
 
-use crate::api::{ReceptionPoint, ReceptionPointSpec, ReceptionSessionSpec};
+use crate::api::{ReceptionPoint, ReceptionPointSpec, ReceptionSessionSpec, VideoSpec};
 use crate::timeline::{self, Timeline, TimelineConfig};
 use crate::topology;
+use tiepdan_contract::VideoCaps;
 
 /// Why a session cannot run as specified. Each message names the field.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -86,16 +87,25 @@ pub struct MediaLimits {
     pub uplink_kbps: u32,
     /// `spec.media.audioOnly`: the point has no camera, so its checklist leaves out the video items.
     pub audio_only: bool,
+    /// The session's `spec.media.video`: the worker refuses a camera above it.
+    pub video: VideoCaps,
 }
 
 impl MediaLimits {
-    pub fn of(spec: &ReceptionPointSpec) -> Self {
+    /// The point's limits under the session's `video` caps.
+    pub fn of(spec: &ReceptionPointSpec, video: &VideoSpec) -> Self {
         let audio_only = spec.media.as_ref().is_some_and(|m| m.audio_only);
-        spec.network.as_ref().map_or(Self { audio_only, ..Self::default() }, |n| Self {
+        // The schema bounds both (100..8000 kbit/s, 144..2160 px); a negative one is no cap.
+        let video = VideoCaps {
+            max_bitrate_kbps: u32::try_from(video.max_bitrate_kbps).unwrap_or(0),
+            max_height: u32::try_from(video.max_height).unwrap_or(0),
+        };
+        spec.network.as_ref().map_or(Self { audio_only, video, ..Self::default() }, |n| Self {
             relay: n.turn_required,
             // The schema says at least 256; a larger value than u32 kbit/s is no cap at all.
             uplink_kbps: u32::try_from(n.uplink_kbps.max(0)).unwrap_or(0),
             audio_only,
+            video,
         })
     }
 }
@@ -162,11 +172,11 @@ pub fn validate_session(
         name: spec.host.clone(),
         display_name: host.spec.display_name.clone(),
         role: Role::Host,
-        media: MediaLimits::of(&host.spec),
+        media: MediaLimits::of(&host.spec, &spec.media.video),
     }];
     participants.extend(names.into_iter().map(|n| Participant {
         display_name: by_name[&n].spec.display_name.clone(),
-        media: MediaLimits::of(&by_name[&n].spec),
+        media: MediaLimits::of(&by_name[&n].spec, &spec.media.video),
         name: n,
         role: Role::Participant,
     }));
@@ -253,10 +263,13 @@ mod tests {
         let mut points = world();
         points[2].spec.network =
             Some(crate::api::NetworkProfile { uplink_kbps: 768, link: Default::default(), turn_required: true });
-        let v = validate("s", &spec(), &points).unwrap();
+        let mut session = spec();
+        session.media.video = VideoSpec { max_bitrate_kbps: 500, max_height: 360 };
+        let v = validate("s", &session, &points).unwrap();
         let limits = |name: &str| v.participants.iter().find(|p| p.name == name).unwrap().media;
-        assert_eq!(limits("di-su"), MediaLimits { relay: true, uplink_kbps: 768, audio_only: false });
-        assert_eq!(limits("tinh"), MediaLimits::default());
+        let video = VideoCaps { max_bitrate_kbps: 500, max_height: 360 };
+        assert_eq!(limits("di-su"), MediaLimits { relay: true, uplink_kbps: 768, audio_only: false, video });
+        assert_eq!(limits("tinh"), MediaLimits { video, ..MediaLimits::default() });
     }
 
     #[test]

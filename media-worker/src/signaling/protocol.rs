@@ -17,6 +17,8 @@
 //!   consume {transportId, producerId} ->   consumed {consumerId, ..., paused: true}
 //!   resumeConsumer {consumerId}       ->   consumerResumed {consumerId}
 //!   reportChecks {checks}             ->   checksRecorded
+//!   setViewport {tiles}               ->   viewportApplied
+//!   reportQuality {freezes, ...}      ->   qualityRecorded
 //!   leave                             ->   left
 //!                                     <-   newProducer | producerClosed | consumerClosed | peerJoined | peerLeft
 //!   (anything wrong)                  <-   error {code, message}
@@ -30,7 +32,7 @@ use mediasoup::prelude::{
 };
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-pub use tiepdan_contract::{ErrorCode, Role};
+pub use tiepdan_contract::{ErrorCode, Role, VideoCaps};
 use ts_rs::TS;
 
 /// Frames larger than this are refused with `frame_too_large`. Real messages are a few KiB (RTP
@@ -138,6 +140,19 @@ pub enum ClientMessage {
     ReportChecks {
         checks: Vec<ConsoleCheck>,
     },
+    /// Where the console shows each other point's picture: the worker picks each video
+    /// consumer's simulcast layer from its tile's height, and pauses it while the tile is hidden
+    /// (see `layers`). Each message replaces the previous one; a point left out keeps the default.
+    SetViewport {
+        tiles: Vec<TileView>,
+    },
+    /// What the office's browser measured of the pictures it received since its previous report
+    /// (`inbound-rtp` `freezeCount` and `totalFreezesDuration`): the worker counts them in its
+    /// metrics.
+    ReportQuality {
+        freezes: u32,
+        freeze_seconds: f64,
+    },
     /// Resumes one of the sender's own producers in the SFU (after the host muted it and then
     /// asked it to unmute). Refused with `muted_by_host` while the host holds the mute.
     ResumeProducer {
@@ -177,6 +192,8 @@ impl ClientMessage {
             Self::Consume { .. } => "consume",
             Self::ResumeConsumer { .. } => "resumeConsumer",
             Self::ReportChecks { .. } => "reportChecks",
+            Self::SetViewport { .. } => "setViewport",
+            Self::ReportQuality { .. } => "reportQuality",
             Self::ResumeProducer { .. } => "resumeProducer",
             Self::MutePoint { .. } => "mutePoint",
             Self::AskToUnmute { .. } => "askToUnmute",
@@ -201,6 +218,8 @@ impl ClientMessage {
         "consume",
         "resumeConsumer",
         "reportChecks",
+        "setViewport",
+        "reportQuality",
         "resumeProducer",
         "mutePoint",
         "askToUnmute",
@@ -267,6 +286,16 @@ impl MediaSource {
     }
 }
 
+/// One tile of the console: the point whose picture it shows, its height in device pixels, and
+/// whether any of it is on screen (not scrolled away, the window not minimised or hidden).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct TileView {
+    pub point: PointName,
+    pub height: u32,
+    pub visible: bool,
+}
+
 /// A TURN server as `RTCIceServer` takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
@@ -313,6 +342,11 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         uplink_kbps: Option<u32>,
+        /// The session's video caps (`spec.media.video`), which the worker enforces on the
+        /// point's video producers; absent means none.
+        #[serde(default, skip_serializing_if = "VideoCaps::is_unset")]
+        #[ts(as = "Option<VideoCaps>", optional)]
+        video: VideoCaps,
         /// Points the host has muted now; the joining point's own name means its microphone is
         /// muted by the host (its new audio starts paused in the SFU).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -380,6 +414,10 @@ pub enum ServerMessage {
     },
     /// The reply to `reportChecks`: the report was recorded.
     ChecksRecorded,
+    /// The reply to `setViewport`: every consumer's layer and pause follow the tiles now.
+    ViewportApplied,
+    /// The reply to `reportQuality`.
+    QualityRecorded,
     /// The reply to `resumeProducer`.
     ProducerResumed {
         #[ts(type = "string")]
@@ -605,6 +643,8 @@ mod tests {
                    "rtpCapabilities": {"codecs": [], "headerExtensions": []}}),
             json!({"action": "resumeConsumer", "consumerId": fresh_id::<ConsumerId>()}),
             json!({"action": "reportChecks", "checks": [{"item": "icePath", "state": "passed", "path": "turn-tls"}]}),
+            json!({"action": "setViewport", "tiles": [{"point": "xa-a", "height": 360, "visible": true}]}),
+            json!({"action": "reportQuality", "freezes": 1, "freezeSeconds": 0.5}),
             json!({"action": "resumeProducer", "producerId": fresh_id::<ProducerId>()}),
             json!({"action": "mutePoint", "point": "xa-a"}),
             json!({"action": "askToUnmute", "point": "xa-a"}),
@@ -674,6 +714,7 @@ mod tests {
                 }],
                 ice_transport_policy: IceTransportPolicy::Relay,
                 uplink_kbps: Some(512),
+                video: VideoCaps { max_bitrate_kbps: 500, max_height: 360 },
                 muted_points: vec![point("p2")],
                 active_speaker: Some(point("p2")),
                 floor: None,

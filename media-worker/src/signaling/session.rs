@@ -150,6 +150,29 @@ pub async fn run(socket: WebSocket, ctx: SessionContext) {
     let _ = sink.close().await;
 }
 
+/// The most freezes one report may add: a console reports every few seconds, and a picture cannot
+/// freeze more often than a few times a second.
+const MAX_FREEZES_PER_REPORT: u32 = 1000;
+/// The most frozen time one report may add, seconds: a report covers seconds, not hours.
+const MAX_FREEZE_SECONDS_PER_REPORT: f64 = 3600.0;
+
+/// The `(session, point)` labels a quality report counts under, or why it is refused: a probe is
+/// not a reception point (its traffic must not show in any point's figures), and the figures must
+/// be plausible so one console cannot skew the session's dashboard without bound.
+fn quality_report(joined: &JoinedState, freezes: u32, freeze_seconds: f64) -> Result<(String, String), String> {
+    let key = joined.membership.key();
+    if key.class == crate::room::Class::Probe {
+        return Err("a probe is not a reception point and reports no picture quality".to_owned());
+    }
+    if freezes > MAX_FREEZES_PER_REPORT {
+        return Err(format!("freezes: at most {MAX_FREEZES_PER_REPORT} per report, got {freezes}"));
+    }
+    if !(0.0..=MAX_FREEZE_SECONDS_PER_REPORT).contains(&freeze_seconds) {
+        return Err(format!("freezeSeconds: between 0 and {MAX_FREEZE_SECONDS_PER_REPORT}, got {freeze_seconds}"));
+    }
+    Ok((joined.room().session().to_string(), key.point.to_string()))
+}
+
 async fn send<S>(sink: &mut S, envelope: &ServerEnvelope) -> Result<(), ()>
 where
     S: futures::Sink<Message> + Unpin,
@@ -229,6 +252,22 @@ impl Connection {
                 }
                 None
             }
+            ClientMessage::ReportQuality { freezes, freeze_seconds } => {
+                let Some(joined) = self.joined.as_ref() else {
+                    self.send_error(request_id, ErrorCode::NotJoined, "join first");
+                    return None;
+                };
+                match quality_report(joined, freezes, freeze_seconds) {
+                    Ok(labels) => {
+                        let labels = [labels.0.as_str(), labels.1.as_str()];
+                        self.ctx.metrics.video_freezes.with_label_values(&labels).inc_by(u64::from(freezes));
+                        self.ctx.metrics.video_freeze_seconds.with_label_values(&labels).inc_by(freeze_seconds);
+                        self.reply(request_id, ServerMessage::QualityRecorded);
+                    }
+                    Err(why) => self.send_error(request_id, ErrorCode::MalformedMessage, why),
+                }
+                None
+            }
             other => {
                 let Some(joined) = self.joined.as_ref() else {
                     self.send_error(request_id, ErrorCode::NotJoined, "join first");
@@ -259,12 +298,16 @@ impl Connection {
                         room.consume(&key, transport_id, producer_id, rtp_capabilities).await
                     }
                     ClientMessage::ResumeConsumer { consumer_id } => room.resume_consumer(&key, consumer_id).await,
+                    ClientMessage::SetViewport { tiles } => room.set_viewport(&key, tiles).await,
                     ClientMessage::ResumeProducer { producer_id } => room.resume_producer(&key, producer_id).await,
                     ClientMessage::MutePoint { point } => room.mute_point(&key, &point).await,
                     ClientMessage::AskToUnmute { point } => room.ask_to_unmute(&key, &point),
                     ClientMessage::GiveFloor { point } => room.give_floor(&key, point),
                     ClientMessage::StopShare => room.stop_share(&key),
-                    ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::ReportChecks { .. } => {
+                    ClientMessage::Join { .. }
+                    | ClientMessage::Leave
+                    | ClientMessage::ReportChecks { .. }
+                    | ClientMessage::ReportQuality { .. } => {
                         // Handled above; kept exhaustive so a new action cannot be forgotten.
                         return None;
                     }

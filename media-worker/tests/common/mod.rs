@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod coturn;
 pub mod firewall;
+pub mod impairment;
 
 use std::future::Future;
 use std::net::SocketAddr;

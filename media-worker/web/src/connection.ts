@@ -2,7 +2,8 @@
 // (send and receive). The room and the self-test are both built on it.
 
 import { Device, type types } from "mediasoup-client";
-import type { ServerMessage } from "./protocol";
+import type { ServerMessage, VideoCaps } from "./protocol";
+import { DEFAULT_CAPTURE_HEIGHT } from "./media";
 import { Signaling, type SignalingHandlers } from "./signaling";
 
 /**
@@ -30,22 +31,82 @@ export interface IceRoute {
   relayProtocol: string | null;
 }
 
-/** One video layer at a bitrate a shared commune line can carry for every receiving point. */
-export const VIDEO_MAX_BITRATE = 800_000;
-/** What Opus (mono, with FEC) and RTCP take of a point's uplink, before video gets the rest. */
-const AUDIO_RESERVE_BPS = 64_000;
-/** Below this, video is not worth sending; the worker's cap still holds whatever the encoder tries. */
-const VIDEO_MIN_BITRATE = 100_000;
+/** The session's video cap when its token names none: the operator's default `maxBitrateKbps`. */
+export const DEFAULT_VIDEO_BUDGET_KBPS = 1500;
+/** The top layer's height when the token names no `maxHeight`: what the camera is opened at then. */
+export const DEFAULT_MAX_HEIGHT = DEFAULT_CAPTURE_HEIGHT;
+/** What Opus (mono, with FEC) and RTCP take of a point's uplink, before video gets the rest (the worker's `AUDIO_RESERVE_KBPS`). */
+const AUDIO_RESERVE_KBPS = 64;
+/** Below this, video is not worth sending (the worker's `VIDEO_MIN_KBPS`). */
+const VIDEO_MIN_KBPS = 100;
+/** Below these budgets a third (a second) layer would be too thin to be worth its overhead. */
+const THREE_LAYERS_FROM_KBPS = 300;
+const TWO_LAYERS_FROM_KBPS = 150;
+/**
+ * The share of the budget the encoders aim at: VP8's rate control overshoots its target by up to
+ * a tenth over a few seconds (key frames, motion), and the budget is a cap, not a target.
+ */
+const ENCODER_HEADROOM = 0.9;
+/** Each layer's share of what the encoders aim at, lowest first: roughly what its pixels need. */
+const SHARES: readonly (readonly number[])[] = [[1], [0.3, 0.7], [0.1, 0.25, 0.65]];
 
 /**
- * The video layer's cap under the point's uplink cap (`uplinkKbps`, which the worker also
- * enforces on the send transport): the uplink less the audio, never above the default.
+ * What a camera may send, all layers together, in kbit/s: the session's cap (`video.maxBitrateKbps`)
+ * and what the point's uplink (`uplinkKbps`) leaves after audio, whichever is lower. The worker
+ * refuses a producer asking for more (`VideoCaps::video_budget_kbps`), and caps the send transport.
  */
-export function videoMaxBitrate(uplinkKbps: number | undefined): number {
-  if (!uplinkKbps) {
-    return VIDEO_MAX_BITRATE;
+export function videoBudgetKbps(caps: VideoCaps | undefined, uplinkKbps: number | undefined): number {
+  const session = caps?.maxBitrateKbps ? caps.maxBitrateKbps : undefined;
+  const uplink = uplinkKbps ? Math.max(VIDEO_MIN_KBPS, uplinkKbps - AUDIO_RESERVE_KBPS) : undefined;
+  if (session !== undefined && uplink !== undefined) {
+    return Math.min(session, uplink);
   }
-  return Math.min(VIDEO_MAX_BITRATE, Math.max(VIDEO_MIN_BITRATE, uplinkKbps * 1000 - AUDIO_RESERVE_BPS));
+  return session ?? uplink ?? DEFAULT_VIDEO_BUDGET_KBPS;
+}
+
+/**
+ * The simulcast layers of a camera whose track is `trackHeight` pixels tall: up to three (a
+ * quarter, half and the full height), the top one no taller than `maxHeight`, with maxBitrates
+ * that add up to nine tenths of the budget. The worker picks, per receiver, the layer its tile needs.
+ */
+export function simulcastEncodings(
+  caps: VideoCaps | undefined,
+  uplinkKbps: number | undefined,
+  trackHeight: number,
+): types.RtpEncodingParameters[] {
+  const budget = videoBudgetKbps(caps, uplinkKbps);
+  const count = budget >= THREE_LAYERS_FROM_KBPS ? 3 : budget >= TWO_LAYERS_FROM_KBPS ? 2 : 1;
+  const maxHeight = caps?.maxHeight ? caps.maxHeight : DEFAULT_MAX_HEIGHT;
+  // The top layer is scaled down when the camera gives more than the session allows.
+  const topScale = trackHeight > maxHeight ? trackHeight / maxHeight : 1;
+  const target = Math.floor(budget * ENCODER_HEADROOM);
+  const shares = SHARES[count - 1] ?? [1];
+  const kbps = shares.map((share) => Math.floor(target * share));
+  // The top layer gets what rounding left, so the layers add up to the target exactly.
+  kbps[kbps.length - 1] = target - kbps.slice(0, -1).reduce((a, b) => a + b, 0);
+  return kbps.map((layerKbps, i) => ({
+    // Layer i of `count` is 2^(count-1-i) times smaller than the top one.
+    scaleResolutionDownBy: topScale * 2 ** (count - 1 - i),
+    maxBitrate: layerKbps * 1000,
+  }));
+}
+
+/**
+ * A shared screen or window: one layer (everyone shows it large) at nine tenths of the point's
+ * video budget, which the worker checks like a camera's.
+ */
+export function screenEncodings(caps: VideoCaps | undefined, uplinkKbps: number | undefined): types.RtpEncodingParameters[] {
+  return [{ maxBitrate: Math.floor(videoBudgetKbps(caps, uplinkKbps) * ENCODER_HEADROOM) * 1000 }];
+}
+
+/**
+ * The codec a camera sends with: VP8 (simulcast in every browser), else H264 (Safari on older
+ * iPhones and some hardware-only builds), else whatever the worker and the browser share.
+ */
+export function cameraCodec(device: Device): types.RtpCodecCapability | undefined {
+  const codecs = device.rtpCapabilities.codecs ?? [];
+  const find = (mime: string) => codecs.find((c) => c.mimeType.toLowerCase() === mime);
+  return find("video/vp8") ?? find("video/h264");
 }
 
 export class Connection {
@@ -108,10 +169,12 @@ export class Connection {
   /** Sends a local track. The track stays ours: closing the producer does not stop it. */
   produce(track: MediaStreamTrack): Promise<types.Producer> {
     if (track.kind === "video") {
+      const height = track.getSettings().height ?? DEFAULT_MAX_HEIGHT;
       return this.sendTransport.produce({
         track,
         stopTracks: false,
-        encodings: [{ maxBitrate: videoMaxBitrate(this.joined.uplinkKbps) }],
+        encodings: simulcastEncodings(this.joined.video, this.joined.uplinkKbps, height),
+        codec: cameraCodec(this.device),
         codecOptions: { videoGoogleStartBitrate: 500 },
       });
     }
@@ -130,7 +193,7 @@ export class Connection {
       track,
       stopTracks: false,
       // Documents: sharp text over smooth motion, within the point's uplink.
-      encodings: [{ maxBitrate: videoMaxBitrate(this.joined.uplinkKbps) }],
+      encodings: screenEncodings(this.joined.video, this.joined.uplinkKbps),
       appData: { source: "screen" },
     });
   }

@@ -66,7 +66,8 @@ const state = {
 };
 
 const notices = new Map<Slot, Notice>();
-const local = new LocalMedia();
+/** Made in `main`, once the link's claims say how tall the session's pictures may be. */
+let local: LocalMedia;
 let tiles: Tiles;
 let checklist: Checklist;
 /** The room the checklist was last reported to: a new room gets the whole report again. */
@@ -606,6 +607,7 @@ async function join(reconnecting: boolean): Promise<void> {
     state.attempt = 0;
     room.setPaused("audio", state.micMuted);
     room.setPaused("video", state.cameraOff);
+    void sendViewport();
     if (reconnecting) {
       notify("connection", { level: "info", title: () => t().reconnectedTitle, body: () => t().reconnectedBody });
       window.setTimeout(() => {
@@ -794,6 +796,13 @@ function leave(): void {
   renderStatic();
 }
 
+/** How often the console reports the freezes it counted: often enough for a dashboard's minute. */
+const QUALITY_REPORT_MS = 5_000;
+
+async function sendViewport(): Promise<void> {
+  await state.room?.setViewport(tiles.views()).catch((error) => console.warn("setViewport failed", error));
+}
+
 async function pollQuality(): Promise<void> {
   const room = state.room;
   state.quality = room ? await room.quality().catch(() => "none" as const) : "none";
@@ -859,6 +868,7 @@ window.tiepdan = {
     consumers: (await state.room?.consumerStats()) ?? [],
     producers: (await state.room?.producerStats()) ?? [],
     iceRoutes: (await state.room?.iceRoutes()) ?? null,
+    viewport: tiles.views(),
   }),
   selfTest: () => state.selfTest,
   checks: () => checklist.items().map((item) => ({ item, ...checklist.state(item) })),
@@ -884,6 +894,7 @@ function main(): void {
   tiles = new Tiles(el("tiles"), el("alone"));
   state.token = tokenFromLocation();
   state.claims = state.token ? decodeClaims(state.token) : null;
+  local = new LocalMedia(state.claims?.video?.maxHeight);
   checklist = new Checklist(local, state.claims?.audioOnly === true);
 
   el("lang").addEventListener("click", () => {
@@ -971,6 +982,12 @@ function main(): void {
 
   window.setInterval(tick, 1_000);
   window.setInterval(() => void pollQuality(), 2_000);
+  // The tiles' sizes follow the window and the room; the worker hears only changes. A hidden
+  // (minimised, backgrounded) page says so at once, so its pictures stop at once.
+  window.setInterval(() => void sendViewport(), 1_000);
+  document.addEventListener("visibilitychange", () => void sendViewport());
+  window.addEventListener("resize", () => void sendViewport());
+  window.setInterval(() => void state.room?.reportQuality().catch(() => undefined), QUALITY_REPORT_MS);
   window.setInterval(() => void sampleChecks(), 500);
   const fill = el("meter-fill");
   window.setInterval(() => {

@@ -21,6 +21,8 @@ export type {
   ProducerInfo,
   Role,
   ServerMessage,
+  TileView,
+  VideoCaps,
 } from "./generated/wire";
 
 export type MediaKind = types.MediaKind;
@@ -47,6 +49,8 @@ export interface Replies {
   consume: Message<"consumed">;
   resumeConsumer: Message<"consumerResumed">;
   reportChecks: Message<"checksRecorded">;
+  setViewport: Message<"viewportApplied">;
+  reportQuality: Message<"qualityRecorded">;
   resumeProducer: Message<"producerResumed">;
   mutePoint: Message<"pointMuted">;
   askToUnmute: Message<"unmuteAsked">;
@@ -65,6 +69,8 @@ export const REPLY_ACTION: { [A in ClientAction]: Replies[A]["action"] } = {
   consume: "consumed",
   resumeConsumer: "consumerResumed",
   reportChecks: "checksRecorded",
+  setViewport: "viewportApplied",
+  reportQuality: "qualityRecorded",
   resumeProducer: "producerResumed",
   mutePoint: "pointMuted",
   askToUnmute: "unmuteAsked",

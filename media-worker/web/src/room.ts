@@ -6,7 +6,7 @@ import type { types } from "mediasoup-client";
 import { Connection, type IceRoute, MediaPathError } from "./connection";
 import type { LocalMedia } from "./media";
 import type { Remote } from "./checks";
-import type { ConsoleCheck, ErrorCode, MediaKind, PeerInfo, Push } from "./protocol";
+import type { ConsoleCheck, ErrorCode, MediaKind, PeerInfo, Push, TileView } from "./protocol";
 import { SignalingError } from "./signaling";
 
 export interface RoomView {
@@ -68,6 +68,20 @@ export interface ConsumerStats {
   totalSamplesReceived: number;
   /** Audio only: the energy of what was played out (0 while a point is muted in the SFU). */
   totalAudioEnergy: number;
+  /** Audio samples the browser had to make up (lost or late packets). */
+  concealedSamples: number;
+  /** Video: the height being decoded now (which simulcast layer arrives), and its frame rate. */
+  frameHeight: number;
+  framesPerSecond: number;
+  freezeCount: number;
+  totalFreezesDuration: number;
+}
+
+/** One simulcast layer as the browser sends it. */
+export interface LayerStats {
+  rid: string | null;
+  bytesSent: number;
+  frameHeight: number;
 }
 
 export interface ProducerStats {
@@ -75,8 +89,10 @@ export interface ProducerStats {
   packetsSent: number;
   bytesSent: number;
   framesEncoded: number;
-  /** The sender's cap on its first encoding, bits per second (null: none). */
+  /** The sender's caps on its encodings added up, bits per second (null: none). */
   maxBitrate: number | null;
+  /** Video: each simulcast layer's `outbound-rtp`. */
+  layers: LayerStats[];
 }
 
 export class Room {
@@ -95,6 +111,9 @@ export class Room {
   private live = false;
   private lostDuringJoin: RoomEnd | null = null;
   private previousLoss: { lost: number; received: number } = { lost: 0, received: 0 };
+  /** What was last said to the worker: the tiles (as JSON), and each consumer's freezes. */
+  private sentViewport = "";
+  private readonly reportedFreezes = new Map<string, { count: number; seconds: number }>();
   /** ICE restarts since the path was last connected, and the pending one's timer. */
   private iceRestarts = 0;
   private restartTimer = 0;
@@ -470,6 +489,56 @@ export class Room {
     }
   }
 
+  /**
+   * Tells the worker where each point's picture is shown, when that changed: it picks each
+   * picture's layer from its tile's height and pauses the ones nobody sees.
+   */
+  async setViewport(tiles: TileView[]): Promise<void> {
+    const text = JSON.stringify(tiles);
+    if (!this.conn || this.ended || text === this.sentViewport) {
+      return;
+    }
+    this.sentViewport = text;
+    try {
+      await this.conn.signaling.request({ action: "setViewport", tiles });
+    } catch (error) {
+      // Sent again on the next change; until then the worker keeps the previous tiles.
+      this.sentViewport = "";
+      throw error;
+    }
+  }
+
+  /** Reports the picture freezes the browser counted since the previous report. */
+  async reportQuality(): Promise<void> {
+    if (!this.conn || this.ended) {
+      return;
+    }
+    let freezes = 0;
+    let freezeSeconds = 0;
+    for (const [id, r] of this.received) {
+      if (r.kind !== "video") {
+        continue;
+      }
+      const now = { count: 0, seconds: 0 };
+      (await r.consumer.getStats()).forEach((s: Record<string, unknown>) => {
+        if (s.type === "inbound-rtp") {
+          now.count += num(s.freezeCount);
+          now.seconds += num(s.totalFreezesDuration);
+        }
+      });
+      const before = this.reportedFreezes.get(id) ?? { count: 0, seconds: 0 };
+      freezes += Math.max(0, now.count - before.count);
+      freezeSeconds += Math.max(0, now.seconds - before.seconds);
+      this.reportedFreezes.set(id, now);
+    }
+    for (const id of this.reportedFreezes.keys()) {
+      if (!this.received.has(id)) {
+        this.reportedFreezes.delete(id);
+      }
+    }
+    await this.conn.signaling.request({ action: "reportQuality", freezes, freezeSeconds });
+  }
+
   /** Leaves on purpose; `onEnd` is not called. */
   leave(): void {
     this.ended = true;
@@ -488,6 +557,11 @@ export class Room {
           bytesReceived: 0,
           framesDecoded: 0,
           totalSamplesReceived: 0,
+          concealedSamples: 0,
+          frameHeight: 0,
+          framesPerSecond: 0,
+          freezeCount: 0,
+          totalFreezesDuration: 0,
           totalAudioEnergy: 0,
         };
         (await r.consumer.getStats()).forEach((s: Record<string, unknown>) => {
@@ -497,6 +571,11 @@ export class Room {
             out.bytesReceived += num(s.bytesReceived);
             out.framesDecoded += num(s.framesDecoded);
             out.totalSamplesReceived += num(s.totalSamplesReceived);
+            out.concealedSamples += num(s.concealedSamples);
+            out.frameHeight = Math.max(out.frameHeight, num(s.frameHeight));
+            out.framesPerSecond += num(s.framesPerSecond);
+            out.freezeCount += num(s.freezeCount);
+            out.totalFreezesDuration += num(s.totalFreezesDuration);
             out.totalAudioEnergy += num(s.totalAudioEnergy);
           }
         });
@@ -518,13 +597,18 @@ export class Room {
   async producerStats(): Promise<ProducerStats[]> {
     return Promise.all(
       [...this.producers.entries()].map(async ([kind, producer]) => {
-        const maxBitrate = producer.rtpSender?.getParameters().encodings[0]?.maxBitrate ?? null;
-        const out: ProducerStats = { kind, packetsSent: 0, bytesSent: 0, framesEncoded: 0, maxBitrate };
+        const caps = (producer.rtpSender?.getParameters().encodings ?? []).map((e) => e.maxBitrate);
+        const maxBitrate = caps.some((c) => c !== undefined) ? caps.reduce((a: number, c) => a + (c ?? 0), 0) : null;
+        const out: ProducerStats = { kind, packetsSent: 0, bytesSent: 0, framesEncoded: 0, maxBitrate, layers: [] };
         (await producer.getStats()).forEach((s: Record<string, unknown>) => {
           if (s.type === "outbound-rtp") {
             out.packetsSent += num(s.packetsSent);
             out.bytesSent += num(s.bytesSent);
             out.framesEncoded += num(s.framesEncoded);
+            if (kind === "video") {
+              const rid = typeof s.rid === "string" ? s.rid : null;
+              out.layers.push({ rid, bytesSent: num(s.bytesSent), frameHeight: num(s.frameHeight) });
+            }
           }
         });
         return out;

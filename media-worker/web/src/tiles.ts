@@ -1,7 +1,7 @@
 // The video tiles of the room: one per other point (the host's larger) and our own.
 
 import { t } from "./i18n";
-import type { MediaKind, PeerInfo } from "./protocol";
+import type { MediaKind, PeerInfo, TileView } from "./protocol";
 import type { RoomView } from "./room";
 
 interface Tile {
@@ -160,6 +160,22 @@ export class Tiles implements RoomView {
     if (kind === "video") {
       tile.el.classList.toggle("has-video", track !== null);
     }
+  }
+
+  /**
+   * Where each other point's picture is shown: its tile's height in device pixels, and whether it
+   * is shown at all (the page visible, not minimised or in a background tab, and the tile laid
+   * out). The worker sends each picture at the layer that fills its tile, and nothing for tiles
+   * nobody sees. A tile scrolled out of the window still counts as shown: the officer scrolls
+   * back expecting the picture to be there, and the worker gives a small tile a small layer.
+   */
+  views(): TileView[] {
+    const pageVisible = document.visibilityState === "visible";
+    const scale = window.devicePixelRatio || 1;
+    return [...this.tiles.values()].map((tile) => {
+      const height = Math.round(tile.el.getBoundingClientRect().height * scale);
+      return { point: tile.peer.point, height, visible: pageVisible && height > 0 };
+    });
   }
 
   /** Removes the other points (the room ended); our own tile stays. */

@@ -5,7 +5,7 @@
 import type { JoinClaims } from "./generated/wire";
 
 /** The claims the page reads (and `isClaims` checks); the names and types come from tokens.rs. */
-export type Claims = Pick<JoinClaims, "sub" | "aud" | "name" | "title" | "role" | "nbf" | "exp" | "start" | "end" | "audioOnly">;
+export type Claims = Pick<JoinClaims, "sub" | "aud" | "name" | "title" | "role" | "nbf" | "exp" | "start" | "end" | "audioOnly" | "video">;
 
 /** Where the token is kept once read: this tab only, gone when the tab closes. */
 const TAB_KEY = "tiepdan.token";
@@ -87,7 +87,8 @@ function isClaims(value: unknown): value is Claims {
     typeof v.title === "string" &&
     (v.role === "host" || v.role === "participant") &&
     typeof v.nbf === "number" &&
-    typeof v.exp === "number"
+    typeof v.exp === "number" &&
+    (v.video === undefined || (typeof v.video === "object" && v.video !== null))
   );
 }
 

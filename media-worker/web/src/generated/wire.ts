@@ -76,6 +76,25 @@ export type ProducerInfo = { producerId: string, point: string, kind: types.Medi
 export type IceServer = { urls: Array<string>, username: string, credential: string, };
 
 /**
+ * One tile of the console: the point whose picture it shows, its height in device pixels, and
+ * whether any of it is on screen (not scrolled away, the window not minimised or hidden).
+ */
+export type TileView = { point: string, height: number, visible: boolean, };
+
+/**
+ * `ReceptionSession.spec.media.video`, as signed into the `video` claim. 0 means no cap.
+ */
+export type VideoCaps = { 
+/**
+ * The most a point's camera sends, all simulcast layers together, in kbit/s.
+ */
+maxBitrateKbps: number, 
+/**
+ * The tallest picture a point's camera sends, in pixels.
+ */
+maxHeight: number, };
+
+/**
  * `RTCIceTransportPolicy`: which local candidates the browser may use.
  */
 export type IceTransportPolicy = "all" | "relay";
@@ -88,7 +107,7 @@ export type ClientMessage = { "action": "join", token: string, } | { "action": "
  * `screen` for a shared screen or window (video only, one share per room at a time);
  * absent: the camera or microphone, by `kind`.
  */
-source?: MediaSource, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "reportChecks", checks: Array<ConsoleCheck>, } | { "action": "resumeProducer", producerId: string, } | { "action": "mutePoint", point: string, } | { "action": "askToUnmute", point: string, } | { "action": "giveFloor", point: string | null, } | { "action": "stopShare" } | { "action": "leave" };
+source?: MediaSource, } | { "action": "closeProducer", producerId: string, } | { "action": "consume", transportId: string, producerId: string, rtpCapabilities: types.RtpCapabilities, } | { "action": "resumeConsumer", consumerId: string, } | { "action": "reportChecks", checks: Array<ConsoleCheck>, } | { "action": "setViewport", tiles: Array<TileView>, } | { "action": "reportQuality", freezes: number, freezeSeconds: number, } | { "action": "resumeProducer", producerId: string, } | { "action": "mutePoint", point: string, } | { "action": "askToUnmute", point: string, } | { "action": "giveFloor", point: string | null, } | { "action": "stopShare" } | { "action": "leave" };
 
 /**
  * What the worker sends: replies, pushes and errors.
@@ -119,6 +138,11 @@ iceTransportPolicy: IceTransportPolicy,
  */
 uplinkKbps?: number, 
 /**
+ * The session's video caps (`spec.media.video`), which the worker enforces on the
+ * point's video producers; absent means none.
+ */
+video?: VideoCaps, 
+/**
  * Points the host has muted now; the joining point's own name means its microphone is
  * muted by the host (its new audio starts paused in the SFU).
  */
@@ -135,7 +159,7 @@ floor?: string, } | { "action": "webRtcTransportCreated", transportId: string, d
  * Where to send RTP (send direction) or RTCP (recv direction): the first packet's source
  * becomes the transport's remote address.
  */
-ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "iceRestarted", transportId: string, iceParameters: types.IceParameters, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "checksRecorded" } | { "action": "producerResumed", producerId: string, } | { "action": "pointMuted", point: string, by: string, } | { "action": "pointUnmuted", point: string, } | { "action": "activeSpeaker", point: string | null, } | { "action": "floorGiven", point: string | null, } | { "action": "unmuteAsked", point: string, by: string, } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, source: MediaSource, } | { "action": "shareStopped", point: string, by: string, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
+ip: string, port: number, } | { "action": "transportConnected", transportId: string, } | { "action": "iceRestarted", transportId: string, iceParameters: types.IceParameters, } | { "action": "produced", producerId: string, } | { "action": "consumed", consumerId: string, producerId: string, point: string, kind: types.MediaKind, rtpParameters: types.RtpParameters, paused: boolean, } | { "action": "consumerResumed", consumerId: string, } | { "action": "checksRecorded" } | { "action": "viewportApplied" } | { "action": "qualityRecorded" } | { "action": "producerResumed", producerId: string, } | { "action": "pointMuted", point: string, by: string, } | { "action": "pointUnmuted", point: string, } | { "action": "activeSpeaker", point: string | null, } | { "action": "floorGiven", point: string | null, } | { "action": "unmuteAsked", point: string, by: string, } | { "action": "newProducer", producerId: string, point: string, kind: types.MediaKind, source: MediaSource, } | { "action": "shareStopped", point: string, by: string, } | { "action": "producerClosed", producerId: string, point: string, } | { "action": "consumerClosed", consumerId: string, producerId: string, } | { "action": "peerJoined", point: string, displayName: string, role: Role, } | { "action": "peerLeft", point: string, } | { "action": "left" } | { "action": "error", code: ErrorCode, message: string, };
 
 /**
  * Answer of `POST /v1/join-check`: whether a `join` with this token would be accepted now, and
@@ -184,4 +208,10 @@ uplinkKbps?: number,
  * The point's spec says it has no camera (`ReceptionPoint.spec.media.audioOnly`): its
  * checklist leaves out the video items. Absent means false, so older links keep their bytes.
  */
-audioOnly?: boolean, };
+audioOnly?: boolean, 
+/**
+ * The session's video caps (`ReceptionSession.spec.media.video`): the worker refuses video
+ * above them and the console shapes its layers to fit. Absent means no cap, so older links
+ * keep their bytes.
+ */
+video?: VideoCaps, };

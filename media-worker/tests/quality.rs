@@ -1,0 +1,383 @@
+//! Simulcast and the session's caps in real Chromium (fake camera and microphone) against a
+//! worker on 127.0.0.1, measured from each browser's own `getStats`:
+//!
+//! - `maxBitrateKbps: 500` keeps every camera's layers together under 500 kbit/s;
+//! - a point whose downlink becomes a bad commune line (1 Mbit/s, 5 % loss, 150 ms, through an
+//!   impairment relay in front of coturn) keeps receiving the speaker at a lower layer without a
+//!   freeze over 2 s and with continuous sound, while the other points' layers and frame rates
+//!   stay as they were.
+
+mod common;
+
+use common::browser::{artifact_dir, Browser, Camera, Driver};
+use common::coturn::Coturn;
+use common::impairment::{Impairment, ImpairmentRelay};
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tiepdan_media_worker::server::RunningServer;
+use tiepdan_media_worker::signaling::protocol::{Role, VideoCaps};
+use tiepdan_media_worker::tokens::{unix_now, JoinClaims};
+use tiepdan_media_worker::turn::{TurnConfig, TurnSecret};
+
+/// One browser test at a time: three Chromiums encoding and decoding video fill two cores.
+static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const SECRET: &str = "a-shared-secret-for-coturn";
+const HOST: &str = "tinh-hung-yen";
+
+/// A point of a session that started a minute ago: the worker's checklist no longer cuts its
+/// connection to prove it reconnects (the `reconnect` item), which would break the measurements.
+fn point_claims(name: &str, video: VideoCaps) -> JoinClaims {
+    let role = if name == HOST { Role::Host } else { Role::Participant };
+    let started = jiff::Timestamp::from_second(unix_now() - 60).expect("timestamp").to_string();
+    JoinClaims { role, video, start: Some(started), ..claims(name) }
+}
+
+fn open(driver: &Driver, server: &RunningServer, claims: &JoinClaims) -> Browser {
+    open_with(driver, server, claims, &[])
+}
+
+fn open_with(driver: &Driver, server: &RunningServer, claims: &JoinClaims, args: &[String]) -> Browser {
+    let page = driver.browser_with_args(&claims.sub, Camera::Allowed, args);
+    page.goto(&format!("{}/join#token={}", server.http_url(), key().mint_join(claims).expect("mint")));
+    page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+    page.click("#join");
+    page
+}
+
+fn stats(page: &Browser) -> Value {
+    page.eval("return window.tiepdan.stats();")
+}
+
+/// The consumer of `point`'s `kind` in a page's stats.
+fn consumer<'a>(stats: &'a Value, point: &str, kind: &str) -> Option<&'a Value> {
+    stats["consumers"].as_array()?.iter().find(|c| c["point"] == point && c["kind"] == kind)
+}
+
+fn number(value: Option<&Value>, field: &str) -> f64 {
+    value.and_then(|v| v[field].as_f64()).unwrap_or(0.0)
+}
+
+/// Waits until every page decodes every other page's video and plays its audio.
+fn until_everyone_receives(pages: &[(&str, &Browser)]) {
+    for (me, page) in pages {
+        for (other, _) in pages.iter().filter(|(o, _)| o != me) {
+            page.until(
+                &format!("{me} to decode {other}"),
+                &format!(
+                    "return window.tiepdan.stats().then(s => \
+                       s.consumers.some(c => c.point === '{other}' && c.kind === 'video' && c.framesDecoded > 0) && \
+                       s.consumers.some(c => c.point === '{other}' && c.kind === 'audio' && c.totalSamplesReceived > 0));"
+                ),
+            );
+        }
+    }
+}
+
+/// A page's camera: the bytes its video layers sent so far, and how many layers send.
+fn video_sent(page: &Browser) -> (f64, usize, Value) {
+    let stats = stats(page);
+    let video = stats["producers"].as_array().and_then(|p| p.iter().find(|p| p["kind"] == "video")).cloned();
+    let video = video.unwrap_or(Value::Null);
+    let layers =
+        video["layers"].as_array().map_or(0, |l| l.iter().filter(|l| l["bytesSent"].as_f64() > Some(0.0)).count());
+    (number(Some(&video), "bytesSent"), layers, video)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_kbps_session_cap_keeps_every_cameras_layers_under_it() {
+    let _one = BROWSERS.lock().await;
+    let server = start().await;
+    let driver = Driver::start();
+    let caps = VideoCaps { max_bitrate_kbps: 500, max_height: 720 };
+    let names = [HOST, "xa-nhan-hoa"];
+    let pages: Vec<Browser> = names.iter().map(|n| open(&driver, &server, &point_claims(n, caps))).collect();
+    until_everyone_receives(&[(names[0], &pages[0]), (names[1], &pages[1])]);
+
+    // Each camera aims its layers at nine tenths of the cap (the encoders' overshoot).
+    for page in &pages {
+        let (_, _, video) = video_sent(page);
+        assert_eq!(video["maxBitrate"], 450_000, "{}: {video:#}", page.name);
+    }
+    // Once its three layers are up, what each sends over 4 s windows for 12 s stays under the cap.
+    for page in &pages {
+        page.until(
+            "three simulcast layers to send",
+            "return window.tiepdan.stats().then(s => \
+               s.producers.some(p => p.kind === 'video' && p.layers.filter(l => l.bytesSent > 0).length === 3));",
+        );
+    }
+    let window = Duration::from_secs(4);
+    let end = Instant::now() + Duration::from_secs(12);
+    let mut previous: Vec<(Instant, f64)> = pages.iter().map(|p| (Instant::now(), video_sent(p).0)).collect();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];
+    while Instant::now() < end {
+        for (i, page) in pages.iter().enumerate() {
+            let (at, bytes) = previous[i];
+            if at.elapsed() < window {
+                continue;
+            }
+            let now_bytes = video_sent(page).0;
+            rates[i].push((now_bytes - bytes) * 8.0 / at.elapsed().as_secs_f64() / 1000.0);
+            previous[i] = (Instant::now(), now_bytes);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("video sent per 4 s window, kbit/s: {rates:.0?}");
+    for (i, page) in pages.iter().enumerate() {
+        assert!(rates[i].len() >= 2 && rates[i].iter().all(|r| *r > 0.0), "{} sends video: {:?}", page.name, rates[i]);
+        let worst = rates[i].iter().copied().fold(0.0, f64::max);
+        assert!(worst < 500.0, "{} sent {worst:.0} kbit/s, above the 500 kbit/s cap", page.name);
+    }
+    pages[0].screenshot(&artifact_dir().join("quality-cap-500kbps-host.png"));
+    for page in pages {
+        page.close();
+    }
+    server.stop().await.expect("stop");
+}
+
+/// What one page receives from one point: the picture's height and frame rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Reception {
+    height: f64,
+    fps: f64,
+}
+
+fn reception(page: &Browser, from: &str) -> Reception {
+    let stats = stats(page);
+    let video = consumer(&stats, from, "video");
+    Reception { height: number(video, "frameHeight"), fps: number(video, "framesPerSecond") }
+}
+
+/// Polls `check` every 250 ms for `duration`, from when it is called.
+fn for_a_while(duration: Duration, mut check: impl FnMut()) {
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        check();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_others_keep_theirs() {
+    let _one = BROWSERS.lock().await;
+    let coturn = Coturn::start("impaired", SECRET);
+    let relay = ImpairmentRelay::start(
+        SocketAddr::from(([127, 0, 0, 1], coturn.port)),
+        Impairment {
+            rate_bps: 1_000_000,
+            loss: 0.05,
+            delay: Duration::from_millis(150),
+            queue: Duration::from_millis(200),
+        },
+    )
+    .await;
+    let mut config = config();
+    // Only the impaired point relays (its token says so), through the impairment relay.
+    config.turn = Some(TurnConfig {
+        urls: vec![format!("turn:{}?transport=udp", relay.addr).parse().expect("url")],
+        secret: TurnSecret::new(SECRET),
+    });
+    let server = start_with(config).await;
+    let driver = Driver::start();
+    let caps = VideoCaps { max_bitrate_kbps: 1500, max_height: 720 };
+    let (impaired, other) = ("xa-nhan-hoa", "phuong-ban-yen-nhan");
+    // The impaired office has a HiDPI screen: the host's large tile is over 450 device pixels
+    // tall, so it takes the 720p layer, about 800 kbit/s of the host's 1350. The other office's
+    // tile takes the 360p layer.
+    let hidpi = ["--force-device-scale-factor=2".to_owned()];
+    let pages = [
+        open(&driver, &server, &point_claims(HOST, caps)),
+        open_with(&driver, &server, &JoinClaims { relay: true, ..point_claims(impaired, caps) }, &hidpi),
+        open(&driver, &server, &point_claims(other, caps)),
+    ];
+    until_everyone_receives(&[(HOST, &pages[0]), (impaired, &pages[1]), (other, &pages[2])]);
+    let route = pages[1].eval("return window.tiepdan.stats().then(s => s.iceRoutes.recv.candidateType);");
+    assert_eq!(route, "relay", "the impaired point's media goes through the relay");
+
+    // Before: what the impaired and the other point receive of the host (the speaker), once the
+    // layers have settled at what the tiles ask for.
+    let settled = |page: &Browser, height: f64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reception(page, HOST).height < height {
+            if Instant::now() > deadline {
+                let host = stats(&pages[0]);
+                panic!(
+                    "{} receives the host at {:?}; the host sends {:#}",
+                    page.name,
+                    reception(page, HOST),
+                    host["producers"]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    settled(&pages[1], 720.0);
+    settled(&pages[2], 360.0);
+    let mut before_other = Vec::new();
+    for_a_while(Duration::from_secs(4), || {
+        before_other.push((reception(&pages[2], HOST), reception(&pages[2], impaired)));
+    });
+    let before_impaired = reception(&pages[1], HOST);
+    pages[1].screenshot(&artifact_dir().join("quality-before-impairment.png"));
+
+    relay.impair();
+    let impaired_at = Instant::now();
+    // The bad line: the impaired point drops to a lower layer of the host...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lower = loop {
+        let now = reception(&pages[1], HOST);
+        if now.height > 0.0 && now.height < before_impaired.height {
+            break now.height;
+        }
+        let stats = stats(&pages[1]);
+        eprintln!(
+            "{:.1} s: {impaired} receives the host at {now:?}, {:#}",
+            impaired_at.elapsed().as_secs_f64(),
+            consumer(&stats, HOST, "video").cloned().unwrap_or_default()
+        );
+        let metrics = get(server.local_addr(), "/metrics").await.body;
+        for line in
+            metrics.lines().filter(|l| l.contains(impaired) && (l.contains("layers") || l.contains("available")))
+        {
+            eprintln!("  {line}");
+        }
+        assert!(Instant::now() < deadline, "{impaired} still receives the host at {now:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!(
+        "impaired: host {} -> {lower} px after {:.1} s",
+        before_impaired.height,
+        impaired_at.elapsed().as_secs_f64()
+    );
+    // ... and keeps it moving, with sound, for 15 s.
+    let first = stats(&pages[1]);
+    let (mut last_frames, mut last_frame_at) =
+        (number(consumer(&first, HOST, "video"), "framesDecoded"), Instant::now());
+    let (mut last_samples, mut last_samples_at) =
+        (number(consumer(&first, HOST, "audio"), "totalSamplesReceived"), Instant::now());
+    let (mut longest_freeze, mut longest_silence) = (Duration::ZERO, Duration::ZERO);
+    let mut heights = Vec::new();
+    let mut during_other = Vec::new();
+    for_a_while(Duration::from_secs(15), || {
+        let stats = stats(&pages[1]);
+        let video = consumer(&stats, HOST, "video");
+        // The time between two samples that saw progress: at least the sampling interval (a
+        // quarter second plus the time the stats take), so a freeze shows at its full length.
+        let frames = number(video, "framesDecoded");
+        longest_freeze = longest_freeze.max(last_frame_at.elapsed());
+        if frames > last_frames {
+            (last_frames, last_frame_at) = (frames, Instant::now());
+        }
+        let samples = number(consumer(&stats, HOST, "audio"), "totalSamplesReceived");
+        longest_silence = longest_silence.max(last_samples_at.elapsed());
+        if samples > last_samples {
+            (last_samples, last_samples_at) = (samples, Instant::now());
+        }
+        heights.push(number(video, "frameHeight"));
+        during_other.push((reception(&pages[2], HOST), reception(&pages[2], impaired)));
+    });
+    let last = stats(&pages[1]);
+    let audio = |stats: &Value, field: &str| number(consumer(stats, HOST, "audio"), field);
+    let received = audio(&last, "totalSamplesReceived") - audio(&first, "totalSamplesReceived");
+    let concealed = audio(&last, "concealedSamples") - audio(&first, "concealedSamples");
+    let concealed_share = concealed / received.max(1.0);
+    eprintln!("impaired point: {:.1} % of the host's audio samples concealed", 100.0 * concealed_share);
+    // 5 % of the packets lost, recovered in part by Opus FEC: most of the sound is real.
+    assert!(concealed_share < 0.2, "{:.1} % of the audio was made up", 100.0 * concealed_share);
+    pages[1].screenshot(&artifact_dir().join("quality-impaired-point.png"));
+    pages[2].screenshot(&artifact_dir().join("quality-other-point-during-impairment.png"));
+    let freezes = number(consumer(&stats(&pages[1]), HOST, "video"), "freezeCount");
+    eprintln!(
+        "impaired point: heights {heights:?}, longest gap between frames {longest_freeze:?}, \
+         longest gap in audio {longest_silence:?}, browser freezeCount {freezes}"
+    );
+    assert!(longest_freeze <= Duration::from_secs(2), "a freeze of {longest_freeze:?}");
+    // Audio arrives at every sample (the gap is the sampling interval, longer on busy cores);
+    // its continuity is the concealment share below.
+    assert!(longest_silence <= Duration::from_secs(2), "audio stopped for {longest_silence:?}");
+    assert!(
+        heights.iter().all(|h| *h > 0.0 && *h < before_impaired.height),
+        "the impaired point stays at a lower layer: {heights:?}"
+    );
+
+    // The other point: the same layers, and frame rates within a quarter of before.
+    let mean = |samples: &[(Reception, Reception)], pick: fn(&(Reception, Reception)) -> Reception| {
+        let n = samples.len() as f64;
+        let sum = samples.iter().map(pick).fold((0.0, 0.0), |a, r| (a.0 + r.height, a.1 + r.fps));
+        Reception { height: sum.0 / n, fps: sum.1 / n }
+    };
+    for (what, pick) in [
+        ("the host", (|s: &(Reception, Reception)| s.0) as fn(&(Reception, Reception)) -> Reception),
+        ("the impaired point", |s| s.1),
+    ] {
+        let (before, during) = (mean(&before_other, pick), mean(&during_other, pick));
+        eprintln!("{other} receives {what}: before {before:?}, during {during:?}");
+        assert_eq!(before.height, during.height, "{other}'s layer of {what} changed");
+        assert!(
+            (during.fps - before.fps).abs() <= before.fps * 0.25,
+            "{other}'s frame rate of {what} changed: {before:?} -> {during:?}"
+        );
+    }
+    for page in pages {
+        page.close();
+    }
+    server.stop().await.expect("stop");
+    drop(relay);
+    drop(coturn);
+}
+
+/// Not a test: the download of one office in a session at the operator's default caps (1500
+/// kbit/s, 720p), from real Chromiums. The console's grid sizes tiles by the window's width, not
+/// by the number of points, so four browsers (the most two cores run) show the tiles of a
+/// 15-point session: the host's large one and small ones. Prints what the receiving office
+/// downloads per tile and the SFU's CPU over 20 s; docs/BENCHMARKS.md extrapolates to 15 points.
+/// `cargo test -p media-worker --test quality download_per_office -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: run by hand for docs/BENCHMARKS.md"]
+async fn download_per_office() {
+    let _one = BROWSERS.lock().await;
+    let server = start().await;
+    let driver = Driver::start();
+    let caps = VideoCaps { max_bitrate_kbps: 1500, max_height: 720 };
+    let names = [HOST, "xa-nhan-hoa", "phuong-ban-yen-nhan", "xa-di-su"];
+    let pages: Vec<Browser> = names.iter().map(|n| open(&driver, &server, &point_claims(n, caps))).collect();
+    let pairs: Vec<(&str, &Browser)> = names.iter().copied().zip(pages.iter()).collect();
+    until_everyone_receives(&pairs);
+    let receiver = &pages[3];
+    // Let the layers settle to the tiles.
+    for_a_while(Duration::from_secs(5), || {});
+    let bytes = |stats: &Value, point: &str, kind: &str| number(consumer(stats, point, kind), "bytesReceived");
+    let cpu = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("tiepdan_worker_mediasoup_cpu_seconds_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = stats(receiver);
+    let cpu_before = cpu(&get(server.local_addr(), "/metrics").await.body);
+    let started = Instant::now();
+    for_a_while(Duration::from_secs(20), || {});
+    let after = stats(receiver);
+    let cpu_after = cpu(&get(server.local_addr(), "/metrics").await.body);
+    let seconds = started.elapsed().as_secs_f64();
+    let kbps =
+        |point: &str, kind: &str| (bytes(&after, point, kind) - bytes(&before, point, kind)) * 8.0 / seconds / 1000.0;
+    for point in &names[..3] {
+        let tile = if *point == HOST { "large (host)" } else { "small" };
+        eprintln!(
+            "| {point} | {tile} | {:.0} px | {:.0} | {:.0} |",
+            number(consumer(&after, point, "video"), "frameHeight"),
+            kbps(point, "video"),
+            kbps(point, "audio")
+        );
+    }
+    eprintln!("viewport: {}", after["viewport"]);
+    eprintln!("SFU CPU over {seconds:.0} s: {:.1} % of one core", 100.0 * (cpu_after - cpu_before) / seconds);
+    for page in pages {
+        page.close();
+    }
+    server.stop().await.expect("stop");
+}
