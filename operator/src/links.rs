@@ -55,6 +55,35 @@ pub struct Link {
     pub url: String,
 }
 
+/// Which origin a session's links name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkBase {
+    /// A fixed origin: the stable entry (`--entry-url`) or an explicit `--base-url`.
+    Fixed(String),
+    /// The session's current worker (from its signaling URL): such a link dies with the worker.
+    Worker,
+}
+
+/// Picks the links' origin: an explicit `--base-url` wins; else the stable entry when one is
+/// configured, unless `worker_links` asks for the worker's own (for debugging one worker).
+pub fn choose_base(base_url: Option<&str>, entry_url: Option<&str>, worker_links: bool) -> LinkBase {
+    match (base_url, entry_url) {
+        (Some(base), _) => LinkBase::Fixed(base.to_owned()),
+        (None, Some(entry)) if !worker_links => LinkBase::Fixed(entry.to_owned()),
+        _ => LinkBase::Worker,
+    }
+}
+
+impl LinkBase {
+    /// The fixed origin, if any, as [`fetch`] and [`rotate`] take it.
+    pub fn fixed(&self) -> Option<&str> {
+        match self {
+            Self::Fixed(base) => Some(base),
+            Self::Worker => None,
+        }
+    }
+}
+
 /// The console's origin derived from a signaling URL: `ws(s)://host:port/v1/ws` →
 /// `http(s)://host:port`.
 pub fn base_from_signaling(signaling_url: &str) -> Option<String> {
@@ -216,6 +245,16 @@ pub fn link_generation_of(url: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_name_the_entry_when_there_is_one() {
+        let entry = Some("https://tiepdan.hungyen.gov.vn");
+        assert_eq!(choose_base(None, entry, false), LinkBase::Fixed("https://tiepdan.hungyen.gov.vn".into()));
+        assert_eq!(choose_base(None, entry, true), LinkBase::Worker);
+        assert_eq!(choose_base(None, None, false), LinkBase::Worker);
+        assert_eq!(choose_base(Some("https://x"), entry, true), LinkBase::Fixed("https://x".into()));
+        assert_eq!(choose_base(None, entry, false).fixed(), entry);
+    }
 
     #[test]
     fn the_console_origin_comes_from_the_signaling_url() {

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use tiepdan_operator::clock::SystemClock;
 use tiepdan_operator::controller::{self, OperatorConfig};
 use tiepdan_operator::leader::{self, LeaseConfig};
+use tiepdan_operator::links;
 use tiepdan_operator::monitoring_gen;
 use tiepdan_operator::rbac;
 use tiepdan_operator::telemetry::{LogFormat, Otlp, Telemetry};
@@ -48,9 +49,17 @@ enum Command {
         /// The session's namespace (default: the kubeconfig's).
         #[arg(short, long)]
         namespace: Option<String>,
-        /// The console's origin, e.g. https://tiepdan.example.vn (default: from the session's signaling URL).
+        /// The console's origin, overriding both the entry and the worker's.
         #[arg(long, conflicts_with = "probe")]
         base_url: Option<String>,
+        /// The stable entry offices use, e.g. https://tiepdan.hungyen.gov.vn (the chart sets it
+        /// from entry.host): links name it, so they survive a worker replacement.
+        #[arg(long, env = "TIEPDAN_ENTRY_URL")]
+        entry_url: Option<String>,
+        /// Print links to the session's current worker instead of the entry's; such a link
+        /// dies with that worker (for debugging one worker).
+        #[arg(long, conflicts_with_all = ["probe", "base_url"])]
+        worker_links: bool,
         /// Instead of the points' links, mint a probe token with this name (a DNS label), valid
         /// for an hour, for `tiepdan-media-worker probe --url <signaling URL> --token <token>`.
         /// A probe gets plain RTP and is never a point: it cannot verify one.
@@ -183,11 +192,21 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => run(*args).await?,
-        Command::Links { session, namespace, base_url, probe: None, rotate: Some(point), wait_seconds } => {
+        Command::Links {
+            session,
+            namespace,
+            base_url,
+            entry_url,
+            worker_links,
+            probe: None,
+            rotate: Some(point),
+            wait_seconds,
+        } => {
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
             let wait = std::time::Duration::from_secs(wait_seconds);
-            let l = tiepdan_operator::links::rotate(&client, &ns, &session, &point, base_url.as_deref(), wait).await?;
+            let base = links::choose_base(base_url.as_deref(), entry_url.as_deref(), worker_links);
+            let l = links::rotate(&client, &ns, &session, &point, base.fixed(), wait).await?;
             println!("{}\t{}", l.point, l.url);
         }
         Command::Links { session, namespace, base_url: _, probe: Some(name), .. } => {
@@ -196,10 +215,11 @@ async fn main() -> anyhow::Result<()> {
             let p = tiepdan_operator::links::probe(&client, &ns, &session, &name, jiff::Timestamp::now()).await?;
             println!("{}\t{}\t{}", p.name, p.signaling_url.as_deref().unwrap_or("-"), p.token);
         }
-        Command::Links { session, namespace, base_url, probe: None, rotate: None, .. } => {
+        Command::Links { session, namespace, base_url, entry_url, worker_links, probe: None, rotate: None, .. } => {
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
-            for l in tiepdan_operator::links::fetch(&client, &ns, &session, base_url.as_deref()).await? {
+            let base = links::choose_base(base_url.as_deref(), entry_url.as_deref(), worker_links);
+            for l in links::fetch(&client, &ns, &session, base.fixed()).await? {
                 println!("{}\t{}", l.point, l.url);
             }
         }
