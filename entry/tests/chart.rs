@@ -115,6 +115,9 @@ fn the_entry_pod_is_restricted_and_mounts_its_certificate_and_the_trust_bundle()
     let pod = &get(&docs, "Deployment", NAME)["spec"]["template"]["spec"];
     assert!(!pod["hostNetwork"].as_bool().unwrap_or(false));
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    // Secret volumes are root's with mode 0440: without the group the entry cannot read its key
+    // (on the real node it crash-looped so).
+    assert_eq!(pod["securityContext"]["fsGroup"].as_u64(), Some(65532));
     let sc = &container(&docs)["securityContext"];
     assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
     assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
@@ -139,17 +142,20 @@ fn offices_reach_the_entry_on_443_and_links_name_it() {
     assert!(find(&docs, "Certificate", NAME).is_none(), "no issuer, no Certificate");
     assert!(find(&docs, "Ingress", NAME).is_none());
     let operator = &get(&docs, "Deployment", "tiepdan-operator")["spec"]["template"]["spec"]["containers"][0];
-    let url = operator["env"]
-        .as_sequence()
-        .expect("env")
-        .iter()
-        .find(|e| e["name"].as_str() == Some("TIEPDAN_ENTRY_URL"))
-        .and_then(|e| e["value"].as_str());
-    assert_eq!(url, Some(format!("https://{HOST}").as_str()), "`tiepdan-operator links` prints entry links");
+    let args = strings(&operator["args"]);
+    assert!(
+        args.contains(&format!("--entry-url=https://{HOST}")),
+        "the operator publishes the entry in sessions' status for `links`: {args:?}"
+    );
+    let other_port = render(&["entry.service.port=8443"]);
+    let args = strings(
+        &get(&other_port, "Deployment", "tiepdan-operator")["spec"]["template"]["spec"]["containers"][0]["args"],
+    );
+    assert!(args.contains(&format!("--entry-url=https://{HOST}:8443")), "{args:?}");
 
-    // Without the entry, links name workers: no TIEPDAN_ENTRY_URL in the committed (default) render.
+    // Without the entry, links name workers: no --entry-url in the committed (default) render.
     let default = std::fs::read_to_string(repo().join("charts/rendered/tiepdan.yaml")).expect("render");
-    assert!(!default.contains("TIEPDAN_ENTRY_URL") && !default.contains(NAME));
+    assert!(!default.contains("--entry-url") && !default.contains(NAME));
 }
 
 #[test]

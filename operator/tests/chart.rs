@@ -401,6 +401,8 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
         "ca.permittedNames={tiepdan.example.vn,203.0.113.0/24}",
         "--set",
         "ca.rotationLeadDays=90",
+        "--set",
+        "entry.enabled=true,entry.host=tiepdan.example.vn",
     ]));
     let args = strings(&named(&docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]["args"]);
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
@@ -425,6 +427,7 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
         // The configurations belong to the release's ClusterRole (deleted with it on uninstall).
         "--webhook-owner-cluster-role=tiepdan-operator",
         "--leader-elect",
+        "--entry-url=https://tiepdan.example.vn",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
     }
