@@ -37,9 +37,9 @@ pub fn signaling_name() -> String {
     format!("{SESSION_NAME}-signaling.{SESSION_NAMESPACE}.svc")
 }
 
-/// The worker binary: `TIEPDAN_WORKER_BIN`, else the debug build in Cargo's target dir.
+/// The worker binary: `TIEPDAN_MEDIA_WORKER_BIN`, else the debug build in Cargo's target dir.
 pub fn worker_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("TIEPDAN_WORKER_BIN") {
+    if let Some(path) = std::env::var_os("TIEPDAN_MEDIA_WORKER_BIN") {
         return PathBuf::from(path);
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
