@@ -3,6 +3,7 @@
 # $TIEPDAN_IMAGES_DIR (scripts/env.sh; default $CARGO_TARGET_DIR/images):
 #   tiepdan-operator.oci.tar      $OPERATOR_IMAGE:<workspace version>
 #   tiepdan-media-worker.oci.tar  $MEDIA_WORKER_IMAGE:<workspace version>
+#   tiepdan-entry.oci.tar         $ENTRY_IMAGE:<workspace version>
 #   pause.oci.tar                 $PAUSE_IMAGE (the sandbox image the real node's containerd needs)
 # Names come from images/names.env, the version from [workspace.package] in Cargo.toml. Each
 # archive is single-layer (scripts/oci_image.py): the stripped binary, its ldd libraries, no shell.
@@ -33,8 +34,8 @@ if [ ! -x "$PAUSE_BIN" ]; then
   exit 1
 fi
 
-echo "== cargo build --release (operator, media-worker)" >&2
-cargo build --release --locked -p operator -p media-worker --bins
+echo "== cargo build --release (operator, media-worker, entry)" >&2
+cargo build --release --locked -p operator -p media-worker -p tiepdan-entry --bins
 RELEASE="$CARGO_TARGET_DIR/release"
 mkdir -p "$TIEPDAN_IMAGES_DIR"
 
@@ -52,6 +53,9 @@ tiepdan_image() { # <binary> <image name> [extra generator args]
 # worker's only TLS client (reqwest, for OTLP) uses the compiled-in webpki-roots: no bundle.
 tiepdan_image tiepdan-operator "$OPERATOR_IMAGE" --ca-certs /etc/ssl/certs/ca-certificates.crt
 tiepdan_image tiepdan-media-worker "$MEDIA_WORKER_IMAGE"
+# The entry's TLS clients trust only what they are given: the cluster's CA (kube client, in-cluster
+# config) and the operator's trust bundle (workers). No system bundle.
+tiepdan_image tiepdan-entry "$ENTRY_IMAGE"
 # Like upstream's registry.k8s.io/pause: /pause alone, user 65535.
 python3 scripts/oci_image.py --out "$TIEPDAN_IMAGES_DIR/pause.oci.tar" --name "$PAUSE_IMAGE" \
   --binary "$PAUSE_BIN" --path /pause --user 65535:65535 --bare \

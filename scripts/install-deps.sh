@@ -22,7 +22,7 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
 fi
 
 # The dashboards' type check (tsc against @grafana/schema), pinned by its package-lock.json.
-# npm also builds the media-worker's browser console (media-worker/build.rs runs it).
+# npm also builds the browser console (console-assets/build.rs runs it), for the worker and the entry.
 if ! command -v npm >/dev/null; then
   echo "[deps] apt-get install nodejs npm" >&2
   apt_install nodejs npm

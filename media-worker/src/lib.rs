@@ -15,7 +15,7 @@
 //! - [`admin_auth`]: admin calls only from the operator, for this pod, each token once.
 //! - [`turn`]: TURN relay credentials (the TURN REST API shared secret) handed to each point.
 //! - [`probe`]: a plain-RTP client that measures a worker end to end.
-//! - [`console`]: the reception-point browser console (`web/`, built by `build.rs`), served at
+//! - [`console`]: the reception-point browser console (`web/`, bundled by the `tiepdan-console-assets` crate), served at
 //!   `/` and `/join`.
 //! - [`console_types`]: the console's TypeScript wire types, generated from the Rust ones.
 

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
-use crate::api::ReceptionSession;
+use crate::api::{ReceptionSession, ReceptionSessionStatus};
 use crate::build::join_tokens;
 use crate::link_generations;
 
@@ -18,7 +18,7 @@ pub enum Error {
     NoTokens(String),
     #[error("failed to read the join tokens of session {0}")]
     Tokens(String, #[source] kube::Error),
-    #[error("session {0} has no worker yet; pass --base-url")]
+    #[error("session {0} has no worker yet and no entry (status.entryUrl); pass --base-url")]
     NoBaseUrl(String),
     #[error("failed to read the token keys of pool {0}")]
     SigningKey(String, #[source] kube::Error),
@@ -55,6 +55,59 @@ pub struct Link {
     pub url: String,
 }
 
+/// Which origin a session's links name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkBase {
+    /// The stable entry in the session's `status.entryUrl` (the operator's `--entry-url`) when
+    /// it has one, else its worker.
+    Default,
+    /// The session's current worker (from its signaling URL): such a link dies with the worker.
+    Worker,
+    /// An explicit origin (`--base-url`).
+    Given(String),
+}
+
+impl LinkBase {
+    /// From the `links` flags: `--base-url` wins, then `--worker-links`.
+    pub fn choose(base_url: Option<String>, worker_links: bool) -> Self {
+        match (base_url, worker_links) {
+            (Some(base), _) => Self::Given(base),
+            (None, true) => Self::Worker,
+            (None, false) => Self::Default,
+        }
+    }
+
+    /// The origin for a session with this status; `None` when it names the worker and the
+    /// session has none.
+    pub fn resolve(&self, status: Option<&ReceptionSessionStatus>) -> Option<String> {
+        let worker = || {
+            status
+                .and_then(|st| st.worker.as_ref())
+                .and_then(|w| w.signaling_url.as_deref())
+                .and_then(base_from_signaling)
+        };
+        match self {
+            Self::Given(base) => Some(base.clone()),
+            Self::Worker => worker(),
+            Self::Default => status.and_then(|st| st.entry_url.clone()).or_else(worker),
+        }
+    }
+}
+
+/// `--entry-url`: an absolute https (or, behind a TLS-terminating proxy in a lab, http) origin
+/// without a path, query or fragment, e.g. `https://tiepdan.hungyen.gov.vn`.
+pub fn parse_entry_url(value: &str) -> Result<String, String> {
+    let trimmed = value.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .ok_or_else(|| format!("{value:?} must start with https:// (the entry's public origin)"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err(format!("{value:?} must be an origin only, like https://tiepdan.hungyen.gov.vn (no path)"));
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// The console's origin derived from a signaling URL: `ws(s)://host:port/v1/ws` →
 /// `http(s)://host:port`.
 pub fn base_from_signaling(signaling_url: &str) -> Option<String> {
@@ -76,25 +129,12 @@ pub fn links(base: &str, tokens: impl IntoIterator<Item = (String, String)>) -> 
 }
 
 /// Reads a session's links from the cluster.
-pub async fn fetch(
-    client: &kube::Client,
-    namespace: &str,
-    session: &str,
-    base_url: Option<&str>,
-) -> Result<Vec<Link>, Error> {
+pub async fn fetch(client: &kube::Client, namespace: &str, session: &str, base: &LinkBase) -> Result<Vec<Link>, Error> {
     let s = Api::<ReceptionSession>::namespaced(client.clone(), namespace)
         .get(session)
         .await
         .map_err(|e| Error::Session(session.to_owned(), e))?;
-    let base = match base_url {
-        Some(b) => b.to_owned(),
-        None => s
-            .status
-            .and_then(|st| st.worker)
-            .and_then(|w| w.signaling_url)
-            .and_then(|u| base_from_signaling(&u))
-            .ok_or_else(|| Error::NoBaseUrl(session.to_owned()))?,
-    };
+    let base = base.resolve(s.status.as_ref()).ok_or_else(|| Error::NoBaseUrl(session.to_owned()))?;
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(&join_tokens::name(session))
         .await
@@ -147,7 +187,7 @@ pub async fn rotate(
     namespace: &str,
     session: &str,
     point: &str,
-    base_url: Option<&str>,
+    base: &LinkBase,
     wait: std::time::Duration,
 ) -> Result<Link, Error> {
     use kube::api::{Patch, PatchParams};
@@ -186,7 +226,7 @@ pub async fn rotate(
             .and_then(|st| st.points.iter().find(|p| p.name == point))
             .is_some_and(|p| p.link_generation >= wanted);
         if recorded {
-            let link = fetch(client, namespace, session, base_url).await?.into_iter().find(|l| l.point == point);
+            let link = fetch(client, namespace, session, base).await?.into_iter().find(|l| l.point == point);
             if let Some(link) = link.filter(|l| link_generation_of(&l.url) >= Some(wanted)) {
                 return Ok(link);
             }
@@ -216,6 +256,36 @@ pub fn link_generation_of(url: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_name_the_entry_when_the_session_has_one() {
+        use crate::api::WorkerStatus;
+        let worker = WorkerStatus {
+            pod: Some("w".into()),
+            signaling_url: Some("wss://s-signaling.ns.svc/v1/ws".into()),
+            ..Default::default()
+        };
+        let mut status = ReceptionSessionStatus { worker: Some(worker), ..Default::default() };
+        assert_eq!(LinkBase::Default.resolve(Some(&status)).as_deref(), Some("https://s-signaling.ns.svc"));
+        status.entry_url = Some("https://tiepdan.hungyen.gov.vn".into());
+        assert_eq!(LinkBase::Default.resolve(Some(&status)).as_deref(), Some("https://tiepdan.hungyen.gov.vn"));
+        assert_eq!(LinkBase::Worker.resolve(Some(&status)).as_deref(), Some("https://s-signaling.ns.svc"));
+        assert_eq!(LinkBase::Given("https://x".into()).resolve(Some(&status)).as_deref(), Some("https://x"));
+        status.worker = None;
+        assert_eq!(LinkBase::Worker.resolve(Some(&status)), None);
+        assert_eq!(LinkBase::Default.resolve(None), None);
+        assert_eq!(LinkBase::choose(None, true), LinkBase::Worker);
+        assert_eq!(LinkBase::choose(Some("https://x".into()), true), LinkBase::Given("https://x".into()));
+    }
+
+    #[test]
+    fn an_entry_url_is_an_https_origin() {
+        assert_eq!(parse_entry_url("https://tiepdan.hungyen.gov.vn/").as_deref(), Ok("https://tiepdan.hungyen.gov.vn"));
+        assert_eq!(parse_entry_url("https://127.0.0.1:8443").as_deref(), Ok("https://127.0.0.1:8443"));
+        for bad in ["tiepdan.hungyen.gov.vn", "https://", "https://x/join", "wss://x", "https://x#token=1"] {
+            assert!(parse_entry_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_console_origin_comes_from_the_signaling_url() {

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use tiepdan_operator::clock::SystemClock;
 use tiepdan_operator::controller::{self, OperatorConfig};
 use tiepdan_operator::leader::{self, LeaseConfig};
+use tiepdan_operator::links;
 use tiepdan_operator::monitoring_gen;
 use tiepdan_operator::rbac;
 use tiepdan_operator::telemetry::{LogFormat, Otlp, Telemetry};
@@ -48,9 +49,14 @@ enum Command {
         /// The session's namespace (default: the kubeconfig's).
         #[arg(short, long)]
         namespace: Option<String>,
-        /// The console's origin, e.g. https://tiepdan.example.vn (default: from the session's signaling URL).
+        /// The console's origin (default: the stable entry in the session's status.entryUrl,
+        /// else the session's worker).
         #[arg(long, conflicts_with = "probe")]
         base_url: Option<String>,
+        /// Print links to the session's current worker even when it has a stable entry; such a
+        /// link dies with that worker (for debugging one worker).
+        #[arg(long, conflicts_with_all = ["probe", "base_url"])]
+        worker_links: bool,
         /// Instead of the points' links, mint a probe token with this name (a DNS label), valid
         /// for an hour, for `tiepdan-media-worker probe --url <signaling URL> --token <token>`.
         /// A probe gets plain RTP and is never a point: it cannot verify one.
@@ -123,6 +129,11 @@ struct RunArgs {
     /// Secret by hand).
     #[arg(long, env = "TIEPDAN_TURN_SECRET_NAME")]
     turn_secret_name: Option<String>,
+    /// The stable entry offices use, e.g. https://tiepdan.hungyen.gov.vn (the chart passes it
+    /// with entry.enabled): written to every session's status.entryUrl, so
+    /// `tiepdan-operator links` prints links to it, which survive a worker replacement.
+    #[arg(long, env = "TIEPDAN_ENTRY_URL", value_parser = links::parse_entry_url)]
+    entry_url: Option<String>,
     /// Run the controllers only while holding the `tiepdan-operator` Lease (for several replicas).
     #[arg(long, env = "TIEPDAN_LEADER_ELECT")]
     leader_elect: bool,
@@ -183,11 +194,20 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => run(*args).await?,
-        Command::Links { session, namespace, base_url, probe: None, rotate: Some(point), wait_seconds } => {
+        Command::Links {
+            session,
+            namespace,
+            base_url,
+            worker_links,
+            probe: None,
+            rotate: Some(point),
+            wait_seconds,
+        } => {
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
             let wait = std::time::Duration::from_secs(wait_seconds);
-            let l = tiepdan_operator::links::rotate(&client, &ns, &session, &point, base_url.as_deref(), wait).await?;
+            let base = links::LinkBase::choose(base_url, worker_links);
+            let l = links::rotate(&client, &ns, &session, &point, &base, wait).await?;
             println!("{}\t{}", l.point, l.url);
         }
         Command::Links { session, namespace, base_url: _, probe: Some(name), .. } => {
@@ -196,10 +216,11 @@ async fn main() -> anyhow::Result<()> {
             let p = tiepdan_operator::links::probe(&client, &ns, &session, &name, jiff::Timestamp::now()).await?;
             println!("{}\t{}\t{}", p.name, p.signaling_url.as_deref().unwrap_or("-"), p.token);
         }
-        Command::Links { session, namespace, base_url, probe: None, rotate: None, .. } => {
+        Command::Links { session, namespace, base_url, worker_links, probe: None, rotate: None, .. } => {
             let client = kube::Client::try_default().await.context("failed to build a Kubernetes client")?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
-            for l in tiepdan_operator::links::fetch(&client, &ns, &session, base_url.as_deref()).await? {
+            let base = links::LinkBase::choose(base_url, worker_links);
+            for l in links::fetch(&client, &ns, &session, &base).await? {
                 println!("{}\t{}", l.point, l.url);
             }
         }
@@ -241,6 +262,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.monitoring_labels = args.monitoring_labels.into_iter().collect::<BTreeMap<_, _>>();
     config.ca_namespace = args.operator_namespace.clone();
     config.turn_secret = args.turn_secret_name.clone();
+    config.entry_url = args.entry_url.clone();
     config.session_cert_validity = jiff::SignedDuration::from_hours(args.session_cert_hours);
     // The webhook's serving certificate names its URL's host: the CA must permit it too.
     let webhook_host = match &args.webhook_url {

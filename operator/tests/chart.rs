@@ -179,13 +179,19 @@ fn watch_role_name() -> String {
     format!("{FULLNAME}-watch")
 }
 
+/// The stable entry's objects (`entry.enabled`), which have least-privilege RBAC of their own,
+/// checked by `entry/tests/chart.rs`.
+fn is_entrys(doc: &Value) -> bool {
+    doc["metadata"]["labels"]["app.kubernetes.io/component"].as_str() == Some("entry")
+}
+
 /// The render's ClusterRoles and Roles as grants, refusing wildcards and non-resource URLs:
 /// `<fullname>` is the cluster-scoped ClusterRole and the install namespace's Role,
 /// `<fullname>-watch` the watched namespace's (a Role in `watch`, or a ClusterRole for `None`).
 fn rendered_grants(docs: &[Value], watch: Option<&str>) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     for kind in ["ClusterRole", "Role"] {
-        for role in of_kind(docs, kind) {
+        for role in of_kind(docs, kind).into_iter().filter(|r| !is_entrys(r)) {
             let name = str_at(role, &["metadata", "name"]);
             let scope = match (kind, name == FULLNAME) {
                 ("ClusterRole", true) => Scope::Cluster,
@@ -246,6 +252,9 @@ fn rbac_has_no_wildcard_and_grants_exactly_what_the_operator_calls() {
     assert_grants_are_the_operators(&rendered_grants(&rendered(), Some(NAMESPACE)));
     let cluster_wide = documents(&template(&["--set", "rbac.clusterWide=true"]));
     assert_grants_are_the_operators(&rendered_grants(&cluster_wide, None));
+    // The stable entry adds nothing to the operator's roles.
+    let entry = documents(&template(&["--set", "entry.enabled=true,entry.host=tiepdan.example.vn"]));
+    assert_grants_are_the_operators(&rendered_grants(&entry, Some(NAMESPACE)));
 }
 
 fn deployment_args(docs: &[Value]) -> Vec<String> {
@@ -392,6 +401,8 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
         "ca.permittedNames={tiepdan.example.vn,203.0.113.0/24}",
         "--set",
         "ca.rotationLeadDays=90",
+        "--set",
+        "entry.enabled=true,entry.host=tiepdan.example.vn",
     ]));
     let args = strings(&named(&docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]["args"]);
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
@@ -416,6 +427,7 @@ fn the_deployment_passes_only_flags_that_tiepdan_operator_run_accepts() {
         // The configurations belong to the release's ClusterRole (deleted with it on uninstall).
         "--webhook-owner-cluster-role=tiepdan-operator",
         "--leader-elect",
+        "--entry-url=https://tiepdan.example.vn",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
     }

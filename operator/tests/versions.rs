@@ -63,7 +63,7 @@ fn images_sh_takes_its_names_from_names_env() {
         script.lines().any(|l| l.trim() == "source images/names.env"),
         "scripts/images.sh sources images/names.env"
     );
-    for key in ["OPERATOR_IMAGE", "MEDIA_WORKER_IMAGE", "PAUSE_IMAGE"] {
+    for key in ["OPERATOR_IMAGE", "MEDIA_WORKER_IMAGE", "ENTRY_IMAGE", "PAUSE_IMAGE"] {
         let name = image_name(key);
         let repository = name.rsplit_once(':').map_or(name.as_str(), |(r, _)| r);
         assert!(!script.contains(repository), "scripts/images.sh spells out {repository}; use ${key}");
@@ -84,7 +84,7 @@ fn the_dockerfiles_build_what_images_sh_builds() {
         .expect("rust-toolchain.toml has a channel")
         .trim_matches('"');
     let minor = channel.rsplit_once('.').map_or(channel, |(m, _)| m);
-    for binary in ["tiepdan-operator", "tiepdan-media-worker"] {
+    for binary in ["tiepdan-operator", "tiepdan-media-worker", "tiepdan-entry"] {
         let path = format!("images/{}/Dockerfile", binary.trim_start_matches("tiepdan-"));
         let dockerfile = read(&path);
         let lines: Vec<&str> = dockerfile.lines().map(str::trim).collect();

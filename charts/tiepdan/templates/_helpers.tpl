@@ -59,3 +59,35 @@ app.kubernetes.io/part-of: tiepdan
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+
+{{- define "tiepdan.entryName" -}}
+{{- printf "%s-entry" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tiepdan.entrySelectorLabels" -}}
+app.kubernetes.io/name: tiepdan-entry
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tiepdan.entryLabels" -}}
+{{ include "tiepdan.entrySelectorLabels" . }}
+app.kubernetes.io/component: entry
+app.kubernetes.io/part-of: tiepdan
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/*
+The entry's URL, what links name: https://<host>, with the Service's port unless it is 443 (an
+Ingress always serves 443).
+*/}}
+{{- define "tiepdan.entryUrl" -}}
+{{- $host := required "entry.host is required with entry.enabled (the public DNS name offices reach)" .Values.entry.host -}}
+{{- if or .Values.entry.ingress.enabled (eq (int .Values.entry.service.port) 443) -}}
+{{- printf "https://%s" $host -}}
+{{- else -}}
+{{- printf "https://%s:%d" $host (int .Values.entry.service.port) -}}
+{{- end -}}
+{{- end -}}

@@ -287,6 +287,11 @@ pub struct ReceptionSessionStatus {
     /// The media worker serving the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<WorkerStatus>,
+    /// The stable entry offices reach the session through (the operator's --entry-url): the
+    /// points' links name it (`<entryUrl>/join#token=…`) and survive a worker replacement.
+    /// Absent: no entry is deployed, and links name the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_url: Option<String>,
     /// Per-point connection and verification state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub points: Vec<PointStatus>,

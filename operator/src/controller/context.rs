@@ -51,6 +51,9 @@ pub struct OperatorConfig {
     pub api_requests: Option<crate::api_requests::ApiRequests>,
     /// `--turn-secret-name`: the chart's coturn shared secret, made once in `ca_namespace`.
     pub turn_secret: Option<String>,
+    /// `--entry-url`: the stable entry (`tiepdan-entry`) offices' links name, published in every
+    /// session's `status.entryUrl` for `tiepdan-operator links`.
+    pub entry_url: Option<String>,
 }
 
 impl Default for OperatorConfig {
@@ -73,6 +76,7 @@ impl Default for OperatorConfig {
             session_cert_validity: jiff::SignedDuration::from_hours(24 * 7),
             api_requests: None,
             turn_secret: None,
+            entry_url: None,
         }
     }
 }

@@ -185,7 +185,9 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
         _ => Outcome::Released,
     };
     // derive status, and write it only if it changed
-    let status = session_status::next(&prev, session.metadata.generation, valid.as_ref(), &plan, &outcome, now);
+    let mut status = session_status::next(&prev, session.metadata.generation, valid.as_ref(), &plan, &outcome, now);
+    // Where the points' links lead (`tiepdan-operator links` reads it): the same for every session.
+    status.entry_url.clone_from(&ctx.config.entry_url);
     write_status(ctx, session, &prev, &status).await?;
     ctx.metrics.observe_session(&id, &status, valid.as_ref().ok().map(|v| &v.timeline), now);
     if let Outcome::Provisioned(p) = &outcome {

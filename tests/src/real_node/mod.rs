@@ -88,11 +88,11 @@ pub struct RealNodeOptions {
 }
 
 impl RealNodeOptions {
-    /// The images `scripts/images.sh` built (pause, operator, media worker) from
+    /// The images `scripts/images.sh` built (pause, operator, media worker, entry) from
     /// `$TIEPDAN_IMAGES_DIR`.
     pub fn with_project_images() -> Self {
         let dir = images_dir();
-        let images = ["pause", "tiepdan-operator", "tiepdan-media-worker"]
+        let images = ["pause", "tiepdan-operator", "tiepdan-media-worker", "tiepdan-entry"]
             .iter()
             .map(|name| dir.join(format!("{name}.oci.tar")))
             .collect();

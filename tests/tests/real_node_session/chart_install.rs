@@ -56,7 +56,7 @@ fn run_helm(cp: &ControlPlane, args: &[&str]) -> Output {
 }
 
 /// A release of the chart; uninstalled on drop.
-struct Release<'a> {
+pub(crate) struct Release<'a> {
     cp: &'a ControlPlane,
     name: String,
     namespace: String,
@@ -64,7 +64,7 @@ struct Release<'a> {
 
 impl<'a> Release<'a> {
     /// `helm install` as release `name` with `set` (`--set` values, comma-separated).
-    fn install(cp: &'a ControlPlane, namespace: &str, name: String, set: &str) -> Self {
+    pub(crate) fn install(cp: &'a ControlPlane, namespace: &str, name: String, set: &str) -> Self {
         let out = run_helm(cp, &["install", &name, "charts/tiepdan", "--namespace", namespace, "--set", set]);
         assert!(out.status.success(), "helm install failed: {}", String::from_utf8_lossy(&out.stderr));
         Release { cp, name, namespace: namespace.to_owned() }
@@ -290,7 +290,7 @@ async fn labelled(client: &Client, ns: &str, selector: &ListParams) -> Result<[u
 /// The release as tiepdan's own test node needs it: the operator's pod in the host network on
 /// 127.0.0.1 (free ports), the API server at its loopback address, the webhook called at a URL
 /// and scoped to `sessions_ns` (labelled for the release), watching only `sessions_ns`.
-fn host_network_values(cp: &ControlPlane, release: &str, sessions_ns: &str) -> String {
+pub(crate) fn host_network_values(cp: &ControlPlane, release: &str, sessions_ns: &str) -> String {
     let metrics = tiepdan_harness::process::free_port_below_ephemeral().unwrap();
     let webhook = loop {
         let p = tiepdan_harness::process::free_port_below_ephemeral().unwrap();

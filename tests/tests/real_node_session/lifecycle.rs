@@ -158,9 +158,8 @@ async fn a_rotated_or_lost_point_loses_its_link_at_once_and_a_failed_session_giv
     // link is untouched.
     let other = tokens(&client, &ns).await.remove("tinh-hung-yen").expect("tinh-hung-yen has a link");
     let asked = Instant::now();
-    let base_url = url.replace("wss://", "https://").replace("/v1/ws", "");
-    let rotate =
-        tiepdan_operator::links::rotate(&client, &ns, SESSION, "di-su", Some(&base_url), Duration::from_secs(30));
+    let base = tiepdan_operator::links::LinkBase::Given(url.replace("wss://", "https://").replace("/v1/ws", ""));
+    let rotate = tiepdan_operator::links::rotate(&client, &ns, SESSION, "di-su", &base, Duration::from_secs(30));
     let (rotated, kicked) = tokio::join!(rotate, async {
         let kicked = leaked.wait_for(|m| matches!(m, ServerMessage::Error { .. })).await;
         (kicked, asked.elapsed())

@@ -9,6 +9,7 @@
 mod chart_install;
 #[path = "../operator/common/mod.rs"]
 mod common;
+mod entry;
 mod failover;
 mod lifecycle;
 mod pool_slots;

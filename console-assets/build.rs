@@ -1,5 +1,9 @@
-//! Builds the reception-point console (`web/`, TypeScript) into `$OUT_DIR/console.js`, which
-//! `src/console.rs` embeds into the binary, so a worker image needs no files beside it.
+//! Builds the reception-point console (`media-worker/web/`, TypeScript) into `$OUT_DIR/console.js`,
+//! which `src/lib.rs` embeds, so neither the worker's image nor the entry's needs files beside its
+//! binary. One crate builds it, so the two binaries serve the same bytes and npm runs once.
+//!
+//! The sources stay in `media-worker/web/`: the page is the worker's console (its wire types are
+//! generated from the worker's Rust types into `web/src/generated`).
 //!
 //! npm installs the pinned packages of `web/package-lock.json` into `web/node_modules` (once per
 //! lock-file change, remembered in a stamp file), then esbuild bundles `web/src/main.ts`. Type
@@ -10,17 +14,20 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The console's sources, from this crate's directory.
+const WEB: &str = "../media-worker/web";
+
 /// Written into `node_modules` after a successful install; holds a hash of the package files.
 const STAMP: &str = ".tiepdan-installed";
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let web = manifest_dir.join("web");
+    let web = manifest_dir.join(WEB);
     // Directories are scanned recursively by cargo; index.html and console.css are tracked by
     // `include_str!` itself.
-    for path in ["web/src", "web/package.json", "web/package-lock.json", "web/tsconfig.json"] {
-        println!("cargo:rerun-if-changed={path}");
+    for path in ["src", "package.json", "package-lock.json", "tsconfig.json"] {
+        println!("cargo:rerun-if-changed={WEB}/{path}");
     }
     println!("cargo:rerun-if-env-changed=NPM");
     let npm = std::env::var("NPM").unwrap_or_else(|_| "npm".to_owned());
@@ -65,7 +72,7 @@ fn check_npm(npm: &str) {
         Ok(output) => fail(&format!("`{npm} --version` failed:\n{}", String::from_utf8_lossy(&output.stderr))),
         Err(e) => fail(&format!(
             "cannot run `{npm}` ({e}).\n\
-             Building media-worker bundles its browser console (media-worker/web) with npm.\n\
+             Building tiepdan-console-assets bundles the browser console (media-worker/web) with npm.\n\
              Install Node.js 20 or newer with npm (on Debian: `apt-get install nodejs npm`, or run \
              scripts/install-deps.sh), or point the NPM environment variable at an npm binary."
         )),
@@ -91,6 +98,6 @@ fn run(npm: &str, dir: &Path, args: &[&str]) {
 
 fn fail(message: &str) -> ! {
     // Cargo shows a failed build script's stderr; a plain message reads better than a panic.
-    eprintln!("\nmedia-worker console build: {message}\n");
+    eprintln!("\nconsole build: {message}\n");
     std::process::exit(1);
 }
