@@ -10,10 +10,11 @@ use common::coturn::Coturn;
 use common::firewall::OwnerFirewall;
 use common::*;
 use mediasoup::prelude::{Transport as _, TransportGeneric as _, TransportId};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tiepdan_media_worker::checks::{CheckItem, CheckState, IcePath};
 use tiepdan_media_worker::probe::client::SignalingClient;
 use tiepdan_media_worker::room::MediaTransport;
-use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, IceTransportPolicy, ServerMessage};
+use tiepdan_media_worker::signaling::protocol::{ClientMessage, Direction, IceTransportPolicy, Role, ServerMessage};
 use tiepdan_media_worker::tokens::{unix_now, JoinClaims};
 use tiepdan_media_worker::turn::{credential, TurnConfig, TurnSecret};
 
@@ -253,6 +254,8 @@ async fn a_browser_that_may_only_use_tls_connects_through_turn_over_tls() {
         ],
         secret: TurnSecret::new(SECRET),
     });
+    // Short enough for a test: verification follows within seconds of steady media.
+    config.thresholds.verify_for = Duration::from_secs(3);
     let rtc_ports = config.rtc_ports.clone();
     let server = start_with(config).await;
     let firewall = OwnerFirewall::block(BLOCKED_UID, &[rtc_ports, coturn.port..=coturn.port]);
@@ -261,8 +264,10 @@ async fn a_browser_that_may_only_use_tls_connects_through_turn_over_tls() {
     let pin = [format!("--ignore-certificate-errors-spki-list={}", coturn.spki_pin)];
     let blocked = blocked_driver.browser_with_args("xa-blocked", Camera::Allowed, &pin);
     let open = driver.browser_with_args("xa-open", Camera::Allowed, &pin);
-    for (page, point) in [(&blocked, "xa-blocked"), (&open, "xa-open")] {
-        page.goto(&format!("{}/join#token={}", server.http_url(), key().mint_join(&claims(point)).expect("mint")));
+    // The open office hosts, so each has a host to prove it sees and hears.
+    let host = JoinClaims { role: Role::Host, ..claims("xa-open") };
+    for (page, point_claims) in [(&blocked, claims("xa-blocked")), (&open, host)] {
+        page.goto(&format!("{}/join#token={}", server.http_url(), key().mint_join(&point_claims).expect("mint")));
         page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
         page.click("#join");
     }
@@ -289,9 +294,26 @@ async fn a_browser_that_may_only_use_tls_connects_through_turn_over_tls() {
         "the blocked point's allocation",
         &["ALLOCATE processed, success", &format!("{SESSION}/xa-blocked>")],
     );
+    // It is verified like any office, and its status says it relays over TLS: ops see why its
+    // media takes the long way.
+    // The checklist needs a few seconds of sound and pictures, then the worker's reconnection
+    // check, which this office passes through TURN over TLS again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let verified = loop {
+        let s = status(server.local_addr()).await;
+        if s.points.len() == 2 && s.points.iter().all(|p| p.verified) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "not verified: {:#}", serde_json::to_value(&s.points).expect("json"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let blocked_status = verified.points.iter().find(|p| p.name.as_str() == "xa-blocked").expect("listed");
+    let path = blocked_status.checks.iter().find(|c| c.item == CheckItem::IcePath).expect("icePath listed");
+    assert_eq!((path.state, path.path), (CheckState::Passed, Some(IcePath::TurnTls)), "{blocked_status:?}");
     eprintln!(
-        "TLS-only browser decodes and is decoded {:.2} s after joining; route {routes}",
-        media_time.as_secs_f64()
+        "TLS-only browser decodes and is decoded {:.2} s after joining, verified {:.2} s after; route {routes}",
+        media_time.as_secs_f64(),
+        started.elapsed().as_secs_f64()
     );
     blocked.close();
     open.close();
