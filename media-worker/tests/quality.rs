@@ -197,6 +197,8 @@ async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_other
     let route = pages[1].eval("return window.tiepdan.stats().then(s => s.iceRoutes.recv.candidateType);");
     assert_eq!(route, "relay", "the impaired point's media goes through the relay");
 
+    /// The host's full layer, which the impaired point's large tile asks for on a good line.
+    const SETTLED_HEIGHT: f64 = 720.0;
     // Before: what the impaired and the other point receive of the host (the speaker), once the
     // layers have settled at what the tiles ask for.
     let settled = |page: &Browser, height: f64| {
@@ -214,7 +216,7 @@ async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_other
             std::thread::sleep(Duration::from_millis(250));
         }
     };
-    settled(&pages[1], 720.0);
+    settled(&pages[1], SETTLED_HEIGHT);
     settled(&pages[2], 360.0);
     let mut before_other = Vec::new();
     for_a_while(Duration::from_secs(4), || {
@@ -229,7 +231,10 @@ async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_other
     let deadline = Instant::now() + Duration::from_secs(30);
     let lower = loop {
         let now = reception(&pages[1], HOST);
-        if now.height > 0.0 && now.height < before_impaired.height {
+        // Against the settled 720p, not the last reading: the estimate may already have stepped
+        // the layer down for a moment before the impairment (seen in CI at 360p, which then never
+        // had to go lower).
+        if now.height > 0.0 && now.height < SETTLED_HEIGHT {
             break now.height;
         }
         let stats = stats(&pages[1]);
@@ -299,7 +304,7 @@ async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_other
     // its continuity is the concealment share below.
     assert!(longest_silence <= Duration::from_secs(2), "audio stopped for {longest_silence:?}");
     assert!(
-        heights.iter().all(|h| *h > 0.0 && *h < before_impaired.height),
+        heights.iter().all(|h| *h > 0.0 && *h < SETTLED_HEIGHT),
         "the impaired point stays at a lower layer: {heights:?}"
     );
 
