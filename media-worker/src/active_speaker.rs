@@ -13,7 +13,7 @@ use crate::ids::PointName;
 use tiepdan_contract::roles::Role;
 
 /// How many reports in a row a point must be the loudest to become the speaker. With the
-/// observer's 300 ms interval that is 0.6 to 0.9 s, inside the 2 s the consoles must follow.
+/// observer's 500 ms interval that is 1 to 1.5 s, inside the 2 s the consoles must follow.
 pub const REPORTS_TO_SWITCH: u8 = 2;
 
 /// Why a floor request is refused.

@@ -409,11 +409,11 @@ impl Room {
                     .await
                     .map_err(|e| RoomError::media("create a router")(&e))?;
                 let mut options = AudioLevelObserverOptions::default();
-                // Every point may speak at once: report them all, about three times a second,
-                // so the active speaker (two reports in a row) follows within a second.
+                // Every point may speak at once: report them all, twice a second, so the active
+                // speaker (two reports in a row) follows in about a second.
                 options.max_entries = NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN);
                 options.threshold = VOICE_THRESHOLD_DBOV;
-                options.interval = 300;
+                options.interval = 500;
                 let observer = router
                     .create_audio_level_observer(options)
                     .await

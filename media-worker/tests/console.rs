@@ -384,7 +384,7 @@ fn write_silent_wav(path: &Path) {
     write_wav(path, |_| 0);
 }
 
-/// Two seconds of something a level meter takes for speech: two tones under a syllable-rate
+/// A second of something a level meter takes for speech: two tones under a syllable-rate
 /// (4 Hz) envelope at about -12 dBFS (Chromium loops the file).
 fn write_speech_wav(path: &Path) {
     write_wav(path, |i| {
@@ -395,9 +395,9 @@ fn write_speech_wav(path: &Path) {
     });
 }
 
-/// A 48 kHz mono 16-bit PCM WAV of two seconds, sample `i` from `sample(i)`.
+/// A 48 kHz mono 16-bit PCM WAV of one second, sample `i` from `sample(i)`.
 fn write_wav(path: &Path, sample: impl Fn(u32) -> i16) {
-    let (rate, samples) = (48_000u32, 96_000u32);
+    let (rate, samples) = (48_000u32, 48_000u32);
     let data = samples * 2;
     let mut bytes = Vec::new();
     bytes.extend_from_slice(b"RIFF");
