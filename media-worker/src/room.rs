@@ -1157,13 +1157,18 @@ impl Room {
     /// The client is ready for the consumer's media. A video consumer whose tile is hidden stays
     /// paused until the tile shows again (`set_viewport`).
     pub async fn resume_consumer(&self, key: &MemberKey, consumer_id: ConsumerId) -> Result<ServerMessage, RoomError> {
-        let consumer = self.with_member(key, |m| {
+        let consumer = {
+            let mut state = self.lock();
+            // A shared document is never hidden with its sharer's camera tile.
+            let screens: Vec<ProducerId> = state.class(key.class).filter_map(|m| m.media.screen).collect();
+            let m = state.members.get_mut(&key.id()).filter(|m| m.conn == key.conn).ok_or(RoomError::NotMember)?;
             let entry = m.media.consumers.get_mut(&consumer_id).ok_or(RoomError::ConsumerNotFound)?;
             entry.ready = true;
             let hidden = entry.consumer.kind() == MediaKind::Video
+                && !screens.contains(&entry.consumer.producer_id())
                 && m.viewport.get(&entry.producer_point).is_some_and(|t| !t.visible || t.height == 0);
-            Ok((!hidden).then(|| entry.consumer.clone()))
-        })?;
+            (!hidden).then(|| entry.consumer.clone())
+        };
         if let Some(consumer) = consumer {
             self.media
                 .run(move || async move { consumer.resume().await })
@@ -1343,6 +1348,14 @@ fn video_choice(state: &RoomState, me: &Member, producer_id: ProducerId, owner: 
         h => h,
     };
     let heights = layers::layer_heights(&producer.rtp_parameters().encodings, top);
+    if owner_member.media.screen == Some(producer_id) {
+        // A shared document has a tile of its own, first and across the row, whatever size or
+        // visibility the sharer's camera tile has: its full picture, just below audio.
+        return Some(VideoChoice::Layer {
+            spatial: u8::try_from(heights.len().saturating_sub(1)).unwrap_or(0),
+            priority: 254,
+        });
+    }
     Some(layers::choose(&heights, me.viewport.get(owner)))
 }
 

@@ -132,6 +132,17 @@ impl Driver {
             "--window-size=1280,800".to_owned(),
             format!("--user-data-dir={}", profile.display()),
         ];
+        // A microphone that speaks, unless the test gives its own file: Chromium's default beep is
+        // short enough that the SFU's half-second level average sometimes calls it silence, which
+        // made a working office's checklist (sfuAudio) flaky.
+        if !extra_args.iter().any(|a| a.starts_with("--use-file-for-fake-audio-capture")) {
+            let speech = profile.join("speech.wav");
+            write_speech_wav(&speech);
+            if let Some(uid) = self.uid {
+                std::os::unix::fs::chown(&speech, Some(uid), Some(uid)).expect("chown the speech file");
+            }
+            args.push(format!("--use-file-for-fake-audio-capture={}", speech.display()));
+        }
         args.extend_from_slice(extra_args);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -287,4 +298,44 @@ pub fn artifact_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
     target.join("e2e")
+}
+
+/// A microphone that hears nothing: one second of 16-bit mono silence at 48 kHz.
+#[allow(dead_code)]
+pub fn write_silent_wav(path: &Path) {
+    write_wav(path, |_| 0);
+}
+
+/// A second of something a level meter takes for speech: two tones under a syllable-rate
+/// (4 Hz) envelope at about -12 dBFS (Chromium loops the file).
+pub fn write_speech_wav(path: &Path) {
+    write_wav(path, |i| {
+        let t = f64::from(i) / 48_000.0;
+        let envelope = (std::f64::consts::TAU * 4.0 * t).sin().abs();
+        let tone = 0.6 * (std::f64::consts::TAU * 220.0 * t).sin() + 0.4 * (std::f64::consts::TAU * 660.0 * t).sin();
+        (tone * envelope * 0.25 * f64::from(i16::MAX)) as i16
+    });
+}
+
+/// A 48 kHz mono 16-bit PCM WAV of one second, sample `i` from `sample(i)`.
+fn write_wav(path: &Path, sample: impl Fn(u32) -> i16) {
+    let (rate, samples) = (48_000u32, 48_000u32);
+    let data = samples * 2;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + data).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // mono
+    bytes.extend_from_slice(&rate.to_le_bytes());
+    bytes.extend_from_slice(&(rate * 2).to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&16u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&data.to_le_bytes());
+    for i in 0..samples {
+        bytes.extend_from_slice(&sample(i).to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("write the wav");
 }
