@@ -246,6 +246,24 @@ fn until_everyone_receives(
     first.into_iter().zip(done).map(|(f, d)| (f.unwrap_or_default(), d.unwrap_or_default())).collect()
 }
 
+/// Opens `point`'s link (valid from a minute before `now`) on `worker` and waits until the
+/// lobby lets the officer join.
+fn open_link(page: &Browser, worker: &WorkerProcess, point: &Point, now: i64) {
+    page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
+    page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+}
+
+/// Clicks "Vào phiên" on every page, returning when each was clicked.
+fn click_join(pages: &[Browser]) -> Vec<Instant> {
+    pages
+        .iter()
+        .map(|page| {
+            page.click("#join");
+            Instant::now()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_points_see_and_hear_each_other_get_verified_and_survive_a_worker_restart() {
     let _one_at_a_time = BROWSERS.lock().await;
@@ -419,9 +437,7 @@ async fn a_black_camera_and_a_silent_microphone_are_not_verified_and_the_checkli
     let mut pages = Vec::new();
     for (point, args) in POINTS.iter().zip(&args) {
         let page = driver.browser_with_args(point.name, Camera::Allowed, args);
-        let token = mint(&point_claims(point, now - 60, 7200));
-        page.goto(&format!("{}/join#token={token}", worker.url()));
-        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        open_link(&page, &worker, point, now);
         pages.push(page);
     }
     let joined_at = Instant::now();
@@ -899,8 +915,7 @@ async fn the_host_mutes_a_point_for_everyone_and_asks_it_to_unmute() {
     let mut pages = Vec::new();
     for point in &POINTS {
         let page = driver.browser(point.name);
-        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
-        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        open_link(&page, &worker, point, now);
         pages.push(page);
     }
     for page in &pages {
@@ -1013,20 +1028,13 @@ async fn the_point_that_speaks_comes_forward_and_the_host_gives_the_floor() {
     for (point, file) in POINTS.iter().zip(files) {
         let args = [format!("--use-file-for-fake-audio-capture={}", file.display())];
         let page = driver.browser_with_args(point.name, Camera::Allowed, &args);
-        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
-        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        open_link(&page, &worker, point, now);
         pages.push(page);
     }
     let speaker_name = POINTS[1].name;
     // Muted before joining, so its first words cannot race the measurement.
     pages[1].eval("document.getElementById('mic-toggle').click(); return true;");
-    let clicked: Vec<Instant> = pages
-        .iter()
-        .map(|page| {
-            page.click("#join");
-            Instant::now()
-        })
-        .collect();
+    let clicked = click_join(&pages);
     until_everyone_receives(&pages, &POINTS, &clicked, MEDIA_DEADLINE);
     for page in &pages {
         assert_eq!(focus(page).0, Value::Null, "nobody has spoken yet");
@@ -1110,17 +1118,10 @@ async fn one_point_shares_a_document_large_for_everyone_and_the_host_can_stop_it
             "--auto-select-desktop-capture-source=Entire screen".to_owned(),
         ];
         let page = driver.browser_with_args(point.name, Camera::Allowed, &args);
-        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
-        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        open_link(&page, &worker, point, now);
         pages.push(page);
     }
-    let clicked: Vec<Instant> = pages
-        .iter()
-        .map(|page| {
-            page.click("#join");
-            Instant::now()
-        })
-        .collect();
+    let clicked = click_join(&pages);
     until_everyone_receives(&pages, &POINTS, &clicked, MEDIA_DEADLINE);
     let (host, sharer, second) = (&pages[0], &pages[1], &pages[2]);
     assert_eq!(sharer.eval("return document.getElementById('share-toggle').textContent;"), "Chia sẻ tài liệu");
@@ -1189,17 +1190,10 @@ async fn an_ice_restart_keeps_the_media_without_a_rejoin() {
     let mut pages = Vec::new();
     for point in points {
         let page = driver.browser(point.name);
-        page.goto(&format!("{}/join#token={}", worker.url(), mint(&point_claims(point, now - 60, 7200))));
-        page.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+        open_link(&page, &worker, point, now);
         pages.push(page);
     }
-    let clicked: Vec<Instant> = pages
-        .iter()
-        .map(|page| {
-            page.click("#join");
-            Instant::now()
-        })
-        .collect();
+    let clicked = click_join(&pages);
     until_everyone_receives(&pages, points, &clicked, MEDIA_DEADLINE);
     // Past the worker's reconnection check, so any later join would be the restart's doing.
     verified_within(worker.addr, 2, VERIFY_DEADLINE).await;
