@@ -342,8 +342,16 @@ pub fn apply_example_pool_on_node(cp: &ControlPlane, ns: &str) {
         1,
     );
     assert_ne!(on_node, example, "the example pool has a spec");
-    let on_node = on_node.replacen("    max: 40099\n", "    max: 40099\n    perWorker: 20\n", 1);
-    assert!(on_node.contains("perWorker: 20"), "the example pool's rtcPorts end at 40099");
+    // Each worker declares its RTC sub-range as host ports, so pools of tests running side by side
+    // on the one node each get a block of their own (derived from their free host-port block),
+    // not all the example's 40000-40099 (5 workers in all, which left later pods Pending).
+    let rtc_min = 40_000 + (host_min - 20_000) / 10 % 200 * 100;
+    let on_node = on_node.replacen(
+        "    min: 40000\n    max: 40099\n",
+        &format!("    min: {rtc_min}\n    max: {}\n    perWorker: 20\n", rtc_min + 99),
+        1,
+    );
+    assert!(on_node.contains("perWorker: 20"), "the example pool's rtcPorts are 40000-40099");
     let out = kubectl_apply_yaml(cp, ns, &on_node);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
