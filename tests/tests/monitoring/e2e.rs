@@ -63,7 +63,7 @@ async fn prometheus_gets_data_for_every_dashboard_expression_from_the_operator_a
     let metrics_port = tiepdan_harness::process::free_ports(1).unwrap()[0];
     let with_metrics = |c| OperatorConfig { metrics_addr: Some(([127, 0, 0, 1], metrics_port).into()), ..c };
     let live = live_session(cp, &client, "e2e", with_metrics, |start, deadline| {
-        small_live_topology("giam-sat", "Giám sát phiên tiếp công dân", 42100, start, deadline)
+        small_live_topology("giam-sat", "Giám sát phiên tiếp công dân", start, deadline)
     })
     .await;
     let (ns, clock, now, start) = (live.ns.clone(), live.clock.clone(), live.now, live.start);

@@ -21,7 +21,7 @@ pub const POOL: &str = "default";
 /// A hostNetwork pool of the worker image with `replicas` idle workers, host ports from a free
 /// block of 10 and 100 RTC ports from `rtc_min`, 20 for each worker.
 pub fn apply_pool(cp: &ControlPlane, ns: &str, replicas: u32, rtc_min: u16) {
-    let host_min = tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 10 * 10;
+    let host_min = tiepdan_harness::process::free_port_block(10).unwrap();
     let yaml = format!(
         "apiVersion: tiepdan.io/v1alpha1\nkind: MediaWorkerPool\nmetadata: {{name: {POOL}}}\nspec:\n  \
          replicas: {replicas}\n  hostNetwork: true\n  hostPorts: {{min: {host_min}, max: {}}}\n  \

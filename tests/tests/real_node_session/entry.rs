@@ -52,6 +52,14 @@ async fn join_through(url: &str, trust: &ClientTls, token: &str) -> Result<(), S
     joined.map(|_| ())
 }
 
+/// The sessions namespace's pods as `kubectl describe` shows them (states and events) and the
+/// operator's log: why no worker serves.
+fn diagnosis(cp: &tiepdan_harness::ControlPlane, install_ns: &str, ns: &str) -> String {
+    let pods = kubectl(cp, &["describe", "pods", "-n", ns]);
+    let operator = logs(cp, install_ns, "app.kubernetes.io/name=tiepdan-operator");
+    format!("the worker pods:\n{}\nthe operator's log:\n{operator}", String::from_utf8_lossy(&pods.stdout))
+}
+
 fn worker_of(s: &ReceptionSession) -> Option<String> {
     s.status.as_ref().and_then(|st| st.worker.as_ref()).and_then(|w| w.pod.clone())
 }
@@ -86,7 +94,7 @@ async fn an_entry_link_survives_the_deletion_of_its_workers_pod() {
     // The topology, in its rehearsal now; the operator pod provisions it.
     let now = jiff::Timestamp::now();
     let (deadline, start) = (now + jiff::SignedDuration::from_mins(59), now + jiff::SignedDuration::from_mins(120));
-    let yaml = crate::common::small_live_topology(SESSION, "Tiếp dân qua lối vào", 42600, start, deadline);
+    let yaml = crate::common::small_live_topology(SESSION, "Tiếp dân qua lối vào", start, deadline);
     wait_for(Duration::from_secs(60), "the topology applied", || async {
         let out = crate::common::kubectl_apply_yaml(cp, &ns, &yaml);
         out.status.success().then_some(()).ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
@@ -115,7 +123,9 @@ async fn an_entry_link_survives_the_deletion_of_its_workers_pod() {
     .unwrap_or_else(|e| panic!("{e}\nthe entry's log:\n{}", logs(cp, &install_ns, &entry_selector)));
     assert_eq!(entry_pod.spec.unwrap().containers[0].image.as_deref(), Some(ENTRY_IMAGE));
     let url = format!("wss://127.0.0.1:{port}/v1/ws");
-    wait_for(Duration::from_secs(90), "a join through the entry", || join_through(&url, &trust, &token)).await.unwrap();
+    wait_for(Duration::from_secs(90), "a join through the entry", || join_through(&url, &trust, &token))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", diagnosis(cp, &install_ns, &ns)));
     let old = worker_of(&sessions.get(SESSION).await.unwrap()).expect("a worker");
 
     // The worker's pod is deleted; the same link joins its replacement through the entry.

@@ -44,7 +44,7 @@ async fn cluster() -> &'static ControlPlane {
 
 /// A block of 40 ports below the ephemeral range that no other test of this binary uses.
 fn host_ports() -> u16 {
-    tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 40 * 40
+    tiepdan_harness::process::free_port_block(40).unwrap()
 }
 
 /// The province, the town and a ward, a hostNetwork pool of the worker image with `warm` warm

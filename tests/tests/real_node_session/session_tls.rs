@@ -68,7 +68,7 @@ async fn the_operators_ca_signs_the_session_certificate_the_worker_serves_it_and
     // The certificate is short so that a clock jump inside the session crosses its renewal point.
     let short = |c| OperatorConfig { session_cert_validity: SignedDuration::from_hours(3), ..c };
     let live = live_session(cp, &client, "tls", short, |start, deadline| {
-        small_live_topology("bao-mat", "Phiên bảo mật", 42200, start, deadline)
+        small_live_topology("bao-mat", "Phiên bảo mật", start, deadline)
     })
     .await;
     let (ns, clock, now, start) = (live.ns.clone(), live.clock.clone(), live.now, live.start);
@@ -200,7 +200,7 @@ async fn with_an_issuer_named_the_operator_asks_cert_manager_and_serves_what_it_
         "cm",
         |c| c,
         |start, deadline| {
-            small_live_topology("vnpt", "Phiên có chứng thư VNPT", 42300, start, deadline)
+            small_live_topology("vnpt", "Phiên có chứng thư VNPT", start, deadline)
                 + "  tls: {issuerRef: {name: vnpt-ca, kind: ClusterIssuer}}\n"
         },
     )

@@ -248,6 +248,7 @@ pub async fn exchange_media(
     ];
     let origin = format!("https://{name}:{}", addr.port());
     let tokens = [first_token.to_owned(), second_token.to_owned()];
+    let turn = BROWSERS.clone().acquire_owned().await.expect("the browser semaphore is never closed");
     // The WebDriver client blocks; keep it off the runtime's threads.
     let certificate = started.elapsed();
     tokio::task::spawn_blocking(move || {
@@ -278,16 +279,24 @@ pub async fn exchange_media(
             (opened - certificate).as_secs_f64(),
             (started.elapsed() - opened).as_secs_f64()
         );
-        BrowserPoints { pages, _driver: driver }
+        BrowserPoints { pages, _driver: driver, _turn: turn }
     })
     .await
     .expect("browsers")
 }
 
+/// One pair of browsers at a time in a test binary. With two pairs beside the other tests' workers
+/// on two cores, a host's fake microphone read silence for a minute (its checklist's microphone
+/// and sfuAudio items never passed) in full runs, never alone.
+static BROWSERS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(1)));
+
 /// Two points in the console; closing their browsers (on drop or [`Self::abort`]) ends their media.
 pub struct BrowserPoints {
     pages: Vec<browser::Browser>,
     _driver: browser::Driver,
+    /// Released after the browsers close (fields drop after `Drop::drop` closed the pages).
+    _turn: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl BrowserPoints {
@@ -334,7 +343,7 @@ pub fn media_worker_bin() -> PathBuf {
 /// network namespace, which cannot reach pods behind the node's bridge, so only host-network
 /// workers get Ready here.
 pub fn apply_example_pool_on_node(cp: &ControlPlane, ns: &str) {
-    let host_min = tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 10 * 10;
+    let host_min = tiepdan_harness::process::free_port_block(10).unwrap();
     let example = std::fs::read_to_string(repo().join("examples/my-hao/00-media-worker-pool.yaml")).unwrap();
     let on_node = example.replacen(
         "\nspec:\n",
@@ -343,9 +352,9 @@ pub fn apply_example_pool_on_node(cp: &ControlPlane, ns: &str) {
     );
     assert_ne!(on_node, example, "the example pool has a spec");
     // Each worker declares its RTC sub-range as host ports, so pools of tests running side by side
-    // on the one node each get a block of their own (derived from their free host-port block),
-    // not all the example's 40000-40099 (5 workers in all, which left later pods Pending).
-    let rtc_min = 40_000 + (host_min - 20_000) / 10 % 200 * 100;
+    // on the one node each get a block of their own, not all the example's 40000-40099 (5
+    // workers in all, which left later pods Pending).
+    let rtc_min = tiepdan_harness::process::free_port_block(100).unwrap();
     let on_node = on_node.replacen(
         "    min: 40000\n    max: 40099\n",
         &format!("    min: {rtc_min}\n    max: {}\n    perWorker: 20\n", rtc_min + 99),
@@ -358,17 +367,12 @@ pub fn apply_example_pool_on_node(cp: &ControlPlane, ns: &str) {
 
 /// A hostNetwork pool of the worker image, three points (the province, the town, a ward) and a
 /// session `name` hosted by the town with the ward, whose rehearsal runs from an hour before
-/// `deadline`, anchored to the real clock because real workers check token times on it. RTC
-/// ports start at `rtc_min` and host ports come from a free block, so tests running at once do
-/// not share ports.
-pub fn small_live_topology(
-    name: &str,
-    title: &str,
-    rtc_min: u16,
-    start: jiff::Timestamp,
-    deadline: jiff::Timestamp,
-) -> String {
-    let host_min = tiepdan_harness::process::free_port_below_ephemeral().unwrap() / 10 * 10;
+/// `deadline`, anchored to the real clock because real workers check token times on it. Host
+/// and RTC ports come from blocks this process reserved, so tests running at once do not share
+/// ports.
+pub fn small_live_topology(name: &str, title: &str, start: jiff::Timestamp, deadline: jiff::Timestamp) -> String {
+    let host_min = tiepdan_harness::process::free_port_block(10).unwrap();
+    let rtc_min = tiepdan_harness::process::free_port_block(100).unwrap();
     format!(
         r#"
 apiVersion: tiepdan.io/v1alpha1
