@@ -120,6 +120,11 @@ struct RunArgs {
     /// passes its own, which `helm uninstall` deletes); unowned when unset.
     #[arg(long, env = "TIEPDAN_WEBHOOK_OWNER_CLUSTER_ROLE")]
     webhook_owner_cluster_role: Option<String>,
+    /// The name of both webhook configurations. Cluster-wide objects, so each installation needs
+    /// its own (the chart passes its release's full name); ones an older version registered as
+    /// "tiepdan" and the same ClusterRole owns are deleted.
+    #[arg(long, env = "TIEPDAN_WEBHOOK_CONFIGURATION_NAME", default_value = rbac::WEBHOOK_CONFIGURATION)]
+    webhook_configuration_name: String,
     /// The operator's own namespace: its CA Secret, trust bundle and Lease live there.
     #[arg(long, env = "POD_NAMESPACE", default_value = "tiepdan-system")]
     operator_namespace: String,
@@ -295,7 +300,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let opts = WebhookOptions {
                 listen,
                 namespace: args.operator_namespace.clone(),
-                name: rbac::WEBHOOK_CONFIGURATION.into(),
+                name: args.webhook_configuration_name,
                 endpoint,
                 namespace_selector: (!args.webhook_namespace_labels.is_empty()).then(|| LabelSelector {
                     match_labels: Some(args.webhook_namespace_labels.into_iter().collect()),
@@ -304,6 +309,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 ca_names: config.ca_names.clone(),
                 ca_rotation: config.ca_rotation,
                 owner_cluster_role: args.webhook_owner_cluster_role,
+                replaces: Some(rbac::LEGACY_WEBHOOK_CONFIGURATION.to_owned()),
             };
             Some(webhook::runner::start(client.clone(), opts).await.context("failed to start the admission webhook")?)
         }

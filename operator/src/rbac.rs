@@ -210,6 +210,15 @@ pub const PERMISSIONS: &[Permission] = &[
     },
     Permission {
         scope: Scope::Cluster,
+        group: "admissionregistration.k8s.io",
+        resources: &["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+        resource_names: &[LEGACY_WEBHOOK_CONFIGURATION],
+        verbs: &["get", "delete"],
+        why: "webhook::registration::remove_replaced deletes the configurations an older version registered \
+              under the name every release shared, when this release's ClusterRole owns them",
+    },
+    Permission {
+        scope: Scope::Cluster,
         group: "rbac.authorization.k8s.io",
         resources: &["clusterroles"],
         resource_names: &[OWNER_CLUSTER_ROLE],
@@ -265,8 +274,13 @@ pub const PERMISSIONS: &[Permission] = &[
     },
 ];
 
-/// The name of the webhook configurations `tiepdan-operator run --webhook-addr` registers.
-pub const WEBHOOK_CONFIGURATION: &str = "tiepdan";
+/// The name of the webhook configurations `tiepdan-operator run --webhook-addr` registers by
+/// default (`--webhook-configuration-name`): the chart's full name in the default render, as the
+/// chart passes its own full name, so that two releases in a cluster never share them.
+pub const WEBHOOK_CONFIGURATION: &str = OWNER_CLUSTER_ROLE;
+/// The one name every release registered its webhook configurations under in older builds (two
+/// releases overwrote each other's); removed when this release owns them.
+pub const LEGACY_WEBHOOK_CONFIGURATION: &str = "tiepdan";
 /// The chart's ClusterRole in the default render (`tiepdan.fullname` of a release named
 /// `tiepdan`), which the chart passes as `--webhook-owner-cluster-role`; another release name
 /// grants `get` on its own `<release>…-operator` instead.

@@ -41,6 +41,8 @@ pub enum Error {
     Apply(#[from] apply::Error),
     #[error("no CA after rotating")]
     NoCa,
+    #[error("failed to remove the webhook configuration {name:?} an older version registered")]
+    Replaced { name: String, source: kube::Error },
 }
 
 /// Where the API server reaches the webhook.
@@ -379,6 +381,34 @@ pub async fn register(client: &kube::Client, reg: &Registration, bundle_pem: &st
     apply::apply(&Api::<ValidatingWebhookConfiguration>::all(client.clone()), &validating(reg, bundle_pem)).await?;
     apply::apply(&Api::<MutatingWebhookConfiguration>::all(client.clone()), &mutating(reg, bundle_pem)).await?;
     Ok(())
+}
+
+/// Deletes the configurations named `name` that `owner` owns: what an older version registered
+/// under a name every release shared. Left behind, such a configuration keeps calling this
+/// webhook, fails closed, and stops trusting it once the CA rotates. One owned by anything else
+/// (another release's) is left alone. Returns how many were deleted.
+pub async fn remove_replaced(client: &kube::Client, name: &str, owner: &OwnerReference) -> Result<usize, Error> {
+    async fn remove<K>(api: Api<K>, name: &str, owner: &OwnerReference) -> Result<usize, Error>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    {
+        let err = |source| Error::Replaced { name: name.to_owned(), source };
+        let owned = api
+            .get_opt(name)
+            .await
+            .map_err(err)?
+            .is_some_and(|c| c.meta().owner_references.iter().flatten().any(|o| o.uid == owner.uid));
+        if !owned {
+            return Ok(0);
+        }
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => Ok(1),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(0),
+            Err(source) => Err(err(source)),
+        }
+    }
+    Ok(remove(Api::<ValidatingWebhookConfiguration>::all(client.clone()), name, owner).await?
+        + remove(Api::<MutatingWebhookConfiguration>::all(client.clone()), name, owner).await?)
 }
 
 /// How long webhook serving certificates last; renewed in their last third.

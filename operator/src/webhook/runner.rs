@@ -51,6 +51,9 @@ pub struct WebhookOptions {
     /// The ClusterRole owning both configurations (`--webhook-owner-cluster-role`; the chart
     /// passes its own), so they are deleted with it. `None`: nothing owns them.
     pub owner_cluster_role: Option<String>,
+    /// A name an older version registered the configurations under; those the same ClusterRole
+    /// owns are deleted once these are registered (see [`registration::remove_replaced`]).
+    pub replaces: Option<String>,
 }
 
 /// An owner reference to the ClusterRole `name`, read from the API server (for its uid).
@@ -92,6 +95,12 @@ pub async fn start(client: kube::Client, opts: WebhookOptions) -> Result<Webhook
         owner,
     };
     registration::register(&client, &reg, &cas.bundle_pem()).await?;
+    if let (Some(old), Some(owner)) = (opts.replaces.as_deref().filter(|old| *old != opts.name), &reg.owner) {
+        let removed = registration::remove_replaced(&client, old, owner).await?;
+        if removed > 0 {
+            tracing::info!(name = old, removed, "removed the webhook configurations an older version registered");
+        }
+    }
     tracing::info!(addr = %server.local_addr, "admission webhook serving");
 
     let tls = server.tls_config();
@@ -172,6 +181,7 @@ mod tests {
             ca_names: pki::NamePolicy::new([]),
             ca_rotation: pki::rotation::RotationPolicy::default(),
             owner_cluster_role: None,
+            replaces: None,
         };
         assert_eq!(names(&svc)[0], "tiepdan-operator.tiepdan-system.svc");
         let url = WebhookOptions { endpoint: Endpoint::Url("https://127.0.0.1:9443".into()), ..svc };

@@ -182,6 +182,7 @@ async fn the_configurations_belong_to_the_owner_cluster_role_and_go_with_it() {
         ca_names: pki::NamePolicy::new(["127.0.0.1".parse().unwrap()]),
         ca_rotation: Default::default(),
         owner_cluster_role: Some(owner.to_owned()),
+        replaces: Some(format!("{ns}-old")),
     };
 
     // A missing owner stops the start, naming the flag and the ClusterRole, before registering.
@@ -200,7 +201,6 @@ async fn the_configurations_belong_to_the_owner_cluster_role_and_go_with_it() {
         ..Default::default()
     };
     let uid = roles.create(&PostParams::default(), &role).await.unwrap().metadata.uid.unwrap();
-    let server = runner::start(client.clone(), options(&role_name)).await.unwrap();
     let owner = OwnerReference {
         api_version: "rbac.authorization.k8s.io/v1".to_owned(),
         kind: "ClusterRole".to_owned(),
@@ -208,6 +208,26 @@ async fn the_configurations_belong_to_the_owner_cluster_role_and_go_with_it() {
         uid,
         ..Default::default()
     };
+    // What an older version left under the name every release shared: the validating one owned
+    // by this ClusterRole (this release's), the mutating one by nothing of this release.
+    let old = format!("{ns}-old");
+    let meta = |owners| ObjectMeta { name: Some(old.clone()), owner_references: owners, ..Default::default() };
+    validating
+        .create(
+            &PostParams::default(),
+            &ValidatingWebhookConfiguration { metadata: meta(Some(vec![owner.clone()])), webhooks: None },
+        )
+        .await
+        .unwrap();
+    mutating
+        .create(&PostParams::default(), &MutatingWebhookConfiguration { metadata: meta(None), webhooks: None })
+        .await
+        .unwrap();
+    let server = runner::start(client.clone(), options(&role_name)).await.unwrap();
+    // The release's old configuration is gone once the new ones are registered; another's stays.
+    assert!(validating.get_opt(&old).await.unwrap().is_none(), "the old configuration this release owns is left");
+    assert!(mutating.get_opt(&old).await.unwrap().is_some(), "a configuration another owner holds was deleted");
+    mutating.delete(&old, &DeleteParams::default()).await.unwrap();
     assert_eq!(validating.get(&ns).await.unwrap().metadata.owner_references, Some(vec![owner.clone()]));
     assert_eq!(mutating.get(&ns).await.unwrap().metadata.owner_references, Some(vec![owner]));
 

@@ -90,12 +90,20 @@ impl Drop for Release<'_> {
 }
 
 /// `rbac::grants()` for this release: the ClusterRole it may read (the webhook configurations'
-/// owner) is its own, named after the release rather than the default render's.
+/// owner) and the webhook configurations are its own, named after the release rather than the
+/// default render's.
 fn release_grants(release: &Release<'_>) -> BTreeSet<Grant> {
+    let per_release = |g: &Grant| match g.resource.as_str() {
+        "clusterroles" => g.name.as_deref() == Some(rbac::OWNER_CLUSTER_ROLE),
+        "validatingwebhookconfigurations" | "mutatingwebhookconfigurations" => {
+            g.name.as_deref() == Some(rbac::WEBHOOK_CONFIGURATION)
+        }
+        _ => false,
+    };
     rbac::grants()
         .into_iter()
         .map(|mut g| {
-            if g.resource == "clusterroles" && g.name.as_deref() == Some(rbac::OWNER_CLUSTER_ROLE) {
+            if per_release(&g) {
                 g.name = Some(release.fullname());
             }
             g
@@ -207,6 +215,7 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
 
     // kubectl's view, as an administrator would check it.
     let own_role = format!("clusterroles.rbac.authorization.k8s.io/{name}");
+    let own_webhook = format!("validatingwebhookconfigurations.admissionregistration.k8s.io/{name}");
     let sample_allowed: &[&[&str]] = &[
         &["list", "receptionsessions.tiepdan.io", "-n", &ns],
         &["patch", "receptionsessions.tiepdan.io", "--subresource=status", "-n", &ns],
@@ -215,7 +224,8 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
         &["list", "secrets", "-n", &ns],
         &["create", "events.events.k8s.io", "-n", &ns],
         &["get", "customresourcedefinitions.apiextensions.k8s.io/podmonitors.monitoring.coreos.com"],
-        &["patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/tiepdan"],
+        &["patch", &own_webhook],
+        &["delete", "mutatingwebhookconfigurations.admissionregistration.k8s.io/tiepdan"],
         &["create", "leases.coordination.k8s.io", "-n", &ns],
         &["update", "leases.coordination.k8s.io/tiepdan-operator", "-n", &ns],
         &["get", &own_role],
@@ -244,7 +254,9 @@ async fn helm_install_creates_the_operator_and_its_service_account_may_do_only_w
         &["list", "customresourcedefinitions.apiextensions.k8s.io"],
         &["create", "leases.coordination.k8s.io", "-n", "default"],
         &["patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/someone-elses"],
-        &["delete", "validatingwebhookconfigurations.admissionregistration.k8s.io/tiepdan"],
+        // The legacy name: get and delete only; its own name: never delete (the owner does).
+        &["patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/tiepdan"],
+        &["delete", &own_webhook],
         &["update", "leases.coordination.k8s.io/kube-controller-manager", "-n", &ns],
         &["create", "servicemonitors.monitoring.coreos.com", "-n", &ns],
         &["get", "clusterroles.rbac.authorization.k8s.io/cluster-admin"],
@@ -349,7 +361,7 @@ async fn helm_install_runs_the_operator_image_on_the_node_and_it_provisions_chec
     // provisions it and binds a warm worker container, which it reaches on 127.0.0.1.
     let now = jiff::Timestamp::now();
     let (deadline, start) = (now + jiff::SignedDuration::from_mins(59), now + jiff::SignedDuration::from_mins(120));
-    let yaml = crate::common::small_live_topology(SESSION, "Tiếp dân định kỳ", 42400, start, deadline);
+    let yaml = crate::common::small_live_topology(SESSION, "Tiếp dân định kỳ", start, deadline);
     let sessions = Api::<ReceptionSession>::namespaced(admin.clone(), &ns);
     // The webhook registers a moment after the pod is Ready; until then kubectl may be refused
     // for a missing CA bundle, so apply until it is accepted.
@@ -393,7 +405,10 @@ async fn helm_install_runs_the_operator_image_on_the_node_and_it_provisions_chec
     );
     // The configurations are owned by the release's ClusterRole and scoped to the label.
     let vwc = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
-    let registered = vwc.get(rbac::WEBHOOK_CONFIGURATION).await.unwrap();
+    // Named as the release (another release's, such as the entry test's running beside this one,
+    // has its own).
+    let fullname = release.fullname();
+    let registered = vwc.get(&fullname).await.unwrap();
     let owners = registered.metadata.owner_references.clone().unwrap_or_default();
     assert_eq!(owners.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), [release.fullname().as_str()]);
     let selector_labels = registered.webhooks.unwrap()[0].namespace_selector.clone().unwrap().match_labels.unwrap();
@@ -418,7 +433,7 @@ async fn helm_install_runs_the_operator_image_on_the_node_and_it_provisions_chec
     // configurations with the release's ClusterRole.
     drop(release);
     wait_for(Duration::from_secs(60), "the webhook configurations deleted with the release", || async {
-        match vwc.get_opt(rbac::WEBHOOK_CONFIGURATION).await.map_err(|e| e.to_string())? {
+        match vwc.get_opt(&fullname).await.map_err(|e| e.to_string())? {
             None => Ok(()),
             Some(_) => Err("still registered".to_owned()),
         }
