@@ -43,7 +43,7 @@ static CRDS: OnceCell<()> = OnceCell::const_new();
 /// A hostNetwork pool of the project's worker image whose ports (a block of 40 below the
 /// ephemeral range) no other test uses: 10 host ports, then 30 RTC ports, 10 for each worker.
 fn pool_json(replicas: i32) -> serde_json::Value {
-    let base = tiepdan_harness::process::free_port_below_ephemeral().expect("port") / 40 * 40;
+    let base = tiepdan_harness::process::free_port_block(40).expect("a free block of 40 ports");
     json!({
         "apiVersion": "tiepdan.io/v1alpha1", "kind": "MediaWorkerPool",
         "metadata": {"name": "default"},
@@ -181,7 +181,10 @@ async fn a_worker_that_is_not_ready_is_never_allocated() {
     let warm = worker_pod::build(&pool, "default-warm", None, ports);
     pods.create(&PostParams::default(), &warm).await.expect("warm pod");
 
-    let (got, _) = allocation::allocate(&client, &session, &pool, 0, jiff::Timestamp::now()).await.expect("allocation");
+    let (got, _) =
+        allocation::allocate(&client, &tokio::sync::Mutex::new(()), &session, &pool, 0, jiff::Timestamp::now())
+            .await
+            .expect("allocation");
     let pod = got.pod().clone();
     assert!(
         matches!(got, Allocation::Created(_)),

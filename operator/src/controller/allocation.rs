@@ -110,8 +110,11 @@ pub fn stale(pod: &Pod, pool: &str, epoch: u64, now: Timestamp, node: NodeHealth
 /// Pods of the session that are [`stale`] are passed over (the caller deletes them as orphans);
 /// when a new worker is allocated, why the session's pod could not go on (if it still exists)
 /// comes back too.
+/// `port_lock` is held while a new pod's ports are chosen and it is created (see
+/// [`super::context::Context::pod_ports`]).
 pub async fn allocate(
     client: &kube::Client,
+    port_lock: &tokio::sync::Mutex<()>,
     session: &ReceptionSession,
     pool: &MediaWorkerPool,
     epoch: u64,
@@ -184,7 +187,9 @@ pub async fn allocate(
         }
     }
 
-    // Ports held by any pod of the pool, terminating and allocated ones too.
+    // Ports held by any pod of the pool, terminating and allocated ones too; read and taken under
+    // the lock, so that sessions allocated at once never take the same ones.
+    let _choosing = port_lock.lock().await;
     let all = pods
         .list(&ListParams::default().labels(&labels::pool_selector(&pool.name_any())))
         .await

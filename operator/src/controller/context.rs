@@ -99,6 +99,11 @@ pub struct Context {
     pub server_minor: tokio::sync::OnceCell<u32>,
     /// The operator's CAs as the last rotation pass left them (see [`super::ca_rotation`]).
     pub ca: tokio::sync::Mutex<Option<crate::pki::rotation::CaSet>>,
+    /// Held from reading which ports a pool's pods hold until the new pod that takes some is
+    /// created. Sessions are reconciled concurrently (and the pool controller beside them): each
+    /// read the same pods and took the same lowest free ports, so on one node all but one of
+    /// those pods stayed Pending. Only the leader creates pods, so a lock in its process is enough.
+    pub pod_ports: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -132,6 +137,7 @@ impl Context {
             ready: Arc::new(AtomicBool::new(false)),
             server_minor: tokio::sync::OnceCell::new(),
             ca: tokio::sync::Mutex::new(None),
+            pod_ports: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -100,6 +100,9 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
     ensure_disruption_budget(&ctx, &pool).await?;
 
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+    // From reading the ports the pool's pods hold to creating the ones that take others (see
+    // Context::pod_ports).
+    let _choosing = ctx.pod_ports.lock().await;
     let list = pods.list(&ListParams::default().labels(&labels::pool_selector(&name))).await.map_err(Error::List)?;
     let live: Vec<&Pod> = list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
     // Terminating pods still have their volumes, so all of them count.

@@ -274,7 +274,8 @@ async fn provision(
 
     // Pod readiness is stamped by the kubelet's clock, whatever clock drives the timeline.
     let wall = Timestamp::now();
-    let (alloc, stale) = allocation::allocate(&ctx.client, session, &pool, epoch, wall).await.map_err(Error::from)?;
+    let (alloc, stale) =
+        allocation::allocate(&ctx.client, &ctx.pod_ports, session, &pool, epoch, wall).await.map_err(Error::from)?;
     let had = session.status.as_ref().and_then(|s| s.worker.as_ref()).and_then(|w| w.pod.clone());
     let replaced = match (&alloc, had) {
         (Allocation::Existing(_), _) | (_, None) => None,

@@ -16,6 +16,7 @@ mod leader_election;
 mod leader_faults;
 mod monitoring;
 mod pool_disruption_budget;
+mod pool_ports;
 mod pool_rollout;
 mod pool_scaling;
 mod semantic_validation;
