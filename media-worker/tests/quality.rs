@@ -131,11 +131,43 @@ async fn a_500_kbps_session_cap_keeps_every_cameras_layers_under_it() {
         let worst = rates[i].iter().copied().fold(0.0, f64::max);
         assert!(worst < 500.0, "{} sent {worst:.0} kbit/s, above the 500 kbit/s cap", page.name);
     }
+    // The worker's status (what the operator copies into the session once a minute) carries each
+    // point's bitrates, its received layer and the SFU's estimate; sending stays under the cap.
+    let figures = status_until(server.local_addr(), "each point's bitrates, layer and estimate", |s| {
+        s.points.len() == 2
+            && s.points.iter().all(|p| {
+                p.send_kbps.is_some_and(|k| k > 50)
+                    && p.receive_kbps.is_some_and(|k| k > 50)
+                    && p.received_layer.is_some()
+                    && p.estimate_kbps.is_some()
+            })
+    })
+    .await;
+    for p in &figures.points {
+        eprintln!(
+            "status of {}: sends {:?} kbit/s, receives {:?} kbit/s, layer {:?}, estimate {:?} kbit/s, freezes {}",
+            p.name, p.send_kbps, p.receive_kbps, p.received_layer, p.estimate_kbps, p.freezes
+        );
+        // Audio (~40 kbit/s) on top of video under the cap, and the encoder's burst over one poll.
+        assert!(p.send_kbps.unwrap_or(0) < 700, "{}: {:?}", p.name, p.send_kbps);
+    }
     pages[0].screenshot(&artifact_dir().join("quality-cap-500kbps-host.png"));
     for page in pages {
         page.close();
     }
     server.stop().await.expect("stop");
+}
+
+/// The height seen most often in `samples` (ties: the larger).
+fn usual_height(samples: &[(Reception, Reception)], pick: fn(&(Reception, Reception)) -> Reception) -> f64 {
+    let mut counts: Vec<(f64, usize)> = Vec::new();
+    for height in samples.iter().map(|s| pick(s).height) {
+        match counts.iter_mut().find(|(h, _)| *h == height) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((height, 1)),
+        }
+    }
+    counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(a.0.total_cmp(&b.0))).map_or(0.0, |(h, _)| h)
 }
 
 /// What one page receives from one point: the picture's height and frame rate.
@@ -323,8 +355,12 @@ async fn a_point_on_a_bad_line_gets_a_lower_layer_without_freezing_and_the_other
         // The impaired point's own sending may step down: its congestion feedback from the SFU
         // crosses its bad downlink (CI saw 270 -> 184 px). What the others receive from anyone
         // else must not change.
+        // The layer is the height seen most often: a mean takes in the odd reading caught while
+        // a decoder switches (CI: a 4 s "before" of 360 px with a few lower readings averaged
+        // 305 px against 360 during).
         if what == "the host" {
-            assert_eq!(before.height, during.height, "{other}'s layer of {what} changed");
+            let (before, during) = (usual_height(&before_other, pick), usual_height(&during_other, pick));
+            assert_eq!(before, during, "{other}'s layer of {what} changed");
         }
         assert!(
             (during.fps - before.fps).abs() <= before.fps * 0.25,
