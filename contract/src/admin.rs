@@ -58,6 +58,21 @@ pub struct PointStatus {
     pub rtt_ms: Option<f64>,
     pub loss_percent: Option<f64>,
     pub jitter_ms: Option<f64>,
+    /// The highest spatial layer (0 lowest) the SFU forwards to any of the point's video
+    /// consumers; absent while it forwards none (paused, or nothing fits the estimate yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_layer: Option<u8>,
+    /// What the point sent to the SFU and received from it over the last poll, kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_kbps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_kbps: Option<u32>,
+    /// The SFU's bandwidth estimate towards the point (transport-cc), kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_kbps: Option<u32>,
+    /// Video freezes the point's browser reported during this allocation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub freezes: u64,
     /// The point has no camera by its spec: its checklist leaves out the video items.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audio_only: bool,
@@ -131,8 +146,17 @@ impl PointStatus {
             rtt_ms: None,
             loss_percent: None,
             jitter_ms: None,
+            received_layer: None,
+            send_kbps: None,
+            receive_kbps: None,
+            estimate_kbps: None,
+            freezes: 0,
             audio_only: false,
             checks: Vec::new(),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

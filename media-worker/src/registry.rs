@@ -632,7 +632,24 @@ impl Registry {
             allowed_points: state.allocation.as_ref().and_then(|a| a.points.clone()),
             link_generations: state.allocation.as_ref().map(|a| a.link_generations.clone()).unwrap_or_default(),
             draining: self.is_draining(),
-            points: state.points.iter().map(|(name, record)| record.status(name)).collect(),
+            points: state
+                .points
+                .iter()
+                .map(|(name, record)| {
+                    let mut status = record.status(name);
+                    status.freezes = match &state.allocation {
+                        // Counted where the browser's reports land; read only for a point that
+                        // joined, whose series exists from its join on (reading creates one).
+                        Some(a) if status.joined => self
+                            .metrics
+                            .video_freezes
+                            .get_metric_with_label_values(&[a.session.as_str(), name.as_str()])
+                            .map_or(0, |c| c.get()),
+                        _ => 0,
+                    };
+                    status
+                })
+                .collect(),
             // The HTTP layer knows the served certificate; see `http::status`.
             tls: None,
             announced: self.announced(),

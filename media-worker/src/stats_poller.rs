@@ -62,6 +62,15 @@ impl StreamDelta {
 #[derive(Debug, Default)]
 pub struct SampleBuilder {
     sample: MediaSample,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+/// Kilobits per second of `bytes` over `elapsed`; `None` over no time (a first poll has no
+/// previous counters to compare with).
+fn kbps(bytes: u64, elapsed: Duration) -> Option<u32> {
+    let secs = elapsed.as_secs_f64();
+    (secs > 0.0).then(|| (bytes as f64 * 8.0 / 1000.0 / secs).round().min(f64::from(u32::MAX)) as u32)
 }
 
 fn worst(current: Option<f64>, new: Option<f64>) -> Option<f64> {
@@ -83,6 +92,7 @@ impl SampleBuilder {
                 MediaKind::Video => self.sample.sends_video = true,
             }
         }
+        self.bytes_sent += delta.bytes;
         self.quality(delta, rtt_ms, jitter_ms);
     }
 
@@ -95,6 +105,7 @@ impl SampleBuilder {
                 MediaKind::Video => self.sample.receives_video = true,
             }
         }
+        self.bytes_received += delta.bytes;
         self.quality(delta, rtt_ms, None);
     }
 
@@ -113,7 +124,18 @@ impl SampleBuilder {
         self.sample.jitter_ms = worst(self.sample.jitter_ms, jitter_ms);
     }
 
-    pub fn build(self) -> MediaSample {
+    /// What the SFU forwards the point: the highest layer among its video consumers and its
+    /// bandwidth estimate in bits per second.
+    pub fn reception(&mut self, layer: Option<u8>, estimate_bps: Option<u32>) {
+        self.sample.received_layer = layer;
+        self.sample.estimate_kbps = estimate_bps.map(|bps| bps.div_ceil(1000));
+    }
+
+    /// The sample, with the bitrates over `elapsed` (the time since the previous poll's
+    /// counters; zero on the first poll).
+    pub fn build(mut self, elapsed: Duration) -> MediaSample {
+        self.sample.send_kbps = kbps(self.bytes_sent, elapsed);
+        self.sample.receive_kbps = kbps(self.bytes_received, elapsed);
         self.sample
     }
 }
@@ -123,6 +145,8 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut previous: HashMap<StreamKey, StreamCounters> = HashMap::new();
+    // When `previous` was read: bitrates are the counters' growth over the time since.
+    let mut previous_at: Option<Instant> = None;
     let mut cpu = CpuTracker::default();
     loop {
         ticker.tick().await;
@@ -137,6 +161,7 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
             // No room: nobody is connected. Zero the session's gauges rather than leaving the
             // last room's values behind.
             previous.clear();
+            previous_at = None;
             metrics.sessions.set(0);
             if let Some(allocation) = registry_now.allocation() {
                 let session = [allocation.session.as_str()];
@@ -153,13 +178,18 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
         let evidence = room.evidence().clone();
 
         let mut current = HashMap::new();
+        let polled_at = Instant::now();
+        let elapsed = previous_at.map_or(Duration::ZERO, |at| polled_at.duration_since(at));
         let mut samples = Vec::with_capacity(members.len());
         let (mut producers, mut consumers) = (0_i64, 0_i64);
         for member in members {
             producers += i64::try_from(member.producers.len()).unwrap_or(0);
             consumers += i64::try_from(member.consumers.len()).unwrap_or(0);
-            let sample = sample_member(&member, &evidence, &previous, &mut current, &metrics, session.as_str()).await;
-            let estimate = publish_reception(&member, &metrics, session.as_str()).await;
+            let mut sample =
+                sample_member(&member, &evidence, &previous, &mut current, &metrics, session.as_str()).await;
+            let (layer, estimate) = publish_reception(&member, &metrics, session.as_str()).await;
+            sample.reception(layer, estimate);
+            let sample = sample.build(elapsed);
             if let Err(error) = room.fit_to_estimate(&member.point, estimate).await {
                 tracing::debug!(point = %member.point, error = %error, "failed to fit the layers to the estimate");
             }
@@ -168,6 +198,7 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
         // Held for the poll only: the room closes when its last member leaves, one poll later.
         drop(room);
         previous = current;
+        previous_at = Some(polled_at);
         metrics.producers.with_label_values(&[session.as_str()]).set(producers);
         metrics.consumers.with_label_values(&[session.as_str()]).set(consumers);
         for (point, sample) in &samples {
@@ -187,13 +218,16 @@ fn publish_quality(metrics: &Metrics, session: &str, point: &PointName, sample: 
 }
 
 /// Publishes the layers a point receives and the SFU's bandwidth estimate towards it, and returns
-/// the estimate.
-async fn publish_reception(member: &MemberMedia, metrics: &Metrics, session: &str) -> Option<u32> {
+/// the highest layer forwarded and the estimate (bits per second).
+async fn publish_reception(member: &MemberMedia, metrics: &Metrics, session: &str) -> (Option<u8>, Option<u32>) {
     let mut layers = LayerCounts::default();
+    let mut highest = None;
     for entry in member.consumers.iter().filter(|c| c.consumer.kind() == MediaKind::Video) {
         let consumer = &entry.consumer;
         let forwarding = !consumer.paused() && !consumer.producer_paused();
-        layers.add(consumer.current_layers().filter(|_| forwarding).map(|l| l.spatial_layer));
+        let layer = consumer.current_layers().filter(|_| forwarding).map(|l| l.spatial_layer);
+        highest = highest.max(layer);
+        layers.add(layer);
     }
     for (layer, count) in LAYERS.iter().zip(layers.0) {
         metrics.received_layers.with_label_values(&[session, member.point.as_str(), layer]).set(count);
@@ -213,7 +247,7 @@ async fn publish_reception(member: &MemberMedia, metrics: &Metrics, session: &st
             let _ = metrics.available_bitrate.remove_label_values(&labels);
         }
     }
-    estimate
+    (highest, estimate)
 }
 
 /// Video consumers per [`LAYERS`] entry: spatial layers 0, 1, 2 (higher ones counted as 2) and
@@ -255,7 +289,7 @@ async fn sample_member(
     current: &mut HashMap<StreamKey, StreamCounters>,
     metrics: &Metrics,
     session: &str,
-) -> MediaSample {
+) -> SampleBuilder {
     let labels = [session, member.point.as_str()];
     let mut builder = SampleBuilder::default();
     for transport in &member.transports {
@@ -314,7 +348,7 @@ async fn sample_member(
         let rtt = stat.round_trip_time.map(f64::from).filter(|v| *v > 0.0);
         builder.received(consumer.kind(), delta, entry.producer_point != member.point, rtt);
     }
-    builder.build()
+    builder
 }
 
 #[cfg(test)]
@@ -353,7 +387,7 @@ mod tests {
         builder.sent(MediaKind::Audio, delta(10, 1, 0), None, Some(2.0));
         builder.received(MediaKind::Audio, delta(10, 1, 0), false, None);
         builder.received(MediaKind::Video, delta(10, 1, 0), true, Some(20.0));
-        let sample = builder.build();
+        let sample = builder.build(Duration::ZERO);
         assert!(sample.sends_audio && !sample.sends_video);
         assert!(!sample.receives_audio && sample.receives_video);
         assert_eq!(sample.rtt_ms, Some(20.0));
@@ -375,7 +409,7 @@ mod tests {
         for (kind, seen, score, heard, arrives) in table {
             let mut builder = SampleBuilder::default();
             builder.evidence(kind, seen, score);
-            let sample = builder.build();
+            let sample = builder.build(Duration::ZERO);
             assert_eq!((sample.audio_heard, sample.video_arrives), (heard, arrives), "{kind:?} {seen:?} {score}");
         }
     }
@@ -385,8 +419,24 @@ mod tests {
         let mut builder = SampleBuilder::default();
         builder.sent(MediaKind::Video, delta(10, 90, 10), Some(30.0), None);
         builder.received(MediaKind::Video, delta(10, 99, 1), true, Some(80.0));
-        let sample = builder.build();
+        let sample = builder.build(Duration::ZERO);
         assert_eq!(sample.loss_percent, Some(10.0));
         assert_eq!(sample.rtt_ms, Some(80.0));
+    }
+
+    #[test]
+    fn bitrates_are_the_bytes_of_every_stream_over_the_poll() {
+        let mut builder = SampleBuilder::default();
+        builder.sent(MediaKind::Audio, delta(4_000, 40, 0), None, None);
+        builder.sent(MediaKind::Video, delta(96_000, 90, 0), None, None);
+        builder.received(MediaKind::Video, delta(250_000, 200, 0), true, None);
+        builder.reception(Some(1), Some(1_234_567));
+        let sample = builder.build(Duration::from_secs(2));
+        // (4 000 + 96 000) B × 8 / 2 s = 400 kbit/s; 250 000 B × 8 / 2 s = 1000 kbit/s.
+        assert_eq!((sample.send_kbps, sample.receive_kbps), (Some(400), Some(1000)));
+        assert_eq!((sample.received_layer, sample.estimate_kbps), (Some(1), Some(1235)));
+        // The first poll has no interval to divide by: no bitrate rather than a wrong one.
+        let first = SampleBuilder::default().build(Duration::ZERO);
+        assert_eq!((first.send_kbps, first.receive_kbps), (None, None));
     }
 }

@@ -44,6 +44,13 @@ pub struct MediaSample {
     pub audio_heard: bool,
     /// A video keyframe of the point arrived and its video producer's score is above zero.
     pub video_arrives: bool,
+    /// The highest spatial layer forwarded to the point's video consumers.
+    pub received_layer: Option<u8>,
+    /// What the point sent and received over the poll, kbit/s.
+    pub send_kbps: Option<u32>,
+    pub receive_kbps: Option<u32>,
+    /// The SFU's bandwidth estimate towards the point, kbit/s.
+    pub estimate_kbps: Option<u32>,
 }
 
 impl MediaSample {
@@ -235,6 +242,12 @@ impl PointRecord {
             rtt_ms: media.rtt_ms,
             loss_percent: media.loss_percent,
             jitter_ms: media.jitter_ms,
+            received_layer: media.received_layer,
+            send_kbps: media.send_kbps,
+            receive_kbps: media.receive_kbps,
+            estimate_kbps: media.estimate_kbps,
+            // The registry adds the browser's reports (kept in the metrics).
+            freezes: 0,
             audio_only: self.audio_only,
             checks: self.checks.status(self.audio_only),
         }
@@ -265,6 +278,7 @@ mod tests {
             jitter_ms: Some(3.0),
             audio_heard: true,
             video_arrives: true,
+            ..MediaSample::default()
         }
     }
 

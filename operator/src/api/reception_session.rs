@@ -392,6 +392,20 @@ pub struct PointStatus {
     /// Jitter in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter_ms: Option<f64>,
+    /// The highest video layer the SFU forwards to the point (0 the lowest of the three).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_layer: Option<u8>,
+    /// What the point sends to and receives from the SFU, kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_kbps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_kbps: Option<u32>,
+    /// The SFU's bandwidth estimate towards the point, kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_kbps: Option<u32>,
+    /// Video freezes the point's browser reported while served by the current worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freezes: Option<u64>,
     /// The connection check `verified` requires, item by item, as the worker last reported it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<PointCheck>,

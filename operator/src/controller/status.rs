@@ -65,7 +65,7 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
             };
             let verified = prev.verified || r.verified;
             let verified_at = prev.verified_at.or_else(|| verified.then(|| Time(r.verified_at.unwrap_or(input.now))));
-            let quality = |new: Option<f64>, old: Option<f64>| if input.copy_quality { new.or(old) } else { old };
+            let copy = input.copy_quality;
             // The newest reuse either worker saw: a replacement worker starts with none.
             let link_reused_at = match (prev.link_reused_at.clone(), r.link_reused_at) {
                 (Some(old), Some(new)) if new <= old.0 => Some(old),
@@ -81,9 +81,14 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
                 removed: false,
                 connected: r.connected,
                 joined: prev.joined || r.joined || r.connected,
-                rtt_ms: quality(r.rtt_ms, prev.rtt_ms),
-                loss_percent: quality(r.loss_percent, prev.loss_percent),
-                jitter_ms: quality(r.jitter_ms, prev.jitter_ms),
+                rtt_ms: sampled(copy, r.rtt_ms, prev.rtt_ms),
+                loss_percent: sampled(copy, r.loss_percent, prev.loss_percent),
+                jitter_ms: sampled(copy, r.jitter_ms, prev.jitter_ms),
+                received_layer: sampled(copy, r.received_layer, prev.received_layer),
+                send_kbps: sampled(copy, r.send_kbps, prev.send_kbps),
+                receive_kbps: sampled(copy, r.receive_kbps, prev.receive_kbps),
+                estimate_kbps: sampled(copy, r.estimate_kbps, prev.estimate_kbps),
+                freezes: sampled(copy, r.joined.then_some(r.freezes), prev.freezes),
                 // Each item carries the time it last changed on the worker, so copying an
                 // unchanged checklist changes nothing and costs no write.
                 checks: if r.checks.is_empty() { prev.checks } else { r.checks.iter().map(check_status).collect() },
@@ -95,6 +100,23 @@ pub fn merge_points(input: &PointInputs<'_>, previous: &[PointStatus]) -> Vec<Po
     let edited_out = previous.iter().filter(|p| !listed.contains(&p.name));
     out.extend(edited_out.map(|p| PointStatus { removed: true, connected: false, ..p.clone() }));
     out
+}
+
+/// A quality figure: the worker's when due (`copy`) and measured, else the last one copied.
+fn sampled<T>(copy: bool, new: Option<T>, old: Option<T>) -> Option<T> {
+    if copy {
+        new.or(old)
+    } else {
+        old
+    }
+}
+
+/// The figures copied at most once a minute: live numbers belong in metrics, and copying them
+/// each poll would write the session every few seconds.
+type Quality = (Option<f64>, Option<f64>, Option<f64>, Option<u8>, Option<u32>, Option<u32>, Option<u32>, Option<u64>);
+
+fn quality_of(p: &PointStatus) -> Quality {
+    (p.rtt_ms, p.loss_percent, p.jitter_ms, p.received_layer, p.send_kbps, p.receive_kbps, p.estimate_kbps, p.freezes)
 }
 
 /// A worker's check item as the session's status shows it. The two enums are kept apart (the
@@ -213,9 +235,9 @@ pub fn derive(
         link_generations,
     };
     let points = merge_points(&input, &base);
-    let quality = |p: &PointStatus| (p.rtt_ms, p.loss_percent, p.jitter_ms);
-    let quality_changed =
-        points.iter().any(|p| base.iter().find(|b| b.name == p.name).map_or((None, None, None), quality) != quality(p));
+    let quality_changed = points
+        .iter()
+        .any(|p| base.iter().find(|b| b.name == p.name).map_or_else(Quality::default, quality_of) != quality_of(p));
     let quality_sampled_at =
         if copy_quality && quality_changed { Some(Time(now)) } else { prev.quality_sampled_at.clone() };
     // Completed is final; otherwise the clock and verification *by the deadline* decide, so a
@@ -511,6 +533,26 @@ mod tests {
         };
         assert_eq!(merge_points(&input(false), &prev)[0].rtt_ms, Some(10.0));
         assert_eq!(merge_points(&input(true), &prev)[0].rtt_ms, Some(42.0));
+
+        // The layer, bitrates, estimate and freezes go the same way; an unmeasured figure keeps
+        // the last one copied.
+        let mut r = report("a", None, None);
+        let p = &mut r.points[0];
+        (p.received_layer, p.send_kbps, p.receive_kbps, p.estimate_kbps, p.freezes) =
+            (Some(1), Some(900), Some(1800), None, 3);
+        let prev = vec![PointStatus {
+            name: "a".into(),
+            received_layer: Some(2),
+            estimate_kbps: Some(2500),
+            ..Default::default()
+        }];
+        let input = |copy_quality| PointInputs { report: Some(&r), ..input(copy_quality) };
+        let figures = |p: &PointStatus| (p.received_layer, p.send_kbps, p.receive_kbps, p.estimate_kbps, p.freezes);
+        assert_eq!(figures(&merge_points(&input(false), &prev)[0]), (Some(2), None, None, Some(2500), None));
+        assert_eq!(
+            figures(&merge_points(&input(true), &prev)[0]),
+            (Some(1), Some(900), Some(1800), Some(2500), Some(3))
+        );
     }
 
     #[test]
@@ -695,7 +737,8 @@ mod tests {
     fn idle_quality_does_not_move_the_sample_time() {
         let valid = ValidSession { timeline: timeline(), participants: parts(), missing: vec![] };
         let prev = ReceptionSessionStatus {
-            points: vec![PointStatus { name: "a".into(), rtt_ms: Some(10.0), ..Default::default() }],
+            // As the last copy left it: a joined point's freezes are counted, 0 included.
+            points: vec![PointStatus { name: "a".into(), rtt_ms: Some(10.0), freezes: Some(0), ..Default::default() }],
             quality_sampled_at: Some(Time(ts("2025-06-11T07:00:00Z"))),
             ..Default::default()
         };
