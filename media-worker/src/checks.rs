@@ -10,7 +10,7 @@
 //!   microphone  real audio level          mediaFlow  audio and video both ways within the
 //!   camera      non-black frames                     loss/RTT thresholds for --verify-seconds
 //!   hostVideo   the host's video decodes
-//!   hostAudio   the host's audio has energy
+//!   hostAudio   the host's audio has a real level
 //! ```
 //!
 //! The console reports its items over signaling (`reportChecks`); the worker sets its own. Every

@@ -525,6 +525,60 @@ async fn a_black_camera_and_a_silent_microphone_are_not_verified_and_the_checkli
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_host_fails_the_host_audio_item_of_the_points_that_hear_it() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let dir = std::env::temp_dir().join(format!("tiepdan-console-silent-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let silent = dir.join("silent.wav");
+    write_silent_wav(&silent);
+    let worker = WorkerProcess::spawn("127.0.0.1:0", &dir, "worker-silent-host.log");
+    let now = unix_now();
+    let driver = Driver::start();
+    // The host's microphone hears nothing; the participant speaks.
+    let (host, point) = (&POINTS[0], &POINTS[1]);
+    let host_page = driver.browser_with_args(
+        host.name,
+        Camera::Allowed,
+        &[format!("--use-file-for-fake-audio-capture={}", silent.display())],
+    );
+    open_link(&host_page, &worker, host, now);
+    let point_page = driver.browser_with_args(point.name, Camera::Allowed, &[]);
+    open_link(&point_page, &worker, point, now);
+    let pages = [host_page, point_page];
+    click_join(&pages);
+    // Long enough for the console to give up on an item (12 s) plus joining and media.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status(worker.addr).await;
+        // The participant hears nothing from the host: decoded silence must not pass the item,
+        // though it adds to the received energy. The host hears the participant: it passes.
+        let decided = check_state(&status, point.name, "hostAudio") == "failed"
+            && check_state(&status, point.name, "hostVideo") == "passed"
+            && check_state(&status, host.name, "hostAudio") == "passed"
+            && check_state(&status, host.name, "microphone") == "failed";
+        if decided {
+            break;
+        }
+        if Instant::now() > deadline {
+            for page in &pages {
+                eprintln!("checks: {:?}\nconsole:\n{}", page_checks(page), page.console_log());
+            }
+            panic!(
+                "the checklist did not come out as expected: {:#}",
+                serde_json::to_value(&status.points).expect("json")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    pages[1].screenshot(&artifact_dir().join("console-checks-silent-host.png"));
+    for page in pages {
+        page.close();
+    }
+    drop(worker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A per-session certificate as the operator issues one: a CA, and a leaf it signs for
 /// 127.0.0.1 (an IP SAN), written to a `--tls-dir` (`tls.crt` leaf first, then the CA).
 struct SessionCertificate {

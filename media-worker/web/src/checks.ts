@@ -65,7 +65,8 @@ export class Checklist {
   private started = performance.now();
   private micHits = 0;
   private hostFrames: number | null = null;
-  private hostEnergy: number | null = null;
+  /** The remote audio's summed `totalAudioEnergy` and `totalSamplesDuration` at the last sample. */
+  private hostAudio: AudioTotals | null = null;
   private readonly canvas = document.createElement("canvas");
   /** A detached player of the camera track: the lobby's preview is hidden in the room. */
   private readonly preview = document.createElement("video");
@@ -103,7 +104,7 @@ export class Checklist {
   restart(): void {
     this.started = performance.now();
     this.hostFrames = null;
-    this.hostEnergy = null;
+    this.hostAudio = null;
   }
 
   /**
@@ -134,8 +135,10 @@ export class Checklist {
         this.hostFrames = frames ?? this.hostFrames;
       }
       const energy = await inbound(remote.audio, "totalAudioEnergy");
-      this.decide("hostAudio", rising(this.hostEnergy, energy));
-      this.hostEnergy = energy ?? this.hostEnergy;
+      const duration = await inbound(remote.audio, "totalSamplesDuration");
+      const now = energy !== null && duration !== null ? { energy, duration } : null;
+      this.decide("hostAudio", audible(this.hostAudio, now));
+      this.hostAudio = now ?? this.hostAudio;
     }
     return JSON.stringify(this.report()) !== before;
   }
@@ -210,10 +213,28 @@ function rising(previous: number | null, now: number | null): boolean {
   return previous !== null && now !== null && now > previous;
 }
 
+interface AudioTotals {
+  energy: number;
+  duration: number;
+}
+
+/**
+ * Whether the remote audio between two samples was louder than a dead input: its mean square
+ * level (energy over duration, as `totalAudioEnergy` sums level² × seconds) at or above the
+ * microphone's threshold squared. Energy merely rising is not enough: decoded silence and
+ * comfort noise add a little to it, which passed a silent host.
+ */
+function audible(previous: AudioTotals | null, now: AudioTotals | null): boolean {
+  if (previous === null || now === null || now.duration <= previous.duration) {
+    return false;
+  }
+  return (now.energy - previous.energy) / (now.duration - previous.duration) >= MIC_THRESHOLD ** 2;
+}
+
 /** `field` of the consumers' inbound-rtp statistics, summed; null without any consumer. */
 async function inbound(
   consumers: types.Consumer[],
-  field: "framesDecoded" | "totalAudioEnergy",
+  field: "framesDecoded" | "totalAudioEnergy" | "totalSamplesDuration",
 ): Promise<number | null> {
   let value: number | null = null;
   for (const consumer of consumers) {
