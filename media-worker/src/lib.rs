@@ -34,6 +34,7 @@ pub mod http;
 pub mod layers;
 pub mod local_runner;
 pub mod logging;
+pub mod loss_cap;
 pub mod metrics;
 pub mod moderation;
 pub mod probe;

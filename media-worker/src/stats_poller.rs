@@ -3,6 +3,7 @@
 
 use crate::cpu::CpuTracker;
 use crate::ids::PointName;
+use crate::loss_cap;
 use crate::metrics::{Metrics, LAYERS};
 use crate::registry::Registry;
 use crate::room::{MediaTransport, MemberMedia};
@@ -64,6 +65,8 @@ pub struct SampleBuilder {
     sample: MediaSample,
     bytes_sent: u64,
     bytes_received: u64,
+    packets_received: u64,
+    lost_received: u64,
 }
 
 /// Kilobits per second of `bytes` over `elapsed`; `None` over no time (a first poll has no
@@ -106,6 +109,8 @@ impl SampleBuilder {
             }
         }
         self.bytes_received += delta.bytes;
+        self.packets_received += delta.packets;
+        self.lost_received += delta.lost;
         self.quality(delta, rtt_ms, None);
     }
 
@@ -136,6 +141,9 @@ impl SampleBuilder {
     pub fn build(mut self, elapsed: Duration) -> MediaSample {
         self.sample.send_kbps = kbps(self.bytes_sent, elapsed);
         self.sample.receive_kbps = kbps(self.bytes_received, elapsed);
+        // Lost over sent: the receiver's reports count losses among what the SFU sent.
+        self.sample.receive_loss_percent = (self.packets_received > 0)
+            .then(|| (self.lost_received as f64 * 100.0 / self.packets_received as f64).min(100.0));
         self.sample
     }
 }
@@ -147,6 +155,8 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
     let mut previous: HashMap<StreamKey, StreamCounters> = HashMap::new();
     // When `previous` was read: bitrates are the counters' growth over the time since.
     let mut previous_at: Option<Instant> = None;
+    // Each point's loss-based cap on what it is sent, bits per second (see `loss_cap`).
+    let mut loss_caps: HashMap<PointName, u32> = HashMap::new();
     let mut cpu = CpuTracker::default();
     loop {
         ticker.tick().await;
@@ -162,6 +172,7 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
             // last room's values behind.
             previous.clear();
             previous_at = None;
+            loss_caps.clear();
             metrics.sessions.set(0);
             if let Some(allocation) = registry_now.allocation() {
                 let session = [allocation.session.as_str()];
@@ -190,7 +201,17 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
             let (layer, estimate) = publish_reception(&member, &metrics, session.as_str()).await;
             sample.reception(layer, estimate);
             let sample = sample.build(elapsed);
-            if let Err(error) = room.fit_to_estimate(&member.point, estimate).await {
+            let cap = loss_cap::next(
+                loss_caps.get(&member.point).copied(),
+                sample.receive_loss_percent,
+                sample.receive_kbps,
+                estimate,
+            );
+            match cap {
+                Some(cap) => loss_caps.insert(member.point.clone(), cap),
+                None => loss_caps.remove(&member.point),
+            };
+            if let Err(error) = room.fit_to_estimate(&member.point, loss_cap::apply(estimate, cap)).await {
                 tracing::debug!(point = %member.point, error = %error, "failed to fit the layers to the estimate");
             }
             samples.push((member.point, sample));

@@ -51,6 +51,9 @@ pub struct MediaSample {
     pub receive_kbps: Option<u32>,
     /// The SFU's bandwidth estimate towards the point, kbit/s.
     pub estimate_kbps: Option<u32>,
+    /// Of the packets the SFU sent the point over the poll, the share its receiver reported
+    /// lost, percent (see [`crate::loss_cap`]).
+    pub receive_loss_percent: Option<f64>,
 }
 
 impl MediaSample {
