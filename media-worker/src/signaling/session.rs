@@ -100,10 +100,9 @@ pub async fn run(socket: WebSocket, ctx: SessionContext) {
                 ),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Err(e)) => {
-                    // axum reports an over-limit frame as a read error; everything else is a
-                    // broken connection.
-                    let text = e.to_string();
-                    if text.contains("too long") || text.contains("too big") || text.contains("limit") {
+                    // axum reports an over-limit frame as a read error, tungstenite's capacity
+                    // error inside; everything else is a broken connection.
+                    if over_limit(e) {
                         conn.send_error(
                             None,
                             ErrorCode::FrameTooLarge,
@@ -111,7 +110,6 @@ pub async fn run(socket: WebSocket, ctx: SessionContext) {
                         );
                         break End::Close(CLOSE_TOO_BIG, "frame too large");
                     }
-                    tracing::debug!(error = %e, "signaling connection failed");
                     break End::Gone;
                 }
             },
@@ -340,5 +338,37 @@ impl Connection {
                 self.send_error(request_id, e.code(), e.to_string());
             }
         }
+    }
+}
+
+/// Whether a read error is a frame over the size limit (logged otherwise: a broken connection).
+/// By type, not by message: tungstenite's `Capacity` error, which axum wraps. The workspace's
+/// `tungstenite` is the version axum's WebSocket uses (one entry in Cargo.lock); should they part,
+/// the downcast stops matching and over-limit frames only close the connection.
+fn over_limit(error: axum::Error) -> bool {
+    match error.into_inner().downcast::<tungstenite::Error>() {
+        Ok(inner) if matches!(*inner, tungstenite::Error::Capacity(_)) => true,
+        Ok(inner) => {
+            tracing::debug!(error = %inner, "signaling connection failed");
+            false
+        }
+        Err(other) => {
+            tracing::debug!(error = %other, "signaling connection failed");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_capacity_error_is_an_over_limit_frame() {
+        let too_long = tungstenite::error::CapacityError::MessageTooLong { size: 2, max_size: 1 };
+        assert!(over_limit(axum::Error::new(tungstenite::Error::Capacity(too_long))));
+        assert!(!over_limit(axum::Error::new(tungstenite::Error::ConnectionClosed)));
+        // Not even a WebSocket error, though its text says "limit".
+        assert!(!over_limit(axum::Error::new(std::io::Error::other("rate limit"))));
     }
 }
