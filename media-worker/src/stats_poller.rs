@@ -69,6 +69,9 @@ pub struct SampleBuilder {
     lost_received: u64,
 }
 
+/// Packets sent to a point in a poll below which its loss share is not taken (see `loss_cap`).
+const MIN_PACKETS_FOR_LOSS: u64 = 50;
+
 /// Kilobits per second of `bytes` over `elapsed`; `None` over no time (a first poll has no
 /// previous counters to compare with).
 fn kbps(bytes: u64, elapsed: Duration) -> Option<u32> {
@@ -141,8 +144,9 @@ impl SampleBuilder {
     pub fn build(mut self, elapsed: Duration) -> MediaSample {
         self.sample.send_kbps = kbps(self.bytes_sent, elapsed);
         self.sample.receive_kbps = kbps(self.bytes_received, elapsed);
-        // Lost over sent: the receiver's reports count losses among what the SFU sent.
-        self.sample.receive_loss_percent = (self.packets_received > 0)
+        // Lost over sent: the receiver's reports count losses among what the SFU sent. Over too
+        // few packets (a layer switch waiting for its key frame) a share says nothing.
+        self.sample.receive_loss_percent = (self.packets_received >= MIN_PACKETS_FOR_LOSS)
             .then(|| (self.lost_received as f64 * 100.0 / self.packets_received as f64).min(100.0));
         self.sample
     }
@@ -156,7 +160,7 @@ pub async fn poll_forever(registry: Weak<Registry>, metrics: Metrics, interval: 
     // When `previous` was read: bitrates are the counters' growth over the time since.
     let mut previous_at: Option<Instant> = None;
     // Each point's loss-based cap on what it is sent, bits per second (see `loss_cap`).
-    let mut loss_caps: HashMap<PointName, u32> = HashMap::new();
+    let mut loss_caps: HashMap<PointName, loss_cap::Cap> = HashMap::new();
     let mut cpu = CpuTracker::default();
     loop {
         ticker.tick().await;
