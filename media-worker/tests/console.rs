@@ -416,6 +416,33 @@ fn page_checks(page: &Browser) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// Polls `/v1/status` until `decided` accepts the points' checklists, for as long as the console
+/// takes to give up on an item (12 s) plus joining and media; on a timeout, prints each page's
+/// checklist and console log and fails with the points' status.
+async fn checklist_until(
+    addr: SocketAddr,
+    pages: &[Browser],
+    decided: impl Fn(&tiepdan_media_worker::verification::WorkerStatus) -> bool,
+) -> tiepdan_media_worker::verification::WorkerStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status(addr).await;
+        if decided(&status) {
+            return status;
+        }
+        if Instant::now() > deadline {
+            for page in pages {
+                eprintln!("checks: {:?}\nconsole:\n{}", page_checks(page), page.console_log());
+            }
+            panic!(
+                "the checklist did not come out as expected: {:#}",
+                serde_json::to_value(&status.points).expect("json")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_camera_and_a_silent_microphone_are_not_verified_and_the_checklist_names_them() {
     let _one_at_a_time = BROWSERS.lock().await;
@@ -445,35 +472,20 @@ async fn a_black_camera_and_a_silent_microphone_are_not_verified_and_the_checkli
         page.click("#join");
     }
     let [host, camera_point, mic_point] = [POINTS[0].name, POINTS[1].name, POINTS[2].name];
-    // Long enough for the console to give up on an item (12 s) plus joining and media.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let status = status(addr).await;
-        let decided = status.points.iter().any(|p| p.name.as_str() == host && p.verified)
-            && check_state(&status, camera_point, "camera") == "failed"
-            && check_state(&status, camera_point, "mediaFlow") == "passed"
-            && check_state(&status, mic_point, "microphone") == "failed"
-            && check_state(&status, mic_point, "mediaFlow") == "passed"
+    let status = checklist_until(addr, &pages, |status| {
+        status.points.iter().any(|p| p.name.as_str() == host && p.verified)
+            && check_state(status, camera_point, "camera") == "failed"
+            && check_state(status, camera_point, "mediaFlow") == "passed"
+            && check_state(status, mic_point, "microphone") == "failed"
+            && check_state(status, mic_point, "mediaFlow") == "passed"
             // Only the item at fault fails: the black camera's microphone works (the console
             // and the SFU say so), the silent point's camera works.
-            && check_state(&status, camera_point, "microphone") == "passed"
-            && check_state(&status, camera_point, "sfuAudio") == "passed"
-            && check_state(&status, mic_point, "camera") == "passed"
-            && check_state(&status, mic_point, "sfuVideo") == "passed";
-        if decided {
-            break status;
-        }
-        if Instant::now() > deadline {
-            for page in &pages {
-                eprintln!("checks: {:?}\nconsole:\n{}", page_checks(page), page.console_log());
-            }
-            panic!(
-                "the checklist did not come out as expected: {:#}",
-                serde_json::to_value(&status.points).expect("json")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+            && check_state(status, camera_point, "microphone") == "passed"
+            && check_state(status, camera_point, "sfuAudio") == "passed"
+            && check_state(status, mic_point, "camera") == "passed"
+            && check_state(status, mic_point, "sfuVideo") == "passed"
+    })
+    .await;
     let verified = |point: &str| status.points.iter().any(|p| p.name.as_str() == point && p.verified);
     assert!(verified(host), "the host, with working devices, is verified");
     assert!(!verified(camera_point), "a black camera is not verified though its media flows");
@@ -547,30 +559,15 @@ async fn a_silent_host_fails_the_host_audio_item_of_the_points_that_hear_it() {
     open_link(&point_page, &worker, point, now);
     let pages = [host_page, point_page];
     click_join(&pages);
-    // Long enough for the console to give up on an item (12 s) plus joining and media.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = status(worker.addr).await;
-        // The participant hears nothing from the host: decoded silence must not pass the item,
-        // though it adds to the received energy. The host hears the participant: it passes.
-        let decided = check_state(&status, point.name, "hostAudio") == "failed"
-            && check_state(&status, point.name, "hostVideo") == "passed"
-            && check_state(&status, host.name, "hostAudio") == "passed"
-            && check_state(&status, host.name, "microphone") == "failed";
-        if decided {
-            break;
-        }
-        if Instant::now() > deadline {
-            for page in &pages {
-                eprintln!("checks: {:?}\nconsole:\n{}", page_checks(page), page.console_log());
-            }
-            panic!(
-                "the checklist did not come out as expected: {:#}",
-                serde_json::to_value(&status.points).expect("json")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // The participant hears nothing from the host: decoded silence must not pass the item,
+    // though it adds to the received energy. The host hears the participant: it passes.
+    checklist_until(worker.addr, &pages, |status| {
+        check_state(status, point.name, "hostAudio") == "failed"
+            && check_state(status, point.name, "hostVideo") == "passed"
+            && check_state(status, host.name, "hostAudio") == "passed"
+            && check_state(status, host.name, "microphone") == "failed"
+    })
+    .await;
     pages[1].screenshot(&artifact_dir().join("console-checks-silent-host.png"));
     for page in pages {
         page.close();

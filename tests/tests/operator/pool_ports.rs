@@ -13,6 +13,7 @@ use tiepdan_harness::wait_for;
 use tiepdan_operator::build::labels;
 use tiepdan_operator::build::worker_ports;
 
+use crate::common::PROVINCE_AND_TOWN;
 use crate::common::{cluster, live_session};
 
 const SESSIONS: usize = 6;
@@ -35,17 +36,7 @@ spec:
   hostPorts: {{min: {host}, max: {host_max}}}
   rtcPorts: {{min: {rtc}, max: {rtc_max}, perWorker: 10}}
   resources: {{requests: {{cpu: "1000"}}}}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {{name: tinh-hung-yen}}
-spec: {{displayName: "Ban Tiếp công dân tỉnh Hưng Yên", level: Province}}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {{name: thi-xa-my-hao}}
-spec: {{displayName: "Ban Tiếp công dân thị xã Mỹ Hào", level: Town, parent: tinh-hung-yen}}
-"#,
+{PROVINCE_AND_TOWN}"#,
         host_max = host + 2 * SESSIONS as u16 - 1,
         rtc_max = rtc + 10 * SESSIONS as u16 - 1,
     );

@@ -29,7 +29,10 @@ use tiepdan_operator::api::{ReceptionSession, SessionPhase};
 use tiepdan_operator::build::worker_ports;
 use tiepdan_operator::clock::SimClock;
 
-use common::{exchange_media, kubectl_apply_yaml, session_trust, start_operator_config, test_config, wait_condition};
+use common::{
+    exchange_media, kubectl_apply_yaml, session_trust, start_operator_config, test_config, wait_condition,
+    PROVINCE_AND_TOWN,
+};
 
 const SESSION: &str = "chay-thu";
 /// Long enough for the kubelet's first restarts (back-off 10 s, then 20 s).
@@ -62,17 +65,7 @@ spec:
   hostPorts: {{min: {base}, max: {host_max}}}
   rtcPorts: {{min: {rtc_min}, max: {rtc_max}, perWorker: 10}}
   resources: {resources}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {{name: tinh-hung-yen}}
-spec: {{displayName: "Ban Tiếp công dân tỉnh Hưng Yên", level: Province}}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {{name: thi-xa-my-hao}}
-spec: {{displayName: "Ban Tiếp công dân thị xã Mỹ Hào", level: Town, parent: tinh-hung-yen}}
----
+{PROVINCE_AND_TOWN}---
 apiVersion: tiepdan.io/v1alpha1
 kind: ReceptionPoint
 metadata: {{name: di-su}}

@@ -16,6 +16,7 @@ use tiepdan_operator::api::ReceptionSession;
 use tiepdan_operator::build::worker_ports::{self, PortRange};
 use tiepdan_operator::node_address::PUBLIC_ADDRESS_ANNOTATION;
 
+use super::common::PROVINCE_AND_TOWN;
 use super::common::{kubectl, session_trust};
 use super::lifecycle::worker_url;
 use super::{cluster, host_ports, live};
@@ -55,17 +56,7 @@ spec:
   hostNetwork: true
   hostPorts: {{min: {base}, max: {host_max}}}
   rtcPorts: {{min: {rtc_min}, max: {rtc_max}, perWorker: 10}}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {{name: tinh-hung-yen}}
-spec: {{displayName: "Ban Tiếp công dân tỉnh Hưng Yên", level: Province}}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {{name: thi-xa-my-hao}}
-spec: {{displayName: "Ban Tiếp công dân thị xã Mỹ Hào", level: Town, parent: tinh-hung-yen}}
-"#,
+{PROVINCE_AND_TOWN}"#,
         host_max = base + 9,
         rtc_min = base + 10,
         rtc_max = base + 39,

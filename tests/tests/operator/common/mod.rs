@@ -338,6 +338,20 @@ pub fn media_worker_bin() -> PathBuf {
     bin
 }
 
+/// The province and the town of the Mỹ Hào topology as YAML documents, each after a `---`:
+/// the parents of every commune the tests add.
+pub const PROVINCE_AND_TOWN: &str = r#"---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionPoint
+metadata: {name: tinh-hung-yen}
+spec: {displayName: "Ban Tiếp công dân tỉnh Hưng Yên", level: Province}
+---
+apiVersion: tiepdan.io/v1alpha1
+kind: ReceptionPoint
+metadata: {name: thi-xa-my-hao}
+spec: {displayName: "Ban Tiếp công dân thị xã Mỹ Hào", level: Town, parent: tinh-hung-yen}
+"#;
+
 /// `examples/my-hao/00-media-worker-pool.yaml` applied to `ns` in the host network, with a free
 /// block of 10 host ports and 20 RTC ports for each worker: the kubelet probes pods from the root
 /// network namespace, which cannot reach pods behind the node's bridge, so only host-network
@@ -383,17 +397,7 @@ spec:
   hostNetwork: true
   hostPorts: {{min: {host_min}, max: {host_max}}}
   rtcPorts: {{min: {rtc_min}, max: {rtc_max}, perWorker: 20}}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {{name: tinh-hung-yen}}
-spec: {{displayName: "Ban Tiếp công dân tỉnh Hưng Yên", level: Province}}
----
-apiVersion: tiepdan.io/v1alpha1
-kind: ReceptionPoint
-metadata: {{name: thi-xa-my-hao}}
-spec: {{displayName: "Ban Tiếp công dân thị xã Mỹ Hào", level: Town, parent: tinh-hung-yen}}
----
+{PROVINCE_AND_TOWN}---
 apiVersion: tiepdan.io/v1alpha1
 kind: ReceptionPoint
 metadata: {{name: di-su}}
