@@ -140,9 +140,10 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "",
         resources: &["configmaps"],
         resource_names: &[],
-        verbs: &["get", "list", "create", "patch", "delete"],
-        why: "controller::monitoring applies and deletes each session's dashboard ConfigMap; \
-              token_keys::apply_public_keys applies each pool's public token keys, which its workers mount",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "controller::monitoring applies and deletes each session's dashboard ConfigMap (watched as \
+              metadata by controller::caches); token_keys::apply_public_keys applies each pool's public token \
+              keys, which its workers mount",
     },
     Permission {
         scope: Scope::WatchNamespace,
@@ -187,8 +188,9 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "networking.k8s.io",
         resources: &["networkpolicies"],
         resource_names: &[],
-        verbs: &["get", "list", "create", "patch", "delete"],
-        why: "session::provision applies each session's NetworkPolicy; apply::delete_orphans deletes it by label",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "session::provision applies each session's NetworkPolicy (watched as metadata by \
+              controller::caches); apply::delete_orphans deletes it by label",
     },
     Permission {
         scope: Scope::WatchNamespace,

@@ -133,14 +133,15 @@ pub fn name_too_long(name: &str) -> Option<Error> {
 pub fn validate_session(
     name: &str,
     spec: &ReceptionSessionSpec,
-    points: &[ReceptionPoint],
+    points: &[impl std::borrow::Borrow<ReceptionPoint>],
     cfg: &TimelineConfig,
 ) -> Result<ValidSession, Error> {
     if let Some(e) = name_too_long(name) {
         return Err(e);
     }
     let timeline = timeline::compute(&spec.schedule, &spec.readiness, cfg)?;
-    let by_name: BTreeMap<String, &ReceptionPoint> = points.iter().map(|p| (p.name_any(), p)).collect();
+    let by_name: BTreeMap<String, &ReceptionPoint> =
+        points.iter().map(|p| (p.borrow().name_any(), p.borrow())).collect();
     let specs: BTreeMap<String, ReceptionPointSpec> =
         by_name.iter().map(|(n, p)| (n.clone(), p.spec.clone())).collect();
 

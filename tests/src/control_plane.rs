@@ -25,8 +25,10 @@ pub const K8S_VERSION: &str = "1.20.2";
 /// `--hostname-override`, so hostNetwork pods get podIP 127.0.0.1 and the apiserver reaches the
 /// kubelet on loopback.
 pub const NODE_NAME: &str = "127.0.0.1";
-/// The Service CIDR (kept unreachable from the root network namespace while a node runs).
-pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// The Service CIDR (kept unreachable from the root network namespace while a node runs). Every
+/// session has a signaling Service, so the operator benchmark's 1,000 sessions need more than a
+/// /24's 253 cluster IPs: with one, the API server refused the 254th with a 500.
+pub const SERVICE_CIDR: &str = "10.0.0.0/20";
 const INSTALL_HINT: &str = "run scripts/install-control-plane.sh";
 
 #[derive(Debug, thiserror::Error)]

@@ -75,7 +75,10 @@ async fn a_real_node_runs_the_worker_image_and_leaves_nothing_behind() {
     // kubelet rewrites these; the cleanup restores them.
     let during = read_machine_state();
     assert!(during.routes.contains("unreachable 10.244.0.0/24"), "pod CIDR unreachable: {}", during.routes);
-    assert!(during.routes.contains("unreachable 10.0.0.0/24"), "Service CIDR unreachable");
+    assert!(
+        during.routes.contains(&format!("unreachable {}", tiepdan_harness::control_plane::SERVICE_CIDR)),
+        "Service CIDR unreachable"
+    );
 
     let ns = unique_name("real-node");
     create_namespace(&client, &ns).await.expect("namespace");

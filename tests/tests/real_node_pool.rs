@@ -181,10 +181,22 @@ async fn a_worker_that_is_not_ready_is_never_allocated() {
     let warm = worker_pod::build(&pool, "default-warm", None, ports);
     pods.create(&PostParams::default(), &warm).await.expect("warm pod");
 
-    let (got, _) =
-        allocation::allocate(&client, &tokio::sync::Mutex::new(()), &session, &pool, 0, jiff::Timestamp::now())
-            .await
-            .expect("allocation");
+    // Allocation reads the operator's pod cache: start one, and wait until it has the warm pod.
+    let config = OperatorConfig { namespace: Some(ns.clone()), ..Default::default() };
+    let ctx = op::Context::new(client.clone(), Arc::new(tiepdan_operator::clock::SystemClock), config);
+    let (_triggers, watches) = ctx.start_caches().expect("the caches start once");
+    wait_for(TIMEOUT, "the warm pod in the operator's pod cache", || async {
+        match ctx.pods_labelled(&ns, labels::POOL, "default").len() {
+            1 => Ok(()),
+            n => Err(format!("{n} pods")),
+        }
+    })
+    .await
+    .expect("cached");
+    let (got, _) = allocation::allocate(&ctx, &session, &pool, 0, jiff::Timestamp::now()).await.expect("allocation");
+    for w in watches {
+        w.abort();
+    }
     let pod = got.pod().clone();
     assert!(
         matches!(got, Allocation::Created(_)),

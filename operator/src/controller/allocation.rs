@@ -4,13 +4,14 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
 
 use super::failover::{self, NodeHealth};
 use super::pods::pod_ready;
+use super::Context;
 use crate::api::{MediaWorkerPool, ReceptionSession};
 use crate::apply;
 use crate::build::{labels, owner_ref, worker_pod, worker_ports};
@@ -110,31 +111,34 @@ pub fn stale(pod: &Pod, pool: &str, epoch: u64, now: Timestamp, node: NodeHealth
 /// Pods of the session that are [`stale`] are passed over (the caller deletes them as orphans);
 /// when a new worker is allocated, why the session's pod could not go on (if it still exists)
 /// comes back too.
-/// `port_lock` is held while a new pod's ports are chosen and it is created (see
-/// [`super::context::Context::pod_ports`]).
+/// Pods are read from the operator's pod cache with its own recent writes on top (see
+/// [`super::pod_view`]); the pod named in the session's status is read from the API server when
+/// the cache does not have it as the session's yet, so a lagging cache never makes a session
+/// take a second worker. [`Context::pod_ports`] is held while a new pod's ports are chosen and it
+/// is created.
 pub async fn allocate(
-    client: &kube::Client,
-    port_lock: &tokio::sync::Mutex<()>,
+    ctx: &Context,
     session: &ReceptionSession,
     pool: &MediaWorkerPool,
     epoch: u64,
     now: Timestamp,
 ) -> Result<(Allocation, Option<Stale>), Error> {
+    let client = &ctx.client;
     let ns = session.namespace().unwrap_or_default();
     let sname = session.name_any();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let mine = pods
-        .list(&ListParams::default().labels(&format!(
-            "{},{}={}",
-            labels::session_selector(&sname),
-            labels::COMPONENT,
-            labels::COMPONENT_WORKER
-        )))
-        .await
-        .map_err(Error::List)?;
+    let is_worker = |p: &Pod| p.labels().get(labels::COMPONENT).is_some_and(|c| c == labels::COMPONENT_WORKER);
+    let mut mine: Vec<Pod> = ctx.pods_labelled(&ns, labels::SESSION, &sname).into_iter().filter(is_worker).collect();
+    let recorded = session.status.as_ref().and_then(|s| s.worker.as_ref()).and_then(|w| w.pod.clone());
+    if let Some(name) = recorded.filter(|n| !mine.iter().any(|p| &p.name_any() == n)) {
+        let labelled_mine = |p: &Pod| p.labels().get(labels::SESSION).is_some_and(|s| s == &sname);
+        if let Some(p) = pods.get_opt(&name).await.map_err(Error::List)?.filter(labelled_mine) {
+            mine.push(p);
+        }
+    }
     let pool_name = pool.name_any();
-    let mut judged = Vec::with_capacity(mine.items.len());
-    for p in mine.items {
+    let mut judged = Vec::with_capacity(mine.len());
+    for p in mine {
         let mut why = stale(&p, &pool_name, epoch, now, NodeHealth::Unchecked);
         if why.is_none() {
             why = stale(&p, &pool_name, epoch, now, node_health(client, &p).await?);
@@ -146,14 +150,11 @@ pub async fn allocate(
         return Ok((Allocation::Existing(p), None));
     }
 
-    let idle_sel =
-        format!("{},{}={}", labels::pool_selector(&pool.name_any()), labels::WORKER_STATE, labels::STATE_IDLE);
-    let mut idle: Vec<Pod> = pods
-        .list(&ListParams::default().labels(&idle_sel))
-        .await
-        .map_err(Error::List)?
-        .items
+    let is_idle = |p: &Pod| p.labels().get(labels::WORKER_STATE).is_some_and(|s| s == labels::STATE_IDLE);
+    let mut idle: Vec<Pod> = ctx
+        .pods_labelled(&ns, labels::POOL, &pool_name)
         .into_iter()
+        .filter(|p| is_worker(p) && is_idle(p))
         // Only Ready pods are taken (below), whose node is not known to be lost.
         .filter(|p| stale(p, &pool_name, 0, now, NodeHealth::Unchecked).is_none())
         .collect();
@@ -179,9 +180,12 @@ pub async fn allocate(
             }
         });
         match pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(pod) => return Ok((Allocation::TookIdle(pod), replacing)),
+            Ok(pod) => {
+                ctx.written_pods.record(&pod);
+                return Ok((Allocation::TookIdle(pod), replacing));
+            }
             // Somebody else changed the pod first (another session took it, or it is being
-            // deleted): try the next one.
+            // deleted), or the cache had an older version: try the next one.
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => continue,
             Err(e) => return Err(Error::Label(name, e)),
         }
@@ -189,18 +193,31 @@ pub async fn allocate(
 
     // Ports held by any pod of the pool, terminating and allocated ones too; read and taken under
     // the lock, so that sessions allocated at once never take the same ones.
-    let _choosing = port_lock.lock().await;
-    let all = pods
-        .list(&ListParams::default().labels(&labels::pool_selector(&pool.name_any())))
-        .await
-        .map_err(Error::List)?;
-    let ports = worker_ports::allocate(&pool.spec, &mut worker_ports::held(&all.items))
-        .map_err(|source| Error::Ports { pool: pool.name_any(), source })?;
-    // A fresh name each time: the pod it replaces may still be terminating under the old name.
-    let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase();
-    let mut pod = worker_pod::build(pool, &format!("{sname}-worker-{suffix}"), Some(session), ports);
-    pod.annotations_mut().insert(EPOCH_ANNOTATION.to_owned(), epoch.to_string());
-    Ok((Allocation::Created(apply::apply(&pods, &pod).await?), replacing))
+    // The new pod is recorded (reserved) before the lock is let go, so its ports count for the
+    // next choice at once while the API call runs outside the lock: holding it through the
+    // create serialized every session's allocation behind one API round trip.
+    let pod = {
+        let _choosing = ctx.pod_ports.lock().await;
+        let all: Vec<Pod> = ctx.pods_labelled(&ns, labels::POOL, &pool_name).into_iter().filter(is_worker).collect();
+        let ports = worker_ports::allocate(&pool.spec, &mut worker_ports::held(&all))
+            .map_err(|source| Error::Ports { pool: pool_name.clone(), source })?;
+        // A fresh name each time: the pod it replaces may still be terminating under the old name.
+        let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase();
+        let mut pod = worker_pod::build(pool, &format!("{sname}-worker-{suffix}"), Some(session), ports);
+        pod.annotations_mut().insert(EPOCH_ANNOTATION.to_owned(), epoch.to_string());
+        ctx.written_pods.record(&pod);
+        pod
+    };
+    match apply::apply(&pods, &pod).await {
+        Ok(created) => {
+            ctx.written_pods.record(&created);
+            Ok((Allocation::Created(created), replacing))
+        }
+        Err(e) => {
+            ctx.written_pods.forget(&pod);
+            Err(e.into())
+        }
+    }
 }
 
 /// The node of `pod` as far as it matters: looked up only while the pod is not Ready (see

@@ -104,6 +104,14 @@ pub struct Context {
     /// read the same pods and took the same lowest free ports, so on one node all but one of
     /// those pods stayed Pending. Only the leader creates pods, so a lock in its process is enough.
     pub pod_ports: tokio::sync::Mutex<()>,
+    /// What the reconcilers read instead of listing (see [`super::caches`]).
+    pub caches: super::caches::Caches,
+    /// The stores' write side, taken when the controllers start.
+    pub cache_writers: std::sync::Mutex<Option<super::caches::Writers>>,
+    /// Pods this process wrote that its pod cache may not show yet (see [`super::pod_view`]).
+    pub written_pods: super::pod_view::Written,
+    /// Builds this process applied that its caches may not show yet (see [`crate::apply::Ledger`]).
+    pub applied: crate::apply::Ledger,
 }
 
 impl Context {
@@ -125,7 +133,12 @@ impl Context {
             Some(r) => Metrics::new().with_api_requests(r),
             None => Metrics::new(),
         };
+        let (caches, writers) = super::caches::new();
         Self {
+            caches,
+            cache_writers: std::sync::Mutex::new(Some(writers)),
+            written_pods: super::pod_view::Written::default(),
+            applied: crate::apply::Ledger::default(),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             clock,
@@ -139,6 +152,21 @@ impl Context {
             ca: tokio::sync::Mutex::new(None),
             pod_ports: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Starts the watches that fill [`Self::caches`] (once per process: `None` after the first
+    /// call). The tasks stop when aborted.
+    pub fn start_caches(&self) -> Option<(super::caches::Triggers, Vec<tokio::task::JoinHandle<()>>)> {
+        let writers = self.cache_writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()?;
+        Some(super::caches::start(&self.client, self.config.namespace.as_deref(), writers))
+    }
+
+    /// The worker pods in `ns` with label `key` = `value`, as this process last wrote or saw them.
+    pub fn pods_labelled(&self, ns: &str, key: &str, value: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+        self.written_pods.view(&self.caches.pods, |p| {
+            p.metadata.namespace.as_deref() == Some(ns)
+                && p.metadata.labels.as_ref().and_then(|l| l.get(key)).is_some_and(|v| v == value)
+        })
     }
 
     /// The API server's minor version (`20` for 1.20), cached after the first answer.

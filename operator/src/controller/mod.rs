@@ -2,6 +2,7 @@
 
 pub mod allocation;
 pub mod ca_rotation;
+pub mod caches;
 pub mod certificate;
 pub mod context;
 pub mod crds;
@@ -9,6 +10,7 @@ pub mod events;
 pub mod failover;
 pub mod instrument;
 pub mod monitoring;
+pub mod pod_view;
 pub mod pods;
 pub mod point;
 pub mod pool;
@@ -97,8 +99,14 @@ pub async fn run_gated(
             return;
         }
     }
-    let sessions = session::controller(ctx.clone(), stop()).for_each(|_| async {});
-    let pools = pool::controller(ctx.clone(), stop()).for_each(|_| async {});
+    let Some((triggers, watches)) = ctx.start_caches() else {
+        tracing::error!("the controllers were already started once in this process");
+        return;
+    };
+    let caches::Triggers { session_pods, pool_pods, services, secrets, points, pools } = triggers;
+    let session_triggers = session::Triggers { pods: session_pods, services, secrets, points, pools };
+    let sessions = session::controller(ctx.clone(), session_triggers, stop()).for_each(|_| async {});
+    let pools = pool::controller(ctx.clone(), pool_pods, stop()).for_each(|_| async {});
     let points = point::controller(ctx.clone(), stop()).for_each(|_| async {});
     let ca = ca_rotation::run(ctx.clone(), stop());
     let turn = turn_secret::run(ctx.clone(), stop());
@@ -118,6 +126,9 @@ pub async fn run_gated(
         () = bounded_after_stop => {}
     }
     readiness.abort();
+    for w in watches {
+        w.abort();
+    }
 }
 
 /// How long reconciles in flight may finish after the stop signal.

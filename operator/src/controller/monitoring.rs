@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::ResourceExt;
 
+use super::caches;
+use super::session::Reads;
 use super::Context;
 use crate::api::ReceptionSession;
 use crate::apply;
@@ -55,9 +57,18 @@ pub enum Applied {
 pub async fn apply(ctx: &Context, session: &ReceptionSession) -> Result<Applied, Error> {
     let ns = session.namespace().unwrap_or_default();
     let sel = labels::session_selector(&session.name_any());
+    let sname = session.name_any();
     let configmaps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns);
-    let cm = apply::apply(&configmaps, &dashboard::build(session)?).await?;
-    apply::delete_orphans(&configmaps, &sel, &BTreeSet::from([cm.name_any()])).await?;
+    let cm = dashboard::build(session)?;
+    let cm = apply::apply_known(
+        &configmaps,
+        &cm,
+        caches::known(&ctx.caches.configmaps, &ns, &cm.name_any()).as_ref(),
+        &ctx.applied,
+    )
+    .await?;
+    let dashboards = caches::of_session(&ctx.caches.configmaps, &ns, &sname);
+    apply::delete_unkept(&configmaps, &dashboards, &BTreeSet::from([cm])).await?;
     if !ctx.monitoring.present(&ctx.client).await.map_err(Error::Detect)? {
         return Ok(Applied::DashboardOnly);
     }
@@ -75,9 +86,18 @@ pub async fn apply(ctx: &Context, session: &ReceptionSession) -> Result<Applied,
 /// ConfigMap's errors fail it: a PodMonitor or PrometheusRule the operator cannot check for or list
 /// (CRDs gone, RBAC without them) is one it could not have created, and clean-up must never hold
 /// a session's finalizer.
-pub async fn release(ctx: &Context, ns: &str, selector: &str) -> Result<(), Error> {
+pub async fn release(ctx: &Context, ns: &str, session: &str, reads: Reads) -> Result<(), Error> {
     let none = BTreeSet::new();
-    apply::delete_orphans(&Api::<ConfigMap>::namespaced(ctx.client.clone(), ns), selector, &none).await?;
+    let selector = &labels::session_selector(session);
+    let configmaps = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+    if reads == Reads::Cached {
+        // Nothing of the prometheus-operator's to list either: a session released once already
+        // deleted those, and the operator never made more for it since.
+        let dashboards = caches::of_session(&ctx.caches.configmaps, ns, session);
+        apply::delete_unkept(&configmaps, &dashboards, &none).await?;
+        return Ok(());
+    }
+    apply::delete_orphans(&configmaps, selector, &none).await?;
     let present = ctx.monitoring.present(&ctx.client).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot check for the prometheus-operator CRDs; skipping their clean-up");
         false

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -71,14 +71,13 @@ impl super::instrument::ReconcileError for Error {
 
 pub fn controller(
     ctx: Arc<Context>,
+    pods: super::caches::Trigger<Pod>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<(ObjectRef<MediaWorkerPool>, Action), impl std::error::Error>> {
     let pools = ctx.watched::<MediaWorkerPool>();
-    let pods = ctx.watched::<Pod>();
-    let wc = watcher::Config::default().labels(&format!("{}={}", labels::COMPONENT, labels::COMPONENT_WORKER));
     // Allocated pods are owned by their session, not the pool, so pods map to pools by label.
     Controller::new(pools, watcher::Config::default())
-        .watches(pods, wc, |pod: Pod| {
+        .watches_stream(pods, |pod: Pod| {
             let pool = pod.labels().get(labels::POOL).cloned()?;
             Some(ObjectRef::new(&pool).within(&pod.namespace()?))
         })
@@ -100,22 +99,15 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
     ensure_disruption_budget(&ctx, &pool).await?;
 
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
-    // From reading the ports the pool's pods hold to creating the ones that take others (see
-    // Context::pod_ports).
-    let _choosing = ctx.pod_ports.lock().await;
-    let list = pods.list(&ListParams::default().labels(&labels::pool_selector(&name))).await.map_err(Error::List)?;
-    let live: Vec<&Pod> = list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-    // Terminating pods still have their volumes, so all of them count.
-    if delete_legacy_key(&ctx, &pool, &list.items.iter().collect::<Vec<_>>()).await? {
-        events::normal(
-            &ctx,
-            &*pool,
-            "LegacyKeyDeleted",
-            "Migrate",
-            "Deleted the HS256 signing-key Secret: no worker mounts it any more.".to_owned(),
-        )
-        .await;
-    }
+    // From reading the ports the pool's pods hold to reserving the ones new pods take (see
+    // Context::pod_ports and pod_view::Written::record).
+    let choosing = ctx.pod_ports.lock().await;
+    // From the pod cache, with this process's own recent pod writes on top (see
+    // super::pod_view): a pod created a moment ago counts, so it is not created twice.
+    ctx.caches.synced().await;
+    let is_worker = |p: &Pod| p.labels().get(labels::COMPONENT).is_some_and(|c| c == labels::COMPONENT_WORKER);
+    let all: Vec<Pod> = ctx.pods_labelled(&ns, labels::POOL, &name).into_iter().filter(is_worker).collect();
+    let live: Vec<&Pod> = all.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
     let is_idle = |p: &&Pod| p.labels().get(labels::WORKER_STATE).map(String::as_str) == Some(labels::STATE_IDLE);
     let idle: Vec<&Pod> = live.iter().copied().filter(is_idle).collect();
     let allocated = live.len() - idle.len();
@@ -130,8 +122,30 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
         })
         .collect();
     let plan = plan(&workers, want);
+    // The new pods' ports, chosen and reserved under the lock; terminating pods hold theirs, so
+    // the deletions below free none for them.
+    let mut held = worker_ports::held(&all);
+    let mut reserved = Vec::with_capacity(plan.create);
+    for _ in 0..plan.create {
+        let ports = worker_ports::allocate(&pool.spec, &mut held)?;
+        let pod_name = format!("{name}-{}", Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase());
+        let pod = worker_pod::build(&pool, &pod_name, None, ports);
+        ctx.written_pods.record(&pod);
+        reserved.push((pod, ports));
+    }
+    drop(choosing);
 
-    // Deletions first: they free host ports for the pods created below.
+    // Terminating pods still have their volumes, so all of them count.
+    if delete_legacy_key(&ctx, &pool, &all.iter().collect::<Vec<_>>()).await? {
+        events::normal(
+            &ctx,
+            &*pool,
+            "LegacyKeyDeleted",
+            "Migrate",
+            "Deleted the HS256 signing-key Secret: no worker mounts it any more.".to_owned(),
+        )
+        .await;
+    }
     let mut deleted = 0;
     for p in idle.iter().filter(|p| plan.delete.contains(&p.metadata.name.as_deref().unwrap_or_default())) {
         if delete_idle(&pods, p).await? {
@@ -139,13 +153,19 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
         }
     }
     if plan.create > 0 {
-        let mut held = worker_ports::held(&list.items);
         let mut created = Vec::with_capacity(plan.create);
-        for _ in 0..plan.create {
-            let ports = worker_ports::allocate(&pool.spec, &mut held)?;
-            let pod_name = format!("{name}-{}", Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase());
-            apply::apply(&pods, &worker_pod::build(&pool, &pod_name, None, ports)).await?;
-            created.push(created_message(&pod_name, &pool.spec, ports));
+        let mut reserved = reserved.into_iter();
+        while let Some((pod, ports)) = reserved.next() {
+            match apply::apply(&pods, &pod).await {
+                Ok(made) => ctx.written_pods.record(&made),
+                Err(e) => {
+                    // Give back this reservation and the ones not tried.
+                    ctx.written_pods.forget(&pod);
+                    reserved.for_each(|(p, _)| ctx.written_pods.forget(&p));
+                    return Err(e.into());
+                }
+            }
+            created.push(created_message(&pod.name_any(), &pool.spec, ports));
         }
         events::normal(
             &ctx,

@@ -12,15 +12,16 @@ use futures::Stream;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 
 use super::allocation::{self, Allocation};
+use super::caches::{self, known};
 use super::certificate;
 use super::failover;
 use super::monitoring::{self, Applied};
@@ -95,18 +96,41 @@ impl super::instrument::ReconcileError for Error {
     }
 }
 
+/// How many sessions are reconciled at once. Unbounded, a provisioning wave of 1,000 sessions
+/// had 1,000 reconciles in flight, each holding its own copies of what it read (peak RSS 555 MiB);
+/// the API server, not the operator, bounds how fast they go (docs/BENCHMARKS.md).
+pub const RECONCILE_CONCURRENCY: u16 = 64;
+
+/// What starts a session's reconcile besides the session itself: its children, and the points and
+/// pools it names (each from [`super::caches`], so the cache has what started it).
+pub struct Triggers {
+    pub pods: super::caches::Trigger<Pod>,
+    pub services: super::caches::Trigger<PartialObjectMeta<Service>>,
+    pub secrets: super::caches::Trigger<PartialObjectMeta<Secret>>,
+    pub points: super::caches::Trigger<ReceptionPoint>,
+    pub pools: super::caches::Trigger<MediaWorkerPool>,
+}
+
 pub fn controller(
     ctx: Arc<Context>,
+    triggers: Triggers,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<(ObjectRef<ReceptionSession>, Action), impl std::error::Error>> {
-    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let ctl = Controller::new(ctx.watched::<ReceptionSession>(), watcher::Config::default());
+    // The sessions' own store, without managedFields (see caches::strip).
+    let (reader, writer) = kube::runtime::reflector::store();
+    let sessions = watcher::watcher(ctx.watched::<ReceptionSession>(), watcher::Config::default())
+        .default_backoff()
+        .modify(caches::strip)
+        .reflect(writer)
+        .applied_objects();
+    let ctl = Controller::for_stream(sessions, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
     let (by_point, by_pool) = (ctl.store(), ctl.store());
-    ctl.owns(ctx.watched::<Pod>(), managed.clone())
-        .owns(ctx.watched::<Service>(), managed.clone())
-        .owns(ctx.watched::<Secret>(), managed)
+    ctl.owns_stream(triggers.pods)
+        .owns_stream(triggers.services)
+        .owns_stream(triggers.secrets)
         // Points coming and going change a session's validity and participants.
-        .watches(ctx.watched::<ReceptionPoint>(), watcher::Config::default(), move |p: ReceptionPoint| {
+        .watches_stream(triggers.points, move |p: ReceptionPoint| {
             let ns = p.namespace();
             by_point
                 .state()
@@ -115,7 +139,7 @@ pub fn controller(
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
         })
-        .watches(ctx.watched::<MediaWorkerPool>(), watcher::Config::default(), move |p: MediaWorkerPool| {
+        .watches_stream(triggers.pools, move |p: MediaWorkerPool| {
             let (ns, name) = (p.namespace(), p.name_any());
             by_pool
                 .state()
@@ -137,19 +161,59 @@ async fn reconcile(session: Arc<ReceptionSession>, ctx: Arc<Context>) -> Result<
 
 async fn reconcile_session(session: Arc<ReceptionSession>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api = Api::<ReceptionSession>::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, session, |event| async {
-        match event {
-            Finalizer::Apply(s) => apply_session(&s, &ctx).await,
-            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+    let has_finalizer = session.finalizers().iter().any(|f| f == FINALIZER);
+    if session.metadata.deletion_timestamp.is_some() {
+        if has_finalizer {
+            cleanup(&session, &ctx).await?;
+            remove_finalizer(&api, &session).await?;
         }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        // Boxed with its source kept, so a refusal by the write gate is still seen as one.
-        other => Error::Finalizer(Box::new(other)),
-    })
+        return Ok(Action::await_change());
+    }
+    if !has_finalizer {
+        add_finalizer(&api, &session).await?;
+    }
+    // Provisioned in the same pass: kube-runtime's finalizer helper returned after adding the
+    // finalizer and waited for the watch to bring the session back, and a reconcile started in
+    // between by a child or a point (with the session's cached copy still without the finalizer)
+    // tried to add it again. Its precondition then failed with 422, on about 60 % of sessions at
+    // scale: a wasted write and a retry each.
+    apply_session(&session, &ctx).await
 }
+
+/// Adds the finalizer by server-side apply: idempotent, so a repeat from a stale copy of the
+/// session is one harmless write, not a conflict.
+async fn add_finalizer(api: &Api<ReceptionSession>, session: &ReceptionSession) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionSession",
+        "metadata": {"name": session.name_any(), "finalizers": [FINALIZER]},
+    });
+    api.patch(&session.name_any(), &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(drop)
+        .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))
+}
+
+/// Removes the finalizer once everything is given back, guarded by the list it was read with (as
+/// kube-runtime does): another controller's finalizer added or removed meanwhile makes this a 422,
+/// retried at once (see [`error_policy`]).
+async fn remove_finalizer(api: &Api<ReceptionSession>, session: &ReceptionSession) -> Result<(), Error> {
+    let finalizers = session.finalizers();
+    let Some(i) = finalizers.iter().position(|f| f == FINALIZER) else { return Ok(()) };
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+        {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+    ]))
+    .expect("a JSON patch literal");
+    match api.patch::<ReceptionSession>(&session.name_any(), &PatchParams::default(), &Patch::Json(patch)).await {
+        Ok(_) => Ok(()),
+        // Already gone: the finalizer was the last one and the object went with it.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::Finalizer(Box::new(kube::runtime::finalizer::Error::RemoveFinalizer(e)))),
+    }
+}
+
+/// The field manager that owns the finalizer (apart from the one writing status).
+const FINALIZER_MANAGER: &str = "tiepdan-operator-finalizer";
 
 /// observe → validate → plan (pure) → apply → derive status (pure) → write only on change →
 /// events from the diff.
@@ -159,12 +223,10 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
     let id = session_id(&ns, &session.name_any());
     let prev = session.status.clone().unwrap_or_default();
 
-    // observe
-    let points = Api::<ReceptionPoint>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::ListPoints)?
-        .items;
+    // observe (from the caches, which hold at least what started this reconcile)
+    ctx.caches.synced().await;
+    // Shared, not copied: every session of the namespace reads them, a thousand at once.
+    let points = ctx.caches.points.state_filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()));
     // validate
     let valid = validate_session(&session.name_any(), &session.spec, &points, &ctx.config.timeline);
     // plan (the webhook refuses rotation annotations that are not generations; here they count
@@ -179,7 +241,15 @@ async fn apply_session(session: &ReceptionSession, ctx: &Context) -> Result<Acti
             Err(ProvisionError::Other(e)) => return Err(e),
         },
         (Resources::Release(_), _) => {
-            release(session, ctx).await?;
+            // Read from the API server the first time (a child created a moment ago may not be
+            // in the caches yet); a Completed session that already gave everything back is
+            // reconciled again on every point or pool change, so later passes read the caches.
+            let reads = if prev.phase == Some(SessionPhase::Completed) && !session_plan::held(&prev) {
+                Reads::Cached
+            } else {
+                Reads::Fresh
+            };
+            release(session, ctx, reads).await?;
             Outcome::Released
         }
         _ => Outcome::Released,
@@ -265,17 +335,17 @@ async fn provision(
     let epoch = plan.token_epoch;
     let ns = session.namespace().unwrap_or_default();
     let sname = session.name_any();
-    let pool = Api::<MediaWorkerPool>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&session.spec.worker_pool)
-        .await
-        .map_err(Error::Pool)?
+    let pool = ctx
+        .caches
+        .pools
+        .get(&ObjectRef::new(&session.spec.worker_pool).within(&ns))
+        .map(|p| (*p).clone())
         .ok_or_else(|| ProvisionError::PoolMissing(session.spec.worker_pool.clone()))?;
     let keys = ensure_signing_keys(ctx, &pool).await.map_err(Error::SigningKey)?;
 
     // Pod readiness is stamped by the kubelet's clock, whatever clock drives the timeline.
     let wall = Timestamp::now();
-    let (alloc, stale) =
-        allocation::allocate(&ctx.client, &ctx.pod_ports, session, &pool, epoch, wall).await.map_err(Error::from)?;
+    let (alloc, stale) = allocation::allocate(ctx, session, &pool, epoch, wall).await.map_err(Error::from)?;
     let had = session.status.as_ref().and_then(|s| s.worker.as_ref()).and_then(|w| w.pod.clone());
     let replaced = match (&alloc, had) {
         (Allocation::Existing(_), _) | (_, None) => None,
@@ -289,13 +359,16 @@ async fn provision(
     let pod = alloc.pod().clone();
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
-    let svc = apply::apply(&services, &signaling_service::build(session)).await.map_err(Error::from)?;
-    let tokens = apply::apply(
-        &secrets,
-        &join_tokens::build(session, valid, &keys, epoch, &plan.link_generations).map_err(Error::from)?,
-    )
-    .await
-    .map_err(Error::from)?;
+    let c = &ctx.caches;
+    let svc = signaling_service::build(session);
+    let svc = apply::apply_known(&services, &svc, known(&c.services, &ns, &svc.name_any()).as_ref(), &ctx.applied)
+        .await
+        .map_err(Error::from)?;
+    let tokens = join_tokens::build(session, valid, &keys, epoch, &plan.link_generations).map_err(Error::from)?;
+    let tokens =
+        apply::apply_known(&secrets, &tokens, known(&c.secrets, &ns, &tokens.name_any()).as_ref(), &ctx.applied)
+            .await
+            .map_err(Error::from)?;
     // The certificate goes to the pod before the worker is bound, so it can load it at once.
     let (certificate, mut keep_secrets) = match certificate::ensure(ctx, session, &pool, &pod, now).await {
         Ok((issued, keep)) => (Ok(issued), keep),
@@ -306,25 +379,32 @@ async fn provision(
             (Err(e), keep)
         }
     };
-    keep_secrets.insert(tokens.name_any());
+    keep_secrets.insert(tokens);
 
-    let sel = labels::session_selector(&sname);
+    // Orphans (a replaced worker, its certificate copy) from the caches: one the cache does not
+    // show yet goes on a later pass.
     let one = |n: String| BTreeSet::from([n]);
-    apply::delete_orphans(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &one(pod.name_any()))
+    let my_pods: Vec<_> = ctx.pods_labelled(&ns, labels::SESSION, &sname).into_iter().map(|p| p.metadata).collect();
+    apply::delete_unkept(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &my_pods, &one(pod.name_any()))
         .await
         .map_err(Error::from)?;
-    apply::delete_orphans(&services, &sel, &one(svc.name_any())).await.map_err(Error::from)?;
-    apply::delete_orphans(&secrets, &sel, &keep_secrets).await.map_err(Error::from)?;
+    apply::delete_unkept(&services, &caches::of_session(&c.services, &ns, &sname), &one(svc.clone()))
+        .await
+        .map_err(Error::from)?;
+    apply::delete_unkept(&secrets, &caches::of_session(&c.secrets, &ns, &sname), &keep_secrets)
+        .await
+        .map_err(Error::from)?;
     // Only signaling and the pool's RTC ports reach the session's worker.
     let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns);
     let ranges = network_policy::PortRanges::for_minor(ctx.server_minor().await.map_err(Error::ServerVersion)?);
-    let policy = apply::apply(
-        &policies,
-        &network_policy::build(session, &pool, crate::build::worker_ports::of_pod(&pod), ranges),
-    )
-    .await
-    .map_err(Error::from)?;
-    apply::delete_orphans(&policies, &sel, &one(policy.name_any())).await.map_err(Error::from)?;
+    let policy = network_policy::build(session, &pool, crate::build::worker_ports::of_pod(&pod), ranges);
+    let policy =
+        apply::apply_known(&policies, &policy, known(&c.policies, &ns, &policy.name_any()).as_ref(), &ctx.applied)
+            .await
+            .map_err(Error::from)?;
+    apply::delete_unkept(&policies, &caches::of_session(&c.policies, &ns, &sname), &one(policy))
+        .await
+        .map_err(Error::from)?;
     let monitoring = monitoring::apply(ctx, session).await;
     if let Err(e) = &monitoring {
         tracing::warn!(error = %e, category = e.category(), "failed to apply the session's monitoring");
@@ -479,21 +559,49 @@ async fn bind_and_report(
 /// (join tokens, certificates) and the monitoring children (dashboard ConfigMap, PodMonitor,
 /// PrometheusRule).
 #[tracing::instrument(skip_all)]
-async fn release(session: &ReceptionSession, ctx: &Context) -> Result<(), Error> {
+async fn release(session: &ReceptionSession, ctx: &Context, reads: Reads) -> Result<(), Error> {
     let ns = session.namespace().unwrap_or_default();
-    let sel = labels::session_selector(&session.name_any());
+    let sname = session.name_any();
+    let sel = labels::session_selector(&sname);
     let none = BTreeSet::new();
-    apply::delete_orphans(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
-    certificate::release(ctx, &ns, &sel).await?;
-    apply::delete_orphans(&Api::<Service>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
-    apply::delete_orphans(&Api::<Secret>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
-    apply::delete_orphans(&Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns), &sel, &none).await?;
-    monitoring::release(ctx, &ns, &sel).await?;
+    let (pods, services) =
+        (Api::<Pod>::namespaced(ctx.client.clone(), &ns), Api::<Service>::namespaced(ctx.client.clone(), &ns));
+    let (secrets, policies) =
+        (Api::<Secret>::namespaced(ctx.client.clone(), &ns), Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns));
+    match reads {
+        Reads::Fresh => {
+            apply::delete_orphans(&pods, &sel, &none).await?;
+            certificate::release(ctx, &ns, &sel).await?;
+            apply::delete_orphans(&services, &sel, &none).await?;
+            apply::delete_orphans(&secrets, &sel, &none).await?;
+            apply::delete_orphans(&policies, &sel, &none).await?;
+        }
+        Reads::Cached => {
+            let c = &ctx.caches;
+            let my_pods: Vec<_> =
+                ctx.pods_labelled(&ns, labels::SESSION, &sname).into_iter().map(|p| p.metadata).collect();
+            apply::delete_unkept(&pods, &my_pods, &none).await?;
+            apply::delete_unkept(&services, &caches::of_session(&c.services, &ns, &sname), &none).await?;
+            apply::delete_unkept(&secrets, &caches::of_session(&c.secrets, &ns, &sname), &none).await?;
+            apply::delete_unkept(&policies, &caches::of_session(&c.policies, &ns, &sname), &none).await?;
+        }
+    }
+    monitoring::release(ctx, &ns, &sname, reads).await?;
     Ok(())
 }
 
+/// Where giving a session's children back reads them from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// From the API server: the first release, and a deleted session's clean-up, must not miss a
+    /// child the caches do not show yet.
+    Fresh,
+    /// From the caches: a session that already gave everything back, reconciled again.
+    Cached,
+}
+
 async fn cleanup(session: &ReceptionSession, ctx: &Context) -> Result<Action, Error> {
-    release(session, ctx).await?;
+    release(session, ctx, Reads::Fresh).await?;
     ctx.metrics.remove_session(&session_id(&session.namespace().unwrap_or_default(), &session.name_any()));
     events::normal(
         ctx,

@@ -88,7 +88,7 @@ pub fn plan(
 }
 
 /// Whether the previous status says the session holds provisioned resources.
-fn held(prev: &ReceptionSessionStatus) -> bool {
+pub fn held(prev: &ReceptionSessionStatus) -> bool {
     condition::is_true(&prev.conditions, SessionCondition::Provisioned.as_str())
 }
 

@@ -1,0 +1,235 @@
+//! One watch per kind the reconcilers read, kept in a reflector store and fanned out as the
+//! controllers' triggers.
+//!
+//! Every reconcile used to LIST what it needed: the namespace's points, the session's pods,
+//! Services, Secrets, NetworkPolicies and dashboards (for orphans), the pool's pods (for ports and
+//! idle workers). A 1.20 API server answers a label-selected LIST from etcd by reading every
+//! object of that kind in the namespace, so with N sessions each reconcile cost O(N) and a
+//! provisioning wave O(N²): at 1,000 sessions the API server timed out and the operator held
+//! 2.2 GB of LIST answers (docs/BENCHMARKS.md, "Operator at scale"). Controllers built with
+//! kube-runtime (and client-go's informers) read from a watch-fed cache instead; so does this.
+//!
+//! The store is updated *before* the object is handed on as a trigger, so a reconcile that an
+//! event started always sees at least that event. Writes the operator itself just made may not
+//! be in a store yet: pods, where that matters, go through [`super::pod_view`]. Kinds read only
+//! for their applied hash and orphans (Services, Secrets, NetworkPolicies, ConfigMaps) are
+//! watched as metadata only, which is what keeps the operator's memory flat.
+
+use std::fmt::Debug;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::ObjectMeta;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use crate::api::{MediaWorkerPool, ReceptionPoint};
+use crate::build::labels;
+
+/// The read side: what the reconcilers read instead of listing.
+#[derive(Clone)]
+pub struct Caches {
+    /// Every pod the operator manages (pools' and sessions' workers), whole: allocation needs
+    /// their status, ports and annotations.
+    pub pods: Store<Pod>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    pub points: Store<ReceptionPoint>,
+    pub pools: Store<MediaWorkerPool>,
+}
+
+/// The write side, taken once when the controllers start.
+pub struct Writers {
+    pods: reflector::store::Writer<Pod>,
+    services: reflector::store::Writer<PartialObjectMeta<Service>>,
+    secrets: reflector::store::Writer<PartialObjectMeta<Secret>>,
+    policies: reflector::store::Writer<PartialObjectMeta<NetworkPolicy>>,
+    configmaps: reflector::store::Writer<PartialObjectMeta<ConfigMap>>,
+    points: reflector::store::Writer<ReceptionPoint>,
+    pools: reflector::store::Writer<MediaWorkerPool>,
+}
+
+/// A controller's trigger: the objects of one kind, each after its store has it.
+pub type Trigger<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+/// The triggers handed to the controllers.
+pub struct Triggers {
+    pub session_pods: Trigger<Pod>,
+    pub pool_pods: Trigger<Pod>,
+    pub services: Trigger<PartialObjectMeta<Service>>,
+    pub secrets: Trigger<PartialObjectMeta<Secret>>,
+    pub points: Trigger<ReceptionPoint>,
+    pub pools: Trigger<MediaWorkerPool>,
+}
+
+/// Makes the stores; they fill once [`start`] runs with the writers.
+pub fn new() -> (Caches, Writers) {
+    let (pods, pods_w) = reflector::store();
+    let (services, services_w) = reflector::store();
+    let (secrets, secrets_w) = reflector::store();
+    let (policies, policies_w) = reflector::store();
+    let (configmaps, configmaps_w) = reflector::store();
+    let (points, points_w) = reflector::store();
+    let (pools, pools_w) = reflector::store();
+    (
+        Caches { pods, services, secrets, policies, configmaps, points, pools },
+        Writers {
+            pods: pods_w,
+            services: services_w,
+            secrets: secrets_w,
+            policies: policies_w,
+            configmaps: configmaps_w,
+            points: points_w,
+            pools: pools_w,
+        },
+    )
+}
+
+impl Caches {
+    /// Waits until every store has had its first full list. Reconciles start only after their
+    /// controller's own list, so this is normally immediate.
+    pub async fn synced(&self) {
+        // A dropped writer means the operator is stopping: nothing to wait for then.
+        let _ = futures::join!(
+            self.pods.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+            self.policies.wait_until_ready(),
+            self.configmaps.wait_until_ready(),
+            self.points.wait_until_ready(),
+            self.pools.wait_until_ready(),
+        );
+    }
+}
+
+/// The objects of `store` in namespace `ns` whose label `key` is `value`.
+pub fn labelled<K>(store: &Store<K>, ns: &str, key: &str, value: &str) -> Vec<std::sync::Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.state_filter(|o| {
+        o.meta().namespace.as_deref() == Some(ns)
+            && o.meta().labels.as_ref().and_then(|l| l.get(key)).is_some_and(|v| v == value)
+    })
+}
+
+/// Starts one watch per kind (in `namespace`, or all), feeding the stores and the triggers.
+pub fn start(client: &Client, namespace: Option<&str>, writers: Writers) -> (Triggers, Vec<JoinHandle<()>>) {
+    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let scoped = Scoped { client: client.clone(), namespace: namespace.map(str::to_owned) };
+    let mut tasks = Vec::new();
+
+    let (task, mut pods) = drive(scoped.api::<Pod>(), managed.clone(), writers.pods, 2);
+    tasks.push(task);
+    let (task, mut services) = drive(scoped.api::<PartialObjectMeta<Service>>(), managed.clone(), writers.services, 1);
+    tasks.push(task);
+    let (task, mut secrets) = drive(scoped.api::<PartialObjectMeta<Secret>>(), managed.clone(), writers.secrets, 1);
+    tasks.push(task);
+    let (task, _) = drive(scoped.api::<PartialObjectMeta<NetworkPolicy>>(), managed.clone(), writers.policies, 0);
+    tasks.push(task);
+    let (task, _) = drive(scoped.api::<PartialObjectMeta<ConfigMap>>(), managed, writers.configmaps, 0);
+    tasks.push(task);
+    let (task, mut points) = drive(scoped.api::<ReceptionPoint>(), watcher::Config::default(), writers.points, 1);
+    tasks.push(task);
+    let (task, mut pools) = drive(scoped.api::<MediaWorkerPool>(), watcher::Config::default(), writers.pools, 1);
+    tasks.push(task);
+
+    let triggers = Triggers {
+        pool_pods: pods.pop().expect("two pod triggers"),
+        session_pods: pods.pop().expect("two pod triggers"),
+        services: services.pop().expect("a service trigger"),
+        secrets: secrets.pop().expect("a secret trigger"),
+        points: points.pop().expect("a point trigger"),
+        pools: pools.pop().expect("a pool trigger"),
+    };
+    (triggers, tasks)
+}
+
+struct Scoped {
+    client: Client,
+    namespace: Option<String>,
+}
+
+impl Scoped {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// Watches `api` into `writer`, and hands every created, changed or deleted object to
+/// `subscribers` trigger streams once the store has it. A watch error is retried with backoff
+/// (kube-runtime's default); the triggers' receivers are unbounded, since a controller only
+/// schedules what it receives.
+fn drive<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    subscribers: usize,
+) -> (JoinHandle<()>, Vec<Trigger<K>>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (senders, receivers): (Vec<UnboundedSender<K>>, Vec<UnboundedReceiver<K>>) =
+        (0..subscribers).map(|_| unbounded_channel()).unzip();
+    let kind = <K as Resource>::kind(&()).into_owned();
+    let task = tokio::spawn(async move {
+        let mut events =
+            std::pin::pin!(watcher(api, config).default_backoff().modify(strip).reflect(writer).touched_objects());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(obj) => {
+                    for s in &senders {
+                        // A controller that stopped has dropped its receiver: nothing to do.
+                        let _ = s.send(obj.clone());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, kind = %kind, "watch failed; retrying"),
+            }
+        }
+    });
+    let triggers = receivers.into_iter().map(|r| receiver_stream(r).map(Ok).boxed()).collect();
+    (task, triggers)
+}
+
+/// Drops what no reconciler reads before an object is cached: `managedFields` (server-side
+/// apply's per-manager field sets) are often larger than the rest of the metadata, and every
+/// cached object carries them.
+pub fn strip<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+fn receiver_stream<K: Send + 'static>(mut r: UnboundedReceiver<K>) -> impl Stream<Item = K> + Send {
+    futures::stream::poll_fn(move |cx| r.poll_recv(cx))
+}
+
+/// The metadata `store` holds for `ns`/`name`, if any.
+pub fn known<K>(store: &Store<PartialObjectMeta<K>>, ns: &str, name: &str) -> Option<ObjectMeta>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(ns)).map(|o| o.metadata.clone())
+}
+
+/// The metadata of every object in `store` that the operator made for session `session` in `ns`.
+pub fn of_session<K>(store: &Store<PartialObjectMeta<K>>, ns: &str, session: &str) -> Vec<ObjectMeta>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    labelled(store, ns, labels::SESSION, session).iter().map(|o| o.metadata.clone()).collect()
+}
