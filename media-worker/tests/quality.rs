@@ -497,17 +497,26 @@ impl SyntheticOffices {
                     offices.push((peer, camera));
                 }
                 ready_tx.send(()).expect("ready");
-                // 20 ms ticks: audio every tick, a video frame every 100 ms.
+                // 20 ms ticks: audio every tick, a video frame every 100 ms, sender reports
+                // every second (without them the SFU cannot move a consumer between layers).
                 let mut ticker = tokio::time::interval(Duration::from_millis(20));
                 let per_frame = u64::from(AUDIO_PACKETS_PER_SECOND / FRAMES_PER_SECOND);
+                let per_report = u64::from(AUDIO_PACKETS_PER_SECOND);
+                let started = tokio::time::Instant::now();
                 let mut tick = 0_u64;
                 while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                     ticker.tick().await;
+                    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
                     for (peer, camera) in &mut offices {
                         peer.send_packet(&camera.audio_packet()).await.expect("send audio");
                         if tick.is_multiple_of(per_frame) {
                             for packet in camera.video_frame() {
                                 peer.send_packet(&packet).await.expect("send video");
+                            }
+                        }
+                        if tick.is_multiple_of(per_report) {
+                            for report in camera.sender_reports(unix, started.elapsed()) {
+                                peer.send_packet(&report).await.expect("send a sender report");
                             }
                         }
                     }

@@ -14,6 +14,7 @@
 use mediasoup::prelude::{MediaKind, MimeTypeVideo, RtpCodecParametersParameters, RtpParameters};
 use mediasoup::rtp_parameters::{RtcpParameters, RtpCodecParameters, RtpEncodingParameters};
 use std::num::NonZeroU32;
+use std::time::Duration;
 use tiepdan_contract::media::MAX_SIMULCAST_LAYERS;
 
 use super::rtp::{AUDIO_PAYLOAD_TYPE, VIDEO_PAYLOAD_TYPE};
@@ -35,6 +36,8 @@ const ENCODER_HEADROOM_PERCENT: u32 = 90;
 const LAYER_SHARE_PERCENT: [u32; MAX_SIMULCAST_LAYERS] = [10, 25, 65];
 /// The length of a VP8 key frame's uncompressed header (frame tag, start code, sizes).
 const KEY_FRAME_HEADER_LEN: usize = 10;
+const VIDEO_CLOCK_RATE: u32 = 90_000;
+const AUDIO_CLOCK_RATE: u32 = 48_000;
 /// The largest width or height: a 4096×4096 frame's first partition (49 KB) fits the frame
 /// tag's 19 bits; VP8's own limit, 16383, would not.
 pub const MAX_SIDE: u16 = 4096;
@@ -125,13 +128,35 @@ fn vp8_key_frame(width: u16, height: u16, len: usize) -> Vec<u8> {
 struct RtpState {
     ssrc: u32,
     payload_type: u8,
+    clock_rate: u32,
     seq: u16,
     timestamp: u32,
+    /// Packets and payload octets sent, for sender reports (both wrap, RFC 3550 §6.4.1).
+    packets: u32,
+    octets: u32,
 }
 
 impl RtpState {
-    fn new(ssrc: u32, payload_type: u8) -> Self {
-        Self { ssrc, payload_type, seq: 1, timestamp: 0 }
+    fn new(ssrc: u32, payload_type: u8, clock_rate: u32) -> Self {
+        Self { ssrc, payload_type, clock_rate, seq: 1, timestamp: 0, packets: 0, octets: 0 }
+    }
+
+    /// An RTCP sender report (RFC 3550 §6.4.1, no report blocks): at wall-clock time `ntp`, this
+    /// stream's RTP clock reads its start (0) plus `elapsed`.
+    fn sender_report(&self, ntp: u64, elapsed: Duration) -> Vec<u8> {
+        let ticks = elapsed.as_nanos() * u128::from(self.clock_rate) / 1_000_000_000;
+        // The RTP clock wraps at 2^32: keeping the low 32 bits is the wrap.
+        #[allow(clippy::cast_possible_truncation)]
+        let rtp_timestamp = ticks as u32;
+        let mut report = Vec::with_capacity(28);
+        // V=2, no padding, no report blocks; type 200; length 6 (32-bit words after the first).
+        report.extend_from_slice(&[0x80, 200, 0x00, 0x06]);
+        report.extend_from_slice(&self.ssrc.to_be_bytes());
+        report.extend_from_slice(&ntp.to_be_bytes());
+        report.extend_from_slice(&rtp_timestamp.to_be_bytes());
+        report.extend_from_slice(&self.packets.to_be_bytes());
+        report.extend_from_slice(&self.octets.to_be_bytes());
+        report
     }
 
     fn packet(&mut self, marker: bool, payload: &[u8]) -> Vec<u8> {
@@ -143,6 +168,8 @@ impl RtpState {
         packet.extend_from_slice(&self.ssrc.to_be_bytes());
         packet.extend_from_slice(payload);
         self.seq = self.seq.wrapping_add(1);
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
         packet
     }
 }
@@ -189,8 +216,11 @@ impl SyntheticCamera {
             }
         }
         Ok(Self {
-            layers: layers.iter().map(|l| (*l, RtpState::new(rand::random::<u32>() | 1, VIDEO_PAYLOAD_TYPE))).collect(),
-            audio: RtpState::new(rand::random::<u32>() | 1, AUDIO_PAYLOAD_TYPE),
+            layers: layers
+                .iter()
+                .map(|l| (*l, RtpState::new(rand::random::<u32>() | 1, VIDEO_PAYLOAD_TYPE, VIDEO_CLOCK_RATE)))
+                .collect(),
+            audio: RtpState::new(rand::random::<u32>() | 1, AUDIO_PAYLOAD_TYPE, AUDIO_CLOCK_RATE),
             picture_id: 0,
         })
     }
@@ -242,7 +272,7 @@ impl SyntheticCamera {
             for (i, payload) in payloads.iter().enumerate() {
                 packets.push(rtp.packet(i == last, payload));
             }
-            rtp.timestamp = rtp.timestamp.wrapping_add(90_000 / FRAMES_PER_SECOND);
+            rtp.timestamp = rtp.timestamp.wrapping_add(VIDEO_CLOCK_RATE / FRAMES_PER_SECOND);
         }
         packets
     }
@@ -253,9 +283,35 @@ impl SyntheticCamera {
         let mut payload = vec![0_u8; AUDIO_PAYLOAD_BYTES];
         payload[0] = 0x48;
         let packet = self.audio.packet(false, &payload);
-        self.audio.timestamp = self.audio.timestamp.wrapping_add(48_000 / AUDIO_PACKETS_PER_SECOND);
+        self.audio.timestamp = self.audio.timestamp.wrapping_add(AUDIO_CLOCK_RATE / AUDIO_PACKETS_PER_SECOND);
         packet
     }
+
+    /// A sender report per stream, every layer's and the audio's, as a browser sends about once a
+    /// second: at `unix_time` (since the Unix epoch) the streams' RTP clocks read `elapsed` since
+    /// the camera's first frame, which is when [`Self::video_frame`] and [`Self::audio_packet`]
+    /// must have been called at their rates. mediasoup moves a simulcast consumer from one layer
+    /// to another only once both layers' reports tie their RTP clocks to the wall clock; without
+    /// them a consumer stays on the first layer it got, whatever its tile asks for later.
+    pub fn sender_reports(&self, unix_time: Duration, elapsed: Duration) -> Vec<Vec<u8>> {
+        let ntp = ntp_timestamp(unix_time);
+        self.layers
+            .iter()
+            .map(|(_, rtp)| rtp)
+            .chain(std::iter::once(&self.audio))
+            .map(|rtp| rtp.sender_report(ntp, elapsed))
+            .collect()
+    }
+}
+
+/// The NTP timestamp (RFC 3550 §4: seconds since 1900 in the high 32 bits, the fraction in the
+/// low 32) of `unix_time`.
+fn ntp_timestamp(unix_time: Duration) -> u64 {
+    /// 1970 - 1900 in seconds: 70 years with 17 leap days.
+    const UNIX_EPOCH_IN_NTP: u64 = (70 * 365 + 17) * 86_400;
+    let seconds = (unix_time.as_secs() + UNIX_EPOCH_IN_NTP) & 0xffff_ffff;
+    let fraction = (u64::from(unix_time.subsec_nanos()) << 32) / 1_000_000_000;
+    seconds << 32 | fraction
 }
 
 /// A layer's frame length at [`FRAMES_PER_SECOND`], less the payload descriptors' 4 bytes per
@@ -269,7 +325,7 @@ fn frame_len(layer: &Layer) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::rtp::rtp_payload;
+    use crate::probe::rtp::{is_rtcp, rtp_payload};
 
     /// The VP8 boolean decoder (RFC 6386 §7.3), to read back what the frame says.
     struct BoolDecoder<'a> {
@@ -412,6 +468,37 @@ mod tests {
         }
         let audio = camera.audio_packet();
         assert_eq!(rtp_payload(&audio).map(<[u8]>::len), Some(AUDIO_PAYLOAD_BYTES));
+    }
+
+    #[test]
+    fn sender_reports_tie_every_stream_s_rtp_clock_to_the_wall_clock() {
+        let mut camera = SyntheticCamera::new(&console_layers(1500, 720)).expect("camera");
+        let frames = camera.video_frame();
+        let _ = camera.audio_packet();
+        // 2026-12-06T00:00:00.25Z, 1.5 s after the first frame.
+        let unix = Duration::from_millis(1_796_515_200_250);
+        let reports = camera.sender_reports(unix, Duration::from_millis(1500));
+        assert_eq!(reports.len(), 4, "three layers and the audio");
+        let ssrcs: Vec<u32> = camera.layers.iter().map(|(_, r)| r.ssrc).chain([camera.audio.ssrc]).collect();
+        let word = |r: &[u8], at: usize| u32::from_be_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
+        for (i, (report, ssrc)) in reports.iter().zip(ssrcs).enumerate() {
+            assert_eq!(report.len(), 28);
+            assert!(is_rtcp(report));
+            assert_eq!(&report[..4], &[0x80, 200, 0, 6], "a sender report of 7 words");
+            assert_eq!(word(report, 4), ssrc);
+            assert_eq!(word(report, 8), 4_005_504_000, "seconds since 1900");
+            assert_eq!(word(report, 12), 1 << 30, "a quarter second");
+            let (clock, payloads) = if i < 3 {
+                let mine: Vec<&Vec<u8>> = frames.iter().filter(|p| word(p, 8) == ssrc).collect();
+                (90_000 * 3 / 2, mine.iter().map(|p| rtp_payload(p).expect("rtp").len()).sum::<usize>())
+            } else {
+                (48_000 * 3 / 2, AUDIO_PAYLOAD_BYTES)
+            };
+            assert_eq!(word(report, 16), clock, "the RTP clock 1.5 s on");
+            let packets = if i < 3 { frames.iter().filter(|p| word(p, 8) == ssrc).count() } else { 1 };
+            assert_eq!(word(report, 20), u32::try_from(packets).expect("count"));
+            assert_eq!(word(report, 24), u32::try_from(payloads).expect("octets"));
+        }
     }
 
     #[test]
