@@ -437,3 +437,207 @@ async fn download_per_office() {
     }
     server.stop().await.expect("stop");
 }
+
+/// The synthetic offices of [`download_per_office_15_points`]: the host first, then 13 others.
+const SYNTHETIC_POINTS: [&str; 14] = [
+    HOST,
+    "xa-nhan-hoa",
+    "phuong-ban-yen-nhan",
+    "xa-di-su",
+    "xa-phan-dinh-phung",
+    "xa-cam-xa",
+    "xa-duong-quang",
+    "xa-hoa-phong",
+    "phuong-nhan-hoa",
+    "phuong-di-su",
+    "phuong-bach-sam",
+    "phuong-minh-duc",
+    "xa-ngoc-lam",
+    "xa-xuan-duc",
+];
+/// The real browser's office, the fifteenth point.
+const RECEIVING_POINT: &str = "phuong-phung-chi-kien";
+
+/// Synthetic simulcast cameras, one per probe peer, sending from their own thread (the test's
+/// runtime threads block on the browser's WebDriver calls) until dropped.
+struct SyntheticOffices {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SyntheticOffices {
+    /// Joins `points` as probes with the console's layers at `caps` and starts sending; returns
+    /// once every camera is published.
+    fn start(server: &RunningServer, points: &[&str], caps: VideoCaps) -> Self {
+        use tiepdan_media_worker::probe::camera::{
+            console_layers, SyntheticCamera, AUDIO_PACKETS_PER_SECOND, FRAMES_PER_SECOND,
+        };
+        use tiepdan_media_worker::probe::peer::PlainPeer;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let tokens: Vec<String> = points
+            .iter()
+            .map(|p| key().mint_join(&JoinClaims { role: Role::Probe, ..point_claims(p, caps) }).expect("mint"))
+            .collect();
+        let url = server.ws_url();
+        let height = u16::try_from(caps.max_height).expect("height");
+        let layers = console_layers(caps.max_bitrate_kbps, height);
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let mut offices = Vec::new();
+                for token in tokens {
+                    // Probes' RTP goes to the worker on 127.0.0.1 only.
+                    let mut peer = PlainPeer::join(&url, &token, std::net::Ipv4Addr::LOCALHOST.into())
+                        .await
+                        .expect("a probe joins");
+                    let camera = SyntheticCamera::new(&layers).expect("camera");
+                    peer.publish_camera(&camera).await.expect("publish");
+                    offices.push((peer, camera));
+                }
+                ready_tx.send(()).expect("ready");
+                // 20 ms ticks: audio every tick, a video frame every 100 ms, sender reports
+                // every second (without them the SFU cannot move a consumer between layers).
+                let mut ticker = tokio::time::interval(Duration::from_millis(20));
+                let per_frame = u64::from(AUDIO_PACKETS_PER_SECOND / FRAMES_PER_SECOND);
+                let per_report = u64::from(AUDIO_PACKETS_PER_SECOND);
+                let started = tokio::time::Instant::now();
+                let mut tick = 0_u64;
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    ticker.tick().await;
+                    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+                    for (peer, camera) in &mut offices {
+                        peer.send_packet(&camera.audio_packet()).await.expect("send audio");
+                        if tick.is_multiple_of(per_frame) {
+                            for packet in camera.video_frame() {
+                                peer.send_packet(&packet).await.expect("send video");
+                            }
+                        }
+                        if tick.is_multiple_of(per_report) {
+                            for report in camera.sender_reports(unix, started.elapsed()) {
+                                peer.send_packet(&report).await.expect("send a sender report");
+                            }
+                        }
+                    }
+                    tick += 1;
+                }
+                for (peer, _) in offices {
+                    peer.leave().await.expect("leave");
+                }
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(60)).expect("the synthetic offices publish");
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for SyntheticOffices {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Not a test: what one office downloads in a 15-point session at the operator's default caps
+/// (1500 kbit/s, 720p), and the SFU's CPU for it. Fourteen synthetic offices (probe peers, each a
+/// [`SyntheticCamera`](tiepdan_media_worker::probe::camera::SyntheticCamera) sending the
+/// console's three VP8 layers, 135/337/878 kbit/s, and 32 kbit/s of audio on 127.0.0.1) and one
+/// real Chromium console, the receiving office, which joins with a probe token: points and
+/// probes never see each other, so the console has to be a probe to receive them. Probes have no
+/// host, so the test marks the synthetic host's tile as the console marks a host's (CSS class
+/// `host`: 2×2); the console then reports its tiles (`setViewport`) and the worker picks each
+/// consumer's layer from them and from its bandwidth estimate, as for points. Prints the
+/// browser's own `inbound-rtp` per tile over 20 s, after 5 s for the layers to settle.
+/// `cargo test -p media-worker --test quality download_per_office_15_points -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: run by hand for docs/BENCHMARKS.md"]
+async fn download_per_office_15_points() {
+    let _one = BROWSERS.lock().await;
+    eprintln!("load average before: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    let server = start().await;
+    let caps = VideoCaps { max_bitrate_kbps: 1500, max_height: 720 };
+    let offices = SyntheticOffices::start(&server, &SYNTHETIC_POINTS, caps);
+    let driver = Driver::start();
+    let receiver = driver.browser_with_args(RECEIVING_POINT, Camera::Allowed, &[]);
+    // The console accepts host and participant tokens only (it reads the claims to label the
+    // office and to offer the host's tools); it reads this one as a participant's. The worker
+    // checks the signed token and puts the console among the probes.
+    receiver.before_each_page(&format!(
+        "const parse = JSON.parse; JSON.parse = function (text, reviver) {{ \
+           const value = parse.call(this, text, reviver); \
+           if (value && value.role === 'probe' && value.sub === '{RECEIVING_POINT}') {{ value.role = 'participant'; }} \
+           return value; }};"
+    ));
+    let claims = JoinClaims { role: Role::Probe, ..point_claims(RECEIVING_POINT, caps) };
+    receiver.goto(&format!("{}/join#token={}", server.http_url(), key().mint_join(&claims).expect("mint")));
+    receiver.until("the join-check to enable joining", "return !document.getElementById('join').disabled;");
+    receiver.click("#join");
+    receiver.until(
+        "a tile per synthetic office",
+        &format!(
+            "return document.querySelectorAll('.tile[data-point]:not(.self)').length === {};",
+            SYNTHETIC_POINTS.len()
+        ),
+    );
+    // The host's tile, as the console lays it out for a peer whose role is host.
+    receiver.eval(&format!("document.querySelector('.tile[data-point=\"{HOST}\"]').classList.add('host');"));
+    receiver.until(
+        "every synthetic office's video and audio to arrive",
+        &format!(
+            "return window.tiepdan.stats().then(s => {0}.every(p => \
+               s.consumers.some(c => c.point === p && c.kind === 'video' && c.bytesReceived > 0) && \
+               s.consumers.some(c => c.point === p && c.kind === 'audio' && c.bytesReceived > 0)));",
+            serde_json::to_string(&SYNTHETIC_POINTS).expect("json")
+        ),
+    );
+    // Let the layers settle to the tiles.
+    for_a_while(Duration::from_secs(5), || {});
+    let bytes = |stats: &Value, point: &str, kind: &str| number(consumer(stats, point, kind), "bytesReceived");
+    let cpu = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("tiepdan_worker_mediasoup_cpu_seconds_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = stats(&receiver);
+    let cpu_before = cpu(&get(server.local_addr(), "/metrics").await.body);
+    let started = Instant::now();
+    for_a_while(Duration::from_secs(20), || {});
+    let after = stats(&receiver);
+    let cpu_after = cpu(&get(server.local_addr(), "/metrics").await.body);
+    let seconds = started.elapsed().as_secs_f64();
+    let kbps =
+        |point: &str, kind: &str| (bytes(&after, point, kind) - bytes(&before, point, kind)) * 8.0 / seconds / 1000.0;
+    let tiles: Vec<Value> = after["viewport"].as_array().cloned().unwrap_or_default();
+    let tile_height =
+        |point: &str| tiles.iter().find(|t| t["point"] == point).map_or(0.0, |t| number(Some(t), "height"));
+    eprintln!("| point | tile | tile (device px) | frame height | frames decoded | video kbit/s | audio kbit/s |");
+    let (mut video, mut audio) = (0.0, 0.0);
+    for point in SYNTHETIC_POINTS {
+        let tile = if point == HOST { "large (host)" } else { "small" };
+        let v = consumer(&after, point, "video");
+        eprintln!(
+            "| {point} | {tile} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            tile_height(point),
+            number(v, "frameHeight"),
+            number(v, "framesDecoded"),
+            kbps(point, "video"),
+            kbps(point, "audio")
+        );
+        video += kbps(point, "video");
+        audio += kbps(point, "audio");
+    }
+    eprintln!(
+        "total over {seconds:.1} s: video {video:.0} kbit/s + audio {audio:.0} kbit/s = {:.0} kbit/s",
+        video + audio
+    );
+    eprintln!("SFU CPU over {seconds:.0} s: {:.1} % of one core", 100.0 * (cpu_after - cpu_before) / seconds);
+    receiver.screenshot(&artifact_dir().join("quality-download-15-points.png"));
+    eprintln!("load average after: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    receiver.close();
+    drop(offices);
+    server.stop().await.expect("stop");
+}

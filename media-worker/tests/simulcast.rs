@@ -1,20 +1,27 @@
 //! Simulcast over signaling, without a browser: the session's video caps reach the point in
 //! `joined`, the worker refuses a camera above them and caps its send transport, each consumer
 //! follows its tile (`setViewport`: layer, priority, paused while hidden), and the console's
-//! freeze reports land in the metrics.
+//! freeze reports land in the metrics; a probe's synthetic simulcast camera switches layers like a
+//! browser's.
 
 mod common;
 
 use common::*;
 use mediasoup::prelude::{MediaKind, ProducerId, RtpCapabilities, Transport, TransportGeneric, TransportId};
 use serde_json::json;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+use tiepdan_media_worker::probe::camera::{console_layers, SyntheticCamera, FRAMES_PER_SECOND};
 use tiepdan_media_worker::probe::client::SignalingClient;
+use tiepdan_media_worker::probe::peer::PlainPeer;
+use tiepdan_media_worker::probe::rtp::{empty_receiver_report, rtp_payload};
 use tiepdan_media_worker::room::MediaTransport;
 use tiepdan_media_worker::server::RunningServer;
 use tiepdan_media_worker::signaling::protocol::{
     ClientMessage, Direction, ErrorCode, ServerMessage, TileView, VideoCaps,
 };
 use tiepdan_media_worker::tokens::JoinClaims;
+use tokio::net::UdpSocket;
 
 const CAPS: VideoCaps = VideoCaps { max_bitrate_kbps: 500, max_height: 720 };
 
@@ -201,5 +208,105 @@ async fn a_consoles_freeze_reports_are_counted_and_implausible_ones_refused() {
     let refused =
         probe.request(ClientMessage::ReportQuality { freezes: 1, freeze_seconds: 0.1 }).await.expect_err("probe");
     assert_eq!(refused.code(), Some(ErrorCode::MalformedMessage));
+    server.stop().await.expect("stop");
+}
+
+/// The width in the VP8 key frame an RTP packet starts, if it starts one (RFC 7741 descriptor,
+/// then the key frame header, RFC 6386 §9.1).
+fn key_frame_width(packet: &[u8]) -> Option<u16> {
+    let payload = rtp_payload(packet)?;
+    let (first, start) = (*payload.first()?, payload.first()? & 0x10 != 0);
+    let mut at = 1;
+    if first & 0x80 != 0 {
+        let extensions = *payload.get(1)?;
+        at += 1;
+        if extensions & 0x80 != 0 {
+            at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        at += usize::from(extensions & 0x40 != 0) + usize::from(extensions & 0x30 != 0);
+    }
+    let frame = payload.get(at..)?;
+    (start && frame.first()? & 1 == 0 && frame.get(3..6)? == [0x9d, 0x01, 0x2a])
+        .then(|| u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff)
+}
+
+/// The widths of the key frames that reach `socket` within `wait`.
+async fn widths_received(socket: &UdpSocket, wait: Duration) -> Vec<u16> {
+    let mut widths = Vec::new();
+    let mut buffer = vec![0_u8; 2048];
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(len)) = tokio::time::timeout_at(deadline, socket.recv(&mut buffer)).await {
+        widths.extend(key_frame_width(&buffer[..len]));
+    }
+    widths
+}
+
+/// A probe's synthetic simulcast camera behaves like a browser's for the SFU: a consumer that
+/// started on the middle layer (no tile reported yet) moves to the lowest once its tile is a
+/// thumbnail. mediasoup switches layers only when the layers' sender reports tie their RTP
+/// clocks to the wall clock, which the camera sends about once a second.
+#[tokio::test]
+async fn a_synthetic_cameras_consumer_moves_to_the_layer_its_tile_asks_for() {
+    let server = start().await;
+    let caps = VideoCaps { max_bitrate_kbps: 1500, max_height: 720 };
+    let token = |name: &str| key().mint_join(&JoinClaims { video: caps, ..probe_claims(name) }).expect("mint");
+    let mut sender = PlainPeer::join(&server.ws_url(), &token("probe-camera"), Ipv4Addr::LOCALHOST.into())
+        .await
+        .expect("the camera joins");
+    let mut camera = SyntheticCamera::new(&console_layers(1500, 720)).expect("camera");
+    let published = sender.publish_camera(&camera).await.expect("publish");
+    let sending = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut ticker = tokio::time::interval(Duration::from_secs(1) / FRAMES_PER_SECOND);
+        for frame in 0_u32.. {
+            ticker.tick().await;
+            for packet in camera.video_frame() {
+                sender.send_packet(&packet).await.expect("send");
+            }
+            if frame % FRAMES_PER_SECOND == 0 {
+                let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+                for report in camera.sender_reports(unix, started.elapsed()) {
+                    sender.send_packet(&report).await.expect("send");
+                }
+            }
+        }
+    });
+
+    // The viewer: a probe consuming the camera's video on a plain transport by hand, to read
+    // which layer's key frames arrive.
+    let mut viewer = SignalingClient::connect(&server.ws_url()).await.expect("connect");
+    let ServerMessage::Joined { router_rtp_capabilities, .. } =
+        viewer.request(ClientMessage::Join { token: token("probe-viewer") }).await.expect("join")
+    else {
+        panic!("expected joined");
+    };
+    let rtp_capabilities: RtpCapabilities =
+        serde_json::from_value(serde_json::to_value(&router_rtp_capabilities).expect("json")).expect("caps");
+    let ServerMessage::PlainTransportCreated { transport_id, ip, port, .. } =
+        viewer.request(ClientMessage::CreatePlainTransport { direction: Direction::Recv }).await.expect("transport")
+    else {
+        panic!("expected plainTransportCreated");
+    };
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
+    let worker = std::net::SocketAddr::new(ip, port);
+    let ServerMessage::Consumed { consumer_id, .. } = viewer
+        .request(ClientMessage::Consume { transport_id, producer_id: published.video, rtp_capabilities })
+        .await
+        .expect("consume")
+    else {
+        panic!("expected consumed");
+    };
+    // Comedia: the first packet tells the worker where to send.
+    socket.send_to(&empty_receiver_report(7), worker).await.expect("announce");
+    viewer.request(ClientMessage::ResumeConsumer { consumer_id }).await.expect("resume");
+
+    let before = widths_received(&socket, Duration::from_secs(2)).await;
+    assert!(!before.is_empty() && before.iter().all(|w| *w == 640), "the middle layer first: {before:?}");
+    let thumbnail = TileView { point: "probe-camera".parse().expect("point"), height: 160, visible: true };
+    viewer.request(ClientMessage::SetViewport { tiles: vec![thumbnail] }).await.expect("viewport");
+    // The switch waits for both layers' next sender reports: a second at most.
+    let after = widths_received(&socket, Duration::from_secs(3)).await;
+    assert_eq!(after.iter().rev().take(5).collect::<Vec<_>>(), [&320; 5], "then the lowest: {after:?}");
+    sending.abort();
     server.stop().await.expect("stop");
 }

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! [`run_probe`] is the library entry point (tests, a future benchmark); the `probe` subcommand
-//! prints its report.
+//! prints its report. [`camera`] makes a probe peer send like a console's simulcast camera, for
+//! benchmarks that fill a session with synthetic offices.
 
+pub mod camera;
 pub mod client;
 pub mod measure;
 pub mod peer;

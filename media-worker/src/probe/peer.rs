@@ -1,6 +1,7 @@
 //! A probe that speaks plain RTP over UDP instead of WebRTC: a send and a receive transport, each
 //! paired with a local UDP socket whose first packet tells the worker where it is (comedia).
 
+use super::camera::SyntheticCamera;
 use super::client::{ClientError, SignalingClient};
 use super::measure::{clock_ns, Arrivals};
 use super::rtp::{
@@ -180,6 +181,21 @@ impl PlainPeer {
         let audio = self.produce(MediaKind::Audio, rtp_parameters(&self.audio, &cname)).await?;
         let video = self.produce(MediaKind::Video, rtp_parameters(&self.video, &cname)).await?;
         Ok(Published { audio, video })
+    }
+
+    /// Produces a synthetic simulcast camera's audio and video (see [`SyntheticCamera`]); send
+    /// its packets with [`Self::send_packet`].
+    pub async fn publish_camera(&mut self, camera: &SyntheticCamera) -> Result<Published, PeerError> {
+        let cname = format!("probe-{:08x}", self.origin);
+        let audio = self.produce(MediaKind::Audio, camera.audio_rtp_parameters(&cname)).await?;
+        let video = self.produce(MediaKind::Video, camera.video_rtp_parameters(&cname)).await?;
+        Ok(Published { audio, video })
+    }
+
+    /// Sends one RTP packet to the worker's send transport.
+    pub async fn send_packet(&self, packet: &[u8]) -> Result<(), PeerError> {
+        self.send_socket.send(packet).await.map_err(PeerError::Socket)?;
+        Ok(())
     }
 
     async fn produce(&mut self, kind: MediaKind, rtp_parameters: RtpParameters) -> Result<ProducerId, PeerError> {

@@ -189,6 +189,18 @@ impl Browser {
         command(self.driver, "POST", &self.path("/url"), Some(json!({"url": url})));
     }
 
+    /// Runs `script` in every page this window loads from now on, before the page's own scripts
+    /// (Chrome DevTools' `Page.addScriptToEvaluateOnNewDocument`, through chromedriver).
+    #[allow(dead_code)] // Each test binary compiles this module; only some use it.
+    pub fn before_each_page(&self, script: &str) {
+        command(
+            self.driver,
+            "POST",
+            &self.path("/goog/cdp/execute"),
+            Some(json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": {"source": script}})),
+        );
+    }
+
     /// Runs `script` (a function body; `return` a value or a promise) and returns its result.
     pub fn eval(&self, script: &str) -> Value {
         command(self.driver, "POST", &self.path("/execute/sync"), Some(json!({"script": script, "args": []})))
