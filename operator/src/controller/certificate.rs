@@ -111,12 +111,18 @@ pub async fn ensure(
         }
         None => {
             let ca = ca(ctx, now).await?;
-            let existing = secrets.get_opt(&secret_name).await.map_err(|e| Error::Read(secret_name.clone(), e))?;
+            let existing = ctx
+                .secrets
+                .get(&ctx.caches, &secrets, &ns, &secret_name)
+                .await
+                .map_err(|e| Error::Read(secret_name.clone(), e))?
+                .map(|s| (*s).clone());
             let secret = match tls::reissue_reason(existing.as_ref(), &names, &ca, validity, now) {
                 None => existing.unwrap_or_default(),
                 Some(why) => {
                     let cert = pki::issue_serving(&ca, &names, now, validity)?;
                     let secret = apply::apply(&secrets, &tls::own_ca_secret(session, &cert, &ca, &names)).await?;
+                    ctx.secrets.remember(&secret);
                     let (reason, note) = if existing.is_none() {
                         (
                             "CertificateIssued",
@@ -155,7 +161,8 @@ pub async fn ensure(
     };
     if let Some(copy) = tls::pod_copy(session, &pod.name_any(), &source) {
         keep.insert(copy.name_any());
-        apply::apply(&secrets, &copy).await?;
+        let known = super::caches::known(&ctx.caches.secrets, &ns, &copy.name_any());
+        apply::apply_known(&secrets, &copy, known.as_ref(), &ctx.applied).await?;
     }
     Ok((Issued::Ready { issuer, sha256, not_after }, keep))
 }

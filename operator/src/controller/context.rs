@@ -112,6 +112,8 @@ pub struct Context {
     pub written_pods: super::pod_view::Written,
     /// Builds this process applied that its caches may not show yet (see [`crate::apply::Ledger`]).
     pub applied: crate::apply::Ledger,
+    /// Secrets read whole, by resourceVersion (see [`super::secret_memo`]).
+    pub secrets: super::secret_memo::SecretMemo,
 }
 
 impl Context {
@@ -139,6 +141,7 @@ impl Context {
             cache_writers: std::sync::Mutex::new(Some(writers)),
             written_pods: super::pod_view::Written::default(),
             applied: crate::apply::Ledger::default(),
+            secrets: super::secret_memo::SecretMemo::default(),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             clock,

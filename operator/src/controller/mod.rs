@@ -14,6 +14,7 @@ pub mod pod_view;
 pub mod pods;
 pub mod point;
 pub mod pool;
+pub mod secret_memo;
 pub mod session;
 pub mod session_events;
 pub mod session_plan;

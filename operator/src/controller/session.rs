@@ -587,6 +587,7 @@ async fn release(session: &ReceptionSession, ctx: &Context, reads: Reads) -> Res
         }
     }
     monitoring::release(ctx, &ns, &sname, reads).await?;
+    ctx.secrets.forget(&ns, &tls::secret_name(&sname));
     Ok(())
 }
 

@@ -33,7 +33,8 @@ pub async fn ensure_signing_keys(ctx: &Context, pool: &MediaWorkerPool) -> Resul
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     let name = token_keys::private_name(&pool.name_any());
     let read = |s: &Secret| token_keys::read_private(s).map(|r| r.map_err(|e| Error::Invalid(name.clone(), e)));
-    if let Some(keys) = api.get_opt(&name).await.map_err(|e| Error::Secret(name.clone(), e))?.as_ref().and_then(read) {
+    let existing = ctx.secrets.get(&ctx.caches, &api, &ns, &name).await.map_err(|e| Error::Secret(name.clone(), e))?;
+    if let Some(keys) = existing.as_deref().and_then(read) {
         return keys;
     }
     let keys = SigningKeys::generate();
