@@ -90,6 +90,11 @@ struct RunArgs {
     /// Seconds between reads of an active session's worker status.
     #[arg(long, env = "TIEPDAN_STATUS_POLL_SECONDS", default_value_t = 10)]
     status_poll_seconds: u64,
+    /// How many sessions are reconciled at once (1–1024). More finishes a provisioning wave
+    /// sooner while the API server keeps up, and holds more memory meanwhile.
+    #[arg(long, env = "TIEPDAN_MAX_CONCURRENT_RECONCILES", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_concurrent_reconciles: u16,
     /// Watch only this namespace instead of all namespaces.
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -261,6 +266,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.timeline.provisioning_lead = jiff::SignedDuration::from_mins(args.provisioning_lead_minutes);
     config.timeline.grace = jiff::SignedDuration::from_mins(args.grace_minutes);
     config.status_poll = std::time::Duration::from_secs(args.status_poll_seconds);
+    config.max_concurrent_reconciles = args.max_concurrent_reconciles;
     config.instance = std::env::var("POD_NAME").ok();
     config.namespace = args.namespace;
     config.metrics_addr = Some(args.metrics_addr);

@@ -22,6 +22,11 @@ pub struct OperatorConfig {
     pub timeline: TimelineConfig,
     /// How often an active session's worker is asked for per-point status.
     pub status_poll: Duration,
+    /// How many sessions are reconciled at once (`--max-concurrent-reconciles`). Unbounded, a
+    /// provisioning wave of 1,000 sessions had 1,000 reconciles in flight, each holding its own
+    /// copies of what it read (peak RSS 555 MiB); the API server bounds how fast they go anyway
+    /// (docs/BENCHMARKS.md, "Operator at scale").
+    pub max_concurrent_reconciles: u16,
     /// How long to wait before retrying after an error.
     pub error_backoff: Duration,
     /// The name under which events are reported.
@@ -61,6 +66,7 @@ impl Default for OperatorConfig {
         Self {
             timeline: TimelineConfig::default(),
             status_poll: Duration::from_secs(10),
+            max_concurrent_reconciles: 64,
             error_backoff: Duration::from_secs(15),
             instance: None,
             namespace: None,

@@ -96,11 +96,6 @@ impl super::instrument::ReconcileError for Error {
     }
 }
 
-/// How many sessions are reconciled at once. Unbounded, a provisioning wave of 1,000 sessions
-/// had 1,000 reconciles in flight, each holding its own copies of what it read (peak RSS 555 MiB);
-/// the API server, not the operator, bounds how fast they go (docs/BENCHMARKS.md).
-pub const RECONCILE_CONCURRENCY: u16 = 64;
-
 /// What starts a session's reconcile besides the session itself: its children, and the points and
 /// pools it names (each from [`super::caches`], so the cache has what started it).
 pub struct Triggers {
@@ -124,7 +119,7 @@ pub fn controller(
         .reflect(writer)
         .applied_objects();
     let ctl = Controller::for_stream(sessions, reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.max_concurrent_reconciles));
     let (by_point, by_pool) = (ctl.store(), ctl.store());
     ctl.owns_stream(triggers.pods)
         .owns_stream(triggers.services)
