@@ -207,6 +207,40 @@ where
     (task, triggers)
 }
 
+/// Passes on only the objects whose spec (generation) or labels changed, or that are gone from
+/// `store`: what a session reads of its points and pool. Their status changes (a point's last
+/// verification, a pool's ready count) would otherwise reconcile every session of the namespace:
+/// at 1,000 sessions, a few hundred point status writes while provisioning made 20 reconciles per
+/// session.
+pub fn spec_changes<K>(trigger: Trigger<K>, store: Store<K>) -> Trigger<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let mut seen: std::collections::HashMap<ObjectRef<K>, Signature> = std::collections::HashMap::new();
+    trigger
+        .filter(move |event| {
+            let pass = match event {
+                Ok(obj) => {
+                    let key = ObjectRef::from_obj(obj);
+                    if store.get(&key).is_none() {
+                        // Deleted (the store drops an object before it is passed on).
+                        seen.remove(&key);
+                        true
+                    } else {
+                        let signature = (obj.meta().generation, obj.meta().labels.clone());
+                        seen.insert(key, signature.clone()) != Some(signature)
+                    }
+                }
+                Err(_) => true,
+            };
+            futures::future::ready(pass)
+        })
+        .boxed()
+}
+
+/// What [`spec_changes`] compares: generation and labels.
+type Signature = (Option<i64>, Option<std::collections::BTreeMap<String, String>>);
+
 /// Drops what no reconciler reads before an object is cached: `managedFields` (server-side
 /// apply's per-manager field sets) are often larger than the rest of the metadata, and every
 /// cached object carries them.
@@ -232,4 +266,54 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     labelled(store, ns, labels::SESSION, session).iter().map(|o| o.metadata.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use kube::runtime::watcher::Event;
+    use kube::ResourceExt;
+
+    fn point(generation: i64, label: &str, verified: &str) -> ReceptionPoint {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tiepdan.io/v1alpha1", "kind": "ReceptionPoint",
+            "metadata": {"name": "xa-nhan-hoa", "namespace": "n", "generation": generation, "labels": {"tier": label}},
+            "spec": {"displayName": "Xã Nhân Hòa", "level": "Commune"},
+            "status": {"lastVerification": {"time": verified, "session": "s"}},
+        }))
+        .expect("a point")
+    }
+
+    #[tokio::test]
+    async fn only_spec_label_and_deletion_changes_of_points_reach_the_sessions() {
+        let (store, mut writer) = reflector::store::<ReceptionPoint>();
+        let (tx, rx) = unbounded_channel();
+        let mut passed = spec_changes(receiver_stream(rx).map(Ok).boxed(), store);
+        let t = |h: u8| format!("2025-06-1{h}T01:00:00Z");
+        let events = [
+            Event::Apply(point(1, "a", &t(0))),  // new: passes
+            Event::Apply(point(1, "a", &t(1))),  // only its status: held back
+            Event::Apply(point(1, "b", &t(1))),  // a label: passes
+            Event::Apply(point(2, "b", &t(1))),  // the spec: passes
+            Event::Apply(point(2, "b", &t(2))),  // only its status: held back
+            Event::Delete(point(2, "b", &t(3))), // gone: passes
+        ];
+        let mut got = Vec::new();
+        for event in events {
+            // Applied to the store before it is passed on, as `drive` does.
+            writer.apply_watcher_event(&event);
+            let (Event::Apply(p) | Event::Delete(p)) = event else { unreachable!() };
+            tx.send(p).expect("send");
+            // What the filter lets through is ready at once; what it holds back leaves it pending.
+            if let Some(Some(p)) = passed.next().now_or_never() {
+                let p = p.expect("ok");
+                let verified = serde_json::to_value(&p.status).expect("json")["lastVerification"]["time"].to_string();
+                got.push((p.metadata.generation, p.labels()["tier"].clone(), verified.trim_matches('"').to_owned()));
+            }
+        }
+        let want = [(1, "a", t(0)), (1, "b", t(1)), (2, "b", t(1)), (2, "b", t(3))]
+            .map(|(g, l, v)| (Some(g), l.to_owned(), v));
+        assert_eq!(got, want);
+    }
 }

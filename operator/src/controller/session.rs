@@ -125,7 +125,7 @@ pub fn controller(
         .owns_stream(triggers.services)
         .owns_stream(triggers.secrets)
         // Points coming and going change a session's validity and participants.
-        .watches_stream(triggers.points, move |p: ReceptionPoint| {
+        .watches_stream(caches::spec_changes(triggers.points, ctx.caches.points.clone()), move |p: ReceptionPoint| {
             let ns = p.namespace();
             by_point
                 .state()
@@ -134,7 +134,7 @@ pub fn controller(
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
         })
-        .watches_stream(triggers.pools, move |p: MediaWorkerPool| {
+        .watches_stream(caches::spec_changes(triggers.pools, ctx.caches.pools.clone()), move |p: MediaWorkerPool| {
             let (ns, name) = (p.namespace(), p.name_any());
             by_pool
                 .state()
