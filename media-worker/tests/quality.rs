@@ -148,8 +148,22 @@ async fn a_500_kbps_session_cap_keeps_every_cameras_layers_under_it() {
             "status of {}: sends {:?} kbit/s, receives {:?} kbit/s, layer {:?}, estimate {:?} kbit/s, freezes {}",
             p.name, p.send_kbps, p.receive_kbps, p.received_layer, p.estimate_kbps, p.freezes
         );
-        // Audio (~40 kbit/s) on top of video under the cap, and the encoder's burst over one poll.
-        assert!(p.send_kbps.unwrap_or(0) < 700, "{}: {:?}", p.name, p.send_kbps);
+    }
+    // Each status figure covers one 1 s poll, so a key frame's burst shows in it (700 kbit/s once
+    // in CI run 10, with the browser's own 4 s windows at 442–464): the median of five polls is
+    // what must sit under the cap, with audio (~40 kbit/s) and packet overhead on top of video.
+    let mut sent: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+    let mut polls = tokio::time::interval(Duration::from_secs(1));
+    for _ in 0..5 {
+        polls.tick().await;
+        for p in status(server.local_addr()).await.points {
+            sent.entry(p.name.to_string()).or_default().extend(p.send_kbps);
+        }
+    }
+    for (name, mut kbps) in sent {
+        kbps.sort_unstable();
+        let median = kbps.get(kbps.len() / 2).copied().unwrap_or(0);
+        assert!(median > 0 && median < 600, "{name}: sends {kbps:?} kbit/s over five polls");
     }
     pages[0].screenshot(&artifact_dir().join("quality-cap-500kbps-host.png"));
     for page in pages {
