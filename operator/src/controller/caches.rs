@@ -173,8 +173,10 @@ impl Scoped {
 }
 
 /// Watches `api` into `writer`, and hands every created, changed or deleted object to
-/// `subscribers` trigger streams once the store has it. A watch error is retried with backoff
-/// (kube-runtime's default); the triggers' receivers are unbounded, since a controller only
+/// `subscribers` trigger streams once the store has it. A watch error is retried with the
+/// controllers' short [`super::watch_backoff::WatchBackoff`], not kube-runtime's default (up to
+/// 30 s): after an API server restart, every reconcile waits on the caches (`synced`); the
+/// triggers' receivers are unbounded, since a controller only
 /// schedules what it receives.
 fn drive<K>(
     api: Api<K>,
@@ -189,8 +191,11 @@ where
         (0..subscribers).map(|_| unbounded_channel()).unzip();
     let kind = <K as Resource>::kind(&()).into_owned();
     let task = tokio::spawn(async move {
-        let mut events =
-            std::pin::pin!(watcher(api, config).default_backoff().modify(strip).reflect(writer).touched_objects());
+        let mut events = std::pin::pin!(watcher(api, config)
+            .backoff(super::watch_backoff::WatchBackoff::default())
+            .modify(strip)
+            .reflect(writer)
+            .touched_objects());
         while let Some(event) = events.next().await {
             match event {
                 Ok(obj) => {

@@ -114,7 +114,7 @@ pub fn controller(
     // The sessions' own store, without managedFields (see caches::strip).
     let (reader, writer) = kube::runtime::reflector::store();
     let sessions = watcher::watcher(ctx.watched::<ReceptionSession>(), watcher::Config::default())
-        .default_backoff()
+        .backoff(super::watch_backoff::WatchBackoff::default())
         .modify(caches::strip)
         .reflect(writer)
         .applied_objects();
