@@ -420,12 +420,7 @@ async fn download_per_office() {
     // Let the layers settle to the tiles.
     for_a_while(Duration::from_secs(5), || {});
     let bytes = |stats: &Value, point: &str, kind: &str| number(consumer(stats, point, kind), "bytesReceived");
-    let cpu = |text: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("tiepdan_worker_mediasoup_cpu_seconds_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let cpu = mediasoup_cpu_seconds;
     let before = stats(receiver);
     let cpu_before = cpu(&get(server.local_addr(), "/metrics").await.body);
     let started = Instant::now();
@@ -610,12 +605,7 @@ async fn download_per_office_15_points() {
     // Let the layers settle to the tiles.
     for_a_while(Duration::from_secs(5), || {});
     let bytes = |stats: &Value, point: &str, kind: &str| number(consumer(stats, point, kind), "bytesReceived");
-    let cpu = |text: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("tiepdan_worker_mediasoup_cpu_seconds_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let cpu = mediasoup_cpu_seconds;
     let before = stats(&receiver);
     let cpu_before = cpu(&get(server.local_addr(), "/metrics").await.body);
     let started = Instant::now();
@@ -654,4 +644,12 @@ async fn download_per_office_15_points() {
     receiver.close();
     drop(offices);
     server.stop().await.expect("stop");
+}
+
+/// The worker's mediasoup CPU seconds so far, summed over its workers, from `/metrics` text.
+fn mediasoup_cpu_seconds(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("tiepdan_worker_mediasoup_cpu_seconds_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -52,10 +52,6 @@ pub const FINALIZER: &str = "tiepdan.io/cleanup";
 /// Errors reconciling a session. `category()` is a bounded label for metrics and logs.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to list reception points")]
-    ListPoints(#[source] kube::Error),
-    #[error("failed to read the worker pool")]
-    Pool(#[source] kube::Error),
     #[error("failed to read the pool's token keys")]
     SigningKey(#[source] super::token_keys::Error),
     #[error(transparent)]
@@ -77,8 +73,7 @@ pub enum Error {
 impl Error {
     pub fn category(&self) -> &'static str {
         match self {
-            Error::ListPoints(_) => "observe",
-            Error::Pool(_) | Error::SigningKey(_) => "pool",
+            Error::SigningKey(_) => "pool",
             Error::Allocate(_) => "allocate",
             Error::Apply(_) => "apply",
             Error::Tokens(_) => "tokens",
