@@ -13,6 +13,8 @@ use kube::client::{Body, ClientBuilder};
 use prometheus::{IntCounterVec, Opts};
 use tower::util::MapRequestLayer;
 
+use crate::request_timeout::RequestTimeout;
+
 /// Errors building the counting client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -117,9 +119,13 @@ impl ApiRequests {
         })
     }
 
-    /// A client for `config` whose requests are counted here.
-    pub fn client(&self, config: kube::Config) -> Result<kube::Client, Error> {
-        Ok(ClientBuilder::try_from(config).map_err(Error::Client)?.with_layer(&self.layer()).build())
+    /// A client for `config` whose requests are counted here and bounded by `timeout`.
+    pub fn client(&self, config: kube::Config, timeout: RequestTimeout) -> Result<kube::Client, Error> {
+        Ok(ClientBuilder::try_from(config)
+            .map_err(Error::Client)?
+            .with_layer(&timeout)
+            .with_layer(&self.layer())
+            .build())
     }
 }
 

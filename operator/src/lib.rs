@@ -17,6 +17,7 @@ pub mod monitoring_gen;
 pub mod node_address;
 pub mod pki;
 pub mod rbac;
+pub mod request_timeout;
 pub mod timeline;
 pub mod tokens;
 pub mod topology;

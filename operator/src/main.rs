@@ -259,9 +259,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let kube_config = kube::Config::infer().await.context("failed to find the cluster's configuration")?;
     // The elector and the webhook's registration write with this one; the controllers with one
     // whose writes pass only while this replica leads (see write_gate).
-    let client = requests.client(kube_config.clone()).context("failed to build a Kubernetes client")?;
+    let timeout = tiepdan_operator::request_timeout::RequestTimeout::default();
+    let client = requests.client(kube_config.clone(), timeout).context("failed to build a Kubernetes client")?;
     let fence = write_gate::WriteGate::new(leading.clone(), requests.clone());
-    let controllers_client = write_gate::client(kube_config, &requests, fence)?;
+    let controllers_client = write_gate::client(kube_config, &requests, fence, timeout)?;
     let mut config = OperatorConfig { api_requests: Some(requests), ..OperatorConfig::default() };
     config.timeline.provisioning_lead = jiff::SignedDuration::from_mins(args.provisioning_lead_minutes);
     config.timeline.grace = jiff::SignedDuration::from_mins(args.grace_minutes);

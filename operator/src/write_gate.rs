@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tower::{BoxError, Layer, Service};
 
 use crate::api_requests::{self, ApiRequests};
+use crate::request_timeout::RequestTimeout;
 
 /// Errors of the write gate: building its client, and the refusal itself.
 #[derive(Debug, thiserror::Error)]
@@ -145,11 +146,21 @@ where
     }
 }
 
-/// A client for `config` whose writes pass only while `gate` is open, and whose requests (sent
-/// or refused) are counted in `requests`.
-pub fn client(config: kube::Config, requests: &ApiRequests, gate: WriteGate) -> Result<kube::Client, Error> {
+/// A client for `config` whose writes pass only while `gate` is open, whose requests (sent or
+/// refused) are counted in `requests`, and whose answers are awaited for `timeout` at most.
+pub fn client(
+    config: kube::Config,
+    requests: &ApiRequests,
+    gate: WriteGate,
+    timeout: RequestTimeout,
+) -> Result<kube::Client, Error> {
     // The gate outermost: a refused write is never sent, so it is not counted as a request.
-    Ok(ClientBuilder::try_from(config).map_err(Error::Client)?.with_layer(&requests.layer()).with_layer(&gate).build())
+    Ok(ClientBuilder::try_from(config)
+        .map_err(Error::Client)?
+        .with_layer(&timeout)
+        .with_layer(&requests.layer())
+        .with_layer(&gate)
+        .build())
 }
 
 #[cfg(test)]
@@ -274,5 +285,39 @@ mod tests {
         // Another error is no refusal.
         let other = kube::Error::Api(Box::new(kube::core::Status { code: 409, ..Default::default() }));
         assert!(refusal(&other).is_none());
+    }
+
+    /// The client `main` builds for the controllers, against an API server that takes requests in
+    /// and never answers (as a 1.20 one does while etcd is away): the request fails once the
+    /// bound has passed, instead of holding its reconcile for the API server's own minute.
+    #[tokio::test]
+    async fn the_controllers_client_gives_up_on_an_api_server_that_does_not_answer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: http::Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let holder = held.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                holder.lock().unwrap().push(conn);
+            }
+        });
+        let requests = ApiRequests::new();
+        let (_leading, rx) = watch::channel(true);
+        let gate = WriteGate::new(rx, requests.clone());
+        let timeout = RequestTimeout::new(std::time::Duration::from_millis(300));
+        let client = client(kube::Config::new(url), &requests, gate, timeout).unwrap();
+        let api = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, "n");
+        let deadline = std::time::Duration::from_secs(10);
+        let answer = tokio::time::timeout(deadline, api.get_opt("c")).await.expect("an answer before the deadline");
+        let err = answer.unwrap_err();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        let mut timed_out = false;
+        while let Some(e) = source {
+            timed_out |= e.downcast_ref::<crate::request_timeout::Error>().is_some();
+            source = e.source();
+        }
+        assert!(timed_out, "{err:?}");
+        assert_eq!(held.lock().unwrap().len(), 1, "the request reached the silent server");
+        accepting.abort();
     }
 }

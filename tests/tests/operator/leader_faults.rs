@@ -235,7 +235,7 @@ async fn a_deposed_leaders_writes_are_refused_and_never_reach_the_api_server() {
     leading(&rx_a, "replica-a leads").await;
     let requests = ApiRequests::new();
     let gate = WriteGate::new(rx_a.clone(), requests.clone());
-    let a_writes = write_gate::client(cp.config().await.unwrap(), &requests, gate).unwrap();
+    let a_writes = write_gate::client(cp.config().await.unwrap(), &requests, gate, Default::default()).unwrap();
     let configmaps = Api::<ConfigMap>::namespaced(a_writes, &ns);
     let cm = |name: &str| -> ConfigMap {
         serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"by": "replica-a"}})).unwrap()

@@ -24,7 +24,7 @@ use super::{cluster, event_reasons, host_ports, live, topology, SESSION};
 async fn counted_client(cp: &ControlPlane) -> (Client, ApiRequests) {
     let config = cp.config().await.unwrap();
     let requests = ApiRequests::new();
-    (requests.client(config).unwrap(), requests)
+    (requests.client(config, Default::default()).unwrap(), requests)
 }
 
 /// Waits until the session's worker serves it with its certificate: the steady state.
