@@ -656,6 +656,11 @@ impl Room {
         &self.evidence
     }
 
+    /// A producer of any member, probes' included, by id.
+    pub fn producer(&self, id: &ProducerId) -> Option<Producer> {
+        self.lock().members.values().find_map(|m| m.media.producers.get(id).cloned())
+    }
+
     /// Copies of every point's media handles (cheap: they are reference-counted). Probes are left
     /// out: their traffic is synthetic and must not show in, or verify, any point's figures.
     pub fn media_snapshot(&self) -> Vec<MemberMedia> {
@@ -1281,10 +1286,29 @@ async fn watch_producer(
             .await
             .map_err(|e| RoomError::media("observe audio levels")(&e))?,
         MediaKind::Video => {
+            // One key frame is all the evidence needs (it never forgets a producer's), and every
+            // packet of every key frame crosses from the C++ worker as a notification parsed here:
+            // tens of packets per key frame at 720p, and in the forwarding benchmark, where every
+            // packet is one, the tracing doubled the worker's CPU per VP8 packet. So it stops at
+            // the first. Weak, so the handler does not keep its own producer alive.
+            let (weak, runtime) = (producer.downgrade(), tokio::runtime::Handle::current());
+            let stopping = std::sync::atomic::AtomicBool::new(false);
             producer
                 .on_trace(move |event| {
-                    if matches!(event, ProducerTraceEventData::KeyFrame { .. }) {
-                        evidence.keyframe(id);
+                    if !matches!(event, ProducerTraceEventData::KeyFrame { .. }) {
+                        return;
+                    }
+                    evidence.keyframe(id);
+                    if stopping.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Some(producer) = weak.upgrade() {
+                        // mediasoup calls this on its channel thread, outside the runtime.
+                        runtime.spawn(async move {
+                            if let Err(e) = producer.enable_trace_event(Vec::new()).await {
+                                tracing::debug!(error = %e, "could not stop tracing key frames (the producer closed?)");
+                            }
+                        });
                     }
                 })
                 .detach();

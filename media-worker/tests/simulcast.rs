@@ -310,3 +310,45 @@ async fn a_synthetic_cameras_consumer_moves_to_the_layer_its_tile_asks_for() {
     sending.abort();
     server.stop().await.expect("stop");
 }
+
+/// The SFU's evidence of a camera needs one key frame; it stops tracing them after it, since each
+/// packet of each key frame would otherwise cross from the C++ worker to be parsed (in the
+/// forwarding benchmark, twice the worker's CPU per VP8 packet). Every frame of the synthetic
+/// camera is a key frame, so while tracing is on, every frame brings trace events.
+#[tokio::test]
+async fn the_sfu_stops_tracing_a_cameras_key_frames_once_it_has_seen_one() {
+    let server = start().await;
+    let caps = VideoCaps { max_bitrate_kbps: 1500, max_height: 720 };
+    let token = key().mint_join(&JoinClaims { video: caps, ..probe_claims("probe-camera") }).expect("mint");
+    let mut sender = PlainPeer::join(&server.ws_url(), &token, Ipv4Addr::LOCALHOST.into()).await.expect("join");
+    let mut camera = SyntheticCamera::new(&console_layers(1500, 720)).expect("camera");
+    let published = sender.publish_camera(&camera).await.expect("publish");
+    let (_, room) = server.registry().live_room().expect("a room");
+    let producer = room.producer(&published.video).expect("the camera's producer");
+    let traced = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = traced.clone();
+    let _counting = producer.on_trace(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+
+    // Frames until the evidence has its key frame and ten frames in a row bring no trace event.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / FRAMES_PER_SECOND);
+    let (mut quiet_frames, mut last) = (0, 0);
+    while quiet_frames < 10 {
+        ticker.tick().await;
+        for packet in camera.video_frame() {
+            sender.send_packet(&packet).await.expect("send");
+        }
+        let now = traced.load(std::sync::atomic::Ordering::Relaxed);
+        let seen = room.evidence().seen(&published.video).keyframe;
+        quiet_frames = if seen && now == last { quiet_frames + 1 } else { 0 };
+        last = now;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still tracing: {now} trace events so far, key frame seen: {seen}"
+        );
+    }
+    assert!(last > 0, "the first key frame was traced");
+    server.stop().await.expect("stop");
+}
