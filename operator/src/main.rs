@@ -179,8 +179,17 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Written when it drops: when `run` returns after SIGTERM, to $TIEPDAN_DHAT_OUT.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::builder()
+        .file_name(std::env::var_os("TIEPDAN_DHAT_OUT").map_or_else(|| PathBuf::from("dhat-heap.json"), PathBuf::from))
+        .build();
     let cli = Cli::parse();
     // No subcommand means `run`, with its flags' defaults and environment variables.
     let command = match cli.command {

@@ -2,6 +2,8 @@
 //! (a compare-and-swap on its resourceVersion, so two sessions never take the same pod), or
 //! create a new pod bound to the session when none is idle.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
@@ -128,12 +130,13 @@ pub async fn allocate(
     let sname = session.name_any();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let is_worker = |p: &Pod| p.labels().get(labels::COMPONENT).is_some_and(|c| c == labels::COMPONENT_WORKER);
-    let mut mine: Vec<Pod> = ctx.pods_labelled(&ns, labels::SESSION, &sname).into_iter().filter(is_worker).collect();
+    let mut mine: Vec<Arc<Pod>> =
+        ctx.pods_labelled(&ns, labels::SESSION, &sname).into_iter().filter(|p| is_worker(p)).collect();
     let recorded = session.status.as_ref().and_then(|s| s.worker.as_ref()).and_then(|w| w.pod.clone());
     if let Some(name) = recorded.filter(|n| !mine.iter().any(|p| &p.name_any() == n)) {
         let labelled_mine = |p: &Pod| p.labels().get(labels::SESSION).is_some_and(|s| s == &sname);
         if let Some(p) = pods.get_opt(&name).await.map_err(Error::List)?.filter(labelled_mine) {
-            mine.push(p);
+            mine.push(Arc::new(p));
         }
     }
     let pool_name = pool.name_any();
@@ -147,11 +150,11 @@ pub async fn allocate(
     }
     let replacing = judged.iter().find_map(|(why, _)| *why);
     if let Some((_, p)) = judged.into_iter().find(|(why, _)| why.is_none()) {
-        return Ok((Allocation::Existing(p), None));
+        return Ok((Allocation::Existing(Arc::unwrap_or_clone(p)), None));
     }
 
     let is_idle = |p: &Pod| p.labels().get(labels::WORKER_STATE).is_some_and(|s| s == labels::STATE_IDLE);
-    let mut idle: Vec<Pod> = ctx
+    let mut idle: Vec<Arc<Pod>> = ctx
         .pods_labelled(&ns, labels::POOL, &pool_name)
         .into_iter()
         .filter(|p| is_worker(p) && is_idle(p))
@@ -160,7 +163,7 @@ pub async fn allocate(
         .collect();
     // Only Ready pods, as in Agones: a warming pod may never come up (a bad image, a port taken),
     // and a session bound to it would wait on it. Without one, the session gets its own pod below.
-    idle.retain(pod_ready);
+    idle.retain(|p| pod_ready(p));
     // Nor an idle pod built from an older pool spec (the pool is rolling it): it may listen on
     // RTC ports the session's NetworkPolicy no longer opens.
     let current = worker_pod::template_hash(pool);
@@ -198,9 +201,12 @@ pub async fn allocate(
     // create serialized every session's allocation behind one API round trip.
     let pod = {
         let _choosing = ctx.pod_ports.lock().await;
-        let all: Vec<Pod> = ctx.pods_labelled(&ns, labels::POOL, &pool_name).into_iter().filter(is_worker).collect();
-        let ports = worker_ports::allocate(&pool.spec, &mut worker_ports::held(&all))
-            .map_err(|source| Error::Ports { pool: pool_name.clone(), source })?;
+        let all = ctx.pods_labelled(&ns, labels::POOL, &pool_name);
+        let ports = worker_ports::allocate(
+            &pool.spec,
+            &mut worker_ports::held(all.iter().map(|p| &**p).filter(|p| is_worker(p))),
+        )
+        .map_err(|source| Error::Ports { pool: pool_name.clone(), source })?;
         // A fresh name each time: the pod it replaces may still be terminating under the old name.
         let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase();
         let mut pod = worker_pod::build(pool, &format!("{sname}-worker-{suffix}"), Some(session), ports);

@@ -171,7 +171,7 @@ impl Context {
     }
 
     /// The worker pods in `ns` with label `key` = `value`, as this process last wrote or saw them.
-    pub fn pods_labelled(&self, ns: &str, key: &str, value: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    pub fn pods_labelled(&self, ns: &str, key: &str, value: &str) -> Vec<Arc<k8s_openapi::api::core::v1::Pod>> {
         self.written_pods.view(&self.caches.pods, |p| {
             p.metadata.namespace.as_deref() == Some(ns)
                 && p.metadata.labels.as_ref().and_then(|l| l.get(key)).is_some_and(|v| v == value)

@@ -7,22 +7,25 @@
 //! one node, one stuck Pending). So every pod the operator writes is also recorded here, and
 //! shadows the cached copy until the cache has caught up with that write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 
 /// How long a written pod shadows the cache at most. The watch delivers in well under a second;
 /// after this, a write the cache never showed (the pod was deleted at once) stops counting.
 pub const SHADOW_FOR: Duration = Duration::from_secs(30);
 
+/// A pod as this process wrote it, and when.
+type Write = (Arc<Pod>, Instant);
+
 /// Pods written by this process, keyed by (namespace, name).
 #[derive(Default)]
 pub struct Written {
-    pods: Mutex<BTreeMap<(String, String), (Pod, Instant)>>,
+    pods: Mutex<BTreeMap<(String, String), Write>>,
 }
 
 impl Written {
@@ -31,7 +34,10 @@ impl Written {
     /// they are chosen, so the lock around choosing need not wait for the API server.
     pub fn record(&self, pod: &Pod) {
         let key = (pod.namespace().unwrap_or_default(), pod.name_any());
-        self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, (pod.clone(), Instant::now()));
+        self.pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, (Arc::new(pod.clone()), Instant::now()));
     }
 
     /// Forgets `pod` (a reservation whose creation failed).
@@ -43,20 +49,27 @@ impl Written {
     /// The pods of `cache` matching `keep`, with this process's newer writes in place of (or
     /// added to) the cached copies. Entries the cache has caught up with, or older than
     /// [`SHADOW_FOR`], are dropped.
-    pub fn view(&self, cache: &Store<Pod>, keep: impl Fn(&Pod) -> bool) -> Vec<Pod> {
+    ///
+    /// Shared, not copied, and without indexing every cached pod: allocation asks for a pool's
+    /// pods, a thousand at scale, on every provisioning pass. Deep copies of them, and a map of
+    /// all pods built per call, were most of the operator's allocations (24.9 GB in one
+    /// 1,000-session run, measured with the `dhat-heap` feature) and 16 MiB of its peak heap.
+    pub fn view(&self, cache: &Store<Pod>, keep: impl Fn(&Pod) -> bool) -> Vec<Arc<Pod>> {
         let mut written = self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        let mut seen: BTreeMap<(String, String), Arc<Pod>> = BTreeMap::new();
-        for p in cache.state() {
-            seen.insert((p.namespace().unwrap_or_default(), p.name_any()), p);
-        }
-        written.retain(|key, (pod, at)| {
-            now.duration_since(*at) < SHADOW_FOR && !seen.get(key).is_some_and(|c| caught_up(c, pod))
+        written.retain(|(ns, name), (pod, at)| {
+            now.duration_since(*at) < SHADOW_FOR
+                && !cache.get(&ObjectRef::new(name).within(ns)).is_some_and(|c| caught_up(&c, pod))
         });
-        // Filtered before cloning: a reconcile wants a few pods out of every worker's.
-        let mut out: Vec<Pod> =
-            seen.iter().filter(|(key, p)| !written.contains_key(*key) && keep(p)).map(|(_, p)| (**p).clone()).collect();
-        out.extend(written.values().map(|(p, _)| p.clone()).filter(|p| keep(p)));
+        let shadowed: HashSet<(&str, &str)> = written.keys().map(|(ns, name)| (ns.as_str(), name.as_str())).collect();
+        let mut out = cache.state_filter(|p| {
+            keep(p)
+                && !shadowed.contains(&(
+                    p.metadata.namespace.as_deref().unwrap_or_default(),
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                ))
+        });
+        out.extend(written.values().filter(|(p, _)| keep(p)).map(|(p, _)| p.clone()));
         out
     }
 }
@@ -89,7 +102,7 @@ mod tests {
         .unwrap()
     }
 
-    fn names(pods: &[Pod]) -> Vec<String> {
+    fn names(pods: &[Arc<Pod>]) -> Vec<String> {
         let mut n: Vec<String> = pods.iter().map(|p| format!("{}:{}", p.name_any(), p.labels()["state"])).collect();
         n.sort();
         n

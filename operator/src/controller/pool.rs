@@ -16,6 +16,7 @@ use std::sync::Arc;
 use futures::Stream;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -71,13 +72,13 @@ impl super::instrument::ReconcileError for Error {
 
 pub fn controller(
     ctx: Arc<Context>,
-    pods: super::caches::Trigger<Pod>,
+    pods: super::caches::Trigger<PartialObjectMeta<Pod>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<(ObjectRef<MediaWorkerPool>, Action), impl std::error::Error>> {
     let pools = ctx.watched::<MediaWorkerPool>();
     // Allocated pods are owned by their session, not the pool, so pods map to pools by label.
     Controller::new(pools, watcher::Config::default())
-        .watches_stream(pods, |pod: Pod| {
+        .watches_stream(pods, |pod: PartialObjectMeta<Pod>| {
             let pool = pod.labels().get(labels::POOL).cloned()?;
             Some(ObjectRef::new(&pool).within(&pod.namespace()?))
         })
@@ -106,8 +107,9 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
     // super::pod_view): a pod created a moment ago counts, so it is not created twice.
     ctx.caches.synced().await;
     let is_worker = |p: &Pod| p.labels().get(labels::COMPONENT).is_some_and(|c| c == labels::COMPONENT_WORKER);
-    let all: Vec<Pod> = ctx.pods_labelled(&ns, labels::POOL, &name).into_iter().filter(is_worker).collect();
-    let live: Vec<&Pod> = all.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    let cached = ctx.pods_labelled(&ns, labels::POOL, &name);
+    let all: Vec<&Pod> = cached.iter().map(|p| &**p).filter(|p| is_worker(p)).collect();
+    let live: Vec<&Pod> = all.iter().copied().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
     let is_idle = |p: &&Pod| p.labels().get(labels::WORKER_STATE).map(String::as_str) == Some(labels::STATE_IDLE);
     let idle: Vec<&Pod> = live.iter().copied().filter(is_idle).collect();
     let allocated = live.len() - idle.len();
@@ -124,7 +126,7 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
     let plan = plan(&workers, want);
     // The new pods' ports, chosen and reserved under the lock; terminating pods hold theirs, so
     // the deletions below free none for them.
-    let mut held = worker_ports::held(&all);
+    let mut held = worker_ports::held(all.iter().copied());
     let mut reserved = Vec::with_capacity(plan.create);
     for _ in 0..plan.create {
         let ports = worker_ports::allocate(&pool.spec, &mut held)?;
@@ -136,7 +138,7 @@ async fn reconcile_pool(pool: Arc<MediaWorkerPool>, ctx: Arc<Context>) -> Result
     drop(choosing);
 
     // Terminating pods still have their volumes, so all of them count.
-    if delete_legacy_key(&ctx, &pool, &all.iter().collect::<Vec<_>>()).await? {
+    if delete_legacy_key(&ctx, &pool, &all).await? {
         events::normal(
             &ctx,
             &*pool,

@@ -94,7 +94,7 @@ impl super::instrument::ReconcileError for Error {
 /// What starts a session's reconcile besides the session itself: its children, and the points and
 /// pools it names (each from [`super::caches`], so the cache has what started it).
 pub struct Triggers {
-    pub pods: super::caches::Trigger<Pod>,
+    pub pods: super::caches::Trigger<PartialObjectMeta<Pod>>,
     pub services: super::caches::Trigger<PartialObjectMeta<Service>>,
     pub secrets: super::caches::Trigger<PartialObjectMeta<Secret>>,
     pub points: super::caches::Trigger<ReceptionPoint>,
@@ -374,7 +374,8 @@ async fn provision(
     // Orphans (a replaced worker, its certificate copy) from the caches: one the cache does not
     // show yet goes on a later pass.
     let one = |n: String| BTreeSet::from([n]);
-    let my_pods: Vec<_> = ctx.pods_labelled(&ns, labels::SESSION, &sname).into_iter().map(|p| p.metadata).collect();
+    let my_pods: Vec<_> =
+        ctx.pods_labelled(&ns, labels::SESSION, &sname).into_iter().map(|p| p.metadata.clone()).collect();
     apply::delete_unkept(&Api::<Pod>::namespaced(ctx.client.clone(), &ns), &my_pods, &one(pod.name_any()))
         .await
         .map_err(Error::from)?;
@@ -569,7 +570,7 @@ async fn release(session: &ReceptionSession, ctx: &Context, reads: Reads) -> Res
         Reads::Cached => {
             let c = &ctx.caches;
             let my_pods: Vec<_> =
-                ctx.pods_labelled(&ns, labels::SESSION, &sname).into_iter().map(|p| p.metadata).collect();
+                ctx.pods_labelled(&ns, labels::SESSION, &sname).into_iter().map(|p| p.metadata.clone()).collect();
             apply::delete_unkept(&pods, &my_pods, &none).await?;
             apply::delete_unkept(&services, &caches::of_session(&c.services, &ns, &sname), &none).await?;
             apply::delete_unkept(&secrets, &caches::of_session(&c.secrets, &ns, &sname), &none).await?;

@@ -368,7 +368,9 @@ fn sum(text: &str, name: &str, labels: &[(&str, &[&str])]) -> Option<u64> {
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
         if let Some(mut p) = self.process.take() {
-            p.stop(Duration::from_secs(5), &self.reaper);
+            // A graceful stop takes under a second; a heap-profiling build (`dhat-heap`) writes
+            // its profile on the way out, which can take longer.
+            p.stop(Duration::from_secs(60), &self.reaper);
         }
         if std::thread::panicking() || std::env::var_os("TIEPDAN_KEEP_CLUSTER").is_some() {
             // The dir stays: its reaper, disarmed as this is dropped, no longer removes it.
