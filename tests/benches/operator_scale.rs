@@ -125,12 +125,12 @@ async fn run(size: Size) {
     println!("| API writes per session to provision (operator's count) | {:.1} |", provisioning as f64 / n);
     println!(
         "| API writes per session to provision (apiserver_request_total, all clients, incl. the controller-manager) | {:.1} |",
-        (after_provisioning - before) as f64 / n
+        sum(&grown(&before, &after_provisioning)) as f64 / n
     );
     println!("| API writes per idle session per minute (operator, over {:?}) | {per_minute:.2} |", size.idle);
     println!(
         "| API writes per idle session per minute (apiserver, all clients) | {:.2} |",
-        (after_idle - after_provisioning) as f64 / n / size.idle.as_secs_f64() * 60.0
+        sum(&grown(&after_provisioning, &after_idle)) as f64 / n / size.idle.as_secs_f64() * 60.0
     );
     println!("| operator peak RSS | {:.1} MiB |", rss_peak_kib as f64 / 1024.0);
     println!("| session reconciles | {reconciles} |");
@@ -139,6 +139,19 @@ async fn run(size: Size) {
     println!("| resource | writes | per session |\n|---|---|---|");
     for (resource, w) in &by_resource {
         println!("| {resource} | {w} | {:.2} |", *w as f64 / n);
+    }
+    // The API server's view, every client: what the operator's count does not explain comes
+    // from the controller-manager.
+    println!("\nwrites by resource at the API server (all clients), provisioning and idle:\n");
+    println!("| resource | provisioning, per session | idle, per session per minute |\n|---|---|---|");
+    let (provisioning_all, idle_all) = (grown(&before, &after_provisioning), grown(&after_provisioning, &after_idle));
+    for key in provisioning_all.keys().chain(idle_all.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let at = |m: &BTreeMap<String, u64>| m.get(key).copied().unwrap_or(0) as f64;
+        println!(
+            "| {key} | {:.2} | {:.2} |",
+            at(&provisioning_all) / n,
+            at(&idle_all) / n / size.idle.as_secs_f64() * 60.0
+        );
     }
     drop(operator);
     let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
@@ -209,27 +222,53 @@ async fn provisioned(client: &Client, ns: &str) -> usize {
 }
 
 /// The API server's count of writes (`POST`, `PUT`, `PATCH`, `DELETE`, `APPLY`) from every
-/// client since it started.
-async fn apiserver_writes(cp: &ControlPlane) -> u64 {
+/// client since it started, by "resource verb" (its metric names no client, so the resources
+/// are what tells the operator's writes from the controller-manager's).
+async fn apiserver_writes(cp: &ControlPlane) -> BTreeMap<String, u64> {
     let client = cp.client().await.unwrap();
     let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = client.request_text(req).await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| ["POST", "PUT", "PATCH", "DELETE", "APPLY"].iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum::<f64>() as u64
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let (Some(verb), Some(resource)) = (label(line, "verb"), label(line, "resource")) else { continue };
+        if !["POST", "PUT", "PATCH", "DELETE", "APPLY"].contains(&verb.as_str()) {
+            continue;
+        }
+        let resource = match label(line, "subresource").filter(|s| !s.is_empty()) {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource,
+        };
+        let v = line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+        *out.entry(format!("{resource} {verb}")).or_default() += v;
+    }
+    out
+}
+
+/// The value of label `name` in one line of Prometheus text.
+fn label(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+    Some(line[start..].split('"').next()?.to_owned())
+}
+
+/// Every count of `m`, added up.
+fn sum(m: &BTreeMap<String, u64>) -> u64 {
+    m.values().sum()
+}
+
+/// What `after` counts beyond `before`, per key, leaving out keys that did not grow.
+fn grown(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(before.get(k).copied().unwrap_or(0))))
+        .filter(|(_, v)| *v > 0)
+        .collect()
 }
 
 /// The operator's writes while provisioning, by resource.
 fn writes_by_resource(text: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("tiepdan_operator_api_requests_total{")) {
-        let label = |name: &str| {
-            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-            Some(line[start..].split('"').next()?.to_owned())
-        };
-        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else { continue };
+        let (Some(verb), Some(resource)) = (label(line, "verb"), label(line, "resource")) else { continue };
         if ["create", "update", "patch", "delete"].contains(&verb.as_str()) {
             let v = line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
             *out.entry(format!("{resource} {verb}")).or_default() += v;
