@@ -5,9 +5,9 @@
 //! replica leads right now; reads pass, so a standby's caches stay warm.
 //!
 //! ```text
-//!  controllers ──▶ WriteGate ──▶ counting ──▶ kube's stack ──▶ API server
+//!  controllers ──▶ WriteGate ──▶ counting ──▶ RequestTimeout ──▶ kube's stack ──▶ API server
 //!                      ▲ leading (leader::run_with: false from the renew deadline on)
-//!  elector, webhook ──────────▶ counting ──▶ kube's stack ──▶ API server
+//!  elector, webhook ──────────▶ counting ──▶ RequestTimeout ──▶ kube's stack ──▶ API server
 //!  registration (ungated: the Lease is fenced on its resourceVersion; every replica serves the
 //!  webhook and registers the same configuration)
 //! ```
