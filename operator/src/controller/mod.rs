@@ -106,9 +106,9 @@ pub async fn run_gated(
     };
     let caches::Triggers { session_pods, pool_pods, services, secrets, points, pools } = triggers;
     let session_triggers = session::Triggers { pods: session_pods, services, secrets, points, pools };
-    let sessions = session::controller(ctx.clone(), session_triggers, stop()).for_each(|_| async {});
-    let pools = pool::controller(ctx.clone(), pool_pods, stop()).for_each(|_| async {});
-    let points = point::controller(ctx.clone(), stop()).for_each(|_| async {});
+    let sessions = session::controller(ctx.clone(), session_triggers, stop()).for_each(log_queue_errors);
+    let pools = pool::controller(ctx.clone(), pool_pods, stop()).for_each(log_queue_errors);
+    let points = point::controller(ctx.clone(), stop()).for_each(log_queue_errors);
     let ca = ca_rotation::run(ctx.clone(), stop());
     let turn = turn_secret::run(ctx.clone(), stop());
     let all = async {
@@ -130,6 +130,32 @@ pub async fn run_gated(
     for w in watches {
         w.abort();
     }
+}
+
+/// What a controller's stream yields: a reconcile's result, or why none could run.
+pub type Outcome<K, E> = Result<
+    (kube::runtime::reflector::ObjectRef<K>, kube::runtime::controller::Action),
+    kube::runtime::controller::Error<E, kube::runtime::watcher::Error>,
+>;
+
+/// Logs what a controller's stream reports besides reconciles. A reconcile's failure is logged
+/// where it happens ([`instrument`]); a watch of the controller's own kind that keeps failing
+/// (its list refused, timed out or unreadable) held every reconcile of that kind without a word:
+/// crash safety once saw an operator start and act on nothing for two minutes, with an empty log.
+fn log_queue_errors<K, E>(outcome: Outcome<K, E>) -> futures::future::Ready<()>
+where
+    K: kube::Resource<DynamicType = ()>,
+    E: std::error::Error,
+{
+    use kube::runtime::controller::Error as C;
+    let kind = K::kind(&()).into_owned();
+    match outcome {
+        Err(C::QueueError(e)) => tracing::warn!(error = %e, kind, "watch failed; retrying"),
+        Err(C::RunnerError(e)) => tracing::warn!(error = %e, kind, "the controller's runner failed"),
+        // Reconcile failures are logged by `instrument`; a deleted object's is nothing to report.
+        Err(C::ReconcilerFailed(..) | C::ObjectNotFound(_)) | Ok(_) => {}
+    }
+    futures::future::ready(())
 }
 
 /// How long reconciles in flight may finish after the stop signal.
@@ -155,5 +181,42 @@ async fn become_ready(ctx: &Context) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use kube::runtime::controller::Error as C;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Counts warnings.
+    struct Warnings(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_watch_of_a_controllers_own_kind_is_logged_and_a_reconcile_failure_is_not_logged_twice() {
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let _log = tracing::subscriber::set_default(tracing_subscriber::registry().with(Warnings(warnings.clone())));
+        let queue: Outcome<ReceptionSession, session::Error> =
+            Err(C::QueueError(kube::runtime::watcher::Error::NoResourceVersion));
+        drop(log_queue_errors(queue));
+        assert_eq!(warnings.load(Ordering::SeqCst), 1, "the watch error");
+        let reconcile: Outcome<ReceptionSession, session::Error> = Err(C::ReconcilerFailed(
+            session::Error::ServerVersion(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Box::new(kube::runtime::reflector::ObjectRef::<ReceptionSession>::new("s").within("n").erase()),
+        ));
+        drop(log_queue_errors(reconcile));
+        assert_eq!(warnings.load(Ordering::SeqCst), 1, "instrument logs reconcile failures");
     }
 }

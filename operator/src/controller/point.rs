@@ -44,7 +44,7 @@ impl super::instrument::ReconcileError for Error {
 pub fn controller(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = Result<(ObjectRef<ReceptionPoint>, Action), impl std::error::Error>> {
+) -> impl Stream<Item = super::Outcome<ReceptionPoint, Error>> {
     let api = ctx.watched::<ReceptionPoint>();
     let ctl = Controller::new(api.clone(), watcher::Config::default());
     let store = ctl.store();

@@ -74,7 +74,7 @@ pub fn controller(
     ctx: Arc<Context>,
     pods: super::caches::Trigger<PartialObjectMeta<Pod>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = Result<(ObjectRef<MediaWorkerPool>, Action), impl std::error::Error>> {
+) -> impl Stream<Item = super::Outcome<MediaWorkerPool, Error>> {
     let pools = ctx.watched::<MediaWorkerPool>();
     // Allocated pods are owned by their session, not the pool, so pods map to pools by label.
     Controller::new(pools, watcher::Config::default())

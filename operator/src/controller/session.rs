@@ -105,7 +105,7 @@ pub fn controller(
     ctx: Arc<Context>,
     triggers: Triggers,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = Result<(ObjectRef<ReceptionSession>, Action), impl std::error::Error>> {
+) -> impl Stream<Item = super::Outcome<ReceptionSession, Error>> {
     // The sessions' own store, without managedFields (see caches::strip).
     let (reader, writer) = kube::runtime::reflector::store();
     let sessions = watcher::watcher(ctx.watched::<ReceptionSession>(), watcher::Config::default())
