@@ -104,6 +104,10 @@ pub async fn run_gated(
         tracing::error!("the controllers were already started once in this process");
         return;
     };
+    let synced = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.caches.log_until_synced(Duration::from_secs(10)).await }
+    });
     let caches::Triggers { session_pods, pool_pods, services, secrets, points, pools } = triggers;
     let session_triggers = session::Triggers { pods: session_pods, services, secrets, points, pools };
     let sessions = session::controller(ctx.clone(), session_triggers, stop()).for_each(log_queue_errors);
@@ -127,6 +131,7 @@ pub async fn run_gated(
         () = bounded_after_stop => {}
     }
     readiness.abort();
+    synced.abort();
     for w in watches {
         w.abort();
     }
