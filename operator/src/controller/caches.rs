@@ -15,9 +15,11 @@
 //! for their applied hash and orphans (Services, Secrets, NetworkPolicies, ConfigMaps) are
 //! watched as metadata only, which is what keeps the operator's memory flat.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::NamespaceResourceScope;
@@ -28,6 +30,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{MediaWorkerPool, ReceptionPoint};
@@ -45,17 +48,44 @@ pub struct Caches {
     pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
     pub points: Store<ReceptionPoint>,
     pub pools: Store<MediaWorkerPool>,
+    /// The kinds whose first full list is in their store. Not the stores' own
+    /// `wait_until_ready`: kube-runtime keeps one waker for all of a store's waiters (a oneshot
+    /// receiver shared by every caller), so of the reconciles waiting at once, only the last to
+    /// wait was woken and the others waited for ever. A restarted or newly leading operator,
+    /// whose first reconciles all wait together, then acted on nothing (CI runs 14 and 15).
+    listed: watch::Receiver<BTreeSet<&'static str>>,
 }
+
+/// The kinds [`Caches`] lists, by the names [`Caches::unsynced`] gives.
+const KINDS: [&str; 7] =
+    ["Pod", "Service", "Secret", "NetworkPolicy", "ConfigMap", "ReceptionPoint", "MediaWorkerPool"];
 
 /// The write side, taken once when the controllers start.
 pub struct Writers {
-    pods: reflector::store::Writer<Pod>,
-    services: reflector::store::Writer<PartialObjectMeta<Service>>,
-    secrets: reflector::store::Writer<PartialObjectMeta<Secret>>,
-    policies: reflector::store::Writer<PartialObjectMeta<NetworkPolicy>>,
-    configmaps: reflector::store::Writer<PartialObjectMeta<ConfigMap>>,
-    points: reflector::store::Writer<ReceptionPoint>,
-    pools: reflector::store::Writer<MediaWorkerPool>,
+    pods: Feed<Pod>,
+    services: Feed<PartialObjectMeta<Service>>,
+    secrets: Feed<PartialObjectMeta<Secret>>,
+    policies: Feed<PartialObjectMeta<NetworkPolicy>>,
+    configmaps: Feed<PartialObjectMeta<ConfigMap>>,
+    points: Feed<ReceptionPoint>,
+    pools: Feed<MediaWorkerPool>,
+}
+
+/// One store's writer, and the flag its first full list raises in [`Caches`].
+struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
+    writer: reflector::store::Writer<K>,
+    kind: &'static str,
+    listed: Arc<watch::Sender<BTreeSet<&'static str>>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Feed<K> {
+    /// Applies one watch event to the store, then marks the kind listed at the end of a list.
+    fn apply(&mut self, event: &watcher::Event<K>) {
+        self.writer.apply_watcher_event(event);
+        if matches!(event, watcher::Event::InitDone) {
+            self.listed.send_if_modified(|kinds| kinds.insert(self.kind));
+        }
+    }
 }
 
 /// A controller's trigger: the objects of one kind, each after its store has it.
@@ -76,6 +106,9 @@ pub struct Triggers {
 
 /// Makes the stores; they fill once [`start`] runs with the writers.
 pub fn new() -> (Caches, Writers) {
+    let (listed_tx, listed) = watch::channel(BTreeSet::new());
+    let listed_tx = Arc::new(listed_tx);
+    let [pod, service, secret, policy, configmap, point, pool] = KINDS;
     let (pods, pods_w) = reflector::store();
     let (services, services_w) = reflector::store();
     let (secrets, secrets_w) = reflector::store();
@@ -83,50 +116,31 @@ pub fn new() -> (Caches, Writers) {
     let (configmaps, configmaps_w) = reflector::store();
     let (points, points_w) = reflector::store();
     let (pools, pools_w) = reflector::store();
-    (
-        Caches { pods, services, secrets, policies, configmaps, points, pools },
-        Writers {
-            pods: pods_w,
-            services: services_w,
-            secrets: secrets_w,
-            policies: policies_w,
-            configmaps: configmaps_w,
-            points: points_w,
-            pools: pools_w,
-        },
-    )
+    let writers = Writers {
+        pods: Feed { writer: pods_w, kind: pod, listed: listed_tx.clone() },
+        services: Feed { writer: services_w, kind: service, listed: listed_tx.clone() },
+        secrets: Feed { writer: secrets_w, kind: secret, listed: listed_tx.clone() },
+        policies: Feed { writer: policies_w, kind: policy, listed: listed_tx.clone() },
+        configmaps: Feed { writer: configmaps_w, kind: configmap, listed: listed_tx.clone() },
+        points: Feed { writer: points_w, kind: point, listed: listed_tx.clone() },
+        pools: Feed { writer: pools_w, kind: pool, listed: listed_tx },
+    };
+    (Caches { pods, services, secrets, policies, configmaps, points, pools, listed }, writers)
 }
 
 impl Caches {
     /// Waits until every store has had its first full list. Reconciles start only after their
-    /// controller's own list, so this is normally immediate.
+    /// controller's own list, so this is normally immediate. Any number may wait at once.
     pub async fn synced(&self) {
-        // A dropped writer means the operator is stopping: nothing to wait for then.
-        let _ = futures::join!(
-            self.pods.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.secrets.wait_until_ready(),
-            self.policies.wait_until_ready(),
-            self.configmaps.wait_until_ready(),
-            self.points.wait_until_ready(),
-            self.pools.wait_until_ready(),
-        );
+        // A dropped sender means the operator is stopping: nothing to wait for then.
+        let _ = self.listed.clone().wait_for(|kinds| kinds.len() == KINDS.len()).await;
     }
 
     /// The kinds whose first list has not completed yet, for the log while reconciles wait in
     /// [`Caches::synced`].
     pub fn unsynced(&self) -> Vec<&'static str> {
-        use futures::FutureExt;
-        let ready = [
-            ("Pod", self.pods.wait_until_ready().now_or_never().is_some()),
-            ("Service", self.services.wait_until_ready().now_or_never().is_some()),
-            ("Secret", self.secrets.wait_until_ready().now_or_never().is_some()),
-            ("NetworkPolicy", self.policies.wait_until_ready().now_or_never().is_some()),
-            ("ConfigMap", self.configmaps.wait_until_ready().now_or_never().is_some()),
-            ("ReceptionPoint", self.points.wait_until_ready().now_or_never().is_some()),
-            ("MediaWorkerPool", self.pools.wait_until_ready().now_or_never().is_some()),
-        ];
-        ready.into_iter().filter(|(_, r)| !r).map(|(k, _)| k).collect()
+        let listed = self.listed.borrow();
+        KINDS.into_iter().filter(|k| !listed.contains(k)).collect()
     }
 
     /// Logs once the caches have synced, and every `every` until then with the kinds still
@@ -220,7 +234,7 @@ impl Scoped {
 fn drive<K, T>(
     api: Api<K>,
     config: watcher::Config,
-    writer: reflector::store::Writer<K>,
+    mut feed: Feed<K>,
     subscribers: usize,
     project: fn(&K) -> T,
 ) -> (JoinHandle<()>, Vec<Trigger<T>>)
@@ -235,7 +249,7 @@ where
         let mut events = std::pin::pin!(watcher(api, config)
             .backoff(super::watch_backoff::WatchBackoff::default())
             .modify(strip)
-            .reflect(writer)
+            .inspect_ok(move |event| feed.apply(event))
             .touched_objects());
         while let Some(event) = events.next().await {
             match event {
@@ -371,9 +385,42 @@ mod tests {
     fn the_kinds_not_listed_yet_are_named_until_each_has_listed() {
         let (caches, mut writers) = new();
         assert_eq!(caches.unsynced().len(), 7);
-        writers.pods.apply_watcher_event(&Event::InitDone);
-        writers.points.apply_watcher_event(&Event::InitDone);
+        writers.pods.apply(&Event::InitDone);
+        writers.points.apply(&Event::InitDone);
         assert_eq!(caches.unsynced(), ["Service", "Secret", "NetworkPolicy", "ConfigMap", "MediaWorkerPool"]);
         assert!(caches.synced().now_or_never().is_none(), "not synced while any kind is missing");
+    }
+
+    /// Reconciles wait for the caches together (a restarted operator's first ones all do); each
+    /// must be woken when the last kind has listed. kube-runtime's `Store::wait_until_ready`
+    /// woke only the last of them.
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_the_caches_is_woken_once_they_have_listed() {
+        let (caches, mut w) = new();
+        let caches = Arc::new(caches);
+        let waiting: Vec<_> = (0..4)
+            .map(|_| {
+                let caches = caches.clone();
+                tokio::spawn(async move { caches.synced().await })
+            })
+            .collect();
+        // Let every waiter poll (and register) before the lists complete.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        w.pods.apply(&Event::InitDone);
+        w.services.apply(&Event::InitDone);
+        w.secrets.apply(&Event::InitDone);
+        w.policies.apply(&Event::InitDone);
+        w.configmaps.apply(&Event::InitDone);
+        w.points.apply(&Event::InitDone);
+        w.pools.apply(&Event::InitDone);
+        for (i, waiter) in waiting.into_iter().enumerate() {
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .unwrap_or_else(|_| panic!("waiter {i} was never woken"))
+                .unwrap();
+        }
+        assert!(caches.unsynced().is_empty());
     }
 }
