@@ -93,9 +93,8 @@ pub type Trigger<K> = futures::stream::BoxStream<'static, Result<K, watcher::Err
 
 /// The triggers handed to the controllers.
 pub struct Triggers {
-    /// Metadata only: the controllers map a pod to its session (owner) or pool (label), and a
-    /// whole pod per subscriber queued while they were busy held 10 MiB of a 1,000-session
-    /// wave's peak heap.
+    /// Metadata only: the controllers map a pod to its session (owner) or pool (label), so a
+    /// whole copy of every pod event per subscriber, queued while they are busy, bought nothing.
     pub session_pods: Trigger<PartialObjectMeta<Pod>>,
     pub pool_pods: Trigger<PartialObjectMeta<Pod>>,
     pub services: Trigger<PartialObjectMeta<Service>>,
