@@ -53,7 +53,7 @@ pub struct Caches {
     /// receiver shared by every caller), so of the reconciles waiting at once, only the last to
     /// wait was woken and the others waited for ever. A restarted or newly leading operator,
     /// whose first reconciles all wait together, then acted on nothing (CI runs 14 and 15).
-    listed: watch::Receiver<BTreeSet<&'static str>>,
+    listed: watch::Receiver<BTreeSet<String>>,
 }
 
 /// The kinds [`Caches`] lists, by the names [`Caches::unsynced`] gives.
@@ -74,16 +74,16 @@ pub struct Writers {
 /// One store's writer, and the flag its first full list raises in [`Caches`].
 struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     writer: reflector::store::Writer<K>,
-    kind: &'static str,
-    listed: Arc<watch::Sender<BTreeSet<&'static str>>>,
+    listed: Arc<watch::Sender<BTreeSet<String>>>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Feed<K> {
-    /// Applies one watch event to the store, then marks the kind listed at the end of a list.
+    /// Applies one watch event to the store, then marks the kind (metadata-only ones by their
+    /// object's kind) listed at the end of a list.
     fn apply(&mut self, event: &watcher::Event<K>) {
         self.writer.apply_watcher_event(event);
         if matches!(event, watcher::Event::InitDone) {
-            self.listed.send_if_modified(|kinds| kinds.insert(self.kind));
+            self.listed.send_if_modified(|kinds| kinds.insert(K::kind(&()).into_owned()));
         }
     }
 }
@@ -107,7 +107,6 @@ pub struct Triggers {
 pub fn new() -> (Caches, Writers) {
     let (listed_tx, listed) = watch::channel(BTreeSet::new());
     let listed_tx = Arc::new(listed_tx);
-    let [pod, service, secret, policy, configmap, point, pool] = KINDS;
     let (pods, pods_w) = reflector::store();
     let (services, services_w) = reflector::store();
     let (secrets, secrets_w) = reflector::store();
@@ -116,13 +115,13 @@ pub fn new() -> (Caches, Writers) {
     let (points, points_w) = reflector::store();
     let (pools, pools_w) = reflector::store();
     let writers = Writers {
-        pods: Feed { writer: pods_w, kind: pod, listed: listed_tx.clone() },
-        services: Feed { writer: services_w, kind: service, listed: listed_tx.clone() },
-        secrets: Feed { writer: secrets_w, kind: secret, listed: listed_tx.clone() },
-        policies: Feed { writer: policies_w, kind: policy, listed: listed_tx.clone() },
-        configmaps: Feed { writer: configmaps_w, kind: configmap, listed: listed_tx.clone() },
-        points: Feed { writer: points_w, kind: point, listed: listed_tx.clone() },
-        pools: Feed { writer: pools_w, kind: pool, listed: listed_tx },
+        pods: Feed { writer: pods_w, listed: listed_tx.clone() },
+        services: Feed { writer: services_w, listed: listed_tx.clone() },
+        secrets: Feed { writer: secrets_w, listed: listed_tx.clone() },
+        policies: Feed { writer: policies_w, listed: listed_tx.clone() },
+        configmaps: Feed { writer: configmaps_w, listed: listed_tx.clone() },
+        points: Feed { writer: points_w, listed: listed_tx.clone() },
+        pools: Feed { writer: pools_w, listed: listed_tx },
     };
     (Caches { pods, services, secrets, policies, configmaps, points, pools, listed }, writers)
 }
@@ -132,14 +131,14 @@ impl Caches {
     /// controller's own list, so this is normally immediate. Any number may wait at once.
     pub async fn synced(&self) {
         // A dropped sender means the operator is stopping: nothing to wait for then.
-        let _ = self.listed.clone().wait_for(|kinds| kinds.len() == KINDS.len()).await;
+        let _ = self.listed.clone().wait_for(|kinds| KINDS.iter().all(|k| kinds.contains(*k))).await;
     }
 
     /// The kinds whose first list has not completed yet, for the log while reconciles wait in
     /// [`Caches::synced`].
     pub fn unsynced(&self) -> Vec<&'static str> {
         let listed = self.listed.borrow();
-        KINDS.into_iter().filter(|k| !listed.contains(k)).collect()
+        KINDS.into_iter().filter(|k| !listed.contains(*k)).collect()
     }
 
     /// Logs once the caches have synced, and every `every` until then with the kinds still
